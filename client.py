@@ -1,0 +1,56 @@
+#!/usr/bin/env python3
+"""Flower client for federated MNIST: trains a Keras model on its own random share.
+
+    python client.py --partition-id 0 --num-partitions 3
+    python client.py --server 192.168.1.20:8000 --partition-id 1 --num-partitions 3
+
+Flags are checked before TensorFlow is imported, so mistakes fail fast.
+"""
+
+import time
+
+PROCESS_STARTED = time.perf_counter()
+
+import sys  # noqa: E402
+
+from fedmnist import config  # noqa: E402
+from fedmnist.cli import Parser, configure_logging, non_negative_int, positive_float, positive_int, run_cli, server_address  # noqa: E402
+
+
+def parse_args(argv: list[str]) -> "object":
+    parser = Parser(prog="client.py", description="Run one Flower client (Keras) for federated MNIST.")
+    parser.add_argument("--server", type=server_address, default=config.CLIENT_SERVER_ADDRESS, help="server HOST:PORT (default: %(default)s)")
+    parser.add_argument("--partition-id", type=non_negative_int, default=0, help="which share of the training rows this client owns, 0..N-1 (default: %(default)s)")
+    parser.add_argument("--num-partitions", type=positive_int, default=config.CLIENTS, help="how many shares the training rows are cut into (default: %(default)s)")
+    parser.add_argument("--dataset", choices=config.DATASETS, default=config.DATASET, help="MNIST source; use the server's (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=config.SEED, help="seed of the partitioning; the same on every client (default: %(default)s)")
+    parser.add_argument("--data-home", default=None, help="scikit-learn data home for the MNIST cache (default: scikit-learn's)")
+    parser.add_argument("--connect-timeout", type=positive_float, default=config.CONNECT_TIMEOUT, help="seconds to keep retrying an unreachable server (default: %(default)s)")
+    parser.add_argument("--verbose", action="store_true", help="also show Flower's INFO messages")
+    args = parser.parse_args(argv)
+    if args.partition_id >= args.num_partitions:
+        parser.error(f"--partition-id must be below --num-partitions ({args.num_partitions}), got {args.partition_id}")
+    return args
+
+
+def main(argv: list[str]) -> None:
+    args = parse_args(argv)
+    configure_logging(args.verbose)
+    from fedmnist.client_app import make_client, run_client
+
+    def serve() -> None:
+        client = make_client(
+            partition_id=args.partition_id,
+            num_partitions=args.num_partitions,
+            dataset=args.dataset,
+            seed=args.seed,
+            data_home=args.data_home,
+            process_started=PROCESS_STARTED,
+        )
+        run_client(client, args.server, args.connect_timeout)
+
+    run_cli(serve)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

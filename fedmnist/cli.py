@@ -1,0 +1,119 @@
+"""Command-line plumbing shared by server.py and client.py.
+
+Argument types that validate, one-line errors instead of tracebacks, and a
+console that shows our progress and Flower's warnings without Flower's
+per-message INFO chatter (``--verbose`` brings that back).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+from fedmnist.errors import UserError
+
+T = TypeVar("T")
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+# Flower logs these two deprecations on every start; we use the classic runtime on
+# purpose (README, "Why this runtime"), so the long notice is shortened, not hidden.
+_DEPRECATED_CALLS = ("start_server()", "start_client()")
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are a single line: ``prog: error: ...``."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """An integer of at least 1."""
+    value = _parse(int, text, "a whole number")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """An integer of at least 0."""
+    value = _parse(int, text, "a whole number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A number greater than 0."""
+    value = _parse(float, text, "a number")
+    if not value > 0:  # Also rejects nan.
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """A TCP port, 1-65535."""
+    value = _parse(int, text, "a port number")
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in 1-65535, got {value}")
+    return value
+
+
+def server_address(text: str) -> str:
+    """``HOST:PORT`` with a valid port (IPv6 hosts in brackets: ``[::1]:8000``)."""
+    host, separator, port = text.rpartition(":")
+    if not separator or not host:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    port_number(port)
+    return text
+
+
+def _parse(kind: Callable[[str], T], text: str, what: str) -> T:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+
+
+def run_cli(main: Callable[[], T]) -> T:
+    """Run ``main``; a UserError becomes ``error: ...`` on stderr and exit 2."""
+    try:
+        return main()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(EXIT_USER_ERROR)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """Our messages at INFO; Flower's at WARNING unless ``verbose``."""
+    from flwr.common.logger import update_console_handler
+
+    # Third-party libraries stay at WARNING; our own progress is INFO.
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)-7s %(message)s", force=True)
+    logging.getLogger("fedmnist").setLevel(logging.INFO)
+    flower = logging.getLogger("flwr")
+    flower.propagate = False  # Flower has its own console handler; avoid double lines.
+    flower.addFilter(_shorten_deprecation_notice)
+    update_console_handler(
+        level=logging.INFO if verbose else logging.WARNING, colored=sys.stderr.isatty()
+    )
+
+
+def _shorten_deprecation_notice(record: logging.LogRecord) -> bool:
+    """Replace Flower's multi-line start_server/start_client notice by one line."""
+    if str(record.msg).startswith("DEPRECATED FEATURE") and record.args:
+        call = next((name for name in _DEPRECATED_CALLS if name in str(record.args[0])), None)
+        if call is not None:
+            record.msg, record.args = (
+                "Flower marks %s as deprecated; fedmnist uses it on purpose (see README, Why this runtime).",
+                (call,),
+            )
+    return True

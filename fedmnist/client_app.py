@@ -1,0 +1,113 @@
+"""The Flower client: a Keras ``NumPyClient`` training on one MNIST partition.
+
+``MnistClient`` knows nothing about how it is launched; ``run_client`` connects
+it to a classic Flower server with ``flwr.client.start_client`` (grpc-bidi).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+import numpy as np
+from flwr.client import NumPyClient
+from flwr.common import NDArrays, Scalar
+
+from fedmnist import config as defaults  # Flower's methods take a parameter named `config`.
+from fedmnist.data import ClientData, client_data, load_mnist, to_float
+from fedmnist.errors import UserError
+from fedmnist.model import Trainer, build_model
+
+log = logging.getLogger(__name__)
+
+
+class MnistClient(NumPyClient):
+    """Trains the shared model on its own rows and evaluates it on its validation slice.
+
+    Fit config keys (all optional, so a stock FedAvg server that sends no config
+    works): ``local-epochs``, ``batch-size``, ``learning-rate``. Both ``fit`` and
+    ``evaluate`` report ``accuracy`` and ``loss`` with the number of examples
+    used, which the server's weighted average needs, plus their duration in
+    seconds (and ``extra_metrics``, e.g. start-up timings) for the run's timing report.
+    """
+
+    def __init__(
+        self, trainer: Trainer, data: ClientData, *, extra_metrics: dict[str, Scalar] | None = None
+    ) -> None:
+        self.trainer = trainer
+        self.x_train, self.y_train = to_float(data.x_train), data.y_train.astype(np.int32)
+        self.x_val, self.y_val = to_float(data.x_val), data.y_val.astype(np.int32)
+        self.extra_metrics = dict(extra_metrics or {})
+
+    def get_parameters(self, config: dict[str, Scalar]) -> NDArrays:
+        return self.trainer.get_weights()
+
+    def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
+        started = time.perf_counter()
+        self.trainer.set_weights(parameters)
+        result = self.trainer.fit(
+            self.x_train,
+            self.y_train,
+            epochs=int(config.get("local-epochs", defaults.LOCAL_EPOCHS)),
+            batch_size=int(config.get("batch-size", defaults.BATCH_SIZE)),
+            learning_rate=float(config.get("learning-rate", defaults.LEARNING_RATE)),
+        )
+        metrics = {"accuracy": result.accuracy, "loss": result.loss, **self.extra_metrics}
+        metrics["fit_seconds"] = time.perf_counter() - started
+        return self.trainer.get_weights(), len(self.y_train), metrics
+
+    def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
+        started = time.perf_counter()
+        self.trainer.set_weights(parameters)
+        result = self.trainer.evaluate(self.x_val, self.y_val)
+        metrics = {"accuracy": result.accuracy, "loss": result.loss}
+        metrics["evaluate_seconds"] = time.perf_counter() - started
+        return result.loss, len(self.y_val), metrics
+
+
+def make_client(
+    *,
+    partition_id: int,
+    num_partitions: int,
+    dataset: str = defaults.DATASET,
+    seed: int = defaults.SEED,
+    data_home: str | None = None,
+    process_started: float | None = None,
+) -> MnistClient:
+    """Load this client's partition and build its model.
+
+    ``process_started`` (a ``time.perf_counter()`` reading taken when the
+    process began) lets the client report how long start-up took.
+    """
+    data_started = time.perf_counter()
+    data = client_data(load_mnist(dataset, data_home), partition_id, num_partitions, seed)
+    data_seconds = time.perf_counter() - data_started
+    trainer = Trainer(build_model(seed), seed=seed + partition_id)
+    extra: dict[str, Scalar] = {"data_seconds": data_seconds}
+    if process_started is not None:
+        extra["startup_seconds"] = time.perf_counter() - process_started
+    log.info(
+        "client %d/%d ready: %d training and %d validation images, loaded in %.2f s",
+        partition_id, num_partitions, len(data.y_train), len(data.y_val), data_seconds,
+    )
+    return MnistClient(trainer, data, extra_metrics=extra)
+
+
+def run_client(client: NumPyClient, server_address: str, connect_timeout: float) -> None:
+    """Serve ``client`` to the Flower server until it ends the run.
+
+    Retries an unreachable server for ``connect_timeout`` seconds, then raises
+    a UserError instead of Flower's gRPC traceback.
+    """
+    from flwr.client import start_client
+
+    try:
+        start_client(server_address=server_address, client=client.to_client(), max_wait_time=connect_timeout)
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+            raise UserError(
+                f"lost or could not reach the Flower server at {server_address} within {connect_timeout:g} s "
+                "(is server.py running, and is the address right?)"
+            ) from None
+        raise

