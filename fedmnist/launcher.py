@@ -1,0 +1,197 @@
+"""``./run.sh``: one server and N clients on this machine, watched until done.
+
+Resolves the data source once (so every process loads the same data from the
+local cache), starts ``server.py``, waits until it listens, starts the
+clients, streams the server's progress, and stops everything it started if
+any process fails or the user presses Ctrl-C. Each process's full output is
+kept in ``OUT/logs/``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import IO
+
+from fedmnist import config
+from fedmnist.cli import Parser, port_number, positive_float, positive_int, run_cli
+from fedmnist.errors import UserError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+LISTEN_TIMEOUT = 180.0  # Seconds the server may take to start listening.
+POLL_SECONDS = 0.05
+# TensorFlow prints these at import whatever its log level; they are kept in the log files.
+_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ")
+
+
+def parse_args(argv: list[str]):
+    parser = Parser(
+        prog="./run.sh",
+        description="Run a federated MNIST experiment: a Flower server and its Keras clients on this machine.",
+        epilog="Results: OUT/history/history_<rounds>.pkl/.json/.jsonl, OUT/models/global_<rounds>.keras, "
+        "OUT/plots/*.png; each process's output in OUT/logs/.",
+    )
+    parser.add_argument("--rounds", type=positive_int, default=config.ROUNDS, help="federated rounds (default: %(default)s)")
+    parser.add_argument("--clients", type=positive_int, default=config.CLIENTS, help="clients to start (default: %(default)s)")
+    parser.add_argument("--port", type=port_number, default=config.PORT, help="server port (default: %(default)s)")
+    parser.add_argument("--dataset", choices=config.DATASETS, default=config.DATASET, help="MNIST source; auto = OpenML if reachable or cached, else the offline 5k subset (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=config.SEED, help="seed of the client partitions and the initial model (default: %(default)s)")
+    parser.add_argument("--out", default=str(PROJECT_ROOT), help="folder for history/, plots/, models/ and logs/ (default: the project folder)")
+    parser.add_argument("--data-home", default=None, help="scikit-learn data home for the MNIST cache (default: scikit-learn's)")
+    parser.add_argument("--local-epochs", type=positive_int, default=config.LOCAL_EPOCHS, help="local epochs per round (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=config.BATCH_SIZE, help="local batch size (default: %(default)s)")
+    parser.add_argument("--learning-rate", type=positive_float, default=config.LEARNING_RATE, help="clients' Adam learning rate (default: %(default)s)")
+    return parser.parse_args(argv)
+
+
+class Launcher:
+    """Starts, watches and stops the server and client processes of one run."""
+
+    def __init__(self, args) -> None:
+        self.args = args
+        self.out = Path(args.out).resolve()
+        self.logs = self.out / "logs"
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._streamer: threading.Thread | None = None
+
+    def run(self) -> None:
+        started = time.monotonic()
+        try:
+            self.logs.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise UserError(f"cannot create {self.logs}: {error.strerror or error}") from None
+        self._check_port_free()
+        from fedmnist.data import resolve_dataset
+
+        source = resolve_dataset(self.args.dataset, self.args.data_home)
+        print(f"data: {source} (cached for all processes)", flush=True)
+        server = self._start("server", self._server_command(source))
+        self._streamer = threading.Thread(target=_stream, args=(self.logs / "server.log", server), daemon=True)
+        self._streamer.start()
+        self._wait_until_listening(server)
+        for partition_id in range(self.args.clients):
+            self._start(f"client_{partition_id}", self._client_command(source, partition_id))
+        self._wait_for_all()
+        self._streamer.join(timeout=5)  # Let the last progress lines reach the console.
+        print(f"done in {time.monotonic() - started:.1f} s; logs in {self.logs}", flush=True)
+
+    def stop_all(self) -> None:
+        """Terminate every process still running, then kill what does not stop."""
+        running = [p for p in self.processes.values() if p.poll() is None]
+        for process in running:
+            process.terminate()
+        deadline = time.monotonic() + 5
+        for process in running:
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    def _server_command(self, source: str) -> list[str]:
+        a = self.args
+        return [
+            "server.py", "--rounds", str(a.rounds), "--clients", str(a.clients), "--port", str(a.port),
+            "--dataset", source, "--seed", str(a.seed), "--out", str(self.out),
+            "--local-epochs", str(a.local_epochs), "--batch-size", str(a.batch_size),
+            "--learning-rate", str(a.learning_rate), *self._data_home(),
+        ]
+
+    def _client_command(self, source: str, partition_id: int) -> list[str]:
+        a = self.args
+        return [
+            "client.py", "--server", f"127.0.0.1:{a.port}", "--partition-id", str(partition_id),
+            "--num-partitions", str(a.clients), "--dataset", source, "--seed", str(a.seed), *self._data_home(),
+        ]
+
+    def _data_home(self) -> list[str]:
+        return ["--data-home", self.args.data_home] if self.args.data_home else []
+
+    def _start(self, name: str, command: list[str]) -> subprocess.Popen:
+        log_file = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115  (owned by the child)
+        process = subprocess.Popen(
+            [sys.executable, "-u", str(PROJECT_ROOT / command[0]), *command[1:]],
+            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=PROJECT_ROOT,
+        )
+        log_file.close()
+        self.processes[name] = process
+        return process
+
+    def _check_port_free(self) -> None:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", self.args.port)) == 0:
+                raise UserError(f"port {self.args.port} is already in use (another server running? choose --port)")
+
+    def _wait_until_listening(self, server: subprocess.Popen) -> None:
+        deadline = time.monotonic() + LISTEN_TIMEOUT
+        while time.monotonic() < deadline:
+            if server.poll() is not None:
+                self._fail("server", server.returncode)
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.args.port)) == 0:
+                    return
+            time.sleep(POLL_SECONDS)
+        raise UserError(f"the server did not listen on port {self.args.port} within {LISTEN_TIMEOUT:g} s")
+
+    def _wait_for_all(self) -> None:
+        while any(p.poll() is None for p in self.processes.values()):
+            for name, process in self.processes.items():
+                if process.returncode not in (None, 0):
+                    self._fail(name, process.returncode)
+            time.sleep(POLL_SECONDS)
+        for name, process in self.processes.items():
+            if process.returncode != 0:
+                self._fail(name, process.returncode)
+
+    def _fail(self, name: str, returncode: int) -> None:
+        log_path = self.logs / f"{name}.log"
+        last = [line for line in _read_lines(log_path) if not line.startswith(_NOISE)][-5:]
+        detail = "\n  ".join(last) if last else "(no output)"
+        raise UserError(f"{name} exited with status {returncode}; last lines of {log_path}:\n  {detail}")
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return []
+
+
+def _stream(path: Path, process: subprocess.Popen, out: IO[str] = sys.stdout) -> None:
+    """Copy ``path`` to the console as it grows, without TensorFlow's start-up noise."""
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        while True:
+            line = handle.readline()
+            if line:
+                if not line.startswith(_NOISE):
+                    out.write(line)
+                    out.flush()
+            elif process.poll() is not None:
+                return
+            else:
+                time.sleep(POLL_SECONDS)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    launcher = Launcher(args)
+    # SIGTERM (e.g. from a CI timeout) is handled like Ctrl-C: stop the children, then exit.
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        run_cli(launcher.run)
+    finally:
+        launcher.stop_all()
+
+
+if __name__ == "__main__":
+    os.chdir(PROJECT_ROOT)
+    main()

@@ -1,0 +1,30 @@
+# Sourced by run.sh and test.sh: make .venv and install a requirements file into it.
+# Usage: ensure_venv REQUIREMENTS_FILE  (re-installs only when that file changes)
+
+ensure_venv() {
+    local requirements="$1"
+    local root venv stamp want
+    root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+    venv="$root/.venv"
+    stamp="$venv/.installed-$(basename "$requirements")"
+    if [ ! -x "$venv/bin/python" ]; then
+        local python
+        python="$(command -v python3 || command -v python || true)"
+        if [ -z "$python" ] || ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+            echo "error: Python 3.11 or newer is needed as python3 (found: ${python:-none})" >&2
+            return 1
+        fi
+        echo "setting up $venv (first run only) ..." >&2
+        "$python" -m venv "$venv" || { echo "error: could not create $venv" >&2; return 1; }
+    fi
+    # Hash every requirements file involved, so an edit to any of them triggers a reinstall.
+    want="$(cat "$root"/requirements*.txt | sha256sum | cut -d' ' -f1)"
+    if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+        echo "installing $(basename "$requirements") into .venv (a few minutes the first time) ..." >&2
+        "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$root/$requirements" \
+            || { echo "error: pip could not install $requirements (see above)" >&2; return 1; }
+        echo "$want" > "$stamp"
+    fi
+    export PATH="$venv/bin:$PATH"
+    export VIRTUAL_ENV="$venv"
+}

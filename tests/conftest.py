@@ -1,0 +1,72 @@
+"""Shared fixtures: no network, a warm MNIST cache, free ports, process helpers."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from fedmnist.data import MNIST_5K, MnistData, load_mnist
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refuse every connection that leaves this machine, as in a classroom without internet."""
+    real_connect = socket.socket.connect
+
+    def connect(self: socket.socket, address: object) -> None:
+        host = address[0] if isinstance(address, tuple) else ""
+        if isinstance(address, tuple) and host not in ("127.0.0.1", "::1", "localhost"):
+            raise OSError(101, f"network is unreachable (tests are offline): {host}")
+        return real_connect(self, address)
+
+    def getaddrinfo(host: str, *args: object, **kwargs: object):
+        if host not in ("127.0.0.1", "::1", "localhost", None):
+            raise socket.gaierror(-2, f"name resolution disabled in tests: {host}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    real_getaddrinfo = socket.getaddrinfo
+    monkeypatch.setattr(socket.socket, "connect", connect)
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+@pytest.fixture(scope="session")
+def data_home(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A scikit-learn data home whose fedmnist cache already holds the 5k set."""
+    home = tmp_path_factory.mktemp("data_home")
+    load_mnist(MNIST_5K, str(home))
+    return str(home)
+
+
+@pytest.fixture(scope="session")
+def mnist_5k(data_home: str) -> MnistData:
+    return load_mnist(MNIST_5K, data_home)
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_script(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
+    """Run a project script with this interpreter; capture text output."""
+    return subprocess.run(
+        [sys.executable, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout,
+        stdin=subprocess.DEVNULL, **kwargs,
+    )
+
+
+def start_script(*args: str, log: Path) -> subprocess.Popen:
+    """Start a project script in the background, its output going to ``log``."""
+    with open(log, "wb") as handle:
+        return subprocess.Popen(
+            [sys.executable, "-u", *args], cwd=PROJECT_ROOT, stdout=handle, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )

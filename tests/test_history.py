@@ -1,0 +1,98 @@
+"""Saving and reading results: History pickle/JSON, the live round log, atomic writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from flwr.server.history import History
+
+from fedmnist.atomic import write_atomic, write_text_atomic
+from fedmnist.errors import UserError
+from fedmnist.history import (
+    RunPaths,
+    history_from_dict,
+    history_to_dict,
+    load_history,
+    read_round_log,
+    save_history,
+    start_round_log,
+)
+
+
+def sample_history() -> History:
+    history = History()
+    history.add_loss_centralized(0, 2.3)
+    for server_round, accuracy in ((1, 0.8), (2, 0.9)):
+        history.add_loss_distributed(server_round, 1 - accuracy)
+        history.add_loss_centralized(server_round, 1 - accuracy)
+        history.add_metrics_distributed(server_round, {"accuracy": accuracy, "loss": 1 - accuracy})
+        history.add_metrics_centralized(server_round, {"accuracy": accuracy})
+        history.add_metrics_distributed_fit(server_round, {"accuracy": accuracy - 0.05})
+    return history
+
+
+def test_paths_follow_the_rounds(tmp_path: Path) -> None:
+    paths = RunPaths(tmp_path, 40)
+    assert paths.pickle == tmp_path / "history" / "history_40.pkl"
+    assert paths.json.name == "history_40.json" and paths.round_log.name == "history_40.jsonl"
+    assert paths.model == tmp_path / "models" / "global_40.keras"
+
+
+def test_pickle_and_json_round_trip(tmp_path: Path) -> None:
+    paths = RunPaths(tmp_path, 2)
+    history = sample_history()
+    save_history(paths, history, {"config": {"rounds": 2}, "data_source": "mnist-5k"})
+    from_pickle, summary = load_history(paths.pickle)
+    from_json, _ = load_history(paths.json)
+    for loaded in (from_pickle, from_json):
+        assert loaded.metrics_distributed["accuracy"] == [(1, 0.8), (2, 0.9)]
+        assert loaded.losses_centralized == history.losses_centralized
+        assert loaded.metrics_distributed_fit == history.metrics_distributed_fit
+    assert summary["data_source"] == "mnist-5k"
+    assert json.loads(paths.json.read_text())["history"]["metrics_centralized"]["accuracy"] == [[1, 0.8], [2, 0.9]]
+
+
+def test_history_dict_round_trip_is_exact() -> None:
+    history = sample_history()
+    assert history_to_dict(history_from_dict(history_to_dict(history))) == history_to_dict(history)
+
+
+def test_load_history_rejects_garbage(tmp_path: Path) -> None:
+    bad = tmp_path / "history_2.pkl"
+    bad.write_bytes(b"not a pickle")
+    with pytest.raises(UserError, match="cannot read history"):
+        load_history(bad)
+    with pytest.raises(UserError, match="cannot read history"):
+        load_history(tmp_path / "missing.pkl")
+
+
+def test_round_log_skips_header_and_a_torn_last_line(tmp_path: Path) -> None:
+    paths = RunPaths(tmp_path, 3)
+    start_round_log(paths, {"config": {"rounds": 3}})
+    with open(paths.round_log, "a") as handle:
+        handle.write(json.dumps({"round": 1, "seconds": 0.5}) + "\n")
+        handle.write('{"round": 2, "seco')  # A crash in the middle of a write.
+    assert read_round_log(paths.round_log) == [{"round": 1, "seconds": 0.5}]
+
+
+def test_failed_atomic_write_keeps_the_old_file(tmp_path: Path) -> None:
+    target = tmp_path / "history_40.json"
+    write_text_atomic(target, "old results")
+
+    def crash_half_way(handle) -> None:
+        handle.write(b"new resu")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_atomic(target, crash_half_way)
+    assert target.read_text() == "old results"
+    assert [p.name for p in tmp_path.iterdir()] == ["history_40.json"]  # No temporary left behind.
+
+
+def test_unwritable_output_is_a_user_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(UserError, match="cannot write results"):
+        RunPaths(blocker, 2).check_writable()

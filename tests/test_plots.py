@@ -1,0 +1,31 @@
+"""Plots from a saved history."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fedmnist.history import RunPaths, save_history
+from fedmnist.plots import describe_run, main, plot_history
+from test_history import sample_history
+
+SUMMARY = {"config": {"clients": 3, "rounds": 2, "seed": 42}, "data_source": "mnist-5k"}
+
+
+def test_plot_history_writes_non_empty_pngs(tmp_path: Path) -> None:
+    paths = plot_history(sample_history(), SUMMARY, tmp_path)
+    assert [p.name for p in paths] == ["accuracy.png", "loss.png"]
+    for path in paths:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert path.stat().st_size > 10_000  # Axes, two curves, title: not a blank image.
+
+
+def test_title_names_settings_and_data_source() -> None:
+    assert describe_run(SUMMARY) == "FedAvg, 3 clients, 2 rounds, data: mnist-5k, seed 42"
+
+
+def test_command_redraws_from_a_saved_pickle(tmp_path: Path, capsys) -> None:
+    run = RunPaths(tmp_path, 2)
+    save_history(run, sample_history(), SUMMARY)
+    main([str(run.pickle)])
+    assert (tmp_path / "plots" / "accuracy.png").stat().st_size > 0
+    assert "accuracy.png" in capsys.readouterr().out

@@ -1,0 +1,53 @@
+"""Weighted metric aggregation and the FedAvg configuration."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from flwr.common import parameters_to_ndarrays
+from flwr.server.strategy import FedAvg
+
+from fedmnist.strategy import build_strategy, centralized_evaluate_fn, fit_config, weighted_average
+
+
+def test_weighted_average_weights_by_examples() -> None:
+    # (100 * 0.9 + 300 * 0.5) / 400 = 240 / 400 = 0.6; loss (100 * 1 + 300 * 3) / 400 = 2.5.
+    result = weighted_average([(100, {"accuracy": 0.9, "loss": 1.0}), (300, {"accuracy": 0.5, "loss": 3.0})])
+    assert result == pytest.approx({"accuracy": 0.6, "loss": 2.5})
+
+
+def test_weighted_average_differs_from_plain_mean() -> None:
+    result = weighted_average([(1, {"accuracy": 1.0}), (3, {"accuracy": 0.0})])
+    assert result["accuracy"] == pytest.approx(0.25)  # A plain mean would say 0.5.
+
+
+def test_weighted_average_skips_keys_not_reported_by_all_and_timings() -> None:
+    result = weighted_average([(2, {"accuracy": 0.5, "fit_seconds": 3.0}), (2, {"loss": 1.0})])
+    assert result == {}
+
+
+def test_weighted_average_of_no_examples_is_empty() -> None:
+    assert weighted_average([]) == {}
+    assert weighted_average([(0, {"accuracy": 1.0})]) == {}
+
+
+def test_build_strategy_is_fedavg_over_all_clients_with_weighted_metrics() -> None:
+    weights = [np.ones((2, 2), np.float32), np.zeros(2, np.float32)]
+    strategy = build_strategy(num_clients=3, initial_weights=weights)
+    assert isinstance(strategy, FedAvg)
+    assert (strategy.min_fit_clients, strategy.min_evaluate_clients, strategy.min_available_clients) == (3, 3, 3)
+    assert strategy.fit_metrics_aggregation_fn is weighted_average
+    assert strategy.evaluate_metrics_aggregation_fn is weighted_average
+    restored = parameters_to_ndarrays(strategy.initialize_parameters(client_manager=None))
+    assert all(np.array_equal(a, b) for a, b in zip(restored, weights))
+
+
+def test_fit_config_carries_round_and_local_settings() -> None:
+    assert fit_config(local_epochs=2, batch_size=16, learning_rate=0.01)(7) == {
+        "server-round": 7, "local-epochs": 2, "batch-size": 16, "learning-rate": 0.01,
+    }
+
+
+def test_centralized_evaluate_fn_reports_loss_and_accuracy() -> None:
+    evaluate_fn = centralized_evaluate_fn(lambda weights: (0.25, 0.75))
+    assert evaluate_fn(3, [], {}) == (0.25, {"accuracy": 0.75, "loss": 0.25})
