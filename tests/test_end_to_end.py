@@ -1,0 +1,121 @@
+"""Real server and client processes on free loopback ports."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import socket
+from pathlib import Path
+
+import pytest
+from flwr.server.history import History
+
+from conftest import PROJECT_ROOT, free_port, run_script, start_script
+
+
+def run_sh(*args: str, timeout: float = 300):
+    import subprocess
+
+    return subprocess.run(
+        ["bash", str(PROJECT_ROOT / "run.sh"), *args], capture_output=True, text=True, timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_run_sh_trains_two_rounds_and_writes_every_output(tmp_path: Path, data_home: str) -> None:
+    result = run_sh(
+        "--rounds", "2", "--clients", "2", "--port", str(free_port()), "--dataset", "mnist-5k",
+        "--out", str(tmp_path), "--data-home", data_home,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "round 2/2" in result.stdout and "history:" in result.stdout
+
+    with open(tmp_path / "history" / "history_2.pkl", "rb") as handle:
+        history = pickle.load(handle)
+    assert isinstance(history, History)
+    distributed = history.metrics_distributed["accuracy"]
+    centralized = history.metrics_centralized["accuracy"]
+    assert [r for r, _ in distributed] == [1, 2]
+    assert [r for r, _ in centralized] == [0, 1, 2]  # Round 0 is the initial model.
+    assert centralized[-1][1] > 0.5 and distributed[-1][1] > 0.5  # Chance is 0.1.
+    assert [r for r, _ in history.metrics_distributed_fit["accuracy"]] == [1, 2]
+
+    summary = json.loads((tmp_path / "history" / "history_2.json").read_text())
+    assert summary["data_source"] == "mnist-5k" and summary["config"]["clients"] == 2
+    assert summary["timings"]["client_startup_seconds"] > 0
+    lines = (tmp_path / "history" / "history_2.jsonl").read_text().splitlines()
+    assert [json.loads(line).get("round") for line in lines] == [None, 1, 2]  # Header, then rounds.
+    for name in ("models/global_2.keras", "plots/accuracy.png", "plots/loss.png", "logs/client_1.log"):
+        assert (tmp_path / name).stat().st_size > 0, name
+
+
+def test_client_works_against_a_stock_fedavg_server(tmp_path: Path, data_home: str) -> None:
+    port = str(free_port())
+    server = start_script("tests/stock_server.py", port, "1", log=tmp_path / "server.log")
+    client = run_script(
+        "client.py", "--server", f"127.0.0.1:{port}", "--partition-id", "0", "--num-partitions", "1",
+        "--dataset", "mnist-5k", "--data-home", data_home,
+    )
+    assert client.returncode == 0, client.stderr
+    assert server.wait(timeout=60) == 0
+    assert "distributed losses: [(1," in (tmp_path / "server.log").read_text()
+
+
+def test_client_without_server_exits_with_a_clear_error() -> None:
+    result = run_script(
+        "client.py", "--server", f"127.0.0.1:{free_port()}", "--dataset", "mnist-5k", "--connect-timeout", "2",
+    )
+    assert result.returncode == 2
+    assert "error: lost or could not reach the Flower server" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_server_on_a_busy_port_exits_with_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = run_script("server.py", "--port", str(port), "--out", str(tmp_path), timeout=60)
+    assert result.returncode == 2
+    assert f"error: port {port} is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_server_gives_up_when_clients_never_come(tmp_path: Path, data_home: str) -> None:
+    result = run_script(
+        "server.py", "--port", str(free_port()), "--out", str(tmp_path), "--dataset", "mnist-5k",
+        "--data-home", data_home, "--client-timeout", "1", timeout=120,
+    )
+    assert result.returncode == 2
+    assert "error: only 0 of 3 clients connected within 1 s" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_run_sh_reports_a_failing_process_and_stops(tmp_path: Path, data_home: str) -> None:
+    (tmp_path / "history").write_text("a file where the history folder should be")
+    result = run_sh("--rounds", "1", "--port", str(free_port()), "--dataset", "mnist-5k",
+                    "--out", str(tmp_path), "--data-home", data_home)
+    assert result.returncode != 0
+    assert "server exited with status 2" in result.stderr and "cannot write results" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["server.py", "--rounds", "0"], "--rounds: must be at least 1, got 0"),
+        (["server.py", "--clients", "zero"], "--clients: expected a whole number, got 'zero'"),
+        (["server.py", "--port", "70000"], "--port: port must be in 1-65535, got 70000"),
+        (["server.py", "--dataset", "cifar"], "--dataset: invalid choice: 'cifar'"),
+        (["client.py", "--server", "localhost"], "--server: expected HOST:PORT, got 'localhost'"),
+        (["client.py", "--server", "localhost:0"], "--server: port must be in 1-65535, got 0"),
+        (["client.py", "--partition-id", "3", "--num-partitions", "3"], "must be below --num-partitions"),
+        (["-m", "fedmnist.launcher", "--clients", "-1"], "--clients: must be at least 1, got -1"),
+        (["-m", "fedmnist.plots", "/nonexistent/history_40.pkl"], "cannot read history"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(args: list[str], message: str) -> None:
+    result = run_script(*args, timeout=60)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

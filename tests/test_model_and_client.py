@@ -1,0 +1,93 @@
+"""Real Keras training on a real MNIST slice, through the Trainer and the NumPyClient."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from fedmnist.client_app import MnistClient, make_client
+from fedmnist.data import client_data, to_float
+from fedmnist.model import Trainer, build_model, save_model
+
+
+@pytest.fixture(scope="module")
+def share(mnist_5k):
+    return client_data(mnist_5k, 0, 3, seed=1)
+
+
+def test_model_maps_pixels_to_class_probabilities() -> None:
+    model = build_model(seed=0)
+    probabilities = model(np.zeros((4, 784), np.float32)).numpy()
+    assert probabilities.shape == (4, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert [w.shape for w in model.get_weights()] == [(784, 128), (128,), (128, 10), (10,)]
+
+
+def test_same_seed_gives_same_initial_weights() -> None:
+    first, second = build_model(seed=3).get_weights(), build_model(seed=3).get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+
+
+def test_training_beats_chance_on_held_out_images(mnist_5k, share) -> None:
+    trainer = Trainer(build_model(seed=0), seed=0)
+    x_test, y_test = to_float(mnist_5k.x_test), mnist_5k.y_test.astype(np.int32)
+    before = trainer.evaluate(x_test, y_test)
+    trainer.fit(to_float(share.x_train), share.y_train.astype(np.int32), epochs=2)
+    after = trainer.evaluate(x_test, y_test)
+    assert before.accuracy < 0.3  # An untrained model is near chance (0.1).
+    assert after.accuracy > 0.8 and after.loss < before.loss
+
+
+def test_evaluate_matches_keras_evaluate(mnist_5k) -> None:
+    model = build_model(seed=0)
+    trainer = Trainer(model)
+    x, y = to_float(mnist_5k.x_test[:200]), mnist_5k.y_test[:200].astype(np.int32)
+    ours = trainer.evaluate(x, y)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    loss, accuracy = model.evaluate(x, y, verbose=0, batch_size=200)
+    assert ours.loss == pytest.approx(loss, rel=1e-4) and ours.accuracy == pytest.approx(accuracy)
+
+
+def test_client_fit_without_config_uses_defaults(share) -> None:
+    # A stock FedAvg server sends an empty config: the client must still train.
+    client = MnistClient(Trainer(build_model(seed=0)), share)
+    start = client.get_parameters({})
+    weights, num_examples, metrics = client.fit(start, {})
+    assert num_examples == len(share.y_train) == 1201
+    assert not np.allclose(weights[0], start[0])
+    assert {"accuracy", "loss", "fit_seconds"} <= set(metrics)
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+
+
+def test_client_fit_config_overrides_local_epochs(share) -> None:
+    client = MnistClient(Trainer(build_model(seed=0)), share)
+    start = client.get_parameters({})
+    one = client.fit(start, {"local-epochs": 1, "learning-rate": 0.001})[0]
+    three = client.fit(start, {"local-epochs": 3, "batch-size": 64})[0]
+    # More epochs move the weights further from the starting point.
+    assert np.linalg.norm(three[0] - start[0]) > np.linalg.norm(one[0] - start[0])
+
+
+def test_client_evaluate_reports_loss_examples_and_accuracy(share) -> None:
+    client = MnistClient(Trainer(build_model(seed=0)), share)
+    loss, num_examples, metrics = client.evaluate(client.get_parameters({}), {})
+    assert num_examples == len(share.y_val) == 133
+    assert metrics["loss"] == loss and 0.0 <= metrics["accuracy"] <= 1.0
+
+
+def test_make_client_reports_startup_timings(data_home: str) -> None:
+    client = make_client(partition_id=1, num_partitions=3, dataset="mnist-5k", data_home=data_home, process_started=0.0)
+    assert client.extra_metrics["data_seconds"] >= 0 and client.extra_metrics["startup_seconds"] > 0
+    assert len(client.y_train) + len(client.y_val) == 1333
+
+
+def test_saved_model_is_complete_and_predicts(tmp_path: Path, mnist_5k) -> None:
+    model = build_model(seed=0)
+    path = tmp_path / "models" / "global_2.keras"
+    save_model(model, str(path))
+    loaded = keras.saving.load_model(path)
+    x = to_float(mnist_5k.x_test[:5])
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)

@@ -1,0 +1,63 @@
+"""Per-round records and progress lines, with FedAvg as the wrapped strategy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from flwr.common import Code, EvaluateRes, FitRes, Status, ndarrays_to_parameters
+from flwr.server.client_manager import SimpleClientManager
+from flwr.server.strategy import FedAvg
+
+from fedmnist.history import read_round_log
+from fedmnist.recorder import RecordingStrategy, progress_line
+from fedmnist.strategy import weighted_average
+
+OK = Status(code=Code.OK, message="")
+
+
+class Clock:
+    """A clock the test moves by hand, so durations are exact."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_round_record_has_weighted_metrics_timings_and_goes_to_the_log(tmp_path: Path) -> None:
+    clock = Clock()
+    log_path = tmp_path / "history_1.jsonl"
+    inner = FedAvg(
+        min_fit_clients=0, min_available_clients=0,  # Sampling returns at once: no clients here.
+        fit_metrics_aggregation_fn=weighted_average, evaluate_metrics_aggregation_fn=weighted_average,
+    )
+    recorder = RecordingStrategy(inner, num_rounds=1, log_path=log_path, clock=clock)
+    params = ndarrays_to_parameters([np.zeros(2, np.float32)])
+    assert recorder.configure_fit(1, params, SimpleClientManager()) == []
+    fits = [
+        (None, FitRes(OK, ndarrays_to_parameters([np.full(2, v, np.float32)]), n, {"accuracy": a, "loss": 1.0, "fit_seconds": s}))
+        for v, n, a, s in ((1.0, 100, 0.9, 0.4), (3.0, 300, 0.5, 0.6))
+    ]
+    clock.now += 0.6
+    new_params, fit_metrics = recorder.aggregate_fit(1, fits, [])
+    assert fit_metrics["accuracy"] == 0.6  # (100 * 0.9 + 300 * 0.5) / 400
+    evaluations = [(None, EvaluateRes(OK, 0.5, 10, {"accuracy": 0.8, "evaluate_seconds": 0.1}))]
+    clock.now += 0.2
+    recorder.aggregate_evaluate(1, evaluations, [RuntimeError("client lost")])
+
+    record = recorder.rounds[0]
+    assert abs(record["seconds"] - 0.8) < 1e-9  # From configure_fit to the end of aggregate_evaluate.
+    assert record["client_fit_seconds"] == 0.6 and record["client_evaluate_seconds"] == 0.1
+    assert abs(record["coordination_seconds"] - 0.1) < 1e-9  # 0.8 - 0.6 - 0.1
+    assert record["evaluate_failures"] == 1 and record["fit_results"] == 2
+    assert read_round_log(log_path) == [record]
+    assert new_params is not None
+
+
+def test_progress_line_estimates_time_left() -> None:
+    record = {"round": 10, "seconds": 0.5, "centralized": {"accuracy": 0.9123}, "evaluate": {"accuracy": 0.9, "loss": 0.3}}
+    line = progress_line(record, num_rounds=40, elapsed=5.0)
+    # 5 s for 10 rounds -> 0.5 s each -> 30 rounds left take 15 s.
+    assert line == "round 10/40 | held-out acc 91.2% | clients acc 90.0% loss 0.300 | 0.50 s/round | 5 s elapsed, ~15 s left"
