@@ -21,6 +21,7 @@ import argparse
 import logging
 import socket
 import sys
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,10 +190,13 @@ def _fetch_openml(data_home: str | None) -> tuple[np.ndarray, np.ndarray]:
     socket.setdefaulttimeout(_OPENML_TIMEOUT_SECONDS)
     try:
         log.info("loading mnist_784 with fetch_openml (parsing the ARFF takes a while, once)")
-        x, y = fetch_openml(
-            "mnist_784", version=1, data_home=data_home, as_frame=False,
-            return_X_y=True, n_retries=0,  # Offline is common here: fail fast.
-        )
+        with warnings.catch_warnings():
+            # Its "network error ... Retrying" note; a failure gets our own clear line below.
+            warnings.filterwarnings("ignore", message="A network error occurred", category=UserWarning)
+            x, y = fetch_openml(
+                "mnist_784", version=1, data_home=data_home, as_frame=False,
+                return_X_y=True, n_retries=1, delay=0.5,  # Offline is common here: fail fast.
+            )
     except (URLError, TimeoutError, ConnectionError) as error:
         reason = getattr(error, "reason", error)
         raise OpenMLUnavailable(f"OpenML is unreachable ({reason}) and no cached copy exists") from error

@@ -1,14 +1,15 @@
 """``./run.sh``: one server and N clients on this machine, watched until done.
 
-Resolves the data source once (so every process loads the same data from the
-local cache), starts ``server.py``, waits until it listens, starts the
-clients, streams the server's progress, and stops everything it started if
+Starts ``server.py``, waits until it listens (by then it has loaded and cached
+the data, and resolved ``--dataset auto``), starts the clients on the same
+data source, streams the server's progress, and stops everything it started if
 any process fails or the user presses Ctrl-C. Each process's full output is
 kept in ``OUT/logs/``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -67,14 +68,13 @@ class Launcher:
         except OSError as error:
             raise UserError(f"cannot create {self.logs}: {error.strerror or error}") from None
         self._check_port_free()
-        from fedmnist.data import resolve_dataset
-
-        source = resolve_dataset(self.args.dataset, self.args.data_home)
-        print(f"data: {source} (cached for all processes)", flush=True)
-        server = self._start("server", self._server_command(source))
+        server = self._start("server", self._server_command())
         self._streamer = threading.Thread(target=_stream, args=(self.logs / "server.log", server), daemon=True)
         self._streamer.start()
         self._wait_until_listening(server)
+        # The server has loaded (and cached) the data by now; clients use the source it
+        # resolved, so `auto` is decided once and no client probes the network again.
+        source = self._resolved_source()
         for partition_id in range(self.args.clients):
             self._start(f"client_{partition_id}", self._client_command(source, partition_id))
         self._wait_for_all()
@@ -93,11 +93,11 @@ class Launcher:
             except subprocess.TimeoutExpired:
                 process.kill()
 
-    def _server_command(self, source: str) -> list[str]:
+    def _server_command(self) -> list[str]:
         a = self.args
         return [
             "server.py", "--rounds", str(a.rounds), "--clients", str(a.clients), "--port", str(a.port),
-            "--dataset", source, "--seed", str(a.seed), "--out", str(self.out),
+            "--dataset", a.dataset, "--seed", str(a.seed), "--out", str(self.out),
             "--local-epochs", str(a.local_epochs), "--batch-size", str(a.batch_size),
             "--learning-rate", str(a.learning_rate), *self._data_home(),
         ]
@@ -108,6 +108,16 @@ class Launcher:
             "client.py", "--server", f"127.0.0.1:{a.port}", "--partition-id", str(partition_id),
             "--num-partitions", str(a.clients), "--dataset", source, "--seed", str(a.seed), *self._data_home(),
         ]
+
+    def _resolved_source(self) -> str:
+        """The data source the server wrote in its live log's header line."""
+        from fedmnist.history import RunPaths  # Imports Flower: keep --help fast.
+
+        log_path = RunPaths(self.out, self.args.rounds).round_log
+        try:
+            return str(json.loads(log_path.read_text(encoding="utf-8").splitlines()[0])["data_source"])
+        except (OSError, IndexError, KeyError, ValueError) as error:
+            raise UserError(f"cannot read the data source from {log_path}: {error}") from None
 
     def _data_home(self) -> list[str]:
         return ["--data-home", self.args.data_home] if self.args.data_home else []

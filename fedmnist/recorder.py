@@ -58,6 +58,7 @@ class RecordingStrategy(Strategy):
         self._current: dict[str, Any] = {}
         self._round_started = 0.0
         self._first_round_started: float | None = None
+        self.first_round_started_at: float | None = None
 
     def __repr__(self) -> str:
         return f"RecordingStrategy({self.inner!r})"
@@ -73,6 +74,7 @@ class RecordingStrategy(Strategy):
         self._round_started = self.clock()
         if self._first_round_started is None:
             self._first_round_started = self._round_started
+            self.first_round_started_at = time.time()  # Wall clock, for reports across processes.
         self._current = {"round": server_round}
         return instructions
 

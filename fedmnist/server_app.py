@@ -141,6 +141,7 @@ def _summary(settings: ServerSettings, data_source: str, recorder: RecordingStra
         "client_fit_seconds": sum(r.get("client_fit_seconds", 0.0) for r in rounds),
         "client_evaluate_seconds": sum(r.get("client_evaluate_seconds", 0.0) for r in rounds),
         "centralized_evaluate_seconds": sum(r.get("centralized_seconds", 0.0) for r in rounds),
+        "first_round_started_at": recorder.first_round_started_at,  # Unix time.
         "coordination_seconds_per_round": sum(r["coordination_seconds"] for r in rounds) / max(1, len(rounds)),
     }
     return {
