@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
@@ -85,11 +86,23 @@ def run_cli(main: Callable[[], T]) -> T:
     try:
         return main()
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr, flush=True)
-        sys.exit(EXIT_USER_ERROR)
+        _exit_now(f"error: {error}", EXIT_USER_ERROR)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr, flush=True)
-        sys.exit(EXIT_INTERRUPTED)
+        _exit_now("interrupted", EXIT_INTERRUPTED)
+
+
+def _exit_now(message: str, status: int) -> NoReturn:
+    """Print ``message`` and leave at once.
+
+    ``os._exit`` skips interpreter teardown, during which gRPC's and TensorFlow's
+    background threads (a client that never reached its server leaves some)
+    sometimes die with a traceback of their own, burying the one line that matters.
+    """
+    print(message, file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(status)
 
 
 def configure_logging(verbose: bool = False) -> None:

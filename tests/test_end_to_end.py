@@ -67,7 +67,7 @@ def test_client_without_server_exits_with_a_clear_error() -> None:
     )
     assert result.returncode == 2
     assert "error: lost or could not reach the Flower server" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
 
 
 def test_server_on_a_busy_port_exits_with_a_clear_error(tmp_path: Path) -> None:
