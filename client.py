@@ -14,7 +14,7 @@ PROCESS_STARTED = time.perf_counter()
 import sys  # noqa: E402
 
 from fedmnist import config  # noqa: E402
-from fedmnist.cli import Parser, configure_logging, non_negative_int, positive_float, positive_int, run_cli, server_address  # noqa: E402
+from fedmnist.cli import Parser, configure_logging, non_negative_int, positive_float, positive_int, run_cli, server_address, exit_now  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> "object":
@@ -50,6 +50,7 @@ def main(argv: list[str]) -> None:
         run_client(client, args.server, args.connect_timeout)
 
     run_cli(serve)
+    exit_now(0)  # The server ended the run; skip the slow TensorFlow/gRPC teardown.
 
 
 if __name__ == "__main__":

@@ -24,9 +24,10 @@ class WaitingClientManager(SimpleClientManager):
     ``ClientsDidNotConnect`` after ``timeout`` seconds without enough of them.
     """
 
-    def __init__(self, *, timeout: float, report_every: float = 10.0) -> None:
+    def __init__(self, *, timeout: float, expected: int = 0, report_every: float = 10.0) -> None:
         super().__init__()
         self.timeout = timeout
+        self.expected = expected  # Clients of the run, named in messages even when fewer are needed.
         self.report_every = report_every
 
     def wait_for(self, num_clients: int, timeout: int = 0) -> bool:
@@ -34,11 +35,12 @@ class WaitingClientManager(SimpleClientManager):
         deadline = time.monotonic() + self.timeout
         while len(self) < num_clients:
             remaining = deadline - time.monotonic()
+            wanted = max(num_clients, self.expected)
             if remaining <= 0:
                 raise ClientsDidNotConnect(
-                    f"only {len(self)} of {num_clients} clients connected within {self.timeout:g} s "
+                    f"only {len(self)} of {wanted} clients connected within {self.timeout:g} s "
                     "(start them with client.py, or raise --client-timeout)"
                 )
-            log.info("waiting for clients: %d of %d connected", len(self), num_clients)
+            log.info("waiting for clients: %d of %d connected", len(self), wanted)
             super().wait_for(num_clients, timeout=min(self.report_every, remaining))
         return True

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.common import NDArrays, parameters_to_ndarrays
 from flwr.server import Server, ServerConfig, start_server
@@ -24,10 +26,12 @@ from fedmnist.client_manager import WaitingClientManager
 from fedmnist.data import MnistData, load_mnist, to_float
 from fedmnist.errors import UserError
 from fedmnist.history import RunPaths, save_history, start_round_log
-from fedmnist.model import Trainer, build_model, save_model
 from fedmnist.plots import plot_history
 from fedmnist.recorder import RecordingStrategy
 from fedmnist.strategy import build_strategy, centralized_evaluate_fn, fit_config
+
+if TYPE_CHECKING:
+    from fedmnist.model import Trainer
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +73,13 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
         data.source, len(data.y_train), len(data.y_test),
     )
 
-    trainer = Trainer(build_model(settings.seed), seed=settings.seed)
+    # TensorFlow takes seconds to import: do it beside Flower's start-up, so the server
+    # listens at once and the clients' own start-up overlaps it. The initial global
+    # weights come from the first client (Flower's default), built from the same --seed.
+    trainer = ThreadPoolExecutor(max_workers=1).submit(_build_trainer, settings.seed)
     recorder = RecordingStrategy(
         build_strategy(
             num_clients=settings.clients,
-            initial_weights=trainer.get_weights(),
             evaluate_fn=centralized_evaluate_fn(_held_out_evaluator(trainer, data)),
             on_fit_config_fn=fit_config(
                 local_epochs=settings.local_epochs,
@@ -95,8 +101,7 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
         "federation_seconds": finished - server_ready,
         "server_total_seconds": finished - process_started,
     })
-    trainer.set_weights(final_weights)
-    save_model(trainer.model, paths.model)
+    _save_model(trainer.result(), final_weights, paths.model)
     save_history(paths, history, summary)
     plot_paths = plot_history(history, summary, paths.plots_dir)
     log.info("final held-out accuracy %s after %d rounds", summary["final"].get("accuracy"), settings.rounds)
@@ -106,21 +111,35 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
     return paths
 
 
-def _held_out_evaluator(trainer: Trainer, data: MnistData):
+def _build_trainer(seed: int) -> Trainer:
+    from fedmnist.model import Trainer, build_model
+
+    return Trainer(build_model(seed), seed=seed)
+
+
+def _held_out_evaluator(trainer: Future[Trainer], data: MnistData) -> Callable[[NDArrays], tuple[float, float]]:
     """``weights -> (loss, accuracy)`` of the global model on the server's test rows."""
     x_test, y_test = to_float(data.x_test), data.y_test.astype("int32")
 
     def evaluate(weights: NDArrays) -> tuple[float, float]:
-        trainer.set_weights(weights)
-        result = trainer.evaluate(x_test, y_test)
+        model = trainer.result()  # Waits for the TensorFlow import, the first time only.
+        model.set_weights(weights)
+        result = model.evaluate(x_test, y_test)
         return result.loss, result.accuracy
 
     return evaluate
 
 
+def _save_model(trainer: Trainer, weights: NDArrays, path: Path) -> None:
+    from fedmnist.model import save_model
+
+    trainer.set_weights(weights)
+    save_model(trainer.model, str(path))
+
+
 def _federate(settings: ServerSettings, strategy: RecordingStrategy) -> tuple[History, NDArrays]:
     """Serve the rounds with Flower's classic server; return the History and final weights."""
-    server = Server(client_manager=WaitingClientManager(timeout=settings.client_timeout), strategy=strategy)
+    server = Server(client_manager=WaitingClientManager(timeout=settings.client_timeout, expected=settings.clients), strategy=strategy)
     log.info(
         "Flower server on %s: %d rounds, waiting for %d clients",
         settings.address, settings.rounds, settings.clients,

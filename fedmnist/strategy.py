@@ -57,14 +57,15 @@ def fit_config(
 def build_strategy(
     *,
     num_clients: int,
-    initial_weights: NDArrays,
+    initial_weights: NDArrays | None = None,
     evaluate_fn: EvaluateFn | None = None,
     on_fit_config_fn: Callable[[int], dict[str, Scalar]] | None = None,
 ) -> FedAvg:
     """FedAvg that trains and evaluates on all ``num_clients`` clients every round.
 
-    ``initial_weights`` seed the global model, so the server never has to ask a
-    client for them; ``evaluate_fn`` is the server-side (centralized) evaluation.
+    ``initial_weights`` seed the global model; without them Flower asks one
+    client for its initial weights. ``evaluate_fn`` is the server-side
+    (centralized) evaluation.
     """
     return FedAvg(
         fraction_fit=1.0,
@@ -74,7 +75,7 @@ def build_strategy(
         min_available_clients=num_clients,
         evaluate_fn=evaluate_fn,
         on_fit_config_fn=on_fit_config_fn or fit_config(),
-        initial_parameters=ndarrays_to_parameters(initial_weights),
+        initial_parameters=None if initial_weights is None else ndarrays_to_parameters(initial_weights),
         fit_metrics_aggregation_fn=weighted_average,
         evaluate_metrics_aggregation_fn=weighted_average,
     )
