@@ -6,7 +6,8 @@ A run with ``--out OUT`` and ``--rounds N`` writes:
 * ``OUT/history/history_N.json``: the same numbers, the run's effective
   config, data source, per-round records and timings.
 * ``OUT/history/history_N.jsonl``: written while the run goes, one line per
-  finished round (the first line holds the run's config).
+  finished round (the first line holds the run's config); the log of the run
+  before is kept as ``history_N.previous.jsonl``.
 * ``OUT/models/global_N.keras`` and ``OUT/plots/*.png``.
 
 Every file but the append-only JSONL log is replaced atomically.
@@ -56,6 +57,10 @@ class RunPaths:
         return self.history_dir / f"history_{self.rounds}.jsonl"
 
     @property
+    def previous_round_log(self) -> Path:
+        return self.history_dir / f"history_{self.rounds}.previous.jsonl"
+
+    @property
     def model(self) -> Path:
         return self.root / "models" / f"global_{self.rounds}.keras"
 
@@ -75,7 +80,13 @@ class RunPaths:
 
 
 def start_round_log(paths: RunPaths, header: dict[str, Any]) -> None:
-    """Begin this run's live log with a header line (replacing an older run's log)."""
+    """Begin this run's live log with a header line.
+
+    An earlier run's log is renamed to ``history_<rounds>.previous.jsonl`` first,
+    so a run that fails early does not wipe it.
+    """
+    if paths.round_log.exists():
+        os.replace(paths.round_log, paths.previous_round_log)
     write_text_atomic(paths.round_log, json.dumps(header, sort_keys=True) + "\n")
 
 

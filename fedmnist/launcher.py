@@ -62,6 +62,13 @@ class Launcher:
         self._streamer: threading.Thread | None = None
 
     def run(self) -> None:
+        """Run the federation; whatever happens, stop every process started."""
+        try:
+            self._run()
+        finally:
+            self.stop_all()
+
+    def _run(self) -> None:
         started = time.monotonic()
         try:
             self.logs.mkdir(parents=True, exist_ok=True)
@@ -208,10 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     launcher = Launcher(args)
     # SIGTERM (e.g. from a CI timeout) is handled like Ctrl-C: stop the children, then exit.
     signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        run_cli(launcher.run)
-    finally:
-        launcher.stop_all()
+    run_cli(launcher.run)
 
 
 if __name__ == "__main__":

@@ -119,3 +119,40 @@ def test_bad_input_gives_one_clear_line(args: list[str], message: str) -> None:
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def _processes_of_run(port: int) -> list[int]:
+    """PIDs of launcher, server and client processes serving ``port`` (from /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        names = ("fedmnist.launcher", str(PROJECT_ROOT / "server.py"), str(PROJECT_ROOT / "client.py"))
+        if any(name in command for name in names) and any(str(port) in arg for arg in command):
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_ctrl_c_stops_every_process_run_sh_started(tmp_path: Path, data_home: str) -> None:
+    import signal
+    import subprocess
+    import time
+
+    port = free_port()
+    launcher = subprocess.Popen(
+        ["bash", str(PROJECT_ROOT / "run.sh"), "--rounds", "500", "--clients", "2", "--port", str(port),
+         "--dataset", "mnist-5k", "--out", str(tmp_path), "--data-home", data_home],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )
+    for line in launcher.stdout:  # Wait until training is under way.
+        if "round 2/500" in line:
+            break
+    assert len(_processes_of_run(port)) == 4  # Launcher, server and two clients.
+    launcher.send_signal(signal.SIGINT)
+    assert launcher.wait(timeout=30) != 0
+    deadline = time.monotonic() + 10
+    while _processes_of_run(port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes_of_run(port) == []

@@ -77,6 +77,16 @@ def test_round_log_skips_header_and_a_torn_last_line(tmp_path: Path) -> None:
     assert read_round_log(paths.round_log) == [{"round": 1, "seconds": 0.5}]
 
 
+def test_new_round_log_keeps_the_previous_one(tmp_path: Path) -> None:
+    paths = RunPaths(tmp_path, 3)
+    start_round_log(paths, {"config": {"run": 1}})
+    with open(paths.round_log, "a") as handle:
+        handle.write(json.dumps({"round": 1}) + "\n")
+    start_round_log(paths, {"config": {"run": 2}})
+    assert read_round_log(paths.previous_round_log) == [{"round": 1}]
+    assert read_round_log(paths.round_log) == []
+
+
 def test_failed_atomic_write_keeps_the_old_file(tmp_path: Path) -> None:
     target = tmp_path / "history_40.json"
     write_text_atomic(target, "old results")
