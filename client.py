@@ -14,7 +14,10 @@ PROCESS_STARTED = time.perf_counter()
 import sys  # noqa: E402
 
 from fedmnist import config  # noqa: E402
-from fedmnist.cli import Parser, configure_logging, non_negative_int, positive_float, positive_int, run_cli, server_address, exit_now  # noqa: E402
+from fedmnist.cli import (  # noqa: E402
+    Parser, add_data_arguments, configure_logging, exit_now, non_negative_int, positive_float, positive_int, run_cli,
+    server_address,
+)
 
 
 def parse_args(argv: list[str]) -> "object":
@@ -22,9 +25,7 @@ def parse_args(argv: list[str]) -> "object":
     parser.add_argument("--server", type=server_address, default=config.CLIENT_SERVER_ADDRESS, help="server HOST:PORT (default: %(default)s)")
     parser.add_argument("--partition-id", type=non_negative_int, default=0, help="which share of the training rows this client owns, 0..N-1 (default: %(default)s)")
     parser.add_argument("--num-partitions", type=positive_int, default=config.CLIENTS, help="how many shares the training rows are cut into (default: %(default)s)")
-    parser.add_argument("--dataset", choices=config.DATASETS, default=config.DATASET, help="MNIST source; use the server's (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=config.SEED, help="seed of the partitioning; the same on every client (default: %(default)s)")
-    parser.add_argument("--data-home", default=None, help="scikit-learn data home for the MNIST cache (default: scikit-learn's)")
+    add_data_arguments(parser)
     parser.add_argument("--connect-timeout", type=positive_float, default=config.CONNECT_TIMEOUT, help="seconds to keep retrying an unreachable server (default: %(default)s)")
     parser.add_argument("--verbose", action="store_true", help="also show Flower's INFO messages")
     args = parser.parse_args(argv)

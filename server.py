@@ -14,23 +14,14 @@ PROCESS_STARTED = time.perf_counter()
 import sys  # noqa: E402
 
 from fedmnist import config  # noqa: E402
-from fedmnist.cli import Parser, configure_logging, port_number, positive_float, positive_int, run_cli, exit_now  # noqa: E402
+from fedmnist.cli import Parser, add_federation_arguments, configure_logging, exit_now, positive_float, run_cli  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> "object":
     parser = Parser(prog="server.py", description="Run the Flower server (FedAvg) for federated MNIST.")
-    parser.add_argument("--rounds", type=positive_int, default=config.ROUNDS, help="federated rounds (default: %(default)s)")
-    parser.add_argument("--clients", type=positive_int, default=config.CLIENTS, help="clients to wait for and train with each round (default: %(default)s)")
-    parser.add_argument("--port", type=port_number, default=config.PORT, help="port to listen on (default: %(default)s)")
+    add_federation_arguments(parser, out_default=".", out_help="folder that gets history/, models/ and plots/ (default: the current folder)")
     parser.add_argument("--host", default=config.SERVER_HOST, help="interface to listen on (default: %(default)s, all)")
-    parser.add_argument("--dataset", choices=config.DATASETS, default=config.DATASET, help="MNIST source; auto = OpenML, else the offline 5k subset (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=config.SEED, help="seed of the initial global model (default: %(default)s)")
-    parser.add_argument("--out", default=".", help="folder that gets history/, models/ and plots/ (default: the current folder)")
-    parser.add_argument("--data-home", default=None, help="scikit-learn data home for the MNIST cache (default: scikit-learn's)")
     parser.add_argument("--client-timeout", type=positive_float, default=config.CLIENT_WAIT_TIMEOUT, help="seconds to wait for the clients to connect (default: %(default)s)")
-    parser.add_argument("--local-epochs", type=positive_int, default=config.LOCAL_EPOCHS, help="local epochs per round, sent to clients (default: %(default)s)")
-    parser.add_argument("--batch-size", type=positive_int, default=config.BATCH_SIZE, help="local batch size, sent to clients (default: %(default)s)")
-    parser.add_argument("--learning-rate", type=positive_float, default=config.LEARNING_RATE, help="clients' Adam learning rate (default: %(default)s)")
     parser.add_argument("--verbose", action="store_true", help="also show Flower's INFO messages")
     return parser.parse_args(argv)
 

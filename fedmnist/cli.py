@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
+from fedmnist import config
 from fedmnist.errors import UserError
 
 T = TypeVar("T")
@@ -31,6 +32,27 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """--dataset, --seed and --data-home: server, clients and run.sh must agree on them."""
+    parser.add_argument("--dataset", choices=config.DATASETS, default=config.DATASET,
+                        help="MNIST source; auto = OpenML if reachable or cached, else the offline 5k subset (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=config.SEED,
+                        help="seed of the client partitions and the initial model; the same everywhere (default: %(default)s)")
+    parser.add_argument("--data-home", default=None, help="scikit-learn data home for the MNIST cache (default: scikit-learn's)")
+
+
+def add_federation_arguments(parser: argparse.ArgumentParser, *, out_default: str, out_help: str) -> None:
+    """The run's shape and local training, taken by server.py and run.sh."""
+    parser.add_argument("--rounds", type=positive_int, default=config.ROUNDS, help="federated rounds (default: %(default)s)")
+    parser.add_argument("--clients", type=positive_int, default=config.CLIENTS, help="clients that train every round (default: %(default)s)")
+    parser.add_argument("--port", type=port_number, default=config.PORT, help="server port (default: %(default)s)")
+    parser.add_argument("--out", default=out_default, help=out_help)
+    add_data_arguments(parser)
+    parser.add_argument("--local-epochs", type=positive_int, default=config.LOCAL_EPOCHS, help="local epochs per round, sent to clients (default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=config.BATCH_SIZE, help="local batch size, sent to clients (default: %(default)s)")
+    parser.add_argument("--learning-rate", type=positive_float, default=config.LEARNING_RATE, help="clients' Adam learning rate (default: %(default)s)")
 
 
 def positive_int(text: str) -> int:

@@ -11,13 +11,12 @@ Sources:
 * ``auto``: ``openml`` when it is cached or reachable, else ``mnist-5k`` with a
   loud warning.
 
-Run ``python -m fedmnist.data --dataset auto`` to fill the cache and print the
-source that ``auto`` resolves to (``run.sh`` does this once before a run).
+Run ``python -m fedmnist.data --dataset auto`` to fill the cache ahead of time
+(say, before a class without internet) and print the source ``auto`` resolves to.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import socket
 import sys
@@ -235,9 +234,9 @@ def _holdout_split(x: np.ndarray, y: np.ndarray) -> MnistData:
 
 def main(argv: list[str] | None = None) -> None:
     """Fill the cache and print the source ``--dataset`` resolves to."""
-    from fedmnist.cli import run_cli
+    from fedmnist.cli import Parser, run_cli
 
-    parser = argparse.ArgumentParser(prog="python -m fedmnist.data", description=main.__doc__)
+    parser = Parser(prog="python -m fedmnist.data", description=main.__doc__)
     parser.add_argument("--dataset", choices=config.DATASETS, default=config.DATASET)
     parser.add_argument("--data-home", default=None, help="scikit-learn data home (default: its own)")
     args = parser.parse_args(argv)

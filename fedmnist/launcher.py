@@ -20,8 +20,7 @@ import time
 from pathlib import Path
 from typing import IO
 
-from fedmnist import config
-from fedmnist.cli import Parser, port_number, positive_float, positive_int, run_cli
+from fedmnist.cli import Parser, add_federation_arguments, run_cli
 from fedmnist.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -38,16 +37,10 @@ def parse_args(argv: list[str]):
         epilog="Results: OUT/history/history_<rounds>.pkl/.json/.jsonl, OUT/models/global_<rounds>.keras, "
         "OUT/plots/*.png; each process's output in OUT/logs/.",
     )
-    parser.add_argument("--rounds", type=positive_int, default=config.ROUNDS, help="federated rounds (default: %(default)s)")
-    parser.add_argument("--clients", type=positive_int, default=config.CLIENTS, help="clients to start (default: %(default)s)")
-    parser.add_argument("--port", type=port_number, default=config.PORT, help="server port (default: %(default)s)")
-    parser.add_argument("--dataset", choices=config.DATASETS, default=config.DATASET, help="MNIST source; auto = OpenML if reachable or cached, else the offline 5k subset (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=config.SEED, help="seed of the client partitions and the initial model (default: %(default)s)")
-    parser.add_argument("--out", default=str(PROJECT_ROOT), help="folder for history/, plots/, models/ and logs/ (default: the project folder)")
-    parser.add_argument("--data-home", default=None, help="scikit-learn data home for the MNIST cache (default: scikit-learn's)")
-    parser.add_argument("--local-epochs", type=positive_int, default=config.LOCAL_EPOCHS, help="local epochs per round (default: %(default)s)")
-    parser.add_argument("--batch-size", type=positive_int, default=config.BATCH_SIZE, help="local batch size (default: %(default)s)")
-    parser.add_argument("--learning-rate", type=positive_float, default=config.LEARNING_RATE, help="clients' Adam learning rate (default: %(default)s)")
+    add_federation_arguments(
+        parser, out_default=str(PROJECT_ROOT),
+        out_help="folder for history/, plots/, models/ and logs/ (default: the project folder)",
+    )
     return parser.parse_args(argv)
 
 

@@ -7,7 +7,6 @@ Regenerate them from any saved history::
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from typing import Any
