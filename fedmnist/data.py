@@ -188,7 +188,7 @@ def _fetch_openml(data_home: str | None) -> tuple[np.ndarray, np.ndarray]:
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(_OPENML_TIMEOUT_SECONDS)
     try:
-        log.info("loading mnist_784 with fetch_openml (parsing the ARFF takes a while, once)")
+        log.info("fetch_openml('mnist_784'): first use downloads and parses it (slow, once), then it is cached")
         with warnings.catch_warnings():
             # Its "network error ... Retrying" note; a failure gets our own clear line below.
             warnings.filterwarnings("ignore", message="A network error occurred", category=UserWarning)

@@ -19,6 +19,7 @@ from flwr.server.history import History  # noqa: E402
 
 from fedmnist.atomic import atomic_path  # noqa: E402
 
+_SOURCE_NAMES = {"mnist-5k": "mnist-5k (offline 5,000-image subset)", "openml": "OpenML mnist_784"}
 # (file stem, metric key, y-axis label)
 _FIGURES = (("accuracy", "accuracy", "accuracy"), ("loss", "loss", "cross-entropy loss"))
 
@@ -40,7 +41,7 @@ def plot_history(history: History, summary: dict[str, Any], out_dir: str | Path)
         ):
             if series:
                 rounds, values = zip(*series)
-                axes.plot(rounds, values, style, markersize=3, label=name)
+                axes.plot(rounds, values, style, markersize=3, label=f"{name}: {values[-1]:.3f} at round {rounds[-1]}")
         axes.set_xlabel("round")
         axes.set_ylabel(label)
         axes.set_title(f"{label} per round\n{describe_run(summary)}", fontsize=10)
@@ -60,9 +61,10 @@ def describe_run(summary: dict[str, Any]) -> str:
     run = summary.get("config", {})
     if not run:
         return "settings unknown (no history JSON beside the pickle)"
+    source = summary.get("data_source", "?")
     return (
         f"FedAvg, {run.get('clients')} clients, {run.get('rounds')} rounds, "
-        f"data: {summary.get('data_source', '?')}, seed {run.get('seed')}"
+        f"data: {_SOURCE_NAMES.get(source, source)}, seed {run.get('seed')}"
     )
 
 

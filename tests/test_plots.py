@@ -20,7 +20,7 @@ def test_plot_history_writes_non_empty_pngs(tmp_path: Path) -> None:
 
 
 def test_title_names_settings_and_data_source() -> None:
-    assert describe_run(SUMMARY) == "FedAvg, 3 clients, 2 rounds, data: mnist-5k, seed 42"
+    assert describe_run(SUMMARY) == "FedAvg, 3 clients, 2 rounds, data: mnist-5k (offline 5,000-image subset), seed 42"
 
 
 def test_command_redraws_from_a_saved_pickle(tmp_path: Path, capsys) -> None:
