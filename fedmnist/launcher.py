@@ -26,6 +26,7 @@ from fedmnist.errors import UserError
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LISTEN_TIMEOUT = 180.0  # Seconds the server may take to start listening.
 POLL_SECONDS = 0.05
+PROCESS_MEMORY_GB = 0.8  # Resident size of one server or client process, measured: about 0.75 GB.
 # TensorFlow prints these at import whatever its log level; they are kept in the log files.
 _NOISE = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ")
 
@@ -63,11 +64,12 @@ class Launcher:
 
     def _run(self) -> None:
         started = time.monotonic()
+        self._check_port_free()
+        self._check_memory()
         try:
             self.logs.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise UserError(f"cannot create {self.logs}: {error.strerror or error}") from None
-        self._check_port_free()
         server = self._start("server", self._server_command())
         self._streamer = threading.Thread(target=_stream, args=(self.logs / "server.log", server), daemon=True)
         self._streamer.start()
@@ -137,6 +139,17 @@ class Launcher:
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", self.args.port)) == 0:
                 raise UserError(f"port {self.args.port} is already in use (another server running? choose --port)")
+
+    def _check_memory(self) -> None:
+        """Refuse to start more TensorFlow processes than this machine's free memory holds."""
+        needed = (self.args.clients + 1) * PROCESS_MEMORY_GB
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+        if needed > free:
+            raise UserError(
+                f"{self.args.clients} clients and a server need about {needed:.0f} GB of memory "
+                f"({PROCESS_MEMORY_GB} GB each); {free:.0f} GB is free. Use fewer --clients, "
+                "or run clients on other machines (README)"
+            )
 
     def _wait_until_listening(self, server: subprocess.Popen) -> None:
         deadline = time.monotonic() + LISTEN_TIMEOUT

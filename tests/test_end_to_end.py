@@ -112,6 +112,7 @@ def test_run_sh_reports_a_failing_process_and_stops(tmp_path: Path, data_home: s
         (["client.py", "--partition-id", "3", "--num-partitions", "3"], "must be below --num-partitions"),
         (["-m", "fedmnist.launcher", "--clients", "-1"], "--clients: must be at least 1, got -1"),
         (["-m", "fedmnist.plots", "/nonexistent/history_40.pkl"], "cannot read history"),
+        (["-m", "fedmnist.launcher", "--clients", "100000", "--out", "/tmp"], "100000 clients and a server need about"),
     ],
 )
 def test_bad_input_gives_one_clear_line(args: list[str], message: str) -> None:
