@@ -3,12 +3,14 @@
 # First use creates .venv and installs requirements.txt; later runs start at once.
 # ./run.sh --help lists the flags (rounds, clients, port, dataset, seed, out, ...).
 set -euo pipefail
-cd "$(dirname "$0")"
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+# No cd: relative paths such as --out results stay relative to where you are.
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 
 for arg in "$@"; do  # --help needs no set-up: the launcher parses flags with the standard library.
     case "$arg" in -h|--help) exec python3 -m fedmnist.launcher --help ;; esac
 done
 
-source scripts/venv.sh
+source "$root/scripts/venv.sh"
 ensure_venv requirements.txt
 exec python -m fedmnist.launcher "$@"

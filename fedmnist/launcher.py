@@ -50,7 +50,9 @@ class Launcher:
 
     def __init__(self, args) -> None:
         self.args = args
-        self.out = Path(args.out).resolve()
+        self.out = Path(args.out).resolve()  # Children run in the project folder: pass absolute paths.
+        if args.data_home:
+            args.data_home = str(Path(args.data_home).expanduser().resolve())
         self.logs = self.out / "logs"
         self.processes: dict[str, subprocess.Popen] = {}
         self._streamer: threading.Thread | None = None
@@ -225,5 +227,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    os.chdir(PROJECT_ROOT)
     main()
