@@ -145,7 +145,7 @@ class Launcher:
     def _check_memory(self) -> None:
         """Refuse to start more TensorFlow processes than this machine's free memory holds."""
         needed = (self.args.clients + 1) * PROCESS_MEMORY_GB
-        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30
+        free = _available_memory_gb()
         if needed > free:
             raise UserError(
                 f"{self.args.clients} clients and a server need about {needed:.0f} GB of memory "
@@ -179,6 +179,17 @@ class Launcher:
         last = [line for line in _read_lines(log_path) if not line.startswith(_NOISE)][-5:]
         detail = "\n  ".join(last) if last else "(no output)"
         raise UserError(f"{name} exited with status {returncode}; last lines of {log_path}:\n  {detail}")
+
+
+def _available_memory_gb() -> float:
+    """Memory available to new processes (Linux MemAvailable: free plus reclaimable cache)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 2**20  # kB to GB.
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30  # Elsewhere: all of it.
 
 
 def _child_environment() -> dict[str, str]:
