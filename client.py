@@ -45,6 +45,7 @@ def main(argv: list[str]) -> None:
             num_partitions=args.num_partitions,
             dataset=args.dataset,
             seed=args.seed,
+            partition=args.partition,
             data_home=args.data_home,
             process_started=PROCESS_STARTED,
         )

@@ -41,6 +41,19 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=config.SEED,
                         help="seed of the client partitions and the initial model; the same everywhere (default: %(default)s)")
     parser.add_argument("--data-home", default=None, help="scikit-learn data home for the MNIST cache (default: scikit-learn's)")
+    parser.add_argument("--partition", type=partition_spec, default=config.PARTITION,
+                        help="how training rows are split among clients: iid, dirichlet:ALPHA (label skew, e.g. 0.1) "
+                        "or shards:K (K label-sorted shards each) (default: %(default)s)")
+
+
+def partition_spec(text: str) -> str:
+    """A valid ``--partition`` value, normalised (``Dirichlet:0.50`` -> ``dirichlet:0.5``)."""
+    from fedmnist.partition import parse_partition  # NumPy: not needed for --help.
+
+    try:
+        return str(parse_partition(text))
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_federation_arguments(parser: argparse.ArgumentParser, *, out_default: str, out_help: str) -> None:

@@ -72,6 +72,7 @@ def make_client(
     num_partitions: int,
     dataset: str = defaults.DATASET,
     seed: int = defaults.SEED,
+    partition: str = defaults.PARTITION,
     data_home: str | None = None,
     process_started: float | None = None,
 ) -> MnistClient:
@@ -81,7 +82,7 @@ def make_client(
     process began) lets the client report how long start-up took.
     """
     data_started = time.perf_counter()
-    data = client_data(load_mnist(dataset, data_home), partition_id, num_partitions, seed)
+    data = client_data(load_mnist(dataset, data_home), partition_id, num_partitions, seed, partition=partition)
     data_seconds = time.perf_counter() - data_started
     trainer = Trainer(build_model(seed), seed=seed + partition_id)
     extra: dict[str, Scalar] = {"data_seconds": data_seconds}

@@ -19,6 +19,7 @@ CONNECT_TIMEOUT = 60.0  # Seconds a client keeps retrying an unreachable server.
 DATASETS = ("auto", "openml", "mnist-5k")  # auto: OpenML if reachable or cached, else 5k.
 DATASET = "auto"
 SEED = 42  # Seeds the client partitions and model initialisation.
+PARTITION = "iid"  # How rows are split among clients: iid, dirichlet:ALPHA or shards:K.
 VALIDATION_FRACTION = 0.1  # Share of each client's rows kept for its local evaluate.
 HOLDOUT_PER_CLASS_5K = 100  # Server test images per digit carved out of the 5k set.
 

@@ -31,6 +31,7 @@ import numpy as np
 from fedmnist import config
 from fedmnist.atomic import write_atomic
 from fedmnist.errors import UserError
+from fedmnist.partition import parse_partition, partition_rows
 
 log = logging.getLogger(__name__)
 
@@ -106,35 +107,22 @@ def cache_path(source: str, data_home: str | None = None) -> Path:
     return Path(get_data_home(data_home)) / "fedmnist" / f"{source}.npz"
 
 
-def partition_indices(num_examples: int, num_partitions: int, seed: int) -> list[np.ndarray]:
-    """Shuffle ``range(num_examples)`` with ``seed`` and cut it into near-equal parts.
-
-    The parts are disjoint and together cover every index; sizes differ by at
-    most one. The same seed always gives the same parts.
-    """
-    if num_partitions < 1:
-        raise UserError(f"num-partitions must be at least 1, got {num_partitions}")
-    if num_partitions > num_examples:
-        raise UserError(f"cannot split {num_examples} examples into {num_partitions} partitions")
-    order = np.random.default_rng(seed).permutation(num_examples)
-    return [np.sort(part) for part in np.array_split(order, num_partitions)]
-
-
 def client_data(
     data: MnistData,
     partition_id: int,
     num_partitions: int,
     seed: int = config.SEED,
     validation_fraction: float = config.VALIDATION_FRACTION,
+    partition: str = config.PARTITION,
 ) -> ClientData:
-    """Return client ``partition_id``'s random share of the training rows.
+    """Return client ``partition_id``'s share of the training rows under ``partition``.
 
     The last ``validation_fraction`` of its (shuffled) share is kept back for
     the client's local ``evaluate``; at least one row stays on each side.
     """
     if not 0 <= partition_id < num_partitions:
         raise UserError(f"partition-id must be in 0..{num_partitions - 1}, got {partition_id}")
-    rows = partition_indices(len(data.y_train), num_partitions, seed)[partition_id]
+    rows = partition_rows(data.y_train, num_partitions, parse_partition(partition), seed)[partition_id]
     rows = np.random.default_rng(seed + 1 + partition_id).permutation(rows)
     n_val = min(max(1, round(len(rows) * validation_fraction)), len(rows) - 1)
     train, val = rows[: len(rows) - n_val], rows[len(rows) - n_val :]

@@ -101,7 +101,7 @@ class Launcher:
         a = self.args
         return [
             "server.py", "--rounds", str(a.rounds), "--clients", str(a.clients), "--port", str(a.port),
-            "--dataset", a.dataset, "--seed", str(a.seed), "--out", str(self.out),
+            "--dataset", a.dataset, "--seed", str(a.seed), "--partition", a.partition, "--out", str(self.out),
             "--local-epochs", str(a.local_epochs), "--batch-size", str(a.batch_size),
             "--learning-rate", str(a.learning_rate), *self._data_home(),
         ]
@@ -110,7 +110,8 @@ class Launcher:
         a = self.args
         return [
             "client.py", "--server", f"127.0.0.1:{a.port}", "--partition-id", str(partition_id),
-            "--num-partitions", str(a.clients), "--dataset", source, "--seed", str(a.seed), *self._data_home(),
+            "--num-partitions", str(a.clients), "--dataset", source, "--seed", str(a.seed),
+            "--partition", a.partition, *self._data_home(),
         ]
 
     def _resolved_source(self) -> str:

@@ -56,6 +56,33 @@ def plot_history(history: History, summary: dict[str, Any], out_dir: str | Path)
     return written
 
 
+def plot_label_histograms(summary: dict[str, Any], out_dir: str | Path) -> Path:
+    """Draw ``label_histogram.png``: one stacked bar per client, one colour per digit.
+
+    Under ``iid`` every bar has about the same mix; under ``dirichlet:0.1`` or
+    ``shards:2`` most bars are one or two colours: the label skew clients train on.
+    """
+    histograms = summary.get("label_histograms") or []
+    figure, axes = plt.subplots(figsize=(max(9, 0.5 * len(histograms) + 4), 5), dpi=110)
+    clients = [str(i) for i in range(len(histograms))]
+    bottom = [0] * len(histograms)
+    colours = plt.get_cmap("tab10")
+    for digit in range(10):
+        counts = [row[digit] for row in histograms]
+        axes.bar(clients, counts, bottom=bottom, color=colours(digit), label=str(digit))
+        bottom = [b + c for b, c in zip(bottom, counts)]
+    axes.set_xlabel("client (partition id)")
+    axes.set_ylabel("examples (training + validation)")
+    axes.set_title(f"labels per client\n{describe_run(summary)}", fontsize=10)
+    axes.legend(title="digit", bbox_to_anchor=(1.01, 1), loc="upper left")
+    figure.tight_layout()
+    path = Path(out_dir) / "label_histogram.png"
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)
+    return path
+
+
 def describe_run(summary: dict[str, Any]) -> str:
     """One line for plot titles: strategy, clients, rounds, data source, seed."""
     run = summary.get("config", {})
@@ -63,7 +90,7 @@ def describe_run(summary: dict[str, Any]) -> str:
         return "settings unknown (no history JSON beside the pickle)"
     source = summary.get("data_source", "?")
     return (
-        f"FedAvg, {run.get('clients')} clients, {run.get('rounds')} rounds, "
+        f"FedAvg, {run.get('clients')} clients, {run.get('rounds')} rounds, {run.get('partition', 'iid')} partition, "
         f"data: {_SOURCE_NAMES.get(source, source)}, seed {run.get('seed')}"
     )
 
@@ -81,7 +108,10 @@ def main(argv: list[str] | None = None) -> None:
     def redraw() -> None:
         history, summary = load_history(args.history)
         out = Path(args.out) if args.out else Path(args.history).resolve().parent.parent / "plots"
-        for path in plot_history(history, summary, out):
+        paths = plot_history(history, summary, out)
+        if summary.get("label_histograms"):
+            paths.append(plot_label_histograms(summary, out))
+        for path in paths:
             print(path)
 
     run_cli(redraw)

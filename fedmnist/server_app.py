@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from flwr.common import NDArrays, parameters_to_ndarrays
 from flwr.server import Server, ServerConfig, start_server
 from flwr.server.history import History
@@ -26,7 +27,8 @@ from fedmnist.client_manager import WaitingClientManager
 from fedmnist.data import MnistData, load_mnist, to_float
 from fedmnist.errors import UserError
 from fedmnist.history import RunPaths, save_history, start_round_log
-from fedmnist.plots import plot_history
+from fedmnist.partition import label_histograms, parse_partition, partition_rows
+from fedmnist.plots import plot_history, plot_label_histograms
 from fedmnist.recorder import RecordingStrategy
 from fedmnist.strategy import build_strategy, centralized_evaluate_fn, fit_config
 
@@ -46,6 +48,7 @@ class ServerSettings:
     host: str = config.SERVER_HOST
     dataset: str = config.DATASET
     seed: int = config.SEED
+    partition: str = config.PARTITION
     out: str = "."
     data_home: str | None = None
     client_timeout: float = config.CLIENT_WAIT_TIMEOUT
@@ -72,6 +75,10 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
         "data: %s, %d training rows for the clients, %d held-out test rows for the server",
         data.source, len(data.y_train), len(data.y_test),
     )
+    # The clients cut the same partition from the same seed; the server only counts labels.
+    histograms = label_histograms(
+        data.y_train, partition_rows(data.y_train, settings.clients, parse_partition(settings.partition), settings.seed)
+    )
 
     # TensorFlow takes seconds to import: do it beside Flower's start-up, so the server
     # listens at once and the clients' own start-up overlaps it. The initial global
@@ -95,7 +102,7 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
     history, final_weights = _federate(settings, recorder)
     finished = time.perf_counter()
 
-    summary = _summary(settings, data.source, recorder, {
+    summary = _summary(settings, data.source, histograms, recorder, {
         "server_startup_seconds": server_ready - process_started,
         "server_data_seconds": data_seconds,
         "federation_seconds": finished - server_ready,
@@ -104,6 +111,7 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
     _save_model(trainer.result(), final_weights, paths.model)
     save_history(paths, history, summary)
     plot_paths = plot_history(history, summary, paths.plots_dir)
+    plot_paths.append(plot_label_histograms(summary, paths.plots_dir))
     log.info("final held-out accuracy %s after %d rounds", summary["final"].get("accuracy"), settings.rounds)
     log.info("history: %s and %s", paths.pickle, paths.json)
     log.info("model:   %s", paths.model)
@@ -150,7 +158,13 @@ def _federate(settings: ServerSettings, strategy: RecordingStrategy) -> tuple[Hi
     return history, parameters_to_ndarrays(server.parameters)
 
 
-def _summary(settings: ServerSettings, data_source: str, recorder: RecordingStrategy, timings: dict[str, float]) -> dict[str, Any]:
+def _summary(
+    settings: ServerSettings,
+    data_source: str,
+    histograms: np.ndarray,
+    recorder: RecordingStrategy,
+    timings: dict[str, float],
+) -> dict[str, Any]:
     """The JSON document saved beside the pickled History."""
     rounds = recorder.rounds
     timings = {
@@ -166,6 +180,7 @@ def _summary(settings: ServerSettings, data_source: str, recorder: RecordingStra
     return {
         "config": asdict(settings),
         "data_source": data_source,
+        "label_histograms": histograms.tolist(),  # Examples of each digit (columns) per client (rows).
         "finished": _now(),
         "initial": (recorder.initial or {}).get("centralized", {}),
         "final": rounds[-1].get("centralized", {}) if rounds else {},

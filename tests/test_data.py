@@ -14,29 +14,30 @@ from fedmnist.data import (
     cache_path,
     client_data,
     load_mnist,
-    partition_indices,
     to_float,
 )
 from fedmnist.errors import UserError
+from fedmnist.partition import IID, PartitionScheme, partition_rows
 from openml_cache import write_openml_cache
 
 
 def test_partitions_are_disjoint_complete_and_balanced() -> None:
-    parts = partition_indices(10, 3, seed=1)
+    parts = partition_rows(np.zeros(10, np.uint8), 3, PartitionScheme(IID), seed=1)
     assert sorted(len(part) for part in parts) == [3, 3, 4]
     joined = np.concatenate(parts)
     assert sorted(joined.tolist()) == list(range(10))  # Complete and disjoint.
 
 
 def test_partitions_are_reproducible_and_depend_on_the_seed() -> None:
-    first, again, other = (partition_indices(1000, 4, seed) for seed in (7, 7, 8))
+    labels = np.zeros(1000, np.uint8)
+    first, again, other = (partition_rows(labels, 4, PartitionScheme(IID), seed) for seed in (7, 7, 8))
     assert all(np.array_equal(a, b) for a, b in zip(first, again))
     assert not all(np.array_equal(a, b) for a, b in zip(first, other))
 
 
 def test_partitions_reject_more_parts_than_examples() -> None:
-    with pytest.raises(UserError, match="cannot split 2 examples into 3"):
-        partition_indices(2, 3, seed=0)
+    with pytest.raises(UserError, match="cannot split 5 examples among 3 clients"):
+        partition_rows(np.zeros(5, np.uint8), 3, PartitionScheme(IID), seed=0)
 
 
 def test_client_data_keeps_a_validation_slice_and_clients_do_not_overlap(mnist_5k) -> None:

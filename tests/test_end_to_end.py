@@ -45,8 +45,24 @@ def test_run_sh_trains_two_rounds_and_writes_every_output(tmp_path: Path, data_h
     assert summary["timings"]["client_startup_seconds"] > 0
     lines = (tmp_path / "history" / "history_2.jsonl").read_text().splitlines()
     assert [json.loads(line).get("round") for line in lines] == [None, 1, 2]  # Header, then rounds.
-    for name in ("models/global_2.keras", "plots/accuracy.png", "plots/loss.png", "logs/client_1.log"):
+    histograms = summary["label_histograms"]
+    assert len(histograms) == 2 and sum(map(sum, histograms)) == 4000  # Every training row, once.
+    for name in ("models/global_2.keras", "plots/accuracy.png", "plots/loss.png", "plots/label_histogram.png",
+                 "logs/client_1.log"):
         assert (tmp_path / name).stat().st_size > 0, name
+
+
+def test_run_sh_with_label_skew_records_each_clients_labels(tmp_path: Path, data_home: str) -> None:
+    result = run_sh(
+        "--rounds", "1", "--clients", "3", "--port", str(free_port()), "--dataset", "mnist-5k",
+        "--partition", "shards:2", "--out", str(tmp_path), "--data-home", data_home,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "history" / "history_1.json").read_text())
+    assert summary["config"]["partition"] == "shards:2"
+    # 6 label-sorted shards of 666 rows: each client sees a few digits, not all ten.
+    assert all(sum(count > 0 for count in row) <= 4 for row in summary["label_histograms"])
+    assert (tmp_path / "plots" / "label_histogram.png").stat().st_size > 0
 
 
 def test_client_works_against_a_stock_fedavg_server(tmp_path: Path, data_home: str) -> None:
