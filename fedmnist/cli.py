@@ -63,6 +63,12 @@ def add_federation_arguments(parser: argparse.ArgumentParser, *, out_default: st
     parser.add_argument("--port", type=port_number, default=config.PORT, help="server port (default: %(default)s)")
     parser.add_argument("--out", default=out_default, help=out_help)
     add_data_arguments(parser)
+    parser.add_argument("--strategy", choices=config.STRATEGIES, default=config.STRATEGY,
+                        help="Flower aggregation strategy (default: %(default)s)")
+    parser.add_argument("--fraction-fit", type=fraction, default=config.FRACTION_FIT,
+                        help="share of the clients trained each round, 0-1; all evaluate (default: %(default)s)")
+    parser.add_argument("--proximal-mu", type=non_negative_float, default=config.PROXIMAL_MU,
+                        help="FedProx's mu, the weight of the proximal term; --strategy fedprox only (default: %(default)s)")
     parser.add_argument("--local-epochs", type=positive_int, default=config.LOCAL_EPOCHS, help="local epochs per round, sent to clients (default: %(default)s)")
     parser.add_argument("--batch-size", type=positive_int, default=config.BATCH_SIZE, help="local batch size, sent to clients (default: %(default)s)")
     parser.add_argument("--learning-rate", type=positive_float, default=config.LEARNING_RATE, help="clients' Adam learning rate (default: %(default)s)")
@@ -89,6 +95,22 @@ def positive_float(text: str) -> float:
     value = _parse(float, text, "a number")
     if not value > 0:  # Also rejects nan.
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A number of at least 0."""
+    value = _parse(float, text, "a number")
+    if not value >= 0:  # Also rejects nan.
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A number in (0, 1]."""
+    value = _parse(float, text, "a number")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be greater than 0 and at most 1, got {text}")
     return value
 
 

@@ -26,7 +26,8 @@ class MnistClient(NumPyClient):
     """Trains the shared model on its own rows and evaluates it on its validation slice.
 
     Fit config keys (all optional, so a stock FedAvg server that sends no config
-    works): ``local-epochs``, ``batch-size``, ``learning-rate``. Both ``fit`` and
+    works): ``local-epochs``, ``batch-size``, ``learning-rate``, and
+    ``proximal_mu`` from Flower's FedProx. Both ``fit`` and
     ``evaluate`` report ``accuracy`` and ``loss`` with the number of examples
     used, which the server's weighted average needs, plus their duration in
     seconds (and ``extra_metrics``, e.g. start-up timings) for the run's timing report.
@@ -52,6 +53,7 @@ class MnistClient(NumPyClient):
             epochs=int(config.get("local-epochs", defaults.LOCAL_EPOCHS)),
             batch_size=int(config.get("batch-size", defaults.BATCH_SIZE)),
             learning_rate=float(config.get("learning-rate", defaults.LEARNING_RATE)),
+            proximal_mu=float(config.get("proximal_mu", 0.0)),  # Flower's FedProx sends this key.
         )
         metrics = {"accuracy": result.accuracy, "loss": result.loss, **self.extra_metrics}
         metrics["fit_seconds"] = time.perf_counter() - started

@@ -23,6 +23,12 @@ PARTITION = "iid"  # How rows are split among clients: iid, dirichlet:ALPHA or s
 VALIDATION_FRACTION = 0.1  # Share of each client's rows kept for its local evaluate.
 HOLDOUT_PER_CLASS_5K = 100  # Server test images per digit carved out of the 5k set.
 
+# Strategy (server side).
+STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimmedavg", "krum")
+STRATEGY = "fedavg"  # fedmnist.strategy maps each name to Flower's class.
+FRACTION_FIT = 1.0  # Share of the clients trained each round (all evaluate).
+PROXIMAL_MU = 0.01  # FedProx's mu: weight of the proximal term clients add to their loss.
+
 # Local training, sent to clients in every round's fit config.
 LOCAL_EPOCHS = 1
 BATCH_SIZE = 32

@@ -102,6 +102,7 @@ class Launcher:
         return [
             "server.py", "--rounds", str(a.rounds), "--clients", str(a.clients), "--port", str(a.port),
             "--dataset", a.dataset, "--seed", str(a.seed), "--partition", a.partition, "--out", str(self.out),
+            "--strategy", a.strategy, "--fraction-fit", str(a.fraction_fit), "--proximal-mu", str(a.proximal_mu),
             "--local-epochs", str(a.local_epochs), "--batch-size", str(a.batch_size),
             "--learning-rate", str(a.learning_rate), *self._data_home(),
         ]

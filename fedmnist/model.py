@@ -77,17 +77,26 @@ class Trainer:
         epochs: int = config.LOCAL_EPOCHS,
         batch_size: int = config.BATCH_SIZE,
         learning_rate: float = config.LEARNING_RATE,
+        proximal_mu: float = 0.0,
     ) -> EpochResult:
         """Train for ``epochs`` shuffled epochs; return the last epoch's mean loss and accuracy.
 
-        ``x`` holds float32 pixels in [0, 1]; ``y`` integer labels.
+        ``x`` holds float32 pixels in [0, 1]; ``y`` integer labels. With
+        ``proximal_mu`` > 0 (FedProx) every step also minimises
+        ``proximal_term(weights, starting weights, proximal_mu)``, which pulls the
+        local model towards the global one it started from; the reported loss
+        stays the plain cross-entropy.
         """
         self.optimizer.learning_rate.assign(learning_rate)
         x_tensor, y_tensor = tf.constant(x, tf.float32), tf.constant(y, tf.int32)
+        anchor = [tf.constant(v) for v in self.model.trainable_variables]
+        mu = tf.constant(proximal_mu, tf.float32)
         result = EpochResult(float("nan"), float("nan"))
         for _ in range(epochs):
             order = tf.constant(self._rng.permutation(len(y)), tf.int32)
-            loss_sum, correct = self._train_epoch(x_tensor, y_tensor, order, tf.constant(batch_size))
+            loss_sum, correct = self._train_epoch(
+                x_tensor, y_tensor, order, tf.constant(batch_size), anchor, mu, proximal_mu > 0
+            )
             result = EpochResult(float(loss_sum) / len(y), float(correct) / len(y))
         return result
 
@@ -97,7 +106,11 @@ class Trainer:
         return EpochResult(float(loss_sum) / len(y), float(correct) / len(y))
 
     @tf.function(reduce_retracing=True)
-    def _train_epoch(self, x: tf.Tensor, y: tf.Tensor, order: tf.Tensor, batch_size: tf.Tensor):
+    def _train_epoch(
+        self, x: tf.Tensor, y: tf.Tensor, order: tf.Tensor, batch_size: tf.Tensor,
+        anchor: list[tf.Tensor], mu: tf.Tensor, proximal: bool,
+    ):
+        # `proximal` is a Python bool: TensorFlow traces one graph with the term, one without.
         num_examples = tf.shape(order)[0]
         loss_sum, correct = tf.constant(0.0), tf.constant(0, tf.int64)
         for start in tf.range(0, num_examples, batch_size):
@@ -108,6 +121,8 @@ class Trainer:
                 probabilities = self.model(x_batch, training=True)
                 batch_loss = self._loss(y_batch, probabilities)
                 mean_loss = batch_loss / batch_count  # Gradients of the batch mean, as in model.fit.
+                if proximal:
+                    mean_loss += proximal_term(self.model.trainable_variables, anchor, mu)
             gradients = tape.gradient(mean_loss, self.model.trainable_variables)
             self.optimizer.apply_gradients(zip(gradients, self.model.trainable_variables))
             loss_sum += batch_loss
@@ -118,6 +133,11 @@ class Trainer:
     def _evaluate(self, x: tf.Tensor, y: tf.Tensor):
         probabilities = self.model(x, training=False)
         return self._loss(y, probabilities), _count_correct(y, probabilities)
+
+
+def proximal_term(weights: list, anchor: list, mu: float | tf.Tensor) -> tf.Tensor:
+    """FedProx's ``mu / 2 * ||w - w_global||^2``, summed over every weight array."""
+    return 0.5 * mu * tf.add_n([tf.reduce_sum(tf.square(w - a)) for w, a in zip(weights, anchor)])
 
 
 def _count_correct(labels: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:

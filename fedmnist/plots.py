@@ -90,7 +90,7 @@ def describe_run(summary: dict[str, Any]) -> str:
         return "settings unknown (no history JSON beside the pickle)"
     source = summary.get("data_source", "?")
     return (
-        f"FedAvg, {run.get('clients')} clients, {run.get('rounds')} rounds, {run.get('partition', 'iid')} partition, "
+        f"{run.get('strategy', 'fedavg')}, {run.get('clients')} clients, {run.get('rounds')} rounds, {run.get('partition', 'iid')} partition, "
         f"data: {_SOURCE_NAMES.get(source, source)}, seed {run.get('seed')}"
     )
 

@@ -16,19 +16,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flwr.common import EvaluateIns, EvaluateRes, FitIns, FitRes, Parameters, Scalar
+from flwr.common import EvaluateRes, FitIns, FitRes, Parameters, Scalar
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
 from fedmnist.atomic import append_line
+from fedmnist.strategy import DelegatingStrategy
 
 log = logging.getLogger(__name__)
 
 Failures = list[tuple[ClientProxy, FitRes] | tuple[ClientProxy, EvaluateRes] | BaseException]
 
 
-class RecordingStrategy(Strategy):
+class RecordingStrategy(DelegatingStrategy):
     """Delegates every decision to ``inner`` and records each round.
 
     A round's record (one JSON object, also appended to ``log_path``) holds:
@@ -59,12 +60,6 @@ class RecordingStrategy(Strategy):
         self._round_started = 0.0
         self._first_round_started: float | None = None
         self.first_round_started_at: float | None = None
-
-    def __repr__(self) -> str:
-        return f"RecordingStrategy({self.inner!r})"
-
-    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
-        return self.inner.initialize_parameters(client_manager)
 
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -106,11 +101,6 @@ class RecordingStrategy(Strategy):
             else:
                 self._current.update(record)
         return result
-
-    def configure_evaluate(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        return self.inner.configure_evaluate(server_round, parameters, client_manager)
 
     def aggregate_evaluate(
         self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]], failures: Failures

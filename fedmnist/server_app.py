@@ -20,6 +20,7 @@ import numpy as np
 from flwr.common import NDArrays, parameters_to_ndarrays
 from flwr.server import Server, ServerConfig, start_server
 from flwr.server.history import History
+from flwr.server.strategy import FedAvg
 from flwr.supercore.address import is_port_in_use
 
 from fedmnist import config
@@ -30,7 +31,7 @@ from fedmnist.history import RunPaths, save_history, start_round_log
 from fedmnist.partition import label_histograms, parse_partition, partition_rows
 from fedmnist.plots import plot_history, plot_label_histograms
 from fedmnist.recorder import RecordingStrategy
-from fedmnist.strategy import build_strategy, centralized_evaluate_fn, fit_config
+from fedmnist.strategy import DeferredStrategy, build_strategy, centralized_evaluate_fn, fit_config
 
 if TYPE_CHECKING:
     from fedmnist.model import Trainer
@@ -49,6 +50,9 @@ class ServerSettings:
     dataset: str = config.DATASET
     seed: int = config.SEED
     partition: str = config.PARTITION
+    strategy: str = config.STRATEGY
+    fraction_fit: float = config.FRACTION_FIT
+    proximal_mu: float = config.PROXIMAL_MU
     out: str = "."
     data_home: str | None = None
     client_timeout: float = config.CLIENT_WAIT_TIMEOUT
@@ -81,22 +85,26 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
     )
 
     # TensorFlow takes seconds to import: do it beside Flower's start-up, so the server
-    # listens at once and the clients' own start-up overlaps it. The initial global
-    # weights come from the first client (Flower's default), built from the same --seed.
+    # listens at once and the clients' own start-up overlaps it. The strategy, which
+    # needs the initial model's weights, is built when Flower first asks for it.
     trainer = ThreadPoolExecutor(max_workers=1).submit(_build_trainer, settings.seed)
-    recorder = RecordingStrategy(
-        build_strategy(
+
+    def strategy() -> FedAvg:
+        return build_strategy(
+            name=settings.strategy,
             num_clients=settings.clients,
+            initial_weights=trainer.result().get_weights(),
+            fraction_fit=settings.fraction_fit,
+            proximal_mu=settings.proximal_mu,
             evaluate_fn=centralized_evaluate_fn(_held_out_evaluator(trainer, data)),
             on_fit_config_fn=fit_config(
                 local_epochs=settings.local_epochs,
                 batch_size=settings.batch_size,
                 learning_rate=settings.learning_rate,
             ),
-        ),
-        num_rounds=settings.rounds,
-        log_path=paths.round_log,
-    )
+        )
+
+    recorder = RecordingStrategy(DeferredStrategy(strategy), num_rounds=settings.rounds, log_path=paths.round_log)
     start_round_log(paths, {"config": asdict(settings), "data_source": data.source, "started": _now()})
     server_ready = time.perf_counter()
     history, final_weights = _federate(settings, recorder)

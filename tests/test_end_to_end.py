@@ -173,3 +173,18 @@ def test_ctrl_c_stops_every_process_run_sh_started(tmp_path: Path, data_home: st
     while _processes_of_run(port) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _processes_of_run(port) == []
+
+
+@pytest.mark.parametrize("strategy", ["fedavgm", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimmedavg", "krum"])
+def test_every_strategy_runs_two_rounds_end_to_end(tmp_path: Path, data_home: str, strategy: str) -> None:
+    # FedAvg itself is the default, covered by the first test of this file.
+    result = run_sh(
+        "--rounds", "2", "--clients", "3", "--port", str(free_port()), "--dataset", "mnist-5k",
+        "--strategy", strategy, "--out", str(tmp_path), "--data-home", data_home,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    summary = json.loads((tmp_path / "history" / "history_2.json").read_text())
+    assert summary["config"]["strategy"] == strategy
+    accuracy = summary["history"]["metrics_centralized"]["accuracy"]
+    assert [r for r, _ in accuracy] == [0, 1, 2] and accuracy[-1][1] > 0.3  # Learning: chance is 0.1.
+    assert all(r["evaluate"]["accuracy"] > 0 for r in summary["rounds"])  # Weighted metrics kept.

@@ -10,7 +10,7 @@ import pytest
 
 from fedmnist.client_app import MnistClient, make_client
 from fedmnist.data import client_data, to_float
-from fedmnist.model import Trainer, build_model, save_model
+from fedmnist.model import Trainer, build_model, proximal_term, save_model
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +91,21 @@ def test_saved_model_is_complete_and_predicts(tmp_path: Path, mnist_5k) -> None:
     loaded = keras.saving.load_model(path)
     x = to_float(mnist_5k.x_test[:5])
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-6)
+
+
+def test_proximal_term_by_hand() -> None:
+    # mu / 2 * ((1 - 0)^2 + (2 - 0)^2 + (3 - 1)^2) = 0.1 / 2 * 9 = 0.45
+    weights = [np.array([1.0, 2.0], np.float32), np.array([3.0], np.float32)]
+    anchor = [np.zeros(2, np.float32), np.ones(1, np.float32)]
+    assert float(proximal_term(weights, anchor, 0.1)) == pytest.approx(0.45)
+
+
+def test_fedprox_keeps_the_update_closer_to_the_global_model(share) -> None:
+    def distance_moved(mu: float) -> float:
+        client = MnistClient(Trainer(build_model(seed=0), seed=0), share)
+        start = client.get_parameters({})
+        weights = client.fit(start, {"local-epochs": 3, "proximal_mu": mu})[0]
+        return float(np.sqrt(sum(np.sum((w - s) ** 2) for w, s in zip(weights, start))))
+
+    plain, proximal = distance_moved(0.0), distance_moved(1.0)
+    assert proximal < 0.9 * plain

@@ -9,7 +9,7 @@ from fedmnist.plots import describe_run, main, plot_history, plot_label_histogra
 from test_history import sample_history
 
 SUMMARY = {
-    "config": {"clients": 3, "rounds": 2, "seed": 42, "partition": "dirichlet:0.5"},
+    "config": {"clients": 3, "rounds": 2, "seed": 42, "partition": "dirichlet:0.5", "strategy": "fedprox"},
     "data_source": "mnist-5k",
     "label_histograms": [[5, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0, 4, 4, 0, 0, 0, 0, 0, 0, 0], [1] * 10],
 }
@@ -25,7 +25,7 @@ def test_plot_history_writes_non_empty_pngs(tmp_path: Path) -> None:
 
 def test_title_names_settings_and_data_source() -> None:
     assert describe_run(SUMMARY) == (
-        "FedAvg, 3 clients, 2 rounds, dirichlet:0.5 partition, data: mnist-5k (offline 5,000-image subset), seed 42"
+        "fedprox, 3 clients, 2 rounds, dirichlet:0.5 partition, data: mnist-5k (offline 5,000-image subset), seed 42"
     )
 
 

@@ -7,7 +7,15 @@ import pytest
 from flwr.common import parameters_to_ndarrays
 from flwr.server.strategy import FedAvg
 
-from fedmnist.strategy import build_strategy, centralized_evaluate_fn, fit_config, weighted_average
+from fedmnist import config
+from fedmnist.strategy import (
+    STRATEGIES,
+    DeferredStrategy,
+    build_strategy,
+    centralized_evaluate_fn,
+    fit_config,
+    weighted_average,
+)
 
 
 def test_weighted_average_weights_by_examples() -> None:
@@ -31,8 +39,11 @@ def test_weighted_average_of_no_examples_is_empty() -> None:
     assert weighted_average([(0, {"accuracy": 1.0})]) == {}
 
 
+WEIGHTS = [np.ones((2, 2), np.float32), np.zeros(2, np.float32)]
+
+
 def test_build_strategy_is_fedavg_over_all_clients_with_weighted_metrics() -> None:
-    weights = [np.ones((2, 2), np.float32), np.zeros(2, np.float32)]
+    weights = WEIGHTS
     strategy = build_strategy(num_clients=3, initial_weights=weights)
     assert isinstance(strategy, FedAvg)
     assert (strategy.min_fit_clients, strategy.min_evaluate_clients, strategy.min_available_clients) == (3, 3, 3)
@@ -51,3 +62,38 @@ def test_fit_config_carries_round_and_local_settings() -> None:
 def test_centralized_evaluate_fn_reports_loss_and_accuracy() -> None:
     evaluate_fn = centralized_evaluate_fn(lambda weights: (0.25, 0.75))
     assert evaluate_fn(3, [], {}) == (0.25, {"accuracy": 0.75, "loss": 0.25})
+
+
+def test_every_strategy_name_builds_its_flower_class_with_our_metrics() -> None:
+    assert tuple(STRATEGIES) == config.STRATEGIES
+    for name, strategy_class in STRATEGIES.items():
+        strategy = build_strategy(name=name, num_clients=4, initial_weights=WEIGHTS)
+        assert type(strategy) is strategy_class
+        assert strategy.evaluate_metrics_aggregation_fn is weighted_average
+
+
+def test_fraction_fit_samples_part_of_the_clients_but_waits_for_all() -> None:
+    strategy = build_strategy(num_clients=10, initial_weights=WEIGHTS, fraction_fit=0.3)
+    assert strategy.num_fit_clients(10) == (3, 10)  # Train 3 of them, once all 10 are connected.
+    assert strategy.min_available_clients == 10 and strategy.min_evaluate_clients == 10
+
+
+def test_fedprox_carries_mu_and_unknown_names_fail() -> None:
+    assert build_strategy(name="fedprox", num_clients=2, initial_weights=WEIGHTS, proximal_mu=0.5).proximal_mu == 0.5
+    with pytest.raises(ValueError, match="unknown strategy 'fedsgd'"):
+        build_strategy(name="fedsgd", num_clients=2, initial_weights=WEIGHTS)
+
+
+def test_deferred_strategy_builds_on_first_use_only() -> None:
+    built = []
+
+    def factory() -> FedAvg:
+        built.append(1)
+        return build_strategy(num_clients=1, initial_weights=WEIGHTS)
+
+    deferred = DeferredStrategy(factory)
+    assert built == []  # Nothing built yet: the server can listen first.
+    parameters = deferred.initialize_parameters(client_manager=None)
+    deferred.evaluate(0, parameters)
+    assert built == [1]
+    assert [a.tolist() for a in parameters_to_ndarrays(parameters)] == [a.tolist() for a in WEIGHTS]
