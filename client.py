@@ -15,7 +15,7 @@ import sys  # noqa: E402
 
 from fedmnist import config  # noqa: E402
 from fedmnist.cli import (  # noqa: E402
-    Parser, add_data_arguments, configure_logging, exit_now, non_negative_int, positive_float, positive_int, run_cli,
+    Parser, add_common_arguments, configure_logging, exit_now, non_negative_int, positive_float, positive_int, run_cli,
     server_address,
 )
 
@@ -25,7 +25,7 @@ def parse_args(argv: list[str]) -> "object":
     parser.add_argument("--server", type=server_address, default=config.CLIENT_SERVER_ADDRESS, help="server HOST:PORT (default: %(default)s)")
     parser.add_argument("--partition-id", type=non_negative_int, default=0, help="which share of the training rows this client owns, 0..N-1 (default: %(default)s)")
     parser.add_argument("--num-partitions", type=positive_int, default=config.CLIENTS, help="how many shares the training rows are cut into (default: %(default)s)")
-    add_data_arguments(parser)
+    add_common_arguments(parser)
     parser.add_argument("--connect-timeout", type=positive_float, default=config.CONNECT_TIMEOUT, help="seconds to keep retrying an unreachable server (default: %(default)s)")
     parser.add_argument("--verbose", action="store_true", help="also show Flower's INFO messages")
     args = parser.parse_args(argv)
@@ -46,6 +46,7 @@ def main(argv: list[str]) -> None:
             dataset=args.dataset,
             seed=args.seed,
             partition=args.partition,
+            model=args.model,
             data_home=args.data_home,
             process_started=PROCESS_STARTED,
         )

@@ -34,8 +34,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """--dataset, --seed and --data-home: server, clients and run.sh must agree on them."""
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """What server, clients and run.sh must agree on: data, partition, seed and model."""
     parser.add_argument("--dataset", choices=config.DATASETS, default=config.DATASET,
                         help="MNIST source; auto = OpenML if reachable or cached, else the offline 5k subset (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=config.SEED,
@@ -44,6 +44,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--partition", type=partition_spec, default=config.PARTITION,
                         help="how training rows are split among clients: iid, dirichlet:ALPHA (label skew, e.g. 0.1) "
                         "or shards:K (K label-sorted shards each) (default: %(default)s)")
+    parser.add_argument("--model", choices=config.MODELS, default=config.MODEL,
+                        help="mlp (784-128-10), dense32 (784-32-10) or cnn (small convnet) (default: %(default)s)")
 
 
 def partition_spec(text: str) -> str:
@@ -62,7 +64,7 @@ def add_federation_arguments(parser: argparse.ArgumentParser, *, out_default: st
     parser.add_argument("--clients", type=positive_int, default=config.CLIENTS, help="clients that train every round (default: %(default)s)")
     parser.add_argument("--port", type=port_number, default=config.PORT, help="server port (default: %(default)s)")
     parser.add_argument("--out", default=out_default, help=out_help)
-    add_data_arguments(parser)
+    add_common_arguments(parser)
     parser.add_argument("--strategy", choices=config.STRATEGIES, default=config.STRATEGY,
                         help="Flower aggregation strategy (default: %(default)s)")
     parser.add_argument("--fraction-fit", type=fraction, default=config.FRACTION_FIT,

@@ -75,6 +75,7 @@ def make_client(
     dataset: str = defaults.DATASET,
     seed: int = defaults.SEED,
     partition: str = defaults.PARTITION,
+    model: str = defaults.MODEL,
     data_home: str | None = None,
     process_started: float | None = None,
 ) -> MnistClient:
@@ -86,7 +87,7 @@ def make_client(
     data_started = time.perf_counter()
     data = client_data(load_mnist(dataset, data_home), partition_id, num_partitions, seed, partition=partition)
     data_seconds = time.perf_counter() - data_started
-    trainer = Trainer(build_model(seed), seed=seed + partition_id)
+    trainer = Trainer(build_model(seed, model), seed=seed + partition_id)
     extra: dict[str, Scalar] = {"data_seconds": data_seconds}
     if process_started is not None:
         extra["startup_seconds"] = time.perf_counter() - process_started

@@ -101,7 +101,8 @@ class Launcher:
         a = self.args
         return [
             "server.py", "--rounds", str(a.rounds), "--clients", str(a.clients), "--port", str(a.port),
-            "--dataset", a.dataset, "--seed", str(a.seed), "--partition", a.partition, "--out", str(self.out),
+            "--dataset", a.dataset, "--seed", str(a.seed), "--partition", a.partition, "--model", a.model,
+            "--out", str(self.out),
             "--strategy", a.strategy, "--fraction-fit", str(a.fraction_fit), "--proximal-mu", str(a.proximal_mu),
             "--local-epochs", str(a.local_epochs), "--batch-size", str(a.batch_size),
             "--learning-rate", str(a.learning_rate), *self._data_home(),
@@ -112,7 +113,7 @@ class Launcher:
         return [
             "client.py", "--server", f"127.0.0.1:{a.port}", "--partition-id", str(partition_id),
             "--num-partitions", str(a.clients), "--dataset", source, "--seed", str(a.seed),
-            "--partition", a.partition, *self._data_home(),
+            "--partition", a.partition, "--model", a.model, *self._data_home(),
         ]
 
     def _resolved_source(self) -> str:

@@ -1,7 +1,8 @@
 """The Keras model and a fast local training loop.
 
-The model is a 784-128-10 multilayer perceptron: float32 pixels in [0, 1] of
-shape (batch, 784) in, class probabilities of shape (batch, 10) out.
+Models (``--model``): ``mlp`` (784-128-10, the default), ``dense32``
+(784-32-10) and ``cnn`` (a small convnet). Each takes float32 pixels in [0, 1]
+of shape (batch, 784) and outputs class probabilities of shape (batch, 10).
 
 Why not ``model.fit``: at this size Keras's per-call set-up (callbacks, data
 adapters, progress bars) costs more than the arithmetic; one ``tf.function``
@@ -25,17 +26,41 @@ from keras import layers  # noqa: E402
 from fedmnist import config  # noqa: E402
 
 
-def build_model(seed: int = config.SEED) -> keras.Model:
-    """The 784-128-10 MLP with softmax output, weights initialised from ``seed``."""
+def build_model(seed: int = config.SEED, name: str = config.MODEL) -> keras.Model:
+    """Model ``name`` (``config.MODELS``) with softmax output, weights initialised from ``seed``.
+
+    Every model takes flattened pixels, shape (batch, 784), so data, clients and
+    the saved ``.keras`` file work the same whichever is chosen.
+    """
+    if name not in _MODEL_LAYERS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(_MODEL_LAYERS)}")
     keras.utils.set_random_seed(seed)
     return keras.Sequential(
         [
             keras.Input(shape=(config.IMAGE_PIXELS,), name="pixels"),
-            layers.Dense(config.HIDDEN_UNITS, activation="relu", name="hidden"),
+            *_MODEL_LAYERS[name](),
             layers.Dense(config.NUM_CLASSES, activation="softmax", name="probabilities"),
         ],
-        name="mnist_mlp",
+        name=f"mnist_{name}",
     )
+
+
+# The layers between the pixels and the softmax output, per --model.
+_MODEL_LAYERS = {
+    # 784-128-10: the classic MLP of Flower's and Keras's MNIST tutorials.
+    "mlp": lambda: [layers.Dense(config.HIDDEN_UNITS, activation="relu", name="hidden")],
+    # 784-32-10: the small dense network of many federated MNIST demos.
+    "dense32": lambda: [layers.Dense(32, activation="relu", name="hidden")],
+    # A small convnet after keras-io's mnist_convnet, narrowed to 8/16 filters for 2 CPU cores.
+    "cnn": lambda: [
+        layers.Reshape((28, 28, 1), name="image"),
+        layers.Conv2D(8, 3, activation="relu", name="conv1"),
+        layers.MaxPooling2D(2, name="pool1"),
+        layers.Conv2D(16, 3, activation="relu", name="conv2"),
+        layers.MaxPooling2D(2, name="pool2"),
+        layers.Flatten(name="flatten"),
+    ],
+}
 
 
 @dataclass(frozen=True)

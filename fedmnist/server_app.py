@@ -50,6 +50,7 @@ class ServerSettings:
     dataset: str = config.DATASET
     seed: int = config.SEED
     partition: str = config.PARTITION
+    model: str = config.MODEL
     strategy: str = config.STRATEGY
     fraction_fit: float = config.FRACTION_FIT
     proximal_mu: float = config.PROXIMAL_MU
@@ -87,7 +88,7 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
     # TensorFlow takes seconds to import: do it beside Flower's start-up, so the server
     # listens at once and the clients' own start-up overlaps it. The strategy, which
     # needs the initial model's weights, is built when Flower first asks for it.
-    trainer = ThreadPoolExecutor(max_workers=1).submit(_build_trainer, settings.seed)
+    trainer = ThreadPoolExecutor(max_workers=1).submit(_build_trainer, settings.seed, settings.model)
 
     def strategy() -> FedAvg:
         return build_strategy(
@@ -127,10 +128,10 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
     return paths
 
 
-def _build_trainer(seed: int) -> Trainer:
+def _build_trainer(seed: int, model: str) -> Trainer:
     from fedmnist.model import Trainer, build_model
 
-    return Trainer(build_model(seed), seed=seed)
+    return Trainer(build_model(seed, model), seed=seed)
 
 
 def _held_out_evaluator(trainer: Future[Trainer], data: MnistData) -> Callable[[NDArrays], tuple[float, float]]:

@@ -188,3 +188,16 @@ def test_every_strategy_runs_two_rounds_end_to_end(tmp_path: Path, data_home: st
     accuracy = summary["history"]["metrics_centralized"]["accuracy"]
     assert [r for r, _ in accuracy] == [0, 1, 2] and accuracy[-1][1] > 0.3  # Learning: chance is 0.1.
     assert all(r["evaluate"]["accuracy"] > 0 for r in summary["rounds"])  # Weighted metrics kept.
+
+
+@pytest.mark.parametrize("model", ["dense32", "cnn"])
+def test_other_models_run_end_to_end_and_save_their_architecture(tmp_path: Path, data_home: str, model: str) -> None:
+    result = run_sh(
+        "--rounds", "1", "--clients", "2", "--port", str(free_port()), "--dataset", "mnist-5k",
+        "--model", model, "--out", str(tmp_path), "--data-home", data_home,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    import keras
+
+    saved = keras.saving.load_model(tmp_path / "models" / "global_1.keras")
+    assert saved.name == f"mnist_{model}" and saved.input_shape == (None, 784)

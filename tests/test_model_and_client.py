@@ -26,6 +26,25 @@ def test_model_maps_pixels_to_class_probabilities() -> None:
     assert [w.shape for w in model.get_weights()] == [(784, 128), (128,), (128, 10), (10,)]
 
 
+@pytest.mark.parametrize(("name", "shapes"), [
+    ("mlp", [(784, 128), (128,), (128, 10), (10,)]),
+    ("dense32", [(784, 32), (32,), (32, 10), (10,)]),
+    ("cnn", [(3, 3, 1, 8), (8,), (3, 3, 8, 16), (16,), (400, 10), (10,)]),
+])
+def test_each_model_takes_flat_pixels_and_gives_probabilities(name: str, shapes: list) -> None:
+    model = build_model(seed=0, name=name)
+    probabilities = model(np.zeros((2, 784), np.float32)).numpy()
+    assert probabilities.shape == (2, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+    assert [w.shape for w in model.get_weights()] == shapes
+
+
+def test_cnn_learns_on_real_images(mnist_5k, share) -> None:
+    trainer = Trainer(build_model(seed=0, name="cnn"), seed=0)
+    trainer.fit(to_float(share.x_train), share.y_train.astype(np.int32), epochs=2)
+    assert trainer.evaluate(to_float(mnist_5k.x_test), mnist_5k.y_test.astype(np.int32)).accuracy > 0.7
+
+
 def test_same_seed_gives_same_initial_weights() -> None:
     first, second = build_model(seed=3).get_weights(), build_model(seed=3).get_weights()
     assert all(np.array_equal(a, b) for a, b in zip(first, second))
