@@ -28,13 +28,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fedmnist import config  # noqa: E402
-from fedmnist.data import MNIST_5K, client_data, load_mnist, to_float  # noqa: E402
+from fedmnist.data import MNIST_5K, load_mnist  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -110,17 +109,12 @@ def run_peer(rounds: int, clients: int) -> dict:
 
 def central_baseline(rounds: int, clients: int) -> dict:
     """The same model on the union of the clients' training rows, one epoch per round."""
-    from fedmnist.model import Trainer, build_model
+    from fedmnist.baseline import train_centrally, union_of_client_rows
 
     data = load_mnist(MNIST_5K)
-    shares = [client_data(data, i, clients) for i in range(clients)]
-    x = to_float(np.concatenate([s.x_train for s in shares]))
-    y = np.concatenate([s.y_train for s in shares]).astype(np.int32)
-    trainer = Trainer(build_model(config.SEED), seed=config.SEED)
-    for _ in range(rounds * config.LOCAL_EPOCHS):
-        trainer.fit(x, y)
-    result = trainer.evaluate(to_float(data.x_test), data.y_test.astype("int32"))
-    return {"training_rows": len(y), "epochs": rounds * config.LOCAL_EPOCHS, "accuracy": result.accuracy}
+    curves = train_centrally(data, num_clients=clients, rounds=rounds)
+    rows = len(union_of_client_rows(data, clients, config.SEED)[1])
+    return {"training_rows": rows, "epochs": rounds * config.LOCAL_EPOCHS, "accuracy": curves["accuracy"][-1][1]}
 
 
 def report(runs: list[dict], peers: list[dict], central: dict) -> tuple[dict, list[tuple[str, bool, str]]]:

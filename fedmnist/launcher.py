@@ -105,7 +105,7 @@ class Launcher:
             "--out", str(self.out),
             "--strategy", a.strategy, "--fraction-fit", str(a.fraction_fit), "--proximal-mu", str(a.proximal_mu),
             "--local-epochs", str(a.local_epochs), "--batch-size", str(a.batch_size),
-            "--learning-rate", str(a.learning_rate), *self._data_home(),
+            "--learning-rate", str(a.learning_rate), *self._data_home(), *(["--baseline"] if a.baseline else []),
         ]
 
     def _client_command(self, source: str, partition_id: int) -> list[str]:

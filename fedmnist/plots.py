@@ -29,7 +29,8 @@ def plot_history(history: History, summary: dict[str, Any], out_dir: str | Path)
 
     Each has the distributed curve (clients' validation metrics, averaged
     weighted by examples) and the centralized curve (the global model on the
-    server's held-out test set, round 0 being the initial model).
+    server's held-out test set, round 0 being the initial model), plus the
+    centralized baseline when the run made one (``--baseline``).
     """
     out_dir = Path(out_dir)
     written = []
@@ -38,6 +39,7 @@ def plot_history(history: History, summary: dict[str, Any], out_dir: str | Path)
         for name, style, series in (
             ("clients (weighted average)", "o-", history.metrics_distributed.get(key, [])),
             ("held-out test (centralized)", "s-", history.metrics_centralized.get(key, [])),
+            ("central training, same rows and epochs (held-out)", "--", summary.get("baseline", {}).get(key, [])),
         ):
             if series:
                 rounds, values = zip(*series)

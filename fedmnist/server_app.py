@@ -24,6 +24,7 @@ from flwr.server.strategy import FedAvg
 from flwr.supercore.address import is_port_in_use
 
 from fedmnist import config
+from fedmnist.baseline import train_centrally
 from fedmnist.client_manager import WaitingClientManager
 from fedmnist.data import MnistData, load_mnist, to_float
 from fedmnist.errors import UserError
@@ -54,6 +55,7 @@ class ServerSettings:
     strategy: str = config.STRATEGY
     fraction_fit: float = config.FRACTION_FIT
     proximal_mu: float = config.PROXIMAL_MU
+    baseline: bool = False
     out: str = "."
     data_home: str | None = None
     client_timeout: float = config.CLIENT_WAIT_TIMEOUT
@@ -117,6 +119,14 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
         "federation_seconds": finished - server_ready,
         "server_total_seconds": finished - process_started,
     })
+    if settings.baseline:
+        log.info("training the centralized baseline (--baseline) on the clients' rows ...")
+        summary["baseline"] = train_centrally(
+            data, num_clients=settings.clients, rounds=settings.rounds, seed=settings.seed,
+            partition=settings.partition, model=settings.model, local_epochs=settings.local_epochs,
+            batch_size=settings.batch_size, learning_rate=settings.learning_rate,
+        )
+        log.info("centralized baseline: held-out accuracy %.3f", summary["baseline"]["accuracy"][-1][1])
     _save_model(trainer.result(), final_weights, paths.model)
     save_history(paths, history, summary)
     plot_paths = plot_history(history, summary, paths.plots_dir)

@@ -25,7 +25,7 @@ def run_sh(*args: str, timeout: float = 300):
 def test_run_sh_trains_two_rounds_and_writes_every_output(tmp_path: Path, data_home: str) -> None:
     result = run_sh(
         "--rounds", "2", "--clients", "2", "--port", str(free_port()), "--dataset", "mnist-5k",
-        "--out", str(tmp_path), "--data-home", data_home,
+        "--out", str(tmp_path), "--data-home", data_home, "--baseline",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "round 2/2" in result.stdout and "history:" in result.stdout
@@ -45,6 +45,7 @@ def test_run_sh_trains_two_rounds_and_writes_every_output(tmp_path: Path, data_h
     assert summary["timings"]["client_startup_seconds"] > 0
     lines = (tmp_path / "history" / "history_2.jsonl").read_text().splitlines()
     assert [json.loads(line).get("round") for line in lines] == [None, 1, 2]  # Header, then rounds.
+    assert [r for r, _ in summary["baseline"]["accuracy"]] == [0, 1, 2]  # --baseline, one point per round.
     histograms = summary["label_histograms"]
     assert len(histograms) == 2 and sum(map(sum, histograms)) == 4000  # Every training row, once.
     for name in ("models/global_2.keras", "plots/accuracy.png", "plots/loss.png", "plots/label_histogram.png",
