@@ -71,6 +71,8 @@ def add_federation_arguments(parser: argparse.ArgumentParser, *, out_default: st
                         help="share of the clients trained each round, 0-1; all evaluate (default: %(default)s)")
     parser.add_argument("--proximal-mu", type=non_negative_float, default=config.PROXIMAL_MU,
                         help="FedProx's mu, the weight of the proximal term; --strategy fedprox only (default: %(default)s)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue an interrupted run from its last checkpoint in --out (same settings)")
     parser.add_argument("--baseline", action="store_true",
                         help="also train the model centrally on the clients' rows and plot it for reference")
     parser.add_argument("--local-epochs", type=positive_int, default=config.LOCAL_EPOCHS, help="local epochs per round, sent to clients (default: %(default)s)")

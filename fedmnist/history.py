@@ -25,7 +25,7 @@ from typing import Any
 
 from flwr.server.history import History
 
-from fedmnist.atomic import write_atomic, write_text_atomic
+from fedmnist.atomic import append_line, write_atomic, write_text_atomic
 from fedmnist.errors import UserError
 
 # History attributes, in the order Flower declares them.
@@ -61,6 +61,10 @@ class RunPaths:
         return self.history_dir / f"history_{self.rounds}.previous.jsonl"
 
     @property
+    def checkpoint(self) -> Path:
+        return self.root / "checkpoints" / f"checkpoint_{self.rounds}.pkl"
+
+    @property
     def model(self) -> Path:
         return self.root / "models" / f"global_{self.rounds}.keras"
 
@@ -70,7 +74,7 @@ class RunPaths:
 
     def check_writable(self) -> None:
         """Create the output folders and prove they take files, or raise UserError."""
-        for folder in (self.history_dir, self.model.parent, self.plots_dir):
+        for folder in (self.history_dir, self.model.parent, self.plots_dir, self.checkpoint.parent):
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 with tempfile.TemporaryFile(dir=folder):
@@ -79,12 +83,15 @@ class RunPaths:
                 raise UserError(f"cannot write results to {folder}: {error.strerror or error}") from None
 
 
-def start_round_log(paths: RunPaths, header: dict[str, Any]) -> None:
+def start_round_log(paths: RunPaths, header: dict[str, Any], *, resume: bool = False) -> None:
     """Begin this run's live log with a header line.
 
     An earlier run's log is renamed to ``history_<rounds>.previous.jsonl`` first,
-    so a run that fails early does not wipe it.
+    so a run that fails early does not wipe it; a resumed run appends instead.
     """
+    if resume:
+        append_line(paths.round_log, json.dumps(header, sort_keys=True))
+        return
     if paths.round_log.exists():
         os.replace(paths.round_log, paths.previous_round_log)
     write_text_atomic(paths.round_log, json.dumps(header, sort_keys=True) + "\n")
@@ -118,6 +125,28 @@ def history_from_dict(data: dict[str, Any]) -> History:
         setattr(history, name, [tuple(pair) for pair in data.get(name, [])])
     for name in _METRICS:
         setattr(history, name, {key: [tuple(pair) for pair in pairs] for key, pairs in data.get(name, {}).items()})
+    return history
+
+
+def history_from_records(records: list[dict[str, Any]], initial: dict[str, Any] | None) -> History:
+    """Rebuild the History Flower's server builds, from our per-round records.
+
+    A resumed run has no single Flower History covering all its rounds; this
+    one does, and equals Flower's for an uninterrupted run (see the tests).
+    """
+    history = History()
+    if initial:
+        history.add_loss_centralized(0, initial["loss_centralized"])
+        history.add_metrics_centralized(0, initial["centralized"])
+    for record in records:
+        server_round = record["round"]
+        history.add_metrics_distributed_fit(server_round, record.get("fit", {}))
+        if "centralized" in record:
+            history.add_loss_centralized(server_round, record["loss_centralized"])
+            history.add_metrics_centralized(server_round, record["centralized"])
+        if record.get("loss_distributed") is not None:
+            history.add_loss_distributed(server_round, record["loss_distributed"])
+            history.add_metrics_distributed(server_round, record.get("evaluate", {}))
     return history
 
 

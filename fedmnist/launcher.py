@@ -106,6 +106,7 @@ class Launcher:
             "--strategy", a.strategy, "--fraction-fit", str(a.fraction_fit), "--proximal-mu", str(a.proximal_mu),
             "--local-epochs", str(a.local_epochs), "--batch-size", str(a.batch_size),
             "--learning-rate", str(a.learning_rate), *self._data_home(), *(["--baseline"] if a.baseline else []),
+            *(["--resume"] if a.resume else []),
         ]
 
     def _client_command(self, source: str, partition_id: int) -> list[str]:

@@ -48,18 +48,29 @@ class RecordingStrategy(DelegatingStrategy):
         num_rounds: int,
         log_path: str | Path | None = None,
         clock: Callable[[], float] = time.monotonic,
+        earlier_rounds: list[dict[str, Any]] | None = None,
+        initial: dict[str, Any] | None = None,
+        on_round_end: Callable[[RecordingStrategy], None] | None = None,
     ) -> None:
         self.inner = inner
         self.num_rounds = num_rounds
         self.log_path = Path(log_path) if log_path is not None else None
         self.clock = clock
-        self.rounds: list[dict[str, Any]] = []
-        self.initial: dict[str, Any] | None = None
+        # A resumed run starts with the rounds (and round-0 evaluation) it already has.
+        self.rounds: list[dict[str, Any]] = list(earlier_rounds or [])
+        self.initial: dict[str, Any] | None = initial
+        self.on_round_end = on_round_end
+        self.parameters: Parameters | None = None  # The latest global weights.
         self.client_timings: dict[str, float] = {}
         self._current: dict[str, Any] = {}
         self._round_started = 0.0
         self._first_round_started: float | None = None
+        self._rounds_here = 0  # Rounds run by this process (fewer than done after a resume).
         self.first_round_started_at: float | None = None
+
+    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
+        self.parameters = self.inner.initialize_parameters(client_manager)
+        return self.parameters
 
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -77,6 +88,8 @@ class RecordingStrategy(DelegatingStrategy):
         self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: Failures
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         parameters, metrics = self.inner.aggregate_fit(server_round, results, failures)
+        if parameters is not None:
+            self.parameters = parameters
         client_metrics = [res.metrics for _, res in results]
         self._current.update(
             fit=dict(metrics),
@@ -94,10 +107,11 @@ class RecordingStrategy(DelegatingStrategy):
         started = self.clock()
         result = self.inner.evaluate(server_round, parameters)
         if result is not None:
-            record = {"centralized": dict(result[1]), "centralized_seconds": self.clock() - started}
+            record = {"centralized": dict(result[1]), "centralized_seconds": self.clock() - started,
+                      "loss_centralized": result[0]}
             if server_round == 0:
-                self.initial = record
-                log.info("initial global model: held-out accuracy %s", _percent(result[1].get("accuracy")))
+                log.info("starting global model: held-out accuracy %s", _percent(result[1].get("accuracy")))
+                self.initial = self.initial or record  # A resumed run keeps the true round 0.
             else:
                 self._current.update(record)
         return result
@@ -107,6 +121,7 @@ class RecordingStrategy(DelegatingStrategy):
     ) -> tuple[float | None, dict[str, Scalar]]:
         loss, metrics = self.inner.aggregate_evaluate(server_round, results, failures)
         self._current.update(
+            loss_distributed=loss,
             evaluate=dict(metrics),
             evaluate_results=len(results),
             evaluate_failures=len(failures),
@@ -123,13 +138,21 @@ class RecordingStrategy(DelegatingStrategy):
         self.rounds.append(record)
         if self.log_path is not None:
             append_line(self.log_path, json.dumps(record, sort_keys=True))
-        log.info(progress_line(record, self.num_rounds, self.clock() - (self._first_round_started or 0.0)))
+        self._rounds_here += 1
+        elapsed = self.clock() - (self._first_round_started or 0.0)
+        log.info(progress_line(record, self.num_rounds, elapsed, self._rounds_here))
+        if self.on_round_end is not None:
+            self.on_round_end(self)
 
 
-def progress_line(record: dict[str, Any], num_rounds: int, elapsed: float) -> str:
-    """``round 3/40 | held-out acc 91.2% | clients acc 90.5% loss 0.312 | 1.1 s/round | 3 s elapsed, ~41 s left``."""
+def progress_line(record: dict[str, Any], num_rounds: int, elapsed: float, rounds_timed: int | None = None) -> str:
+    """``round 3/40 | held-out acc 91.2% | clients acc 90.5% loss 0.312 | 1.1 s/round | 3 s elapsed, ~41 s left``.
+
+    ``elapsed`` is the time ``rounds_timed`` rounds took (all rounds so far unless given).
+    """
     done = record["round"]
-    left = elapsed / done * (num_rounds - done) if done else math.nan
+    timed = rounds_timed or done
+    left = elapsed / timed * (num_rounds - done) if timed else math.nan
     return (
         f"round {done}/{num_rounds} | held-out acc {_percent(record.get('centralized', {}).get('accuracy'))}"
         f" | clients acc {_percent(record.get('evaluate', {}).get('accuracy'))}"

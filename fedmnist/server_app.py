@@ -17,18 +17,26 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from flwr.common import NDArrays, parameters_to_ndarrays
+from flwr.common import NDArrays, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server import Server, ServerConfig, start_server
 from flwr.server.history import History
-from flwr.server.strategy import FedAvg
+from flwr.server.strategy import FedAvg, Strategy
 from flwr.supercore.address import is_port_in_use
 
 from fedmnist import config
 from fedmnist.baseline import train_centrally
+from fedmnist.checkpoint import (
+    Checkpoint,
+    RoundOffsetStrategy,
+    load_checkpoint,
+    restore_strategy_state,
+    save_checkpoint,
+    strategy_state,
+)
 from fedmnist.client_manager import WaitingClientManager
 from fedmnist.data import MnistData, load_mnist, to_float
 from fedmnist.errors import UserError
-from fedmnist.history import RunPaths, save_history, start_round_log
+from fedmnist.history import RunPaths, history_from_records, save_history, start_round_log
 from fedmnist.partition import label_histograms, parse_partition, partition_rows
 from fedmnist.plots import plot_history, plot_label_histograms
 from fedmnist.recorder import RecordingStrategy
@@ -56,6 +64,7 @@ class ServerSettings:
     fraction_fit: float = config.FRACTION_FIT
     proximal_mu: float = config.PROXIMAL_MU
     baseline: bool = False
+    resume: bool = False
     out: str = "."
     data_home: str | None = None
     client_timeout: float = config.CLIENT_WAIT_TIMEOUT
@@ -69,11 +78,12 @@ class ServerSettings:
 
 
 def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
-    """Run the whole federation and save its results; returns where they are."""
+    """Run the whole federation (or its remaining rounds, with ``resume``) and save its results."""
     paths = RunPaths(Path(settings.out), settings.rounds)
     paths.check_writable()
     if is_port_in_use(settings.address):
         raise UserError(f"port {settings.port} is already in use (another server running? choose --port)")
+    checkpoint = load_checkpoint(paths.checkpoint, asdict(settings)) if settings.resume else None
 
     data_started = time.perf_counter()
     data = load_mnist(settings.dataset, settings.data_home)
@@ -91,26 +101,15 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
     # listens at once and the clients' own start-up overlaps it. The strategy, which
     # needs the initial model's weights, is built when Flower first asks for it.
     trainer = ThreadPoolExecutor(max_workers=1).submit(_build_trainer, settings.seed, settings.model)
-
-    def strategy() -> FedAvg:
-        return build_strategy(
-            name=settings.strategy,
-            num_clients=settings.clients,
-            initial_weights=trainer.result().get_weights(),
-            fraction_fit=settings.fraction_fit,
-            proximal_mu=settings.proximal_mu,
-            evaluate_fn=centralized_evaluate_fn(_held_out_evaluator(trainer, data)),
-            on_fit_config_fn=fit_config(
-                local_epochs=settings.local_epochs,
-                batch_size=settings.batch_size,
-                learning_rate=settings.learning_rate,
-            ),
-        )
-
-    recorder = RecordingStrategy(DeferredStrategy(strategy), num_rounds=settings.rounds, log_path=paths.round_log)
-    start_round_log(paths, {"config": asdict(settings), "data_source": data.source, "started": _now()})
+    strategy = DeferredStrategy(lambda: _build_strategy(settings, data, trainer, checkpoint))
+    recorder = _recorder(settings, data.source, strategy, paths, checkpoint)
+    done = checkpoint.round if checkpoint else 0
+    header = {"config": asdict(settings), "data_source": data.source, "started": _now(), "resumed_after_round": done}
+    start_round_log(paths, header, resume=checkpoint is not None)
     server_ready = time.perf_counter()
-    history, final_weights = _federate(settings, recorder)
+    history, final_weights = _federate(settings, RoundOffsetStrategy(recorder, done), settings.rounds - done)
+    if checkpoint is not None:  # Flower's History has only this process's rounds; ours has all.
+        history = history_from_records(recorder.rounds, recorder.initial)
     finished = time.perf_counter()
 
     summary = _summary(settings, data.source, histograms, recorder, {
@@ -127,15 +126,68 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
             batch_size=settings.batch_size, learning_rate=settings.learning_rate,
         )
         log.info("centralized baseline: held-out accuracy %.3f", summary["baseline"]["accuracy"][-1][1])
-    _save_model(trainer.result(), final_weights, paths.model)
+    _save_results(paths, trainer.result(), final_weights, history, summary)
+    return paths
+
+
+def _build_strategy(
+    settings: ServerSettings, data: MnistData, trainer: Future[Trainer], checkpoint: Checkpoint | None
+) -> FedAvg:
+    """The configured Flower strategy, starting from the initial model or the checkpoint."""
+    start = checkpoint.weights if checkpoint else trainer.result().get_weights()
+    strategy = build_strategy(
+        name=settings.strategy,
+        num_clients=settings.clients,
+        initial_weights=start,
+        fraction_fit=settings.fraction_fit,
+        proximal_mu=settings.proximal_mu,
+        evaluate_fn=centralized_evaluate_fn(_held_out_evaluator(trainer, data)),
+        on_fit_config_fn=fit_config(
+            local_epochs=settings.local_epochs, batch_size=settings.batch_size, learning_rate=settings.learning_rate
+        ),
+    )
+    if checkpoint is not None:
+        restore_strategy_state(strategy, checkpoint.strategy_state)
+        strategy.initial_parameters = ndarrays_to_parameters(start)  # Continue from the checkpoint.
+        log.info("resuming after round %d of %d from its checkpoint", checkpoint.round, settings.rounds)
+    return strategy
+
+
+def _recorder(
+    settings: ServerSettings, data_source: str, strategy: DeferredStrategy, paths: RunPaths, checkpoint: Checkpoint | None
+) -> RecordingStrategy:
+    """Records every round and checkpoints the run after each one."""
+
+    def save(recorder: RecordingStrategy) -> None:
+        save_checkpoint(paths.checkpoint, Checkpoint(
+            round=recorder.rounds[-1]["round"],
+            weights=parameters_to_ndarrays(recorder.parameters),
+            strategy_state=strategy_state(strategy.inner),
+            records=recorder.rounds,
+            initial=recorder.initial,
+            config=asdict(settings),
+            data_source=data_source,
+        ))
+
+    return RecordingStrategy(
+        strategy, num_rounds=settings.rounds, log_path=paths.round_log, on_round_end=save,
+        earlier_rounds=checkpoint.records if checkpoint else None,
+        initial=checkpoint.initial if checkpoint else None,
+    )
+
+
+def _save_results(
+    paths: RunPaths, trainer: Trainer, final_weights: NDArrays, history: History, summary: dict[str, Any]
+) -> None:
+    """The final model, the history (pickle and JSON) and the plots; then say where they are."""
+    _save_model(trainer, final_weights, paths.model)
     save_history(paths, history, summary)
     plot_paths = plot_history(history, summary, paths.plots_dir)
     plot_paths.append(plot_label_histograms(summary, paths.plots_dir))
-    log.info("final held-out accuracy %s after %d rounds", summary["final"].get("accuracy"), settings.rounds)
+    log.info("final held-out accuracy %s after %d rounds", summary["final"].get("accuracy"), paths.rounds)
     log.info("history: %s and %s", paths.pickle, paths.json)
     log.info("model:   %s", paths.model)
     log.info("plots:   %s", ", ".join(str(path) for path in plot_paths))
-    return paths
 
 
 def _build_trainer(seed: int, model: str) -> Trainer:
@@ -164,15 +216,15 @@ def _save_model(trainer: Trainer, weights: NDArrays, path: Path) -> None:
     save_model(trainer.model, str(path))
 
 
-def _federate(settings: ServerSettings, strategy: RecordingStrategy) -> tuple[History, NDArrays]:
-    """Serve the rounds with Flower's classic server; return the History and final weights."""
+def _federate(settings: ServerSettings, strategy: Strategy, num_rounds: int) -> tuple[History, NDArrays]:
+    """Serve ``num_rounds`` rounds with Flower's classic server; return the History and final weights."""
     server = Server(client_manager=WaitingClientManager(timeout=settings.client_timeout, expected=settings.clients), strategy=strategy)
     log.info(
         "Flower server on %s: %d rounds, waiting for %d clients",
         settings.address, settings.rounds, settings.clients,
     )
     history = start_server(
-        server_address=settings.address, server=server, config=ServerConfig(num_rounds=settings.rounds)
+        server_address=settings.address, server=server, config=ServerConfig(num_rounds=num_rounds)
     )
     return history, parameters_to_ndarrays(server.parameters)
 
@@ -201,7 +253,7 @@ def _summary(
         "data_source": data_source,
         "label_histograms": histograms.tolist(),  # Examples of each digit (columns) per client (rows).
         "finished": _now(),
-        "initial": (recorder.initial or {}).get("centralized", {}),
+        "initial": recorder.initial or {},  # Round 0: the starting model on the held-out set.
         "final": rounds[-1].get("centralized", {}) if rounds else {},
         "rounds": rounds,
         "timings": timings,

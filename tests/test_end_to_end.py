@@ -11,6 +11,7 @@ import pytest
 from flwr.server.history import History
 
 from conftest import PROJECT_ROOT, free_port, run_script, start_script
+from fedmnist.history import history_from_records, history_to_dict
 
 
 def run_sh(*args: str, timeout: float = 300):
@@ -39,6 +40,9 @@ def test_run_sh_trains_two_rounds_and_writes_every_output(tmp_path: Path, data_h
     assert [r for r, _ in centralized] == [0, 1, 2]  # Round 0 is the initial model.
     assert centralized[-1][1] > 0.5 and distributed[-1][1] > 0.5  # Chance is 0.1.
     assert [r for r, _ in history.metrics_distributed_fit["accuracy"]] == [1, 2]
+    summary = json.loads((tmp_path / "history" / "history_2.json").read_text())
+    # Our per-round records rebuild exactly the History Flower built (what --resume relies on).
+    assert history_to_dict(history_from_records(summary["rounds"], summary["initial"])) == history_to_dict(history)
 
     summary = json.loads((tmp_path / "history" / "history_2.json").read_text())
     assert summary["data_source"] == "mnist-5k" and summary["config"]["clients"] == 2
@@ -202,3 +206,42 @@ def test_other_models_run_end_to_end_and_save_their_architecture(tmp_path: Path,
 
     saved = keras.saving.load_model(tmp_path / "models" / "global_1.keras")
     assert saved.name == f"mnist_{model}" and saved.input_shape == (None, 784)
+
+
+def test_server_killed_mid_run_resumes_to_the_final_round(tmp_path: Path, data_home: str) -> None:
+    import signal
+    import subprocess
+
+    port = free_port()
+    args = ["--rounds", "4", "--clients", "2", "--dataset", "mnist-5k", "--local-epochs", "30",
+            "--strategy", "fedavgm", "--out", str(tmp_path), "--data-home", data_home]
+    first = subprocess.Popen(["bash", str(PROJECT_ROOT / "run.sh"), "--port", str(port), *args],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    for line in first.stdout:
+        if "round 2/4" in line:
+            break
+    server = [pid for pid in _processes_of_run(port) if _is_server(pid)]
+    assert len(server) == 1
+    os_kill(server[0], signal.SIGKILL)
+    assert first.wait(timeout=60) != 0  # The launcher reports the dead server.
+
+    resumed = run_sh("--port", str(free_port()), "--resume", *args)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resuming after round" in resumed.stdout
+    with open(tmp_path / "history" / "history_4.pkl", "rb") as handle:
+        history = pickle.load(handle)
+    assert [r for r, _ in history.metrics_centralized["accuracy"]] == [0, 1, 2, 3, 4]
+    assert [r for r, _ in history.losses_distributed] == [1, 2, 3, 4]
+    headers = [json.loads(line) for line in (tmp_path / "history" / "history_4.jsonl").read_text().splitlines()
+               if "config" in line]
+    assert headers[0]["resumed_after_round"] == 0 and 2 <= headers[-1]["resumed_after_round"] <= 3
+
+
+def _is_server(pid: int) -> bool:
+    return str(PROJECT_ROOT / "server.py") in (Path("/proc") / str(pid) / "cmdline").read_bytes().decode()
+
+
+def os_kill(pid: int, sig: int) -> None:
+    import os
+
+    os.kill(pid, sig)

@@ -1,0 +1,81 @@
+"""Checkpoints: what they hold, the checks before a resume, and round renumbering."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.common import ndarrays_to_parameters
+
+from fedmnist.checkpoint import (
+    Checkpoint,
+    RoundOffsetStrategy,
+    load_checkpoint,
+    restore_strategy_state,
+    save_checkpoint,
+    strategy_state,
+)
+from fedmnist.errors import UserError
+from fedmnist.server_app import ServerSettings
+from fedmnist.strategy import build_strategy
+
+WEIGHTS = [np.ones((2, 2), np.float32), np.zeros(2, np.float32)]
+
+
+def checkpoint_of(settings: ServerSettings, round_done: int = 2) -> Checkpoint:
+    return Checkpoint(round=round_done, weights=WEIGHTS, strategy_state={}, records=[{"round": 1}, {"round": 2}],
+                      initial=None, config=asdict(settings), data_source="mnist-5k")
+
+
+def test_checkpoint_round_trip(tmp_path: Path) -> None:
+    settings = ServerSettings(rounds=4)
+    save_checkpoint(tmp_path / "c.pkl", checkpoint_of(settings))
+    loaded = load_checkpoint(tmp_path / "c.pkl", asdict(settings))
+    assert loaded.round == 2 and loaded.records == [{"round": 1}, {"round": 2}]
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.weights, WEIGHTS))
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path: Path) -> None:
+    save_checkpoint(tmp_path / "c.pkl", checkpoint_of(ServerSettings(rounds=4, model="mlp")))
+    now = asdict(ServerSettings(rounds=4, model="cnn", partition="shards:2"))
+    with pytest.raises(UserError, match="different run: partition 'iid' there, 'shards:2' now; model 'mlp' there, 'cnn' now"):
+        load_checkpoint(tmp_path / "c.pkl", now)
+
+
+def test_resume_without_checkpoint_or_after_the_end_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="nothing to resume"):
+        load_checkpoint(tmp_path / "missing.pkl", asdict(ServerSettings()))
+    save_checkpoint(tmp_path / "c.pkl", checkpoint_of(ServerSettings(rounds=2), round_done=2))
+    with pytest.raises(UserError, match="already finished all 2 rounds"):
+        load_checkpoint(tmp_path / "c.pkl", asdict(ServerSettings(rounds=2)))
+    (tmp_path / "bad.pkl").write_bytes(b"garbage")
+    with pytest.raises(UserError, match="cannot read checkpoint"):
+        load_checkpoint(tmp_path / "bad.pkl", asdict(ServerSettings()))
+
+
+def test_fedadam_state_survives_a_restart() -> None:
+    before = build_strategy(name="fedadam", num_clients=2, initial_weights=WEIGHTS)
+    before.m_t = [np.full((2, 2), 0.5, np.float32), np.full(2, 0.25, np.float32)]  # As after some rounds.
+    state = strategy_state(before)
+    assert "m_t" in state and "evaluate_fn" not in state  # Data, not callbacks.
+    def evaluate_fn(server_round, weights, config):
+        return 0.0, {}
+
+    after = build_strategy(name="fedadam", num_clients=2, initial_weights=WEIGHTS, evaluate_fn=evaluate_fn)
+    restore_strategy_state(after, state)
+    assert np.array_equal(after.m_t[0], before.m_t[0])
+    assert after.evaluate_fn is evaluate_fn  # The resuming server's callbacks stay.
+
+
+def test_round_offset_renumbers_rounds_but_not_round_zero() -> None:
+    seen = []
+    strategy = build_strategy(
+        num_clients=1, initial_weights=WEIGHTS, evaluate_fn=lambda rnd, weights, cfg: seen.append(rnd) or (0.0, {}),
+    )
+    shifted = RoundOffsetStrategy(strategy, offset=5)
+    parameters = ndarrays_to_parameters(WEIGHTS)
+    shifted.evaluate(0, parameters)
+    shifted.evaluate(1, parameters)
+    assert seen == [0, 6]
