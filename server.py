@@ -15,6 +15,7 @@ import sys  # noqa: E402
 
 from fedmnist import config  # noqa: E402
 from fedmnist.cli import Parser, add_federation_arguments, configure_logging, exit_now, positive_float, run_cli  # noqa: E402
+from fedmnist.sweep import GRIDS  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> "object":
@@ -22,6 +23,7 @@ def parse_args(argv: list[str]) -> "object":
     add_federation_arguments(parser, out_default=".", out_help="folder that gets history/, models/ and plots/ (default: the current folder)")
     parser.add_argument("--host", default=config.SERVER_HOST, help="interface to listen on (default: %(default)s, all)")
     parser.add_argument("--client-timeout", type=positive_float, default=config.CLIENT_WAIT_TIMEOUT, help="seconds to wait for the clients to connect (default: %(default)s)")
+    parser.add_argument("--sweep", choices=sorted(GRIDS), default=None, help="run every setting of this grid in a row, for the same clients (see README, Sweeps)")
     parser.add_argument("--verbose", action="store_true", help="also show Flower's INFO messages")
     return parser.parse_args(argv)
 
@@ -31,8 +33,13 @@ def main(argv: list[str]) -> None:
     configure_logging(args.verbose)
     from fedmnist.server_app import ServerSettings, run_server
 
-    settings = ServerSettings(**{key: value for key, value in vars(args).items() if key != "verbose"})
-    run_cli(lambda: run_server(settings, PROCESS_STARTED))
+    settings = ServerSettings(**{key: value for key, value in vars(args).items() if key not in ("verbose", "sweep")})
+    if args.sweep:
+        from fedmnist.sweep import run_sweep
+
+        run_cli(lambda: run_sweep(settings, args.sweep, PROCESS_STARTED))
+    else:
+        run_cli(lambda: run_server(settings, PROCESS_STARTED))
     exit_now(0)  # Results are saved; skip the slow TensorFlow/gRPC teardown.
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import grpc
 import numpy as np
@@ -31,21 +32,49 @@ class MnistClient(NumPyClient):
     ``evaluate`` report ``accuracy`` and ``loss`` with the number of examples
     used, which the server's weighted average needs, plus their duration in
     seconds (and ``extra_metrics``, e.g. start-up timings) for the run's timing report.
+
+    One client process can serve several runs in a row (``./run.sh sweep``):
+    when the fit config's ``run-id`` changes, ``prepare(partition)`` gives it a
+    fresh model and optimizer and its rows under that run's ``partition``.
     """
 
     def __init__(
-        self, trainer: Trainer, data: ClientData, *, extra_metrics: dict[str, Scalar] | None = None
+        self,
+        trainer: Trainer,
+        data: ClientData,
+        *,
+        extra_metrics: dict[str, Scalar] | None = None,
+        partition: str = defaults.PARTITION,
+        prepare: Callable[[str], tuple[Trainer, ClientData]] | None = None,
     ) -> None:
+        self._use(trainer, data)
+        self.extra_metrics = dict(extra_metrics or {})
+        self.partition = partition
+        self._prepare = prepare
+        self._run_id: str | None = None
+
+    def _use(self, trainer: Trainer, data: ClientData) -> None:
         self.trainer = trainer
         self.x_train, self.y_train = to_float(data.x_train), data.y_train.astype(np.int32)
         self.x_val, self.y_val = to_float(data.x_val), data.y_val.astype(np.int32)
-        self.extra_metrics = dict(extra_metrics or {})
+
+    def _follow_run(self, config: dict[str, Scalar]) -> None:
+        """Start afresh when the server starts another run (a sweep's next setting)."""
+        run_id = config.get("run-id")
+        if run_id is None or run_id == self._run_id or self._prepare is None:
+            return
+        first, self._run_id = self._run_id is None, str(run_id)
+        partition = str(config.get("partition", self.partition))
+        if not first or partition != self.partition:
+            self._use(*self._prepare(partition))
+            self.partition = partition
 
     def get_parameters(self, config: dict[str, Scalar]) -> NDArrays:
         return self.trainer.get_weights()
 
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
         started = time.perf_counter()
+        self._follow_run(config)
         self.trainer.set_weights(parameters)
         result = self.trainer.fit(
             self.x_train,
@@ -85,9 +114,17 @@ def make_client(
     process began) lets the client report how long start-up took.
     """
     data_started = time.perf_counter()
-    data = client_data(load_mnist(dataset, data_home), partition_id, num_partitions, seed, partition=partition)
+    mnist = load_mnist(dataset, data_home)  # Kept: a sweep re-cuts it for each setting.
+    data = client_data(mnist, partition_id, num_partitions, seed, partition=partition)
     data_seconds = time.perf_counter() - data_started
-    trainer = Trainer(build_model(seed, model), seed=seed + partition_id)
+
+    def new_trainer() -> Trainer:
+        return Trainer(build_model(seed, model), seed=seed + partition_id)
+
+    def prepare(scheme: str) -> tuple[Trainer, ClientData]:
+        return new_trainer(), client_data(mnist, partition_id, num_partitions, seed, partition=scheme)
+
+    trainer = new_trainer()
     extra: dict[str, Scalar] = {"data_seconds": data_seconds}
     if process_started is not None:
         extra["startup_seconds"] = time.perf_counter() - process_started
@@ -95,7 +132,7 @@ def make_client(
         "client %d/%d ready: %d training and %d validation images, loaded in %.2f s",
         partition_id, num_partitions, len(data.y_train), len(data.y_val), data_seconds,
     )
-    return MnistClient(trainer, data, extra_metrics=extra)
+    return MnistClient(trainer, data, extra_metrics=extra, partition=partition, prepare=prepare)
 
 
 def run_client(client: NumPyClient, server_address: str, connect_timeout: float) -> None:

@@ -32,12 +32,24 @@ _NOISE = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ")
 
 
 def parse_args(argv: list[str]):
+    """Flags of ``./run.sh``, or of ``./run.sh sweep`` when ``argv`` starts with ``sweep``."""
+    from fedmnist.sweep import GRIDS
+
+    sweep = bool(argv) and argv[0] == "sweep"
     parser = Parser(
-        prog="./run.sh",
-        description="Run a federated MNIST experiment: a Flower server and its Keras clients on this machine.",
+        prog="./run.sh sweep" if sweep else "./run.sh",
+        description="Run a federated MNIST experiment: a Flower server and its Keras clients on this machine."
+        + (" A sweep runs every setting of a grid with the same processes and compares them." if sweep else ""),
         epilog="Results: OUT/history/history_<rounds>.pkl/.json/.jsonl, OUT/models/global_<rounds>.keras, "
-        "OUT/plots/*.png; each process's output in OUT/logs/.",
+        "OUT/plots/*.png; each process's output in OUT/logs/. Sweeps: OUT/sweep/<grid>/ "
+        "(comparison.md, comparison.png, one folder per setting). Also: ./run.sh sweep --help.",
     )
+    if sweep:
+        argv = argv[1:]
+        parser.add_argument("--grid", choices=sorted(GRIDS), default="heterogeneity",
+                            help="settings to compare; heterogeneity: fedavg and fedprox under iid, dirichlet:0.5, "
+                            "dirichlet:0.1 and shards:2 (default: %(default)s)")
+    parser.set_defaults(grid=None)
     add_federation_arguments(
         parser, out_default=str(PROJECT_ROOT),
         out_help="folder for history/, plots/, models/ and logs/ (default: the project folder)",
@@ -106,7 +118,7 @@ class Launcher:
             "--strategy", a.strategy, "--fraction-fit", str(a.fraction_fit), "--proximal-mu", str(a.proximal_mu),
             "--local-epochs", str(a.local_epochs), "--batch-size", str(a.batch_size),
             "--learning-rate", str(a.learning_rate), *self._data_home(), *(["--baseline"] if a.baseline else []),
-            *(["--resume"] if a.resume else []),
+            *(["--resume"] if a.resume else []), *(["--sweep", a.grid] if a.grid else []),
         ]
 
     def _client_command(self, source: str, partition_id: int) -> list[str]:
@@ -120,8 +132,10 @@ class Launcher:
     def _resolved_source(self) -> str:
         """The data source the server wrote in its live log's header line."""
         from fedmnist.history import RunPaths  # Imports Flower: keep --help fast.
+        from fedmnist.sweep import GRIDS, setting_root
 
-        log_path = RunPaths(self.out, self.args.rounds).round_log
+        root = setting_root(self.out, self.args.grid, GRIDS[self.args.grid][0]) if self.args.grid else self.out
+        log_path = RunPaths(root, self.args.rounds).round_log
         try:
             return str(json.loads(log_path.read_text(encoding="utf-8").splitlines()[0])["data_source"])
         except (OSError, IndexError, KeyError, ValueError) as error:

@@ -85,6 +85,25 @@ def plot_label_histograms(summary: dict[str, Any], out_dir: str | Path) -> Path:
     return path
 
 
+def plot_comparison(results: list[dict[str, Any]], title: str, path: str | Path) -> Path:
+    """One held-out accuracy curve per setting of a sweep, in one figure."""
+    figure, axes = plt.subplots(figsize=(9, 5.5), dpi=110)
+    for result in results:
+        if result["curve"]:
+            rounds, values = zip(*result["curve"])
+            axes.plot(rounds, values, "-", marker=".", markersize=3, label=f"{result['setting']}: {values[-1]:.3f}")
+    axes.set_xlabel("round")
+    axes.set_ylabel("held-out accuracy")
+    axes.set_title(title, fontsize=10)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)
+    return Path(path)
+
+
 def describe_run(summary: dict[str, Any]) -> str:
     """One line for plot titles: strategy, clients, rounds, data source, seed."""
     run = summary.get("config", {})

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from flwr.common import NDArrays, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import NDArrays, ReconnectIns, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server import Server, ServerConfig, start_server
 from flwr.server.history import History
+from flwr.server.server import reconnect_clients
 from flwr.server.strategy import FedAvg, Strategy
 from flwr.supercore.address import is_port_in_use
 
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from fedmnist.model import Trainer
 
 log = logging.getLogger(__name__)
+RECONNECT_SECONDS = 1  # How long sweep clients wait before connecting to the next run's server.
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,7 @@ class ServerSettings:
     proximal_mu: float = config.PROXIMAL_MU
     baseline: bool = False
     resume: bool = False
+    keep_clients: bool = False  # A sweep: ask clients to reconnect for the next run instead of leaving.
     out: str = "."
     data_home: str | None = None
     client_timeout: float = config.CLIENT_WAIT_TIMEOUT
@@ -134,6 +137,7 @@ def _build_strategy(
     settings: ServerSettings, data: MnistData, trainer: Future[Trainer], checkpoint: Checkpoint | None
 ) -> FedAvg:
     """The configured Flower strategy, starting from the initial model or the checkpoint."""
+    run_id = f"{settings.strategy}/{settings.partition}/{time.time():.6f}"  # Unique per server run.
     start = checkpoint.weights if checkpoint else trainer.result().get_weights()
     strategy = build_strategy(
         name=settings.strategy,
@@ -143,7 +147,8 @@ def _build_strategy(
         proximal_mu=settings.proximal_mu,
         evaluate_fn=centralized_evaluate_fn(_held_out_evaluator(trainer, data)),
         on_fit_config_fn=fit_config(
-            local_epochs=settings.local_epochs, batch_size=settings.batch_size, learning_rate=settings.learning_rate
+            local_epochs=settings.local_epochs, batch_size=settings.batch_size, learning_rate=settings.learning_rate,
+            partition=settings.partition, run_id=run_id,
         ),
     )
     if checkpoint is not None:
@@ -218,7 +223,9 @@ def _save_model(trainer: Trainer, weights: NDArrays, path: Path) -> None:
 
 def _federate(settings: ServerSettings, strategy: Strategy, num_rounds: int) -> tuple[History, NDArrays]:
     """Serve ``num_rounds`` rounds with Flower's classic server; return the History and final weights."""
-    server = Server(client_manager=WaitingClientManager(timeout=settings.client_timeout, expected=settings.clients), strategy=strategy)
+    manager = WaitingClientManager(timeout=settings.client_timeout, expected=settings.clients)
+    server_class = ReconnectingServer if settings.keep_clients else Server
+    server = server_class(client_manager=manager, strategy=strategy)
     log.info(
         "Flower server on %s: %d rounds, waiting for %d clients",
         settings.address, settings.rounds, settings.clients,
@@ -227,6 +234,19 @@ def _federate(settings: ServerSettings, strategy: Strategy, num_rounds: int) -> 
         server_address=settings.address, server=server, config=ServerConfig(num_rounds=num_rounds)
     )
     return history, parameters_to_ndarrays(server.parameters)
+
+
+class ReconnectingServer(Server):
+    """Flower's server, but at the end it asks clients to come back shortly, not to leave.
+
+    Flower's grpc-bidi client sleeps for the reconnect message's seconds and then
+    connects again, to the next run's server on the same address.
+    """
+
+    def disconnect_all_clients(self, timeout: float | None) -> None:
+        clients = list(self._client_manager.all().values())
+        instruction = ReconnectIns(seconds=RECONNECT_SECONDS)
+        reconnect_clients([(client, instruction) for client in clients], max_workers=self.max_workers, timeout=timeout)
 
 
 def _summary(

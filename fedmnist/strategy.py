@@ -86,8 +86,14 @@ def fit_config(
     local_epochs: int = config.LOCAL_EPOCHS,
     batch_size: int = config.BATCH_SIZE,
     learning_rate: float = config.LEARNING_RATE,
+    partition: str = config.PARTITION,
+    run_id: str = "",
 ) -> Callable[[int], dict[str, Scalar]]:
-    """The per-round fit config sent to clients (the same every round)."""
+    """The per-round fit config sent to clients (the same every round but for the round).
+
+    ``run-id`` and ``partition`` let clients that outlive a run (a sweep) notice
+    the next one and re-cut their rows.
+    """
 
     def on_fit_config(server_round: int) -> dict[str, Scalar]:
         return {
@@ -95,6 +101,8 @@ def fit_config(
             "local-epochs": local_epochs,
             "batch-size": batch_size,
             "learning-rate": learning_rate,
+            "partition": partition,
+            "run-id": run_id,
         }
 
     return on_fit_config

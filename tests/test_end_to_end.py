@@ -245,3 +245,19 @@ def os_kill(pid: int, sig: int) -> None:
     import os
 
     os.kill(pid, sig)
+
+
+def test_sweep_runs_each_setting_with_the_same_processes(tmp_path: Path, data_home: str) -> None:
+    result = run_sh("sweep", "--grid", "quick", "--rounds", "2", "--clients", "2", "--port", str(free_port()),
+                    "--dataset", "mnist-5k", "--out", str(tmp_path), "--data-home", data_home)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "sweep 1/2: fedavg iid" in result.stdout and "sweep 2/2: fedavg shards:2" in result.stdout
+    root = tmp_path / "sweep" / "quick"
+    table = (root / "comparison.md").read_text()
+    assert "| fedavg iid |" in table and "| fedavg shards:2 |" in table
+    assert (root / "comparison.png").stat().st_size > 10_000
+    for folder in ("fedavg_iid", "fedavg_shards-2"):
+        summary = json.loads((root / folder / "history" / "history_2.json").read_text())
+        assert [r for r, _ in summary["history"]["metrics_centralized"]["accuracy"]] == [0, 1, 2]
+    # Two client processes served both settings: each logged its start-up once.
+    assert (tmp_path / "logs" / "client_0.log").read_text().count("ready:") == 1
