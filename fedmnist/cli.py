@@ -186,11 +186,17 @@ def configure_logging(verbose: bool = False) -> None:
     )
 
 
+_noticed: set[str] = set()
+
+
 def _shorten_deprecation_notice(record: logging.LogRecord) -> bool:
-    """Replace Flower's multi-line start_server/start_client notice by one line."""
+    """Replace Flower's multi-line start_server/start_client notice by one line, once per process."""
     if str(record.msg).startswith("DEPRECATED FEATURE") and record.args:
         call = next((name for name in _DEPRECATED_CALLS if name in str(record.args[0])), None)
         if call is not None:
+            if call in _noticed:  # A client retrying, or a sweep's next server: said already.
+                return False
+            _noticed.add(call)
             record.msg, record.args = (
                 "Flower marks %s as deprecated; fedmnist uses it on purpose (see README, Why this runtime).",
                 (call,),

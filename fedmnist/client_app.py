@@ -21,6 +21,7 @@ from fedmnist.errors import UserError
 from fedmnist.model import Trainer, build_model
 
 log = logging.getLogger(__name__)
+RETRY_SECONDS = 0.5  # Pause between attempts to reach an unreachable server.
 
 
 class MnistClient(NumPyClient):
@@ -52,6 +53,7 @@ class MnistClient(NumPyClient):
         self.partition = partition
         self._prepare = prepare
         self._run_id: str | None = None
+        self.last_contact = 0.0  # time.monotonic() of the server's latest message.
 
     def _use(self, trainer: Trainer, data: ClientData) -> None:
         self.trainer = trainer
@@ -70,10 +72,12 @@ class MnistClient(NumPyClient):
             self.partition = partition
 
     def get_parameters(self, config: dict[str, Scalar]) -> NDArrays:
+        self.last_contact = time.monotonic()
         return self.trainer.get_weights()
 
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
         started = time.perf_counter()
+        self.last_contact = time.monotonic()
         self._follow_run(config)
         self.trainer.set_weights(parameters)
         result = self.trainer.fit(
@@ -90,6 +94,7 @@ class MnistClient(NumPyClient):
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
         started = time.perf_counter()
+        self.last_contact = time.monotonic()
         self.trainer.set_weights(parameters)
         result = self.trainer.evaluate(self.x_val, self.y_val)
         metrics = {"accuracy": result.accuracy, "loss": result.loss}
@@ -135,20 +140,28 @@ def make_client(
     return MnistClient(trainer, data, extra_metrics=extra, partition=partition, prepare=prepare)
 
 
-def run_client(client: NumPyClient, server_address: str, connect_timeout: float) -> None:
+def run_client(client: MnistClient, server_address: str, connect_timeout: float) -> None:
     """Serve ``client`` to the Flower server until it ends the run.
 
-    Retries an unreachable server for ``connect_timeout`` seconds, then raises
-    a UserError instead of Flower's gRPC traceback.
+    Flower's grpc-bidi client gives up at the first refused connection, so this
+    retries: an unreachable server (not started yet, restarting, or a sweep's
+    next setting) is tried again until ``connect_timeout`` seconds have passed
+    since the server was last heard from; then a UserError, not a traceback.
     """
     from flwr.client import start_client
 
-    try:
-        start_client(server_address=server_address, client=client.to_client(), max_wait_time=connect_timeout)
-    except grpc.RpcError as error:
-        if error.code() == grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+    waiting_since = time.monotonic()
+    while True:
+        try:
+            start_client(server_address=server_address, client=client.to_client())
+            return
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+                raise
+        waiting_since = max(waiting_since, client.last_contact)
+        if time.monotonic() - waiting_since > connect_timeout:
             raise UserError(
                 f"lost or could not reach the Flower server at {server_address} within {connect_timeout:g} s "
                 "(is server.py running, and is the address right?)"
-            ) from None
-        raise
+            )
+        time.sleep(RETRY_SECONDS)

@@ -82,6 +82,18 @@ def test_client_works_against_a_stock_fedavg_server(tmp_path: Path, data_home: s
     assert "distributed losses: [(1," in (tmp_path / "server.log").read_text()
 
 
+def test_client_waits_for_a_server_that_starts_later(tmp_path: Path, data_home: str) -> None:
+    import time
+
+    port = str(free_port())
+    client = start_script("client.py", "--server", f"127.0.0.1:{port}", "--num-partitions", "1", "--dataset",
+                          "mnist-5k", "--data-home", data_home, log=tmp_path / "client.log")
+    time.sleep(8)  # The client is up and retrying by now (TensorFlow takes about 5 s to import).
+    assert client.poll() is None
+    server = start_script("tests/stock_server.py", port, "1", log=tmp_path / "server.log")
+    assert server.wait(timeout=60) == 0 and client.wait(timeout=30) == 0
+
+
 def test_client_without_server_exits_with_a_clear_error() -> None:
     result = run_script(
         "client.py", "--server", f"127.0.0.1:{free_port()}", "--dataset", "mnist-5k", "--connect-timeout", "2",
