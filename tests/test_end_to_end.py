@@ -146,6 +146,12 @@ def test_run_sh_reports_a_failing_process_and_stops(tmp_path: Path, data_home: s
         (["-m", "fedmnist.launcher", "--clients", "-1"], "--clients: must be at least 1, got -1"),
         (["-m", "fedmnist.plots", "/nonexistent/history_40.pkl"], "cannot read history"),
         (["-m", "fedmnist.launcher", "--clients", "100000", "--out", "/tmp"], "100000 clients and a server need about"),
+        (["server.py", "--partition", "dirichlet:0"], "--partition: dirichlet alpha must be greater than 0, got 0"),
+        (["client.py", "--partition", "labels"], "--partition: unknown partition 'labels'"),
+        (["server.py", "--strategy", "fedsgd"], "--strategy: invalid choice: 'fedsgd'"),
+        (["client.py", "--model", "resnet"], "--model: invalid choice: 'resnet'"),
+        (["-m", "fedmnist.launcher", "sweep", "--grid", "huge"], "--grid: invalid choice: 'huge'"),
+        (["-m", "fedmnist.launcher", "--fraction-fit", "1.5"], "--fraction-fit: must be greater than 0 and at most 1"),
     ],
 )
 def test_bad_input_gives_one_clear_line(args: list[str], message: str) -> None:
@@ -273,3 +279,21 @@ def test_sweep_runs_each_setting_with_the_same_processes(tmp_path: Path, data_ho
         assert [r for r, _ in summary["history"]["metrics_centralized"]["accuracy"]] == [0, 1, 2]
     # Two client processes served both settings: each logged its start-up once.
     assert (tmp_path / "logs" / "client_0.log").read_text().count("ready:") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--partition", "shards:1500", "--clients", "3"], "1500 shards for each of 3 clients is more shards than 4000 examples"),
+        (["--clients", "2500"], "cannot split 4000 examples among 2500 clients"),
+        (["--resume"], "nothing to resume: no checkpoint at"),
+    ],
+)
+def test_server_refuses_impossible_runs_before_writing_anything(
+    tmp_path: Path, data_home: str, args: list[str], message: str
+) -> None:
+    result = run_script("server.py", "--port", str(free_port()), "--dataset", "mnist-5k", "--data-home", data_home,
+                        "--out", str(tmp_path), *args, timeout=120)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not list((tmp_path / "history").glob("*")) and not list((tmp_path / "models").glob("*"))
