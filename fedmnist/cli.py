@@ -71,6 +71,11 @@ def add_federation_arguments(parser: argparse.ArgumentParser, *, out_default: st
                         help="share of the clients trained each round, 0-1; all evaluate (default: %(default)s)")
     parser.add_argument("--proximal-mu", type=non_negative_float, default=config.PROXIMAL_MU,
                         help="FedProx's mu, the weight of the proximal term; --strategy fedprox only (default: %(default)s)")
+    parser.add_argument("--min-clients", type=positive_int, default=None,
+                        help="clients a round needs to go ahead, so the run survives the others failing "
+                        "(default: all but one, at least 1; the first round waits for all)")
+    parser.add_argument("--round-timeout", type=positive_float, default=config.ROUND_TIMEOUT,
+                        help="seconds a round waits for answers; clients later than that count as failed (default: %(default)s)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from its last checkpoint in --out (same settings)")
     parser.add_argument("--baseline", action="store_true",

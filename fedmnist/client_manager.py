@@ -29,13 +29,18 @@ class WaitingClientManager(SimpleClientManager):
         self.timeout = timeout
         self.expected = expected  # Clients of the run, named in messages even when fewer are needed.
         self.report_every = report_every
+        self._all_arrived = False
 
     def wait_for(self, num_clients: int, timeout: int = 0) -> bool:
-        # Flower passes its one-day default; our own timeout applies instead.
+        # Flower passes its one-day default; our own timeout applies instead. The first
+        # wait is for every expected client, so round 1 trains on all of them; later
+        # rounds go on once the strategy's minimum is there (a client may have died).
+        if not self._all_arrived:
+            num_clients = max(num_clients, self.expected)
         deadline = time.monotonic() + self.timeout
         while len(self) < num_clients:
             remaining = deadline - time.monotonic()
-            wanted = max(num_clients, self.expected)
+            wanted = num_clients
             if remaining <= 0:
                 raise ClientsDidNotConnect(
                     f"only {len(self)} of {wanted} clients connected within {self.timeout:g} s "
@@ -43,4 +48,5 @@ class WaitingClientManager(SimpleClientManager):
                 )
             log.info("waiting for clients: %d of %d connected", len(self), wanted)
             super().wait_for(num_clients, timeout=min(self.report_every, remaining))
+        self._all_arrived = True
         return True

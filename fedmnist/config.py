@@ -14,6 +14,7 @@ SERVER_HOST = "0.0.0.0"  # Interface the server binds to (all of them).
 CLIENT_SERVER_ADDRESS = f"127.0.0.1:{PORT}"  # Where a client looks for the server.
 CLIENT_WAIT_TIMEOUT = 300.0  # Seconds the server waits for all clients to connect.
 CONNECT_TIMEOUT = 60.0  # Seconds a client keeps retrying an unreachable server.
+ROUND_TIMEOUT = 120.0  # Seconds a round waits for its clients' answers; late ones count as failures.
 
 # Data.
 DATASETS = ("auto", "openml", "mnist-5k")  # auto: OpenML if reachable or cached, else 5k.

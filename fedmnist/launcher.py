@@ -119,6 +119,7 @@ class Launcher:
             "--local-epochs", str(a.local_epochs), "--batch-size", str(a.batch_size),
             "--learning-rate", str(a.learning_rate), *self._data_home(), *(["--baseline"] if a.baseline else []),
             *(["--resume"] if a.resume else []), *(["--sweep", a.grid] if a.grid else []),
+            "--round-timeout", str(a.round_timeout), *(["--min-clients", str(a.min_clients)] if a.min_clients else []),
         ]
 
     def _client_command(self, source: str, partition_id: int) -> list[str]:
@@ -175,7 +176,7 @@ class Launcher:
         deadline = time.monotonic() + LISTEN_TIMEOUT
         while time.monotonic() < deadline:
             if server.poll() is not None:
-                self._fail("server", server.returncode)
+                raise UserError(self._failure("server", server.returncode))
             with socket.socket() as probe:
                 if probe.connect_ex(("127.0.0.1", self.args.port)) == 0:
                     return
@@ -183,20 +184,29 @@ class Launcher:
         raise UserError(f"the server did not listen on port {self.args.port} within {LISTEN_TIMEOUT:g} s")
 
     def _wait_for_all(self) -> None:
-        while any(p.poll() is None for p in self.processes.values()):
+        """Wait for every process. A failed server ends the run at once; a failed client does
+        not (the server goes on while --min-clients remain), but the exit status reports it."""
+        server = self.processes["server"]
+        reported: set[str] = set()
+        while [p for p in self.processes.values() if p.poll() is None]:  # Polls every one (no short-circuit).
+            if server.returncode not in (None, 0):
+                raise UserError(self._failure("server", server.returncode))
             for name, process in self.processes.items():
-                if process.returncode not in (None, 0):
-                    self._fail(name, process.returncode)
+                if process.returncode not in (None, 0) and name not in reported:
+                    reported.add(name)
+                    print(f"warning: {self._failure(name, process.returncode)}", file=sys.stderr, flush=True)
             time.sleep(POLL_SECONDS)
-        for name, process in self.processes.items():
-            if process.returncode != 0:
-                self._fail(name, process.returncode)
+        failed = [name for name, process in self.processes.items() if process.returncode != 0]
+        if "server" in failed:
+            raise UserError(self._failure("server", server.returncode))
+        if failed:
+            raise UserError(f"the run finished, but {', '.join(failed)} failed (see above and {self.logs})")
 
-    def _fail(self, name: str, returncode: int) -> None:
+    def _failure(self, name: str, returncode: int) -> str:
         log_path = self.logs / f"{name}.log"
         last = [line for line in _read_lines(log_path) if not line.startswith(_NOISE)][-5:]
         detail = "\n  ".join(last) if last else "(no output)"
-        raise UserError(f"{name} exited with status {returncode}; last lines of {log_path}:\n  {detail}")
+        return f"{name} exited with status {returncode}; last lines of {log_path}:\n  {detail}"
 
 
 def _available_memory_gb() -> float:

@@ -44,6 +44,10 @@ def plot_history(history: History, summary: dict[str, Any], out_dir: str | Path)
             if series:
                 rounds, values = zip(*series)
                 axes.plot(rounds, values, style, markersize=3, label=f"{name}: {values[-1]:.3f} at round {rounds[-1]}")
+        failed = [r["round"] for r in summary.get("rounds", []) if r.get("fit_failures") or r.get("evaluate_failures")]
+        for index, server_round in enumerate(failed):
+            axes.axvline(server_round, color="red", alpha=0.25, linewidth=4,
+                         label="round with client failures" if index == 0 else None)
         axes.set_xlabel("round")
         axes.set_ylabel(label)
         axes.set_title(f"{label} per round\n{describe_run(summary)}", fontsize=10)

@@ -71,6 +71,8 @@ class ServerSettings:
     out: str = "."
     data_home: str | None = None
     client_timeout: float = config.CLIENT_WAIT_TIMEOUT
+    min_clients: int | None = None  # Clients a round needs; None: all but one (at least 1).
+    round_timeout: float = config.ROUND_TIMEOUT
     local_epochs: int = config.LOCAL_EPOCHS
     batch_size: int = config.BATCH_SIZE
     learning_rate: float = config.LEARNING_RATE
@@ -142,6 +144,7 @@ def _build_strategy(
     strategy = build_strategy(
         name=settings.strategy,
         num_clients=settings.clients,
+        min_clients=settings.min_clients or max(1, settings.clients - 1),
         initial_weights=start,
         fraction_fit=settings.fraction_fit,
         proximal_mu=settings.proximal_mu,
@@ -231,7 +234,7 @@ def _federate(settings: ServerSettings, strategy: Strategy, num_rounds: int) -> 
         settings.address, settings.rounds, settings.clients,
     )
     history = start_server(
-        server_address=settings.address, server=server, config=ServerConfig(num_rounds=num_rounds)
+        server_address=settings.address, server=server, config=ServerConfig(num_rounds=num_rounds, round_timeout=settings.round_timeout)
     )
     return history, parameters_to_ndarrays(server.parameters)
 

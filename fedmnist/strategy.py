@@ -112,16 +112,18 @@ def build_strategy(
     *,
     num_clients: int,
     initial_weights: NDArrays,
+    min_clients: int | None = None,
     name: str = config.STRATEGY,
     fraction_fit: float = config.FRACTION_FIT,
     proximal_mu: float = config.PROXIMAL_MU,
     evaluate_fn: EvaluateFn | None = None,
     on_fit_config_fn: Callable[[int], dict[str, Scalar]] | None = None,
 ) -> FedAvg:
-    """Flower's strategy ``name``, waiting for all ``num_clients`` clients before each round.
+    """Flower's strategy ``name`` for ``num_clients`` clients, of which ``min_clients`` suffice.
 
-    Every round it trains a ``fraction_fit`` sample of them (at least one) and
-    evaluates on all. ``initial_weights`` seed the global model (the server-side
+    A round goes ahead once ``min_clients`` (default: all) are connected, so a
+    run survives clients that die; it trains a ``fraction_fit`` sample of the
+    connected clients (at least one) and evaluates on all of them. ``initial_weights`` seed the global model (the server-side
     optimizers of FedAvgM, FedAdam and FedYogi start from them);
     ``evaluate_fn`` is the server-side (centralized) evaluation; ``proximal_mu``
     is FedProx's mu, sent to clients in the fit config. Server-side settings
@@ -130,14 +132,15 @@ def build_strategy(
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
     strategy_class, settings = STRATEGIES[name], dict(_STRATEGY_SETTINGS.get(name, {}))
+    minimum = min(min_clients or num_clients, num_clients)  # Clients a round needs to go ahead.
     if name == "fedprox":
         settings["proximal_mu"] = proximal_mu
     return strategy_class(
         fraction_fit=fraction_fit,
         fraction_evaluate=1.0,
-        min_fit_clients=max(1, round(fraction_fit * num_clients)),
-        min_evaluate_clients=num_clients,
-        min_available_clients=num_clients,
+        min_fit_clients=max(1, min(round(fraction_fit * num_clients), minimum)),
+        min_evaluate_clients=minimum,
+        min_available_clients=minimum,
         evaluate_fn=evaluate_fn,
         on_fit_config_fn=on_fit_config_fn or fit_config(),
         initial_parameters=ndarrays_to_parameters(initial_weights),
