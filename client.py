@@ -11,6 +11,7 @@ import time
 
 PROCESS_STARTED = time.perf_counter()
 
+import argparse  # noqa: E402
 import sys  # noqa: E402
 
 from fedmnist import config  # noqa: E402
@@ -20,6 +21,15 @@ from fedmnist.cli import (  # noqa: E402
 )
 
 
+def fault_spec(text: str) -> str:
+    from fedmnist.faults import parse_fault  # NumPy: not needed for --help.
+
+    try:
+        return parse_fault(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def parse_args(argv: list[str]) -> "object":
     parser = Parser(prog="client.py", description="Run one Flower client (Keras) for federated MNIST.")
     parser.add_argument("--server", type=server_address, default=config.CLIENT_SERVER_ADDRESS, help="server HOST:PORT (default: %(default)s)")
@@ -27,6 +37,7 @@ def parse_args(argv: list[str]) -> "object":
     parser.add_argument("--num-partitions", type=positive_int, default=config.CLIENTS, help="how many shares the training rows are cut into (default: %(default)s)")
     add_common_arguments(parser)
     parser.add_argument("--connect-timeout", type=positive_float, default=config.CONNECT_TIMEOUT, help="seconds to keep retrying an unreachable server (default: %(default)s)")
+    parser.add_argument("--fault", type=fault_spec, default=None, help="misbehave on purpose, for tests and demos: nan, shape, scale or crash-at-round:N")
     parser.add_argument("--verbose", action="store_true", help="also show Flower's INFO messages")
     args = parser.parse_args(argv)
     if args.partition_id >= args.num_partitions:
@@ -49,6 +60,7 @@ def main(argv: list[str]) -> None:
             model=args.model,
             data_home=args.data_home,
             process_started=PROCESS_STARTED,
+            fault=args.fault,
         )
         run_client(client, args.server, args.connect_timeout)
 

@@ -76,6 +76,9 @@ def add_federation_arguments(parser: argparse.ArgumentParser, *, out_default: st
                         "(default: all but one, at least 1; the first round waits for all)")
     parser.add_argument("--round-timeout", type=positive_float, default=config.ROUND_TIMEOUT,
                         help="seconds a round waits for answers; clients later than that count as failed (default: %(default)s)")
+    parser.add_argument("--max-update-norm-factor", type=positive_float, default=config.MAX_UPDATE_NORM_FACTOR,
+                        help="drop client updates farther from the global model than this many times the round's "
+                        "median (default: %(default)s)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from its last checkpoint in --out (same settings)")
     parser.add_argument("--baseline", action="store_true",

@@ -18,6 +18,7 @@ from flwr.common import NDArrays, Scalar
 from fedmnist import config as defaults  # Flower's methods take a parameter named `config`.
 from fedmnist.data import ClientData, client_data, load_mnist, to_float
 from fedmnist.errors import UserError
+from fedmnist.faults import corrupt, crash_if_due
 from fedmnist.model import Trainer, build_model
 
 log = logging.getLogger(__name__)
@@ -47,12 +48,14 @@ class MnistClient(NumPyClient):
         extra_metrics: dict[str, Scalar] | None = None,
         partition: str = defaults.PARTITION,
         prepare: Callable[[str], tuple[Trainer, ClientData]] | None = None,
+        fault: str | None = None,
     ) -> None:
         self._use(trainer, data)
         self.extra_metrics = dict(extra_metrics or {})
         self.partition = partition
         self._prepare = prepare
         self._run_id: str | None = None
+        self.fault = fault  # client.py --fault: misbehave on purpose (fedmnist.faults).
         self.last_contact = 0.0  # time.monotonic() of the server's latest message.
 
     def _use(self, trainer: Trainer, data: ClientData) -> None:
@@ -79,6 +82,7 @@ class MnistClient(NumPyClient):
         started = time.perf_counter()
         self.last_contact = time.monotonic()
         self._follow_run(config)
+        crash_if_due(self.fault, int(config.get("server-round", 0)))
         self.trainer.set_weights(parameters)
         result = self.trainer.fit(
             self.x_train,
@@ -90,7 +94,7 @@ class MnistClient(NumPyClient):
         )
         metrics = {"accuracy": result.accuracy, "loss": result.loss, **self.extra_metrics}
         metrics["fit_seconds"] = time.perf_counter() - started
-        return self.trainer.get_weights(), len(self.y_train), metrics
+        return corrupt(self.fault, self.trainer.get_weights(), parameters), len(self.y_train), metrics
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
         started = time.perf_counter()
@@ -112,6 +116,7 @@ def make_client(
     model: str = defaults.MODEL,
     data_home: str | None = None,
     process_started: float | None = None,
+    fault: str | None = None,
 ) -> MnistClient:
     """Load this client's partition and build its model.
 
@@ -137,7 +142,7 @@ def make_client(
         "client %d/%d ready: %d training and %d validation images, loaded in %.2f s",
         partition_id, num_partitions, len(data.y_train), len(data.y_val), data_seconds,
     )
-    return MnistClient(trainer, data, extra_metrics=extra, partition=partition, prepare=prepare)
+    return MnistClient(trainer, data, extra_metrics=extra, partition=partition, prepare=prepare, fault=fault)
 
 
 def run_client(client: MnistClient, server_address: str, connect_timeout: float) -> None:

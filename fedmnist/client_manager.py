@@ -31,6 +31,13 @@ class WaitingClientManager(SimpleClientManager):
         self.report_every = report_every
         self._all_arrived = False
 
+    def num_available(self) -> int:
+        # Strategies size a round's sample from this count: until every expected client
+        # has arrived once, wait for them, so round 1 does not start with the early ones.
+        if not self._all_arrived:
+            self.wait_for(self.expected)
+        return super().num_available()
+
     def wait_for(self, num_clients: int, timeout: int = 0) -> bool:
         # Flower passes its one-day default; our own timeout applies instead. The first
         # wait is for every expected client, so round 1 trains on all of them; later

@@ -30,6 +30,8 @@ STRATEGY = "fedavg"  # fedmnist.strategy maps each name to Flower's class.
 FRACTION_FIT = 1.0  # Share of the clients trained each round (all evaluate).
 PROXIMAL_MU = 0.01  # FedProx's mu: weight of the proximal term clients add to their loss.
 
+MAX_UPDATE_NORM_FACTOR = 5.0  # Updates this many times farther from the global model than the median are dropped.
+
 # Local training, sent to clients in every round's fit config.
 LOCAL_EPOCHS = 1
 BATCH_SIZE = 32

@@ -23,6 +23,7 @@ from flwr.server.strategy import Strategy
 
 from fedmnist.atomic import append_line
 from fedmnist.strategy import DelegatingStrategy
+from fedmnist.validation import RejectedUpdate
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,8 @@ class RecordingStrategy(DelegatingStrategy):
             fit=dict(metrics),
             fit_results=len(results),
             fit_failures=len(failures),
+            rejected_updates=sum(isinstance(failure, RejectedUpdate) for failure in failures),
+            failure_reasons=[str(failure) for failure in failures if isinstance(failure, BaseException)][:10],
             client_fit_seconds=_slowest(client_metrics, "fit_seconds"),
         )
         if not self.client_timings:

@@ -42,6 +42,7 @@ from fedmnist.partition import label_histograms, parse_partition, partition_rows
 from fedmnist.plots import plot_history, plot_label_histograms
 from fedmnist.recorder import RecordingStrategy
 from fedmnist.strategy import DeferredStrategy, build_strategy, centralized_evaluate_fn, fit_config
+from fedmnist.validation import ValidatingStrategy
 
 if TYPE_CHECKING:
     from fedmnist.model import Trainer
@@ -73,6 +74,7 @@ class ServerSettings:
     client_timeout: float = config.CLIENT_WAIT_TIMEOUT
     min_clients: int | None = None  # Clients a round needs; None: all but one (at least 1).
     round_timeout: float = config.ROUND_TIMEOUT
+    max_update_norm_factor: float = config.MAX_UPDATE_NORM_FACTOR
     local_epochs: int = config.LOCAL_EPOCHS
     batch_size: int = config.BATCH_SIZE
     learning_rate: float = config.LEARNING_RATE
@@ -112,7 +114,8 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
     header = {"config": asdict(settings), "data_source": data.source, "started": _now(), "resumed_after_round": done}
     start_round_log(paths, header, resume=checkpoint is not None)
     server_ready = time.perf_counter()
-    history, final_weights = _federate(settings, RoundOffsetStrategy(recorder, done), settings.rounds - done)
+    validated = ValidatingStrategy(recorder, max_norm_factor=settings.max_update_norm_factor)
+    history, final_weights = _federate(settings, RoundOffsetStrategy(validated, done), settings.rounds - done)
     if checkpoint is not None:  # Flower's History has only this process's rounds; ours has all.
         history = history_from_records(recorder.rounds, recorder.initial)
     finished = time.perf_counter()

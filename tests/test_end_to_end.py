@@ -7,6 +7,7 @@ import pickle
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 from flwr.server.history import History
 
@@ -328,3 +329,43 @@ def _command(pid: int) -> str:
         return (Path("/proc") / str(pid) / "cmdline").read_bytes().decode(errors="replace")
     except OSError:
         return ""
+
+
+def test_hostile_updates_are_rejected_and_training_goes_on(tmp_path: Path, data_home: str) -> None:
+    port = str(free_port())
+    common = ["--dataset", "mnist-5k", "--data-home", data_home]
+    server = start_script("server.py", "--port", port, "--rounds", "3", "--clients", "5", "--min-clients", "5",
+                          "--out", str(tmp_path), *common, log=tmp_path / "server.log")
+    faults = [[], [], ["--fault", "nan"], ["--fault", "shape"], ["--fault", "scale"]]
+    clients = [
+        start_script("client.py", "--server", f"127.0.0.1:{port}", "--partition-id", str(i), "--num-partitions", "5",
+                     *common, *fault, log=tmp_path / f"client_{i}.log")
+        for i, fault in enumerate(faults)
+    ]
+    assert server.wait(timeout=180) == 0, (tmp_path / "server.log").read_text()[-2000:]
+    assert all(client.wait(timeout=30) == 0 for client in clients)
+    summary = json.loads((tmp_path / "history" / "history_3.json").read_text())
+    assert [r["rejected_updates"] for r in summary["rounds"]] == [3, 3, 3]
+    assert any("non-finite" in reason for reason in summary["rounds"][0]["failure_reasons"])
+    accuracy = [a for _, a in summary["history"]["metrics_centralized"]["accuracy"]]
+    assert accuracy[0] < 0.3 < 0.8 < accuracy[-1]  # Trained on the honest two only, and it learned.
+    import keras
+
+    model = keras.saving.load_model(tmp_path / "models" / "global_3.keras")
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_client_crashing_at_a_round_leaves_the_others_to_finish(tmp_path: Path, data_home: str) -> None:
+    port = str(free_port())
+    common = ["--dataset", "mnist-5k", "--data-home", data_home]
+    server = start_script("server.py", "--port", port, "--rounds", "4", "--clients", "3", "--out", str(tmp_path),
+                          *common, log=tmp_path / "server.log")
+    clients = [
+        start_script("client.py", "--server", f"127.0.0.1:{port}", "--partition-id", str(i), *common, *fault,
+                     log=tmp_path / f"client_{i}.log")
+        for i, fault in enumerate([[], [], ["--fault", "crash-at-round:2"]])
+    ]
+    assert server.wait(timeout=180) == 0, (tmp_path / "server.log").read_text()[-2000:]
+    assert [client.wait(timeout=30) for client in clients] == [0, 0, 3]
+    records = json.loads((tmp_path / "history" / "history_4.json").read_text())["rounds"]
+    assert [r["fit_results"] for r in records] == [3, 2, 2, 2] and records[1]["fit_failures"] == 1
