@@ -115,17 +115,24 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
     start_round_log(paths, header, resume=checkpoint is not None)
     server_ready = time.perf_counter()
     validated = ValidatingStrategy(recorder, max_norm_factor=settings.max_update_norm_factor)
-    history, final_weights = _federate(settings, RoundOffsetStrategy(validated, done), settings.rounds - done)
+
+    def summary_now() -> dict[str, Any]:
+        finished = time.perf_counter()
+        return _summary(settings, data.source, histograms, recorder, {
+            "server_startup_seconds": server_ready - process_started,
+            "server_data_seconds": data_seconds,
+            "federation_seconds": finished - server_ready,
+            "server_total_seconds": finished - process_started,
+        })
+
+    try:
+        history, final_weights = _federate(settings, RoundOffsetStrategy(validated, done), settings.rounds - done)
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM (Flower turns both into SystemExit).
+        _save_interrupted(paths, trainer, recorder, summary_now())
+        raise
     if checkpoint is not None:  # Flower's History has only this process's rounds; ours has all.
         history = history_from_records(recorder.rounds, recorder.initial)
-    finished = time.perf_counter()
-
-    summary = _summary(settings, data.source, histograms, recorder, {
-        "server_startup_seconds": server_ready - process_started,
-        "server_data_seconds": data_seconds,
-        "federation_seconds": finished - server_ready,
-        "server_total_seconds": finished - process_started,
-    })
+    summary = summary_now()
     if settings.baseline:
         log.info("training the centralized baseline (--baseline) on the clients' rows ...")
         summary["baseline"] = train_centrally(
@@ -185,6 +192,19 @@ def _recorder(
         earlier_rounds=checkpoint.records if checkpoint else None,
         initial=checkpoint.initial if checkpoint else None,
     )
+
+
+def _save_interrupted(
+    paths: RunPaths, trainer: Future[Trainer], recorder: RecordingStrategy, summary: dict[str, Any]
+) -> None:
+    """Save what the rounds completed so far learned: history, model and plots, marked interrupted."""
+    if not recorder.rounds or recorder.parameters is None or not trainer.done():
+        log.warning("interrupted before any round finished; nothing to save")
+        return
+    summary["interrupted_after_round"] = recorder.rounds[-1]["round"]
+    log.warning("interrupted after round %d: saving the completed rounds", summary["interrupted_after_round"])
+    history = history_from_records(recorder.rounds, recorder.initial)
+    _save_results(paths, trainer.result(), parameters_to_ndarrays(recorder.parameters), history, summary)
 
 
 def _save_results(

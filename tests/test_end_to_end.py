@@ -197,6 +197,10 @@ def test_ctrl_c_stops_every_process_run_sh_started(tmp_path: Path, data_home: st
     while _processes_of_run(port) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _processes_of_run(port) == []
+    # The server saved what the completed rounds learned before it stopped.
+    summary = json.loads((tmp_path / "history" / "history_500.json").read_text())
+    assert summary["interrupted_after_round"] >= 2 and len(summary["rounds"]) == summary["interrupted_after_round"]
+    assert (tmp_path / "models" / "global_500.keras").stat().st_size > 0
 
 
 @pytest.mark.parametrize("strategy", ["fedavgm", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimmedavg", "krum"])
