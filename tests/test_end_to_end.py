@@ -373,3 +373,13 @@ def test_client_crashing_at_a_round_leaves_the_others_to_finish(tmp_path: Path, 
     assert [client.wait(timeout=30) for client in clients] == [0, 0, 3]
     records = json.loads((tmp_path / "history" / "history_4.json").read_text())["rounds"]
     assert [r["fit_results"] for r in records] == [3, 2, 2, 2] and records[1]["fit_failures"] == 1
+
+
+def test_server_holds_fifty_clients_through_five_rounds(tmp_path: Path, data_home: str) -> None:
+    import sys
+
+    sys.path.insert(0, str(PROJECT_ROOT / "bench"))
+    from load import run_load  # The load benchmark's own runner: real server.py, 50 NumPy clients.
+
+    result = run_load(50, 5, tmp_path, data_home)
+    assert result["results_per_round"] == [50] * 5

@@ -1,0 +1,32 @@
+"""A lightweight Flower client for load tests: the app's protocol, NumPy instead of TensorFlow.
+
+It holds arrays of the MLP's shapes and answers ``fit`` with the global weights
+plus a little noise, so a load test measures the server and the network, not
+training. Usage: python bench/light_client.py HOST:PORT SEED
+"""
+
+import sys
+
+import numpy as np
+from flwr.client import NumPyClient, start_client
+
+SHAPES = [(784, 128), (128,), (128, 10), (10,)]  # fedmnist's default model.
+
+
+class LightClient(NumPyClient):
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def get_parameters(self, config):
+        return [np.zeros(shape, np.float32) for shape in SHAPES]
+
+    def fit(self, parameters, config):
+        updated = [w + self.rng.normal(0, 1e-3, w.shape).astype(np.float32) for w in parameters]
+        return updated, 100, {"accuracy": 0.5, "loss": 1.0, "fit_seconds": 0.0}
+
+    def evaluate(self, parameters, config):
+        return 1.0, 100, {"accuracy": 0.5, "loss": 1.0, "evaluate_seconds": 0.0}
+
+
+if __name__ == "__main__":
+    start_client(server_address=sys.argv[1], client=LightClient(int(sys.argv[2])).to_client())
