@@ -37,6 +37,7 @@ def parse_args(argv: list[str]) -> "object":
     parser.add_argument("--num-partitions", type=positive_int, default=config.CLIENTS, help="how many shares the training rows are cut into (default: %(default)s)")
     add_common_arguments(parser)
     parser.add_argument("--connect-timeout", type=positive_float, default=config.CONNECT_TIMEOUT, help="seconds to keep retrying an unreachable server (default: %(default)s)")
+    parser.add_argument("--root-cert", default=None, help="connect over TLS, trusting only servers this CA certificate (ca.pem) signed")
     parser.add_argument("--fault", type=fault_spec, default=None, help="misbehave on purpose, for tests and demos: nan, shape, scale or crash-at-round:N")
     parser.add_argument("--verbose", action="store_true", help="also show Flower's INFO messages")
     args = parser.parse_args(argv)
@@ -49,6 +50,7 @@ def main(argv: list[str]) -> None:
     args = parse_args(argv)
     configure_logging(args.verbose)
     from fedmnist.client_app import make_client, run_client
+    from fedmnist.tls import load_root_certificate
 
     def serve() -> None:
         client = make_client(
@@ -62,7 +64,8 @@ def main(argv: list[str]) -> None:
             process_started=PROCESS_STARTED,
             fault=args.fault,
         )
-        run_client(client, args.server, args.connect_timeout)
+        root_certificate = load_root_certificate(args.root_cert) if args.root_cert else None
+        run_client(client, args.server, args.connect_timeout, root_certificate)
 
     run_cli(serve)
     exit_now(0)  # The server ended the run; skip the slow TensorFlow/gRPC teardown.

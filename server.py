@@ -23,6 +23,7 @@ def parse_args(argv: list[str]) -> "object":
     add_federation_arguments(parser, out_default=".", out_help="folder that gets history/, models/ and plots/ (default: the current folder)")
     parser.add_argument("--host", default=config.SERVER_HOST, help="interface to listen on (default: %(default)s, all)")
     parser.add_argument("--client-timeout", type=positive_float, default=config.CLIENT_WAIT_TIMEOUT, help="seconds to wait for the clients to connect (default: %(default)s)")
+    parser.add_argument("--tls-dir", default=None, help="serve over TLS with ca.pem, server.pem and server.key from this folder (./run.sh certs makes them)")
     parser.add_argument("--sweep", choices=sorted(GRIDS), default=None, help="run every setting of this grid in a row, for the same clients (see README, Sweeps)")
     parser.add_argument("--verbose", action="store_true", help="also show Flower's INFO messages")
     return parser.parse_args(argv)

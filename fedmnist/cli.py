@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
@@ -192,6 +193,19 @@ def configure_logging(verbose: bool = False) -> None:
     update_console_handler(
         level=logging.INFO if verbose else logging.WARNING, colored=sys.stderr.isatty()
     )
+    if not verbose:
+        threading.excepthook = _one_line_thread_error
+
+
+def _one_line_thread_error(args: threading.ExceptHookArgs) -> None:
+    """Report an exception in a background thread in one line (``--verbose`` shows the traceback).
+
+    gRPC's and Flower's connection threads sometimes fail this way while a client
+    retries an unreachable or mistrusted server; the main thread reports the
+    failure that matters, and a stray traceback would bury it.
+    """
+    name = args.thread.name if args.thread else "?"
+    logging.getLogger("fedmnist").warning("background thread %s failed: %s: %s", name, args.exc_type.__name__, args.exc_value)
 
 
 _noticed: set[str] = set()

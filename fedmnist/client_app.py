@@ -145,28 +145,33 @@ def make_client(
     return MnistClient(trainer, data, extra_metrics=extra, partition=partition, prepare=prepare, fault=fault)
 
 
-def run_client(client: MnistClient, server_address: str, connect_timeout: float) -> None:
+def run_client(
+    client: MnistClient, server_address: str, connect_timeout: float, root_certificate: bytes | None = None
+) -> None:
     """Serve ``client`` to the Flower server until it ends the run.
 
     Flower's grpc-bidi client gives up at the first refused connection, so this
     retries: an unreachable server (not started yet, restarting, or a sweep's
     next setting) is tried again until ``connect_timeout`` seconds have passed
     since the server was last heard from; then a UserError, not a traceback.
+    With ``root_certificate`` (a CA's PEM bytes) the connection uses TLS.
     """
     from flwr.client import start_client
 
     waiting_since = time.monotonic()
     while True:
         try:
-            start_client(server_address=server_address, client=client.to_client())
+            start_client(server_address=server_address, client=client.to_client(), root_certificates=root_certificate)
             return
         except grpc.RpcError as error:
             if error.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
                 raise
         waiting_since = max(waiting_since, client.last_contact)
         if time.monotonic() - waiting_since > connect_timeout:
+            hint = "is server.py running, and is the address right?"
+            if root_certificate is not None:
+                hint += " With TLS: was the server's certificate signed by this --root-cert, for this host name?"
             raise UserError(
-                f"lost or could not reach the Flower server at {server_address} within {connect_timeout:g} s "
-                "(is server.py running, and is the address right?)"
+                f"lost or could not reach the Flower server at {server_address} within {connect_timeout:g} s ({hint})"
             )
         time.sleep(RETRY_SECONDS)

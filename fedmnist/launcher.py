@@ -44,6 +44,8 @@ def parse_args(argv: list[str]):
         "OUT/plots/*.png; each process's output in OUT/logs/. Sweeps: OUT/sweep/<grid>/ "
         "(comparison.md, comparison.png, one folder per setting). Also: ./run.sh sweep --help.",
     )
+    parser.add_argument("--tls", action="store_true",
+                        help="encrypt client-server traffic; makes development certificates in OUT/certs when missing")
     if sweep:
         argv = argv[1:]
         parser.add_argument("--grid", choices=sorted(GRIDS), default="heterogeneity",
@@ -66,6 +68,7 @@ class Launcher:
         if args.data_home:
             args.data_home = str(Path(args.data_home).expanduser().resolve())
         self.logs = self.out / "logs"
+        self.certs = self.out / "certs"
         self.processes: dict[str, subprocess.Popen] = {}
         self._streamer: threading.Thread | None = None
 
@@ -80,6 +83,11 @@ class Launcher:
         started = time.monotonic()
         self._check_port_free()
         self._check_memory()
+        if self.args.tls and not (self.certs / "ca.pem").exists():
+            from fedmnist.tls import generate_certificates
+
+            generate_certificates(self.certs, "localhost")
+            print(f"made development TLS certificates in {self.certs}", flush=True)
         try:
             self.logs.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -119,6 +127,7 @@ class Launcher:
             "--local-epochs", str(a.local_epochs), "--batch-size", str(a.batch_size),
             "--learning-rate", str(a.learning_rate), *self._data_home(), *(["--baseline"] if a.baseline else []),
             *(["--resume"] if a.resume else []), *(["--sweep", a.grid] if a.grid else []),
+            *(["--tls-dir", str(self.certs)] if a.tls else []),
             "--round-timeout", str(a.round_timeout), "--max-update-norm-factor", str(a.max_update_norm_factor), *(["--min-clients", str(a.min_clients)] if a.min_clients else []),
         ]
 
@@ -128,6 +137,7 @@ class Launcher:
             "client.py", "--server", f"127.0.0.1:{a.port}", "--partition-id", str(partition_id),
             "--num-partitions", str(a.clients), "--dataset", source, "--seed", str(a.seed),
             "--partition", a.partition, "--model", a.model, *self._data_home(),
+            *(["--root-cert", str(self.certs / "ca.pem")] if a.tls else []),
         ]
 
     def _resolved_source(self) -> str:
@@ -258,7 +268,12 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["certs"]:  # ./run.sh certs --host NAME [--out DIR]
+        from fedmnist.tls import main as make_certificates
+
+        return make_certificates(argv[1:])
+    args = parse_args(argv)
     launcher = Launcher(args)
     # SIGTERM (e.g. from a CI timeout) is handled like Ctrl-C: stop the children, then exit.
     signal.signal(signal.SIGTERM, _interrupt)

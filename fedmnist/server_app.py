@@ -42,6 +42,7 @@ from fedmnist.partition import label_histograms, parse_partition, partition_rows
 from fedmnist.plots import plot_history, plot_label_histograms
 from fedmnist.recorder import RecordingStrategy
 from fedmnist.strategy import DeferredStrategy, build_strategy, centralized_evaluate_fn, fit_config
+from fedmnist.tls import load_server_certificates
 from fedmnist.validation import ValidatingStrategy
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ class ServerSettings:
     proximal_mu: float = config.PROXIMAL_MU
     baseline: bool = False
     resume: bool = False
+    tls_dir: str | None = None  # Serve with ca.pem, server.pem and server.key from here (fedmnist.tls).
     keep_clients: bool = False  # A sweep: ask clients to reconnect for the next run instead of leaving.
     out: str = "."
     data_home: str | None = None
@@ -91,6 +93,8 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
     if is_port_in_use(settings.address):
         raise UserError(f"port {settings.port} is already in use (another server running? choose --port)")
     checkpoint = load_checkpoint(paths.checkpoint, asdict(settings)) if settings.resume else None
+    if settings.tls_dir:
+        load_server_certificates(settings.tls_dir)  # Refuse bad certificate files before any work.
 
     data_started = time.perf_counter()
     data = load_mnist(settings.dataset, settings.data_home)
@@ -256,8 +260,10 @@ def _federate(settings: ServerSettings, strategy: Strategy, num_rounds: int) -> 
         "Flower server on %s: %d rounds, waiting for %d clients",
         settings.address, settings.rounds, settings.clients,
     )
+    certificates = load_server_certificates(settings.tls_dir) if settings.tls_dir else None
     history = start_server(
-        server_address=settings.address, server=server, config=ServerConfig(num_rounds=num_rounds, round_timeout=settings.round_timeout)
+        server_address=settings.address, server=server, certificates=certificates,
+        config=ServerConfig(num_rounds=num_rounds, round_timeout=settings.round_timeout),
     )
     return history, parameters_to_ndarrays(server.parameters)
 

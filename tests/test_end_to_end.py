@@ -383,3 +383,35 @@ def test_server_holds_fifty_clients_through_five_rounds(tmp_path: Path, data_hom
 
     result = run_load(50, 5, tmp_path, data_home)
     assert result["results_per_round"] == [50] * 5
+
+
+def test_tls_end_to_end_with_fresh_certificates(tmp_path: Path, data_home: str) -> None:
+    result = run_sh("--tls", "--rounds", "2", "--clients", "2", "--port", str(free_port()), "--dataset", "mnist-5k",
+                    "--out", str(tmp_path), "--data-home", data_home)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "made development TLS certificates" in result.stdout
+    assert (tmp_path / "certs" / "ca.pem").exists() and (tmp_path / "history" / "history_2.pkl").exists()
+
+
+def test_client_with_the_wrong_ca_or_no_tls_cannot_connect(tmp_path: Path, data_home: str) -> None:
+    from fedmnist.tls import generate_certificates
+
+    generate_certificates(tmp_path / "real", "localhost")
+    generate_certificates(tmp_path / "other", "localhost")
+    port = str(free_port())
+    common = ["--dataset", "mnist-5k", "--data-home", data_home]
+    server = start_script("server.py", "--port", port, "--clients", "1", "--tls-dir", str(tmp_path / "real"),
+                          "--out", str(tmp_path), *common, log=tmp_path / "server.log")
+    try:
+        for extra in (["--root-cert", str(tmp_path / "other" / "ca.pem")], []):
+            result = run_script("client.py", "--server", f"127.0.0.1:{port}", "--num-partitions", "1",
+                                "--connect-timeout", "3", *common, *extra, timeout=120)
+            assert result.returncode == 2, result.stderr
+            assert "could not reach the Flower server" in result.stderr and "Traceback" not in result.stderr
+        assert "With TLS" in run_script(
+            "client.py", "--server", f"127.0.0.1:{port}", "--num-partitions", "1", "--connect-timeout", "3",
+            "--root-cert", str(tmp_path / "other" / "ca.pem"), *common, timeout=120,
+        ).stderr
+        assert server.poll() is None  # Nothing got in: the server is still waiting for a client.
+    finally:
+        server.kill()
