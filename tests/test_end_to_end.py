@@ -415,3 +415,27 @@ def test_client_with_the_wrong_ca_or_no_tls_cannot_connect(tmp_path: Path, data_
         assert server.poll() is None  # Nothing got in: the server is still waiting for a client.
     finally:
         server.kill()
+
+
+def test_restarted_client_rejoins_later_rounds(tmp_path: Path, data_home: str) -> None:
+    import signal
+    import time
+
+    port = str(free_port())
+    common = ["--dataset", "mnist-5k", "--data-home", data_home]
+    server = start_script("server.py", "--port", port, "--rounds", "40", "--clients", "2", "--min-clients", "1",
+                          "--local-epochs", "10", "--out", str(tmp_path), *common, log=tmp_path / "server.log")
+    client_args = ["client.py", "--server", f"127.0.0.1:{port}", "--num-partitions", "2", *common]
+    first = start_script(*client_args, "--partition-id", "0", log=tmp_path / "client_0.log")
+    doomed = start_script(*client_args, "--partition-id", "1", log=tmp_path / "client_1.log")
+    log_path = tmp_path / "history" / "history_40.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and (not log_path.exists() or log_path.read_text().count('"round"') < 2):
+        time.sleep(0.1)
+    doomed.send_signal(signal.SIGKILL)
+    restarted = start_script(*client_args, "--partition-id", "1", log=tmp_path / "client_1_again.log")
+    assert server.wait(timeout=240) == 0, (tmp_path / "server.log").read_text()[-2000:]
+    assert first.wait(timeout=30) == 0 and restarted.wait(timeout=30) == 0
+    results = [r["fit_results"] for r in json.loads((tmp_path / "history" / "history_40.json").read_text())["rounds"]]
+    assert 1 in results  # Rounds went on with one client while the other was down...
+    assert results[-1] == 2  # ...and the restarted one took part again by the end.
