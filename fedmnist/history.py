@@ -175,5 +175,8 @@ def load_history(path: str | os.PathLike[str]) -> tuple[History, dict[str, Any]]
     if not isinstance(history, History):
         raise UserError(f"{path} holds a {type(history).__name__}, not a Flower History")
     summary_path = path.with_suffix(".json")
-    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else {}
+    try:
+        summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else {}
+    except (OSError, ValueError) as error:  # The pickle is fine; plots just lose their title details.
+        raise UserError(f"cannot read the summary {summary_path} beside {path}: {error}") from None
     return history, summary

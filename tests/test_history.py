@@ -68,6 +68,14 @@ def test_load_history_rejects_garbage(tmp_path: Path) -> None:
         load_history(tmp_path / "missing.pkl")
 
 
+def test_corrupt_summary_beside_a_pickle_is_a_user_error(tmp_path: Path) -> None:
+    paths = RunPaths(tmp_path, 2)
+    save_history(paths, sample_history(), {})
+    paths.json.write_text('{"config": ')  # Cut short.
+    with pytest.raises(UserError, match="cannot read the summary"):
+        load_history(paths.pickle)
+
+
 def test_round_log_skips_header_and_a_torn_last_line(tmp_path: Path) -> None:
     paths = RunPaths(tmp_path, 3)
     start_round_log(paths, {"config": {"rounds": 3}})
