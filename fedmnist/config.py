@@ -44,5 +44,11 @@ HIDDEN_UNITS = 128  # Of the mlp: 784-128-10.
 NUM_CLASSES = 10
 IMAGE_PIXELS = 784  # 28 x 28, flattened.
 
+# Dashboard (fedmnist.dashboard), started by run.sh beside the server.
+DASHBOARD_PORT = 10000
+DASHBOARD_HOST = "127.0.0.1"  # Local only; --dashboard-host 0.0.0.0 shows it to the network.
+CORS_ORIGINS = "*"  # Comma-separated origins whose pages may call the API; * = any (fine on localhost).
+DASHBOARD_POLL_SECONDS = 0.25  # How often a WebSocket looks for new rounds in the history files.
+
 # Metric keys clients report and the server aggregates, weighted by examples.
 METRIC_KEYS = ("accuracy", "loss")

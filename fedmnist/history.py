@@ -6,8 +6,9 @@ A run with ``--out OUT`` and ``--rounds N`` writes:
 * ``OUT/history/history_N.json``: the same numbers, the run's effective
   config, data source, per-round records and timings.
 * ``OUT/history/history_N.jsonl``: written while the run goes, one line per
-  finished round (the first line holds the run's config); the log of the run
-  before is kept as ``history_N.previous.jsonl``.
+  finished round (the first line holds the run's config, an ``initial`` line
+  the starting model's evaluation); the log of the run before is kept as
+  ``history_N.previous.jsonl``. The dashboard (``fedmnist.dashboard``) tails it.
 * ``OUT/models/global_N.keras`` and ``OUT/plots/*.png``.
 
 Every file but the append-only JSONL log is replaced atomically.

@@ -4,7 +4,8 @@ Starts ``server.py``, waits until it listens (by then it has loaded and cached
 the data, and resolved ``--dataset auto``), starts the clients on the same
 data source, streams the server's progress, and stops everything it started if
 any process fails or the user presses Ctrl-C. Each process's full output is
-kept in ``OUT/logs/``.
+kept in ``OUT/logs/``. Beside them runs the web dashboard (``fedmnist.dashboard``),
+which reads the run's files; its failure is reported and the run goes on.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from fedmnist.cli import Parser, add_federation_arguments, run_cli
+from fedmnist.dashboard.__main__ import add_dashboard_arguments, port_in_use
 from fedmnist.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +44,8 @@ def parse_args(argv: list[str]):
         + (" A sweep runs every setting of a grid with the same processes and compares them." if sweep else ""),
         epilog="Results: OUT/history/history_<rounds>.pkl/.json/.jsonl, OUT/models/global_<rounds>.keras, "
         "OUT/plots/*.png; each process's output in OUT/logs/. Sweeps: OUT/sweep/<grid>/ "
-        "(comparison.md, comparison.png, one folder per setting). Also: ./run.sh sweep --help.",
+        "(comparison.md, comparison.png, one folder per setting). The live dashboard: http://127.0.0.1:10000/. "
+        "Also: ./run.sh sweep --help, ./run.sh dashboard --help, ./run.sh certs --help.",
     )
     parser.add_argument("--tls", action="store_true",
                         help="encrypt client-server traffic; makes development certificates in OUT/certs when missing")
@@ -56,6 +59,9 @@ def parse_args(argv: list[str]):
         parser, out_default=str(PROJECT_ROOT),
         out_help="folder for history/, plots/, models/ and logs/ (default: the project folder)",
     )
+    parser.add_argument("--no-dashboard", action="store_true",
+                        help="do not start the web dashboard (./run.sh dashboard serves it alone later)")
+    add_dashboard_arguments(parser)
     return parser.parse_args(argv)
 
 
@@ -69,7 +75,8 @@ class Launcher:
             args.data_home = str(Path(args.data_home).expanduser().resolve())
         self.logs = self.out / "logs"
         self.certs = self.out / "certs"
-        self.processes: dict[str, subprocess.Popen] = {}
+        self.processes: dict[str, subprocess.Popen] = {}  # Server and clients: the run waits for these.
+        self.dashboard: subprocess.Popen | None = None  # Watches the run; not part of it.
         self._streamer: threading.Thread | None = None
 
     def run(self) -> None:
@@ -92,6 +99,7 @@ class Launcher:
             self.logs.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise UserError(f"cannot create {self.logs}: {error.strerror or error}") from None
+        self._start_dashboard()
         server = self._start("server", self._server_command())
         self._streamer = threading.Thread(target=_stream, args=(self.logs / "server.log", server), daemon=True)
         self._streamer.start()
@@ -104,10 +112,12 @@ class Launcher:
         self._wait_for_all()
         self._streamer.join(timeout=5)  # Let the last progress lines reach the console.
         print(f"done in {time.monotonic() - started:.1f} s; logs in {self.logs}", flush=True)
+        self._keep_dashboard()
 
     def stop_all(self) -> None:
         """Terminate every process still running, then kill what does not stop."""
-        running = [p for p in self.processes.values() if p.poll() is None]
+        everything = [*self.processes.values(), *([self.dashboard] if self.dashboard else [])]
+        running = [p for p in everything if p.poll() is None]
         for process in running:
             process.terminate()
         deadline = time.monotonic() + 5
@@ -116,6 +126,42 @@ class Launcher:
                 process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
+
+    def _start_dashboard(self) -> None:
+        """Start the web dashboard on this run's folder, unless unwanted or its port is taken."""
+        a = self.args
+        if a.no_dashboard:
+            return
+        if port_in_use(a.dashboard_host, a.dashboard_port):
+            print(f"note: dashboard port {a.dashboard_port} is in use (another dashboard?), so this run starts "
+                  f"none; one serving {self.out} shows this run too (or choose --dashboard-port)", flush=True)
+            return
+        self.dashboard = self._spawn("dashboard", [
+            "-m", "fedmnist.dashboard", "--out", str(self.out), "--dashboard-port", str(a.dashboard_port),
+            "--dashboard-host", a.dashboard_host, "--cors-origins", a.cors_origins,
+        ])
+        print(f"dashboard: {self._dashboard_url()} (live; API docs at /docs)", flush=True)
+
+    def _dashboard_url(self) -> str:
+        host = self.args.dashboard_host
+        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{self.args.dashboard_port}/"
+
+    def _check_dashboard(self, reported: set[str]) -> None:
+        """Say once if the dashboard stopped: the run goes on without it."""
+        if self.dashboard is not None and self.dashboard.poll() is not None and "dashboard" not in reported:
+            reported.add("dashboard")
+            print(f"warning: the dashboard stopped; training goes on. {self._failure('dashboard', self.dashboard.returncode)}",
+                  file=sys.stderr, flush=True)
+
+    def _keep_dashboard(self) -> None:
+        """At a terminal, keep the dashboard up after the run until Ctrl-C, so its page stays readable."""
+        if self.dashboard is None or self.dashboard.poll() is not None or not sys.stdin.isatty():
+            return
+        print(f"the dashboard stays up at {self._dashboard_url()}; press Ctrl-C to stop it", flush=True)
+        try:
+            self.dashboard.wait()
+        except KeyboardInterrupt:
+            pass
 
     def _server_command(self) -> list[str]:
         a = self.args
@@ -156,14 +202,19 @@ class Launcher:
         return ["--data-home", self.args.data_home] if self.args.data_home else []
 
     def _start(self, name: str, command: list[str]) -> subprocess.Popen:
+        """Start a project script (server.py, client.py) as part of the run."""
+        process = self._spawn(name, [str(PROJECT_ROOT / command[0]), *command[1:]])
+        self.processes[name] = process
+        return process
+
+    def _spawn(self, name: str, arguments: list[str]) -> subprocess.Popen:
+        """``python -u ARGUMENTS`` in the project folder, its output in ``logs/NAME.log``."""
         log_file = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115  (owned by the child)
         process = subprocess.Popen(
-            [sys.executable, "-u", str(PROJECT_ROOT / command[0]), *command[1:]],
-            stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=PROJECT_ROOT,
-            env=_child_environment(),
+            [sys.executable, "-u", *arguments], stdout=log_file, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, cwd=PROJECT_ROOT, env=_child_environment(),
         )
         log_file.close()
-        self.processes[name] = process
         return process
 
     def _check_port_free(self) -> None:
@@ -205,6 +256,7 @@ class Launcher:
                 if process.returncode not in (None, 0) and name not in reported:
                     reported.add(name)
                     print(f"warning: {self._failure(name, process.returncode)}", file=sys.stderr, flush=True)
+            self._check_dashboard(reported)
             time.sleep(POLL_SECONDS)
         failed = [name for name, process in self.processes.items() if process.returncode != 0]
         if "server" in failed:
@@ -273,6 +325,10 @@ def main(argv: list[str] | None = None) -> None:
         from fedmnist.tls import main as make_certificates
 
         return make_certificates(argv[1:])
+    if argv[:1] == ["dashboard"]:  # ./run.sh dashboard [--out DIR] [--dashboard-port N]
+        from fedmnist.dashboard.__main__ import main as dashboard
+
+        return dashboard(argv[1:], out_default=str(PROJECT_ROOT), prog="./run.sh dashboard")
     args = parse_args(argv)
     launcher = Launcher(args)
     # SIGTERM (e.g. from a CI timeout) is handled like Ctrl-C: stop the children, then exit.

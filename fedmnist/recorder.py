@@ -39,7 +39,9 @@ class RecordingStrategy(DelegatingStrategy):
     result and failure counts; and ``client_fit_seconds`` /
     ``client_evaluate_seconds``, the slowest client's local time, from which
     ``coordination_seconds`` (what the round cost beyond local work and the
-    server's own evaluation) follows.
+    server's own evaluation) follows; and ``connected_clients`` as the round
+    began. The starting model's held-out evaluation is logged once, as an
+    ``{"initial": ...}`` line before round 1.
     """
 
     def __init__(
@@ -82,7 +84,8 @@ class RecordingStrategy(DelegatingStrategy):
         if self._first_round_started is None:
             self._first_round_started = self._round_started
             self.first_round_started_at = time.time()  # Wall clock, for reports across processes.
-        self._current = {"round": server_round}
+        # Clients connected as the round starts (some may be left out by --fraction-fit).
+        self._current = {"round": server_round, "connected_clients": len(client_manager.all())}
         return instructions
 
     def aggregate_fit(
@@ -114,7 +117,10 @@ class RecordingStrategy(DelegatingStrategy):
                       "loss_centralized": result[0]}
             if server_round == 0:
                 log.info("starting global model: held-out accuracy %s", _percent(result[1].get("accuracy")))
-                self.initial = self.initial or record  # A resumed run keeps the true round 0.
+                if self.initial is None:  # A resumed run keeps the true round 0.
+                    self.initial = record
+                    if self.log_path is not None:  # No "round" key: round readers skip this line.
+                        append_line(self.log_path, json.dumps({"initial": record}, sort_keys=True))
             else:
                 self._current.update(record)
         return result

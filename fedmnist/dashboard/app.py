@@ -1,0 +1,192 @@
+"""The dashboard's FastAPI app: the page, the JSON API and the WebSockets.
+
+``create_app(base)`` serves the runs under ``base`` (an ``--out`` folder or a
+``history`` folder). Every request reads the run files afresh, so the app holds
+no state about runs beyond what each WebSocket was last sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Literal
+
+from fastapi import FastAPI, HTTPException, Query, WebSocket, WebSocketDisconnect
+from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
+
+from fedmnist import config
+from fedmnist.dashboard.live import Event, RunFollower
+from fedmnist.dashboard.runs import Run, RunGone, find_runs, read_run
+from fedmnist.dashboard.schemas import ErrorResponse, ModelWeights, RunDetail, RunInfo
+from fedmnist.dashboard.weights import KerasFiles, NoWeights, latest_weights
+
+STATIC = Path(__file__).parent / "static"
+log = logging.getLogger(__name__)
+NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such run, or no weights yet"}}
+
+DESCRIPTION = """
+Watch and query fedmnist runs. The dashboard reads the files the Flower server
+writes (`history/history_N.jsonl` while a run goes, `history_N.json` when it
+ends, the per-round checkpoint); it takes no part in training.
+
+**WebSockets** (not listed below, as OpenAPI has no WebSocket operations):
+
+* `WS /ws?run=ID` follows a run (without `run`: the current one, switching to
+  newer runs as they start). On connect it sends `{"type": "snapshot", "run":
+  RunDetail | null}`, then `{"type": "round", "run_id", "status",
+  "rounds_total", "record": RoundRecord}` per finished round and `{"type":
+  "status", "run": RunInfo}` when the run ends. A client may send
+  `{"type": "ping"}` (answer: `pong`), `{"type": "snapshot"}` or
+  `{"type": "subscribe", "run": ID | null}`; anything else is answered with
+  `{"type": "error", "error": "..."}` and the connection stays open.
+* `WS /ws/echo` sends back every message it receives, text or bytes.
+"""
+
+
+def create_app(
+    base: Path,
+    *,
+    cors_origins: list[str] | None = None,
+    poll_seconds: float = config.DASHBOARD_POLL_SECONDS,
+) -> FastAPI:
+    """The dashboard for the runs under ``base``; ``cors_origins`` defaults to any origin."""
+    origins = cors_origins or ["*"]
+    keras_files = KerasFiles()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        keras_files.close()
+
+    # FastAPIOffline serves /docs and /redoc with their JavaScript from its package, not a CDN.
+    app = FastAPIOffline(title="fedmnist dashboard", description=DESCRIPTION, version="1", lifespan=lifespan)
+    app.add_middleware(CORSMiddleware, allow_origins=origins, allow_methods=["GET"], allow_headers=["*"])
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    def find(run_id: str | None) -> Run:
+        runs = find_runs(base)
+        if run_id is None:
+            if not runs:
+                raise HTTPException(404, f"no runs under {base} yet")
+            return next(iter(runs.values()))
+        if run_id not in runs:
+            raise HTTPException(404, f"unknown run {run_id!r}; GET /api/runs lists them")
+        return runs[run_id]
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+    @app.get("/api/runs", response_model=list[RunInfo], summary="Every run, the most recently updated first")
+    def list_runs() -> list[RunInfo]:
+        infos = []
+        for run in find_runs(base).values():
+            try:
+                infos.append(RunInfo.from_snapshot(read_run(run)))
+            except RunGone:  # Deleted while we listed.
+                continue
+        return infos
+
+    @app.get("/api/runs/{run_id:path}", response_model=RunDetail, responses=NOT_FOUND,
+             summary="One run: its config and every finished round")
+    def get_run(run_id: str) -> RunDetail:
+        try:
+            return RunDetail.from_snapshot(read_run(find(run_id)))
+        except RunGone:
+            raise HTTPException(404, f"run {run_id!r} has no files any more") from None
+
+    @app.get(
+        "/api/model/latest", response_model=ModelWeights, summary="The latest global weights of a run",
+        responses={**NOT_FOUND, 200: {"content": {"application/octet-stream": {}},
+                                      "description": "ModelWeights as JSON, or the .keras file with format=keras"}},
+    )
+    async def model_latest(
+        run: str | None = Query(None, description="Run id; default: the current run"),
+        format: Literal["json", "keras"] = Query("json", description="json: arrays with shape and dtype; keras: a .keras file"),
+    ):
+        found = find(run)
+        try:
+            if format == "json":
+                weights = await run_in_threadpool(latest_weights, found)
+                return weights.document(found.id)
+            path, round_number = await run_in_threadpool(keras_files.path, found)
+        except NoWeights as error:
+            raise HTTPException(404, str(error)) from None
+        return FileResponse(path, media_type="application/octet-stream",
+                            filename=f"{found.id.replace('/', '-')}-round{round_number}.keras")
+
+    @app.websocket("/ws")
+    async def follow(websocket: WebSocket, run: str | None = None) -> None:
+        if not await _accept(websocket, origins):
+            return
+        follower = RunFollower(base, run if run in find_runs(base) else None)
+        lock = asyncio.Lock()  # The pusher and the replies share the socket.
+
+        async def send(events: list[Event]) -> None:
+            async with lock:
+                for event in events:
+                    await websocket.send_json(event)
+
+        if run is not None and follower.run_id is None:
+            await send([{"type": "error", "error": f"unknown run {run!r}; following the current run"}])
+        await send([follower.snapshot()])
+
+        async def push() -> None:
+            try:
+                while True:
+                    await asyncio.sleep(poll_seconds)
+                    await send(await run_in_threadpool(follower.poll))
+            except (WebSocketDisconnect, RuntimeError):  # Closed while sending: the receiver ends too.
+                return
+
+        pusher = asyncio.create_task(push())
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                text = message.get("text")
+                if text is None:
+                    await send([{"type": "error", "error": "send JSON text, not bytes"}])
+                else:
+                    await send(await run_in_threadpool(follower.handle, text))
+        except WebSocketDisconnect:
+            return
+        finally:
+            pusher.cancel()
+
+    @app.websocket("/ws/echo")
+    async def echo(websocket: WebSocket) -> None:
+        if not await _accept(websocket, origins):
+            return
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                if message.get("text") is not None:
+                    await websocket.send_text(message["text"])
+                else:
+                    await websocket.send_bytes(message.get("bytes") or b"")
+        except WebSocketDisconnect:
+            return
+
+    return app
+
+
+async def _accept(websocket: WebSocket, origins: list[str]) -> bool:
+    """Accept the connection unless a browser opened it from an origin CORS does not allow."""
+    origin = websocket.headers.get("origin")
+    if "*" not in origins and origin is not None and origin not in origins:
+        await websocket.close(code=1008, reason=f"origin {origin} not allowed (--cors-origins)")
+        return False
+    await websocket.accept()
+    return True
+

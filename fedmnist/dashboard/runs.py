@@ -1,0 +1,186 @@
+"""Runs on disk, as the dashboard sees them: found under a folder, read from their history files.
+
+A run is what one server wrote under ``OUT`` for ``--rounds N`` (``RunPaths``):
+the live log ``history/history_N.jsonl`` while it goes, the summary
+``history/history_N.json`` when it ends or is interrupted. Sweeps keep one
+such folder per setting under ``OUT/sweep/<grid>/<setting>/``.
+
+Run ids are the run's folder relative to the dashboard's folder, then
+``history_N``: ``history_40`` for ``./run.sh``'s own run, and
+``sweep/quick/fedavg-iid/history_2`` for a sweep's setting.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from fedmnist.history import RunPaths
+
+RUN_FILE = re.compile(r"^history_(\d+)\.jsonl?$")  # The live log or the summary; not .previous.jsonl.
+Status = Literal["waiting", "running", "finished", "interrupted"]
+
+
+class RunGone(LookupError):
+    """The run's files disappeared (or never existed)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run's id and where its files are."""
+
+    id: str
+    paths: RunPaths
+
+    def signature(self) -> tuple[Any, ...]:
+        """Changes whenever the server writes to this run's log or summary."""
+        return (_stat_key(self.paths.round_log), _stat_key(self.paths.json))
+
+    def updated(self) -> float:
+        """When the server last wrote to this run (Unix time), 0 if its files are gone."""
+        times = [os.stat(path).st_mtime for path in (self.paths.round_log, self.paths.json) if path.exists()]
+        return max(times, default=0.0)
+
+
+@dataclass
+class RunSnapshot:
+    """Everything known about a run at one moment, with non-finite numbers as None."""
+
+    run: Run
+    status: Status
+    config: dict[str, Any]
+    data_source: str | None
+    started: str | None
+    finished: str | None
+    updated: float
+    initial: dict[str, Any] | None
+    records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def rounds_total(self) -> int:
+        return int(self.config.get("rounds", self.run.paths.rounds))
+
+
+def find_runs(base: Path) -> dict[str, Run]:
+    """Every run under ``base``, by id, newest first.
+
+    ``base`` is an ``--out`` folder (its own run and its sweeps) or a
+    ``history`` folder itself.
+    """
+    base = base.resolve()
+    if _run_files(base):  # A history folder given directly: its runs belong to its parent.
+        roots, relative_to = [base.parent], base.parent
+    else:
+        roots = [base, *sorted(path for path in base.glob("sweep/*/*") if (path / "history").is_dir())]
+        relative_to = base
+    runs = []
+    for root in roots:
+        for rounds in sorted(_run_files(root / "history")):
+            folder = root.relative_to(relative_to).as_posix()
+            name = f"history_{rounds}"
+            runs.append(Run(id=name if folder == "." else f"{folder}/{name}", paths=RunPaths(root, rounds)))
+    runs.sort(key=lambda run: run.updated(), reverse=True)
+    return {run.id: run for run in runs}
+
+
+def read_run(run: Run) -> RunSnapshot:
+    """The run as its files describe it now; raises RunGone when it has none."""
+    paths = run.paths
+    log_time, summary_time = _mtime(paths.round_log), _mtime(paths.json)
+    if log_time is None and summary_time is None:
+        raise RunGone(run.id)
+    header, initial, records = _read_log(paths.round_log) if log_time is not None else ({}, None, [])
+    # A summary older than the live log belongs to an earlier run (or to a run since resumed).
+    summary = _read_json(paths.json) if summary_time is not None and (log_time is None or summary_time >= log_time) else None
+    if summary is not None:
+        status: Status = "interrupted" if "interrupted_after_round" in summary else "finished"
+        records = summary.get("rounds") or records
+        initial = summary.get("initial") or initial
+        header = {**header, **{key: summary[key] for key in ("config", "data_source") if key in summary}}
+    else:
+        status = "running" if records else "waiting"
+    return RunSnapshot(
+        run=run, status=status, config=dict(header.get("config") or {}),
+        data_source=header.get("data_source"), started=header.get("started"),
+        finished=summary.get("finished") if summary else None,
+        updated=max(time for time in (log_time, summary_time) if time is not None) / 1e9,
+        initial=finite(initial) or None, records=finite(_by_round(records)),
+    )
+
+
+def finite(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by None (JSON has no such numbers)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [finite(item) for item in value]
+    return value
+
+
+def _read_log(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any]]]:
+    """The first header, the initial evaluation and the round records of a live log."""
+    header: dict[str, Any] = {}
+    initial = None
+    records = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError:  # Replaced or removed between the stat and the read: read as empty.
+        lines = []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:  # A torn last line while the server writes it.
+            continue
+        if not isinstance(entry, dict):
+            continue
+        if "round" in entry:
+            records.append(entry)
+        elif "initial" in entry:
+            initial = entry["initial"]
+        elif "config" in entry and not header:  # A resumed run appends its own header later.
+            header = entry
+    return header, initial, records
+
+
+def _by_round(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per round, the latest kept: a resumed run may redo a round it had logged."""
+    latest = {int(record["round"]): record for record in records}
+    return [latest[number] for number in sorted(latest)]
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # Unreadable summary: show the live log instead.
+        return None
+    return document if isinstance(document, dict) else None
+
+
+def _run_files(folder: Path) -> set[int]:
+    """The ``N`` of every ``history_N.json`` or ``.jsonl`` in ``folder``."""
+    if not folder.is_dir():
+        return set()
+    return {int(match.group(1)) for path in folder.iterdir() if (match := RUN_FILE.match(path.name))}
+
+
+def _mtime(path: Path) -> int | None:
+    """Modification time in nanoseconds: a summary and the log's last line can share a millisecond."""
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _stat_key(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns)

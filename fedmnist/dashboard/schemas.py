@@ -1,0 +1,172 @@
+"""The JSON the dashboard's API returns and its WebSocket sends, as pydantic models.
+
+FastAPI uses these for the responses and for the schemas at ``/docs`` and
+``/redoc``; the WebSocket events are built from them too, so both speak the same
+field names. Accuracies are fractions (0.946), losses as the metric reports them,
+times in seconds; a number the run could not compute (NaN) is ``null``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from fedmnist.dashboard.runs import RunSnapshot, Status
+
+
+class ErrorResponse(BaseModel):
+    """What every failed request returns."""
+
+    detail: str = Field(examples=["unknown run 'history_7'"])
+
+
+class Evaluation(BaseModel):
+    """The server's evaluation of the global model on its held-out test rows."""
+
+    accuracy: float | None
+    loss: float | None
+
+
+class RoundRecord(BaseModel):
+    """One finished round, as the server logged it."""
+
+    round: int = Field(description="Round number, from 1.")
+    accuracy_distributed: float | None = Field(None, description="Clients' evaluate accuracy, weighted by examples.")
+    loss_distributed: float | None = Field(None, description="Clients' evaluate loss, weighted by examples.")
+    accuracy_centralized: float | None = Field(None, description="Held-out accuracy of the new global model.")
+    loss_centralized: float | None = Field(None, description="Held-out loss of the new global model.")
+    connected_clients: int | None = Field(None, description="Clients connected as the round began.")
+    fit_results: int = Field(0, description="Clients whose training update was aggregated.")
+    fit_failures: int = Field(0, description="Training failures: errors, timeouts and rejected updates.")
+    rejected_updates: int = Field(0, description="Updates dropped by the server's checks (NaN, shape, norm).")
+    evaluate_results: int = 0
+    evaluate_failures: int = 0
+    failure_reasons: list[str] = Field(default_factory=list, description="Up to 10 failure messages.")
+    seconds: float | None = Field(None, description="Wall time of the round.")
+    coordination_seconds: float | None = Field(None, description="Round time beyond local work and evaluation.")
+    fit_metrics: dict[str, float | None] = Field(default_factory=dict, description="Aggregated fit metrics.")
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> RoundRecord:
+        evaluate, centralized = record.get("evaluate") or {}, record.get("centralized") or {}
+        return cls(
+            accuracy_distributed=evaluate.get("accuracy"), accuracy_centralized=centralized.get("accuracy"),
+            loss_distributed=record.get("loss_distributed"), loss_centralized=record.get("loss_centralized"),
+            fit_metrics=record.get("fit") or {},
+            **{key: record[key] for key in _RECORD_KEYS if record.get(key) is not None},
+        )
+
+
+_RECORD_KEYS = ("round", "connected_clients", "fit_results", "fit_failures", "rejected_updates", "evaluate_results",
+                "evaluate_failures", "failure_reasons", "seconds", "coordination_seconds")
+
+
+class RunInfo(BaseModel):
+    """A run in the list of runs."""
+
+    id: str = Field(examples=["history_40"], description="Use it in /api/runs/{id} and the WebSocket.")
+    status: Status = Field(description="waiting (for clients), running, finished or interrupted.")
+    rounds_done: int
+    rounds_total: int
+    strategy: str | None
+    model: str | None
+    partition: str | None
+    clients: int | None = Field(description="Clients the server was started for.")
+    data_source: str | None = Field(description="Where the MNIST rows came from (OpenML or the offline subset).")
+    started: str | None = Field(description="When the server started the run (ISO 8601, UTC).")
+    finished: str | None
+    updated: str = Field(description="When the server last wrote to the run (ISO 8601, UTC).")
+    accuracy_centralized: float | None = Field(description="Latest held-out accuracy.")
+    accuracy_distributed: float | None = Field(description="Latest clients' accuracy.")
+
+    @classmethod
+    def from_snapshot(cls, snapshot: RunSnapshot) -> RunInfo:
+        config = snapshot.config
+        last = RoundRecord.from_record(snapshot.records[-1]) if snapshot.records else None
+        return cls(
+            id=snapshot.run.id, status=snapshot.status, rounds_done=len(snapshot.records),
+            rounds_total=snapshot.rounds_total, strategy=config.get("strategy"), model=config.get("model"),
+            partition=config.get("partition"), clients=config.get("clients"), data_source=snapshot.data_source,
+            started=snapshot.started, finished=snapshot.finished,
+            updated=datetime.fromtimestamp(snapshot.updated, timezone.utc).isoformat(timespec="seconds"),
+            accuracy_centralized=last.accuracy_centralized if last else None,
+            accuracy_distributed=last.accuracy_distributed if last else None,
+        )
+
+
+class RunDetail(RunInfo):
+    """A run with its effective config and every finished round."""
+
+    config: dict[str, Any] = Field(description="The server's settings for the run (server.py flags).")
+    initial: Evaluation | None = Field(description="The starting model on the held-out rows (round 0).")
+    rounds: list[RoundRecord]
+
+    @classmethod
+    def from_snapshot(cls, snapshot: RunSnapshot) -> RunDetail:
+        initial = snapshot.initial
+        return cls(
+            **RunInfo.from_snapshot(snapshot).model_dump(), config=snapshot.config,
+            initial=Evaluation(
+                accuracy=(initial.get("centralized") or {}).get("accuracy"), loss=initial.get("loss_centralized"),
+            ) if initial else None,
+            rounds=[RoundRecord.from_record(record) for record in snapshot.records],
+        )
+
+
+class Tensor(BaseModel):
+    """One weight array of the model, in Keras's order (kernel, then bias, layer by layer)."""
+
+    shape: list[int]
+    dtype: str = Field(examples=["float32"])
+    values: list[Any] = Field(description="Nested lists, as numpy.ndarray.tolist() gives.")
+
+
+class ModelWeights(BaseModel):
+    """The global model after the latest finished round."""
+
+    run_id: str
+    round: int = Field(description="The round that produced these weights.")
+    model: str | None = Field(description="Architecture (--model): mlp, dense32 or cnn.")
+    tensors: list[Tensor]
+
+
+# WebSocket events (``/ws``). Every event has a ``type``.
+
+
+class SnapshotEvent(BaseModel):
+    """Sent on connect, on request, and when the followed run starts anew: the whole run (or none yet)."""
+
+    type: Literal["snapshot"] = "snapshot"
+    run: RunDetail | None
+
+
+class RoundEvent(BaseModel):
+    """Sent once per finished round of the followed run."""
+
+    type: Literal["round"] = "round"
+    run_id: str
+    status: Status
+    rounds_total: int
+    record: RoundRecord
+
+
+class StatusEvent(BaseModel):
+    """Sent when the followed run finishes or is interrupted."""
+
+    type: Literal["status"] = "status"
+    run: RunInfo
+
+
+class ErrorEvent(BaseModel):
+    """The answer to a message the server could not use; the connection stays open."""
+
+    type: Literal["error"] = "error"
+    error: str
+
+
+class PongEvent(BaseModel):
+    """The answer to ``{"type": "ping"}``."""
+
+    type: Literal["pong"] = "pong"
