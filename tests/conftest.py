@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.processes import free_port, wait_for_port  # noqa: F401  (re-exported for the tests)
 from fedmnist.data import MNIST_5K, MnistData, load_mnist
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -46,13 +47,6 @@ def data_home(tmp_path_factory: pytest.TempPathFactory) -> str:
 @pytest.fixture(scope="session")
 def mnist_5k(data_home: str) -> MnistData:
     return load_mnist(MNIST_5K, data_home)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def run_script(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:

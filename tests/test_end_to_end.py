@@ -49,7 +49,9 @@ def test_run_sh_trains_two_rounds_and_writes_every_output(tmp_path: Path, data_h
     assert summary["data_source"] == "mnist-5k" and summary["config"]["clients"] == 2
     assert summary["timings"]["client_startup_seconds"] > 0
     lines = (tmp_path / "history" / "history_2.jsonl").read_text().splitlines()
-    assert [json.loads(line).get("round") for line in lines] == [None, 1, 2]  # Header, then rounds.
+    entries = [json.loads(line) for line in lines]
+    assert [entry.get("round") for entry in entries] == [None, None, 1, 2]  # Header, round 0, then rounds.
+    assert entries[1]["initial"]["centralized"]["accuracy"] == centralized[0][1]
     assert [r for r, _ in summary["baseline"]["accuracy"]] == [0, 1, 2]  # --baseline, one point per round.
     histograms = summary["label_histograms"]
     assert len(histograms) == 2 and sum(map(sum, histograms)) == 4000  # Every training row, once.

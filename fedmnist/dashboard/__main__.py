@@ -15,11 +15,15 @@ import argparse
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from fedmnist import config
 from fedmnist.cli import Parser, port_number, run_cli
 from fedmnist.errors import UserError
+
+if TYPE_CHECKING:
+    import uvicorn
 
 
 def add_dashboard_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,14 +66,21 @@ def serve(out: str, host: str, port: int, cors_origins: str) -> None:
         raise UserError(f"no such folder: {base}")
     if port_in_use(host, port):
         raise UserError(f"port {port} is already in use (another dashboard? choose --dashboard-port)")
-    import uvicorn
-
     from fedmnist.dashboard.app import create_app
 
-    app = create_app(base, cors_origins=cors_origins.split(","))
+    server = uvicorn_server(create_app(base, cors_origins=cors_origins.split(",")), host, port)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     print(f"dashboard: http://{shown}:{port}/ (API docs /docs) for the runs in {base}", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", ws="websockets")
+    server.run()
+
+
+def uvicorn_server(app: object, host: str, port: int) -> uvicorn.Server:
+    """The uvicorn server for ``app``: quiet, and on websockets' current (sans-I/O) protocol."""
+    import uvicorn
+
+    # uvicorn's default "websockets" protocol uses that library's deprecated legacy API.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws="websockets-sansio")
+    return uvicorn.Server(config)
 
 
 def port_in_use(host: str, port: int) -> bool:

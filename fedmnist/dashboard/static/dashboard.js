@@ -30,6 +30,7 @@ function lineChart(canvas, yTitle, datasets, yRange = {}) {
       animation: false,
       maintainAspectRatio: false,
       interaction: { mode: "index", intersect: false },
+      plugins: { legend: { labels: { boxHeight: 2 } } },
       scales: { x: { title: { display: true, text: "round" } }, y: { title: { display: true, text: yTitle }, ...yRange } },
       spanGaps: true,
     },

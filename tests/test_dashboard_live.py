@@ -1,0 +1,119 @@
+"""The dashboard beside real federations: ./run.sh, a WebSocket client and headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from websockets.sync.client import connect
+
+from conftest import PROJECT_ROOT, free_port, start_script, wait_for_port
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; ./test.sh installs it where missing.
+# Flags for a sandbox-less, offline machine: without the networking ones Chromium keeps
+# trying to reach Google's services, and every attempt is refused here.
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync"]
+
+
+def start_run_sh(tmp_path: Path, data_home: str, *args: str) -> subprocess.Popen:
+    """``./run.sh`` for 3 rounds of 2 clients on the offline data, in the background."""
+    return subprocess.Popen(
+        ["bash", str(PROJECT_ROOT / "run.sh"), "--rounds", "3", "--clients", "2", "--port", str(free_port()),
+         "--dataset", "mnist-5k", "--data-home", data_home, "--out", str(tmp_path), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+    )
+
+
+def finish(process: subprocess.Popen, timeout: float = 180) -> tuple[str, str]:
+    stdout, stderr = process.communicate(timeout=timeout)
+    assert process.returncode == 0, stdout + stderr
+    return stdout, stderr
+
+
+def test_run_sh_dashboard_pushes_each_round_of_a_real_run_over_the_websocket(tmp_path: Path, data_home: str) -> None:
+    port = free_port()
+    run = start_run_sh(tmp_path, data_home, "--dashboard-port", str(port))
+    try:
+        wait_for_port(port, run, timeout=60)
+        with connect(f"ws://127.0.0.1:{port}/ws", proxy=None, open_timeout=30) as socket:
+            snapshot = json.loads(socket.recv(timeout=30))
+            seen = [r["round"] for r in (snapshot["run"] or {"rounds": []})["rounds"]]
+            live = []
+            deadline = time.monotonic() + 150
+            while len(seen) + len(live) < 3 and time.monotonic() < deadline:
+                event = json.loads(socket.recv(timeout=deadline - time.monotonic()))
+                if event["type"] == "snapshot":  # The run's log began after we connected.
+                    seen, live = [r["round"] for r in event["run"]["rounds"]], []
+                elif event["type"] == "round":
+                    live.append(event)
+    finally:
+        stdout, _ = finish(run)
+    assert snapshot["type"] == "snapshot"
+    assert seen + [e["record"]["round"] for e in live] == [1, 2, 3]
+    assert live, "no round arrived live: the clients were slower to start than the dashboard"
+    last = live[-1]["record"]
+    assert last["accuracy_centralized"] > 0.5 and last["fit_results"] == 2 and last["connected_clients"] == 2
+    assert f"dashboard: http://127.0.0.1:{port}/" in stdout
+    # Without a terminal, run.sh stops its dashboard with the run.
+    with pytest.raises(ConnectionRefusedError):
+        connect(f"ws://127.0.0.1:{port}/ws/echo", proxy=None, open_timeout=5)
+
+
+def test_a_dashboard_that_dies_does_not_stop_the_run(tmp_path: Path, data_home: str) -> None:
+    port = free_port()
+    run = start_run_sh(tmp_path, data_home, "--dashboard-port", str(port))
+    wait_for_port(port, run, timeout=60)
+    dashboard = subprocess.run(["pgrep", "-f", f"fedmnist.dashboard --out {tmp_path}"], capture_output=True, text=True)
+    os.kill(int(dashboard.stdout.split()[0]), signal.SIGKILL)
+    _, stderr = finish(run)
+    assert "warning: the dashboard stopped; training goes on" in stderr
+    assert json.loads((tmp_path / "history" / "history_3.json").read_text())["rounds"][-1]["round"] == 3
+
+
+def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home: str) -> None:
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: ./test.sh installs Debian's chromium with apt-get, which failed here")
+    from playwright.sync_api import sync_playwright
+
+    # A dashboard of its own on the run's folder, as `./run.sh dashboard` starts it. The run
+    # finds the port taken, starts none, and this one shows the run all the same.
+    port = free_port()
+    dashboard = start_script("-m", "fedmnist.dashboard", "--out", str(tmp_path), "--dashboard-port", str(port),
+                             log=tmp_path / "dashboard.log")
+    try:
+        wait_for_port(port, dashboard, timeout=60)
+        run = start_run_sh(tmp_path, data_home, "--dashboard-port", str(port))
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda error: errors.append(str(error)))
+            page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+            page.goto(f"http://127.0.0.1:{port}/")
+            rounds_at_load = int(page.evaluate("document.body.dataset.roundsShown"))
+            page.wait_for_function("document.body.dataset.roundsShown === '3'", timeout=150_000)
+            page.wait_for_function("document.getElementById('status').textContent === 'finished'", timeout=60_000)
+            labels = page.evaluate("fedmnistDashboard.charts.accuracy.data.labels")
+            held_out = page.evaluate("fedmnistDashboard.charts.accuracy.data.datasets[0].data")
+            clients = page.evaluate("fedmnistDashboard.charts.accuracy.data.datasets[1].data")
+            round_text = page.text_content("#round")
+            page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+            browser.close()
+        stdout, _ = finish(run)
+    finally:
+        dashboard.terminate()
+        dashboard.wait(timeout=10)
+    assert rounds_at_load < 3, "the page loaded after the run: nothing was shown live"
+    assert labels == [0, 1, 2, 3] and round_text == "3 / 3"  # Round 0 is the starting model.
+    assert held_out[0] < 0.3 and all(value > 0.5 for value in held_out[1:])
+    assert clients[0] is None and all(value > 0.5 for value in clients[1:])  # Clients evaluate from round 1.
+    assert errors == []
+    assert "dashboard port" in stdout and "in use" in stdout
+    assert (tmp_path / "dashboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    print(f"screenshot: {tmp_path / 'dashboard.png'}")
