@@ -45,7 +45,7 @@ def run_fedmnist(rounds: int, clients: int) -> dict:
     began = time.perf_counter()
     subprocess.run(
         ["bash", str(ROOT / "run.sh"), "--rounds", str(rounds), "--clients", str(clients),
-         "--port", str(free_port()), "--dataset", MNIST_5K, "--out", str(out)],
+         "--port", str(free_port()), "--dashboard-port", str(free_port()), "--dataset", MNIST_5K, "--out", str(out)],
         check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
     )
     wall = time.perf_counter() - began

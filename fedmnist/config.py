@@ -49,6 +49,7 @@ DASHBOARD_PORT = 10000
 DASHBOARD_HOST = "127.0.0.1"  # Local only; --dashboard-host 0.0.0.0 shows it to the network.
 CORS_ORIGINS = "*"  # Comma-separated origins whose pages may call the API; * = any (fine on localhost).
 DASHBOARD_POLL_SECONDS = 0.25  # How often a WebSocket looks for new rounds in the history files.
+DASHBOARD_NICENESS = 10  # The dashboard runs at lower CPU priority than server and clients.
 
 # Metric keys clients report and the server aggregates, weighted by examples.
 METRIC_KEYS = ("accuracy", "loss")

@@ -1,17 +1,7 @@
-"""Where a run's results go, and how they are saved and read back.
+"""Saving and reading a run's results: the History pickle, its JSON summary and the live log.
 
-A run with ``--out OUT`` and ``--rounds N`` writes:
-
-* ``OUT/history/history_N.pkl``: Flower's own ``History`` object, pickled.
-* ``OUT/history/history_N.json``: the same numbers, the run's effective
-  config, data source, per-round records and timings.
-* ``OUT/history/history_N.jsonl``: written while the run goes, one line per
-  finished round (the first line holds the run's config, an ``initial`` line
-  the starting model's evaluation); the log of the run before is kept as
-  ``history_N.previous.jsonl``. The dashboard (``fedmnist.dashboard``) tails it.
-* ``OUT/models/global_N.keras`` and ``OUT/plots/*.png``.
-
-Every file but the append-only JSONL log is replaced atomically.
+Where each file goes is ``fedmnist.paths.RunPaths``. Every file but the
+append-only JSONL log is replaced atomically.
 """
 
 from __future__ import annotations
@@ -19,8 +9,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,60 +16,11 @@ from flwr.server.history import History
 
 from fedmnist.atomic import append_line, write_atomic, write_text_atomic
 from fedmnist.errors import UserError
+from fedmnist.paths import RunPaths
 
 # History attributes, in the order Flower declares them.
 _SERIES = ("losses_distributed", "losses_centralized")
 _METRICS = ("metrics_distributed_fit", "metrics_distributed", "metrics_centralized")
-
-
-@dataclass(frozen=True)
-class RunPaths:
-    """The files of one run under ``root``."""
-
-    root: Path
-    rounds: int
-
-    @property
-    def history_dir(self) -> Path:
-        return self.root / "history"
-
-    @property
-    def pickle(self) -> Path:
-        return self.history_dir / f"history_{self.rounds}.pkl"
-
-    @property
-    def json(self) -> Path:
-        return self.history_dir / f"history_{self.rounds}.json"
-
-    @property
-    def round_log(self) -> Path:
-        return self.history_dir / f"history_{self.rounds}.jsonl"
-
-    @property
-    def previous_round_log(self) -> Path:
-        return self.history_dir / f"history_{self.rounds}.previous.jsonl"
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.root / "checkpoints" / f"checkpoint_{self.rounds}.pkl"
-
-    @property
-    def model(self) -> Path:
-        return self.root / "models" / f"global_{self.rounds}.keras"
-
-    @property
-    def plots_dir(self) -> Path:
-        return self.root / "plots"
-
-    def check_writable(self) -> None:
-        """Create the output folders and prove they take files, or raise UserError."""
-        for folder in (self.history_dir, self.model.parent, self.plots_dir, self.checkpoint.parent):
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                with tempfile.TemporaryFile(dir=folder):
-                    pass
-            except OSError as error:
-                raise UserError(f"cannot write results to {folder}: {error.strerror or error}") from None
 
 
 def start_round_log(paths: RunPaths, header: dict[str, Any], *, resume: bool = False) -> None:

@@ -188,7 +188,7 @@ class Launcher:
 
     def _resolved_source(self) -> str:
         """The data source the server wrote in its live log's header line."""
-        from fedmnist.history import RunPaths  # Imports Flower: keep --help fast.
+        from fedmnist.paths import RunPaths
         from fedmnist.sweep import GRIDS, setting_root
 
         root = setting_root(self.out, self.args.grid, GRIDS[self.args.grid][0]) if self.args.grid else self.out

@@ -37,7 +37,8 @@ from fedmnist.checkpoint import (
 from fedmnist.client_manager import WaitingClientManager
 from fedmnist.data import MnistData, load_mnist, to_float
 from fedmnist.errors import UserError
-from fedmnist.history import RunPaths, history_from_records, save_history, start_round_log
+from fedmnist.history import history_from_records, save_history, start_round_log
+from fedmnist.paths import RunPaths
 from fedmnist.partition import label_histograms, parse_partition, partition_rows
 from fedmnist.plots import plot_history, plot_label_histograms
 from fedmnist.recorder import RecordingStrategy

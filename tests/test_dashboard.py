@@ -27,7 +27,8 @@ from fedmnist.checkpoint import Checkpoint, save_checkpoint
 from fedmnist.dashboard.__main__ import origin_list, uvicorn_server
 from fedmnist.dashboard.app import create_app
 from fedmnist.dashboard.runs import find_runs, read_run
-from fedmnist.history import RunPaths, history_from_records, save_history, start_round_log
+from fedmnist.history import history_from_records, save_history, start_round_log
+from fedmnist.paths import RunPaths
 
 INITIAL = {"centralized": {"accuracy": 0.1}, "loss_centralized": 2.3, "centralized_seconds": 0.01}
 WEIGHTS = [np.arange(6, dtype="float32").reshape(2, 3), np.array([0.5, -1.0, 2.0], dtype="float32")]

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedmnist.history import RunPaths, save_history
+from fedmnist.history import save_history
+from fedmnist.paths import RunPaths
 from fedmnist.plots import describe_run, main, plot_history, plot_label_histograms
 from test_history import sample_history
 

@@ -61,3 +61,35 @@ def test_progress_line_estimates_time_left() -> None:
     line = progress_line(record, num_rounds=40, elapsed=5.0)
     # 5 s for 10 rounds -> 0.5 s each -> 30 rounds left take 15 s.
     assert line == "round 10/40 | held-out acc 91.2% | clients acc 90.0% loss 0.300 | 0.50 s/round | 5 s elapsed, ~15 s left"
+
+
+def test_round_zero_is_logged_once_and_rounds_count_the_connected_clients(tmp_path: Path) -> None:
+    import json
+
+    from flwr.server.client_proxy import ClientProxy
+
+    class Idle(ClientProxy):  # Only counted here; never asked to do anything.
+        def get_properties(self, *args, **kwargs): raise NotImplementedError
+        def get_parameters(self, *args, **kwargs): raise NotImplementedError
+        def fit(self, *args, **kwargs): raise NotImplementedError
+        def evaluate(self, *args, **kwargs): raise NotImplementedError
+        def reconnect(self, *args, **kwargs): raise NotImplementedError
+
+    log_path = tmp_path / "history_1.jsonl"
+    inner = FedAvg(min_fit_clients=0, min_available_clients=0, fraction_fit=0.0, fraction_evaluate=0.0,
+                   evaluate_fn=lambda server_round, weights, config: (2.3, {"accuracy": 0.1}))
+    recorder = RecordingStrategy(inner, num_rounds=1, log_path=log_path)
+    params = ndarrays_to_parameters([np.zeros(2, np.float32)])
+    recorder.evaluate(0, params)
+    recorder.evaluate(0, params)  # Flower evaluates round 0 once; a second call must not log again.
+    manager = SimpleClientManager()
+    for cid in ("a", "b"):
+        manager.register(Idle(cid))
+    recorder.configure_fit(1, params, manager)
+    recorder.aggregate_fit(1, [], [])
+    recorder.aggregate_evaluate(1, [], [])
+
+    entries = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [entry.get("round") for entry in entries] == [None, 1]
+    assert entries[0]["initial"]["centralized"] == {"accuracy": 0.1} and entries[0]["initial"]["loss_centralized"] == 2.3
+    assert entries[1]["connected_clients"] == 2

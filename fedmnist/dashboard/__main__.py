@@ -12,6 +12,7 @@ writes to the same folder meanwhile).
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 from pathlib import Path
@@ -66,6 +67,8 @@ def serve(out: str, host: str, port: int, cors_origins: str) -> None:
         raise UserError(f"no such folder: {base}")
     if port_in_use(host, port):
         raise UserError(f"port {port} is already in use (another dashboard? choose --dashboard-port)")
+    if hasattr(os, "nice"):  # Training shares this machine: the dashboard yields the CPU to it.
+        os.nice(config.DASHBOARD_NICENESS)
     from fedmnist.dashboard.app import create_app
 
     server = uvicorn_server(create_app(base, cors_origins=cors_origins.split(",")), host, port)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fedmnist.history import RunPaths
+from fedmnist.paths import RunPaths
 
 RUN_FILE = re.compile(r"^history_(\d+)\.jsonl?$")  # The live log or the summary; not .previous.jsonl.
 Status = Literal["waiting", "running", "finished", "interrupted"]

@@ -15,9 +15,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from flwr.common import NDArrays
+import numpy as np
 
-from fedmnist.checkpoint import Checkpoint
 from fedmnist.dashboard.runs import Run
 from fedmnist.dashboard.schemas import ModelWeights, Tensor
 
@@ -30,7 +29,7 @@ class NoWeights(LookupError):
 class LatestWeights:
     round: int
     model: str | None
-    weights: NDArrays
+    weights: list[np.ndarray]
 
     def document(self, run_id: str) -> ModelWeights:
         return ModelWeights(
@@ -41,6 +40,8 @@ class LatestWeights:
 
 def latest_weights(run: Run) -> LatestWeights:
     """The weights after the run's latest finished round."""
+    from fedmnist.checkpoint import Checkpoint  # Imports Flower: only when weights are asked for.
+
     path = run.paths.checkpoint
     try:
         with open(path, "rb") as handle:
