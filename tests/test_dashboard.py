@@ -84,10 +84,10 @@ def bump_mtime(path: Path, seconds: float) -> None:
 
 def test_runs_are_found_in_an_out_folder_its_sweeps_and_a_history_folder(tmp_path: Path) -> None:
     RunWriter(tmp_path, rounds=3)
-    RunWriter(tmp_path / "sweep" / "quick" / "fedprox-iid", rounds=2)
+    RunWriter(tmp_path / "sweep" / "quick" / "fedprox_iid", rounds=2)
     (tmp_path / "history" / "history_3.previous.jsonl").write_text("{}\n")  # Not a run of its own.
 
-    assert sorted(find_runs(tmp_path)) == ["history_3", "sweep/quick/fedprox-iid/history_2"]
+    assert sorted(find_runs(tmp_path)) == ["history_3", "sweep/quick/fedprox_iid/history_2"]
     assert list(find_runs(tmp_path / "history")) == ["history_3"]
     assert find_runs(tmp_path / "sweep") == {}
 
@@ -152,7 +152,7 @@ def client(tmp_path: Path) -> Iterator[TestClient]:
 
 
 def test_api_lists_runs_newest_first_with_their_latest_accuracy(tmp_path: Path, client: TestClient) -> None:
-    sweep = RunWriter(tmp_path / "sweep" / "quick" / "fedavg-iid", rounds=2)
+    sweep = RunWriter(tmp_path / "sweep" / "quick" / "fedavg_iid", rounds=2)
     sweep.round(0.7)
     sweep.finish()
     own = RunWriter(tmp_path)
@@ -161,7 +161,7 @@ def test_api_lists_runs_newest_first_with_their_latest_accuracy(tmp_path: Path, 
 
     runs = client.get("/api/runs").json()
     assert [(r["id"], r["status"], r["rounds_done"], r["rounds_total"]) for r in runs] == [
-        ("history_3", "running", 1, 3), ("sweep/quick/fedavg-iid/history_2", "finished", 1, 2),
+        ("history_3", "running", 1, 3), ("sweep/quick/fedavg_iid/history_2", "finished", 1, 2),
     ]
     assert runs[0]["accuracy_centralized"] == 0.8 and runs[0]["data_source"] == "mnist-5k"
 
@@ -177,8 +177,8 @@ def test_api_run_detail_has_config_round_zero_and_every_round(tmp_path: Path, cl
     assert (second["fit_results"], second["fit_failures"], second["rejected_updates"]) == (1, 1, 1)
     assert second["failure_reasons"] == ["update rejected: not finite"]
     assert second["connected_clients"] == 2 and second["fit_metrics"]["accuracy"] == pytest.approx(0.92)
-    sweep = RunWriter(tmp_path / "sweep" / "quick" / "fedavg-iid", rounds=2)
-    assert client.get("/api/runs/sweep/quick/fedavg-iid/history_2").json()["id"] == "sweep/quick/fedavg-iid/history_2"
+    sweep = RunWriter(tmp_path / "sweep" / "quick" / "fedavg_iid", rounds=2)
+    assert client.get("/api/runs/sweep/quick/fedavg_iid/history_2").json()["id"] == "sweep/quick/fedavg_iid/history_2"
     assert sweep.paths.round_log.exists()
 
 
@@ -324,15 +324,15 @@ def test_ws_sends_a_snapshot_then_a_round_event_per_round_then_the_status(tmp_pa
 
 
 def test_ws_follows_the_newest_run_and_sends_a_snapshot_when_one_starts(tmp_path: Path, served: str) -> None:
-    first = RunWriter(tmp_path / "sweep" / "quick" / "fedavg-iid", rounds=2)
+    first = RunWriter(tmp_path / "sweep" / "quick" / "fedavg_iid", rounds=2)
     first.round(0.8)
     with connect(f"{served}/ws", proxy=None) as socket:
-        assert receive(socket)["run"]["id"] == "sweep/quick/fedavg-iid/history_2"
-        second = RunWriter(tmp_path / "sweep" / "quick" / "fedprox-iid", rounds=2)  # The sweep's next setting.
+        assert receive(socket)["run"]["id"] == "sweep/quick/fedavg_iid/history_2"
+        second = RunWriter(tmp_path / "sweep" / "quick" / "fedprox_iid", rounds=2)  # The sweep's next setting.
         bump_mtime(second.paths.round_log, 1)
         event = receive(socket)
         assert (event["type"], event["run"]["id"], event["run"]["status"]) == (
-            "snapshot", "sweep/quick/fedprox-iid/history_2", "waiting")
+            "snapshot", "sweep/quick/fedprox_iid/history_2", "waiting")
 
 
 def test_ws_answers_malformed_messages_with_errors_and_stays_usable(tmp_path: Path, served: str) -> None:

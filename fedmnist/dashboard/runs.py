@@ -7,7 +7,7 @@ such folder per setting under ``OUT/sweep/<grid>/<setting>/``.
 
 Run ids are the run's folder relative to the dashboard's folder, then
 ``history_N``: ``history_40`` for ``./run.sh``'s own run, and
-``sweep/quick/fedavg-iid/history_2`` for a sweep's setting.
+``sweep/quick/fedavg_iid/history_2`` for a sweep's setting.
 """
 
 from __future__ import annotations
