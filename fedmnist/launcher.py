@@ -132,6 +132,8 @@ class Launcher:
         a = self.args
         if a.no_dashboard:
             return
+        if a.dashboard_port == a.port:
+            raise UserError(f"--dashboard-port and --port are both {a.port}; choose two ports")
         if port_in_use(a.dashboard_host, a.dashboard_port):
             print(f"note: dashboard port {a.dashboard_port} is in use (another dashboard?), so this run starts "
                   f"none; one serving {self.out} shows this run too (or choose --dashboard-port)", flush=True)

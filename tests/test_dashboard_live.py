@@ -117,3 +117,13 @@ def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home:
     assert "dashboard port" in stdout and "in use" in stdout
     assert (tmp_path / "dashboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print(f"screenshot: {tmp_path / 'dashboard.png'}")
+
+
+def test_run_sh_refuses_the_same_port_for_flower_and_the_dashboard(tmp_path: Path) -> None:
+    result = subprocess.run(
+        ["bash", str(PROJECT_ROOT / "run.sh"), "--port", "18555", "--dashboard-port", "18555", "--out", str(tmp_path)],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120,
+    )
+    assert result.returncode == 2
+    # The last line: a first ./run.sh in a fresh clone also says it installs requirements.txt.
+    assert result.stderr.strip().splitlines()[-1] == "error: --dashboard-port and --port are both 18555; choose two ports"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Literal
@@ -22,7 +22,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 
 from fedmnist import config
-from fedmnist.dashboard.live import Event, RunFollower
+from fedmnist.dashboard.live import Event, RunFollower, error_event
 from fedmnist.dashboard.runs import Run, RunGone, find_runs, read_run
 from fedmnist.dashboard.schemas import ErrorResponse, ModelWeights, RunDetail, RunInfo
 from fedmnist.dashboard.weights import KerasFiles, NoWeights, latest_weights
@@ -127,22 +127,23 @@ def create_app(
         if not await _accept(websocket, origins):
             return
         follower = RunFollower(base, run if run in find_runs(base) else None)
-        lock = asyncio.Lock()  # The pusher and the replies share the socket.
+        # The pusher and the replies share the follower and the socket: one at a time.
+        lock = asyncio.Lock()
 
-        async def send(events: list[Event]) -> None:
+        async def send(events: Callable[[], list[Event]]) -> None:
             async with lock:
-                for event in events:
+                for event in await run_in_threadpool(events):  # File reads stay off the event loop.
                     await websocket.send_json(event)
 
         if run is not None and follower.run_id is None:
-            await send([{"type": "error", "error": f"unknown run {run!r}; following the current run"}])
-        await send([follower.snapshot()])
+            await send(lambda: [error_event(f"unknown run {run!r}; following the current run")])
+        await send(lambda: [follower.snapshot()])
 
         async def push() -> None:
             try:
                 while True:
                     await asyncio.sleep(poll_seconds)
-                    await send(await run_in_threadpool(follower.poll))
+                    await send(follower.poll)
             except (WebSocketDisconnect, RuntimeError):  # Closed while sending: the receiver ends too.
                 return
 
@@ -154,9 +155,9 @@ def create_app(
                     return
                 text = message.get("text")
                 if text is None:
-                    await send([{"type": "error", "error": "send JSON text, not bytes"}])
+                    await send(lambda: [error_event("send JSON text, not bytes")])
                 else:
-                    await send(await run_in_threadpool(follower.handle, text))
+                    await send(lambda: follower.handle(text))
         except WebSocketDisconnect:
             return
         finally:

@@ -80,9 +80,9 @@ class RunFollower:
         try:
             request = json.loads(message)
         except json.JSONDecodeError as error:
-            return [_error(f"not JSON: {error.msg} at character {error.pos}")]
+            return [error_event(f"not JSON: {error.msg} at character {error.pos}")]
         if not isinstance(request, dict) or not isinstance(request.get("type"), str):
-            return [_error('expected a JSON object with a "type", e.g. {"type": "ping"}')]
+            return [error_event('expected a JSON object with a "type", e.g. {"type": "ping"}')]
         kind = request["type"]
         if kind == "ping":
             return [PongEvent().model_dump(mode="json")]
@@ -91,10 +91,10 @@ class RunFollower:
         if kind == "subscribe":
             run_id = request.get("run")
             if run_id is not None and (not isinstance(run_id, str) or run_id not in find_runs(self.base)):
-                return [_error(f"unknown run {run_id!r}; GET /api/runs lists them")]
+                return [error_event(f"unknown run {run_id!r}; GET /api/runs lists them")]
             self.run_id = run_id
             return [self.snapshot()]
-        return [_error(f"unknown message type {kind!r}; use ping, snapshot or subscribe")]
+        return [error_event(f"unknown message type {kind!r}; use ping, snapshot or subscribe")]
 
     def _resolve(self) -> Run | None:
         runs = find_runs(self.base)
@@ -103,5 +103,5 @@ class RunFollower:
         return runs.get(self.run_id)
 
 
-def _error(text: str) -> Event:
+def error_event(text: str) -> Event:
     return ErrorEvent(error=text).model_dump(mode="json")

@@ -113,9 +113,9 @@ function drawSummary(run) {
   $("accuracy-initial").textContent = run.initial ? `round 0: ${percent(run.initial.accuracy)}` : "";
   $("accuracy-distributed").textContent = percent(last && last.accuracy_distributed);
   $("loss-distributed").textContent = last ? `loss ${number(last.loss_distributed)}` : "";
-  $("clients").textContent = last ? `${last.fit_results} / ${last.connected_clients ?? run.clients}` : `0 / ${run.clients}`;
+  $("clients").textContent = last ? `${last.fit_results} / ${last.connected_clients ?? run.clients}` : `– / ${run.clients}`;
   const failed = rounds.reduce((sum, r) => sum + r.fit_failures + r.evaluate_failures, 0);
-  $("failures").textContent = last ? `answered last round; ${failed} failures in all` : "connected: waiting";
+  $("failures").textContent = last ? `trained / connected in the last round; ${failed} failures in all` : "waiting for the first round";
   $("failures").className = failed ? "note failed" : "note";
   const seconds = rounds.reduce((sum, r) => sum + (r.seconds || 0), 0);
   $("seconds").textContent = last ? `${number(seconds / rounds.length, 2)} s` : "–";
