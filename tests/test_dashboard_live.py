@@ -104,6 +104,12 @@ def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home:
             clients = page.evaluate("fedmnistDashboard.charts.accuracy.data.datasets[1].data")
             round_text = page.text_content("#round")
             page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+            page_errors = list(errors)  # ReDoc below asks the internet for its footer logo, in vain.
+            # The API docs render offline too: Swagger UI lists every endpoint, ReDoc its title.
+            page.goto(f"http://127.0.0.1:{port}/docs")
+            page.wait_for_function("document.querySelectorAll('.opblock').length === 3", timeout=30_000)
+            page.goto(f"http://127.0.0.1:{port}/redoc")
+            page.wait_for_selector("h1:has-text('fedmnist dashboard')", timeout=30_000)
             browser.close()
         stdout, _ = finish(run)
     finally:
@@ -113,7 +119,7 @@ def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home:
     assert labels == [0, 1, 2, 3] and round_text == "3 / 3"  # Round 0 is the starting model.
     assert held_out[0] < 0.3 and all(value > 0.5 for value in held_out[1:])
     assert clients[0] is None and all(value > 0.5 for value in clients[1:])  # Clients evaluate from round 1.
-    assert errors == []
+    assert page_errors == []
     assert "dashboard port" in stdout and "in use" in stdout
     assert (tmp_path / "dashboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print(f"screenshot: {tmp_path / 'dashboard.png'}")

@@ -84,7 +84,7 @@ def create_app(
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
 
-    @app.get("/api/runs", response_model=list[RunInfo], summary="Every run, the most recently updated first")
+    @app.get("/api/runs", response_model=list[RunInfo], tags=["runs"], summary="Every run, the most recently updated first")
     def list_runs() -> list[RunInfo]:
         infos = []
         for run in find_runs(base).values():
@@ -94,7 +94,7 @@ def create_app(
                 continue
         return infos
 
-    @app.get("/api/runs/{run_id:path}", response_model=RunDetail, responses=NOT_FOUND,
+    @app.get("/api/runs/{run_id:path}", response_model=RunDetail, responses=NOT_FOUND, tags=["runs"],
              summary="One run: its config and every finished round")
     def get_run(run_id: str) -> RunDetail:
         try:
@@ -103,7 +103,7 @@ def create_app(
             raise HTTPException(404, f"run {run_id!r} has no files any more") from None
 
     @app.get(
-        "/api/model/latest", response_model=ModelWeights, summary="The latest global weights of a run",
+        "/api/model/latest", response_model=ModelWeights, tags=["model"], summary="The latest global weights of a run",
         responses={**NOT_FOUND, 200: {"content": {"application/octet-stream": {}},
                                       "description": "ModelWeights as JSON, or the .keras file with format=keras"}},
     )
