@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from flwr.server.client_manager import SimpleClientManager
+from flwr.server.client_proxy import ClientProxy
 
 from fedmnist.errors import UserError
 
@@ -24,12 +26,28 @@ class WaitingClientManager(SimpleClientManager):
     ``ClientsDidNotConnect`` after ``timeout`` seconds without enough of them.
     """
 
-    def __init__(self, *, timeout: float, expected: int = 0, report_every: float = 10.0) -> None:
+    def __init__(
+        self, *, timeout: float, expected: int = 0, report_every: float = 10.0,
+        on_change: Callable[[int], None] | None = None,
+    ) -> None:
         super().__init__()
         self.timeout = timeout
         self.expected = expected  # Clients of the run, named in messages even when fewer are needed.
         self.report_every = report_every
+        self.on_change = on_change  # Called with the number connected after each arrival or departure.
         self._all_arrived = False
+
+    def register(self, client: ClientProxy) -> bool:
+        registered = super().register(client)
+        if registered and self.on_change is not None:
+            self.on_change(len(self))
+        return registered
+
+    def unregister(self, client: ClientProxy) -> None:
+        known = client.cid in self.clients
+        super().unregister(client)
+        if known and self.on_change is not None:
+            self.on_change(len(self))
 
     def num_available(self) -> int:
         # Strategies size a round's sample from this count: until every expected client

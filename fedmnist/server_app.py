@@ -7,6 +7,7 @@ and saves the History, a JSON summary, the final model and the plots.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from flwr.server.strategy import FedAvg, Strategy
 from flwr.supercore.address import is_port_in_use
 
 from fedmnist import config
+from fedmnist.atomic import append_line
 from fedmnist.baseline import train_centrally
 from fedmnist.checkpoint import (
     Checkpoint,
@@ -123,15 +125,17 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
 
     def summary_now() -> dict[str, Any]:
         finished = time.perf_counter()
-        return _summary(settings, data.source, histograms, recorder, {
+        return {**_summary(settings, data.source, histograms, recorder, {
             "server_startup_seconds": server_ready - process_started,
             "server_data_seconds": data_seconds,
             "federation_seconds": finished - server_ready,
             "server_total_seconds": finished - process_started,
-        })
+        }), "started": header["started"]}  # Matches the live log's header: readers pair the two by it.
 
     try:
-        history, final_weights = _federate(settings, RoundOffsetStrategy(validated, done), settings.rounds - done)
+        history, final_weights = _federate(
+            settings, RoundOffsetStrategy(validated, done), settings.rounds - done, paths.round_log
+        )
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM (Flower turns both into SystemExit).
         _save_interrupted(paths, trainer, recorder, summary_now())
         raise
@@ -252,9 +256,18 @@ def _save_model(trainer: Trainer, weights: NDArrays, path: Path) -> None:
     save_model(trainer.model, str(path))
 
 
-def _federate(settings: ServerSettings, strategy: Strategy, num_rounds: int) -> tuple[History, NDArrays]:
-    """Serve ``num_rounds`` rounds with Flower's classic server; return the History and final weights."""
-    manager = WaitingClientManager(timeout=settings.client_timeout, expected=settings.clients)
+def _federate(
+    settings: ServerSettings, strategy: Strategy, num_rounds: int, round_log: Path
+) -> tuple[History, NDArrays]:
+    """Serve ``num_rounds`` rounds with Flower's classic server; return the History and final weights.
+
+    Each client connecting or leaving appends ``{"connected_clients": N, "time": ...}``
+    to the live log, so the dashboard shows clients arriving before round 1.
+    """
+    manager = WaitingClientManager(
+        timeout=settings.client_timeout, expected=settings.clients,
+        on_change=lambda count: _log_connected(round_log, count),
+    )
     server_class = ReconnectingServer if settings.keep_clients else Server
     server = server_class(client_manager=manager, strategy=strategy)
     log.info(
@@ -267,6 +280,13 @@ def _federate(settings: ServerSettings, strategy: Strategy, num_rounds: int) -> 
         config=ServerConfig(num_rounds=num_rounds, round_timeout=settings.round_timeout),
     )
     return history, parameters_to_ndarrays(server.parameters)
+
+
+def _log_connected(round_log: Path, count: int) -> None:
+    try:
+        append_line(round_log, json.dumps({"connected_clients": count, "time": _now()}))
+    except OSError as error:  # Called from Flower's connection threads: never fail a client for this.
+        log.warning("could not log the client count to %s: %s", round_log, error)
 
 
 class ReconnectingServer(Server):

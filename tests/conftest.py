@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from flwr.server.client_proxy import ClientProxy
 
 from bench.processes import free_port, wait_for_port  # noqa: F401  (re-exported for the tests)
 from fedmnist.data import MNIST_5K, MnistData, load_mnist
@@ -64,3 +65,12 @@ def start_script(*args: str, log: Path) -> subprocess.Popen:
             [sys.executable, "-u", *args], cwd=PROJECT_ROOT, stdout=handle, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
+
+
+class IdleClient(ClientProxy):
+    """A connected client that is only counted: any request to it is an error."""
+
+    def _refuse(self, *args: object, **kwargs: object):
+        raise NotImplementedError("IdleClient takes no requests")
+
+    get_properties = get_parameters = fit = evaluate = reconnect = _refuse

@@ -55,6 +55,7 @@ class RunWriter:
         self.paths.check_writable()
         self.config = {"rounds": rounds, "clients": 2, "strategy": "fedavg", "model": "mlp", "partition": "iid"}
         self.records: list[dict] = []
+        self.started = started
         start_round_log(self.paths, {"config": self.config, "data_source": "mnist-5k", "started": started,
                                      "resumed_after_round": 0})
         append_line(self.paths.round_log, json.dumps({"initial": INITIAL}))
@@ -67,9 +68,12 @@ class RunWriter:
             records=self.records, initial=INITIAL, config=self.config, data_source="mnist-5k",
         ))
 
+    def connected(self, count: int) -> None:
+        append_line(self.paths.round_log, json.dumps({"connected_clients": count, "time": "2026-11-27T10:00:01+00:00"}))
+
     def finish(self, **extra) -> None:
         summary = {"config": self.config, "data_source": "mnist-5k", "finished": "2026-11-27T10:01:00+00:00",
-                   "initial": INITIAL, "rounds": self.records, **extra}
+                   "initial": INITIAL, "rounds": self.records, "started": self.started, **extra}
         save_history(self.paths, history_from_records(self.records, INITIAL), summary)
 
 
@@ -115,11 +119,37 @@ def test_an_interrupted_run_then_resumed_reads_as_running(tmp_path: Path) -> Non
     run = find_runs(tmp_path)["history_3"]
     assert read_run(run).status == "interrupted"
 
-    # --resume appends a header to the live log; the old summary is now older than the log.
-    append_line(writer.paths.round_log, json.dumps({"config": writer.config, "resumed_after_round": 1}))
-    bump_mtime(writer.paths.round_log, 1)
+    # --resume appends its own header: the summary's start no longer matches the log's last one.
+    append_line(writer.paths.round_log, json.dumps({"config": writer.config, "resumed_after_round": 1,
+                                                    "started": "2026-11-27T10:05:00+00:00"}))
     resumed = read_run(run)
     assert resumed.status == "running" and resumed.started == "2026-11-27T10:00:00+00:00"
+
+
+def test_a_summary_without_a_start_time_is_paired_with_the_log_by_modification_time(tmp_path: Path) -> None:
+    writer = RunWriter(tmp_path)
+    writer.round(0.8)
+    writer.finish(started=None)
+    summary = json.loads(writer.paths.json.read_text())
+    del summary["started"]  # As servers before the dashboard wrote it.
+    writer.paths.json.write_text(json.dumps(summary))
+    bump_mtime(writer.paths.json, 1)
+    run = find_runs(tmp_path)["history_3"]
+    assert read_run(run).status == "finished"
+    bump_mtime(writer.paths.round_log, 2)  # The log written after the summary: a newer run.
+    assert read_run(run).status == "running"
+
+
+def test_clients_connecting_and_leaving_are_counted_before_and_between_rounds(tmp_path: Path) -> None:
+    writer = RunWriter(tmp_path)
+    run = find_runs(tmp_path)["history_3"]
+    assert read_run(run).connected_clients is None
+    writer.connected(1)
+    writer.connected(2)
+    assert read_run(run).connected_clients == 2
+    writer.round(0.8)  # Its record says 2 were connected as it began.
+    writer.connected(1)
+    assert read_run(run).connected_clients == 1
 
 
 def test_a_torn_last_line_is_skipped_and_a_redone_round_counts_once(tmp_path: Path) -> None:
@@ -136,8 +166,7 @@ def test_a_summary_from_an_earlier_run_does_not_hide_the_new_run(tmp_path: Path)
     old = RunWriter(tmp_path)
     old.round(0.8)
     old.finish()
-    new = RunWriter(tmp_path, started="2026-11-27T11:00:00+00:00")  # Same --out and --rounds, later.
-    bump_mtime(new.paths.round_log, 1)
+    RunWriter(tmp_path, started="2026-11-27T11:00:00+00:00")  # Same --out and --rounds, later.
     snapshot = read_run(find_runs(tmp_path)["history_3"])
     assert (snapshot.status, snapshot.started, snapshot.records) == ("waiting", "2026-11-27T11:00:00+00:00", [])
 
@@ -312,6 +341,10 @@ def test_ws_sends_a_snapshot_then_a_round_event_per_round_then_the_status(tmp_pa
     with connect(f"{served}/ws", proxy=None) as socket:
         snapshot = receive(socket)
         assert snapshot["type"] == "snapshot" and [r["round"] for r in snapshot["run"]["rounds"]] == [1]
+        writer.connected(1)  # A client leaves...
+        assert receive(socket) == {"type": "clients", "run_id": "history_3", "connected_clients": 1, "expected": 2}
+        writer.connected(2)  # ...and comes back.
+        assert receive(socket)["connected_clients"] == 2
         writer.round(0.9)
         writer.round(0.93)
         events = [receive(socket), receive(socket)]

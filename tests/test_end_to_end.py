@@ -50,8 +50,12 @@ def test_run_sh_trains_two_rounds_and_writes_every_output(tmp_path: Path, data_h
     assert summary["timings"]["client_startup_seconds"] > 0
     lines = (tmp_path / "history" / "history_2.jsonl").read_text().splitlines()
     entries = [json.loads(line) for line in lines]
-    assert [entry.get("round") for entry in entries] == [None, None, 1, 2]  # Header, round 0, then rounds.
-    assert entries[1]["initial"]["centralized"]["accuracy"] == centralized[0][1]
+    kinds = ["round" if "round" in e else "initial" if "initial" in e else "header" if "config" in e else "clients"
+             for e in entries]
+    assert [kind for kind in kinds if kind != "clients"] == ["header", "initial", "round", "round"]
+    assert [e["connected_clients"] for e in entries if "round" not in e and "connected_clients" in e][:2] == [1, 2]
+    assert entries[kinds.index("initial")]["initial"]["centralized"]["accuracy"] == centralized[0][1]
+    assert summary["started"] == entries[0]["started"]  # How the dashboard pairs the summary with its log.
     assert [r for r, _ in summary["baseline"]["accuracy"]] == [0, 1, 2]  # --baseline, one point per round.
     histograms = summary["label_histograms"]
     assert len(histograms) == 2 and sum(map(sum, histograms)) == 4000  # Every training row, once.

@@ -66,14 +66,7 @@ def test_progress_line_estimates_time_left() -> None:
 def test_round_zero_is_logged_once_and_rounds_count_the_connected_clients(tmp_path: Path) -> None:
     import json
 
-    from flwr.server.client_proxy import ClientProxy
-
-    class Idle(ClientProxy):  # Only counted here; never asked to do anything.
-        def get_properties(self, *args, **kwargs): raise NotImplementedError
-        def get_parameters(self, *args, **kwargs): raise NotImplementedError
-        def fit(self, *args, **kwargs): raise NotImplementedError
-        def evaluate(self, *args, **kwargs): raise NotImplementedError
-        def reconnect(self, *args, **kwargs): raise NotImplementedError
+    from conftest import IdleClient
 
     log_path = tmp_path / "history_1.jsonl"
     inner = FedAvg(min_fit_clients=0, min_available_clients=0, fraction_fit=0.0, fraction_evaluate=0.0,
@@ -84,7 +77,7 @@ def test_round_zero_is_logged_once_and_rounds_count_the_connected_clients(tmp_pa
     recorder.evaluate(0, params)  # Flower evaluates round 0 once; a second call must not log again.
     manager = SimpleClientManager()
     for cid in ("a", "b"):
-        manager.register(Idle(cid))
+        manager.register(IdleClient(cid))
     recorder.configure_fit(1, params, manager)
     recorder.aggregate_fit(1, [], [])
     recorder.aggregate_evaluate(1, [], [])

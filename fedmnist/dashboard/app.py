@@ -41,8 +41,9 @@ ends, the per-round checkpoint); it takes no part in training.
 * `WS /ws?run=ID` follows a run (without `run`: the current one, switching to
   newer runs as they start). On connect it sends `{"type": "snapshot", "run":
   RunDetail | null}`, then `{"type": "round", "run_id", "status",
-  "rounds_total", "record": RoundRecord}` per finished round and `{"type":
-  "status", "run": RunInfo}` when the run ends. A client may send
+  "rounds_total", "record": RoundRecord}` per finished round, `{"type":
+  "clients", "run_id", "connected_clients", "expected"}` when a client connects or
+  leaves, and `{"type": "status", "run": RunInfo}` when the run ends. A client may send
   `{"type": "ping"}` (answer: `pong`), `{"type": "snapshot"}` or
   `{"type": "subscribe", "run": ID | null}`; anything else is answered with
   `{"type": "error", "error": "..."}` and the connection stays open.

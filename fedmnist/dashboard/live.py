@@ -3,7 +3,8 @@
 A ``RunFollower`` follows one run by id, or the current run (the one the server
 wrote to last), and switches to a newer run when one starts. ``poll`` looks at
 the run's files; when they changed, it returns a ``round`` event per newly
-finished round, a ``status`` event when the run ends, or a fresh ``snapshot``
+finished round, a ``clients`` event when a client connects or leaves, a
+``status`` event when the run ends, or a fresh ``snapshot``
 when the run was replaced by a new one (same files, new start).
 """
 
@@ -15,6 +16,7 @@ from typing import Any
 
 from fedmnist.dashboard.runs import Run, RunGone, RunSnapshot, find_runs, read_run
 from fedmnist.dashboard.schemas import (
+    ClientsEvent,
     ErrorEvent,
     PongEvent,
     RoundEvent,
@@ -66,7 +68,11 @@ class RunFollower:
         started_anew = before is None or now.started != before.started or len(now.records) < len(before.records)
         if started_anew or (before.initial is None and now.initial is not None):
             return [self.snapshot()]  # A new run in the same files, or its round 0 arrived.
-        events = [
+        events = []
+        if now.connected_clients != before.connected_clients and now.connected_clients is not None:
+            events.append(ClientsEvent(run_id=run.id, connected_clients=now.connected_clients,
+                                       expected=now.config.get("clients")).model_dump(mode="json"))
+        events += [
             RoundEvent(run_id=run.id, status=now.status, rounds_total=now.rounds_total,
                        record=RoundRecord.from_record(record)).model_dump(mode="json")
             for record in now.records[len(before.records):]

@@ -60,6 +60,7 @@ class RunSnapshot:
     updated: float
     initial: dict[str, Any] | None
     records: list[dict[str, Any]] = field(default_factory=list)
+    connected_clients: int | None = None  # As last logged: a client arriving or leaving, or a round starting.
 
     @property
     def rounds_total(self) -> int:
@@ -94,9 +95,11 @@ def read_run(run: Run) -> RunSnapshot:
     log_time, summary_time = _mtime(paths.round_log), _mtime(paths.json)
     if log_time is None and summary_time is None:
         raise RunGone(run.id)
-    header, initial, records = _read_log(paths.round_log) if log_time is not None else ({}, None, [])
-    # A summary older than the live log belongs to an earlier run (or to a run since resumed).
-    summary = _read_json(paths.json) if summary_time is not None and (log_time is None or summary_time >= log_time) else None
+    log = _read_log(paths.round_log) if log_time is not None else LiveLog()
+    header, initial, records = log.header, log.initial, log.records
+    summary = _read_json(paths.json) if summary_time is not None else None
+    if summary is not None and log_time is not None and not _same_run(summary, summary_time, log, log_time):
+        summary = None  # It belongs to an earlier run, or to this run before it was resumed.
     if summary is not None:
         status: Status = "interrupted" if "interrupted_after_round" in summary else "finished"
         records = summary.get("rounds") or records
@@ -109,8 +112,15 @@ def read_run(run: Run) -> RunSnapshot:
         data_source=header.get("data_source"), started=header.get("started"),
         finished=summary.get("finished") if summary else None,
         updated=max(time for time in (log_time, summary_time) if time is not None) / 1e9,
-        initial=finite(initial) or None, records=finite(_by_round(records)),
+        initial=finite(initial) or None, records=finite(_by_round(records)), connected_clients=log.connected_clients,
     )
+
+
+def _same_run(summary: dict[str, Any], summary_time: int, log: LiveLog, log_time: int) -> bool:
+    """Whether the summary was written by the server process that wrote the log's last header."""
+    if "started" in summary and log.last_started is not None:
+        return summary["started"] == log.last_started
+    return summary_time >= log_time  # Summaries from before "started" was saved: the newer file wins.
 
 
 def finite(value: Any) -> Any:
@@ -124,11 +134,19 @@ def finite(value: Any) -> Any:
     return value
 
 
-def _read_log(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None, list[dict[str, Any]]]:
-    """The first header, the initial evaluation and the round records of a live log."""
-    header: dict[str, Any] = {}
-    initial = None
-    records = []
+@dataclass
+class LiveLog:
+    """What a live log holds: its first header, round 0, the rounds and the latest client count."""
+
+    header: dict[str, Any] = field(default_factory=dict)
+    last_started: str | None = None  # A resumed run appends a header of its own.
+    initial: dict[str, Any] | None = None
+    records: list[dict[str, Any]] = field(default_factory=list)
+    connected_clients: int | None = None
+
+
+def _read_log(path: Path) -> LiveLog:
+    log = LiveLog()
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError:  # Replaced or removed between the stat and the read: read as empty.
@@ -140,13 +158,16 @@ def _read_log(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None, list[d
             continue
         if not isinstance(entry, dict):
             continue
+        if "connected_clients" in entry:  # Round records and the server's connection lines.
+            log.connected_clients = entry["connected_clients"]
         if "round" in entry:
-            records.append(entry)
+            log.records.append(entry)
         elif "initial" in entry:
-            initial = entry["initial"]
-        elif "config" in entry and not header:  # A resumed run appends its own header later.
-            header = entry
-    return header, initial, records
+            log.initial = entry["initial"]
+        elif "config" in entry:
+            log.header = log.header or entry
+            log.last_started = entry.get("started")
+    return log
 
 
 def _by_round(records: list[dict[str, Any]]) -> list[dict[str, Any]]:

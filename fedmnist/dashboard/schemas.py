@@ -74,6 +74,7 @@ class RunInfo(BaseModel):
     model: str | None
     partition: str | None
     clients: int | None = Field(description="Clients the server was started for.")
+    connected_clients: int | None = Field(description="Clients connected, as the server last logged it.")
     data_source: str | None = Field(description="Where the MNIST rows came from (OpenML or the offline subset).")
     started: str | None = Field(description="When the server started the run (ISO 8601, UTC).")
     finished: str | None
@@ -89,6 +90,7 @@ class RunInfo(BaseModel):
             id=snapshot.run.id, status=snapshot.status, rounds_done=len(snapshot.records),
             rounds_total=snapshot.rounds_total, strategy=config.get("strategy"), model=config.get("model"),
             partition=config.get("partition"), clients=config.get("clients"), data_source=snapshot.data_source,
+            connected_clients=snapshot.connected_clients,
             started=snapshot.started, finished=snapshot.finished,
             updated=datetime.fromtimestamp(snapshot.updated, timezone.utc).isoformat(timespec="seconds"),
             accuracy_centralized=last.accuracy_centralized if last else None,
@@ -150,6 +152,15 @@ class RoundEvent(BaseModel):
     status: Status
     rounds_total: int
     record: RoundRecord
+
+
+class ClientsEvent(BaseModel):
+    """Sent when a client of the followed run connects or leaves."""
+
+    type: Literal["clients"] = "clients"
+    run_id: str
+    connected_clients: int
+    expected: int | None = Field(description="Clients the server was started for.")
 
 
 class StatusEvent(BaseModel):

@@ -1,6 +1,7 @@
 // The fedmnist dashboard page: one WebSocket (/ws) keeps it up to date.
 // The server sends a "snapshot" of the whole run on connect, then a "round" event
-// per finished round and a "status" event when the run ends (see /docs).
+// per finished round, a "clients" event when a client connects or leaves, and a
+// "status" event when the run ends (see /docs).
 "use strict";
 
 const RECONNECT_MS = 1000;
@@ -54,7 +55,7 @@ const charts = {
     data: {
       labels: [],
       datasets: [
-        { label: "answered", data: [], backgroundColor: "#93c5fd", stack: "clients" },
+        { label: "trained", data: [], backgroundColor: "#93c5fd", stack: "clients" },
         { label: "failed", data: [], backgroundColor: "#f87171", stack: "clients" },
       ],
     },
@@ -113,9 +114,11 @@ function drawSummary(run) {
   $("accuracy-initial").textContent = run.initial ? `round 0: ${percent(run.initial.accuracy)}` : "";
   $("accuracy-distributed").textContent = percent(last && last.accuracy_distributed);
   $("loss-distributed").textContent = last ? `loss ${number(last.loss_distributed)}` : "";
-  $("clients").textContent = last ? `${last.fit_results} / ${last.connected_clients ?? run.clients}` : `– / ${run.clients}`;
+  $("clients").textContent = `${run.connected_clients ?? "–"} / ${run.clients}`;
   const failed = rounds.reduce((sum, r) => sum + r.fit_failures + r.evaluate_failures, 0);
-  $("failures").textContent = last ? `trained / connected in the last round; ${failed} failures in all` : "waiting for the first round";
+  $("failures").textContent = last
+    ? `round ${last.round}: ${last.fit_results} trained, ${last.fit_failures + last.evaluate_failures} failed; ${failed} failures in all`
+    : "waiting for the first round";
   $("failures").className = failed ? "note failed" : "note";
   const seconds = rounds.reduce((sum, r) => sum + (r.seconds || 0), 0);
   $("seconds").textContent = last ? `${number(seconds / rounds.length, 2)} s` : "–";
@@ -155,6 +158,8 @@ function onEvent(event) {
     state.run.rounds.push(event.record);
     state.run.rounds_done = state.run.rounds.length;
     state.run.status = event.status;
+  } else if (event.type === "clients" && state.run && event.run_id === state.run.id) {
+    state.run.connected_clients = event.connected_clients;
   } else if (event.type === "status" && state.run && event.run.id === state.run.id) {
     Object.assign(state.run, event.run);
     refreshRunList();
