@@ -240,6 +240,15 @@ def test_model_latest_as_json_arrays_with_shape_and_dtype(tmp_path: Path, client
     assert document["tensors"][1]["values"] == [1.0, -2.0, 4.0]
 
 
+def test_model_latest_sends_a_diverged_models_nan_weights_as_null(tmp_path: Path, client: TestClient) -> None:
+    writer = RunWriter(tmp_path)
+    save_checkpoint(writer.paths.checkpoint, Checkpoint(
+        round=1, weights=[np.array([1.0, np.nan, -np.inf], dtype="float32")], strategy_state={}, records=[],
+        initial=None, config=writer.config, data_source="mnist-5k",
+    ))
+    assert client.get("/api/model/latest").json()["tensors"][0]["values"] == [1.0, None, None]
+
+
 def test_model_latest_as_keras_file_built_while_running_then_the_runs_own(tmp_path: Path, client: TestClient) -> None:
     import keras
 

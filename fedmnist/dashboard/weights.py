@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedmnist.dashboard.runs import Run
+from fedmnist.dashboard.runs import Run, finite
 from fedmnist.dashboard.schemas import ModelWeights, Tensor
 
 
@@ -34,8 +34,14 @@ class LatestWeights:
     def document(self, run_id: str) -> ModelWeights:
         return ModelWeights(
             run_id=run_id, round=self.round, model=self.model,
-            tensors=[Tensor(shape=list(array.shape), dtype=str(array.dtype), values=array.tolist()) for array in self.weights],
+            tensors=[Tensor(shape=list(array.shape), dtype=str(array.dtype), values=_values(array)) for array in self.weights],
         )
+
+
+def _values(array: np.ndarray) -> list:
+    """Nested lists of the array's numbers; NaN and infinities (a diverged model) become null."""
+    values = array.tolist()
+    return values if np.isfinite(array).all() else finite(values)
 
 
 def latest_weights(run: Run) -> LatestWeights:
