@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from fedmnist.cli import Parser, add_federation_arguments, run_cli
-from fedmnist.dashboard.__main__ import add_dashboard_arguments, port_in_use
+from fedmnist.dashboard.serve import add_dashboard_arguments, port_in_use
 from fedmnist.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> None:
 
         return make_certificates(argv[1:])
     if argv[:1] == ["dashboard"]:  # ./run.sh dashboard [--out DIR] [--dashboard-port N]
-        from fedmnist.dashboard.__main__ import main as dashboard
+        from fedmnist.dashboard.serve import main as dashboard
 
         return dashboard(argv[1:], out_default=str(PROJECT_ROOT), prog="./run.sh dashboard")
     args = parse_args(argv)

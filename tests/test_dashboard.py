@@ -24,7 +24,7 @@ from websockets.sync.client import connect
 from conftest import free_port, run_script, wait_for_port
 from fedmnist.atomic import append_line
 from fedmnist.checkpoint import Checkpoint, save_checkpoint
-from fedmnist.dashboard.__main__ import origin_list, uvicorn_server
+from fedmnist.dashboard.serve import origin_list, uvicorn_server
 from fedmnist.dashboard.app import create_app
 from fedmnist.dashboard.runs import find_runs, read_run
 from fedmnist.history import history_from_records, save_history, start_round_log

@@ -5,5 +5,5 @@
 reads what the server writes (``fedmnist.history``), so it never sits in the
 training path. Modules: ``runs`` (finding and reading runs), ``schemas`` (the
 typed JSON the API returns), ``live`` (WebSocket events), ``weights`` (the
-latest global model), ``app`` (routes) and ``__main__`` (the command line).
+latest global model), ``app`` (routes) and ``serve`` (flags and the uvicorn server).
 """

@@ -1,0 +1,101 @@
+"""Serving the dashboard: its flags, checks and uvicorn server.
+
+``./run.sh dashboard`` (or ``python -m fedmnist.dashboard``) serves it on its own:
+
+    ./run.sh dashboard                       # the project's runs, http://127.0.0.1:10000/
+    ./run.sh dashboard --out results --dashboard-port 10001
+    python -m fedmnist.dashboard --out results/history
+
+``./run.sh`` starts the same command beside the Flower server, so the page
+follows a run live; alone, it browses finished runs (and follows any run that
+writes to the same folder meanwhile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+from fedmnist import config
+from fedmnist.cli import Parser, port_number, run_cli
+from fedmnist.errors import UserError
+
+if TYPE_CHECKING:
+    import uvicorn
+
+
+def add_dashboard_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where the dashboard listens and who may call it: shared with ``./run.sh``."""
+    parser.add_argument("--dashboard-port", type=port_number, default=config.DASHBOARD_PORT,
+                        help="port of the web dashboard and API (default: %(default)s)")
+    parser.add_argument("--dashboard-host", default=config.DASHBOARD_HOST,
+                        help="interface the dashboard listens on; 0.0.0.0 shows it to the network (default: %(default)s)")
+    parser.add_argument("--cors-origins", type=origin_list, default=config.CORS_ORIGINS,
+                        help="comma-separated origins (scheme://host:port) whose pages may call the API and "
+                        "WebSockets, or * for any (default: %(default)s, fine for local use)")
+
+
+def origin_list(text: str) -> str:
+    """``*`` or comma-separated ``scheme://host[:port]`` origins, normalised to ``a,b``."""
+    origins = [origin.strip().rstrip("/") for origin in text.split(",") if origin.strip()]
+    if origins == ["*"]:
+        return "*"
+    for origin in origins:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.netloc or parts.path:
+            raise argparse.ArgumentTypeError(f"expected * or origins like http://localhost:3000, got {origin!r}")
+    if not origins:
+        raise argparse.ArgumentTypeError("expected * or at least one origin")
+    return ",".join(origins)
+
+
+def parse_args(argv: list[str], out_default: str = ".", prog: str = "python -m fedmnist.dashboard") -> argparse.Namespace:
+    parser = Parser(prog=prog, description="Serve the fedmnist dashboard and web API for the runs in a folder.")
+    parser.add_argument("--out", default=out_default,
+                        help="a run's --out folder (its history/ and sweep/ runs) or a history/ folder (default: %(default)s)")
+    add_dashboard_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def serve(out: str, host: str, port: int, cors_origins: str) -> None:
+    """Serve until interrupted; a missing folder or a busy port is a UserError."""
+    base = Path(out).expanduser().resolve()
+    if not base.is_dir():
+        raise UserError(f"no such folder: {base}")
+    if port_in_use(host, port):
+        raise UserError(f"port {port} is already in use (another dashboard? choose --dashboard-port)")
+    if hasattr(os, "nice"):  # Training shares this machine: the dashboard yields the CPU to it.
+        os.nice(config.DASHBOARD_NICENESS)
+    from fedmnist.dashboard.app import create_app
+
+    server = uvicorn_server(create_app(base, cors_origins=cors_origins.split(",")), host, port)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    print(f"dashboard: http://{shown}:{port}/ (API docs /docs) for the runs in {base}", flush=True)
+    server.run()
+
+
+def uvicorn_server(app: object, host: str, port: int) -> uvicorn.Server:
+    """The uvicorn server for ``app``: quiet, and on websockets' current (sans-I/O) protocol."""
+    import uvicorn
+
+    # uvicorn's default "websockets" protocol uses that library's deprecated legacy API.
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws="websockets-sansio")
+    return uvicorn.Server(config)
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether something listens on ``port`` (checked on loopback for the any-interface hosts)."""
+    address = "127.0.0.1" if host in ("0.0.0.0", "::", "localhost") else host
+    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
+        return probe.connect_ex((address, port)) == 0
+
+
+def main(argv: list[str] | None = None, out_default: str = ".", prog: str = "python -m fedmnist.dashboard") -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv, out_default, prog)
+    run_cli(lambda: serve(args.out, args.dashboard_host, args.dashboard_port, args.cors_origins))
+
