@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from socket import create_server
 
 import numpy as np
 import pytest
@@ -206,9 +207,8 @@ def test_api_run_detail_has_config_round_zero_and_every_round(tmp_path: Path, cl
     assert (second["fit_results"], second["fit_failures"], second["rejected_updates"]) == (1, 1, 1)
     assert second["failure_reasons"] == ["update rejected: not finite"]
     assert second["connected_clients"] == 2 and second["fit_metrics"]["accuracy"] == pytest.approx(0.92)
-    sweep = RunWriter(tmp_path / "sweep" / "quick" / "fedavg_iid", rounds=2)
+    RunWriter(tmp_path / "sweep" / "quick" / "fedavg_iid", rounds=2)  # Ids with slashes reach the route whole.
     assert client.get("/api/runs/sweep/quick/fedavg_iid/history_2").json()["id"] == "sweep/quick/fedavg_iid/history_2"
-    assert sweep.paths.round_log.exists()
 
 
 def test_api_sends_nan_as_null(tmp_path: Path, client: TestClient) -> None:
@@ -419,9 +419,7 @@ def test_dashboard_command_reports_a_missing_folder_and_a_busy_port_in_one_line(
     missing = run_script("-m", "fedmnist.dashboard", "--out", str(tmp_path / "nope"), timeout=60)
     assert missing.returncode == 2 and missing.stderr.strip() == f"error: no such folder: {tmp_path / 'nope'}"
     port = free_port()
-    with __import__("socket").socket() as busy:
-        busy.bind(("127.0.0.1", port))
-        busy.listen()
+    with create_server(("127.0.0.1", port)):  # Something else listens there.
         result = run_script("-m", "fedmnist.dashboard", "--out", str(tmp_path), "--dashboard-port", str(port), timeout=60)
     assert result.returncode == 2 and "port" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
