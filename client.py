@@ -16,8 +16,8 @@ import sys  # noqa: E402
 
 from fedmnist import config  # noqa: E402
 from fedmnist.cli import (  # noqa: E402
-    Parser, add_common_arguments, configure_logging, exit_now, non_negative_int, positive_float, positive_int, run_cli,
-    server_address,
+    Parser, add_common_arguments, configure_logging, exit_now, non_negative_int, positive_float, positive_int,
+    require_environment, run_cli, server_address,
 )
 
 
@@ -47,6 +47,7 @@ def parse_args(argv: list[str]) -> "object":
 
 
 def main(argv: list[str]) -> None:
+    require_environment("client.py")
     args = parse_args(argv)
     configure_logging(args.verbose)
     from fedmnist.client_app import make_client, run_client

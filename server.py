@@ -14,7 +14,10 @@ PROCESS_STARTED = time.perf_counter()
 import sys  # noqa: E402
 
 from fedmnist import config  # noqa: E402
-from fedmnist.cli import Parser, add_federation_arguments, configure_logging, exit_now, positive_float, run_cli  # noqa: E402
+from fedmnist.cli import (  # noqa: E402
+    Parser, add_federation_arguments, check_federation_arguments, configure_logging, exit_now, positive_float,
+    require_environment, run_cli, take_back_stop_signals,
+)
 from fedmnist.sweep import GRIDS  # noqa: E402
 
 
@@ -26,21 +29,31 @@ def parse_args(argv: list[str]) -> "object":
     parser.add_argument("--tls-dir", default=None, help="serve over TLS with ca.pem, server.pem and server.key from this folder (./run.sh certs makes them)")
     parser.add_argument("--sweep", choices=sorted(GRIDS), default=None, help="run every setting of this grid in a row, for the same clients (see README, Sweeps)")
     parser.add_argument("--verbose", action="store_true", help="also show Flower's INFO messages")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    check_federation_arguments(parser, args)
+    return args
 
 
 def main(argv: list[str]) -> None:
+    require_environment("server.py")
+    take_back_stop_signals()  # Ctrl-C and SIGTERM: save the completed rounds, then leave.
     args = parse_args(argv)
     configure_logging(args.verbose)
+    from fedmnist.run_lock import lock_results
     from fedmnist.server_app import ServerSettings, run_server
 
     settings = ServerSettings(**{key: value for key, value in vars(args).items() if key not in ("verbose", "sweep")})
-    if args.sweep:
-        from fedmnist.sweep import run_sweep
 
-        run_cli(lambda: run_sweep(settings, args.sweep, PROCESS_STARTED))
-    else:
-        run_cli(lambda: run_server(settings, PROCESS_STARTED))
+    def serve() -> None:
+        lock_results(settings.out)  # Held until this process ends: one run per results folder.
+        if args.sweep:
+            from fedmnist.sweep import run_sweep
+
+            run_sweep(settings, args.sweep, PROCESS_STARTED)
+        else:
+            run_server(settings, PROCESS_STARTED)
+
+    run_cli(serve)
     exit_now(0)  # Results are saved; skip the slow TensorFlow/gRPC teardown.
 
 

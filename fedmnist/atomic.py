@@ -10,19 +10,31 @@ from pathlib import Path
 from typing import IO
 
 
+TEMPORARY_MARK = ".tmp-"  # In every temporary file's name: `.history_40.json.tmp-k3j2.json`.
+
+
+def is_temporary(path: Path) -> bool:
+    """Whether ``path`` is one of ``atomic_path``'s temporary files (left behind if a process was killed)."""
+    return path.name.startswith(".") and TEMPORARY_MARK in path.name
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` on success.
 
     The temporary file lives in the same directory so that the final
     ``os.replace`` is a rename on one file system, which POSIX makes atomic.
-    On any error the temporary file is removed and ``path`` is left untouched.
+    On any error the temporary file is removed and ``path`` is left untouched;
+    a process killed mid-write leaves it, for ``fedmnist.archive`` to remove
+    at the next run. The file gets the mode the umask gives new files
+    (``mkstemp`` alone would make it 0600).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(
-        dir=target.parent, prefix=f".{target.name}.", suffix=target.suffix or ".tmp"
+        dir=target.parent, prefix=f".{target.name}{TEMPORARY_MARK}", suffix=target.suffix or ".tmp"
     )
+    os.fchmod(handle, 0o666 & ~_umask())
     os.close(handle)
     tmp = Path(tmp_name)
     try:
@@ -32,6 +44,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # The only way to read it is to set it; put it straight back.
+    os.umask(mask)
+    return mask
 
 
 def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:

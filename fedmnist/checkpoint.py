@@ -1,22 +1,37 @@
 """Per-round checkpoints, so an interrupted run can continue (``--resume``).
 
-After every round the server writes ``OUT/checkpoints/checkpoint_<rounds>.pkl``
-(``RunPaths.checkpoint``)
-atomically: the round number, the global weights, the strategy's state (server
-momentum, FedAdam's moments, ...), every round's record so far and the run's
-config. ``--resume`` with the same ``--out`` and settings loads it and runs the
-remaining rounds; the History it saves has every round, as an uninterrupted
-run's would.
+After every round the server writes ``OUT/checkpoints/checkpoint_<rounds>.npz``
+(``RunPaths.checkpoint``) atomically: the round number, the global weights, the
+strategy's state (server momentum, FedAdam's moments, ...), every round's
+record so far and the run's config. ``--resume`` with the same ``--out`` and
+settings loads it and runs the remaining rounds; the History it saves has every
+round, as an uninterrupted run's would.
+
+The file holds only arrays and one JSON document (the ``meta`` entry) and is
+read with ``allow_pickle=False``: a crafted checkpoint cannot run code, unlike
+the pickles earlier versions wrote (which are refused, with a message).
 """
 
 from __future__ import annotations
 
-import pickle
+import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from flwr.common import EvaluateIns, EvaluateRes, FitIns, FitRes, NDArrays, Parameters, Scalar
+import numpy as np
+from flwr.common import (
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    NDArrays,
+    Parameters,
+    Scalar,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
@@ -28,6 +43,7 @@ from fedmnist.strategy import DelegatingStrategy
 # Settings a checkpoint must share with the run that resumes it.
 IDENTITY_KEYS = ("rounds", "clients", "dataset", "seed", "partition", "model", "strategy", "fraction_fit",
                  "proximal_mu", "local_epochs", "batch_size", "learning_rate")
+FORMAT = "fedmnist-checkpoint-1"
 
 
 @dataclass
@@ -44,20 +60,53 @@ class Checkpoint:
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
-    write_atomic(path, lambda handle: pickle.dump(checkpoint, handle))
+    """Write ``checkpoint`` as one ``.npz``: its arrays, and the rest as JSON in ``meta``."""
+    arrays = {f"weights/{i}": array for i, array in enumerate(checkpoint.weights)}
+    state: dict[str, Any] = {}
+    for name, value in checkpoint.strategy_state.items():
+        kind, value_arrays = _encode(value)
+        state[name] = kind
+        arrays.update({f"state/{name}/{i}": array for i, array in enumerate(value_arrays)})
+    meta = {
+        "format": FORMAT, "round": checkpoint.round, "weights": len(checkpoint.weights), "strategy_state": state,
+        "records": checkpoint.records, "initial": checkpoint.initial, "config": checkpoint.config,
+        "data_source": checkpoint.data_source,
+    }
+    arrays["meta"] = np.array(json.dumps(meta))
+    write_atomic(path, lambda handle: np.savez(handle, **arrays))
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """Read a checkpoint file; raises ValueError (with the reason) when it is not a valid one."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+        meta = json.loads(str(arrays.pop("meta")))
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError("not a fedmnist checkpoint")
+        weights = [arrays[f"weights/{i}"] for i in range(int(meta["weights"]))]
+        state = {name: _decode(kind, [arrays[key] for key in _numbered(arrays, f"state/{name}/")])
+                 for name, kind in meta["strategy_state"].items()}
+        return Checkpoint(
+            round=int(meta["round"]), weights=weights, strategy_state=state, records=list(meta["records"]),
+            initial=meta["initial"], config=dict(meta["config"]), data_source=str(meta["data_source"]),
+        )
+    except (KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"not a fedmnist checkpoint ({type(error).__name__}: {error})") from None
 
 
 def load_checkpoint(path: Path, config: dict[str, Any]) -> Checkpoint:
     """Read the checkpoint at ``path`` and check it belongs to a run with ``config``."""
     if not path.exists():
+        legacy = path.with_suffix(".pkl")
+        if legacy.exists():
+            raise UserError(f"{legacy} is a pickle from an older fedmnist, which this version does not load "
+                            "(unpickling a file can run code); start the run afresh")
         raise UserError(f"nothing to resume: no checkpoint at {path} (same --out and --rounds as the run?)")
     try:
-        with open(path, "rb") as handle:
-            checkpoint = pickle.load(handle)
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError) as error:
+        checkpoint = read_checkpoint(path)
+    except (OSError, ValueError) as error:
         raise UserError(f"cannot read checkpoint {path}: {error}") from None
-    if not isinstance(checkpoint, Checkpoint):
-        raise UserError(f"{path} is not a fedmnist checkpoint")
     different = [
         f"{key} {checkpoint.config.get(key)!r} there, {config.get(key)!r} now"
         for key in IDENTITY_KEYS
@@ -71,18 +120,54 @@ def load_checkpoint(path: Path, config: dict[str, Any]) -> Checkpoint:
 
 
 def strategy_state(strategy: Strategy) -> dict[str, Any]:
-    """The strategy's data attributes (not its callbacks): what a resumed run must restore.
+    """The strategy's data attributes: what a resumed run must restore.
 
     For FedAvgM that is the server momentum and current weights; for FedAdam
-    and FedYogi the current weights and both moment estimates.
+    and FedYogi the current weights and both moment estimates. Only numbers,
+    strings, arrays, lists of arrays and Flower ``Parameters`` are kept: a
+    callback, or anything a checkpoint could not hold as data, is not state.
     """
     # None is skipped: a fresh strategy has the same None, and a callback that was None
     # when saved must not erase one the resuming server set.
-    return {name: value for name, value in vars(strategy).items() if value is not None and not callable(value)}
+    return {name: value for name, value in vars(strategy).items() if _encodable(value)}
 
 
 def restore_strategy_state(strategy: Strategy, state: dict[str, Any]) -> None:
     vars(strategy).update(state)
+
+
+def _encodable(value: Any) -> bool:
+    if isinstance(value, (bool, int, float, str, np.ndarray, Parameters)):
+        return True
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(v, np.ndarray) for v in value)
+
+
+def _encode(value: Any) -> tuple[dict[str, Any], NDArrays]:
+    """How a state value is stored: a JSON description and the arrays that go with it."""
+    if isinstance(value, Parameters):
+        return {"kind": "parameters"}, parameters_to_ndarrays(value)
+    if isinstance(value, np.ndarray):
+        return {"kind": "array"}, [value]
+    if isinstance(value, (list, tuple)):
+        return {"kind": "arrays"}, list(value)
+    return {"kind": "scalar", "value": value}, []
+
+
+def _decode(kind: dict[str, Any], arrays: NDArrays) -> Any:
+    if kind["kind"] == "parameters":
+        return ndarrays_to_parameters(arrays)
+    if kind["kind"] == "array":
+        return arrays[0]
+    if kind["kind"] == "arrays":
+        return arrays
+    if kind["kind"] == "scalar":
+        return kind["value"]
+    raise ValueError(f"unknown state kind {kind['kind']!r}")
+
+
+def _numbered(arrays: dict[str, np.ndarray], prefix: str) -> list[str]:
+    """The keys ``prefix0``, ``prefix1``, ... in order."""
+    return sorted((key for key in arrays if key.startswith(prefix)), key=lambda key: int(key[len(prefix):]))
 
 
 class RoundOffsetStrategy(DelegatingStrategy):

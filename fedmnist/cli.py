@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
@@ -20,12 +22,27 @@ from fedmnist.errors import UserError
 
 T = TypeVar("T")
 
+EXIT_BUG = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 # Flower logs these two deprecations on every start; we use the classic runtime on
 # purpose (README, "Why this runtime"), so the long notice is shortened, not hidden.
 _DEPRECATED_CALLS = ("start_server()", "start_client()")
+
+
+# What server.py and client.py import; found (not imported) before anything else runs.
+_REQUIRED_PACKAGES = ("numpy", "flwr", "tensorflow", "keras", "sklearn", "matplotlib")
+
+
+def require_environment(program: str) -> None:
+    """Exit with one line when the project's packages are missing (plain ``python3`` outside .venv)."""
+    import importlib.util
+
+    missing = [name for name in _REQUIRED_PACKAGES if importlib.util.find_spec(name) is None]
+    if missing:
+        exit_now(EXIT_USER_ERROR, f"error: {program} needs the project's environment, and this Python lacks "
+                 f"{', '.join(missing)}: run ./run.sh once (it sets up .venv), then .venv/bin/python {program} ...")
 
 
 class Parser(argparse.ArgumentParser):
@@ -87,6 +104,12 @@ def add_federation_arguments(parser: argparse.ArgumentParser, *, out_default: st
     parser.add_argument("--local-epochs", type=positive_int, default=config.LOCAL_EPOCHS, help="local epochs per round, sent to clients (default: %(default)s)")
     parser.add_argument("--batch-size", type=positive_int, default=config.BATCH_SIZE, help="local batch size, sent to clients (default: %(default)s)")
     parser.add_argument("--learning-rate", type=positive_float, default=config.LEARNING_RATE, help="clients' Adam learning rate (default: %(default)s)")
+
+
+def check_federation_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Checks that involve two flags of ``add_federation_arguments``; a mistake exits with one line."""
+    if args.min_clients is not None and args.min_clients > args.clients:
+        parser.error(f"--min-clients ({args.min_clients}) cannot be more than --clients ({args.clients})")
 
 
 def positive_int(text: str) -> int:
@@ -154,13 +177,49 @@ def _parse(kind: Callable[[str], T], text: str, what: str) -> T:
 
 
 def run_cli(main: Callable[[], T]) -> T:
-    """Run ``main``; a UserError becomes ``error: ...`` on stderr and exit 2."""
+    """Run ``main``; a UserError becomes ``error: ...`` on stderr and exit 2.
+
+    Any other exception is a bug: one ``error:`` line too (the traceback with
+    ``--verbose``), exit 1, and never a hang: gRPC's and TensorFlow's threads
+    would keep a normally exiting interpreter waiting for ever.
+    """
     try:
         return main()
     except UserError as error:
         exit_now(EXIT_USER_ERROR, f"error: {error}")
     except KeyboardInterrupt:
         exit_now(EXIT_INTERRUPTED, "interrupted")
+    except Exception as error:  # noqa: BLE001
+        if _verbose:
+            traceback.print_exc()
+        exit_now(EXIT_BUG, f"error: unexpected {type(error).__name__}: {error} (--verbose shows the traceback)")
+
+
+_stopping = False  # Set once a stop signal was taken: later ones are ignored.
+
+
+def take_back_stop_signals() -> None:
+    """Make SIGINT and SIGTERM raise KeyboardInterrupt once; later signals are ignored.
+
+    Call on the main thread (signal handlers can only be set there). A person
+    pressing Ctrl-C twice, or ./run.sh stopping its children after the
+    terminal's Ctrl-C, must not interrupt the saving that the first one began.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _stop)
+
+
+def ignore_stop_signals() -> None:
+    """From now on SIGINT and SIGTERM do nothing (the process is saving and then leaving)."""
+    global _stopping
+    _stopping = True
+
+
+def _stop(signum: int, frame: object) -> None:
+    global _stopping
+    if not _stopping:
+        _stopping = True
+        raise KeyboardInterrupt
 
 
 def exit_now(status: int, message: str | None = None) -> NoReturn:
@@ -180,10 +239,15 @@ def exit_now(status: int, message: str | None = None) -> NoReturn:
     os._exit(status)
 
 
+_verbose = False  # --verbose: tracebacks of unexpected errors too.
+
+
 def configure_logging(verbose: bool = False) -> None:
     """Our messages at INFO; Flower's at WARNING unless ``verbose``."""
     from flwr.common.logger import update_console_handler
 
+    global _verbose
+    _verbose = verbose
     # Third-party libraries stay at WARNING; our own progress is INFO.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)-7s %(message)s", force=True)
     logging.getLogger("fedmnist").setLevel(logging.INFO)

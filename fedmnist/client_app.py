@@ -12,8 +12,22 @@ from collections.abc import Callable
 
 import grpc
 import numpy as np
-from flwr.client import NumPyClient
-from flwr.common import NDArrays, Scalar
+from flwr.client import Client, NumPyClient
+from flwr.common import (
+    Code,
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    GetParametersIns,
+    GetParametersRes,
+    GetPropertiesIns,
+    GetPropertiesRes,
+    NDArrays,
+    Parameters,
+    Scalar,
+    Status,
+)
 
 from fedmnist import config as defaults  # Flower's methods take a parameter named `config`.
 from fedmnist.data import ClientData, client_data, load_mnist, to_float
@@ -49,8 +63,11 @@ class MnistClient(NumPyClient):
         partition: str = defaults.PARTITION,
         prepare: Callable[[str], tuple[Trainer, ClientData]] | None = None,
         fault: str | None = None,
+        settings: dict[str, Scalar] | None = None,
     ) -> None:
         self._use(trainer, data)
+        # What this client was started with, under the run config's keys (fedmnist.strategy.run_config).
+        self.settings = dict(settings or {})
         self.extra_metrics = dict(extra_metrics or {})
         self.partition = partition
         self._prepare = prepare
@@ -73,6 +90,22 @@ class MnistClient(NumPyClient):
         if not first or partition != self.partition:
             self._use(*self._prepare(partition))
             self.partition = partition
+
+    def settings_problem(self, config: dict[str, Scalar]) -> str:
+        """Why this client must not train in the server's run, or "" when it may.
+
+        A client cut with other partition settings than the server's would train
+        on rows that overlap the other clients'. A sweep's later runs change the
+        partition on purpose (the client re-cuts its rows), so only the first run
+        compares it.
+        """
+        later_run = self._run_id is not None and config.get("run-id") != self._run_id
+        different = [
+            f"{key} {mine} here, {config[key]} on the server"
+            for key, mine in self.settings.items()
+            if key in config and str(config[key]) != str(mine) and not (later_run and key == "partition")
+        ]
+        return "; ".join(different)
 
     def get_parameters(self, config: dict[str, Scalar]) -> NDArrays:
         self.last_contact = time.monotonic()
@@ -135,6 +168,9 @@ def make_client(
         return new_trainer(), client_data(mnist, partition_id, num_partitions, seed, partition=scheme)
 
     trainer = new_trainer()
+    settings: dict[str, Scalar] = {
+        "num-partitions": num_partitions, "partition": partition, "seed": seed, "model": model, "dataset": mnist.source,
+    }
     extra: dict[str, Scalar] = {"data_seconds": data_seconds}
     if process_started is not None:
         extra["startup_seconds"] = time.perf_counter() - process_started
@@ -142,7 +178,57 @@ def make_client(
         "client %d/%d ready: %d training and %d validation images, loaded in %.2f s",
         partition_id, num_partitions, len(data.y_train), len(data.y_val), data_seconds,
     )
-    return MnistClient(trainer, data, extra_metrics=extra, partition=partition, prepare=prepare, fault=fault)
+    return MnistClient(
+        trainer, data, extra_metrics=extra, partition=partition, prepare=prepare, fault=fault, settings=settings
+    )
+
+
+class SettingsMismatch(UserError):
+    """The server runs with other partition, seed, model or data settings than this client."""
+
+
+class GuardedClient(Client):
+    """``MnistClient`` as a Flower ``Client`` that refuses a run whose settings differ from its own.
+
+    The refusal goes back to the server as a result with a failed status and the
+    reason, so the server's round record and console name it; the client then
+    leaves (``SettingsMismatch``, a one-line error) at the server's next message.
+    Flower's grpc-bidi client cannot leave between messages, only inside one.
+    """
+
+    def __init__(self, client: MnistClient) -> None:
+        self.client = client
+        self.inner = client.to_client()
+        self.refused = ""
+
+    def get_properties(self, ins: GetPropertiesIns) -> GetPropertiesRes:
+        return self.inner.get_properties(ins)
+
+    def get_parameters(self, ins: GetParametersIns) -> GetParametersRes:
+        self._leave_if_refused()
+        return self.inner.get_parameters(ins)
+
+    def fit(self, ins: FitIns) -> FitRes:
+        if self._refuse(ins.config):
+            return FitRes(Status(Code.FIT_NOT_IMPLEMENTED, self.refused), Parameters([], ""), 0, {})
+        return self.inner.fit(ins)
+
+    def evaluate(self, ins: EvaluateIns) -> EvaluateRes:
+        if self._refuse(ins.config):
+            return EvaluateRes(Status(Code.EVALUATE_NOT_IMPLEMENTED, self.refused), 0.0, 0, {})
+        return self.inner.evaluate(ins)
+
+    def _refuse(self, config: dict[str, Scalar]) -> bool:
+        self._leave_if_refused()
+        problem = self.client.settings_problem(config)
+        if problem:
+            self.refused = f"refused: settings differ from the server's ({problem})"
+            log.error("this client %s; restart it with the server's settings", self.refused)
+        return bool(problem)
+
+    def _leave_if_refused(self) -> None:
+        if self.refused:
+            raise SettingsMismatch(f"this client {self.refused}; restart it with the server's settings")
 
 
 def run_client(
@@ -158,10 +244,11 @@ def run_client(
     """
     from flwr.client import start_client
 
+    guarded = GuardedClient(client)
     waiting_since = time.monotonic()
     while True:
         try:
-            start_client(server_address=server_address, client=client.to_client(), root_certificates=root_certificate)
+            start_client(server_address=server_address, client=guarded, root_certificates=root_certificate)
             return
         except grpc.RpcError as error:
             if error.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]

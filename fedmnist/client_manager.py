@@ -27,12 +27,13 @@ class WaitingClientManager(SimpleClientManager):
     """
 
     def __init__(
-        self, *, timeout: float, expected: int = 0, report_every: float = 10.0,
+        self, *, timeout: float, expected: int = 0, minimum: int | None = None, report_every: float = 10.0,
         on_change: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__()
         self.timeout = timeout
-        self.expected = expected  # Clients of the run, named in messages even when fewer are needed.
+        self.expected = expected  # Clients of the run, waited for before round 1.
+        self.minimum = expected if minimum is None else minimum  # Enough to start without the others.
         self.report_every = report_every
         self.on_change = on_change  # Called with the number connected after each arrival or departure.
         self._all_arrived = False
@@ -53,25 +54,33 @@ class WaitingClientManager(SimpleClientManager):
         # Strategies size a round's sample from this count: until every expected client
         # has arrived once, wait for them, so round 1 does not start with the early ones.
         if not self._all_arrived:
-            self.wait_for(self.expected)
+            self.wait_for(self.minimum)
         return super().num_available()
 
     def wait_for(self, num_clients: int, timeout: int = 0) -> bool:
         # Flower passes its one-day default; our own timeout applies instead. The first
-        # wait is for every expected client, so round 1 trains on all of them; later
-        # rounds go on once the strategy's minimum is there (a client may have died).
+        # wait is for every expected client, so round 1 trains on all of them; if some
+        # never come, the run starts with those present once the strategy's minimum
+        # (--min-clients) is there. Later rounds go on with that minimum (a client may die).
+        needed = num_clients
         if not self._all_arrived:
             num_clients = max(num_clients, self.expected)
         deadline = time.monotonic() + self.timeout
         while len(self) < num_clients:
             remaining = deadline - time.monotonic()
-            wanted = num_clients
             if remaining <= 0:
+                if not self._all_arrived and len(self) >= needed:
+                    log.warning(
+                        "%d of %d clients connected within %g s; starting without the %d missing "
+                        "(at least %d are needed, --min-clients)",
+                        len(self), num_clients, self.timeout, num_clients - len(self), needed,
+                    )
+                    break
                 raise ClientsDidNotConnect(
-                    f"only {len(self)} of {wanted} clients connected within {self.timeout:g} s "
-                    "(start them with client.py, or raise --client-timeout)"
+                    f"only {len(self)} of {num_clients} clients connected within {self.timeout:g} s "
+                    f"({needed} needed; start them with client.py, or raise --client-timeout)"
                 )
-            log.info("waiting for clients: %d of %d connected", len(self), wanted)
+            log.info("waiting for clients: %d of %d connected", len(self), num_clients)
             super().wait_for(num_clients, timeout=min(self.report_every, remaining))
         self._all_arrived = True
         return True

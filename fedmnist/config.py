@@ -31,6 +31,9 @@ FRACTION_FIT = 1.0  # Share of the clients trained each round (all evaluate).
 PROXIMAL_MU = 0.01  # FedProx's mu: weight of the proximal term clients add to their loss.
 
 MAX_UPDATE_NORM_FACTOR = 5.0  # Updates this many times farther from the global model than the median are dropped.
+# A client's claimed example count weighs at most this many times the median of the other clients'
+# counts. Honest shares differ by less: 3 clients under dirichlet:0.1 here hold 0.5x-2x the median.
+MAX_EXAMPLES_FACTOR = 10.0
 
 # Local training, sent to clients in every round's fit config.
 LOCAL_EPOCHS = 1
@@ -50,6 +53,8 @@ DASHBOARD_HOST = "127.0.0.1"  # Local only; --dashboard-host 0.0.0.0 shows it to
 CORS_ORIGINS = "*"  # Comma-separated origins whose pages may call the API; * = any (fine on localhost).
 DASHBOARD_POLL_SECONDS = 0.25  # How often a WebSocket looks for new rounds in the history files.
 DASHBOARD_NICENESS = 10  # The dashboard runs at lower CPU priority than server and clients.
+WS_MAX_BYTES = 256 * 1024  # Largest WebSocket message the dashboard accepts; bigger ones close the socket (1009).
+MAX_HEADER_BYTES = 64 * 1024  # Largest request head (request line and headers) the dashboard reads.
 
 # Metric keys clients report and the server aggregates, weighted by examples.
 METRIC_KEYS = ("accuracy", "loss")

@@ -24,16 +24,14 @@ _METRICS = ("metrics_distributed_fit", "metrics_distributed", "metrics_centraliz
 
 
 def start_round_log(paths: RunPaths, header: dict[str, Any], *, resume: bool = False) -> None:
-    """Begin this run's live log with a header line.
+    """Begin this run's live log with a header line; a resumed run appends one to its log.
 
-    An earlier run's log is renamed to ``history_<rounds>.previous.jsonl`` first,
-    so a run that fails early does not wipe it; a resumed run appends instead.
+    An earlier run's log is not here any more: it was moved with that run's
+    other results (``fedmnist.archive``).
     """
     if resume:
         append_line(paths.round_log, json.dumps(header, sort_keys=True))
         return
-    if paths.round_log.exists():
-        os.replace(paths.round_log, paths.previous_round_log)
     write_text_atomic(paths.round_log, json.dumps(header, sort_keys=True) + "\n")
 
 
@@ -98,25 +96,24 @@ def save_history(paths: RunPaths, history: History, summary: dict[str, Any]) -> 
 
 
 def load_history(path: str | os.PathLike[str]) -> tuple[History, dict[str, Any]]:
-    """Read a run from its ``.pkl`` or ``.json``; returns the History and the JSON summary.
+    """Read a run from its JSON summary; returns the History and the summary.
 
-    For a ``.pkl`` the summary comes from the ``.json`` beside it, or is empty
-    when that is missing. Unreadable files raise UserError.
+    Given a ``.pkl``, the ``.json`` beside it is read instead: the pickle is
+    for people's own scripts, and unpickling a file can run code, so no tool
+    of this project loads one. Unreadable files raise UserError.
     """
     path = Path(path)
-    try:
-        if path.suffix == ".json":
-            summary = json.loads(path.read_text(encoding="utf-8"))
-            return history_from_dict(summary.get("history", {})), summary
-        with open(path, "rb") as handle:
-            history = pickle.load(handle)
-    except (OSError, ValueError, pickle.UnpicklingError, EOFError, AttributeError) as error:
-        raise UserError(f"cannot read history {path}: {error}") from None
-    if not isinstance(history, History):
-        raise UserError(f"{path} holds a {type(history).__name__}, not a Flower History")
     summary_path = path.with_suffix(".json")
+    if path.suffix == ".pkl" and not summary_path.exists():
+        raise UserError(f"cannot read history {path}: fedmnist reads the summary {summary_path.name} beside it "
+                        "(it never unpickles files), and there is none")
     try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.exists() else {}
-    except (OSError, ValueError) as error:  # The pickle is fine; plots just lose their title details.
-        raise UserError(f"cannot read the summary {summary_path} beside {path}: {error}") from None
-    return history, summary
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read history {summary_path}: {error}") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("history", {}), dict):
+        raise UserError(f"{summary_path} is not a fedmnist history summary")
+    try:
+        return history_from_dict(summary.get("history", {})), summary
+    except (TypeError, ValueError, AttributeError) as error:
+        raise UserError(f"{summary_path} holds a malformed history: {error}") from None

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -21,12 +20,16 @@ import time
 from pathlib import Path
 from typing import IO
 
-from fedmnist.cli import Parser, add_federation_arguments, run_cli
+from fedmnist.archive import RESULT_FOLDERS, archive_earlier_results
+from fedmnist.cli import Parser, add_federation_arguments, check_federation_arguments, run_cli, take_back_stop_signals
 from fedmnist.dashboard.serve import add_dashboard_arguments, port_in_use
 from fedmnist.errors import UserError
+from fedmnist.run_lock import ResultsLock, lock_results
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LISTEN_TIMEOUT = 180.0  # Seconds the server may take to start listening.
+STOP_SECONDS = 5.0  # How long a client or the dashboard may take to stop before it is killed.
+SERVER_STOP_SECONDS = 30.0  # The server first saves the completed rounds (about 3 s here).
 POLL_SECONDS = 0.05
 PROCESS_MEMORY_GB = 0.8  # Resident size of one server or client process, measured: about 0.75 GB.
 # TensorFlow prints these at import whatever its log level; they are kept in the log files.
@@ -54,7 +57,8 @@ def parse_args(argv: list[str]):
         parser.add_argument("--grid", choices=sorted(GRIDS), default="heterogeneity",
                             help="settings to compare; heterogeneity: fedavg and fedprox under iid, dirichlet:0.5, "
                             "dirichlet:0.1 and shards:2 (default: %(default)s)")
-    parser.set_defaults(grid=None)
+    else:
+        parser.set_defaults(grid=None)  # Only a sweep has a grid (setting it for both hid --grid's default).
     add_federation_arguments(
         parser, out_default=str(PROJECT_ROOT),
         out_help="folder for history/, plots/, models/ and logs/ (default: the project folder)",
@@ -62,7 +66,9 @@ def parse_args(argv: list[str]):
     parser.add_argument("--no-dashboard", action="store_true",
                         help="do not start the web dashboard (./run.sh dashboard serves it alone later)")
     add_dashboard_arguments(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    check_federation_arguments(parser, args)
+    return args
 
 
 class Launcher:
@@ -75,6 +81,7 @@ class Launcher:
             args.data_home = str(Path(args.data_home).expanduser().resolve())
         self.logs = self.out / "logs"
         self.certs = self.out / "certs"
+        self.lock: ResultsLock | None = None
         self.processes: dict[str, subprocess.Popen] = {}  # Server and clients: the run waits for these.
         self.dashboard: subprocess.Popen | None = None  # Watches the run; not part of it.
         self._streamer: threading.Thread | None = None
@@ -85,11 +92,18 @@ class Launcher:
             self._run()
         finally:
             self.stop_all()
+            if self._streamer is not None:  # The server's last lines: what it saved, and where.
+                self._streamer.join(timeout=2)
 
     def _run(self) -> None:
         started = time.monotonic()
         self._check_port_free()
         self._check_memory()
+        self.lock = lock_results(self.out)  # Before any file is touched: one run per results folder.
+        if not self.args.resume:
+            archived = archive_earlier_results(self.out, (*RESULT_FOLDERS, "logs"))
+            if archived is not None:
+                print(f"the earlier run's results in {self.out} were moved to {archived}", flush=True)
         if self.args.tls and not (self.certs / "ca.pem").exists():
             from fedmnist.tls import generate_certificates
 
@@ -115,15 +129,19 @@ class Launcher:
         self._keep_dashboard()
 
     def stop_all(self) -> None:
-        """Terminate every process still running, then kill what does not stop."""
+        """Terminate every process still running, then kill what does not stop in time.
+
+        The server gets longer: on SIGTERM it saves the completed rounds first.
+        """
         everything = [*self.processes.values(), *([self.dashboard] if self.dashboard else [])]
         running = [p for p in everything if p.poll() is None]
         for process in running:
             process.terminate()
-        deadline = time.monotonic() + 5
+        started = time.monotonic()
         for process in running:
+            grace = SERVER_STOP_SECONDS if process is self.processes.get("server") else STOP_SECONDS
             try:
-                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                process.wait(timeout=max(0.1, started + grace - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
 
@@ -180,11 +198,15 @@ class Launcher:
         ]
 
     def _client_command(self, source: str, partition_id: int) -> list[str]:
+        from fedmnist.sweep import GRIDS
+
         a = self.args
+        # A sweep's first setting decides the first run's partition; clients refuse a different one.
+        partition = GRIDS[a.grid][0].partition if a.grid else a.partition
         return [
             "client.py", "--server", f"127.0.0.1:{a.port}", "--partition-id", str(partition_id),
             "--num-partitions", str(a.clients), "--dataset", source, "--seed", str(a.seed),
-            "--partition", a.partition, "--model", a.model, *self._data_home(),
+            "--partition", partition, "--model", a.model, *self._data_home(),
             *(["--root-cert", str(self.certs / "ca.pem")] if a.tls else []),
         ]
 
@@ -210,11 +232,17 @@ class Launcher:
         return process
 
     def _spawn(self, name: str, arguments: list[str]) -> subprocess.Popen:
-        """``python -u ARGUMENTS`` in the project folder, its output in ``logs/NAME.log``."""
-        log_file = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115  (owned by the child)
+        """``python -u ARGUMENTS`` in the project folder, its output in ``logs/NAME.log``.
+
+        The server inherits the results lock. A resumed run appends to the logs it continues.
+        """
+        log_file = open(self.logs / f"{name}.log", "ab" if self.args.resume else "wb")  # noqa: SIM115
+        lock = self.lock if name == "server" and self.lock is not None else None
         process = subprocess.Popen(
             [sys.executable, "-u", *arguments], stdout=log_file, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, cwd=PROJECT_ROOT, env=_child_environment(),
+            stdin=subprocess.DEVNULL, cwd=PROJECT_ROOT,
+            env={**_child_environment(), **(lock.child_environment() if lock else {})},
+            pass_fds=(lock.fd,) if lock else (),
         )
         log_file.close()
         return process
@@ -317,10 +345,6 @@ def _stream(path: Path, process: subprocess.Popen, out: IO[str] = sys.stdout) ->
                 time.sleep(POLL_SECONDS)
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["certs"]:  # ./run.sh certs --host NAME [--out DIR]
@@ -333,8 +357,9 @@ def main(argv: list[str] | None = None) -> None:
         return dashboard(argv[1:], out_default=str(PROJECT_ROOT), prog="./run.sh dashboard")
     args = parse_args(argv)
     launcher = Launcher(args)
-    # SIGTERM (e.g. from a CI timeout) is handled like Ctrl-C: stop the children, then exit.
-    signal.signal(signal.SIGTERM, _interrupt)
+    # SIGTERM (e.g. from a CI timeout) is handled like Ctrl-C: stop the children, then exit;
+    # a second Ctrl-C must not cut that short.
+    take_back_stop_signals()
     run_cli(launcher.run)
 
 

@@ -7,12 +7,19 @@ A run with ``--out OUT`` and ``--rounds N`` writes:
   config, data source, per-round records and timings.
 * ``OUT/history/history_N.jsonl``: written while the run goes, one line per
   finished round (the first line holds the run's config, an ``initial`` line
-  the starting model's evaluation); the log of the run before is kept as
-  ``history_N.previous.jsonl``. The dashboard (``fedmnist.dashboard``) tails it.
-* ``OUT/checkpoints/checkpoint_N.pkl``: after every round, what ``--resume`` needs.
+  the starting model's evaluation). The dashboard (``fedmnist.dashboard``) tails it.
+* ``OUT/checkpoints/checkpoint_N.npz``: after every round, what ``--resume`` needs
+  (arrays and JSON only: loading it cannot run code).
 * ``OUT/models/global_N.keras`` and ``OUT/plots/*.png``.
 
-Every file but the append-only JSONL log is replaced atomically.
+A run stopped early (Ctrl-C, an error) saves what its completed rounds learned
+under names that say so: ``history_N.partial.pkl``/``.json`` and
+``global_N.partial.keras``; ``--resume`` continues it and, once finished,
+replaces them with the complete files.
+
+Every file but the append-only JSONL log is replaced atomically. Earlier runs'
+results are never overwritten: a new run first moves them to
+``OUT/runs/<when>/`` (``fedmnist.archive``).
 """
 
 from __future__ import annotations
@@ -30,6 +37,14 @@ class RunPaths:
 
     root: Path
     rounds: int
+    partial: bool = False  # The results of a run stopped before its last round.
+
+    def as_partial(self) -> RunPaths:
+        return RunPaths(self.root, self.rounds, partial=True)
+
+    @property
+    def _suffix(self) -> str:
+        return ".partial" if self.partial else ""
 
     @property
     def history_dir(self) -> Path:
@@ -37,27 +52,23 @@ class RunPaths:
 
     @property
     def pickle(self) -> Path:
-        return self.history_dir / f"history_{self.rounds}.pkl"
+        return self.history_dir / f"history_{self.rounds}{self._suffix}.pkl"
 
     @property
     def json(self) -> Path:
-        return self.history_dir / f"history_{self.rounds}.json"
+        return self.history_dir / f"history_{self.rounds}{self._suffix}.json"
 
     @property
     def round_log(self) -> Path:
         return self.history_dir / f"history_{self.rounds}.jsonl"
 
     @property
-    def previous_round_log(self) -> Path:
-        return self.history_dir / f"history_{self.rounds}.previous.jsonl"
-
-    @property
     def checkpoint(self) -> Path:
-        return self.root / "checkpoints" / f"checkpoint_{self.rounds}.pkl"
+        return self.root / "checkpoints" / f"checkpoint_{self.rounds}.npz"
 
     @property
     def model(self) -> Path:
-        return self.root / "models" / f"global_{self.rounds}.keras"
+        return self.root / "models" / f"global_{self.rounds}{self._suffix}.keras"
 
     @property
     def plots_dir(self) -> Path:

@@ -22,11 +22,12 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
 from fedmnist.atomic import append_line
-from fedmnist.strategy import DelegatingStrategy
-from fedmnist.validation import RejectedUpdate
+from fedmnist.strategy import DelegatingStrategy, reporting_clients
+from fedmnist.validation import RejectedResult, RejectedUpdate
 
 log = logging.getLogger(__name__)
 
+MAX_REASONS = 10  # Failure messages kept per round record.
 Failures = list[tuple[ClientProxy, FitRes] | tuple[ClientProxy, EvaluateRes] | BaseException]
 
 
@@ -95,12 +96,14 @@ class RecordingStrategy(DelegatingStrategy):
         if parameters is not None:
             self.parameters = parameters
         client_metrics = [res.metrics for _, res in results]
+        _log_failures(server_round, "training", failures)
         self._current.update(
             fit=dict(metrics),
             fit_results=len(results),
+            fit_reporting=reporting_clients(client_metrics),
             fit_failures=len(failures),
             rejected_updates=sum(isinstance(failure, RejectedUpdate) for failure in failures),
-            failure_reasons=[str(failure) for failure in failures if isinstance(failure, BaseException)][:10],
+            failure_reasons=[describe_failure(failure) for failure in failures][:MAX_REASONS],
             client_fit_seconds=_slowest(client_metrics, "fit_seconds"),
         )
         if not self.client_timings:
@@ -129,11 +132,16 @@ class RecordingStrategy(DelegatingStrategy):
         self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]], failures: Failures
     ) -> tuple[float | None, dict[str, Scalar]]:
         loss, metrics = self.inner.aggregate_evaluate(server_round, results, failures)
+        _log_failures(server_round, "evaluation", failures)
+        reasons = self._current.get("failure_reasons", [])
         self._current.update(
             loss_distributed=loss,
             evaluate=dict(metrics),
             evaluate_results=len(results),
+            evaluate_reporting=reporting_clients([res.metrics for _, res in results]),
             evaluate_failures=len(failures),
+            rejected_evaluations=sum(isinstance(failure, RejectedResult) for failure in failures),
+            failure_reasons=[*reasons, *(f"evaluation: {describe_failure(f)}" for f in failures)][:MAX_REASONS],
             client_evaluate_seconds=_slowest([res.metrics for _, res in results], "evaluate_seconds"),
         )
         self._finish_round()
@@ -152,6 +160,33 @@ class RecordingStrategy(DelegatingStrategy):
         log.info(progress_line(record, self.num_rounds, elapsed, self._rounds_here))
         if self.on_round_end is not None:
             self.on_round_end(self)
+
+
+def describe_failure(failure: tuple[ClientProxy, FitRes | EvaluateRes] | BaseException) -> str:
+    """One readable line for a round's failure, never empty.
+
+    Flower reports a client that disconnected mid-round as a bare
+    ``GrpcBridgeClosed()`` with no message, and a client's own error as a result
+    whose status is not OK.
+    """
+    if isinstance(failure, tuple):
+        proxy, result = failure
+        return f"client {proxy.cid}: {result.status.message or result.status.code.name}"
+    if isinstance(failure, RejectedResult):
+        return f"rejected: {failure}"
+    name = type(failure).__name__
+    if name == "GrpcBridgeClosed":
+        return "a client disconnected during the round (crashed, stopped or lost its connection)"
+    if isinstance(failure, TimeoutError):
+        return f"a client did not answer in time (--round-timeout){': ' + str(failure) if str(failure) else ''}"
+    return f"{name}: {failure}" if str(failure) else name
+
+
+def _log_failures(server_round: int, stage: str, failures: Failures) -> None:
+    """Say on the console what went wrong; rejections were logged by the validation already."""
+    for failure in failures:
+        if not isinstance(failure, RejectedResult):
+            log.warning("round %d: %s failed: %s", server_round, stage, describe_failure(failure))
 
 
 def progress_line(record: dict[str, Any], num_rounds: int, elapsed: float, rounds_timed: int | None = None) -> str:

@@ -27,6 +27,7 @@ from flwr.supercore.address import is_port_in_use
 
 from fedmnist import config
 from fedmnist.atomic import append_line
+from fedmnist.archive import archive_earlier_results
 from fedmnist.baseline import train_centrally
 from fedmnist.checkpoint import (
     Checkpoint,
@@ -36,6 +37,7 @@ from fedmnist.checkpoint import (
     save_checkpoint,
     strategy_state,
 )
+from fedmnist.cli import ignore_stop_signals, take_back_stop_signals
 from fedmnist.client_manager import WaitingClientManager
 from fedmnist.data import MnistData, load_mnist, to_float
 from fedmnist.errors import UserError
@@ -85,19 +87,33 @@ class ServerSettings:
     learning_rate: float = config.LEARNING_RATE
 
     @property
+    def minimum_clients(self) -> int:
+        """Clients a round needs to go ahead: ``--min-clients``, else all but one (at least 1)."""
+        return self.min_clients or max(1, self.clients - 1)
+
+    @property
     def address(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
-    """Run the whole federation (or its remaining rounds, with ``resume``) and save its results."""
+    """Run the whole federation (or its remaining rounds, with ``resume``) and save its results.
+
+    The caller holds the results lock on ``settings.out`` (``fedmnist.run_lock``).
+    A run that stops early (Ctrl-C, SIGTERM, an error in a round) saves the
+    completed rounds as partial results before the exception goes on.
+    """
     paths = RunPaths(Path(settings.out), settings.rounds)
-    paths.check_writable()
     if is_port_in_use(settings.address):
         raise UserError(f"port {settings.port} is already in use (another server running? choose --port)")
     checkpoint = load_checkpoint(paths.checkpoint, asdict(settings)) if settings.resume else None
     if settings.tls_dir:
         load_server_certificates(settings.tls_dir)  # Refuse bad certificate files before any work.
+    if not settings.resume:
+        archived = archive_earlier_results(paths.root)
+        if archived is not None:
+            log.info("the earlier run's results in %s were moved to %s", paths.root, archived)
+    paths.check_writable()
 
     data_started = time.perf_counter()
     data = load_mnist(settings.dataset, settings.data_home)
@@ -136,9 +152,16 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
         history, final_weights = _federate(
             settings, RoundOffsetStrategy(validated, done), settings.rounds - done, paths.round_log
         )
-    except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM (Flower turns both into SystemExit).
-        _save_interrupted(paths, trainer, recorder, summary_now())
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM (fedmnist.cli.handle_stop_signals).
+        ignore_stop_signals()  # A second Ctrl-C must not cut the saving short.
+        log.warning(_stop_early(paths, trainer, recorder, summary_now(), "stopped by a signal (Ctrl-C or SIGTERM)"))
         raise
+    except UserError as error:  # E.g. too few clients connected.
+        raise UserError(f"{error}. {_stop_early(paths, trainer, recorder, summary_now(), str(error))}") from None
+    except Exception as error:  # A bug or a full disk inside a round: never hang, never lose the rounds done.
+        failed = f"round {len(recorder.rounds) + 1} failed: {type(error).__name__}: {error}"
+        log.debug("%s", failed, exc_info=True)  # The traceback, with --verbose.
+        raise RunFailed(f"{failed}. {_stop_early(paths, trainer, recorder, summary_now(), failed)}") from error
     if checkpoint is not None:  # Flower's History has only this process's rounds; ours has all.
         history = history_from_records(recorder.rounds, recorder.initial)
     summary = summary_now()
@@ -151,7 +174,13 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
         )
         log.info("centralized baseline: held-out accuracy %.3f", summary["baseline"]["accuracy"][-1][1])
     _save_results(paths, trainer.result(), final_weights, history, summary)
+    for stale in _result_files(paths.as_partial()):  # A resumed run is complete now.
+        stale.unlink(missing_ok=True)
     return paths
+
+
+class RunFailed(UserError):
+    """A round failed with an unexpected error; the rounds before it were saved."""
 
 
 def _build_strategy(
@@ -163,7 +192,7 @@ def _build_strategy(
     strategy = build_strategy(
         name=settings.strategy,
         num_clients=settings.clients,
-        min_clients=settings.min_clients or max(1, settings.clients - 1),
+        min_clients=settings.minimum_clients,
         initial_weights=start,
         fraction_fit=settings.fraction_fit,
         proximal_mu=settings.proximal_mu,
@@ -171,6 +200,8 @@ def _build_strategy(
         on_fit_config_fn=fit_config(
             local_epochs=settings.local_epochs, batch_size=settings.batch_size, learning_rate=settings.learning_rate,
             partition=settings.partition, run_id=run_id,
+            client_settings={"num-partitions": settings.clients, "seed": settings.seed, "model": settings.model,
+                             "dataset": data.source},
         ),
     )
     if checkpoint is not None:
@@ -203,31 +234,60 @@ def _recorder(
     )
 
 
-def _save_interrupted(
-    paths: RunPaths, trainer: Future[Trainer], recorder: RecordingStrategy, summary: dict[str, Any]
-) -> None:
-    """Save what the rounds completed so far learned: history, model and plots, marked interrupted."""
+def _stop_early(
+    paths: RunPaths, trainer: Future[Trainer], recorder: RecordingStrategy, summary: dict[str, Any], reason: str
+) -> str:
+    """Save what the completed rounds learned as partial results; return a sentence saying what happened."""
     if not recorder.rounds or recorder.parameters is None or not trainer.done():
-        log.warning("interrupted before any round finished; nothing to save")
-        return
-    summary["interrupted_after_round"] = recorder.rounds[-1]["round"]
-    log.warning("interrupted after round %d: saving the completed rounds", summary["interrupted_after_round"])
+        return "No round had finished, so there is nothing to save."
+    done = recorder.rounds[-1]["round"]
+    summary.update(interrupted_after_round=done, stop_reason=reason)
+    partial = paths.as_partial()
     history = history_from_records(recorder.rounds, recorder.initial)
-    _save_results(paths, trainer.result(), parameters_to_ndarrays(recorder.parameters), history, summary)
+    try:
+        _save_results(partial, trainer.result(), parameters_to_ndarrays(recorder.parameters), history, summary)
+    except UserError as error:
+        return f"Stopped after round {done} of {paths.rounds}; {error}"
+    return (f"Stopped after round {done} of {paths.rounds}: the completed rounds are saved as {partial.pickle.name}, "
+            f"{partial.json.name} and {partial.model.name}; --resume with the same settings continues the run.")
 
 
 def _save_results(
     paths: RunPaths, trainer: Trainer, final_weights: NDArrays, history: History, summary: dict[str, Any]
 ) -> None:
-    """The final model, the history (pickle and JSON) and the plots; then say where they are."""
-    _save_model(trainer, final_weights, paths.model)
-    save_history(paths, history, summary)
-    plot_paths = plot_history(history, summary, paths.plots_dir)
-    plot_paths.append(plot_label_histograms(summary, paths.plots_dir))
-    log.info("final held-out accuracy %s after %d rounds", summary["final"].get("accuracy"), paths.rounds)
-    log.info("history: %s and %s", paths.pickle, paths.json)
-    log.info("model:   %s", paths.model)
-    log.info("plots:   %s", ", ".join(str(path) for path in plot_paths))
+    """The history (pickle and JSON), the final model and the plots; then say where they are.
+
+    The history goes first: it is what a person would least like to lose. A
+    file that cannot be written (a full disk) does not stop the others; the
+    failures are reported together as one UserError at the end.
+    """
+    def plots() -> str:
+        drawn = [*plot_history(history, summary, paths.plots_dir), plot_label_histograms(summary, paths.plots_dir)]
+        return ", ".join(str(path) for path in drawn)
+
+    def history_files() -> str:
+        save_history(paths, history, summary)
+        return f"{paths.pickle} and {paths.json}"
+
+    def model() -> str:
+        _save_model(trainer, final_weights, paths.model)
+        return str(paths.model)
+
+    problems = []
+    for what, save in (("history", history_files), ("model", model), ("plots", plots)):
+        try:
+            log.info("%-8s %s", f"{what}:", save())
+        except OSError as error:
+            problems.append(f"could not write the {what} ({error.strerror or error}: {error.filename or paths.root})")
+    done = summary.get("interrupted_after_round", paths.rounds)
+    log.info("held-out accuracy %s after round %d of %d", summary["final"].get("accuracy"), done, paths.rounds)
+    if problems:
+        hint = "; the disk may be full" if any("space" in problem for problem in problems) else ""
+        raise UserError(f"{'; '.join(problems)}{hint}. The checkpoint {paths.checkpoint} keeps the rounds done")
+
+
+def _result_files(paths: RunPaths) -> tuple[Path, ...]:
+    return paths.pickle, paths.json, paths.model
 
 
 def _build_trainer(seed: int, model: str) -> Trainer:
@@ -265,14 +325,14 @@ def _federate(
     to the live log, so the dashboard shows clients arriving before round 1.
     """
     manager = WaitingClientManager(
-        timeout=settings.client_timeout, expected=settings.clients,
+        timeout=settings.client_timeout, expected=settings.clients, minimum=settings.minimum_clients,
         on_change=lambda count: _log_connected(round_log, count),
     )
-    server_class = ReconnectingServer if settings.keep_clients else Server
+    server_class = ReconnectingServer if settings.keep_clients else AppServer
     server = server_class(client_manager=manager, strategy=strategy)
     log.info(
-        "Flower server on %s: %d rounds, waiting for %d clients",
-        settings.address, settings.rounds, settings.clients,
+        "Flower server on %s (%s): %d rounds, waiting for %d clients",
+        settings.address, "TLS" if settings.tls_dir else "no TLS", settings.rounds, settings.clients,
     )
     certificates = load_server_certificates(settings.tls_dir) if settings.tls_dir else None
     history = start_server(
@@ -289,7 +349,22 @@ def _log_connected(round_log: Path, count: int) -> None:
         log.warning("could not log the client count to %s: %s", round_log, error)
 
 
-class ReconnectingServer(Server):
+class AppServer(Server):
+    """Flower's server, with Ctrl-C and SIGTERM handled by this app rather than by Flower.
+
+    ``start_server`` installs handlers that stop gRPC and force the process to
+    exit 5 s later, which can cut the saving of the completed rounds short (and
+    a second signal then printed "Signal 15 ignored due to race condition").
+    ``fit`` runs on the main thread right after, so it takes the signals back:
+    they raise KeyboardInterrupt, which ``run_server`` turns into partial results.
+    """
+
+    def fit(self, num_rounds: int, timeout: float | None) -> tuple[History, float]:
+        take_back_stop_signals()
+        return super().fit(num_rounds, timeout)
+
+
+class ReconnectingServer(AppServer):
     """Flower's server, but at the end it asks clients to come back shortly, not to leave.
 
     Flower's grpc-bidi client sleeps for the reconnect message's seconds and then

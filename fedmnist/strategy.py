@@ -65,20 +65,25 @@ EvaluateFn = Callable[[int, NDArrays, dict[str, Scalar]], "tuple[float, dict[str
 
 
 def weighted_average(metrics: list[tuple[int, Metrics]]) -> Metrics:
-    """Average each of ``config.METRIC_KEYS`` over clients, weighted by their examples.
+    """Average each of ``config.METRIC_KEYS`` over the clients that reported it, weighted by examples.
 
     ``[(100, {"accuracy": 0.9}), (300, {"accuracy": 0.5})]`` gives
-    ``{"accuracy": 0.6}``. A key is left out unless every client reported it;
-    other keys (timings) are not averaged. No examples at all gives ``{}``.
+    ``{"accuracy": 0.6}``; a client that left a key out does not count for that
+    key (``reporting_clients`` says how many did). Other keys (timings) are not
+    averaged. A key nobody reported, or reported with no examples, is left out.
     """
-    total = sum(num_examples for num_examples, _ in metrics)
-    if total == 0:
-        return {}
-    return {
-        key: sum(num_examples * float(values[key]) for num_examples, values in metrics) / total
-        for key in config.METRIC_KEYS
-        if all(key in values for _, values in metrics)
-    }
+    averages: Metrics = {}
+    for key in config.METRIC_KEYS:
+        reported = [(num_examples, float(values[key])) for num_examples, values in metrics if key in values]
+        total = sum(num_examples for num_examples, _ in reported)
+        if total > 0:
+            averages[key] = sum(num_examples * value for num_examples, value in reported) / total
+    return averages
+
+
+def reporting_clients(metrics: list[Metrics]) -> dict[str, int]:
+    """How many of the clients' ``metrics`` hold each of ``config.METRIC_KEYS``."""
+    return {key: sum(key in values for values in metrics) for key in config.METRIC_KEYS}
 
 
 def fit_config(
@@ -88,11 +93,14 @@ def fit_config(
     learning_rate: float = config.LEARNING_RATE,
     partition: str = config.PARTITION,
     run_id: str = "",
+    client_settings: dict[str, Scalar] | None = None,
 ) -> Callable[[int], dict[str, Scalar]]:
-    """The per-round fit config sent to clients (the same every round but for the round).
+    """The per-round config sent to clients with fit and evaluate (the same every round but for the round).
 
     ``run-id`` and ``partition`` let clients that outlive a run (a sweep) notice
-    the next one and re-cut their rows.
+    the next one and re-cut their rows. ``client_settings`` (``num-partitions``,
+    ``seed``, ``model``, ``dataset``) are what every client must have been
+    started with; a client whose own differ refuses the run (``GuardedClient``).
     """
 
     def on_fit_config(server_round: int) -> dict[str, Scalar]:
@@ -103,6 +111,7 @@ def fit_config(
             "learning-rate": learning_rate,
             "partition": partition,
             "run-id": run_id,
+            **(client_settings or {}),
         }
 
     return on_fit_config
@@ -143,6 +152,7 @@ def build_strategy(
         min_available_clients=minimum,
         evaluate_fn=evaluate_fn,
         on_fit_config_fn=on_fit_config_fn or fit_config(),
+        on_evaluate_config_fn=on_fit_config_fn or fit_config(),  # Clients check the run's settings on both.
         initial_parameters=ndarrays_to_parameters(initial_weights),
         fit_metrics_aggregation_fn=weighted_average,
         evaluate_metrics_aggregation_fn=weighted_average,

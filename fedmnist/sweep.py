@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fedmnist.archive import archive_earlier_results
 from fedmnist.atomic import write_text_atomic
 from fedmnist.errors import UserError
 
@@ -74,6 +75,10 @@ def run_sweep(base: ServerSettings, grid: str, process_started: float) -> Path:
     from fedmnist.server_app import run_server
 
     settings_list = GRIDS[grid]
+    if not base.resume:
+        archived = archive_earlier_results(base.out, (str(sweep_root(".", grid)),))
+        if archived is not None:
+            log.info("the earlier %s sweep was moved to %s", grid, archived)
     results = []
     for index, setting in enumerate(settings_list, start=1):
         settings = replace(

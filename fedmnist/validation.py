@@ -1,21 +1,35 @@
-"""Checks every client update before it reaches aggregation.
+"""Checks every client result before it counts: weights, example counts and metrics.
 
-``ValidatingStrategy`` wraps any strategy of the app. An update is rejected
-when it does not have the global model's number of arrays, shapes and dtypes,
-when any value is not finite, or when its distance from the global weights is
-more than ``max_norm_factor`` times the round's median distance (a client
-sending a scaled or random model). Rejected updates are logged with the client
-and the reason and passed on as failures (``RejectedUpdate``), so the round's
-record counts them and the global model never sees them.
+Federated learning exists for participants the server does not fully trust,
+so nothing a client sends reaches aggregation unchecked. ``ValidatingStrategy``
+wraps any strategy of the app and, for each round:
+
+* **fit results** are rejected when their weights cannot be decoded, do not
+  have the global model's arrays, shapes and dtypes, hold a non-finite value,
+  or lie more than ``max_norm_factor`` times the round's median distance from
+  the global weights (a scaled or random model);
+* **fit and evaluate results** are rejected when ``num_examples`` is not a
+  positive whole number, when a metric is not a finite number (``"abc"``,
+  NaN), or (evaluate) when the loss is not finite;
+* the **example count** a result is weighted by is capped at
+  ``max_examples_factor`` times the median of the *other* clients' counts, so
+  no client outweighs the rest by claiming ``10**12`` examples. The median of
+  the others, not of all, keeps the bound honest with only two clients.
+
+Rejected results are logged with the client and the reason and passed on as
+failures (``RejectedResult``), so the round's record counts them and neither
+the model nor the metrics ever see them.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+import math
+from dataclasses import replace
+from typing import Any, TypeVar
 
 import numpy as np
-from flwr.common import FitIns, FitRes, NDArrays, Parameters, Scalar, parameters_to_ndarrays
+from flwr.common import EvaluateRes, FitIns, FitRes, NDArrays, Parameters, Scalar, parameters_to_ndarrays
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
@@ -25,17 +39,30 @@ from fedmnist.strategy import DelegatingStrategy
 
 log = logging.getLogger(__name__)
 
+Res = TypeVar("Res", FitRes, EvaluateRes)
 
-class RejectedUpdate(Exception):
-    """A client's update that failed validation; its message says which client and why."""
+
+class RejectedResult(Exception):
+    """A client's result that failed validation; its message says which client and why."""
+
+
+class RejectedUpdate(RejectedResult):
+    """A rejected fit result (a training update)."""
 
 
 class ValidatingStrategy(DelegatingStrategy):
-    """Drops invalid client updates before ``inner`` aggregates them."""
+    """Drops invalid client results, and caps example counts, before ``inner`` aggregates them."""
 
-    def __init__(self, inner: Strategy, *, max_norm_factor: float = config.MAX_UPDATE_NORM_FACTOR) -> None:
+    def __init__(
+        self,
+        inner: Strategy,
+        *,
+        max_norm_factor: float = config.MAX_UPDATE_NORM_FACTOR,
+        max_examples_factor: float = config.MAX_EXAMPLES_FACTOR,
+    ) -> None:
         self.inner = inner
         self.max_norm_factor = max_norm_factor
+        self.max_examples_factor = max_examples_factor
         self._global: NDArrays | None = None
 
     def configure_fit(
@@ -47,22 +74,44 @@ class ValidatingStrategy(DelegatingStrategy):
     def aggregate_fit(
         self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: list[Any]
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        accepted, rejected = validate_updates(results, self._global or [], self.max_norm_factor)
-        for error in rejected:
-            log.warning("round %d: %s", server_round, error)
+        accepted, rejected = validate_updates(
+            results, self._global or [], self.max_norm_factor, self.max_examples_factor
+        )
+        _log_rejections(server_round, "update", rejected)
         return self.inner.aggregate_fit(server_round, accepted, [*failures, *rejected])
+
+    def aggregate_evaluate(
+        self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]], failures: list[Any]
+    ) -> tuple[float | None, dict[str, Scalar]]:
+        accepted, rejected = validate_evaluations(results, self.max_examples_factor)
+        _log_rejections(server_round, "evaluation", rejected)
+        return self.inner.aggregate_evaluate(server_round, accepted, [*failures, *rejected])
+
+
+def _log_rejections(server_round: int, what: str, rejected: list[RejectedResult]) -> None:
+    for error in rejected:
+        log.warning("round %d: rejected %s: %s", server_round, what, error)
 
 
 def validate_updates(
-    results: list[tuple[ClientProxy, FitRes]], global_weights: NDArrays, max_norm_factor: float
+    results: list[tuple[ClientProxy, FitRes]],
+    global_weights: NDArrays,
+    max_norm_factor: float,
+    max_examples_factor: float = config.MAX_EXAMPLES_FACTOR,
 ) -> tuple[list[tuple[ClientProxy, FitRes]], list[RejectedUpdate]]:
-    """Split ``results`` into accepted ones and RejectedUpdate errors."""
+    """Split fit ``results`` into accepted ones (example counts capped) and RejectedUpdate errors."""
     well_formed, rejected, distances = [], [], []
     for proxy, result in results:
-        weights = parameters_to_ndarrays(result.parameters)
-        problem = _form_problem(weights, global_weights)
+        problem = result_problem(result)
+        weights: NDArrays = []
+        if not problem:
+            try:
+                weights = parameters_to_ndarrays(result.parameters)
+            except Exception as error:  # noqa: BLE001  Any bytes may arrive; none may stop the round.
+                problem = f"weights cannot be decoded ({type(error).__name__})"
+        problem = problem or _form_problem(weights, global_weights)
         if problem:
-            rejected.append(RejectedUpdate(f"rejected update from client {proxy.cid}: {problem}"))
+            rejected.append(RejectedUpdate(f"client {proxy.cid}: {problem}"))
             continue
         well_formed.append((proxy, result))
         distances.append(update_norm(weights, global_weights))
@@ -73,12 +122,64 @@ def validate_updates(
     for (proxy, result), distance in zip(well_formed, distances):
         if median > 0 and distance > max_norm_factor * median:
             rejected.append(RejectedUpdate(
-                f"rejected update from client {proxy.cid}: update norm {distance:.3g} is more than "
+                f"client {proxy.cid}: update norm {distance:.3g} is more than "
                 f"{max_norm_factor:g} x the round's median {median:.3g}"
             ))
         else:
             accepted.append((proxy, result))
-    return accepted, rejected
+    return cap_examples(accepted, max_examples_factor), rejected
+
+
+def validate_evaluations(
+    results: list[tuple[ClientProxy, EvaluateRes]], max_examples_factor: float = config.MAX_EXAMPLES_FACTOR
+) -> tuple[list[tuple[ClientProxy, EvaluateRes]], list[RejectedResult]]:
+    """Split evaluate ``results`` into accepted ones (example counts capped) and RejectedResult errors."""
+    accepted, rejected = [], []
+    for proxy, result in results:
+        problem = result_problem(result)
+        if not problem and not _is_finite_number(result.loss):
+            problem = f"loss {_show(result.loss)} is not a finite number"
+        if problem:
+            rejected.append(RejectedResult(f"client {proxy.cid}: {problem}"))
+        else:
+            accepted.append((proxy, result))
+    return cap_examples(accepted, max_examples_factor), rejected
+
+
+def result_problem(result: FitRes | EvaluateRes) -> str:
+    """Why a result's example count or metrics cannot be used, or "" when they can."""
+    count = result.num_examples
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        return f"num_examples {_show(count)} is not a positive whole number"
+    metrics = result.metrics if isinstance(result.metrics, dict) else None
+    if metrics is None:
+        return "metrics are not a dictionary"
+    for key, value in metrics.items():
+        if not _is_finite_number(value):
+            return f"metric {_show(key)} is {_show(value)}, not a finite number"
+    return ""
+
+
+def cap_examples(results: list[tuple[ClientProxy, Res]], factor: float) -> list[tuple[ClientProxy, Res]]:
+    """Cap each result's ``num_examples`` at ``factor`` x the median of the other results' counts.
+
+    ``[100, 120, 10**12]`` with factor 10 becomes ``[100, 120, 1100]``: the
+    third client's claim is held to ten times the median of 100 and 120. A
+    lone result is not capped (there is nothing to compare it with).
+    """
+    if len(results) < 2:
+        return results
+    counts = [result.num_examples for _, result in results]
+    capped = []
+    for index, (proxy, result) in enumerate(results):
+        others = counts[:index] + counts[index + 1:]
+        limit = max(1, math.floor(factor * float(np.median(others))))
+        if result.num_examples > limit:
+            log.warning("client %s claims %d examples; weighted as %d (%g x the median of the others)",
+                        proxy.cid, result.num_examples, limit, factor)
+            result = replace(result, num_examples=limit)
+        capped.append((proxy, result))
+    return capped
 
 
 def update_norm(weights: NDArrays, global_weights: NDArrays) -> float:
@@ -96,3 +197,18 @@ def _form_problem(weights: NDArrays, global_weights: NDArrays) -> str:
         if not np.isfinite(w).all():
             return f"array {index} has non-finite values"
     return ""
+
+
+def _is_finite_number(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # An integer too large for a float.
+        return False
+
+
+def _show(value: object) -> str:
+    """A short repr for log lines: a hostile client may send megabytes in one string."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.common import ndarrays_to_parameters
+from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
 
 from fedmnist.checkpoint import (
     Checkpoint,
@@ -53,6 +53,41 @@ def test_resume_without_checkpoint_or_after_the_end_is_refused(tmp_path: Path) -
     (tmp_path / "bad.pkl").write_bytes(b"garbage")
     with pytest.raises(UserError, match="cannot read checkpoint"):
         load_checkpoint(tmp_path / "bad.pkl", asdict(ServerSettings()))
+
+
+def test_checkpoint_file_holds_only_arrays_and_json_and_a_pickle_is_never_loaded(tmp_path: Path) -> None:
+    import os
+    import pickle
+    import zipfile
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "checkpoints" / "checkpoint_4.npz"
+    save_checkpoint(path, checkpoint_of(ServerSettings(rounds=4)))
+    assert all(name.endswith(".npy") for name in zipfile.ZipFile(path).namelist())
+    path.write_bytes(pickle.dumps(Payload()))  # A crafted file where the checkpoint was.
+    with pytest.raises(UserError, match="cannot read checkpoint"):
+        load_checkpoint(path, asdict(ServerSettings(rounds=4)))
+    legacy = path.with_suffix(".pkl")
+    path.rename(legacy)  # An older version's pickle: refused with a reason, not loaded.
+    with pytest.raises(UserError, match="does not load"):
+        load_checkpoint(path, asdict(ServerSettings(rounds=4)))
+    assert not marker.exists()
+
+
+def test_strategy_state_round_trips_through_the_file(tmp_path: Path) -> None:
+    strategy = build_strategy(name="fedavgm", num_clients=2, initial_weights=WEIGHTS)
+    strategy.momentum_vector = [np.full((2, 2), 0.5, np.float32), np.full(2, 0.25, np.float32)]
+    checkpoint = checkpoint_of(ServerSettings(rounds=4))
+    checkpoint.strategy_state = strategy_state(strategy)
+    save_checkpoint(tmp_path / "c.npz", checkpoint)
+    state = load_checkpoint(tmp_path / "c.npz", asdict(ServerSettings(rounds=4))).strategy_state
+    assert state["server_momentum"] == 0.9 and np.array_equal(state["momentum_vector"][1], np.full(2, 0.25))
+    assert np.array_equal(parameters_to_ndarrays(state["initial_parameters"])[0], WEIGHTS[0])
 
 
 def test_fedadam_state_survives_a_restart() -> None:

@@ -24,3 +24,20 @@ def test_too_few_clients_time_out_with_a_clear_error() -> None:
     manager.register(IdleClient("a"))
     with pytest.raises(ClientsDidNotConnect, match="only 1 of 2 clients connected within 0.2 s"):
         manager.wait_for(2)
+
+
+def test_round_one_starts_with_the_clients_present_when_enough_came() -> None:
+    # 3 expected, 2 needed (--min-clients 2), 2 came: after the timeout the run starts with them.
+    manager = WaitingClientManager(timeout=0.2, expected=3, minimum=2, report_every=0.1)
+    manager.register(IdleClient("a"))
+    manager.register(IdleClient("b"))
+    assert manager.num_available() == 2
+    manager.register(IdleClient("c"))
+    assert manager.num_available() == 3  # No second wait once the first round could start.
+
+
+def test_fewer_than_the_minimum_still_time_out() -> None:
+    manager = WaitingClientManager(timeout=0.2, expected=3, minimum=2, report_every=0.1)
+    manager.register(IdleClient("a"))
+    with pytest.raises(ClientsDidNotConnect, match="only 1 of 3 clients connected within 0.2 s \\(2 needed"):
+        manager.num_available()

@@ -90,11 +90,37 @@ def bump_mtime(path: Path, seconds: float) -> None:
 def test_runs_are_found_in_an_out_folder_its_sweeps_and_a_history_folder(tmp_path: Path) -> None:
     RunWriter(tmp_path, rounds=3)
     RunWriter(tmp_path / "sweep" / "quick" / "fedprox_iid", rounds=2)
-    (tmp_path / "history" / "history_3.previous.jsonl").write_text("{}\n")  # Not a run of its own.
+    (tmp_path / "history" / "history_3.other.jsonl").write_text("{}\n")  # Not a run of its own.
 
     assert sorted(find_runs(tmp_path)) == ["history_3", "sweep/quick/fedprox_iid/history_2"]
     assert list(find_runs(tmp_path / "history")) == ["history_3"]
     assert find_runs(tmp_path / "sweep") == {}
+
+
+def test_earlier_runs_kept_under_runs_are_listed_and_symlinks_out_are_not_followed(tmp_path: Path) -> None:
+    RunWriter(tmp_path, rounds=3)
+    RunWriter(tmp_path / "runs" / "2026-11-27T10-00-00_history_3", rounds=3)
+    RunWriter(tmp_path / "runs" / "2026-11-27T11-00-00_history_2" / "sweep" / "quick" / "fedavg_iid", rounds=2)
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    RunWriter(outside, rounds=5)
+    (tmp_path / "runs" / "linked").mkdir()
+    (tmp_path / "runs" / "linked" / "history").symlink_to(outside / "history")
+    writer = RunWriter(tmp_path / "runs" / "file-link", rounds=4)
+    writer.paths.round_log.unlink()
+    writer.paths.round_log.symlink_to(outside / "history" / "history_5.jsonl")
+
+    runs = find_runs(tmp_path)
+    assert sorted(runs) == ["history_3", "runs/2026-11-27T10-00-00_history_3/history_3",
+                            "runs/2026-11-27T11-00-00_history_2/sweep/quick/fedavg_iid/history_2"]
+    assert "runs/file-link/history_4" not in runs  # Its only file points out of the folder.
+
+
+def test_a_stopped_runs_partial_summary_is_read(tmp_path: Path) -> None:
+    writer = RunWriter(tmp_path)
+    writer.round(0.8)
+    summary = {"config": writer.config, "rounds": writer.records, "started": writer.started, "interrupted_after_round": 1}
+    save_history(writer.paths.as_partial(), history_from_records(writer.records, INITIAL), summary)
+    assert read_run(find_runs(tmp_path)["history_3"]).status == "interrupted"
 
 
 def test_a_run_is_waiting_then_running_then_finished(tmp_path: Path) -> None:
@@ -386,6 +412,7 @@ def test_ws_answers_malformed_messages_with_errors_and_stays_usable(tmp_path: Pa
             ("{not json", "not JSON"), ("[1, 2]", 'expected a JSON object with a "type"'),
             ('{"type": "dance"}', "unknown message type 'dance'"),
             ('{"type": "subscribe", "run": "history_9"}', "unknown run 'history_9'"), (b"\x00\x01", "not bytes"),
+            ("1" * 5000, "not usable JSON: ValueError"), ("[" * 100_000, "not usable JSON: RecursionError"),
         ]:
             socket.send(message)
             event = receive(socket)
@@ -394,6 +421,37 @@ def test_ws_answers_malformed_messages_with_errors_and_stays_usable(tmp_path: Pa
         assert receive(socket) == {"type": "pong"}
         socket.send('{"type": "subscribe", "run": "history_3"}')
         assert receive(socket)["run"]["id"] == "history_3"
+
+
+def test_ws_closes_on_an_oversized_frame_and_refuses_huge_headers(served: str) -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    with connect(f"{served}/ws", proxy=None) as socket:
+        receive(socket)  # The snapshot.
+        socket.send("x" * (1024 * 1024))  # 1 MB: over the 256 KB cap.
+        with pytest.raises(ConnectionClosed) as closed:
+            receive(socket)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # "Message too big".
+    with pytest.raises(Exception):  # The server answers 431/400 or drops it; it never reads 1 MB of headers.
+        with connect(f"{served}/ws", proxy=None, additional_headers={"X-Big": "y" * (1024 * 1024)}) as socket:
+            receive(socket)
+
+
+def test_ws_closed_early_by_the_client_leaves_no_traceback(
+    tmp_path: Path, served: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import socket as sockets
+
+    writer = RunWriter(tmp_path)
+    for _ in range(5):  # Open, then vanish before reading anything: as a closed browser tab does.
+        with connect(f"{served}/ws", proxy=None) as socket:
+            socket.socket.shutdown(sockets.SHUT_RDWR)
+        writer.connected(1)  # Something for the pusher to send to the dead socket.
+    time.sleep(0.5)
+    with connect(f"{served}/ws", proxy=None) as socket:  # Still serving.
+        assert receive(socket)["type"] == "snapshot"
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err + captured.out
 
 
 def test_ws_echo_returns_text_and_bytes(served: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -72,8 +73,29 @@ def test_corrupt_summary_beside_a_pickle_is_a_user_error(tmp_path: Path) -> None
     paths = RunPaths(tmp_path, 2)
     save_history(paths, sample_history(), {})
     paths.json.write_text('{"config": ')  # Cut short.
-    with pytest.raises(UserError, match="cannot read the summary"):
+    with pytest.raises(UserError, match="cannot read history"):
         load_history(paths.pickle)
+
+
+def test_plots_tool_never_unpickles_a_history(tmp_path: Path) -> None:
+    # A crafted pickle would run code when loaded: the tools read the JSON beside it instead.
+    import os
+
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    paths = RunPaths(tmp_path, 2)
+    save_history(paths, sample_history(), {})
+    paths.pickle.write_bytes(pickle.dumps(Payload()))
+    history, _ = load_history(paths.pickle)
+    assert history.metrics_distributed["accuracy"] == [(1, 0.8), (2, 0.9)]  # From the JSON.
+    paths.json.unlink()
+    with pytest.raises(UserError, match="never unpickles"):
+        load_history(paths.pickle)
+    assert not marker.exists()
 
 
 def test_round_log_skips_header_and_a_torn_last_line(tmp_path: Path) -> None:
@@ -83,16 +105,6 @@ def test_round_log_skips_header_and_a_torn_last_line(tmp_path: Path) -> None:
         handle.write(json.dumps({"round": 1, "seconds": 0.5}) + "\n")
         handle.write('{"round": 2, "seco')  # A crash in the middle of a write.
     assert read_round_log(paths.round_log) == [{"round": 1, "seconds": 0.5}]
-
-
-def test_new_round_log_keeps_the_previous_one(tmp_path: Path) -> None:
-    paths = RunPaths(tmp_path, 3)
-    start_round_log(paths, {"config": {"run": 1}})
-    with open(paths.round_log, "a") as handle:
-        handle.write(json.dumps({"round": 1}) + "\n")
-    start_round_log(paths, {"config": {"run": 2}})
-    assert read_round_log(paths.previous_round_log) == [{"round": 1}]
-    assert read_round_log(paths.round_log) == []
 
 
 def test_failed_atomic_write_keeps_the_old_file(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from fedmnist.strategy import (
     build_strategy,
     centralized_evaluate_fn,
     fit_config,
+    reporting_clients,
     weighted_average,
 )
 
@@ -29,9 +30,12 @@ def test_weighted_average_differs_from_plain_mean() -> None:
     assert result["accuracy"] == pytest.approx(0.25)  # A plain mean would say 0.5.
 
 
-def test_weighted_average_skips_keys_not_reported_by_all_and_timings() -> None:
-    result = weighted_average([(2, {"accuracy": 0.5, "fit_seconds": 3.0}), (2, {"loss": 1.0})])
-    assert result == {}
+def test_weighted_average_uses_the_clients_that_reported_each_key_and_skips_timings() -> None:
+    # One client leaving "accuracy" out must not erase the round's accuracy for everyone:
+    # accuracy (2 * 0.5 + 6 * 0.9) / 8 = 0.8 from the two that sent it; loss from the one that did.
+    metrics = [(2, {"accuracy": 0.5, "fit_seconds": 3.0}), (6, {"accuracy": 0.9}), (4, {"loss": 1.0})]
+    assert weighted_average(metrics) == pytest.approx({"accuracy": 0.8, "loss": 1.0})
+    assert reporting_clients([values for _, values in metrics]) == {"accuracy": 2, "loss": 1}
 
 
 def test_weighted_average_of_no_examples_is_empty() -> None:

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from flwr.common import Code, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import Code, EvaluateRes, FitRes, Parameters, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server.client_proxy import ClientProxy
 
 from fedmnist.faults import corrupt, parse_fault
-from fedmnist.validation import RejectedUpdate, update_norm, validate_updates
+from fedmnist.validation import (
+    RejectedResult,
+    RejectedUpdate,
+    cap_examples,
+    update_norm,
+    validate_evaluations,
+    validate_updates,
+)
 
 GLOBAL = [np.zeros((2, 2), np.float32), np.zeros(2, np.float32)]
 
@@ -23,8 +30,12 @@ class Proxy(ClientProxy):
     def reconnect(self, *args, **kwargs): raise NotImplementedError
 
 
-def result(cid: str, weights: list[np.ndarray]) -> tuple[ClientProxy, FitRes]:
-    return Proxy(cid), FitRes(Status(Code.OK, ""), ndarrays_to_parameters(weights), 10, {})
+def result(cid: str, weights: list[np.ndarray], num_examples: int = 10, metrics: dict | None = None):
+    return Proxy(cid), FitRes(Status(Code.OK, ""), ndarrays_to_parameters(weights), num_examples, metrics or {})
+
+
+def evaluation(cid: str, loss: float = 0.5, num_examples: int = 10, metrics: dict | None = None):
+    return Proxy(cid), EvaluateRes(Status(Code.OK, ""), loss, num_examples, metrics or {"accuracy": 0.9})
 
 
 def honest(step: float) -> list[np.ndarray]:
@@ -75,6 +86,70 @@ def test_every_fault_is_caught_by_validation() -> None:
     faulty = [result(fault, corrupt(fault, honest(0.1), GLOBAL)) for fault in ("nan", "shape", "scale")]
     accepted, rejected = validate_updates(honest_updates + faulty, GLOBAL, 5.0)
     assert sorted(p.cid for p, _ in accepted) == ["a", "b", "c"]
-    assert sorted(str(e).split()[4].rstrip(":") for e in rejected) == ["nan", "scale", "shape"]
+    assert sorted(str(e).split()[1].rstrip(":") for e in rejected) == ["nan", "scale", "shape"]
     merged = np.mean([parameters_to_ndarrays(r.parameters)[0] for _, r in accepted], axis=0)
     assert np.isfinite(merged).all()
+
+
+@pytest.mark.parametrize(
+    ("num_examples", "metrics", "reason"),
+    [
+        (10, {"accuracy": "abc"}, "metric 'accuracy' is 'abc', not a finite number"),
+        (10, {"loss": float("nan")}, "metric 'loss' is nan, not a finite number"),
+        (10, {"accuracy": b"x"}, "metric 'accuracy' is b'x', not a finite number"),
+        (10, {"accuracy": True}, "metric 'accuracy' is True, not a finite number"),
+        (0, {}, "num_examples 0 is not a positive whole number"),
+        (-1000, {}, "num_examples -1000 is not a positive whole number"),
+    ],
+)
+def test_results_with_bad_counts_or_metrics_are_rejected(num_examples: int, metrics: dict, reason: str) -> None:
+    results = [result("good1", honest(0.1)), result("good2", honest(0.12)), result("bad", honest(0.1), num_examples, metrics)]
+    accepted, rejected = validate_updates(results, GLOBAL, 5.0)
+    assert [p.cid for p, _ in accepted] == ["good1", "good2"]
+    assert [str(error) for error in rejected] == [f"client bad: {reason}"]
+
+
+def test_undecodable_weights_are_rejected_not_raised() -> None:
+    proxy, res = result("bad", honest(0.1))
+    res.parameters = Parameters(tensors=[b"not an array"], tensor_type="numpy.ndarray")
+    accepted, rejected = validate_updates([result("good", honest(0.1)), (proxy, res)], GLOBAL, 5.0)
+    assert [p.cid for p, _ in accepted] == ["good"]
+    assert "client bad: weights cannot be decoded" in str(rejected[0])
+
+
+def test_example_counts_are_capped_at_ten_times_the_median_of_the_others() -> None:
+    # [100, 120, 10**12]: the third is held to 10 x median(100, 120) = 1100; the others' limits
+    # (10 x median(120, 10**12), 10 x median(100, 10**12)) are far above their claims.
+    results = [result(cid, honest(0.1), count) for cid, count in (("a", 100), ("b", 120), ("c", 10**12))]
+    capped = cap_examples(results, 10.0)
+    assert [res.num_examples for _, res in capped] == [100, 120, 1100]
+    # Two clients: a liar claiming 10**12 against an honest 100 weighs 1000, not 10**12.
+    two = cap_examples([result("honest", honest(0.1), 100), result("liar", honest(0.1), 10**12)], 10.0)
+    assert [res.num_examples for _, res in two] == [100, 1000]
+    assert cap_examples([result("alone", honest(0.1), 10**12)], 10.0)[0][1].num_examples == 10**12
+
+
+def test_a_zero_model_with_a_huge_count_cannot_wipe_the_average() -> None:
+    # The attack of the issue: all-zero weights claiming 10**12 examples. Capped at 10 x 100 = 1000
+    # against 2 x 100 honest, FedAvg keeps 200 / 1200 = 1/6 of the honest step, not ~0.
+    global_weights = [np.ones((2, 2), np.float32), np.ones(2, np.float32)]
+    near = [np.full((2, 2), 1.1, np.float32), np.full(2, 1.1, np.float32)]
+    zero = [np.zeros((2, 2), np.float32), np.zeros(2, np.float32)]
+    results = [result("a", near, 100), result("b", near, 100), result("attacker", zero, 10**12)]
+    accepted, _ = validate_updates(results, global_weights, max_norm_factor=100.0)
+    assert sorted(res.num_examples for _, res in accepted) == [100, 100, 1000]
+
+
+def test_evaluations_with_bad_loss_counts_or_metrics_are_rejected() -> None:
+    results = [
+        evaluation("good"), evaluation("nan-loss", loss=float("nan")), evaluation("zero", num_examples=0),
+        evaluation("text", metrics={"accuracy": "high"}), evaluation("no-accuracy", metrics={"loss": 0.4}),
+    ]
+    accepted, rejected = validate_evaluations(results, 10.0)
+    assert [p.cid for p, _ in accepted] == ["good", "no-accuracy"]  # Leaving a key out is allowed.
+    assert all(isinstance(error, RejectedResult) and not isinstance(error, RejectedUpdate) for error in rejected)
+    assert [str(error) for error in rejected] == [
+        "client nan-loss: loss nan is not a finite number",
+        "client zero: num_examples 0 is not a positive whole number",
+        "client text: metric 'accuracy' is 'high', not a finite number",
+    ]

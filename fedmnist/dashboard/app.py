@@ -29,6 +29,9 @@ from fedmnist.dashboard.weights import KerasFiles, NoWeights, latest_weights
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger(__name__)
+# How a closed connection shows when we send or receive: Starlette's disconnect, its
+# "Unexpected ASGI message" RuntimeError, or uvicorn's ClientDisconnected (an OSError).
+_CLOSED = (WebSocketDisconnect, RuntimeError, OSError)
 NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such run, or no weights yet"}}
 
 DESCRIPTION = """
@@ -136,20 +139,20 @@ def create_app(
                 for event in await run_in_threadpool(events):  # File reads stay off the event loop.
                     await websocket.send_json(event)
 
-        if run is not None and follower.run_id is None:
-            await send(lambda: [error_event(f"unknown run {run!r}; following the current run")])
-        await send(lambda: [follower.snapshot()])
-
         async def push() -> None:
             try:
                 while True:
                     await asyncio.sleep(poll_seconds)
                     await send(follower.poll)
-            except (WebSocketDisconnect, RuntimeError):  # Closed while sending: the receiver ends too.
+            except _CLOSED:  # Closed while sending: the receiver ends too.
                 return
 
-        pusher = asyncio.create_task(push())
+        pusher: asyncio.Task[None] | None = None
         try:
+            if run is not None and follower.run_id is None:
+                await send(lambda: [error_event(f"unknown run {run!r}; following the current run")])
+            await send(lambda: [follower.snapshot()])
+            pusher = asyncio.create_task(push())
             while True:
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
@@ -159,10 +162,11 @@ def create_app(
                     await send(lambda: [error_event("send JSON text, not bytes")])
                 else:
                     await send(lambda: follower.handle(text))
-        except WebSocketDisconnect:
+        except _CLOSED:  # The browser went away mid-send: nothing to answer, nothing to log.
             return
         finally:
-            pusher.cancel()
+            if pusher is not None:
+                pusher.cancel()
 
     @app.websocket("/ws/echo")
     async def echo(websocket: WebSocket) -> None:
@@ -177,7 +181,7 @@ def create_app(
                     await websocket.send_text(message["text"])
                 else:
                     await websocket.send_bytes(message.get("bytes") or b"")
-        except WebSocketDisconnect:
+        except _CLOSED:
             return
 
     return app

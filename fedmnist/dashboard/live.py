@@ -87,6 +87,8 @@ class RunFollower:
             request = json.loads(message)
         except json.JSONDecodeError as error:
             return [error_event(f"not JSON: {error.msg} at character {error.pos}")]
+        except (ValueError, RecursionError) as error:  # A 5,000-digit number; arrays nested 100,000 deep.
+            return [error_event(f"not usable JSON: {type(error).__name__}: {str(error)[:100]}")]
         if not isinstance(request, dict) or not isinstance(request.get("type"), str):
             return [error_event('expected a JSON object with a "type", e.g. {"type": "ping"}')]
         kind = request["type"]

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from fedmnist.paths import RunPaths
 
-RUN_FILE = re.compile(r"^history_(\d+)\.jsonl?$")  # The live log or the summary; not .previous.jsonl.
+RUN_FILE = re.compile(r"^history_(\d+)(?:\.partial)?\.jsonl?$")  # The live log, the summary or a partial one.
 Status = Literal["waiting", "running", "finished", "interrupted"]
 
 
@@ -36,15 +36,32 @@ class Run:
 
     id: str
     paths: RunPaths
+    base: Path  # The dashboard's folder (resolved): no file outside it is ever read.
+
+    def contains(self, path: Path) -> bool:
+        """Whether ``path`` exists and really lies in the dashboard's folder (a symlink out does not)."""
+        try:
+            return path.resolve(strict=True).is_relative_to(self.base)
+        except (OSError, RuntimeError):  # Missing, or a symlink loop.
+            return False
+
+    @property
+    def log_path(self) -> Path | None:
+        return self.paths.round_log if self.contains(self.paths.round_log) else None
+
+    @property
+    def summary_path(self) -> Path | None:
+        """The complete run's summary, else a stopped run's partial one, else None."""
+        return next((path for path in (self.paths.json, self.paths.as_partial().json) if self.contains(path)), None)
 
     def signature(self) -> tuple[Any, ...]:
         """Changes whenever the server writes to this run's log or summary."""
-        return (_stat_key(self.paths.round_log), _stat_key(self.paths.json))
+        return (_stat_key(self.log_path), _stat_key(self.summary_path))
 
     def updated(self) -> float:
         """When the server last wrote to this run (Unix time), 0 if its files are gone."""
-        times = [os.stat(path).st_mtime for path in (self.paths.round_log, self.paths.json) if path.exists()]
-        return max(times, default=0.0)
+        times = [_mtime(path) or 0 for path in (self.log_path, self.summary_path)]
+        return max(times, default=0) / 1e9
 
 
 @dataclass
@@ -70,34 +87,40 @@ class RunSnapshot:
 def find_runs(base: Path) -> dict[str, Run]:
     """Every run under ``base``, by id, newest first.
 
-    ``base`` is an ``--out`` folder (its own run and its sweeps) or a
-    ``history`` folder itself.
+    ``base`` is an ``--out`` folder (its own run, its sweeps, and the earlier
+    runs kept under ``runs/``) or a ``history`` folder itself. Folders that
+    are symlinks out of ``base`` are not followed.
     """
     base = base.resolve()
     if _run_files(base):  # A history folder given directly: its runs belong to its parent.
         roots, relative_to = [base.parent], base.parent
     else:
-        roots = [base, *sorted(path for path in base.glob("sweep/*/*") if (path / "history").is_dir())]
-        relative_to = base
+        patterns = ("sweep/*/*", "runs/*", "runs/*/sweep/*/*")
+        found = {path for pattern in patterns for path in base.glob(pattern) if (path / "history").is_dir()}
+        roots, relative_to = [base, *sorted(found)], base
     runs = []
     for root in roots:
+        if not _inside(root / "history", relative_to):
+            continue
         for rounds in sorted(_run_files(root / "history")):
             folder = root.relative_to(relative_to).as_posix()
             name = f"history_{rounds}"
-            runs.append(Run(id=name if folder == "." else f"{folder}/{name}", paths=RunPaths(root, rounds)))
+            run = Run(id=name if folder == "." else f"{folder}/{name}", paths=RunPaths(root, rounds), base=relative_to)
+            if run.log_path or run.summary_path:  # Not when its only files are symlinks out of the folder.
+                runs.append(run)
     runs.sort(key=lambda run: run.updated(), reverse=True)
     return {run.id: run for run in runs}
 
 
 def read_run(run: Run) -> RunSnapshot:
     """The run as its files describe it now; raises RunGone when it has none."""
-    paths = run.paths
-    log_time, summary_time = _mtime(paths.round_log), _mtime(paths.json)
+    log_path, summary_path = run.log_path, run.summary_path
+    log_time, summary_time = _mtime(log_path), _mtime(summary_path)
     if log_time is None and summary_time is None:
         raise RunGone(run.id)
-    log = _read_log(paths.round_log) if log_time is not None else LiveLog()
+    log = _read_log(log_path) if log_path is not None and log_time is not None else LiveLog()
     header, initial, records = log.header, log.initial, log.records
-    summary = _read_json(paths.json) if summary_time is not None else None
+    summary = _read_json(summary_path) if summary_path is not None and summary_time is not None else None
     if summary is not None and log_time is not None and not _same_run(summary, summary_time, log, log_time):
         summary = None  # It belongs to an earlier run, or to this run before it was resumed.
     if summary is not None:
@@ -191,15 +214,26 @@ def _run_files(folder: Path) -> set[int]:
     return {int(match.group(1)) for path in folder.iterdir() if (match := RUN_FILE.match(path.name))}
 
 
-def _mtime(path: Path) -> int | None:
+def _inside(path: Path, base: Path) -> bool:
+    try:
+        return path.resolve(strict=True).is_relative_to(base)
+    except (OSError, RuntimeError):
+        return False
+
+
+def _mtime(path: Path | None) -> int | None:
     """Modification time in nanoseconds: a summary and the log's last line can share a millisecond."""
+    if path is None:
+        return None
     try:
         return os.stat(path).st_mtime_ns
     except OSError:
         return None
 
 
-def _stat_key(path: Path) -> tuple[int, int, int] | None:
+def _stat_key(path: Path | None) -> tuple[int, int, int] | None:
+    if path is None:
+        return None
     try:
         stat = os.stat(path)
     except OSError:

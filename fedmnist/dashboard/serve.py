@@ -80,12 +80,21 @@ def serve(out: str, host: str, port: int, cors_origins: str) -> None:
 
 
 def uvicorn_server(app: object, host: str, port: int) -> uvicorn.Server:
-    """The uvicorn server for ``app``: quiet, and on websockets' current (sans-I/O) protocol."""
+    """The uvicorn server for ``app``: quiet, bounded, and on websockets' current (sans-I/O) protocol.
+
+    A WebSocket message may be at most ``WS_MAX_BYTES`` (the largest a client
+    needs to send is a few hundred bytes) and a request's headers at most
+    ``MAX_HEADER_BYTES``: uvicorn's defaults (16 MiB messages; no header limit
+    with httptools) let one client make the dashboard hold hundreds of MB.
+    """
     import uvicorn
 
-    # uvicorn's default "websockets" protocol uses that library's deprecated legacy API.
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", ws="websockets-sansio")
-    return uvicorn.Server(config)
+    # uvicorn's default "websockets" protocol uses that library's deprecated legacy API; h11 caps headers.
+    server_config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", ws="websockets-sansio", ws_max_size=config.WS_MAX_BYTES,
+        http="h11", h11_max_incomplete_event_size=config.MAX_HEADER_BYTES,
+    )
+    return uvicorn.Server(server_config)
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -1,7 +1,7 @@
 """A run's latest global model: as JSON arrays, or as a ``.keras`` file.
 
-The server checkpoints the global weights after every round (``fedmnist.checkpoint``);
-that checkpoint is the source here. When the run has ended, its final
+The server checkpoints the global weights after every round (``fedmnist.checkpoint``,
+arrays and JSON: reading it cannot run code); that checkpoint is the source here. When the run has ended, its final
 ``models/global_N.keras`` holds the same weights and is served as it is; while
 it runs, a ``.keras`` file is built from the checkpoint (which imports
 TensorFlow into the dashboard once, a few seconds, on the first such download).
@@ -9,7 +9,6 @@ TensorFlow into the dashboard once, a few seconds, on the first such download).
 
 from __future__ import annotations
 
-import pickle
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -45,19 +44,18 @@ def _values(array: np.ndarray) -> list:
 
 
 def latest_weights(run: Run) -> LatestWeights:
-    """The weights after the run's latest finished round."""
-    from fedmnist.checkpoint import Checkpoint  # Imports Flower: only when weights are asked for.
+    """The weights after the run's latest finished round, from its checkpoint (arrays and JSON, no pickle)."""
+    from fedmnist.checkpoint import read_checkpoint  # Imports Flower: only when weights are asked for.
 
     path = run.paths.checkpoint
+    if not run.contains(path):
+        raise NoWeights(f"run {run.id!r} has no weights yet: the server saves them after each round")
     try:
-        with open(path, "rb") as handle:
-            checkpoint = pickle.load(handle)  # Our own server's file (the dashboard serves one --out folder).
+        checkpoint = read_checkpoint(path)
     except FileNotFoundError:
         raise NoWeights(f"run {run.id!r} has no weights yet: the server saves them after each round") from None
-    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ValueError) as error:
+    except (OSError, ValueError) as error:
         raise NoWeights(f"cannot read the checkpoint of run {run.id!r}: {error}") from None
-    if not isinstance(checkpoint, Checkpoint):
-        raise NoWeights(f"{path} is not a fedmnist checkpoint")
     return LatestWeights(round=checkpoint.round, model=checkpoint.config.get("model"), weights=checkpoint.weights)
 
 
@@ -72,7 +70,7 @@ class KerasFiles:
         """A ``.keras`` file of the run's latest weights and the round they are from (blocks while building)."""
         final, checkpoint = run.paths.model, run.paths.checkpoint
         latest = latest_weights(run)
-        if final.exists() and final.stat().st_mtime >= checkpoint.stat().st_mtime:
+        if run.contains(final) and final.stat().st_mtime >= checkpoint.stat().st_mtime:
             return final, latest.round  # Saved after the last checkpoint: the run's final weights.
         target = Path(self._folder.name) / f"{run.id.replace('/', '--')}-round{latest.round}.keras"
         with self._lock:
