@@ -12,6 +12,13 @@ for arg in "$@"; do  # --help needs no set-up: the launcher parses flags with th
     case "$arg" in -h|--help) exec python3 -m fedmnist.launcher "$@" ;; esac
 done
 
+# Flag mistakes are found before the first set-up installs 2 GB: the launcher checks them with the
+# standard library. Status 2 is a flag error (already explained); anything else, e.g. no python3, is
+# left to the set-up below to report.
+status=0
+FEDMNIST_CHECK_ONLY=1 python3 -m fedmnist.launcher "$@" || status=$?
+[ "$status" -eq 2 ] && exit 2
+
 source "$root/scripts/venv.sh"
 ensure_venv requirements.txt
 exec python -m fedmnist.launcher "$@"

@@ -91,7 +91,8 @@ def add_federation_arguments(parser: argparse.ArgumentParser, *, out_default: st
                         help="FedProx's mu, the weight of the proximal term; --strategy fedprox only (default: %(default)s)")
     parser.add_argument("--min-clients", type=positive_int, default=None,
                         help="clients a round needs to go ahead, so the run survives the others failing "
-                        "(default: all but one, at least 1; the first round waits for all)")
+                        "(default: all but one, at least 1; the first round waits up to --client-timeout for all, "
+                        "then starts with those present if at least this many)")
     parser.add_argument("--round-timeout", type=positive_float, default=config.ROUND_TIMEOUT,
                         help="seconds a round waits for answers; clients later than that count as failed (default: %(default)s)")
     parser.add_argument("--max-update-norm-factor", type=positive_float, default=config.MAX_UPDATE_NORM_FACTOR,
@@ -257,8 +258,18 @@ def configure_logging(verbose: bool = False) -> None:
     update_console_handler(
         level=logging.INFO if verbose else logging.WARNING, colored=sys.stderr.isatty()
     )
+    logging.getLogger("grpc._server").addFilter(_drop_closed_bridge)
     if not verbose:
         threading.excepthook = _one_line_thread_error
+
+
+def _drop_closed_bridge(record: logging.LogRecord) -> bool:
+    """gRPC logs a traceback when a client's stream ends with Flower's ``GrpcBridgeClosed``.
+
+    That is how every client disconnect looks on the server (Ctrl-C, a crash, the
+    run's end); the round's record and the console already say so in one line.
+    """
+    return not (record.exc_info and record.exc_info[0] and record.exc_info[0].__name__ == "GrpcBridgeClosed")
 
 
 def _one_line_thread_error(args: threading.ExceptHookArgs) -> None:
@@ -269,6 +280,8 @@ def _one_line_thread_error(args: threading.ExceptHookArgs) -> None:
     failure that matters, and a stray traceback would bury it.
     """
     name = args.thread.name if args.thread else "?"
+    if "Cannot monitor channel state" in str(args.exc_value):
+        return  # gRPC's watcher of a channel the retry loop closed: the main thread says what failed.
     logging.getLogger("fedmnist").warning("background thread %s failed: %s: %s", name, args.exc_type.__name__, args.exc_value)
 
 

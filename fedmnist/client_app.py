@@ -34,6 +34,7 @@ from fedmnist.data import ClientData, client_data, load_mnist, to_float
 from fedmnist.errors import UserError
 from fedmnist.faults import corrupt, crash_if_due
 from fedmnist.model import Trainer, build_model
+from fedmnist.tls import speaks_tls
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 0.5  # Pause between attempts to reach an unreachable server.
@@ -256,7 +257,12 @@ def run_client(
         waiting_since = max(waiting_since, client.last_contact)
         if time.monotonic() - waiting_since > connect_timeout:
             hint = "is server.py running, and is the address right?"
-            if root_certificate is not None:
+            tls = speaks_tls(server_address)
+            if root_certificate is None and tls:
+                hint = "the server requires TLS: pass --root-cert with the CA certificate (ca.pem) it uses"
+            elif root_certificate is not None and tls is False:
+                hint = "the server does not use TLS: leave out --root-cert, or start the server with --tls-dir"
+            elif root_certificate is not None:
                 hint += " With TLS: was the server's certificate signed by this --root-cert, for this host name?"
             raise UserError(
                 f"lost or could not reach the Flower server at {server_address} within {connect_timeout:g} s ({hint})"

@@ -124,9 +124,14 @@ def client_data(
         raise UserError(f"partition-id must be in 0..{num_partitions - 1}, got {partition_id}")
     rows = partition_rows(data.y_train, num_partitions, parse_partition(partition), seed)[partition_id]
     rows = np.random.default_rng(seed + 1 + partition_id).permutation(rows)
-    n_val = min(max(1, round(len(rows) * validation_fraction)), len(rows) - 1)
+    n_val = validation_size(len(rows), validation_fraction)
     train, val = rows[: len(rows) - n_val], rows[len(rows) - n_val :]
     return ClientData(data.x_train[train], data.y_train[train], data.x_train[val], data.y_train[val])
+
+
+def validation_size(rows: int, validation_fraction: float = config.VALIDATION_FRACTION) -> int:
+    """How many of a client's ``rows`` it keeps for validation: the fraction, but at least one each side."""
+    return min(max(1, round(rows * validation_fraction)), rows - 1)
 
 
 def _load_source(source: str, data_home: str | None) -> tuple[np.ndarray, np.ndarray]:

@@ -345,17 +345,26 @@ def _stream(path: Path, process: subprocess.Popen, out: IO[str] = sys.stdout) ->
                 time.sleep(POLL_SECONDS)
 
 
+CHECK_ONLY = "FEDMNIST_CHECK_ONLY"  # run.sh sets it to check the flags with plain python3, before any set-up.
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    check_only = os.environ.get(CHECK_ONLY) == "1"
     if argv[:1] == ["certs"]:  # ./run.sh certs --host NAME [--out DIR]
         from fedmnist.tls import main as make_certificates
 
-        return make_certificates(argv[1:])
+        return None if check_only else make_certificates(argv[1:])
     if argv[:1] == ["dashboard"]:  # ./run.sh dashboard [--out DIR] [--dashboard-port N]
-        from fedmnist.dashboard.serve import main as dashboard
+        from fedmnist.dashboard.serve import main as dashboard, parse_args as dashboard_args
 
+        if check_only:
+            dashboard_args(argv[1:], prog="./run.sh dashboard")
+            return None
         return dashboard(argv[1:], out_default=str(PROJECT_ROOT), prog="./run.sh dashboard")
     args = parse_args(argv)
+    if check_only:
+        return None
     launcher = Launcher(args)
     # SIGTERM (e.g. from a CI timeout) is handled like Ctrl-C: stop the children, then exit;
     # a second Ctrl-C must not cut that short.

@@ -19,11 +19,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from fedmnist import config
 from fedmnist.errors import UserError
+
+if TYPE_CHECKING:  # NumPy is imported where it is used: `./run.sh` checks --partition before .venv exists.
+    import numpy as np
 
 IID, DIRICHLET, SHARDS = "iid", "dirichlet", "shards"
 MIN_DIRICHLET_PARTITION = 10  # Rows each client needs at least (training plus validation).
@@ -74,6 +76,8 @@ def partition_rows(
 
     Raises UserError when the scheme cannot give every client at least two rows.
     """
+    import numpy as np
+
     if num_partitions < 1:
         raise UserError(f"num-partitions must be at least 1, got {num_partitions}")
     if num_partitions * 2 > len(labels):
@@ -88,6 +92,7 @@ def _flower_partitions(
     labels: np.ndarray, num_partitions: int, scheme: PartitionScheme, seed: int
 ) -> list[np.ndarray]:
     """Cut with Flower Datasets' partitioners, on an in-memory dataset of (row, label)."""
+    import numpy as np
     from datasets import Dataset
     from flwr_datasets.partitioner import DirichletPartitioner, ShardPartitioner
 
@@ -118,4 +123,6 @@ def _flower_partitions(
 
 def label_histograms(labels: np.ndarray, parts: list[np.ndarray]) -> np.ndarray:
     """Examples of each digit per client: shape (clients, 10)."""
+    import numpy as np
+
     return np.stack([np.bincount(labels[part], minlength=config.NUM_CLASSES) for part in parts])

@@ -39,7 +39,7 @@ from fedmnist.checkpoint import (
 )
 from fedmnist.cli import ignore_stop_signals, take_back_stop_signals
 from fedmnist.client_manager import WaitingClientManager
-from fedmnist.data import MnistData, load_mnist, to_float
+from fedmnist.data import MnistData, load_mnist, to_float, validation_size
 from fedmnist.errors import UserError
 from fedmnist.history import history_from_records, save_history, start_round_log
 from fedmnist.paths import RunPaths
@@ -122,10 +122,11 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
         "data: %s, %d training rows for the clients, %d held-out test rows for the server",
         data.source, len(data.y_train), len(data.y_test),
     )
-    # The clients cut the same partition from the same seed; the server only counts labels.
-    histograms = label_histograms(
-        data.y_train, partition_rows(data.y_train, settings.clients, parse_partition(settings.partition), settings.seed)
-    )
+    # The clients cut the same partition from the same seed; the server counts labels, and the
+    # largest shares bound the example counts clients may claim (fedmnist.validation).
+    parts = partition_rows(data.y_train, settings.clients, parse_partition(settings.partition), settings.seed)
+    histograms = label_histograms(data.y_train, parts)
+    largest = max(len(part) for part in parts)
 
     # TensorFlow takes seconds to import: do it beside Flower's start-up, so the server
     # listens at once and the clients' own start-up overlaps it. The strategy, which
@@ -137,7 +138,10 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
     header = {"config": asdict(settings), "data_source": data.source, "started": _now(), "resumed_after_round": done}
     start_round_log(paths, header, resume=checkpoint is not None)
     server_ready = time.perf_counter()
-    validated = ValidatingStrategy(recorder, max_norm_factor=settings.max_update_norm_factor)
+    validated = ValidatingStrategy(
+        recorder, max_norm_factor=settings.max_update_norm_factor,
+        max_fit_examples=largest - validation_size(largest), max_evaluate_examples=validation_size(largest),
+    )
 
     def summary_now() -> dict[str, Any]:
         finished = time.perf_counter()

@@ -23,27 +23,32 @@ CA_FILE, CERT_FILE, KEY_FILE = "ca.pem", "server.pem", "server.key"
 VALID_DAYS = 365
 
 
-def generate_certificates(out_dir: str | Path, host: str) -> list[Path]:
-    """Write a CA and a server certificate for ``host`` into ``out_dir``; return the three paths."""
+def generate_certificates(
+    out_dir: str | Path, host: str, *, valid_days: int = VALID_DAYS, starts: datetime.datetime | None = None
+) -> list[Path]:
+    """Write a CA and a server certificate for ``host`` into ``out_dir``; return the three paths.
+
+    They are valid for ``valid_days`` from ``starts`` (default: now).
+    """
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = starts or datetime.datetime.now(datetime.timezone.utc)
     ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedmnist development CA")])
     ca_cert = (
         x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number()).not_valid_before(now)
-        .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+        .not_valid_after(now + datetime.timedelta(days=valid_days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
     server_cert = (
         x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
         .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=valid_days))
         .add_extension(x509.SubjectAlternativeName(_alternative_names(host)), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
@@ -91,7 +96,42 @@ def load_server_certificates(tls_dir: str | Path) -> tuple[bytes, bytes, bytes]:
         server_cert.verify_directly_issued_by(ca_cert)
     except (ValueError, TypeError, InvalidSignature) as error:
         raise UserError(f"{folder / CERT_FILE} was not signed by {folder / CA_FILE} ({type(error).__name__})") from None
+    for name, certificate in ((CA_FILE, ca_cert), (CERT_FILE, server_cert)):
+        _check_dates(folder / name, certificate)
     return ca, cert, key
+
+
+def _check_dates(path: Path, certificate: object) -> None:
+    """Refuse a certificate that is expired or not valid yet: every client would fail its handshake."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if now > certificate.not_valid_after_utc:  # type: ignore[attr-defined]
+        raise UserError(f"{path} expired on {certificate.not_valid_after_utc:%Y-%m-%d}; "  # type: ignore[attr-defined]
+                        "make new certificates (./run.sh certs)")
+    if now < certificate.not_valid_before_utc:  # type: ignore[attr-defined]
+        raise UserError(f"{path} is not valid before {certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC "  # type: ignore[attr-defined]
+                        "(is this machine's clock right?)")
+
+
+def speaks_tls(server_address: str, timeout: float = 2.0) -> bool | None:
+    """Whether the server at ``HOST:PORT`` answers a TLS handshake (None: could not tell).
+
+    Used only to explain a failed connection: certificates are not checked here.
+    """
+    import socket
+    import ssl
+
+    host, _, port = server_address.rpartition(":")
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    context.set_alpn_protocols(["h2"])  # gRPC servers refuse TLS without HTTP/2.
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw:
+            with context.wrap_socket(raw, server_hostname=host.strip("[]")):
+                return True
+    except ssl.SSLError:
+        return False
+    except OSError:
+        return None
 
 
 def load_root_certificate(path: str | Path) -> bytes:

@@ -11,10 +11,13 @@ wraps any strategy of the app and, for each round:
 * **fit and evaluate results** are rejected when ``num_examples`` is not a
   positive whole number, when a metric is not a finite number (``"abc"``,
   NaN), or (evaluate) when the loss is not finite;
-* the **example count** a result is weighted by is capped at
-  ``max_examples_factor`` times the median of the *other* clients' counts, so
-  no client outweighs the rest by claiming ``10**12`` examples. The median of
-  the others, not of all, keeps the bound honest with only two clients.
+* the **example count** a result is weighted by is capped at the largest
+  share any client of this run holds (the server cuts the same partition, so
+  it knows: ``max_fit_examples``/``max_evaluate_examples``), and at
+  ``max_examples_factor`` times the median of the *other* clients' counts.
+  No client claiming ``10**12`` examples weighs more than the largest honest
+  client could. (FedAvg still gives it that weight: against clients that
+  send poisoned weights, use a robust strategy such as ``fedmedian`` or ``krum``.)
 
 Rejected results are logged with the client and the reason and passed on as
 failures (``RejectedResult``), so the round's record counts them and neither
@@ -59,10 +62,14 @@ class ValidatingStrategy(DelegatingStrategy):
         *,
         max_norm_factor: float = config.MAX_UPDATE_NORM_FACTOR,
         max_examples_factor: float = config.MAX_EXAMPLES_FACTOR,
+        max_fit_examples: int | None = None,
+        max_evaluate_examples: int | None = None,
     ) -> None:
         self.inner = inner
         self.max_norm_factor = max_norm_factor
         self.max_examples_factor = max_examples_factor
+        self.max_fit_examples = max_fit_examples  # The largest training share of the run's partition.
+        self.max_evaluate_examples = max_evaluate_examples  # The largest validation slice.
         self._global: NDArrays | None = None
 
     def configure_fit(
@@ -75,7 +82,7 @@ class ValidatingStrategy(DelegatingStrategy):
         self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: list[Any]
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         accepted, rejected = validate_updates(
-            results, self._global or [], self.max_norm_factor, self.max_examples_factor
+            results, self._global or [], self.max_norm_factor, self.max_examples_factor, self.max_fit_examples
         )
         _log_rejections(server_round, "update", rejected)
         return self.inner.aggregate_fit(server_round, accepted, [*failures, *rejected])
@@ -83,7 +90,7 @@ class ValidatingStrategy(DelegatingStrategy):
     def aggregate_evaluate(
         self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]], failures: list[Any]
     ) -> tuple[float | None, dict[str, Scalar]]:
-        accepted, rejected = validate_evaluations(results, self.max_examples_factor)
+        accepted, rejected = validate_evaluations(results, self.max_examples_factor, self.max_evaluate_examples)
         _log_rejections(server_round, "evaluation", rejected)
         return self.inner.aggregate_evaluate(server_round, accepted, [*failures, *rejected])
 
@@ -98,6 +105,7 @@ def validate_updates(
     global_weights: NDArrays,
     max_norm_factor: float,
     max_examples_factor: float = config.MAX_EXAMPLES_FACTOR,
+    max_examples: int | None = None,
 ) -> tuple[list[tuple[ClientProxy, FitRes]], list[RejectedUpdate]]:
     """Split fit ``results`` into accepted ones (example counts capped) and RejectedUpdate errors."""
     well_formed, rejected, distances = [], [], []
@@ -127,11 +135,13 @@ def validate_updates(
             ))
         else:
             accepted.append((proxy, result))
-    return cap_examples(accepted, max_examples_factor), rejected
+    return cap_examples(accepted, max_examples_factor, max_examples), rejected
 
 
 def validate_evaluations(
-    results: list[tuple[ClientProxy, EvaluateRes]], max_examples_factor: float = config.MAX_EXAMPLES_FACTOR
+    results: list[tuple[ClientProxy, EvaluateRes]],
+    max_examples_factor: float = config.MAX_EXAMPLES_FACTOR,
+    max_examples: int | None = None,
 ) -> tuple[list[tuple[ClientProxy, EvaluateRes]], list[RejectedResult]]:
     """Split evaluate ``results`` into accepted ones (example counts capped) and RejectedResult errors."""
     accepted, rejected = [], []
@@ -143,7 +153,7 @@ def validate_evaluations(
             rejected.append(RejectedResult(f"client {proxy.cid}: {problem}"))
         else:
             accepted.append((proxy, result))
-    return cap_examples(accepted, max_examples_factor), rejected
+    return cap_examples(accepted, max_examples_factor, max_examples), rejected
 
 
 def result_problem(result: FitRes | EvaluateRes) -> str:
@@ -160,20 +170,21 @@ def result_problem(result: FitRes | EvaluateRes) -> str:
     return ""
 
 
-def cap_examples(results: list[tuple[ClientProxy, Res]], factor: float) -> list[tuple[ClientProxy, Res]]:
-    """Cap each result's ``num_examples`` at ``factor`` x the median of the other results' counts.
+def cap_examples(
+    results: list[tuple[ClientProxy, Res]], factor: float, ceiling: int | None = None
+) -> list[tuple[ClientProxy, Res]]:
+    """Cap each result's ``num_examples`` at ``ceiling`` and at ``factor`` x the median of the others' counts.
 
     ``[100, 120, 10**12]`` with factor 10 becomes ``[100, 120, 1100]``: the
     third client's claim is held to ten times the median of 100 and 120. A
-    lone result is not capped (there is nothing to compare it with).
+    lone result is capped by ``ceiling`` only.
     """
-    if len(results) < 2:
-        return results
     counts = [result.num_examples for _, result in results]
     capped = []
     for index, (proxy, result) in enumerate(results):
         others = counts[:index] + counts[index + 1:]
-        limit = max(1, math.floor(factor * float(np.median(others))))
+        limit = max(1, math.floor(factor * float(np.median(others)))) if others else result.num_examples
+        limit = min(limit, ceiling) if ceiling else limit
         if result.num_examples > limit:
             log.warning("client %s claims %d examples; weighted as %d (%g x the median of the others)",
                         proxy.cid, result.num_examples, limit, factor)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import socket
 from pathlib import Path
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from flwr.server.history import History
 
-from conftest import PROJECT_ROOT, free_port, run_script, start_script
+from conftest import PROJECT_ROOT, free_port, run_script, start_script, wait_for_port
 from fedmnist.history import history_from_records, history_to_dict
 
 
@@ -203,10 +204,16 @@ def test_ctrl_c_stops_every_process_run_sh_started(tmp_path: Path, data_home: st
     while _processes_of_run(port) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert _processes_of_run(port) == []
-    # The server saved what the completed rounds learned before it stopped.
-    summary = json.loads((tmp_path / "history" / "history_500.json").read_text())
-    assert summary["interrupted_after_round"] >= 2 and len(summary["rounds"]) == summary["interrupted_after_round"]
-    assert (tmp_path / "models" / "global_500.keras").stat().st_size > 0
+    # The server saved what the completed rounds learned, under names that say the run is partial.
+    output = launcher.stdout.read() + launcher.stderr.read()
+    assert "Traceback" not in output and "race condition" not in output, output
+    summary = json.loads((tmp_path / "history" / "history_500.partial.json").read_text())
+    done = summary["interrupted_after_round"]
+    assert done >= 2 and len(summary["rounds"]) == done
+    assert f"Stopped after round {done} of 500" in output and "--resume" in output
+    assert (tmp_path / "models" / "global_500.partial.keras").stat().st_size > 0
+    assert not (tmp_path / "history" / "history_500.json").exists()
+    assert not (tmp_path / "models" / "global_500.keras").exists()
 
 
 @pytest.mark.parametrize("strategy", ["fedavgm", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimmedavg", "krum"])
@@ -414,6 +421,8 @@ def test_client_with_the_wrong_ca_or_no_tls_cannot_connect(tmp_path: Path, data_
                                 "--connect-timeout", "3", *common, *extra, timeout=120)
             assert result.returncode == 2, result.stderr
             assert "could not reach the Flower server" in result.stderr and "Traceback" not in result.stderr
+            assert "background thread" not in result.stderr  # One line, not gRPC's thread noise.
+        assert "the server requires TLS: pass --root-cert" in result.stderr  # The plaintext client is told why.
         assert "With TLS" in run_script(
             "client.py", "--server", f"127.0.0.1:{port}", "--num-partitions", "1", "--connect-timeout", "3",
             "--root-cert", str(tmp_path / "other" / "ca.pem"), *common, timeout=120,
@@ -445,3 +454,62 @@ def test_restarted_client_rejoins_later_rounds(tmp_path: Path, data_home: str) -
     results = [r["fit_results"] for r in json.loads((tmp_path / "history" / "history_40.json").read_text())["rounds"]]
     assert 1 in results  # Rounds went on with one client while the other was down...
     assert results[-1] == 2  # ...and the restarted one took part again by the end.
+
+
+def test_hostile_clients_cannot_stop_or_take_over_the_federation(tmp_path: Path, data_home: str) -> None:
+    # One real client.py and seven Flower clients in one process, six of them attacking (tests/hostile_client.py).
+    # On the old code the string metric made aggregation raise and the server hang for ever.
+    from hostile_client import ATTACKS
+
+    port = str(free_port())
+    common = ["--dataset", "mnist-5k", "--data-home", data_home]
+    clients = 1 + len(ATTACKS)
+    server = start_script("server.py", "--port", port, "--rounds", "2", "--clients", str(clients),
+                          "--max-update-norm-factor", "1000", "--out", str(tmp_path), *common,
+                          log=tmp_path / "server.log")
+    real = start_script("client.py", "--server", f"127.0.0.1:{port}", "--partition-id", "0",
+                        "--num-partitions", str(clients), *common, log=tmp_path / "client.log")
+    wait_for_port(int(port), server)  # Flower's own client gives up on a server not listening yet.
+    hostile = start_script("tests/hostile_client.py", f"127.0.0.1:{port}", *ATTACKS, log=tmp_path / "hostile.log")
+    assert server.wait(timeout=180) == 0, (tmp_path / "server.log").read_text()[-3000:]
+    assert real.wait(timeout=30) == 0 and hostile.wait(timeout=30) == 0
+    summary = json.loads((tmp_path / "history" / "history_2.json").read_text())
+    for record in summary["rounds"]:
+        reasons = " | ".join(record["failure_reasons"])
+        assert "metric 'accuracy' is 'abc', not a finite number" in reasons
+        assert "num_examples -1000 is not a positive whole number" in reasons
+        assert "num_examples 0 is not a positive whole number" in reasons
+        assert "evaluation: rejected: client" in reasons and "metric 'loss' is nan, not a finite number" in reasons
+        assert record["rejected_updates"] == 3 and record["fit_results"] == clients - 3
+        assert record["rejected_evaluations"] == 1 and record["evaluate_results"] == clients - 1
+        # Every client but the one that left "accuracy" out counts for the accuracy, and says so.
+        assert record["evaluate_reporting"] == {"accuracy": clients - 2, "loss": clients - 1}
+        assert math.isfinite(record["loss_distributed"]) and 0 < record["evaluate"]["accuracy"] <= 1
+        assert 0 < record["fit"]["accuracy"] <= 1  # The old code let -1000 examples make it 1.136.
+    server_log = (tmp_path / "server.log").read_text()
+    # The zero model's 10**12 examples weigh as much as the largest share of 8 (4000 rows / 8, less validation).
+    assert "claims 1000000000000 examples; weighted as 450" in server_log
+    assert "Traceback" not in server_log
+
+
+def test_clients_that_never_come_or_differ_in_settings_do_not_stop_the_run(tmp_path: Path, data_home: str) -> None:
+    # --clients 3 --min-clients 1: one client never arrives (the old server aborted the run after
+    # --client-timeout), one was started with other partition settings (the old server let it train
+    # on overlapping rows). The run starts with the two present and refuses the second at round 1.
+    port = str(free_port())
+    common = ["--dataset", "mnist-5k", "--data-home", data_home]
+    server = start_script("server.py", "--port", port, "--rounds", "2", "--clients", "3", "--min-clients", "1",
+                          "--client-timeout", "15", "--out", str(tmp_path), *common, log=tmp_path / "server.log")
+    good = start_script("client.py", "--server", f"127.0.0.1:{port}", "--partition-id", "0", "--num-partitions", "3",
+                        *common, log=tmp_path / "good.log")
+    wrong = run_script("client.py", "--server", f"127.0.0.1:{port}", "--partition-id", "1", "--num-partitions", "5",
+                       "--seed", "7", *common, timeout=120)
+    assert wrong.returncode == 2 and "Traceback" not in wrong.stderr, wrong.stderr
+    assert "settings differ from the server's (num-partitions 5 here, 3 on the server; seed 7 here, 42" in wrong.stderr
+    assert server.wait(timeout=120) == 0 and good.wait(timeout=30) == 0
+    server_log = (tmp_path / "server.log").read_text()
+    assert "2 of 3 clients connected within 15 s; starting without the 1 missing" in server_log
+    assert "refused: settings differ from the server's" in server_log
+    records = json.loads((tmp_path / "history" / "history_2.json").read_text())["rounds"]
+    assert "refused: settings differ" in records[0]["failure_reasons"][0]
+    assert [r["fit_results"] for r in records] == [1, 1]

@@ -38,3 +38,15 @@ def test_missing_or_garbled_files_are_refused(tmp_path: Path) -> None:
     (tmp_path / "ca.pem").write_text("not a certificate")
     with pytest.raises(UserError, match="is not a PEM certificate"):
         load_root_certificate(tmp_path / "ca.pem")
+
+
+def test_expired_or_not_yet_valid_certificates_are_refused(tmp_path: Path) -> None:
+    import datetime
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    generate_certificates(tmp_path / "old", "localhost", starts=now - datetime.timedelta(days=400), valid_days=365)
+    with pytest.raises(UserError, match=r"expired on .*make new certificates"):
+        load_server_certificates(tmp_path / "old")
+    generate_certificates(tmp_path / "future", "localhost", starts=now + datetime.timedelta(days=3))
+    with pytest.raises(UserError, match=r"is not valid before .*clock"):
+        load_server_certificates(tmp_path / "future")

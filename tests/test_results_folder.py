@@ -1,0 +1,115 @@
+"""One run per results folder, earlier runs kept, files written whole and with the umask's mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port, run_script, start_script, wait_for_port
+from fedmnist.archive import archive_earlier_results
+from fedmnist.atomic import write_text_atomic
+from fedmnist.launcher import parse_args
+from fedmnist.run_lock import ResultsInUse, lock_results
+
+
+def test_result_files_get_the_mode_the_umask_gives(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        path = write_text_atomic(tmp_path / "history_2.json", "{}")
+    finally:
+        os.umask(previous)
+    assert path.stat().st_mode & 0o777 == 0o644  # mkstemp alone made it 0600.
+
+
+def test_an_earlier_run_is_moved_to_runs_and_stale_temporaries_are_removed(tmp_path: Path) -> None:
+    (tmp_path / "history").mkdir()
+    (tmp_path / "history" / "history_40.jsonl").write_text(
+        json.dumps({"config": {}, "started": "2026-11-29T13:55:02+00:00"}) + "\n")
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "accuracy.png").write_bytes(b"png")
+    (tmp_path / "checkpoints").mkdir()
+    stale = tmp_path / "checkpoints" / ".checkpoint_40.npz.tmp-abc123.npz"  # Left by a kill -9 mid-write.
+    stale.write_bytes(b"half")
+
+    target = archive_earlier_results(tmp_path)
+    assert target == tmp_path / "runs" / "2026-11-29T13-55-02_history_40"
+    assert (target / "history" / "history_40.jsonl").exists() and (target / "plots" / "accuracy.png").exists()
+    assert not (tmp_path / "history").exists() and not stale.exists()
+    assert not (target / "checkpoints").exists()  # Held only the stale temporary file.
+    assert archive_earlier_results(tmp_path) is None  # Nothing left to keep.
+
+
+def test_a_held_lock_refuses_a_second_run_and_a_dead_one_does_not(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from fedmnist.run_lock import lock_results; "
+                               f"lock_results({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(ResultsInUse, match=rf"is in use by another run \(pid {holder.pid}, started "):
+        lock_results(tmp_path)
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    lock_results(tmp_path)  # The kernel released it with the process: nothing stuck.
+
+
+def test_sweep_without_grid_runs_the_documented_grid() -> None:
+    assert parse_args(["sweep"]).grid == "heterogeneity"
+    assert parse_args([]).grid is None
+
+
+def test_a_second_server_on_a_live_runs_folder_is_refused_and_later_runs_keep_earlier_results(
+    tmp_path: Path, data_home: str
+) -> None:
+    common = ["--dataset", "mnist-5k", "--data-home", data_home, "--out", str(tmp_path)]
+    port = free_port()
+    first = start_script("server.py", "--port", str(port), "--rounds", "3", *common, log=tmp_path.parent / "first.log")
+    wait_for_port(port, first)  # Listening: it holds the lock and has written its live log.
+    second = run_script("server.py", "--port", str(free_port()), "--rounds", "3", *common)
+    assert second.returncode == 2 and f"is in use by another run (pid {first.pid}" in second.stderr, second.stderr
+    assert len(second.stderr.strip().splitlines()) == 1
+    log = tmp_path / "history" / "history_3.jsonl"
+    started = json.loads(log.read_text().splitlines()[0])["started"]
+    first.send_signal(signal.SIGKILL)  # Dies holding the lock.
+    first.wait()
+
+    third = run_script("server.py", "--port", str(free_port()), "--rounds", "3", "--client-timeout", "1", *common)
+    assert third.returncode == 2 and "only 0 of 3 clients connected" in third.stderr, third.stderr
+    kept = tmp_path / "runs" / f"{started.replace(':', '-').split('+')[0]}_history_3" / "history" / "history_3.jsonl"
+    assert json.loads(kept.read_text().splitlines()[0])["started"] == started  # The first run's log, kept.
+    assert f"were moved to {kept.parent.parent}" in third.stderr
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path):
+    """A 64 KiB tmpfs, filled up: writes fail with ENOSPC as on a full disk (needs root to mount)."""
+    import subprocess
+
+    mount = tmp_path / "full"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root?)")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_full_disk_leaves_the_old_file_and_no_temporary(full_disk: Path) -> None:
+    import errno
+
+    target = full_disk / "history_2.json"
+    write_text_atomic(target, "old results")
+    filler = full_disk / "filler"
+    with pytest.raises(OSError):
+        filler.write_bytes(b"x" * 128 * 1024)  # Fill what is left.
+    with pytest.raises(OSError) as error:
+        write_text_atomic(target, "new results " * 10_000)
+    assert error.value.errno == errno.ENOSPC
+    assert target.read_text() == "old results"
+    assert sorted(path.name for path in full_disk.iterdir()) == ["filler", "history_2.json"]
