@@ -255,12 +255,22 @@ def configure_logging(verbose: bool = False) -> None:
     flower = logging.getLogger("flwr")
     flower.propagate = False  # Flower has its own console handler; avoid double lines.
     flower.addFilter(_shorten_deprecation_notice)
+    flower.addFilter(_drop_user_error_traceback)
     update_console_handler(
         level=logging.INFO if verbose else logging.WARNING, colored=sys.stderr.isatty()
     )
     logging.getLogger("grpc._server").addFilter(_drop_closed_bridge)
     if not verbose:
         threading.excepthook = _one_line_thread_error
+
+
+def _drop_user_error_traceback(record: logging.LogRecord) -> bool:
+    """Flower logs "Client raised an exception." with a traceback before re-raising it.
+
+    For a UserError (a client refusing the run's settings) the one ``error:``
+    line that ``run_cli`` prints says it all.
+    """
+    return not (record.exc_info and isinstance(record.exc_info[1], UserError))
 
 
 def _drop_closed_bridge(record: logging.LogRecord) -> bool:

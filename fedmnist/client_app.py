@@ -101,10 +101,11 @@ class MnistClient(NumPyClient):
         compares it.
         """
         later_run = self._run_id is not None and config.get("run-id") != self._run_id
+        mine = {**self.settings, "partition": self.partition}  # The partition a sweep last had it re-cut to.
         different = [
-            f"{key} {mine} here, {config[key]} on the server"
-            for key, mine in self.settings.items()
-            if key in config and str(config[key]) != str(mine) and not (later_run and key == "partition")
+            f"{key} {value} here, {config[key]} on the server"
+            for key, value in mine.items()
+            if key in config and str(config[key]) != str(value) and not (later_run and key == "partition")
         ]
         return "; ".join(different)
 

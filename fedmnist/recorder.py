@@ -72,6 +72,11 @@ class RecordingStrategy(DelegatingStrategy):
         self._rounds_here = 0  # Rounds run by this process (fewer than done after a resume).
         self.first_round_started_at: float | None = None
 
+    @property
+    def current_round(self) -> int:
+        """The round being run, or the last one begun (its checkpoint may be what failed)."""
+        return int(self._current.get("round", len(self.rounds) + 1))
+
     def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
         self.parameters = self.inner.initialize_parameters(client_manager)
         return self.parameters

@@ -163,7 +163,7 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
     except UserError as error:  # E.g. too few clients connected.
         raise UserError(f"{error}. {_stop_early(paths, trainer, recorder, summary_now(), str(error))}") from None
     except Exception as error:  # A bug or a full disk inside a round: never hang, never lose the rounds done.
-        failed = f"round {len(recorder.rounds) + 1} failed: {type(error).__name__}: {error}"
+        failed = f"round {recorder.current_round} failed: {type(error).__name__}: {error}"
         log.debug("%s", failed, exc_info=True)  # The traceback, with --verbose.
         raise RunFailed(f"{failed}. {_stop_early(paths, trainer, recorder, summary_now(), failed)}") from error
     if checkpoint is not None:  # Flower's History has only this process's rounds; ours has all.

@@ -113,3 +113,53 @@ def test_a_full_disk_leaves_the_old_file_and_no_temporary(full_disk: Path) -> No
     assert error.value.errno == errno.ENOSPC
     assert target.read_text() == "old results"
     assert sorted(path.name for path in full_disk.iterdir()) == ["filler", "history_2.json"]
+
+
+def test_a_disk_that_fills_during_a_run_ends_it_with_one_line_and_no_half_files(
+    full_disk: Path, data_home: str, tmp_path: Path
+) -> None:
+    # The first checkpoint (about 400 KB) does not fit: the old server hung for ever here.
+    port = free_port()
+    server = start_script("server.py", "--port", str(port), "--rounds", "3", "--clients", "2", "--dataset", "mnist-5k",
+                          "--data-home", data_home, "--out", str(full_disk), log=tmp_path / "server.log")
+    wait_for_port(port, server)
+    clients = start_script("tests/hostile_client.py", f"127.0.0.1:{port}", "honest", "honest",
+                           log=tmp_path / "clients.log")
+    assert server.wait(timeout=120) == 2
+    clients.kill()
+    output = (tmp_path / "server.log").read_text()
+    errors = [line for line in output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "round 1 failed: OSError" in errors[0] and "No space left on device" in errors[0]
+    assert "Traceback" not in output
+    leftovers = [path for path in full_disk.rglob(".*") if path.name != ".fedmnist.lock"]
+    assert leftovers == []  # No temporary file left behind.
+
+
+def test_run_sh_refuses_a_folder_a_live_run_uses_before_touching_it(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    holder = subprocess.Popen([sys.executable, "-c", "import time; from fedmnist.run_lock import lock_results; "
+                               f"lock_results({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, cwd=root)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = subprocess.run(["bash", str(root / "run.sh"), "--out", str(tmp_path), "--port", str(free_port()),
+                                 "--no-dashboard"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    finally:
+        holder.kill()
+    assert result.returncode == 2 and f"is in use by another run (pid {holder.pid}" in result.stderr, result.stderr
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".fedmnist.lock"]  # No logs/, nothing moved.
+
+
+def test_server_outside_its_environment_says_so_in_one_line() -> None:
+    import subprocess
+    import sys
+
+    # -S: no site-packages, as with a plain python3 that has none of the project's packages.
+    result = subprocess.run([sys.executable, "-S", "server.py", "--rounds", "3"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parent.parent, timeout=60)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: server.py needs the project's environment") and ".venv/bin/python" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
