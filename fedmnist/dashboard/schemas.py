@@ -40,7 +40,8 @@ class RoundRecord(BaseModel):
     connected_clients: int | None = Field(None, description="Clients connected as the round began.")
     fit_results: int = Field(0, description="Clients whose training update was aggregated.")
     fit_failures: int = Field(0, description="Training failures: errors, timeouts and rejected updates.")
-    rejected_updates: int = Field(0, description="Updates dropped by the server's checks (NaN, shape, norm).")
+    rejected_updates: int = Field(0, description="Updates dropped by the server's checks (NaN, shape, norm, metrics, counts).")
+    rejected_evaluations: int = Field(0, description="Evaluations dropped by the server's checks (loss, metrics, counts).")
     evaluate_results: int = 0
     evaluate_failures: int = 0
     failure_reasons: list[str] = Field(default_factory=list, description="Up to 10 failure messages.")
@@ -59,8 +60,8 @@ class RoundRecord(BaseModel):
         )
 
 
-_RECORD_KEYS = ("round", "connected_clients", "fit_results", "fit_failures", "rejected_updates", "evaluate_results",
-                "evaluate_failures", "failure_reasons", "seconds", "coordination_seconds")
+_RECORD_KEYS = ("round", "connected_clients", "fit_results", "fit_failures", "rejected_updates", "rejected_evaluations",
+                "evaluate_results", "evaluate_failures", "failure_reasons", "seconds", "coordination_seconds")
 
 
 class RunInfo(BaseModel):
