@@ -2,7 +2,8 @@
 # Federated MNIST in one command: a Flower server and its Keras clients on this machine.
 # First use creates .venv and installs requirements.txt; later runs start at once.
 # ./run.sh --help lists the flags (rounds, clients, port, dataset, seed, out, ...);
-# ./run.sh dashboard serves the web dashboard alone, for finished runs.
+# ./run.sh dashboard serves the web dashboard alone, for finished runs;
+# ./run.sh setup only sets up .venv (for a machine that runs clients).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # No cd: relative paths such as --out results stay relative to where you are.
@@ -11,6 +12,13 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 for arg in "$@"; do  # --help needs no set-up: the launcher parses flags with the standard library.
     case "$arg" in -h|--help) exec python3 -m fedmnist.launcher "$@" ;; esac
 done
+
+if [ "${1:-}" = setup ]; then  # A client-only machine: the run's packages, nothing else, no run.
+    source "$root/scripts/venv.sh"
+    ensure_venv requirements.txt
+    echo "ready: .venv/bin/python client.py --server HOST:PORT --partition-id I --num-partitions N"
+    exit 0
+fi
 
 # Flag mistakes are found before the first set-up installs 2 GB: the launcher checks them with the
 # standard library. Status 2 is a flag error (already explained); anything else, e.g. no python3, is

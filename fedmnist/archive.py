@@ -1,7 +1,7 @@
 """Earlier runs' results are kept, never overwritten: a new run first moves them aside.
 
 A run writes its results at the top of ``--out`` (``history/``, ``models/``,
-``plots/``, ``checkpoints/``; ``./run.sh`` adds ``logs/``), where the README
+``plots/``, ``checkpoints/``, ``tensorboard/``; ``./run.sh`` adds ``logs/``), where the README
 says they are. Before it writes anything, the results an earlier run left
 there move, folders and all, to ``OUT/runs/<started>_history_<rounds>/``
 (named after the earlier run's start, from its own files), where the dashboard
@@ -23,7 +23,7 @@ from pathlib import Path
 from fedmnist.atomic import is_temporary
 from fedmnist.errors import UserError
 
-RESULT_FOLDERS = ("history", "models", "plots", "checkpoints")
+RESULT_FOLDERS = ("history", "models", "plots", "checkpoints", "tensorboard")
 RUNS_FOLDER = "runs"
 
 

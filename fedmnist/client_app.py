@@ -65,10 +65,13 @@ class MnistClient(NumPyClient):
         prepare: Callable[[str], tuple[Trainer, ClientData]] | None = None,
         fault: str | None = None,
         settings: dict[str, Scalar] | None = None,
+        partition_id: int | None = None,
     ) -> None:
         self._use(trainer, data)
-        # What this client was started with, under the run config's keys (fedmnist.strategy.run_config).
+        # What this client was started with, under the run config's keys (fedmnist.strategy.fit_config).
         self.settings = dict(settings or {})
+        # Sent with every result, so the server's per-client records say which share this is.
+        self.identity: dict[str, Scalar] = {} if partition_id is None else {"partition_id": partition_id}
         self.extra_metrics = dict(extra_metrics or {})
         self.partition = partition
         self._prepare = prepare
@@ -127,8 +130,13 @@ class MnistClient(NumPyClient):
             learning_rate=float(config.get("learning-rate", defaults.LEARNING_RATE)),
             proximal_mu=float(config.get("proximal_mu", 0.0)),  # Flower's FedProx sends this key.
         )
-        metrics = {"accuracy": result.accuracy, "loss": result.loss, **self.extra_metrics}
+        metrics = {"accuracy": result.accuracy, "loss": result.loss, **self.extra_metrics, **self.identity}
         metrics["fit_seconds"] = time.perf_counter() - started
+        log.info(
+            "round %s: trained on %d examples, local accuracy %.1f%%, loss %.3f, %.2f s",
+            config.get("server-round", "?"), len(self.y_train), 100 * result.accuracy, result.loss,
+            metrics["fit_seconds"],
+        )
         return corrupt(self.fault, self.trainer.get_weights(), parameters), len(self.y_train), metrics
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
@@ -136,7 +144,7 @@ class MnistClient(NumPyClient):
         self.last_contact = time.monotonic()
         self.trainer.set_weights(parameters)
         result = self.trainer.evaluate(self.x_val, self.y_val)
-        metrics = {"accuracy": result.accuracy, "loss": result.loss}
+        metrics = {"accuracy": result.accuracy, "loss": result.loss, **self.identity}
         metrics["evaluate_seconds"] = time.perf_counter() - started
         return result.loss, len(self.y_val), metrics
 
@@ -181,7 +189,8 @@ def make_client(
         partition_id, num_partitions, len(data.y_train), len(data.y_val), data_seconds,
     )
     return MnistClient(
-        trainer, data, extra_metrics=extra, partition=partition, prepare=prepare, fault=fault, settings=settings
+        trainer, data, extra_metrics=extra, partition=partition, prepare=prepare, fault=fault, settings=settings,
+        partition_id=partition_id,
     )
 
 

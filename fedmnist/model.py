@@ -127,8 +127,20 @@ class Trainer:
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> EpochResult:
         """Mean cross-entropy loss and accuracy on ``x``, ``y`` (one batched pass)."""
-        loss_sum, correct = self._evaluate(tf.constant(x, tf.float32), tf.constant(y, tf.int32))
-        return EpochResult(float(loss_sum) / len(y), float(correct) / len(y))
+        return self.evaluate_with_predictions(x, y)[0]
+
+    def evaluate_with_predictions(self, x: np.ndarray, y: np.ndarray) -> tuple[EpochResult, np.ndarray]:
+        """``evaluate``, and the predicted class of every row from the same pass."""
+        loss_sum, correct, predicted = self._evaluate(tf.constant(x, tf.float32), tf.constant(y, tf.int32))
+        return EpochResult(float(loss_sum) / len(y), float(correct) / len(y)), predicted.numpy()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities for float32 pixels ``x``, shape (n, 10), in one batched pass."""
+        return self._predict(tf.constant(x, tf.float32)).numpy()
+
+    @tf.function(reduce_retracing=True)
+    def _predict(self, x: tf.Tensor) -> tf.Tensor:
+        return self.model(x, training=False)
 
     @tf.function(reduce_retracing=True)
     def _train_epoch(
@@ -157,7 +169,8 @@ class Trainer:
     @tf.function(reduce_retracing=True)
     def _evaluate(self, x: tf.Tensor, y: tf.Tensor):
         probabilities = self.model(x, training=False)
-        return self._loss(y, probabilities), _count_correct(y, probabilities)
+        predicted = tf.argmax(probabilities, axis=1, output_type=tf.int32)
+        return self._loss(y, probabilities), _count_correct(y, probabilities), predicted
 
 
 def proximal_term(weights: list, anchor: list, mu: float | tf.Tensor) -> tf.Tensor:

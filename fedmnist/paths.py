@@ -10,7 +10,8 @@ A run with ``--out OUT`` and ``--rounds N`` writes:
   the starting model's evaluation). The dashboard (``fedmnist.dashboard``) tails it.
 * ``OUT/checkpoints/checkpoint_N.npz``: after every round, what ``--resume`` needs
   (arrays and JSON only: loading it cannot run code).
-* ``OUT/models/global_N.keras`` and ``OUT/plots/*.png``.
+* ``OUT/models/global_N.keras``, ``OUT/plots/*.png`` and ``OUT/tensorboard/history_N/``
+  (TensorBoard's event files).
 
 A run stopped early (Ctrl-C, an error) saves what its completed rounds learned
 under names that say so: ``history_N.partial.pkl``/``.json`` and
@@ -73,6 +74,11 @@ class RunPaths:
     @property
     def plots_dir(self) -> Path:
         return self.root / "plots"
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        """TensorBoard's event files of this run: ``tensorboard --logdir OUT`` finds them."""
+        return self.root / "tensorboard" / f"history_{self.rounds}"
 
     def check_writable(self) -> None:
         """Create the output folders and prove they take files, or raise UserError."""

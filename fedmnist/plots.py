@@ -1,4 +1,4 @@
-"""Graphs of a run: accuracy and loss per round, clients' average vs held-out test.
+"""Graphs of a run: accuracy and loss per round, each client's curve, the final model's mistakes.
 
 Regenerate them from any saved history::
 
@@ -7,59 +7,179 @@ Regenerate them from any saved history::
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")  # Files only; no display needed.
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 from flwr.server.history import History  # noqa: E402
 
 from fedmnist.atomic import atomic_path  # noqa: E402
+from fedmnist.recorder import client_name  # noqa: E402
 
 _SOURCE_NAMES = {"mnist-5k": "mnist-5k (offline 5,000-image subset)", "openml": "OpenML mnist_784"}
 # (file stem, metric key, y-axis label)
 _FIGURES = (("accuracy", "accuracy", "accuracy"), ("loss", "loss", "cross-entropy loss"))
+# What each curve is, in the words the legend uses.
+HELD_OUT = "held-out test set (server, global model)"
+VALIDATION = "clients' validation slices (weighted average)"
+TRAINING = "clients' training, during local fit (weighted average)"
+BASELINE = "central training, same rows and epochs (held-out)"
+ZOOM_FROM = 0.5  # The zoomed panel shows the last half of the rounds, where the curves differ.
 
 
 def plot_history(history: History, summary: dict[str, Any], out_dir: str | Path) -> list[Path]:
     """Draw ``accuracy.png`` and ``loss.png`` into ``out_dir``; return their paths.
 
-    Each has the distributed curve (clients' validation metrics, averaged
-    weighted by examples) and the centralized curve (the global model on the
-    server's held-out test set, round 0 being the initial model), plus the
-    centralized baseline when the run made one (``--baseline``).
+    Each has the global model on the server's held-out test set (round 0 being
+    the initial model), the clients' validation and training metrics (weighted
+    by examples), and the centralized baseline when the run made one
+    (``--baseline``). The best held-out round is marked; a second panel zooms
+    into the last half of the rounds, which the first round's jump would
+    otherwise squash into a sliver at the top.
     """
-    out_dir = Path(out_dir)
-    written = []
-    for stem, key, label in _FIGURES:
-        figure, axes = plt.subplots(figsize=(8, 5), dpi=110)
-        for name, style, series in (
-            ("clients (weighted average)", "o-", history.metrics_distributed.get(key, [])),
-            ("held-out test (centralized)", "s-", history.metrics_centralized.get(key, [])),
-            ("central training, same rows and epochs (held-out)", "--", summary.get("baseline", {}).get(key, [])),
-        ):
-            if series:
-                rounds, values = zip(*series)
-                axes.plot(rounds, values, style, markersize=3, label=f"{name}: {values[-1]:.3f} at round {rounds[-1]}")
-        failed = [r["round"] for r in summary.get("rounds", []) if r.get("fit_failures") or r.get("evaluate_failures")]
-        for index, server_round in enumerate(failed):
-            axes.axvline(server_round, color="red", alpha=0.25, linewidth=4,
-                         label="round with client failures" if index == 0 else None)
+    return [_save(history_figure(history, summary, key, label), Path(out_dir) / f"{stem}.png")
+            for stem, key, label in _FIGURES]
+
+
+def history_figure(history: History, summary: dict[str, Any], key: str, label: str) -> Figure:
+    """The two-panel figure of ``plot_history`` for one metric (``accuracy`` or ``loss``)."""
+    series = [
+        (HELD_OUT, "s-", history.metrics_centralized.get(key, [])),
+        (VALIDATION, "o-", history.metrics_distributed.get(key, [])),
+        (TRAINING, ".:", history.metrics_distributed_fit.get(key, [])),
+        (BASELINE, "--", summary.get("baseline", {}).get(key, [])),
+    ]
+    figure, (full, zoom) = plt.subplots(1, 2, figsize=(12, 5), dpi=110)
+    for axes in (full, zoom):
+        _draw_series(axes, series, summary, best=max if key == "accuracy" else min)
         axes.set_xlabel("round")
         axes.set_ylabel(label)
-        axes.set_title(f"{label} per round\n{describe_run(summary)}", fontsize=10)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         axes.grid(alpha=0.3)
-        axes.legend()
-        figure.tight_layout()
-        path = out_dir / f"{stem}.png"
-        with atomic_path(path) as tmp:
-            figure.savefig(tmp, format="png")
-        plt.close(figure)
-        written.append(path)
-    return written
+    _zoom_to_late_rounds(zoom, series)
+    full.set_title(f"{label} per round", fontsize=10)
+    zoom.set_title(f"the last {1 - ZOOM_FROM:.0%} of the rounds, zoomed", fontsize=10)
+    full.legend(fontsize=8)
+    figure.suptitle(describe_run(summary), fontsize=9)
+    figure.tight_layout()
+    return figure
+
+
+def _draw_series(axes: Any, series: list[tuple[str, str, list]], summary: dict[str, Any], best: Any) -> None:
+    for name, style, points in series:
+        if points:
+            rounds, values = zip(*points)
+            axes.plot(rounds, values, style, markersize=3, label=f"{name}: {values[-1]:.3f} at round {rounds[-1]}")
+    held_out = [(r, v) for r, v in series[0][2] if r > 0]
+    if held_out:
+        round_number, value = best(held_out, key=lambda point: point[1])
+        axes.plot([round_number], [value], "*", color="gold", markersize=14, markeredgecolor="black",
+                  label=f"best held-out: {value:.3f} at round {round_number}", zorder=5)
+    failed = [r["round"] for r in summary.get("rounds", []) if r.get("fit_failures") or r.get("evaluate_failures")]
+    for index, server_round in enumerate(failed):
+        axes.axvline(server_round, color="red", alpha=0.25, linewidth=4,
+                     label="round with client failures" if index == 0 else None)
+
+
+def _zoom_to_late_rounds(axes: Any, series: list[tuple[str, str, list]]) -> None:
+    """Limit ``axes`` to the last rounds and to the values the curves take there."""
+    last = max((points[-1][0] for _, _, points in series if points), default=0)
+    start = max(1, int(last * ZOOM_FROM))
+    values = [v for _, _, points in series for r, v in points if r >= start and math.isfinite(v)]
+    if not values or last <= start:
+        return
+    low, high = min(values), max(values)
+    margin = max((high - low) * 0.1, 1e-3)
+    axes.set_xlim(start - 0.5, last + 0.5)
+    axes.set_ylim(low - margin, high + margin)
+
+
+def plot_clients(summary: dict[str, Any], out_dir: str | Path) -> Path:
+    """Draw ``clients.png``: each client's accuracy on its own validation slice, per round.
+
+    One line per client (by partition id): a client whose labels are skewed
+    (``dirichlet:0.1``) shows as the line that lags, which the weighted
+    average hides.
+    """
+    figure, axes = plt.subplots(figsize=(9, 5), dpi=110)
+    for name, points in client_curves(summary.get("rounds", [])).items():
+        rounds, values = zip(*points)
+        axes.plot(rounds, values, "o-", markersize=3, label=f"{name}: {values[-1]:.3f}")
+    axes.set_xlabel("round")
+    axes.set_ylabel("accuracy on the client's validation slice")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_title(f"each client's validation accuracy\n{describe_run(summary)}", fontsize=10)
+    axes.grid(alpha=0.3)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=8)
+    figure.tight_layout()
+    return _save(figure, Path(out_dir) / "clients.png")
+
+
+def client_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+    """``{"client 0": [(1, 0.81), (2, 0.86)], ...}``: each client's evaluate accuracy per round."""
+    curves: dict[str, list[tuple[int, float]]] = {}
+    for record in records:
+        for client in record.get("per_client", []):
+            accuracy = client.get("evaluate", {}).get("accuracy")
+            if accuracy is not None:
+                curves.setdefault(client_name(client), []).append((record["round"], accuracy))
+    return dict(sorted(curves.items()))
+
+
+def plot_confusion(confusion: list[list[int]], summary: dict[str, Any], out_dir: str | Path) -> Path:
+    """Draw ``confusion.png``: the final global model's held-out predictions, true digit by predicted digit."""
+    matrix = np.asarray(confusion)
+    figure, axes = plt.subplots(figsize=(7, 6), dpi=110)
+    image = axes.imshow(matrix, cmap="Blues")
+    for true, predicted in np.ndindex(matrix.shape):
+        count = matrix[true, predicted]
+        if count:
+            axes.text(predicted, true, str(count), ha="center", va="center", fontsize=7,
+                      color="white" if count > matrix.max() / 2 else "black")
+    axes.set_xticks(range(matrix.shape[1]))
+    axes.set_yticks(range(matrix.shape[0]))
+    axes.set_xlabel("predicted digit")
+    axes.set_ylabel("true digit")
+    accuracy = np.trace(matrix) / max(1, matrix.sum())
+    axes.set_title(f"held-out confusion matrix, final model: {accuracy:.3f} accurate\n{describe_run(summary)}", fontsize=9)
+    figure.colorbar(image, ax=axes, label="test images")
+    figure.tight_layout()
+    return _save(figure, Path(out_dir) / "confusion.png")
+
+
+def plot_mistakes(mistakes: list[dict[str, Any]], images: np.ndarray, summary: dict[str, Any], out_dir: str | Path) -> Path:
+    """Draw ``mistakes.png``: held-out digits the final model got wrong, the most confident first.
+
+    ``mistakes`` are ``{"index", "true", "predicted", "confidence"}`` (``fedmnist.mistakes``);
+    ``images`` the held-out pixels they index, shape (n, 784).
+    """
+    columns = 8
+    rows = max(1, math.ceil(len(mistakes) / columns))
+    figure, grid = plt.subplots(rows, columns, figsize=(columns * 1.3, rows * 1.55 + 0.6), dpi=110, squeeze=False)
+    for axes in grid.flat:
+        axes.axis("off")
+    for axes, mistake in zip(grid.flat, mistakes):
+        axes.imshow(images[mistake["index"]].reshape(28, 28), cmap="gray_r")
+        axes.set_title(f"{mistake['true']} as {mistake['predicted']}\n{mistake['confidence']:.0%} sure", fontsize=7)
+    figure.suptitle(f"held-out digits the final model gets wrong (true as predicted)\n{describe_run(summary)}", fontsize=8)
+    figure.tight_layout()
+    return _save(figure, Path(out_dir) / "mistakes.png")
+
+
+def _save(figure: Any, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)
+    return path
 
 
 def plot_label_histograms(summary: dict[str, Any], out_dir: str | Path) -> Path:
@@ -82,11 +202,7 @@ def plot_label_histograms(summary: dict[str, Any], out_dir: str | Path) -> Path:
     axes.set_title(f"labels per client\n{describe_run(summary)}", fontsize=10)
     axes.legend(title="digit", bbox_to_anchor=(1.01, 1), loc="upper left")
     figure.tight_layout()
-    path = Path(out_dir) / "label_histogram.png"
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-    plt.close(figure)
-    return path
+    return _save(figure, Path(out_dir) / "label_histogram.png")
 
 
 def plot_comparison(results: list[dict[str, Any]], title: str, path: str | Path) -> Path:
@@ -102,10 +218,7 @@ def plot_comparison(results: list[dict[str, Any]], title: str, path: str | Path)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png")
-    plt.close(figure)
-    return Path(path)
+    return _save(figure, Path(path))
 
 
 def describe_run(summary: dict[str, Any]) -> str:
@@ -114,8 +227,10 @@ def describe_run(summary: dict[str, Any]) -> str:
     if not run:
         return "settings unknown (no history JSON beside the pickle)"
     source = summary.get("data_source", "?")
+    rounds = run.get("rounds")
     return (
-        f"{run.get('strategy', 'fedavg')}, {run.get('clients')} clients, {run.get('rounds')} rounds, {run.get('partition', 'iid')} partition, "
+        f"{run.get('strategy', 'fedavg')}, {run.get('clients')} clients, {rounds} round{'' if rounds == 1 else 's'}, "
+        f"{run.get('partition', 'iid')} partition, "
         f"data: {_SOURCE_NAMES.get(source, source)}, seed {run.get('seed')}"
     )
 
@@ -136,6 +251,10 @@ def main(argv: list[str] | None = None) -> None:
         paths = plot_history(history, summary, out)
         if summary.get("label_histograms"):
             paths.append(plot_label_histograms(summary, out))
+        if client_curves(summary.get("rounds", [])):
+            paths.append(plot_clients(summary, out))
+        if summary.get("confusion"):
+            paths.append(plot_confusion(summary["confusion"], summary, out))
         for path in paths:
             print(path)
 

@@ -55,6 +55,7 @@ class RecordingStrategy(DelegatingStrategy):
         earlier_rounds: list[dict[str, Any]] | None = None,
         initial: dict[str, Any] | None = None,
         on_round_end: Callable[[RecordingStrategy], None] | None = None,
+        centralized_extras: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         self.inner = inner
         self.num_rounds = num_rounds
@@ -64,9 +65,11 @@ class RecordingStrategy(DelegatingStrategy):
         self.rounds: list[dict[str, Any]] = list(earlier_rounds or [])
         self.initial: dict[str, Any] | None = initial
         self.on_round_end = on_round_end
+        self.centralized_extras = centralized_extras  # More of the held-out evaluation (the confusion matrix).
         self.parameters: Parameters | None = None  # The latest global weights.
         self.client_timings: dict[str, float] = {}
         self._current: dict[str, Any] = {}
+        self._per_client: dict[str, dict[str, Any]] = {}  # This round's results, by Flower's client id.
         self._round_started = 0.0
         self._first_round_started: float | None = None
         self._rounds_here = 0  # Rounds run by this process (fewer than done after a resume).
@@ -102,6 +105,7 @@ class RecordingStrategy(DelegatingStrategy):
             self.parameters = parameters
         client_metrics = [res.metrics for _, res in results]
         _log_failures(server_round, "training", failures)
+        self._per_client = {proxy.cid: _client_entry(proxy, res, "fit") for proxy, res in results}
         self._current.update(
             fit=dict(metrics),
             fit_results=len(results),
@@ -122,7 +126,7 @@ class RecordingStrategy(DelegatingStrategy):
         result = self.inner.evaluate(server_round, parameters)
         if result is not None:
             record = {"centralized": dict(result[1]), "centralized_seconds": self.clock() - started,
-                      "loss_centralized": result[0]}
+                      "loss_centralized": result[0], **(self.centralized_extras() if self.centralized_extras else {})}
             if server_round == 0:
                 log.info("starting global model: held-out accuracy %s", _percent(result[1].get("accuracy")))
                 if self.initial is None:  # A resumed run keeps the true round 0.
@@ -138,6 +142,8 @@ class RecordingStrategy(DelegatingStrategy):
     ) -> tuple[float | None, dict[str, Scalar]]:
         loss, metrics = self.inner.aggregate_evaluate(server_round, results, failures)
         _log_failures(server_round, "evaluation", failures)
+        for proxy, res in results:  # Beside the same client's fit numbers, if it trained this round.
+            self._per_client.setdefault(proxy.cid, {}).update(_client_entry(proxy, res, "evaluate"))
         reasons = self._current.get("failure_reasons", [])
         self._current.update(
             loss_distributed=loss,
@@ -148,6 +154,7 @@ class RecordingStrategy(DelegatingStrategy):
             rejected_evaluations=sum(isinstance(failure, RejectedResult) for failure in failures),
             failure_reasons=[*reasons, *(f"evaluation: {describe_failure(f)}" for f in failures)][:MAX_REASONS],
             client_evaluate_seconds=_slowest([res.metrics for _, res in results], "evaluate_seconds"),
+            per_client=sorted(self._per_client.values(), key=_client_order),
         )
         self._finish_round()
         return loss, metrics
@@ -165,6 +172,27 @@ class RecordingStrategy(DelegatingStrategy):
         log.info(progress_line(record, self.num_rounds, elapsed, self._rounds_here))
         if self.on_round_end is not None:
             self.on_round_end(self)
+
+
+def _client_entry(proxy: ClientProxy, result: FitRes | EvaluateRes, stage: str) -> dict[str, Any]:
+    """One client's numbers for a stage of the round: examples, accuracy, loss and seconds."""
+    metrics = result.metrics
+    numbers = {"examples": result.num_examples, "accuracy": metrics.get("accuracy"), "loss": metrics.get("loss"),
+               "seconds": metrics.get(f"{stage}_seconds")}
+    entry: dict[str, Any] = {"cid": proxy.cid, stage: {k: v for k, v in numbers.items() if v is not None}}
+    if "partition_id" in metrics:
+        entry["partition_id"] = int(metrics["partition_id"])
+    return entry
+
+
+def client_name(client: dict[str, Any]) -> str:
+    """``client 2`` by partition id, or ``client 3f9a1c`` by Flower's id for clients that send none."""
+    partition_id = client.get("partition_id")
+    return f"client {int(partition_id)}" if partition_id is not None else f"client {str(client.get('cid', '?'))[:6]}"
+
+
+def _client_order(entry: dict[str, Any]) -> tuple[int, str]:
+    return (int(entry.get("partition_id", 1 << 30)), str(entry["cid"]))
 
 
 def describe_failure(failure: tuple[ClientProxy, FitRes | EvaluateRes] | BaseException) -> str:
@@ -195,16 +223,19 @@ def _log_failures(server_round: int, stage: str, failures: Failures) -> None:
 
 
 def progress_line(record: dict[str, Any], num_rounds: int, elapsed: float, rounds_timed: int | None = None) -> str:
-    """``round 3/40 | held-out acc 91.2% | clients acc 90.5% loss 0.312 | 1.1 s/round | 3 s elapsed, ~41 s left``.
+    """``round 3/40 | held-out acc 91.2% | 3/3 clients | clients acc 90.5% loss 0.312 | 1.1 s/round | 3 s elapsed, ~41 s left``.
+
+    ``3/3 clients``: clients whose training was aggregated, of those connected as the round began.
 
     ``elapsed`` is the time ``rounds_timed`` rounds took (all rounds so far unless given).
     """
     done = record["round"]
     timed = rounds_timed or done
     left = elapsed / timed * (num_rounds - done) if timed else math.nan
+    answered = f" | {record['fit_results']}/{record['connected_clients']} clients" if "fit_results" in record else ""
     return (
         f"round {done}/{num_rounds} | held-out acc {_percent(record.get('centralized', {}).get('accuracy'))}"
-        f" | clients acc {_percent(record.get('evaluate', {}).get('accuracy'))}"
+        f"{answered} | clients acc {_percent(record.get('evaluate', {}).get('accuracy'))}"
         f" loss {_number(record.get('evaluate', {}).get('loss'))}"
         f" | {record['seconds']:.2f} s/round | {elapsed:.0f} s elapsed, ~{left:.0f} s left"
     )

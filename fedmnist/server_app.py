@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -44,7 +43,9 @@ from fedmnist.errors import UserError
 from fedmnist.history import history_from_records, save_history, start_round_log
 from fedmnist.paths import RunPaths
 from fedmnist.partition import label_histograms, parse_partition, partition_rows
-from fedmnist.plots import plot_history, plot_label_histograms
+from fedmnist.mistakes import confusion_matrix, worst_mistakes
+from fedmnist.plots import plot_clients, plot_confusion, plot_history, plot_label_histograms, plot_mistakes
+from fedmnist.tensorboard import write_scalars
 from fedmnist.recorder import RecordingStrategy
 from fedmnist.strategy import DeferredStrategy, build_strategy, centralized_evaluate_fn, fit_config
 from fedmnist.tls import load_server_certificates
@@ -132,8 +133,10 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
     # listens at once and the clients' own start-up overlaps it. The strategy, which
     # needs the initial model's weights, is built when Flower first asks for it.
     trainer = ThreadPoolExecutor(max_workers=1).submit(_build_trainer, settings.seed, settings.model)
-    strategy = DeferredStrategy(lambda: _build_strategy(settings, data, trainer, checkpoint))
+    evaluator = HeldOutEvaluator(trainer, data)
+    strategy = DeferredStrategy(lambda: _build_strategy(settings, evaluator, data.source, checkpoint))
     recorder = _recorder(settings, data.source, strategy, paths, checkpoint)
+    recorder.centralized_extras = lambda: {"confusion": evaluator.confusion}
     done = checkpoint.round if checkpoint else 0
     header = {"config": asdict(settings), "data_source": data.source, "started": _now(), "resumed_after_round": done}
     start_round_log(paths, header, resume=checkpoint is not None)
@@ -158,14 +161,14 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
         )
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM (fedmnist.cli.handle_stop_signals).
         ignore_stop_signals()  # A second Ctrl-C must not cut the saving short.
-        log.warning(_stop_early(paths, trainer, recorder, summary_now(), "stopped by a signal (Ctrl-C or SIGTERM)"))
+        log.warning(_stop_early(paths, evaluator, recorder, summary_now(), "stopped by a signal (Ctrl-C or SIGTERM)"))
         raise
     except UserError as error:  # E.g. too few clients connected.
-        raise UserError(f"{error}. {_stop_early(paths, trainer, recorder, summary_now(), str(error))}") from None
+        raise UserError(f"{error}. {_stop_early(paths, evaluator, recorder, summary_now(), str(error))}") from None
     except Exception as error:  # A bug or a full disk inside a round: never hang, never lose the rounds done.
         failed = f"round {recorder.current_round} failed: {type(error).__name__}: {error}"
         log.debug("%s", failed, exc_info=True)  # The traceback, with --verbose.
-        raise RunFailed(f"{failed}. {_stop_early(paths, trainer, recorder, summary_now(), failed)}") from error
+        raise RunFailed(f"{failed}. {_stop_early(paths, evaluator, recorder, summary_now(), failed)}") from error
     if checkpoint is not None:  # Flower's History has only this process's rounds; ours has all.
         history = history_from_records(recorder.rounds, recorder.initial)
     summary = summary_now()
@@ -177,7 +180,7 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
             batch_size=settings.batch_size, learning_rate=settings.learning_rate,
         )
         log.info("centralized baseline: held-out accuracy %.3f", summary["baseline"]["accuracy"][-1][1])
-    _save_results(paths, trainer.result(), final_weights, history, summary)
+    _save_results(paths, evaluator, final_weights, history, summary)
     for stale in _result_files(paths.as_partial()):  # A resumed run is complete now.
         stale.unlink(missing_ok=True)
     return paths
@@ -188,11 +191,11 @@ class RunFailed(UserError):
 
 
 def _build_strategy(
-    settings: ServerSettings, data: MnistData, trainer: Future[Trainer], checkpoint: Checkpoint | None
+    settings: ServerSettings, evaluator: HeldOutEvaluator, data_source: str, checkpoint: Checkpoint | None
 ) -> FedAvg:
     """The configured Flower strategy, starting from the initial model or the checkpoint."""
     run_id = f"{settings.strategy}/{settings.partition}/{time.time():.6f}"  # Unique per server run.
-    start = checkpoint.weights if checkpoint else trainer.result().get_weights()
+    start = checkpoint.weights if checkpoint else evaluator.trainer.result().get_weights()
     strategy = build_strategy(
         name=settings.strategy,
         num_clients=settings.clients,
@@ -200,12 +203,12 @@ def _build_strategy(
         initial_weights=start,
         fraction_fit=settings.fraction_fit,
         proximal_mu=settings.proximal_mu,
-        evaluate_fn=centralized_evaluate_fn(_held_out_evaluator(trainer, data)),
+        evaluate_fn=centralized_evaluate_fn(evaluator),
         on_fit_config_fn=fit_config(
             local_epochs=settings.local_epochs, batch_size=settings.batch_size, learning_rate=settings.learning_rate,
             partition=settings.partition, run_id=run_id,
             client_settings={"num-partitions": settings.clients, "seed": settings.seed, "model": settings.model,
-                             "dataset": data.source},
+                             "dataset": data_source},
         ),
     )
     if checkpoint is not None:
@@ -239,17 +242,17 @@ def _recorder(
 
 
 def _stop_early(
-    paths: RunPaths, trainer: Future[Trainer], recorder: RecordingStrategy, summary: dict[str, Any], reason: str
+    paths: RunPaths, evaluator: HeldOutEvaluator, recorder: RecordingStrategy, summary: dict[str, Any], reason: str
 ) -> str:
     """Save what the completed rounds learned as partial results; return a sentence saying what happened."""
-    if not recorder.rounds or recorder.parameters is None or not trainer.done():
+    if not recorder.rounds or recorder.parameters is None or not evaluator.trainer.done():
         return "No round had finished, so there is nothing to save."
     done = recorder.rounds[-1]["round"]
     summary.update(interrupted_after_round=done, stop_reason=reason)
     partial = paths.as_partial()
     history = history_from_records(recorder.rounds, recorder.initial)
     try:
-        _save_results(partial, trainer.result(), parameters_to_ndarrays(recorder.parameters), history, summary)
+        _save_results(partial, evaluator, parameters_to_ndarrays(recorder.parameters), history, summary)
     except UserError as error:
         return f"Stopped after round {done} of {paths.rounds}; {error}"
     return (f"Stopped after round {done} of {paths.rounds}: the completed rounds are saved as {partial.pickle.name}, "
@@ -257,17 +260,28 @@ def _stop_early(
 
 
 def _save_results(
-    paths: RunPaths, trainer: Trainer, final_weights: NDArrays, history: History, summary: dict[str, Any]
+    paths: RunPaths, evaluator: HeldOutEvaluator, final_weights: NDArrays, history: History, summary: dict[str, Any]
 ) -> None:
-    """The history (pickle and JSON), the final model and the plots; then say where they are.
+    """The history (pickle and JSON), the final model, the plots and TensorBoard's files; then say where they are.
 
     The history goes first: it is what a person would least like to lose. A
     file that cannot be written (a full disk) does not stop the others; the
     failures are reported together as one UserError at the end.
     """
+    trainer = evaluator.trainer.result()
+    summary["confusion"] = summary["rounds"][-1].get("confusion") if summary.get("rounds") else None
+
     def plots() -> str:
-        drawn = [*plot_history(history, summary, paths.plots_dir), plot_label_histograms(summary, paths.plots_dir)]
+        folder = paths.plots_dir
+        drawn = [*plot_history(history, summary, folder), plot_label_histograms(summary, folder),
+                 plot_clients(summary, folder)]
+        if summary["confusion"]:
+            drawn.append(plot_confusion(summary["confusion"], summary, folder))
+        drawn.append(plot_mistakes(evaluator.mistakes(final_weights), evaluator.x_test, summary, folder))
         return ", ".join(str(path) for path in drawn)
+
+    def tensorboard() -> str:
+        return str(write_scalars(paths.tensorboard_dir, summary))
 
     def history_files() -> str:
         save_history(paths, history, summary)
@@ -278,7 +292,7 @@ def _save_results(
         return str(paths.model)
 
     problems = []
-    for what, save in (("history", history_files), ("model", model), ("plots", plots)):
+    for what, save in (("history", history_files), ("model", model), ("plots", plots), ("tensorboard", tensorboard)):
         try:
             log.info("%-8s %s", f"{what}:", save())
         except OSError as error:
@@ -300,17 +314,29 @@ def _build_trainer(seed: int, model: str) -> Trainer:
     return Trainer(build_model(seed, model), seed=seed)
 
 
-def _held_out_evaluator(trainer: Future[Trainer], data: MnistData) -> Callable[[NDArrays], tuple[float, float]]:
-    """``weights -> (loss, accuracy)`` of the global model on the server's test rows."""
-    x_test, y_test = to_float(data.x_test), data.y_test.astype("int32")
+class HeldOutEvaluator:
+    """The global model on the server's held-out rows: ``weights -> (loss, accuracy)`` for Flower.
 
-    def evaluate(weights: NDArrays) -> tuple[float, float]:
-        model = trainer.result()  # Waits for the TensorFlow import, the first time only.
+    Each call also keeps the confusion matrix (``confusion``), which the round's
+    record carries; ``mistakes`` lists the final model's worst misclassified rows.
+    """
+
+    def __init__(self, trainer: Future[Trainer], data: MnistData) -> None:
+        self.trainer = trainer
+        self.x_test, self.y_test = to_float(data.x_test), data.y_test.astype("int32")
+        self.confusion: list[list[int]] | None = None
+
+    def __call__(self, weights: NDArrays) -> tuple[float, float]:
+        model = self.trainer.result()  # Waits for the TensorFlow import, the first time only.
         model.set_weights(weights)
-        result = model.evaluate(x_test, y_test)
+        result, predicted = model.evaluate_with_predictions(self.x_test, self.y_test)
+        self.confusion = confusion_matrix(self.y_test, predicted)
         return result.loss, result.accuracy
 
-    return evaluate
+    def mistakes(self, weights: NDArrays) -> list[dict[str, Any]]:
+        model = self.trainer.result()
+        model.set_weights(weights)
+        return worst_mistakes(self.y_test, model.predict(self.x_test))
 
 
 def _save_model(trainer: Trainer, weights: NDArrays, path: Path) -> None:

@@ -61,8 +61,19 @@ def test_run_sh_trains_two_rounds_and_writes_every_output(tmp_path: Path, data_h
     histograms = summary["label_histograms"]
     assert len(histograms) == 2 and sum(map(sum, histograms)) == 4000  # Every training row, once.
     for name in ("models/global_2.keras", "plots/accuracy.png", "plots/loss.png", "plots/label_histogram.png",
-                 "logs/client_1.log"):
+                 "plots/clients.png", "plots/confusion.png", "plots/mistakes.png", "logs/client_1.log"):
         assert (tmp_path / name).stat().st_size > 0, name
+    # Each client's own numbers per round, by partition, and the held-out confusion matrix.
+    for record in summary["rounds"]:
+        assert [client["partition_id"] for client in record["per_client"]] == [0, 1]
+        assert all(client["fit"]["examples"] == 1800 and 0 < client["evaluate"]["accuracy"] <= 1
+                   for client in record["per_client"])
+        confusion = np.array(record["confusion"])
+        assert confusion.sum() == 1000 and np.trace(confusion) / 1000 == pytest.approx(record["centralized"]["accuracy"])
+    assert summary["confusion"] == summary["rounds"][-1]["confusion"]
+    assert "| 2/2 clients |" in result.stdout and "(no TLS)" in result.stdout
+    assert "round 2: trained on 1800 examples, local accuracy" in (tmp_path / "logs" / "client_0.log").read_text()
+    assert len(list((tmp_path / "tensorboard" / "history_2").glob("events.out.tfevents.*"))) == 1
 
 
 def test_run_sh_with_label_skew_records_each_clients_labels(tmp_path: Path, data_home: str) -> None:

@@ -6,7 +6,20 @@ from pathlib import Path
 
 from fedmnist.history import save_history
 from fedmnist.paths import RunPaths
-from fedmnist.plots import describe_run, main, plot_history, plot_label_histograms
+from fedmnist.plots import (
+    HELD_OUT,
+    TRAINING,
+    VALIDATION,
+    client_curves,
+    describe_run,
+    history_figure,
+    main,
+    plot_clients,
+    plot_confusion,
+    plot_history,
+    plot_label_histograms,
+    plot_mistakes,
+)
 from test_history import sample_history
 
 SUMMARY = {
@@ -33,6 +46,68 @@ def test_title_names_settings_and_data_source() -> None:
 def test_label_histogram_is_a_non_empty_png(tmp_path: Path) -> None:
     path = plot_label_histograms(SUMMARY, tmp_path)
     assert path.name == "label_histogram.png" and path.stat().st_size > 10_000
+
+
+def long_history(rounds: int = 10):
+    from flwr.server.history import History
+
+    history = History()
+    history.add_metrics_centralized(0, {"accuracy": 0.11})
+    for r in range(1, rounds + 1):
+        held_out = [0.70, 0.85, 0.88, 0.90, 0.91, 0.915, 0.93, 0.925, 0.92, 0.921][r - 1]
+        history.add_metrics_centralized(r, {"accuracy": held_out})
+        history.add_metrics_distributed(r, {"accuracy": held_out - 0.01})
+        history.add_metrics_distributed_fit(r, {"accuracy": held_out + 0.02})
+    return history
+
+
+def test_accuracy_figure_zooms_into_late_rounds_marks_the_best_and_uses_whole_rounds() -> None:
+    import matplotlib.pyplot as plt
+
+    figure = history_figure(long_history(), {"config": {"rounds": 10}}, "accuracy", "accuracy")
+    full, zoom = figure.axes
+    labels = [line.get_label() for line in full.get_lines()]
+    assert any(label.startswith(HELD_OUT) for label in labels)
+    assert any(label.startswith(VALIDATION) for label in labels)
+    assert any(label.startswith(TRAINING) for label in labels)  # Fit accuracy is drawn too.
+    assert "best held-out: 0.930 at round 7" in labels
+    # The zoomed panel: rounds 5-10 (the last half), values 0.90..0.945 plus a 10% margin, not 0.11..0.95.
+    assert zoom.get_xlim() == (4.5, 10.5)
+    low, high = zoom.get_ylim()
+    assert 0.89 < low < 0.905 and 0.945 < high < 0.96
+    figure.canvas.draw()
+    assert all(float(tick).is_integer() for tick in full.get_xticks())  # No round 0.2, 0.4, ...
+    plt.close(figure)
+
+
+def test_a_one_round_title_says_round() -> None:
+    assert "1 round," in describe_run({"config": {"rounds": 1, "clients": 2}})
+
+
+RECORDS = [
+    {"round": 1, "per_client": [{"cid": "a", "partition_id": 0, "evaluate": {"accuracy": 0.8}},
+                                {"cid": "b", "partition_id": 1, "evaluate": {"accuracy": 0.4}}]},
+    {"round": 2, "per_client": [{"cid": "a", "partition_id": 0, "evaluate": {"accuracy": 0.85}},
+                                {"cid": "zz9-foreign", "evaluate": {"accuracy": 0.5}}]},
+]
+
+
+def test_each_clients_curve_is_kept_apart(tmp_path: Path) -> None:
+    assert client_curves(RECORDS) == {
+        "client 0": [(1, 0.8), (2, 0.85)], "client 1": [(1, 0.4)], "client zz9-fo": [(2, 0.5)],
+    }
+    assert plot_clients({**SUMMARY, "rounds": RECORDS}, tmp_path).stat().st_size > 10_000
+
+
+def test_confusion_and_mistakes_pictures(tmp_path: Path) -> None:
+    import numpy as np
+
+    confusion = np.eye(10, dtype=int) * 90
+    confusion[4, 9] = 10
+    assert plot_confusion(confusion.tolist(), SUMMARY, tmp_path).stat().st_size > 10_000
+    images = np.zeros((3, 784), np.uint8)
+    mistakes = [{"index": 2, "true": 4, "predicted": 9, "confidence": 0.97}]
+    assert plot_mistakes(mistakes, images, SUMMARY, tmp_path).stat().st_size > 5_000
 
 
 def test_command_redraws_from_a_saved_pickle(tmp_path: Path, capsys) -> None:

@@ -9,6 +9,7 @@ from flwr.common import Code, EvaluateRes, FitRes, Status, ndarrays_to_parameter
 from flwr.server.client_manager import SimpleClientManager
 from flwr.server.strategy import FedAvg
 
+from conftest import IdleClient
 from fedmnist.history import read_round_log
 from fedmnist.recorder import RecordingStrategy, progress_line
 from fedmnist.strategy import weighted_average
@@ -37,17 +38,25 @@ def test_round_record_has_weighted_metrics_timings_and_goes_to_the_log(tmp_path:
     params = ndarrays_to_parameters([np.zeros(2, np.float32)])
     assert recorder.configure_fit(1, params, SimpleClientManager()) == []
     fits = [
-        (None, FitRes(OK, ndarrays_to_parameters([np.full(2, v, np.float32)]), n, {"accuracy": a, "loss": 1.0, "fit_seconds": s}))
-        for v, n, a, s in ((1.0, 100, 0.9, 0.4), (3.0, 300, 0.5, 0.6))
+        (IdleClient(cid), FitRes(OK, ndarrays_to_parameters([np.full(2, v, np.float32)]), n,
+                                 {"accuracy": a, "loss": 1.0, "fit_seconds": s, "partition_id": pid}))
+        for cid, pid, v, n, a, s in (("a", 0, 1.0, 100, 0.9, 0.4), ("b", 1, 3.0, 300, 0.5, 0.6))
     ]
     clock.now += 0.6
     new_params, fit_metrics = recorder.aggregate_fit(1, fits, [])
     assert fit_metrics["accuracy"] == 0.6  # (100 * 0.9 + 300 * 0.5) / 400
-    evaluations = [(None, EvaluateRes(OK, 0.5, 10, {"accuracy": 0.8, "evaluate_seconds": 0.1}))]
+    evaluations = [(IdleClient("b"), EvaluateRes(OK, 0.5, 10, {"accuracy": 0.8, "evaluate_seconds": 0.1, "partition_id": 1}))]
     clock.now += 0.2
     recorder.aggregate_evaluate(1, evaluations, [RuntimeError("client lost")])
 
     record = recorder.rounds[0]
+    # Each client's own numbers, by partition: client 1 trained and evaluated, client 0 only trained.
+    assert record["per_client"] == [
+        {"cid": "a", "partition_id": 0, "fit": {"examples": 100, "accuracy": 0.9, "loss": 1.0, "seconds": 0.4}},
+        {"cid": "b", "partition_id": 1, "fit": {"examples": 300, "accuracy": 0.5, "loss": 1.0, "seconds": 0.6},
+         "evaluate": {"examples": 10, "accuracy": 0.8, "seconds": 0.1}},
+    ]
+    assert record["fit_reporting"] == {"accuracy": 2, "loss": 2} and record["evaluate_reporting"] == {"accuracy": 1, "loss": 0}
     assert abs(record["seconds"] - 0.8) < 1e-9  # From configure_fit to the end of aggregate_evaluate.
     assert record["client_fit_seconds"] == 0.6 and record["client_evaluate_seconds"] == 0.1
     assert abs(record["coordination_seconds"] - 0.1) < 1e-9  # 0.8 - 0.6 - 0.1
@@ -61,6 +70,8 @@ def test_progress_line_estimates_time_left() -> None:
     line = progress_line(record, num_rounds=40, elapsed=5.0)
     # 5 s for 10 rounds -> 0.5 s each -> 30 rounds left take 15 s.
     assert line == "round 10/40 | held-out acc 91.2% | clients acc 90.0% loss 0.300 | 0.50 s/round | 5 s elapsed, ~15 s left"
+    answered = progress_line({**record, "fit_results": 2, "connected_clients": 3}, num_rounds=40, elapsed=5.0)
+    assert "| held-out acc 91.2% | 2/3 clients | clients acc" in answered
 
 
 def test_round_zero_is_logged_once_and_rounds_count_the_connected_clients(tmp_path: Path) -> None:
