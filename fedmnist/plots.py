@@ -22,7 +22,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from flwr.server.history import History  # noqa: E402
 
 from fedmnist.atomic import atomic_path  # noqa: E402
-from fedmnist.recorder import client_name  # noqa: E402
+from fedmnist.records import client_name  # noqa: E402
 
 _SOURCE_NAMES = {"mnist-5k": "mnist-5k (offline 5,000-image subset)", "openml": "OpenML mnist_784"}
 # (file stem, metric key, y-axis label)

@@ -185,12 +185,6 @@ def _client_entry(proxy: ClientProxy, result: FitRes | EvaluateRes, stage: str) 
     return entry
 
 
-def client_name(client: dict[str, Any]) -> str:
-    """``client 2`` by partition id, or ``client 3f9a1c`` by Flower's id for clients that send none."""
-    partition_id = client.get("partition_id")
-    return f"client {int(partition_id)}" if partition_id is not None else f"client {str(client.get('cid', '?'))[:6]}"
-
-
 def _client_order(entry: dict[str, Any]) -> tuple[int, str]:
     return (int(entry.get("partition_id", 1 << 30)), str(entry["cid"]))
 

@@ -138,7 +138,8 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
     recorder = _recorder(settings, data.source, strategy, paths, checkpoint)
     recorder.centralized_extras = lambda: {"confusion": evaluator.confusion}
     done = checkpoint.round if checkpoint else 0
-    header = {"config": asdict(settings), "data_source": data.source, "started": _now(), "resumed_after_round": done}
+    header = {"config": asdict(settings), "data_source": data.source, "started": _now(), "resumed_after_round": done,
+              "label_histograms": histograms.tolist()}  # The dashboard shows them while the run goes.
     start_round_log(paths, header, resume=checkpoint is not None)
     server_ready = time.perf_counter()
     validated = ValidatingStrategy(

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fedmnist.recorder import client_name
+from fedmnist.records import client_name
 
 # Round-record sections and the tag group each becomes.
 _GROUPS = (("centralized", "held_out"), ("evaluate", "clients_validation"), ("fit", "clients_training"))

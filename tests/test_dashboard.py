@@ -299,11 +299,44 @@ def test_model_latest_as_keras_file_built_while_running_then_the_runs_own(tmp_pa
     assert client.get("/api/model/latest?format=keras").content == writer.paths.model.read_bytes()
 
 
+def test_run_files_are_listed_and_served_and_nothing_else_is(tmp_path: Path, client: TestClient) -> None:
+    writer = RunWriter(tmp_path, rounds=3)
+    writer.round(0.8)
+    (tmp_path / "plots" / "accuracy.png").write_bytes(b"\x89PNG fake")
+    (tmp_path / "plots" / "leak.png").symlink_to("/etc/hostname")  # Points out of the folder.
+    detail = client.get("/api/runs/history_3").json()
+    assert detail["files"] == ["history/history_3.jsonl", "plots/accuracy.png"]
+    picture = client.get("/api/file", params={"run": "history_3", "name": "plots/accuracy.png"})
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+    assert picture.content == b"\x89PNG fake"
+    for name in ("plots/leak.png", "../../etc/passwd", "checkpoints/checkpoint_3.npz"):
+        response = client.get("/api/file", params={"run": "history_3", "name": name})
+        assert response.status_code == 404 and "has no file" in response.json()["detail"], name
+
+
+def test_round_records_carry_each_client_the_confusion_matrix_and_the_label_histograms(
+    tmp_path: Path, client: TestClient
+) -> None:
+    writer = RunWriter(tmp_path, rounds=3)
+    writer.records.append({**record(1, 0.8), "confusion": [[1, 0], [2, 3]], "per_client": [
+        {"cid": "abcdef123", "partition_id": 1, "fit": {"examples": 450, "accuracy": 0.7},
+         "evaluate": {"accuracy": 0.75, "loss": 0.6}}]})
+    append_line(writer.paths.round_log, json.dumps(writer.records[-1]))
+    writer.finish(label_histograms=[[5, 1], [0, 4]])
+    detail = client.get("/api/runs/history_3").json()
+    assert detail["label_histograms"] == [[5, 1], [0, 4]]
+    round_one = detail["rounds"][0]
+    assert round_one["confusion"] == [[1, 0], [2, 3]]
+    assert round_one["clients"] == [{"name": "client 1", "partition_id": 1, "examples": 450, "fit_accuracy": 0.7,
+                                     "accuracy": 0.75, "loss": 0.6}]
+
+
 def test_docs_describe_every_endpoint_with_typed_models_and_load_no_cdn(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
-    assert set(spec["paths"]) == {"/api/runs", "/api/runs/{run_id}", "/api/model/latest"}
+    assert set(spec["paths"]) == {"/api/runs", "/api/runs/{run_id}", "/api/model/latest", "/api/file"}
     ok = {path: spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
-          for path in spec["paths"]}
+          for path in spec["paths"] if path != "/api/file"}
+    assert "image/png" in spec["paths"]["/api/file"]["get"]["responses"]["200"]["content"]
     assert ok["/api/runs"]["items"]["$ref"].endswith("/RunInfo")
     assert ok["/api/runs/{run_id}"]["$ref"].endswith("/RunDetail")
     assert ok["/api/model/latest"]["$ref"].endswith("/ModelWeights")
@@ -320,6 +353,7 @@ def test_docs_describe_every_endpoint_with_typed_models_and_load_no_cdn(client: 
 
 def test_page_and_its_scripts_are_served_from_the_package(client: TestClient) -> None:
     html = client.get("/").text
+    assert '<div class="note" id="status">loading…</div>' in html  # Not "no run yet" while it loads.
     assert '<canvas id="accuracy-chart">' in html and "http" not in html.split("<body>")[0]
     for script in ("/static/vendor/chart.umd.min.js", "/static/dashboard.js", "/static/dashboard.css"):
         assert client.get(script).status_code == 200, script

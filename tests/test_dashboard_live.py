@@ -103,11 +103,33 @@ def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home:
             held_out = page.evaluate("fedmnistDashboard.charts.accuracy.data.datasets[0].data")
             clients = page.evaluate("fedmnistDashboard.charts.accuracy.data.datasets[1].data")
             round_text = page.text_content("#round")
+            # The panels a person reads after a run: best round, each client, labels, confusion, files.
+            page.wait_for_function("document.querySelector('#file-list a[href*=\"plots%2Fmistakes.png\"]') !== null",
+                                   timeout=30_000)
+            panels = page.evaluate("""() => ({
+                best: document.getElementById('best-accuracy').textContent,
+                bestRound: document.getElementById('best-round').textContent,
+                wall: document.getElementById('seconds').textContent,
+                clientLines: fedmnistDashboard.charts.clientAccuracy.data.datasets.map((d) => [d.label, d.data.length]),
+                labelBars: fedmnistDashboard.charts.labels.data.datasets.length,
+                labelClients: fedmnistDashboard.charts.labels.data.labels,
+                confusionRows: document.querySelectorAll('#confusion tr').length,
+                confusionCaption: document.getElementById('confusion-caption').textContent,
+                files: [...document.querySelectorAll('#file-list a')].map((a) => a.textContent),
+                config: [...document.querySelectorAll('#config-table td:first-child')].map((td) => td.textContent),
+                accuracyMin: fedmnistDashboard.charts.accuracy.options.scales.y.min,
+            })""")
+            page.check("#compare-list input")
+            page.wait_for_function("document.body.dataset.runsCompared === '1'", timeout=10_000)
             page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
+            page.set_viewport_size({"width": 390, "height": 844})  # A phone.
+            page.wait_for_timeout(500)  # Chart.js resizes its canvases on the next frames.
+            page.screenshot(path=str(tmp_path / "dashboard-phone.png"), full_page=True)
+            phone_overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
             page_errors = list(errors)  # ReDoc below asks the internet for its footer logo, in vain.
             # The API docs render offline too: Swagger UI lists every endpoint, ReDoc its title.
             page.goto(f"http://127.0.0.1:{port}/docs")
-            page.wait_for_function("document.querySelectorAll('.opblock').length === 3", timeout=30_000)
+            page.wait_for_function("document.querySelectorAll('.opblock').length === 4", timeout=30_000)
             page.goto(f"http://127.0.0.1:{port}/redoc")
             page.wait_for_selector("h1:has-text('fedmnist dashboard')", timeout=30_000)
             browser.close()
@@ -120,6 +142,16 @@ def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home:
     assert held_out[0] < 0.3 and all(value > 0.5 for value in held_out[1:])
     assert clients[0] is None and all(value > 0.5 for value in clients[1:])  # Clients evaluate from round 1.
     assert page_errors == []
+    assert panels["best"].endswith("%") and panels["bestRound"].startswith("at round ") and panels["bestRound"].endswith(" of 3")
+    assert panels["wall"].endswith(" s") or "min" in panels["wall"]
+    assert panels["clientLines"] == [["client 0", 3], ["client 1", 3]]  # One line per client, every round.
+    assert panels["labelBars"] == 10 and panels["labelClients"] == ["0", "1"]  # Ten digits, two clients.
+    assert panels["confusionRows"] == 11 and "after round 3" in panels["confusionCaption"]
+    assert {"plots/accuracy.png", "plots/clients.png", "plots/confusion.png", "history/history_3.json"} <= set(panels["files"])
+    assert "Local epochs" in panels["config"] and "local_epochs" not in panels["config"]
+    assert panels["accuracyMin"] > 0.3  # The axis fits rounds 1-3, not round 0's ~10%.
+    assert phone_overflow <= 1  # Nothing wider than a phone's screen.
+    print(f"phone screenshot: {tmp_path / 'dashboard-phone.png'}")
     assert "dashboard port" in stdout and "in use" in stdout
     assert (tmp_path / "dashboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     print(f"screenshot: {tmp_path / 'dashboard.png'}")

@@ -106,6 +106,19 @@ def create_app(
         except RunGone:
             raise HTTPException(404, f"run {run_id!r} has no files any more") from None
 
+    @app.get("/api/file", tags=["runs"], summary="One of a run's pictures or result files (RunDetail.files)",
+             responses={**NOT_FOUND, 200: {"content": {"image/png": {}, "application/json": {}, "application/octet-stream": {}},
+                                           "description": "The file as the server wrote it"}})
+    def run_file(run: str = Query(description="Run id"), name: str = Query(description="A name from RunDetail.files, "
+                                                                                      "e.g. plots/accuracy.png")):
+        files = find(run).files()  # Only the run's own files, inside the dashboard's folder.
+        if name not in files:
+            raise HTTPException(404, f"run {run!r} has no file {name!r}; RunDetail.files lists them")
+        path = files[name]
+        media = {".png": "image/png", ".json": "application/json", ".jsonl": "application/json"}.get(path.suffix)
+        return FileResponse(path, media_type=media or "application/octet-stream",
+                            filename=None if media == "image/png" else path.name)
+
     @app.get(
         "/api/model/latest", response_model=ModelWeights, tags=["model"], summary="The latest global weights of a run",
         responses={**NOT_FOUND, 200: {"content": {"application/octet-stream": {}},

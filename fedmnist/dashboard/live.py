@@ -5,7 +5,7 @@ wrote to last), and switches to a newer run when one starts. ``poll`` looks at
 the run's files; when they changed, it returns a ``round`` event per newly
 finished round, a ``clients`` event when a client connects or leaves, a
 ``status`` event when the run ends, or a fresh ``snapshot``
-when the run was replaced by a new one (same files, new start).
+when the run was replaced by a new one (same files, new start) or gained files (its plots).
 """
 
 from __future__ import annotations
@@ -79,6 +79,8 @@ class RunFollower:
         ]
         if now.status != before.status and now.status in ("finished", "interrupted"):
             events.append(StatusEvent(run=RunInfo.from_snapshot(now)).model_dump(mode="json"))
+        if now.files != before.files:  # The plots and the model arrive after the summary.
+            events.append(self.snapshot())
         return events
 
     def handle(self, message: str) -> list[Event]:

@@ -54,9 +54,16 @@ class Run:
         """The complete run's summary, else a stopped run's partial one, else None."""
         return next((path for path in (self.paths.json, self.paths.as_partial().json) if self.contains(path)), None)
 
+    def files(self) -> dict[str, Path]:
+        """The run's pictures and result files a person may download, by name relative to its folder."""
+        paths, partial = self.paths, self.paths.as_partial()
+        candidates = [*sorted(paths.plots_dir.glob("*.png")), paths.round_log, paths.json, paths.pickle,
+                      partial.json, partial.pickle, paths.model, partial.model]
+        return {path.relative_to(paths.root).as_posix(): path for path in candidates if self.contains(path)}
+
     def signature(self) -> tuple[Any, ...]:
-        """Changes whenever the server writes to this run's log or summary."""
-        return (_stat_key(self.log_path), _stat_key(self.summary_path))
+        """Changes whenever the server writes to this run's log or summary, or adds a file (a plot)."""
+        return (_stat_key(self.log_path), _stat_key(self.summary_path), tuple(sorted(self.files())))
 
     def updated(self) -> float:
         """When the server last wrote to this run (Unix time), 0 if its files are gone."""
@@ -78,6 +85,8 @@ class RunSnapshot:
     initial: dict[str, Any] | None
     records: list[dict[str, Any]] = field(default_factory=list)
     connected_clients: int | None = None  # As last logged: a client arriving or leaving, or a round starting.
+    label_histograms: list[list[int]] | None = None  # Examples of each digit per client.
+    files: list[str] = field(default_factory=list)  # Run.files(): its pictures and result files.
 
     @property
     def rounds_total(self) -> int:
@@ -127,7 +136,7 @@ def read_run(run: Run) -> RunSnapshot:
         status: Status = "interrupted" if "interrupted_after_round" in summary else "finished"
         records = summary.get("rounds") or records
         initial = summary.get("initial") or initial
-        header = {**header, **{key: summary[key] for key in ("config", "data_source") if key in summary}}
+        header = {**header, **{key: summary[key] for key in ("config", "data_source", "label_histograms") if key in summary}}
     else:
         status = "running" if records else "waiting"
     return RunSnapshot(
@@ -136,6 +145,7 @@ def read_run(run: Run) -> RunSnapshot:
         finished=summary.get("finished") if summary else None,
         updated=max(time for time in (log_time, summary_time) if time is not None) / 1e9,
         initial=finite(initial) or None, records=finite(_by_round(records)), connected_clients=log.connected_clients,
+        label_histograms=header.get("label_histograms"), files=sorted(run.files()),
     )
 
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from fedmnist.dashboard.runs import RunSnapshot, Status
+from fedmnist.records import client_name
 
 
 class ErrorResponse(BaseModel):
@@ -27,6 +28,23 @@ class Evaluation(BaseModel):
 
     accuracy: float | None
     loss: float | None
+
+
+class ClientResult(BaseModel):
+    """One client's own numbers in a round."""
+
+    name: str = Field(examples=["client 2"], description="By partition id, or Flower's id for clients that send none.")
+    partition_id: int | None = None
+    examples: int | None = Field(None, description="Training examples it reported.")
+    fit_accuracy: float | None = Field(None, description="Its training accuracy during local fit.")
+    accuracy: float | None = Field(None, description="Its accuracy on its own validation slice.")
+    loss: float | None = Field(None, description="Its loss on its own validation slice.")
+
+    @classmethod
+    def from_entry(cls, entry: dict[str, Any]) -> ClientResult:
+        fit, evaluate = entry.get("fit") or {}, entry.get("evaluate") or {}
+        return cls(name=client_name(entry), partition_id=entry.get("partition_id"), examples=fit.get("examples"),
+                   fit_accuracy=fit.get("accuracy"), accuracy=evaluate.get("accuracy"), loss=evaluate.get("loss"))
 
 
 class RoundRecord(BaseModel):
@@ -48,6 +66,9 @@ class RoundRecord(BaseModel):
     seconds: float | None = Field(None, description="Wall time of the round.")
     coordination_seconds: float | None = Field(None, description="Round time beyond local work and evaluation.")
     fit_metrics: dict[str, float | None] = Field(default_factory=dict, description="Aggregated fit metrics.")
+    clients: list[ClientResult] = Field(default_factory=list, description="Each client's own numbers.")
+    confusion: list[list[int]] | None = Field(
+        None, description="The new global model on the held-out rows: counts of (true digit, predicted digit).")
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RoundRecord:
@@ -56,6 +77,8 @@ class RoundRecord(BaseModel):
             accuracy_distributed=evaluate.get("accuracy"), accuracy_centralized=centralized.get("accuracy"),
             loss_distributed=record.get("loss_distributed"), loss_centralized=record.get("loss_centralized"),
             fit_metrics=record.get("fit") or {},
+            clients=[ClientResult.from_entry(entry) for entry in record.get("per_client") or []],
+            confusion=record.get("confusion"),
             **{key: record[key] for key in _RECORD_KEYS if record.get(key) is not None},
         )
 
@@ -105,6 +128,8 @@ class RunDetail(RunInfo):
     config: dict[str, Any] = Field(description="The server's settings for the run (server.py flags).")
     initial: Evaluation | None = Field(description="The starting model on the held-out rows (round 0).")
     rounds: list[RoundRecord]
+    label_histograms: list[list[int]] | None = Field(description="Examples of each digit (columns) per client (rows).")
+    files: list[str] = Field(description="The run's pictures and result files: GET /api/file?run=ID&name=NAME.")
 
     @classmethod
     def from_snapshot(cls, snapshot: RunSnapshot) -> RunDetail:
@@ -115,6 +140,7 @@ class RunDetail(RunInfo):
                 accuracy=(initial.get("centralized") or {}).get("accuracy"), loss=initial.get("loss_centralized"),
             ) if initial else None,
             rounds=[RoundRecord.from_record(record) for record in snapshot.records],
+            label_histograms=snapshot.label_histograms, files=snapshot.files,
         )
 
 

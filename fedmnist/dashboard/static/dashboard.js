@@ -8,9 +8,12 @@ const RECONNECT_MS = 1000;
 
 const state = {
   run: null,        // RunDetail of the run shown (null: no run yet).
+  loaded: false,    // Whether the first snapshot arrived (until then the page says "loading").
   selected: "",     // Run id chosen in the list; "" follows the current run.
   socket: null,
+  compared: new Set(),  // Run ids ticked under "Compare runs".
 };
+const PALETTE = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777", "#4b5563", "#65a30d"];
 
 const $ = (id) => document.getElementById(id);
 
@@ -20,6 +23,23 @@ function percent(value) {
 
 function number(value, digits = 3) {
   return value === null || value === undefined ? "–" : value.toFixed(digits);
+}
+
+// "local_epochs" -> "Local epochs": config keys as a person reads them.
+function readable(key) {
+  const words = key.replace(/_/g, " ");
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+// Times arrive as UTC ISO 8601; show them in the reader's own time zone.
+function localTime(iso) {
+  return iso ? new Date(iso).toLocaleString() : null;
+}
+
+function duration(seconds) {
+  if (seconds === null || !isFinite(seconds)) return "–";
+  const minutes = Math.floor(seconds / 60);
+  return minutes ? `${minutes} min ${Math.round(seconds % 60)} s` : `${seconds.toFixed(1)} s`;
 }
 
 // Charts. Animation is off: a live run redraws several times a second.
@@ -50,6 +70,19 @@ const charts = {
   loss: lineChart($("loss-chart"), "loss", [
     series("held-out (server)", "#2563eb"), series("clients (weighted)", "#16a34a", true),
   ]),
+  clientAccuracy: lineChart($("client-accuracy-chart"), "validation accuracy", [], { suggestedMax: 1 }),
+  labels: new Chart($("labels-chart"), {
+    type: "bar",
+    data: { labels: [], datasets: [] },
+    options: {
+      animation: false,
+      maintainAspectRatio: false,
+      plugins: { legend: { labels: { boxWidth: 10 } } },
+      scales: { x: { stacked: true, title: { display: true, text: "client (partition id)" } },
+                y: { stacked: true, beginAtZero: true, title: { display: true, text: "examples" } } },
+    },
+  }),
+  compare: lineChart($("compare-chart"), "held-out accuracy", []),
   clients: new Chart($("clients-chart"), {
     type: "bar",
     data: {
@@ -67,6 +100,72 @@ const charts = {
   }),
 };
 
+// Hovering a client's line makes it stand out from the others.
+charts.clientAccuracy.options.onHover = (event, elements, chart) => {
+  const hovered = elements.length ? elements[0].datasetIndex : null;
+  chart.data.datasets.forEach((dataset, i) => { dataset.borderWidth = hovered === null ? 2 : i === hovered ? 4 : 1; });
+  chart.update("none");
+};
+charts.clientAccuracy.options.interaction = { mode: "nearest", intersect: false };
+
+// The y axis fits the rounds after the first: the jump from round 0 (about 10%) would squash the
+// part that matters (85-95%) into the top fifth. Round 0 stays in the data, below the axis.
+function fitAccuracyAxis(chart, values) {
+  const later = values.filter((v) => v !== null && v !== undefined);
+  chart.options.scales.y.min = later.length ? Math.max(0, Math.floor((Math.min(...later) - 0.02) * 50) / 50) : undefined;
+}
+
+function drawClientCharts(run) {
+  const rounds = run ? run.rounds : [];
+  const names = [...new Set(rounds.flatMap((r) => r.clients.map((c) => c.name)))].sort();
+  charts.clientAccuracy.data.labels = rounds.map((r) => r.round);
+  charts.clientAccuracy.data.datasets = names.map((name, i) => ({
+    ...series(name, PALETTE[i % PALETTE.length]),
+    data: rounds.map((r) => (r.clients.find((c) => c.name === name) || {}).accuracy ?? null),
+  }));
+  fitAccuracyAxis(charts.clientAccuracy, charts.clientAccuracy.data.datasets.flatMap((d) => d.data));
+  charts.clientAccuracy.update();
+  const histograms = (run && run.label_histograms) || [];
+  charts.labels.data.labels = histograms.map((_, i) => String(i));
+  charts.labels.data.datasets = [...Array(10).keys()].map((digit) => ({
+    label: String(digit), data: histograms.map((row) => row[digit]), backgroundColor: PALETTE[digit], stack: "labels",
+  }));
+  charts.labels.update();
+}
+
+function drawConfusion(run) {
+  const latest = run ? [...run.rounds].reverse().find((r) => r.confusion) : null;
+  const table = $("confusion");
+  if (!latest) {
+    table.replaceChildren();
+    $("confusion-caption").textContent = "Held-out confusion matrix: after the first round";
+    return;
+  }
+  const matrix = latest.confusion;
+  const largest = Math.max(...matrix.flat());
+  const header = document.createElement("tr");
+  header.append(cell("th", "true \\ predicted"), ...matrix.map((_, digit) => cell("th", digit)));
+  const rows = matrix.map((counts, truth) => {
+    const row = document.createElement("tr");
+    row.append(cell("th", truth), ...counts.map((count, predicted) => {
+      const td = cell("td", count || "");
+      const strength = count / largest;
+      td.style.background = truth === predicted ? `rgba(37, 99, 235, ${strength})` : `rgba(220, 38, 38, ${Math.min(1, 4 * strength)})`;
+      if (strength > 0.5) td.style.color = "white";
+      return td;
+    }));
+    return row;
+  });
+  table.replaceChildren(header, ...rows);
+  $("confusion-caption").textContent = `Held-out confusion matrix after round ${latest.round} (true digit by predicted digit)`;
+}
+
+function cell(tag, text) {
+  const element = document.createElement(tag);
+  element.textContent = String(text);
+  return element;
+}
+
 // The charts start at round 0 (the starting model) when the server evaluated it.
 function drawCharts(run) {
   const rounds = run ? run.rounds : [];
@@ -77,8 +176,11 @@ function drawCharts(run) {
                                [charts.loss, ["loss_centralized", "loss_distributed"]]]) {
     chart.data.labels = labels;
     keys.forEach((key, i) => { chart.data.datasets[i].data = points.map((r) => r[key] ?? null); });
+    if (chart === charts.accuracy) fitAccuracyAxis(chart, rounds.flatMap((r) => keys.map((key) => r[key])));
     chart.update();
   }
+  drawClientCharts(run);
+  drawConfusion(run);
   charts.clients.data.labels = rounds.map((r) => r.round);
   charts.clients.data.datasets[0].data = rounds.map((r) => r.fit_results);
   charts.clients.data.datasets[1].data = rounds.map((r) => r.fit_failures + r.evaluate_failures);
@@ -100,7 +202,7 @@ function table(element, rows) {
 function drawSummary(run) {
   if (!run) {
     $("round").textContent = "–";
-    $("status").textContent = "no run yet: start one with ./run.sh";
+    $("status").textContent = state.loaded ? "no run yet: start one with ./run.sh" : "loading…";
     return;
   }
   const rounds = run.rounds;
@@ -108,7 +210,8 @@ function drawSummary(run) {
   $("round").textContent = `${run.rounds_done} / ${run.rounds_total}`;
   $("progress").max = run.rounds_total;
   $("progress").value = run.rounds_done;
-  $("status").textContent = run.status === "waiting" ? `waiting for ${run.clients} clients` : run.status;
+  $("status").textContent = run.status === "waiting"
+    ? `waiting for clients: ${run.connected_clients ?? 0} of ${run.clients} connected` : run.status;
   $("status").className = `note status-${run.status}`;
   $("accuracy-centralized").textContent = percent(last && last.accuracy_centralized);
   $("accuracy-initial").textContent = run.initial ? `round 0: ${percent(run.initial.accuracy)}` : "";
@@ -120,17 +223,38 @@ function drawSummary(run) {
     ? `round ${last.round}: ${last.fit_results} trained, ${last.fit_failures + last.evaluate_failures} failed; ${failed} failures in all`
     : "waiting for the first round";
   $("failures").className = failed ? "note failed" : "note";
+  // Wall time of the whole run (start-up and waiting for clients included), not only the rounds'.
   const seconds = rounds.reduce((sum, r) => sum + (r.seconds || 0), 0);
-  $("seconds").textContent = last ? `${number(seconds / rounds.length, 2)} s` : "–";
+  const end = run.finished ? Date.parse(run.finished) : (run.status === "interrupted" ? Date.parse(run.updated) : Date.now());
+  const wall = run.started ? (end - Date.parse(run.started)) / 1000 : null;
+  $("seconds").textContent = duration(wall);
   const left = last && run.status === "running" ? (seconds / rounds.length) * (run.rounds_total - run.rounds_done) : null;
-  $("time-left").textContent = last ? `per round; ${number(seconds, 1)} s in all${left !== null ? `, ~${left.toFixed(0)} s left` : ""}` : "";
+  $("time-left").textContent = last
+    ? `${number(seconds / rounds.length, 2)} s per round${left !== null ? `, ~${left.toFixed(0)} s left` : ""}` : "";
+  const best = rounds.reduce((top, r) => (r.accuracy_centralized !== null && (!top || r.accuracy_centralized > top.accuracy_centralized) ? r : top), null);
+  $("best-accuracy").textContent = percent(best && best.accuracy_centralized);
+  $("best-round").textContent = best ? `at round ${best.round} of ${run.rounds_total}` : "";
 
   table($("run-table"), [
-    ["id", run.id], ["status", run.status], ["data", run.data_source], ["strategy", run.strategy],
-    ["model", run.model], ["partition", run.partition], ["clients", run.clients],
-    ["started", run.started], ["finished", run.finished], ["last update", run.updated],
+    ["Id", run.id], ["Status", run.status], ["Data", run.data_source], ["Strategy", run.strategy],
+    ["Model", run.model], ["Partition", run.partition], ["Clients", run.clients],
+    ["Started", localTime(run.started)], ["Finished", localTime(run.finished)], ["Last update", localTime(run.updated)],
   ]);
-  table($("config-table"), Object.entries(run.config).sort(([a], [b]) => a.localeCompare(b)));
+  table($("config-table"), Object.entries(run.config).sort(([a], [b]) => a.localeCompare(b)).map(([key, value]) => [readable(key), value]));
+  const files = run.files || [];
+  $("file-list").replaceChildren(...(files.length ? files : [null]).map((name) => {
+    const item = document.createElement("li");
+    if (!name) {
+      item.textContent = "none yet";
+      item.className = "muted";
+      return item;
+    }
+    const link = document.createElement("a");
+    link.href = `/api/file?run=${encodeURIComponent(run.id)}&name=${encodeURIComponent(name)}`;
+    link.textContent = name;
+    item.append(link);
+    return item;
+  }));
   const failures = rounds.flatMap((r) => r.failure_reasons.map((reason) => `round ${r.round}: ${reason}`));
   $("failure-list").replaceChildren(...(failures.length ? failures : ["none"]).map((text) => {
     const item = document.createElement("li");
@@ -153,6 +277,7 @@ function draw() {
 function onEvent(event) {
   if (event.type === "snapshot") {
     state.run = event.run;
+    state.loaded = true;
     refreshRunList();
   } else if (event.type === "round" && state.run && event.run_id === state.run.id) {
     state.run.rounds.push(event.record);
@@ -198,11 +323,47 @@ async function refreshRunList() {
   const options = runs.map((run) => {
     const option = document.createElement("option");
     option.value = run.id;
-    option.textContent = `${run.id} (${run.status}, ${run.rounds_done}/${run.rounds_total})`;
+    option.textContent = describeRun(run);
     return option;
   });
   select.replaceChildren(select.options[0], ...options);
   select.value = state.selected;
+  $("compare-list").replaceChildren(...runs.map((run) => {
+    const label = document.createElement("label");
+    const box = document.createElement("input");
+    box.type = "checkbox";
+    box.value = run.id;
+    box.checked = state.compared.has(run.id);
+    box.addEventListener("change", () => {
+      if (box.checked) state.compared.add(run.id); else state.compared.delete(run.id);
+      drawComparison();
+    });
+    label.append(box, ` ${describeRun(run)}`);
+    return label;
+  }));
+}
+
+// A run as the lists show it: its id, its settings and how far it got.
+function describeRun(run) {
+  return `${run.id}: ${run.strategy}, ${run.partition}, ${run.model}, ${run.clients} clients (${run.status}, ${run.rounds_done}/${run.rounds_total})`;
+}
+
+// The held-out accuracy of every ticked run, one line each.
+async function drawComparison() {
+  const ids = [...state.compared];
+  const runs = await Promise.all(ids.map(async (id) => {
+    try { return await (await fetch(`/api/runs/${id}`)).json(); } catch (error) { return null; }
+  }));
+  const shown = runs.filter((run) => run && run.rounds);
+  const longest = Math.max(0, ...shown.map((run) => run.rounds.length));
+  charts.compare.data.labels = [...Array(longest).keys()].map((i) => i + 1);
+  charts.compare.data.datasets = shown.map((run, i) => ({
+    ...series(`${run.id} (${run.strategy}, ${run.partition})`, PALETTE[i % PALETTE.length]),
+    data: run.rounds.map((r) => r.accuracy_centralized),
+  }));
+  fitAccuracyAxis(charts.compare, charts.compare.data.datasets.flatMap((d) => d.data));
+  charts.compare.update();
+  document.body.dataset.runsCompared = shown.length;
 }
 
 $("run-select").addEventListener("change", (event) => {
