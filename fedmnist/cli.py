@@ -98,6 +98,9 @@ def add_federation_arguments(parser: argparse.ArgumentParser, *, out_default: st
     parser.add_argument("--max-update-norm-factor", type=positive_float, default=config.MAX_UPDATE_NORM_FACTOR,
                         help="drop client updates farther from the global model than this many times the round's "
                         "median (default: %(default)s)")
+    parser.add_argument("--name", type=run_name, default=None,
+                        help="a name for the run in the dashboard, plots and comparisons "
+                        "(default: its settings and start time, e.g. fedavg-iid-3c-40r-20261129-1355)")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted run from its last checkpoint in --out (same settings)")
     parser.add_argument("--baseline", action="store_true",
@@ -111,6 +114,14 @@ def check_federation_arguments(parser: argparse.ArgumentParser, args: argparse.N
     """Checks that involve two flags of ``add_federation_arguments``; a mistake exits with one line."""
     if args.min_clients is not None and args.min_clients > args.clients:
         parser.error(f"--min-clients ({args.min_clients}) cannot be more than --clients ({args.clients})")
+
+
+def run_name(text: str) -> str:
+    """A run's name: one line of at most 80 characters."""
+    name = text.strip()
+    if not name or len(name) > 80 or any(not character.isprintable() for character in name):
+        raise argparse.ArgumentTypeError(f"expected one printable line of 1-80 characters, got {text!r}")
+    return name
 
 
 def positive_int(text: str) -> int:

@@ -194,7 +194,8 @@ class Launcher:
             "--learning-rate", str(a.learning_rate), *self._data_home(), *(["--baseline"] if a.baseline else []),
             *(["--resume"] if a.resume else []), *(["--sweep", a.grid] if a.grid else []),
             *(["--tls-dir", str(self.certs)] if a.tls else []),
-            "--round-timeout", str(a.round_timeout), "--max-update-norm-factor", str(a.max_update_norm_factor), *(["--min-clients", str(a.min_clients)] if a.min_clients else []),
+            "--round-timeout", str(a.round_timeout), "--max-update-norm-factor", str(a.max_update_norm_factor),
+            *(["--min-clients", str(a.min_clients)] if a.min_clients else []), *(["--name", a.name] if a.name else []),
         ]
 
     def _client_command(self, source: str, partition_id: int) -> list[str]:

@@ -236,14 +236,25 @@ def describe_run(summary: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Redraw the plots of a saved history (.pkl or .json)."""
+    """Redraw the plots of a saved history, or compare several runs' held-out accuracy."""
     from fedmnist.cli import Parser, run_cli
     from fedmnist.history import load_history
 
     parser = Parser(prog="python -m fedmnist.plots", description=main.__doc__)
-    parser.add_argument("history", help="history/history_<rounds>.pkl or .json")
+    parser.add_argument("history", nargs="?", help="history/history_<rounds>.json (or the .pkl beside it)")
+    parser.add_argument("--compare", nargs="+", metavar="HISTORY",
+                        help="instead: overlay the held-out accuracy of these runs in one PNG (--out FILE, "
+                        "default comparison.png)")
     parser.add_argument("--out", default=None, help="folder for the PNGs (default: plots/ beside history/)")
     args = parser.parse_args(argv)
+    if bool(args.history) == bool(args.compare):
+        parser.error("give one history to redraw, or --compare with two or more")
+
+    def compare() -> None:
+        runs = [(path, *load_history(path)) for path in args.compare]
+        results = [{"setting": summary.get("name") or Path(path).stem, "curve": history.metrics_centralized.get("accuracy", [])}
+                   for path, history, summary in runs]
+        print(plot_comparison(results, "held-out accuracy per round", args.out or "comparison.png"))
 
     def redraw() -> None:
         history, summary = load_history(args.history)
@@ -258,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
         for path in paths:
             print(path)
 
-    run_cli(redraw)
+    run_cli(compare if args.compare else redraw)
 
 
 if __name__ == "__main__":

@@ -77,6 +77,7 @@ class ServerSettings:
     resume: bool = False
     tls_dir: str | None = None  # Serve with ca.pem, server.pem and server.key from here (fedmnist.tls).
     keep_clients: bool = False  # A sweep: ask clients to reconnect for the next run instead of leaving.
+    name: str | None = None  # Shown by the dashboard and comparisons; None: derived (default_name).
     out: str = "."
     data_home: str | None = None
     client_timeout: float = config.CLIENT_WAIT_TIMEOUT
@@ -86,6 +87,11 @@ class ServerSettings:
     local_epochs: int = config.LOCAL_EPOCHS
     batch_size: int = config.BATCH_SIZE
     learning_rate: float = config.LEARNING_RATE
+
+    def default_name(self, started: datetime) -> str:
+        """``fedavg-iid-3c-40r-20261129-1355``: the settings that tell runs apart, and the start (UTC)."""
+        return (f"{self.strategy}-{self.partition.replace(':', '')}-{self.clients}c-{self.rounds}r-"
+                f"{started:%Y%m%d-%H%M}")
 
     @property
     def minimum_clients(self) -> int:
@@ -138,7 +144,10 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
     recorder = _recorder(settings, data.source, strategy, paths, checkpoint)
     recorder.centralized_extras = lambda: {"confusion": evaluator.confusion}
     done = checkpoint.round if checkpoint else 0
-    header = {"config": asdict(settings), "data_source": data.source, "started": _now(), "resumed_after_round": done,
+    started = datetime.now(timezone.utc)
+    name = settings.name or (checkpoint.config.get("name") if checkpoint else None) or settings.default_name(started)
+    header = {"config": asdict(settings), "data_source": data.source, "started": started.isoformat(timespec="seconds"),
+              "resumed_after_round": done, "name": name,
               "label_histograms": histograms.tolist()}  # The dashboard shows them while the run goes.
     start_round_log(paths, header, resume=checkpoint is not None)
     server_ready = time.perf_counter()
@@ -154,7 +163,7 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
             "server_data_seconds": data_seconds,
             "federation_seconds": finished - server_ready,
             "server_total_seconds": finished - process_started,
-        }), "started": header["started"]}  # Matches the live log's header: readers pair the two by it.
+        }), "started": header["started"], "name": name}  # "started" matches the live log's header: readers pair the two.
 
     try:
         history, final_weights = _federate(

@@ -29,6 +29,14 @@ def checkpoint_of(settings: ServerSettings, round_done: int = 2) -> Checkpoint:
                       initial=None, config=asdict(settings), data_source="mnist-5k")
 
 
+def test_a_run_is_named_after_its_settings_and_start_unless_named() -> None:
+    from datetime import datetime, timezone
+
+    started = datetime(2026, 11, 29, 13, 55, tzinfo=timezone.utc)
+    settings = ServerSettings(strategy="fedprox", partition="dirichlet:0.1", clients=5, rounds=40)
+    assert settings.default_name(started) == "fedprox-dirichlet0.1-5c-40r-20261129-1355"
+
+
 def test_checkpoint_round_trip(tmp_path: Path) -> None:
     settings = ServerSettings(rounds=4)
     save_checkpoint(tmp_path / "c.pkl", checkpoint_of(settings))

@@ -28,7 +28,7 @@ def run_sh(*args: str, timeout: float = 300):
 def test_run_sh_trains_two_rounds_and_writes_every_output(tmp_path: Path, data_home: str) -> None:
     result = run_sh(
         "--rounds", "2", "--clients", "2", "--port", str(free_port()), "--dataset", "mnist-5k",
-        "--out", str(tmp_path), "--data-home", data_home, "--baseline",
+        "--out", str(tmp_path), "--data-home", data_home, "--baseline", "--name", "two-round check",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "round 2/2" in result.stdout and "history:" in result.stdout
@@ -57,6 +57,7 @@ def test_run_sh_trains_two_rounds_and_writes_every_output(tmp_path: Path, data_h
     assert [e["connected_clients"] for e in entries if "round" not in e and "connected_clients" in e][:2] == [1, 2]
     assert entries[kinds.index("initial")]["initial"]["centralized"]["accuracy"] == centralized[0][1]
     assert summary["started"] == entries[0]["started"]  # How the dashboard pairs the summary with its log.
+    assert summary["name"] == entries[0]["name"] == "two-round check"
     assert [r for r, _ in summary["baseline"]["accuracy"]] == [0, 1, 2]  # --baseline, one point per round.
     histograms = summary["label_histograms"]
     assert len(histograms) == 2 and sum(map(sum, histograms)) == 4000  # Every training row, once.
@@ -171,6 +172,7 @@ def test_run_sh_reports_a_failing_process_and_stops(tmp_path: Path, data_home: s
         (["client.py", "--model", "resnet"], "--model: invalid choice: 'resnet'"),
         (["-m", "fedmnist.launcher", "sweep", "--grid", "huge"], "--grid: invalid choice: 'huge'"),
         (["-m", "fedmnist.launcher", "--fraction-fit", "1.5"], "--fraction-fit: must be greater than 0 and at most 1"),
+        (["server.py", "--name", " "], "--name: expected one printable line of 1-80 characters"),
     ],
 )
 def test_bad_input_gives_one_clear_line(args: list[str], message: str) -> None:

@@ -110,6 +110,15 @@ def test_confusion_and_mistakes_pictures(tmp_path: Path) -> None:
     assert plot_mistakes(mistakes, images, SUMMARY, tmp_path).stat().st_size > 5_000
 
 
+def test_command_compares_runs_by_name_in_one_png(tmp_path: Path, capsys) -> None:
+    for rounds, name in ((2, "fedavg-iid"), (3, "fedprox-shards2")):
+        save_history(RunPaths(tmp_path / name, rounds), sample_history(), {**SUMMARY, "name": name})
+    out = tmp_path / "both.png"
+    main(["--compare", str(tmp_path / "fedavg-iid" / "history" / "history_2.json"),
+          str(tmp_path / "fedprox-shards2" / "history" / "history_3.json"), "--out", str(out)])
+    assert capsys.readouterr().out.strip() == str(out) and out.stat().st_size > 10_000
+
+
 def test_command_redraws_from_a_saved_pickle(tmp_path: Path, capsys) -> None:
     run = RunPaths(tmp_path, 2)
     save_history(run, sample_history(), SUMMARY)

@@ -46,7 +46,8 @@ ends, the per-round checkpoint); it takes no part in training.
   RunDetail | null}`, then `{"type": "round", "run_id", "status",
   "rounds_total", "record": RoundRecord}` per finished round, `{"type":
   "clients", "run_id", "connected_clients", "expected"}` when a client connects or
-  leaves, and `{"type": "status", "run": RunInfo}` when the run ends. A client may send
+  leaves, `{"type": "status", "run": RunInfo}` when the run ends, and a new
+  snapshot when the run's files (its plots) arrive. A client may send
   `{"type": "ping"}` (answer: `pong`), `{"type": "snapshot"}` or
   `{"type": "subscribe", "run": ID | null}`; anything else is answered with
   `{"type": "error", "error": "..."}` and the connection stays open.

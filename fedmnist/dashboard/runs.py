@@ -87,6 +87,7 @@ class RunSnapshot:
     connected_clients: int | None = None  # As last logged: a client arriving or leaving, or a round starting.
     label_histograms: list[list[int]] | None = None  # Examples of each digit per client.
     files: list[str] = field(default_factory=list)  # Run.files(): its pictures and result files.
+    name: str | None = None  # --name, or the one the server derived from the settings.
 
     @property
     def rounds_total(self) -> int:
@@ -136,7 +137,8 @@ def read_run(run: Run) -> RunSnapshot:
         status: Status = "interrupted" if "interrupted_after_round" in summary else "finished"
         records = summary.get("rounds") or records
         initial = summary.get("initial") or initial
-        header = {**header, **{key: summary[key] for key in ("config", "data_source", "label_histograms") if key in summary}}
+        kept = ("config", "data_source", "label_histograms", "name")
+        header = {**header, **{key: summary[key] for key in kept if key in summary}}
     else:
         status = "running" if records else "waiting"
     return RunSnapshot(
@@ -145,7 +147,7 @@ def read_run(run: Run) -> RunSnapshot:
         finished=summary.get("finished") if summary else None,
         updated=max(time for time in (log_time, summary_time) if time is not None) / 1e9,
         initial=finite(initial) or None, records=finite(_by_round(records)), connected_clients=log.connected_clients,
-        label_histograms=header.get("label_histograms"), files=sorted(run.files()),
+        label_histograms=header.get("label_histograms"), files=sorted(run.files()), name=header.get("name"),
     )
 
 

@@ -91,6 +91,8 @@ class RunInfo(BaseModel):
     """A run in the list of runs."""
 
     id: str = Field(examples=["history_40"], description="Use it in /api/runs/{id} and the WebSocket.")
+    name: str | None = Field(None, examples=["fedavg-iid-3c-40r-20261129-1355"],
+                             description="--name, or derived from the settings and the start time.")
     status: Status = Field(description="waiting (for clients), running, finished or interrupted.")
     rounds_done: int
     rounds_total: int
@@ -111,7 +113,7 @@ class RunInfo(BaseModel):
         config = snapshot.config
         last = RoundRecord.from_record(snapshot.records[-1]) if snapshot.records else None
         return cls(
-            id=snapshot.run.id, status=snapshot.status, rounds_done=len(snapshot.records),
+            id=snapshot.run.id, name=snapshot.name, status=snapshot.status, rounds_done=len(snapshot.records),
             rounds_total=snapshot.rounds_total, strategy=config.get("strategy"), model=config.get("model"),
             partition=config.get("partition"), clients=config.get("clients"), data_source=snapshot.data_source,
             connected_clients=snapshot.connected_clients,

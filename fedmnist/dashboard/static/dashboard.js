@@ -236,7 +236,7 @@ function drawSummary(run) {
   $("best-round").textContent = best ? `at round ${best.round} of ${run.rounds_total}` : "";
 
   table($("run-table"), [
-    ["Id", run.id], ["Status", run.status], ["Data", run.data_source], ["Strategy", run.strategy],
+    ["Name", run.name], ["Id", run.id], ["Status", run.status], ["Data", run.data_source], ["Strategy", run.strategy],
     ["Model", run.model], ["Partition", run.partition], ["Clients", run.clients],
     ["Started", localTime(run.started)], ["Finished", localTime(run.finished)], ["Last update", localTime(run.updated)],
   ]);
@@ -345,7 +345,7 @@ async function refreshRunList() {
 
 // A run as the lists show it: its id, its settings and how far it got.
 function describeRun(run) {
-  return `${run.id}: ${run.strategy}, ${run.partition}, ${run.model}, ${run.clients} clients (${run.status}, ${run.rounds_done}/${run.rounds_total})`;
+  return `${run.name || run.id}: ${run.strategy}, ${run.partition}, ${run.model}, ${run.clients} clients (${run.status}, ${run.rounds_done}/${run.rounds_total})`;
 }
 
 // The held-out accuracy of every ticked run, one line each.
@@ -358,7 +358,7 @@ async function drawComparison() {
   const longest = Math.max(0, ...shown.map((run) => run.rounds.length));
   charts.compare.data.labels = [...Array(longest).keys()].map((i) => i + 1);
   charts.compare.data.datasets = shown.map((run, i) => ({
-    ...series(`${run.id} (${run.strategy}, ${run.partition})`, PALETTE[i % PALETTE.length]),
+    ...series(run.name || run.id, PALETTE[i % PALETTE.length]),
     data: run.rounds.map((r) => r.accuracy_centralized),
   }));
   fitAccuracyAxis(charts.compare, charts.compare.data.datasets.flatMap((d) => d.data));
