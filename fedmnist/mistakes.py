@@ -1,9 +1,8 @@
 """What the global model gets wrong on the server's held-out set: a confusion matrix and the worst mistakes.
 
-The confusion matrix counts the predictions of the server's own held-out
-evaluation (``Trainer.evaluate_with_predictions``, the same forward pass), so
-every round can afford it; the mistakes need the probabilities
-(``Trainer.predict``) and are found once, for the final model.
+Both come from the probabilities of the server's own held-out evaluation
+(``Trainer.evaluate_with_probabilities``, the same forward pass), so every
+round can afford them: about 1 ms a round here on 1,000 rows (README, Outputs).
 """
 
 from __future__ import annotations

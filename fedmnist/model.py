@@ -127,12 +127,12 @@ class Trainer:
 
     def evaluate(self, x: np.ndarray, y: np.ndarray) -> EpochResult:
         """Mean cross-entropy loss and accuracy on ``x``, ``y`` (one batched pass)."""
-        return self.evaluate_with_predictions(x, y)[0]
+        return self.evaluate_with_probabilities(x, y)[0]
 
-    def evaluate_with_predictions(self, x: np.ndarray, y: np.ndarray) -> tuple[EpochResult, np.ndarray]:
-        """``evaluate``, and the predicted class of every row from the same pass."""
-        loss_sum, correct, predicted = self._evaluate(tf.constant(x, tf.float32), tf.constant(y, tf.int32))
-        return EpochResult(float(loss_sum) / len(y), float(correct) / len(y)), predicted.numpy()
+    def evaluate_with_probabilities(self, x: np.ndarray, y: np.ndarray) -> tuple[EpochResult, np.ndarray]:
+        """``evaluate``, and the class probabilities of every row from the same pass, shape (n, 10)."""
+        loss_sum, correct, probabilities = self._evaluate(tf.constant(x, tf.float32), tf.constant(y, tf.int32))
+        return EpochResult(float(loss_sum) / len(y), float(correct) / len(y)), probabilities.numpy()
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities for float32 pixels ``x``, shape (n, 10), in one batched pass."""
@@ -169,8 +169,7 @@ class Trainer:
     @tf.function(reduce_retracing=True)
     def _evaluate(self, x: tf.Tensor, y: tf.Tensor):
         probabilities = self.model(x, training=False)
-        predicted = tf.argmax(probabilities, axis=1, output_type=tf.int32)
-        return self._loss(y, probabilities), _count_correct(y, probabilities), predicted
+        return self._loss(y, probabilities), _count_correct(y, probabilities), probabilities
 
 
 def proximal_term(weights: list, anchor: list, mu: float | tf.Tensor) -> tf.Tensor:

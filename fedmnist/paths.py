@@ -8,6 +8,7 @@ A run with ``--out OUT`` and ``--rounds N`` writes:
 * ``OUT/history/history_N.jsonl``: written while the run goes, one line per
   finished round (the first line holds the run's config, an ``initial`` line
   the starting model's evaluation). The dashboard (``fedmnist.dashboard``) tails it.
+* ``OUT/history/mistakes_N.json``: the latest round's worst held-out mistakes, with pixels.
 * ``OUT/checkpoints/checkpoint_N.npz``: after every round, what ``--resume`` needs
   (arrays and JSON only: loading it cannot run code).
 * ``OUT/models/global_N.keras``, ``OUT/plots/*.png`` and ``OUT/tensorboard/history_N/``
@@ -62,6 +63,11 @@ class RunPaths:
     @property
     def round_log(self) -> Path:
         return self.history_dir / f"history_{self.rounds}.jsonl"
+
+    @property
+    def mistakes(self) -> Path:
+        """The latest round's worst held-out mistakes with their pixels, for the dashboard."""
+        return self.history_dir / f"mistakes_{self.rounds}.json"
 
     @property
     def checkpoint(self) -> Path:

@@ -25,7 +25,7 @@ from flwr.server.strategy import FedAvg, Strategy
 from flwr.supercore.address import is_port_in_use
 
 from fedmnist import config
-from fedmnist.atomic import append_line
+from fedmnist.atomic import append_line, write_text_atomic
 from fedmnist.archive import archive_earlier_results
 from fedmnist.baseline import train_centrally
 from fedmnist.checkpoint import (
@@ -141,7 +141,7 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
     trainer = ThreadPoolExecutor(max_workers=1).submit(_build_trainer, settings.seed, settings.model)
     evaluator = HeldOutEvaluator(trainer, data)
     strategy = DeferredStrategy(lambda: _build_strategy(settings, evaluator, data.source, checkpoint))
-    recorder = _recorder(settings, data.source, strategy, paths, checkpoint)
+    recorder = _recorder(settings, data.source, strategy, paths, checkpoint, evaluator)
     recorder.centralized_extras = lambda: {"confusion": evaluator.confusion}
     done = checkpoint.round if checkpoint else 0
     started = datetime.now(timezone.utc)
@@ -229,13 +229,16 @@ def _build_strategy(
 
 
 def _recorder(
-    settings: ServerSettings, data_source: str, strategy: DeferredStrategy, paths: RunPaths, checkpoint: Checkpoint | None
+    settings: ServerSettings, data_source: str, strategy: DeferredStrategy, paths: RunPaths,
+    checkpoint: Checkpoint | None, evaluator: HeldOutEvaluator,
 ) -> RecordingStrategy:
-    """Records every round and checkpoints the run after each one."""
+    """Records every round; after each one, saves its mistakes for the dashboard and checkpoints the run."""
 
     def save(recorder: RecordingStrategy) -> None:
+        done = recorder.rounds[-1]["round"]
+        write_text_atomic(paths.mistakes, json.dumps({"round": done, "mistakes": evaluator.mistakes}))
         save_checkpoint(paths.checkpoint, Checkpoint(
-            round=recorder.rounds[-1]["round"],
+            round=done,
             weights=parameters_to_ndarrays(recorder.parameters),
             strategy_state=strategy_state(strategy.inner),
             records=recorder.rounds,
@@ -287,7 +290,8 @@ def _save_results(
                  plot_clients(summary, folder)]
         if summary["confusion"]:
             drawn.append(plot_confusion(summary["confusion"], summary, folder))
-        drawn.append(plot_mistakes(evaluator.mistakes(final_weights), evaluator.x_test, summary, folder))
+        evaluator(final_weights)  # The final model's mistakes (the last round's evaluation may be of others).
+        drawn.append(plot_mistakes(evaluator.mistakes, evaluator.pixels, summary, folder))
         return ", ".join(str(path) for path in drawn)
 
     def tensorboard() -> str:
@@ -327,26 +331,26 @@ def _build_trainer(seed: int, model: str) -> Trainer:
 class HeldOutEvaluator:
     """The global model on the server's held-out rows: ``weights -> (loss, accuracy)`` for Flower.
 
-    Each call also keeps the confusion matrix (``confusion``), which the round's
-    record carries; ``mistakes`` lists the final model's worst misclassified rows.
+    Each call also keeps, from the same pass, the confusion matrix (``confusion``,
+    which the round's record carries) and the misclassified rows the model was
+    surest of (``mistakes``, with their pixels: the dashboard draws them).
     """
 
     def __init__(self, trainer: Future[Trainer], data: MnistData) -> None:
         self.trainer = trainer
+        self.pixels = data.x_test  # uint8, for pictures of the mistakes.
         self.x_test, self.y_test = to_float(data.x_test), data.y_test.astype("int32")
         self.confusion: list[list[int]] | None = None
+        self.mistakes: list[dict[str, Any]] = []
 
     def __call__(self, weights: NDArrays) -> tuple[float, float]:
         model = self.trainer.result()  # Waits for the TensorFlow import, the first time only.
         model.set_weights(weights)
-        result, predicted = model.evaluate_with_predictions(self.x_test, self.y_test)
-        self.confusion = confusion_matrix(self.y_test, predicted)
+        result, probabilities = model.evaluate_with_probabilities(self.x_test, self.y_test)
+        self.confusion = confusion_matrix(self.y_test, probabilities.argmax(axis=1))
+        self.mistakes = [{**mistake, "pixels": self.pixels[mistake["index"]].tolist()}
+                         for mistake in worst_mistakes(self.y_test, probabilities)]
         return result.loss, result.accuracy
-
-    def mistakes(self, weights: NDArrays) -> list[dict[str, Any]]:
-        model = self.trainer.result()
-        model.set_weights(weights)
-        return worst_mistakes(self.y_test, model.predict(self.x_test))
 
 
 def _save_model(trainer: Trainer, weights: NDArrays, path: Path) -> None:

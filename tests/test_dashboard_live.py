@@ -118,6 +118,8 @@ def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home:
                 files: [...document.querySelectorAll('#file-list a')].map((a) => a.textContent),
                 config: [...document.querySelectorAll('#config-table td:first-child')].map((td) => td.textContent),
                 accuracyMin: fedmnistDashboard.charts.accuracy.options.scales.y.min,
+                mistakes: document.querySelectorAll('#mistakes canvas').length,
+                mistakesCaption: document.getElementById('mistakes-caption').textContent,
             })""")
             page.check("#compare-list input")
             page.wait_for_function("document.body.dataset.runsCompared === '1'", timeout=10_000)
@@ -126,6 +128,7 @@ def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home:
             page.wait_for_timeout(500)  # Chart.js resizes its canvases on the next frames.
             page.screenshot(path=str(tmp_path / "dashboard-phone.png"), full_page=True)
             phone_overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+            wide = page.evaluate("[...document.querySelectorAll('*')].filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1).map((e) => e.tagName + '#' + e.id + '.' + e.className).slice(0, 8)")
             page_errors = list(errors)  # ReDoc below asks the internet for its footer logo, in vain.
             # The API docs render offline too: Swagger UI lists every endpoint, ReDoc its title.
             page.goto(f"http://127.0.0.1:{port}/docs")
@@ -150,7 +153,8 @@ def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home:
     assert {"plots/accuracy.png", "plots/clients.png", "plots/confusion.png", "history/history_3.json"} <= set(panels["files"])
     assert "Local epochs" in panels["config"] and "local_epochs" not in panels["config"]
     assert panels["accuracyMin"] > 0.3  # The axis fits rounds 1-3, not round 0's ~10%.
-    assert phone_overflow <= 1  # Nothing wider than a phone's screen.
+    assert panels["mistakes"] == 16 and "after round 3" in panels["mistakesCaption"]
+    assert phone_overflow <= 1, wide  # Nothing wider than a phone's screen.
     print(f"phone screenshot: {tmp_path / 'dashboard-phone.png'}")
     assert "dashboard port" in stdout and "in use" in stdout
     assert (tmp_path / "dashboard.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

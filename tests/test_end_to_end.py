@@ -72,6 +72,11 @@ def test_run_sh_trains_two_rounds_and_writes_every_output(tmp_path: Path, data_h
         confusion = np.array(record["confusion"])
         assert confusion.sum() == 1000 and np.trace(confusion) / 1000 == pytest.approx(record["centralized"]["accuracy"])
     assert summary["confusion"] == summary["rounds"][-1]["confusion"]
+    mistakes = json.loads((tmp_path / "history" / "mistakes_2.json").read_text())
+    assert mistakes["round"] == 2 and len(mistakes["mistakes"]) == 24
+    assert all(m["true"] != m["predicted"] and len(m["pixels"]) == 784 for m in mistakes["mistakes"])
+    confidences = [m["confidence"] for m in mistakes["mistakes"]]
+    assert confidences == sorted(confidences, reverse=True)  # The surest mistakes first.
     assert "| 2/2 clients |" in result.stdout and "(no TLS)" in result.stdout
     assert "round 2: trained on 1800 examples, local accuracy" in (tmp_path / "logs" / "client_0.log").read_text()
     assert len(list((tmp_path / "tensorboard" / "history_2").glob("events.out.tfevents.*"))) == 1

@@ -57,7 +57,7 @@ class Run:
     def files(self) -> dict[str, Path]:
         """The run's pictures and result files a person may download, by name relative to its folder."""
         paths, partial = self.paths, self.paths.as_partial()
-        candidates = [*sorted(paths.plots_dir.glob("*.png")), paths.round_log, paths.json, paths.pickle,
+        candidates = [*sorted(paths.plots_dir.glob("*.png")), paths.round_log, paths.json, paths.pickle, paths.mistakes,
                       partial.json, partial.pickle, paths.model, partial.model]
         return {path.relative_to(paths.root).as_posix(): path for path in candidates if self.contains(path)}
 

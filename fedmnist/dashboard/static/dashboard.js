@@ -160,6 +160,39 @@ function drawConfusion(run) {
   $("confusion-caption").textContent = `Held-out confusion matrix after round ${latest.round} (true digit by predicted digit)`;
 }
 
+// The latest round's worst mistakes (history/mistakes_N.json, written by the server after each round).
+let mistakesShown = null;
+async function drawMistakes(run) {
+  const name = run && (run.files || []).find((file) => /^history\/mistakes_\d+\.json$/.test(file));
+  const key = name ? `${run.id}:${run.rounds_done}` : null;
+  if (key === mistakesShown) return;
+  mistakesShown = key;
+  if (!name) {
+    $("mistakes").replaceChildren();
+    return;
+  }
+  let latest;
+  try {
+    latest = await (await fetch(`/api/file?run=${encodeURIComponent(run.id)}&name=${encodeURIComponent(name)}`)).json();
+  } catch (error) {
+    mistakesShown = null;  // Try again with the next event.
+    return;
+  }
+  $("mistakes").replaceChildren(...latest.mistakes.slice(0, 16).map((mistake) => {
+    const canvas = document.createElement("canvas");
+    canvas.width = canvas.height = 28;
+    const image = canvas.getContext("2d").createImageData(28, 28);
+    mistake.pixels.forEach((value, i) => {
+      image.data.set([255 - value, 255 - value, 255 - value, 255], 4 * i);  // Dark ink on white.
+    });
+    canvas.getContext("2d").putImageData(image, 0, 0);
+    const box = document.createElement("div");
+    box.append(canvas, `${mistake.true} as ${mistake.predicted}, ${(100 * mistake.confidence).toFixed(0)}%`);
+    return box;
+  }));
+  $("mistakes-caption").textContent = `Held-out digits the model gets wrong after round ${latest.round} (true as predicted, surest first)`;
+}
+
 function cell(tag, text) {
   const element = document.createElement(tag);
   element.textContent = String(text);
@@ -181,6 +214,7 @@ function drawCharts(run) {
   }
   drawClientCharts(run);
   drawConfusion(run);
+  drawMistakes(run);
   charts.clients.data.labels = rounds.map((r) => r.round);
   charts.clients.data.datasets[0].data = rounds.map((r) => r.fit_results);
   charts.clients.data.datasets[1].data = rounds.map((r) => r.fit_failures + r.evaluate_failures);
