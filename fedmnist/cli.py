@@ -262,7 +262,7 @@ def configure_logging(verbose: bool = False) -> None:
     _verbose = verbose
     # Third-party libraries stay at WARNING; our own progress is INFO.
     logging.basicConfig(level=logging.WARNING, format="%(levelname)-7s %(message)s", force=True)
-    logging.getLogger("fedmnist").setLevel(logging.INFO)
+    logging.getLogger("fedmnist").setLevel(logging.DEBUG if verbose else logging.INFO)  # DEBUG: tracebacks.
     flower = logging.getLogger("flwr")
     flower.propagate = False  # Flower has its own console handler; avoid double lines.
     flower.addFilter(_shorten_deprecation_notice)

@@ -169,7 +169,7 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
         history, final_weights = _federate(
             settings, RoundOffsetStrategy(validated, done), settings.rounds - done, paths.round_log
         )
-    except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM (fedmnist.cli.handle_stop_signals).
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM (fedmnist.cli.take_back_stop_signals).
         ignore_stop_signals()  # A second Ctrl-C must not cut the saving short.
         log.warning(_stop_early(paths, evaluator, recorder, summary_now(), "stopped by a signal (Ctrl-C or SIGTERM)"))
         raise
