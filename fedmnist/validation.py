@@ -71,6 +71,7 @@ class ValidatingStrategy(DelegatingStrategy):
         self.max_fit_examples = max_fit_examples  # The largest training share of the run's partition.
         self.max_evaluate_examples = max_evaluate_examples  # The largest validation slice.
         self._global: NDArrays | None = None
+        self._capped: set[str] = set()  # Clients whose capped count was reported (once each, not every round).
 
     def configure_fit(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -85,6 +86,7 @@ class ValidatingStrategy(DelegatingStrategy):
             results, self._global or [], self.max_norm_factor, self.max_examples_factor, self.max_fit_examples
         )
         _log_rejections(server_round, "update", rejected)
+        self._report_caps(results, accepted)
         return self.inner.aggregate_fit(server_round, accepted, [*failures, *rejected])
 
     def aggregate_evaluate(
@@ -92,7 +94,19 @@ class ValidatingStrategy(DelegatingStrategy):
     ) -> tuple[float | None, dict[str, Scalar]]:
         accepted, rejected = validate_evaluations(results, self.max_examples_factor, self.max_evaluate_examples)
         _log_rejections(server_round, "evaluation", rejected)
+        self._report_caps(results, accepted)
         return self.inner.aggregate_evaluate(server_round, accepted, [*failures, *rejected])
+
+    def _report_caps(self, claimed: list[tuple[ClientProxy, Res]], weighted: list[tuple[ClientProxy, Res]]) -> None:
+        """Warn the first time a client's example count is capped; later rounds only at DEBUG."""
+        claims = {proxy.cid: result.num_examples for proxy, result in claimed}
+        for proxy, result in weighted:
+            if claims.get(proxy.cid, 0) > result.num_examples:
+                level = logging.DEBUG if proxy.cid in self._capped else logging.WARNING
+                self._capped.add(proxy.cid)
+                log.log(level, "client %s claims %d examples; weighted as %d (at most the largest share of the "
+                        "partition and %g x the median of the others'; said once per client)",
+                        proxy.cid, claims[proxy.cid], result.num_examples, self.max_examples_factor)
 
 
 def _log_rejections(server_round: int, what: str, rejected: list[RejectedResult]) -> None:
@@ -186,8 +200,6 @@ def cap_examples(
         limit = max(1, math.floor(factor * float(np.median(others)))) if others else result.num_examples
         limit = min(limit, ceiling) if ceiling else limit
         if result.num_examples > limit:
-            log.warning("client %s claims %d examples; weighted as %d (%g x the median of the others)",
-                        proxy.cid, result.num_examples, limit, factor)
             result = replace(result, num_examples=limit)
         capped.append((proxy, result))
     return capped

@@ -153,3 +153,22 @@ def test_evaluations_with_bad_loss_counts_or_metrics_are_rejected() -> None:
         "client zero: num_examples 0 is not a positive whole number",
         "client text: metric 'accuracy' is 'high', not a finite number",
     ]
+
+
+def test_a_capped_count_is_reported_once_per_client(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from flwr.server.client_manager import SimpleClientManager
+    from flwr.server.strategy import FedAvg
+
+    from fedmnist.validation import ValidatingStrategy
+
+    strategy = ValidatingStrategy(FedAvg(min_fit_clients=0, min_available_clients=0), max_fit_examples=50)
+    strategy.configure_fit(1, ndarrays_to_parameters(GLOBAL), SimpleClientManager())
+    results = [result("a", honest(0.1), 100), result("b", honest(0.12), 40)]
+    with caplog.at_level(logging.WARNING, logger="fedmnist.validation"):
+        for server_round in (1, 2, 3):
+            strategy.aggregate_fit(server_round, results, [])
+    warnings = [record.getMessage() for record in caplog.records
+                if record.name == "fedmnist.validation" and record.levelno == logging.WARNING]
+    assert warnings == [warnings[0]] and warnings[0].startswith("client a claims 100 examples; weighted as 50")
