@@ -40,10 +40,7 @@ class Run:
 
     def contains(self, path: Path) -> bool:
         """Whether ``path`` exists and really lies in the dashboard's folder (a symlink out does not)."""
-        try:
-            return path.resolve(strict=True).is_relative_to(self.base)
-        except (OSError, RuntimeError):  # Missing, or a symlink loop.
-            return False
+        return _inside(path, self.base)
 
     @property
     def log_path(self) -> Path | None:
@@ -227,6 +224,7 @@ def _run_files(folder: Path) -> set[int]:
 
 
 def _inside(path: Path, base: Path) -> bool:
+    """Whether ``path`` exists and resolves (symlinks followed) to somewhere under ``base``."""
     try:
         return path.resolve(strict=True).is_relative_to(base)
     except (OSError, RuntimeError):
