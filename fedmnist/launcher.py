@@ -10,6 +10,7 @@ which reads the run's files; its failure is reported and the run goes on.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -21,7 +22,14 @@ from pathlib import Path
 from typing import IO
 
 from fedmnist.archive import RESULT_FOLDERS, archive_earlier_results
-from fedmnist.cli import Parser, add_federation_arguments, check_federation_arguments, run_cli, take_back_stop_signals
+from fedmnist.cli import (
+    Parser,
+    add_federation_arguments,
+    check_federation_arguments,
+    non_negative_int,
+    run_cli,
+    take_back_stop_signals,
+)
 from fedmnist.dashboard.serve import add_dashboard_arguments, port_in_use
 from fedmnist.errors import UserError
 from fedmnist.run_lock import ResultsLock, lock_results
@@ -31,6 +39,7 @@ LISTEN_TIMEOUT = 180.0  # Seconds the server may take to start listening.
 STOP_SECONDS = 5.0  # How long a client or the dashboard may take to stop before it is killed.
 SERVER_STOP_SECONDS = 30.0  # The server first saves the completed rounds (about 3 s here).
 POLL_SECONDS = 0.05
+DENSE_MODELS = ("mlp", "dense32")  # The models WebSocket clients can train (fedmnist.dashboard.protocol).
 PROCESS_MEMORY_GB = 0.8  # Resident size of one server or client process, measured: about 0.75 GB.
 # TensorFlow prints these at import whatever its log level; they are kept in the log files.
 _NOISE = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ")
@@ -59,6 +68,10 @@ def parse_args(argv: list[str]):
                             "dirichlet:0.1 and shards:2 (default: %(default)s)")
     else:
         parser.set_defaults(grid=None)  # Only a sweep has a grid (setting it for both hid --grid's default).
+        parser.add_argument("--ws-clients", type=non_negative_int, default=0,
+                            help="of --clients, how many join over the dashboard's WebSocket /ws instead of as "
+                            "client.py (browser tabs at /client, examples/ws_client.py); the run waits for them "
+                            "(default: %(default)s)")
     add_federation_arguments(
         parser, out_default=str(PROJECT_ROOT),
         out_help="folder for history/, plots/, models/ and logs/ (default: the project folder)",
@@ -68,7 +81,21 @@ def parse_args(argv: list[str]):
     add_dashboard_arguments(parser)
     args = parser.parse_args(argv)
     check_federation_arguments(parser, args)
+    if getattr(args, "ws_clients", 0):
+        _check_websocket_clients(parser, args)
+    else:
+        args.ws_clients = 0
     return args
+
+
+def _check_websocket_clients(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.ws_clients > args.clients:
+        parser.error(f"--ws-clients ({args.ws_clients}) cannot be more than --clients ({args.clients})")
+    if args.no_dashboard:
+        parser.error("--ws-clients needs the dashboard: WebSocket clients join at its /ws (drop --no-dashboard)")
+    if args.model not in DENSE_MODELS:
+        parser.error(f"--ws-clients needs a dense model (WebSocket clients train {' or '.join(DENSE_MODELS)}), "
+                     f"not {args.model}")
 
 
 class Launcher:
@@ -121,8 +148,12 @@ class Launcher:
         # The server has loaded (and cached) the data by now; clients use the source it
         # resolved, so `auto` is decided once and no client probes the network again.
         source = self._resolved_source()
-        for partition_id in range(self.args.clients):
+        for partition_id in range(self._local_clients()):
             self._start(f"client_{partition_id}", self._client_command(source, partition_id))
+        if self.args.ws_clients:
+            print(f"waiting for {self.args.ws_clients} WebSocket client(s): open {self._dashboard_url()}client "
+                  f"in a browser tab each, or run .venv/bin/python examples/ws_client.py --url "
+                  f"ws{self._dashboard_url()[4:]}ws", flush=True)
         self._wait_for_all()
         self._streamer.join(timeout=5)  # Let the last progress lines reach the console.
         print(f"done in {time.monotonic() - started:.1f} s; logs in {self.logs}", flush=True)
@@ -153,14 +184,31 @@ class Launcher:
         if a.dashboard_port == a.port:
             raise UserError(f"--dashboard-port and --port are both {a.port}; choose two ports")
         if port_in_use(a.dashboard_host, a.dashboard_port):
+            if a.ws_clients:
+                raise UserError(f"dashboard port {a.dashboard_port} is in use, and --ws-clients need this run's "
+                                "dashboard (choose --dashboard-port)")
             print(f"note: dashboard port {a.dashboard_port} is in use (another dashboard?), so this run starts "
                   f"none; one serving {self.out} shows this run too (or choose --dashboard-port)", flush=True)
             return
         self.dashboard = self._spawn("dashboard", [
             "-m", "fedmnist.dashboard", "--out", str(self.out), "--dashboard-port", str(a.dashboard_port),
-            "--dashboard-host", a.dashboard_host, "--cors-origins", a.cors_origins,
+            "--dashboard-host", a.dashboard_host, "--cors-origins", a.cors_origins, *self._participant_flags(),
         ])
         print(f"dashboard: {self._dashboard_url()} (live; API docs at /docs)", flush=True)
+
+    def _local_clients(self) -> int:
+        """How many client.py processes this run starts: the rest of --clients join over WebSocket."""
+        return self.args.clients - self.args.ws_clients
+
+    def _participant_flags(self) -> list[str]:
+        """The dashboard's flags for hosting this run's WebSocket clients on the last partition ids."""
+        a = self.args
+        if not a.ws_clients:
+            return []
+        places = ",".join(str(p) for p in range(self._local_clients(), a.clients))
+        return ["--flower-server", f"127.0.0.1:{a.port}", "--ws-partitions", places,
+                "--ws-answer-timeout", str(a.round_timeout), *self._data_home(),
+                *(["--flower-root-cert", str(self.certs / "ca.pem")] if a.tls else [])]
 
     def _dashboard_url(self) -> str:
         host = self.args.dashboard_host
@@ -255,7 +303,7 @@ class Launcher:
 
     def _check_memory(self) -> None:
         """Refuse to start more TensorFlow processes than this machine's free memory holds."""
-        needed = (self.args.clients + 1) * PROCESS_MEMORY_GB
+        needed = (self._local_clients() + 1) * PROCESS_MEMORY_GB
         free = _available_memory_gb()
         if needed > free:
             raise UserError(

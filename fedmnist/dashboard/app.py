@@ -1,4 +1,4 @@
-"""The dashboard's FastAPI app: the page, the JSON API and the WebSockets.
+"""The dashboard's FastAPI app: the pages, the JSON API and the WebSockets (run events, participants).
 
 ``create_app(base)`` serves the runs under ``base`` (an ``--out`` folder or a
 ``history`` folder). Every request reads the run files afresh, so the app holds
@@ -12,7 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query, WebSocket, WebSocketDisconnect
 from fastapi.concurrency import run_in_threadpool
@@ -20,9 +20,12 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
+from pydantic.json_schema import models_json_schema
 
 from fedmnist import config
 from fedmnist.dashboard.live import Event, RunFollower, error_event
+from fedmnist.dashboard.participants import Federation, Participant
+from fedmnist.dashboard.protocol import MESSAGE_MODELS, ParticipantError
 from fedmnist.dashboard.runs import Run, RunGone, find_runs, read_run
 from fedmnist.dashboard.schemas import ErrorResponse, ModelWeights, RunDetail, RunInfo
 from fedmnist.dashboard.weights import KerasFiles, NoWeights, latest_weights
@@ -39,9 +42,22 @@ Watch and query fedmnist runs. The dashboard reads the files the Flower server
 writes (`history/history_N.jsonl` while a run goes, `history_N.json` when it
 ends, the per-round checkpoint); it takes no part in training.
 
-**WebSockets** (not listed below, as OpenAPI has no WebSocket operations):
+**WebSockets** (not listed below, as OpenAPI has no WebSocket operations;
+their message schemas are under *Schemas* at the bottom of this page):
 
-* `WS /ws?run=ID` follows a run (without `run`: the current one, switching to
+* `WS /ws` is where **federated clients** join over JSON (the page `/client`
+  with TensorFlow.js, `examples/ws_client.py` with NumPy, or any program). A
+  participant sends `{"type": "join"}` and gets `welcome` (its partition), then
+  `data` (its rows: base64 uint8 pixels and labels), then per round `fit`
+  (weights as `Tensor`s and the round's config), answered by `fit_result`
+  (weights, `num_examples`, `metrics`), and `evaluate`, answered by
+  `evaluate_result` (`loss`, `num_examples`, `metrics`); `end` when the run is
+  over. Each participant is a Flower client of the server: FedAvg, update
+  validation and the History count it like `client.py`. A malformed message gets
+  `{"type": "error", "error": "..."}` and the connection stays open; messages
+  over the model's size (26 bytes per weight plus 64 KB) close it (1009).
+  Closing the socket leaves the federation: a round in progress counts one failure.
+* `WS /ws/events?run=ID` follows a run (without `run`: the current one, switching to
   newer runs as they start). On connect it sends `{"type": "snapshot", "run":
   RunDetail | null}`, then `{"type": "round", "run_id", "status",
   "rounds_total", "record": RoundRecord}` per finished round, `{"type":
@@ -50,7 +66,8 @@ ends, the per-round checkpoint); it takes no part in training.
   snapshot when the run's files (its plots) arrive. A client may send
   `{"type": "ping"}` (answer: `pong`), `{"type": "snapshot"}` or
   `{"type": "subscribe", "run": ID | null}`; anything else is answered with
-  `{"type": "error", "error": "..."}` and the connection stays open.
+  `{"type": "error", "error": "..."}` and the connection stays open. Messages
+  over 256 KB close it (1009).
 * `WS /ws/echo` sends back every message it receives, text or bytes.
 """
 
@@ -59,10 +76,16 @@ def create_app(
     base: Path,
     *,
     cors_origins: list[str] | None = None,
+    federation: Federation | None = None,
     poll_seconds: float = config.DASHBOARD_POLL_SECONDS,
 ) -> FastAPI:
-    """The dashboard for the runs under ``base``; ``cors_origins`` defaults to any origin."""
+    """The dashboard for the runs under ``base``; ``cors_origins`` defaults to any origin.
+
+    ``federation`` is where ``/ws`` participants join; without it, a local
+    Flower server with no places for them (every join is refused).
+    """
     origins = cors_origins or ["*"]
+    federation = federation or Federation()
     keras_files = KerasFiles()
 
     @asynccontextmanager
@@ -88,6 +111,11 @@ def create_app(
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/client", include_in_schema=False)
+    def client_page() -> FileResponse:
+        """A federated client in the browser (TensorFlow.js), joining over /ws."""
+        return FileResponse(STATIC / "client.html")
 
     @app.get("/api/runs", response_model=list[RunInfo], tags=["runs"], summary="Every run, the most recently updated first")
     def list_runs() -> list[RunInfo]:
@@ -141,6 +169,22 @@ def create_app(
                             filename=f"{found.id.replace('/', '-')}-round{round_number}.keras")
 
     @app.websocket("/ws")
+    async def participate(websocket: WebSocket) -> None:
+        if not await _accept(websocket, origins):
+            return
+        participant = Participant(federation, send=websocket.send_json, close=websocket.close)
+        try:
+            async for text in _texts(websocket, lambda: participant.message_cap):
+                if text is None:
+                    await participant.send(ParticipantError(error="send JSON text, not bytes"))
+                else:
+                    await participant.handle(text)
+        except _CLOSED:  # The tab closed mid-send.
+            return
+        finally:
+            await participant.leave()
+
+    @app.websocket("/ws/events")
     async def follow(websocket: WebSocket, run: str | None = None) -> None:
         if not await _accept(websocket, origins):
             return
@@ -167,11 +211,7 @@ def create_app(
                 await send(lambda: [error_event(f"unknown run {run!r}; following the current run")])
             await send(lambda: [follower.snapshot()])
             pusher = asyncio.create_task(push())
-            while True:
-                message = await websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                text = message.get("text")
+            async for text in _texts(websocket, lambda: config.WS_MAX_BYTES):
                 if text is None:
                     await send(lambda: [error_event("send JSON text, not bytes")])
                 else:
@@ -198,7 +238,36 @@ def create_app(
         except _CLOSED:
             return
 
+    _add_message_schemas(app)
     return app
+
+
+async def _texts(websocket: WebSocket, cap: Callable[[], int]) -> AsyncIterator[str | None]:
+    """The socket's messages until it closes: text, or None for bytes. One over ``cap()`` closes it (1009)."""
+    while True:
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return
+        text = message.get("text")
+        if text is not None and len(text) > cap():
+            await websocket.close(code=1009, reason=f"message over {cap()} characters")
+            return
+        yield text
+
+
+def _add_message_schemas(app: FastAPI) -> None:
+    """List the WebSocket messages under /docs's Schemas, as OpenAPI has no WebSocket operations."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = generate()
+            _, definitions = models_json_schema([(model, "validation") for model in MESSAGE_MODELS],
+                                                ref_template="#/components/schemas/{model}")
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions["$defs"])
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 async def _accept(websocket: WebSocket, origins: list[str]) -> bool:

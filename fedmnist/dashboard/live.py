@@ -10,10 +10,10 @@ when the run was replaced by a new one (same files, new start) or gained files (
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from fedmnist.dashboard.protocol import BadMessage, decode_json_object
 from fedmnist.dashboard.runs import Run, RunGone, RunSnapshot, find_runs, read_run
 from fedmnist.dashboard.schemas import (
     ClientsEvent,
@@ -86,13 +86,9 @@ class RunFollower:
     def handle(self, message: str) -> list[Event]:
         """Answer one client message; see ``describe_protocol`` for what clients may send."""
         try:
-            request = json.loads(message)
-        except json.JSONDecodeError as error:
-            return [error_event(f"not JSON: {error.msg} at character {error.pos}")]
-        except (ValueError, RecursionError) as error:  # A 5,000-digit number; arrays nested 100,000 deep.
-            return [error_event(f"not usable JSON: {type(error).__name__}: {str(error)[:100]}")]
-        if not isinstance(request, dict) or not isinstance(request.get("type"), str):
-            return [error_event('expected a JSON object with a "type", e.g. {"type": "ping"}')]
+            request = decode_json_object(message)
+        except BadMessage as error:
+            return [error_event(str(error))]
         kind = request["type"]
         if kind == "ping":
             return [PongEvent().model_dump(mode="json")]

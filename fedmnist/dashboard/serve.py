@@ -22,11 +22,13 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from fedmnist import config
-from fedmnist.cli import Parser, port_number, run_cli
+from fedmnist.cli import Parser, port_number, positive_float, run_cli, server_address
 from fedmnist.errors import UserError
 
 if TYPE_CHECKING:
     import uvicorn
+
+    from fedmnist.dashboard.participants import Federation
 
 
 def add_dashboard_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,10 +61,43 @@ def parse_args(argv: list[str], out_default: str = ".", prog: str = "python -m f
     parser.add_argument("--out", default=out_default,
                         help="a run's --out folder (its history/ and sweep/ runs) or a history/ folder (default: %(default)s)")
     add_dashboard_arguments(parser)
+    places = parser.add_argument_group("WebSocket clients (WS /ws): ./run.sh --ws-clients sets these")
+    places.add_argument("--flower-server", type=server_address, default=config.CLIENT_SERVER_ADDRESS,
+                        help="the Flower server WebSocket clients join (default: %(default)s)")
+    places.add_argument("--ws-partitions", type=partition_ids, default=(),
+                        help="comma-separated partition ids WebSocket clients may take, one each (default: none, "
+                        "so every join is refused)")
+    places.add_argument("--flower-root-cert", default=None,
+                        help="CA certificate (ca.pem) of a Flower server that uses TLS")
+    places.add_argument("--data-home", default=None, help="where the MNIST cache is (default: scikit-learn's)")
+    places.add_argument("--ws-answer-timeout", type=positive_float, default=config.ROUND_TIMEOUT,
+                        help="seconds a WebSocket client has to answer an instruction; later, the round counts "
+                        "it as failed (default: %(default)s)")
     return parser.parse_args(argv)
 
 
-def serve(out: str, host: str, port: int, cors_origins: str) -> None:
+def partition_ids(text: str) -> tuple[int, ...]:
+    """``1,2`` as (1, 2): distinct non-negative partition ids."""
+    try:
+        ids = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected partition ids like 1,2, got {text!r}") from None
+    if any(value < 0 for value in ids) or len(set(ids)) != len(ids):
+        raise argparse.ArgumentTypeError(f"expected distinct partition ids >= 0, got {text!r}")
+    return ids
+
+
+def federation(args: argparse.Namespace) -> Federation:
+    """Where WebSocket participants join, from the flags; an unreadable certificate is a UserError."""
+    from fedmnist.dashboard.participants import Federation
+    from fedmnist.tls import load_root_certificate
+
+    root = load_root_certificate(args.flower_root_cert) if args.flower_root_cert else None
+    return Federation(flower_server=args.flower_server, partitions=args.ws_partitions, root_certificate=root,
+                      data_home=args.data_home, answer_timeout=args.ws_answer_timeout)
+
+
+def serve(out: str, host: str, port: int, cors_origins: str, places: Federation | None = None) -> None:
     """Serve until interrupted; a missing folder or a busy port is a UserError."""
     base = Path(out).expanduser().resolve()
     if not base.is_dir():
@@ -73,7 +108,7 @@ def serve(out: str, host: str, port: int, cors_origins: str) -> None:
         os.nice(config.DASHBOARD_NICENESS)
     from fedmnist.dashboard.app import create_app
 
-    server = uvicorn_server(create_app(base, cors_origins=cors_origins.split(",")), host, port)
+    server = uvicorn_server(create_app(base, cors_origins=cors_origins.split(","), federation=places), host, port)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     print(f"dashboard: http://{shown}:{port}/ (API docs /docs) for the runs in {base}", flush=True)
     server.run()
@@ -82,16 +117,22 @@ def serve(out: str, host: str, port: int, cors_origins: str) -> None:
 def uvicorn_server(app: object, host: str, port: int) -> uvicorn.Server:
     """The uvicorn server for ``app``: quiet, bounded, and on websockets' current (sans-I/O) protocol.
 
-    A WebSocket message may be at most ``WS_MAX_BYTES`` (the largest a client
-    needs to send is a few hundred bytes) and a request's headers at most
-    ``MAX_HEADER_BYTES``: uvicorn's defaults (16 MiB messages; no header limit
-    with httptools) let one client make the dashboard hold hundreds of MB.
+    A WebSocket message may be at most as large as a participant's answer for
+    the largest dense model (``mlp``: 101,770 weights, 2.7 MB); each endpoint
+    caps its own messages lower (``/ws/events``: ``WS_MAX_BYTES``; ``/ws``: the
+    run's model). A request's headers may be at most ``MAX_HEADER_BYTES``:
+    uvicorn's defaults (16 MiB messages; no header limit with httptools) let one
+    client make the dashboard hold hundreds of MB.
     """
     import uvicorn
 
+    from fedmnist.dashboard.protocol import message_cap
+
+    largest_dense = config.IMAGE_PIXELS * config.HIDDEN_UNITS + config.HIDDEN_UNITS
+    largest_dense += config.HIDDEN_UNITS * config.NUM_CLASSES + config.NUM_CLASSES
     # uvicorn's default "websockets" protocol uses that library's deprecated legacy API; h11 caps headers.
     server_config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", ws="websockets-sansio", ws_max_size=config.WS_MAX_BYTES,
+        app, host=host, port=port, log_level="warning", ws="websockets-sansio", ws_max_size=message_cap(largest_dense),
         http="h11", h11_max_incomplete_event_size=config.MAX_HEADER_BYTES,
     )
     return uvicorn.Server(server_config)
@@ -106,5 +147,5 @@ def port_in_use(host: str, port: int) -> bool:
 
 def main(argv: list[str] | None = None, out_default: str = ".", prog: str = "python -m fedmnist.dashboard") -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv, out_default, prog)
-    run_cli(lambda: serve(args.out, args.dashboard_host, args.dashboard_port, args.cors_origins))
+    run_cli(lambda: serve(args.out, args.dashboard_host, args.dashboard_port, args.cors_origins, federation(args)))
 

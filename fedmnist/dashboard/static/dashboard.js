@@ -1,4 +1,4 @@
-// The fedmnist dashboard page: one WebSocket (/ws) keeps it up to date.
+// The fedmnist dashboard page: one WebSocket (/ws/events) keeps it up to date.
 // The server sends a "snapshot" of the whole run on connect, then a "round" event
 // per finished round, a "clients" event when a client connects or leaves, and a
 // "status" event when the run ends (see /docs).
@@ -307,7 +307,7 @@ function draw() {
   document.body.dataset.roundsShown = state.run ? state.run.rounds.length : 0;
 }
 
-// Events from /ws.
+// Events from /ws/events.
 function onEvent(event) {
   if (event.type === "snapshot") {
     state.run = event.run;
@@ -334,7 +334,7 @@ function onEvent(event) {
 function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const query = state.selected ? `?run=${encodeURIComponent(state.selected)}` : "";
-  const socket = new WebSocket(`${scheme}://${location.host}/ws${query}`);
+  const socket = new WebSocket(`${scheme}://${location.host}/ws/events${query}`);
   state.socket = socket;
   socket.onopen = () => { $("connection").textContent = "live"; $("connection").className = "badge live"; };
   socket.onmessage = (message) => onEvent(JSON.parse(message.data));
