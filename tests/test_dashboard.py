@@ -407,7 +407,7 @@ def receive(socket, timeout: float = 5) -> dict:
 def test_ws_sends_a_snapshot_then_a_round_event_per_round_then_the_status(tmp_path: Path, served: str) -> None:
     writer = RunWriter(tmp_path)
     writer.round(0.8)
-    with connect(f"{served}/ws", proxy=None) as socket:
+    with connect(f"{served}/ws/events", proxy=None) as socket:
         snapshot = receive(socket)
         assert snapshot["type"] == "snapshot" and [r["round"] for r in snapshot["run"]["rounds"]] == [1]
         writer.connected(1)  # A client leaves...
@@ -428,7 +428,7 @@ def test_ws_sends_a_snapshot_then_a_round_event_per_round_then_the_status(tmp_pa
 def test_ws_follows_the_newest_run_and_sends_a_snapshot_when_one_starts(tmp_path: Path, served: str) -> None:
     first = RunWriter(tmp_path / "sweep" / "quick" / "fedavg_iid", rounds=2)
     first.round(0.8)
-    with connect(f"{served}/ws", proxy=None) as socket:
+    with connect(f"{served}/ws/events", proxy=None) as socket:
         assert receive(socket)["run"]["id"] == "sweep/quick/fedavg_iid/history_2"
         second = RunWriter(tmp_path / "sweep" / "quick" / "fedprox_iid", rounds=2)  # The sweep's next setting.
         bump_mtime(second.paths.round_log, 1)
@@ -439,7 +439,7 @@ def test_ws_follows_the_newest_run_and_sends_a_snapshot_when_one_starts(tmp_path
 
 def test_ws_answers_malformed_messages_with_errors_and_stays_usable(tmp_path: Path, served: str) -> None:
     RunWriter(tmp_path)
-    with connect(f"{served}/ws?run=history_9", proxy=None) as socket:
+    with connect(f"{served}/ws/events?run=history_9", proxy=None) as socket:
         assert receive(socket) == {"type": "error", "error": "unknown run 'history_9'; following the current run"}
         assert receive(socket)["run"]["id"] == "history_3"
         for message, error in [
@@ -460,14 +460,14 @@ def test_ws_answers_malformed_messages_with_errors_and_stays_usable(tmp_path: Pa
 def test_ws_closes_on_an_oversized_frame_and_refuses_huge_headers(served: str) -> None:
     from websockets.exceptions import ConnectionClosed
 
-    with connect(f"{served}/ws", proxy=None) as socket:
+    with connect(f"{served}/ws/events", proxy=None) as socket:
         receive(socket)  # The snapshot.
         socket.send("x" * (1024 * 1024))  # 1 MB: over the 256 KB cap.
         with pytest.raises(ConnectionClosed) as closed:
             receive(socket)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # "Message too big".
     with pytest.raises(Exception):  # The server answers 431/400 or drops it; it never reads 1 MB of headers.
-        with connect(f"{served}/ws", proxy=None, additional_headers={"X-Big": "y" * (1024 * 1024)}) as socket:
+        with connect(f"{served}/ws/events", proxy=None, additional_headers={"X-Big": "y" * (1024 * 1024)}) as socket:
             receive(socket)
 
 
@@ -478,11 +478,11 @@ def test_ws_closed_early_by_the_client_leaves_no_traceback(
 
     writer = RunWriter(tmp_path)
     for _ in range(5):  # Open, then vanish before reading anything: as a closed browser tab does.
-        with connect(f"{served}/ws", proxy=None) as socket:
+        with connect(f"{served}/ws/events", proxy=None) as socket:
             socket.socket.shutdown(sockets.SHUT_RDWR)
         writer.connected(1)  # Something for the pusher to send to the dead socket.
     time.sleep(0.5)
-    with connect(f"{served}/ws", proxy=None) as socket:  # Still serving.
+    with connect(f"{served}/ws/events", proxy=None) as socket:  # Still serving.
         assert receive(socket)["type"] == "snapshot"
     captured = capfd.readouterr()
     assert "Traceback" not in captured.err + captured.out
@@ -501,7 +501,7 @@ def test_ws_refuses_a_browser_origin_cors_does_not_allow(served: str) -> None:
         socket.send("ok")
         assert socket.recv(timeout=5) == "ok"
     with pytest.raises(InvalidStatus, match="403"):
-        connect(f"{served}/ws", proxy=None, origin="http://evil.test")
+        connect(f"{served}/ws/events", proxy=None, origin="http://evil.test")
 
 
 # The command line.

@@ -41,7 +41,7 @@ def test_run_sh_dashboard_pushes_each_round_of_a_real_run_over_the_websocket(tmp
     run = start_run_sh(tmp_path, data_home, "--dashboard-port", str(port))
     try:
         wait_for_port(port, run, timeout=60)
-        with connect(f"ws://127.0.0.1:{port}/ws", proxy=None, open_timeout=30) as socket:
+        with connect(f"ws://127.0.0.1:{port}/ws/events", proxy=None, open_timeout=30) as socket:
             snapshot = json.loads(socket.recv(timeout=30))
             seen = [r["round"] for r in (snapshot["run"] or {"rounds": []})["rounds"]]
             live = []
