@@ -204,8 +204,10 @@ def arrays(sent: list[Tensor], expected: list[tuple[int, ...]]) -> list[np.ndarr
             array = np.array(tensor.values)
         except (ValueError, TypeError, RecursionError):
             raise BadMessage(f"weights.{index}: values are not a rectangular array") from None
-        if array.shape != shape or tuple(tensor.shape) != shape:
+        if array.shape != shape:
             raise BadMessage(f"weights.{index}: expected shape {list(shape)}, got {list(array.shape)}")
+        if tuple(tensor.shape) != shape:
+            raise BadMessage(f"weights.{index}: the shape field says {tensor.shape}, the values are {list(shape)}")
         if array.dtype.kind not in "iuf":
             raise BadMessage(f"weights.{index}: values must be numbers")
         result.append(array.astype(np.float32))
