@@ -500,8 +500,9 @@ def test_ws_refuses_a_browser_origin_cors_does_not_allow(served: str) -> None:
     with connect(f"{served}/ws/echo", proxy=None, origin="http://localhost:3000") as socket:
         socket.send("ok")
         assert socket.recv(timeout=5) == "ok"
-    with pytest.raises(InvalidStatus, match="403"):
-        connect(f"{served}/ws/events", proxy=None, origin="http://evil.test")
+    for path in ("/ws/events", "/ws"):
+        with pytest.raises(InvalidStatus, match="403"):
+            connect(f"{served}{path}", proxy=None, origin="http://evil.test")
 
 
 # The command line.

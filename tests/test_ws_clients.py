@@ -42,12 +42,12 @@ def history(out: Path, rounds: int) -> dict[str, Any]:
 def test_the_protocol_against_a_real_server(tmp_path: Path, data_home: str) -> None:
     flower_port, port = free_port(), free_port()
     server = start_script(
-        "server.py", "--rounds", "3", "--clients", "2", "--min-clients", "1", "--port", str(flower_port),
+        "server.py", "--rounds", "4", "--clients", "2", "--min-clients", "1", "--port", str(flower_port),
         "--dataset", "mnist-5k", "--data-home", data_home, "--out", str(tmp_path), "--model", "dense32",
         "--round-timeout", "60", log=tmp_path / "server.log")
     dashboard = start_script(
         "-m", "fedmnist.dashboard", "--out", str(tmp_path), "--dashboard-port", str(port), "--flower-server",
-        f"127.0.0.1:{flower_port}", "--ws-partitions", "0,1", "--data-home", data_home, log=tmp_path / "dashboard.log")
+        f"127.0.0.1:{flower_port}", "--ws-partitions", "0,1", "--data-home", data_home, "--ws-answer-timeout", "5", log=tmp_path / "dashboard.log")
     url = f"ws://127.0.0.1:{port}/ws"
     numpy_client = None
     try:
@@ -105,8 +105,15 @@ def test_the_protocol_against_a_real_server(tmp_path: Path, data_home: str) -> N
             evaluate = receive_type(socket, "evaluate")
             socket.send(json.dumps({"type": "evaluate_result", "round": evaluate["round"], "loss": 2.0,
                                     "num_examples": 50, "metrics": {"accuracy": 0.25}}))
-            # Round 3: leave mid-round.
+            # Round 3: no answer in time is a failure for this round only.
             assert receive_type(socket, "fit")["round"] == 3
+            timeout_error = receive_type(socket, "error", timeout=30)["error"]
+            assert timeout_error == "no fit_result for round 3 within 5 s; the round counts it as a failure"
+            evaluate = receive_type(socket, "evaluate")
+            socket.send(json.dumps({"type": "evaluate_result", "round": 3, "loss": 2.0, "num_examples": 50,
+                                    "metrics": {"accuracy": 0.25}}))
+            # Round 4: leave mid-round.
+            assert receive_type(socket, "fit")["round"] == 4
         numpy_output, _ = numpy_client.communicate(timeout=120)
         server.wait(timeout=60)
     finally:
@@ -116,25 +123,27 @@ def test_the_protocol_against_a_real_server(tmp_path: Path, data_home: str) -> N
     assert numpy_client.returncode == 0, numpy_output
     assert "numpy: the server finished the run" in numpy_output
     assert server.returncode == 0, (tmp_path / "server.log").read_text()
-    rounds = history(tmp_path, 3)["rounds"]
-    assert [r["fit_results"] for r in rounds] == [2, 1, 1]  # Round 2: the NaN update is rejected.
+    rounds = history(tmp_path, 4)["rounds"]
+    assert [r["fit_results"] for r in rounds] == [2, 1, 1, 1]  # Round 2: the NaN update is rejected.
     assert sorted(c["partition_id"] for c in rounds[0]["per_client"]) == [0, 1]
     mine = next(c for c in rounds[0]["per_client"] if c["partition_id"] == 0)
     assert mine["fit"]["examples"] == 100 and mine["evaluate"]["accuracy"] == 0.25
     assert rounds[1]["rejected_updates"] == 1 and "non-finite values" in " ".join(rounds[1]["failure_reasons"])
-    # Round 3: leaving mid-round is one failure; the evaluation goes on without it.
-    assert rounds[2]["fit_failures"] == 1 and rounds[2]["evaluate_results"] == 1
-    assert "disconnected" in " ".join(rounds[2]["failure_reasons"])
+    assert rounds[2]["fit_failures"] == 1 and rounds[2]["evaluate_results"] == 2
+    assert "no fit_result for round 3 within 5 s" in " ".join(rounds[2]["failure_reasons"])
+    # Round 4: leaving mid-round is one failure; the evaluation goes on without it.
+    assert rounds[3]["fit_failures"] == 1 and rounds[3]["evaluate_results"] == 1
+    assert "disconnected" in " ".join(rounds[3]["failure_reasons"])
     log = (tmp_path / "dashboard.log").read_text()
     assert "test participant joined as partition 0" in log and "Traceback" not in log
 
 
-def start_run_with_ws_clients(out: Path, data_home: str, port: int) -> subprocess.Popen:
+def start_run_with_ws_clients(out: Path, data_home: str, port: int, *args: str) -> subprocess.Popen:
     """``./run.sh`` for 3 rounds of 3 clients, 2 of them WebSocket participants, in the background."""
     return subprocess.Popen(
         ["bash", str(PROJECT_ROOT / "run.sh"), "--rounds", "3", "--clients", "3", "--ws-clients", "2",
          "--model", "dense32", "--port", str(free_port()), "--dashboard-port", str(port), "--dataset", "mnist-5k",
-         "--data-home", data_home, "--out", str(out)],
+         "--data-home", data_home, "--out", str(out), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
     )
 
@@ -147,9 +156,9 @@ def assert_three_clients_trained(out: Path) -> None:
     assert rounds[-1]["evaluate_reporting"] == {"accuracy": 3, "loss": 3}
 
 
-def test_two_numpy_clients_and_a_client_py_finish_a_run(tmp_path: Path, data_home: str) -> None:
+def test_two_numpy_clients_and_a_client_py_finish_a_run_over_tls(tmp_path: Path, data_home: str) -> None:
     port = free_port()
-    run = start_run_with_ws_clients(tmp_path, data_home, port)
+    run = start_run_with_ws_clients(tmp_path, data_home, port, "--tls")  # The dashboard relays over TLS too.
     clients = []
     try:
         wait_for_port(port, run, timeout=60)

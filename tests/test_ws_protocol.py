@@ -143,6 +143,20 @@ def test_the_client_page_and_tensorflow_js_are_served_offline(tmp_path: Path) ->
     assert library.status_code == 200 and len(library.content) > 1_000_000
 
 
+def test_a_participant_whose_flower_server_never_comes_is_told_and_let_go(tmp_path: Path) -> None:
+    from conftest import free_port
+
+    federation = Federation(flower_server=f"127.0.0.1:{free_port()}", partitions=[0], connect_timeout=1.0)
+    with TestClient(create_app(tmp_path, federation=federation)).websocket_connect("/ws") as socket:
+        socket.send_text('{"type": "join"}')
+        assert socket.receive_json()["type"] == "welcome"
+        end = socket.receive_json()
+    assert end == {"type": "end", "finished": False,
+                   "reason": f"could not reach the Flower server at {federation.flower_server} within 1 s "
+                             "(UNAVAILABLE); is its run going?"}
+    assert federation.take_place(None) == 0  # The place is free again.
+
+
 # The NumPy client (examples/ws_client.py) does Keras's maths.
 
 

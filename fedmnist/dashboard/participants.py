@@ -218,7 +218,10 @@ class Participant:
                     return
                 code = error.code()  # type: ignore[attr-defined]
                 if heard or code != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
-                    post(_LinkLost(f"lost the Flower server at {self.federation.flower_server} ({code.name})"))
+                    server = self.federation.flower_server
+                    post(_LinkLost(f"lost the Flower server at {server} ({code.name})" if heard else
+                                   f"could not reach the Flower server at {server} within "
+                                   f"{self.federation.connect_timeout:g} s ({code.name}); is its run going?"))
                     return
             self._link.close()
             time.sleep(RETRY_SECONDS)
