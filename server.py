@@ -31,6 +31,8 @@ def parse_args(argv: list[str]) -> "object":
     parser.add_argument("--verbose", action="store_true", help="also show Flower's INFO messages")
     args = parser.parse_args(argv)
     check_federation_arguments(parser, args)
+    if args.tls_dir and args.runtime == "simulation":
+        parser.error("--tls-dir needs --runtime classic: a simulation has no connections to protect")
     return args
 
 

@@ -28,7 +28,7 @@ EXIT_INTERRUPTED = 130
 
 # Flower logs these two deprecations on every start; we use the classic runtime on
 # purpose (README, "Why this runtime"), so the long notice is shortened, not hidden.
-_DEPRECATED_CALLS = ("start_server()", "start_client()")
+_DEPRECATED_CALLS = ("start_server()", "start_client()", "`run_simulation`")
 
 
 # What server.py and client.py import; found (not imported) before anything else runs.
@@ -86,7 +86,18 @@ def add_federation_arguments(parser: argparse.ArgumentParser, *, out_default: st
     parser.add_argument("--strategy", choices=config.STRATEGIES, default=config.STRATEGY,
                         help="Flower aggregation strategy (default: %(default)s)")
     parser.add_argument("--fraction-fit", type=fraction, default=config.FRACTION_FIT,
-                        help="share of the clients trained each round, 0-1; all evaluate (default: %(default)s)")
+                        help="share of the clients trained each round, 0-1 (default: %(default)s)")
+    parser.add_argument("--fraction-evaluate", type=fraction, default=config.FRACTION_EVALUATE,
+                        help="share of the clients that evaluate the global model each round, 0-1 (default: %(default)s)")
+    parser.add_argument("--runtime", choices=config.RUNTIMES, default=config.RUNTIME,
+                        help="classic: a process per client (fastest for a few); simulation: virtual clients on Ray "
+                        "workers, for 100-1,000 clients on one machine (default: %(default)s)")
+    parser.add_argument("--sim-cpus-per-client", type=positive_float, default=config.SIM_CPUS_PER_CLIENT,
+                        help="--runtime simulation: Ray CPUs each virtual client takes while it runs; 1 runs one per "
+                        "core (default: %(default)s)")
+    parser.add_argument("--ray-address", default=None,
+                        help="--runtime simulation: join this running Ray cluster (e.g. 10.0.0.5:6379) instead of "
+                        "starting Ray on this machine")
     parser.add_argument("--proximal-mu", type=non_negative_float, default=config.PROXIMAL_MU,
                         help="FedProx's mu, the weight of the proximal term; --strategy fedprox only (default: %(default)s)")
     parser.add_argument("--min-clients", type=positive_int, default=None,
@@ -114,6 +125,8 @@ def check_federation_arguments(parser: argparse.ArgumentParser, args: argparse.N
     """Checks that involve two flags of ``add_federation_arguments``; a mistake exits with one line."""
     if args.min_clients is not None and args.min_clients > args.clients:
         parser.error(f"--min-clients ({args.min_clients}) cannot be more than --clients ({args.clients})")
+    if args.runtime != "simulation" and args.ray_address:
+        parser.error("--ray-address needs --runtime simulation")
 
 
 def run_name(text: str) -> str:

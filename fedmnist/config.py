@@ -15,6 +15,11 @@ CLIENT_SERVER_ADDRESS = f"127.0.0.1:{PORT}"  # Where a client looks for the serv
 CLIENT_WAIT_TIMEOUT = 300.0  # Seconds the server waits for all clients to connect.
 CONNECT_TIMEOUT = 60.0  # Seconds a client keeps retrying an unreachable server.
 ROUND_TIMEOUT = 120.0  # Seconds a round waits for its clients' answers; late ones count as failures.
+# classic: Flower's start_server/start_client pair, one process per client (fastest for a few clients).
+# simulation: Flower's Simulation Runtime, virtual clients on a few Ray workers (fedmnist.simulation).
+RUNTIMES = ("classic", "simulation")
+RUNTIME = "classic"
+SIM_CPUS_PER_CLIENT = 1.0  # Ray CPUs per simulated client at a time: 1.0 runs one per core.
 
 # Data.
 DATASETS = ("auto", "openml", "mnist-5k")  # auto: OpenML if reachable or cached, else 5k.
@@ -27,7 +32,8 @@ HOLDOUT_PER_CLASS_5K = 100  # Server test images per digit carved out of the 5k 
 # Strategy (server side).
 STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimmedavg", "krum")
 STRATEGY = "fedavg"  # fedmnist.strategy maps each name to Flower's class.
-FRACTION_FIT = 1.0  # Share of the clients trained each round (all evaluate).
+FRACTION_FIT = 1.0  # Share of the clients trained each round.
+FRACTION_EVALUATE = 1.0  # Share of the clients that evaluate the global model each round.
 PROXIMAL_MU = 0.01  # FedProx's mu: weight of the proximal term clients add to their loss.
 
 MAX_UPDATE_NORM_FACTOR = 5.0  # Updates this many times farther from the global model than the median are dropped.

@@ -81,6 +81,8 @@ def parse_args(argv: list[str]):
     add_dashboard_arguments(parser)
     args = parser.parse_args(argv)
     check_federation_arguments(parser, args)
+    if args.tls and args.runtime == "simulation":
+        parser.error("--tls needs --runtime classic: a simulation has no connections to protect")
     if getattr(args, "ws_clients", 0):
         _check_websocket_clients(parser, args)
     else:
@@ -89,6 +91,8 @@ def parse_args(argv: list[str]):
 
 
 def _check_websocket_clients(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.runtime == "simulation":
+        parser.error("--ws-clients needs --runtime classic: WebSocket clients join a Flower server's connections")
     if args.ws_clients > args.clients:
         parser.error(f"--ws-clients ({args.ws_clients}) cannot be more than --clients ({args.clients})")
     if args.no_dashboard:
@@ -144,10 +148,11 @@ class Launcher:
         server = self._start("server", self._server_command())
         self._streamer = threading.Thread(target=_stream, args=(self.logs / "server.log", server), daemon=True)
         self._streamer.start()
-        self._wait_until_listening(server)
-        # The server has loaded (and cached) the data by now; clients use the source it
-        # resolved, so `auto` is decided once and no client probes the network again.
-        source = self._resolved_source()
+        if self._local_clients():
+            self._wait_until_listening(server)
+            # The server has loaded (and cached) the data by now; clients use the source it
+            # resolved, so `auto` is decided once and no client probes the network again.
+            source = self._resolved_source()
         for partition_id in range(self._local_clients()):
             self._start(f"client_{partition_id}", self._client_command(source, partition_id))
         if self.args.ws_clients:
@@ -197,7 +202,12 @@ class Launcher:
         print(f"dashboard: {self._dashboard_url()} (live; API docs at /docs)", flush=True)
 
     def _local_clients(self) -> int:
-        """How many client.py processes this run starts: the rest of --clients join over WebSocket."""
+        """How many client.py processes this run starts: the rest of --clients join over WebSocket.
+
+        None in a simulation: its clients are virtual, played by the server's Ray workers.
+        """
+        if self.args.runtime == "simulation":
+            return 0
         return self.args.clients - self.args.ws_clients
 
     def _participant_flags(self) -> list[str]:
@@ -238,6 +248,8 @@ class Launcher:
             "--dataset", a.dataset, "--seed", str(a.seed), "--partition", a.partition, "--model", a.model,
             "--out", str(self.out),
             "--strategy", a.strategy, "--fraction-fit", str(a.fraction_fit), "--proximal-mu", str(a.proximal_mu),
+            "--fraction-evaluate", str(a.fraction_evaluate), "--runtime", a.runtime,
+            "--sim-cpus-per-client", str(a.sim_cpus_per_client), *(["--ray-address", a.ray_address] if a.ray_address else []),
             "--local-epochs", str(a.local_epochs), "--batch-size", str(a.batch_size),
             "--learning-rate", str(a.learning_rate), *self._data_home(), *(["--baseline"] if a.baseline else []),
             *(["--resume"] if a.resume else []), *(["--sweep", a.grid] if a.grid else []),
@@ -297,13 +309,18 @@ class Launcher:
         return process
 
     def _check_port_free(self) -> None:
+        if self.args.runtime == "simulation":  # No Flower server port: the clients are virtual.
+            return
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", self.args.port)) == 0:
                 raise UserError(f"port {self.args.port} is already in use (another server running? choose --port)")
 
     def _check_memory(self) -> None:
         """Refuse to start more TensorFlow processes than this machine's free memory holds."""
-        needed = (self._local_clients() + 1) * PROCESS_MEMORY_GB
+        processes = self._local_clients() + 1
+        if self.args.runtime == "simulation" and not self.args.ray_address:  # TensorFlow in each Ray worker, and Ray.
+            processes += min(self.args.clients, max(1, int((os.cpu_count() or 1) / self.args.sim_cpus_per_client))) + 1
+        needed = processes * PROCESS_MEMORY_GB
         free = _available_memory_gb()
         if needed > free:
             raise UserError(

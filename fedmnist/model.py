@@ -91,6 +91,12 @@ class Trainer:
     def get_weights(self) -> list[np.ndarray]:
         return self.model.get_weights()
 
+    def reset(self, seed: int) -> None:
+        """Forget Adam's moments and step count and reseed the shuffling: a client that keeps no state."""
+        for variable in self.optimizer.variables:
+            variable.assign(tf.zeros_like(variable))
+        self._rng = np.random.default_rng(seed)
+
     def set_weights(self, weights: list[np.ndarray]) -> None:
         self.model.set_weights(weights)
 

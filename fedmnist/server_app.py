@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -72,7 +73,11 @@ class ServerSettings:
     model: str = config.MODEL
     strategy: str = config.STRATEGY
     fraction_fit: float = config.FRACTION_FIT
+    fraction_evaluate: float = config.FRACTION_EVALUATE
     proximal_mu: float = config.PROXIMAL_MU
+    runtime: str = config.RUNTIME  # classic or simulation (fedmnist.simulation).
+    sim_cpus_per_client: float = config.SIM_CPUS_PER_CLIENT
+    ray_address: str | None = None  # Simulation on a running Ray cluster instead of a local one.
     baseline: bool = False
     resume: bool = False
     tls_dir: str | None = None  # Serve with ca.pem, server.pem and server.key from here (fedmnist.tls).
@@ -111,7 +116,7 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
     completed rounds as partial results before the exception goes on.
     """
     paths = RunPaths(Path(settings.out), settings.rounds)
-    if is_port_in_use(settings.address):
+    if settings.runtime == "classic" and is_port_in_use(settings.address):
         raise UserError(f"port {settings.port} is already in use (another server running? choose --port)")
     checkpoint = load_checkpoint(paths.checkpoint, asdict(settings)) if settings.resume else None
     if settings.tls_dir:
@@ -179,7 +184,7 @@ def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
         failed = f"round {recorder.current_round} failed: {type(error).__name__}: {error}"
         log.debug("%s", failed, exc_info=True)  # The traceback, with --verbose.
         raise RunFailed(f"{failed}. {_stop_early(paths, evaluator, recorder, summary_now(), failed)}") from error
-    if checkpoint is not None:  # Flower's History has only this process's rounds; ours has all.
+    if history is None or checkpoint is not None:  # Flower's History has only this process's rounds; ours has all.
         history = history_from_records(recorder.rounds, recorder.initial)
     summary = summary_now()
     if settings.baseline:
@@ -212,6 +217,7 @@ def _build_strategy(
         min_clients=settings.minimum_clients,
         initial_weights=start,
         fraction_fit=settings.fraction_fit,
+        fraction_evaluate=settings.fraction_evaluate,
         proximal_mu=settings.proximal_mu,
         evaluate_fn=centralized_evaluate_fn(evaluator),
         on_fit_config_fn=fit_config(
@@ -362,8 +368,8 @@ def _save_model(trainer: Trainer, weights: NDArrays, path: Path) -> None:
 
 def _federate(
     settings: ServerSettings, strategy: Strategy, num_rounds: int, round_log: Path
-) -> tuple[History, NDArrays]:
-    """Serve ``num_rounds`` rounds with Flower's classic server; return the History and final weights.
+) -> tuple[History | None, NDArrays]:
+    """Run ``num_rounds`` rounds on the settings' runtime; return Flower's History (if it gives one) and the final weights.
 
     Each client connecting or leaving appends ``{"connected_clients": N, "time": ...}``
     to the live log, so the dashboard shows clients arriving before round 1.
@@ -374,15 +380,20 @@ def _federate(
     )
     server_class = ReconnectingServer if settings.keep_clients else AppServer
     server = server_class(client_manager=manager, strategy=strategy)
+    server_config = ServerConfig(num_rounds=num_rounds, round_timeout=settings.round_timeout)
+    if settings.runtime == "simulation":
+        from fedmnist.simulation import simulate
+
+        log.info("Flower Simulation Runtime: %d rounds, %d virtual clients", settings.rounds, settings.clients)
+        simulate(server, server_config, num_clients=settings.clients, cpus_per_client=settings.sim_cpus_per_client,
+                 ray_address=settings.ray_address, data_home=settings.data_home)
+        return None, parameters_to_ndarrays(server.parameters)
     log.info(
         "Flower server on %s (%s): %d rounds, waiting for %d clients",
         settings.address, "TLS" if settings.tls_dir else "no TLS", settings.rounds, settings.clients,
     )
     certificates = load_server_certificates(settings.tls_dir) if settings.tls_dir else None
-    history = start_server(
-        server_address=settings.address, server=server, certificates=certificates,
-        config=ServerConfig(num_rounds=num_rounds, round_timeout=settings.round_timeout),
-    )
+    history = start_server(server_address=settings.address, server=server, certificates=certificates, config=server_config)
     return history, parameters_to_ndarrays(server.parameters)
 
 
@@ -404,7 +415,8 @@ class AppServer(Server):
     """
 
     def fit(self, num_rounds: int, timeout: float | None) -> tuple[History, float]:
-        take_back_stop_signals()
+        if threading.current_thread() is threading.main_thread():  # The simulation runs it in a thread of its own.
+            take_back_stop_signals()
         return super().fit(num_rounds, timeout)
 
 

@@ -124,6 +124,7 @@ def build_strategy(
     min_clients: int | None = None,
     name: str = config.STRATEGY,
     fraction_fit: float = config.FRACTION_FIT,
+    fraction_evaluate: float = config.FRACTION_EVALUATE,
     proximal_mu: float = config.PROXIMAL_MU,
     evaluate_fn: EvaluateFn | None = None,
     on_fit_config_fn: Callable[[int], dict[str, Scalar]] | None = None,
@@ -132,7 +133,8 @@ def build_strategy(
 
     A round goes ahead once ``min_clients`` (default: all) are connected, so a
     run survives clients that die; it trains a ``fraction_fit`` sample of the
-    connected clients (at least one) and evaluates on all of them. ``initial_weights`` seed the global model (the server-side
+    connected clients (at least one) and evaluates on a ``fraction_evaluate``
+    sample (at least one). ``initial_weights`` seed the global model (the server-side
     optimizers of FedAvgM, FedAdam and FedYogi start from them);
     ``evaluate_fn`` is the server-side (centralized) evaluation; ``proximal_mu``
     is FedProx's mu, sent to clients in the fit config. Server-side settings
@@ -146,9 +148,9 @@ def build_strategy(
         settings["proximal_mu"] = proximal_mu
     return strategy_class(
         fraction_fit=fraction_fit,
-        fraction_evaluate=1.0,
+        fraction_evaluate=fraction_evaluate,
         min_fit_clients=max(1, min(round(fraction_fit * num_clients), minimum)),
-        min_evaluate_clients=minimum,
+        min_evaluate_clients=max(1, min(round(fraction_evaluate * num_clients), minimum)),
         min_available_clients=minimum,
         evaluate_fn=evaluate_fn,
         on_fit_config_fn=on_fit_config_fn or fit_config(),

@@ -26,6 +26,8 @@ the model nor the metrics ever see them.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import logging
 import math
 from dataclasses import replace
@@ -175,7 +177,8 @@ def result_problem(result: FitRes | EvaluateRes) -> str:
     count = result.num_examples
     if not isinstance(count, int) or isinstance(count, bool) or count < 1:
         return f"num_examples {_show(count)} is not a positive whole number"
-    metrics = result.metrics if isinstance(result.metrics, dict) else None
+    # The simulation hands metrics over as Flower's MetricRecord, a mapping but not a dict.
+    metrics = dict(result.metrics) if isinstance(result.metrics, Mapping) else None
     if metrics is None:
         return "metrics are not a dictionary"
     for key, value in metrics.items():

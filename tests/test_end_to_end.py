@@ -178,6 +178,14 @@ def test_run_sh_reports_a_failing_process_and_stops(tmp_path: Path, data_home: s
         (["-m", "fedmnist.launcher", "sweep", "--grid", "huge"], "--grid: invalid choice: 'huge'"),
         (["-m", "fedmnist.launcher", "--fraction-fit", "1.5"], "--fraction-fit: must be greater than 0 and at most 1"),
         (["server.py", "--name", " "], "--name: expected one printable line of 1-80 characters"),
+        (["-m", "fedmnist.launcher", "--ws-clients", "4"], "--ws-clients (4) cannot be more than --clients (3)"),
+        (["-m", "fedmnist.launcher", "--ws-clients", "1", "--model", "cnn"], "--ws-clients needs a dense model"),
+        (["-m", "fedmnist.launcher", "--ws-clients", "1", "--no-dashboard"], "--ws-clients needs the dashboard"),
+        (["-m", "fedmnist.launcher", "--ws-clients", "1", "--runtime", "simulation"], "--ws-clients needs --runtime classic"),
+        (["server.py", "--ray-address", "10.0.0.5:6379"], "--ray-address needs --runtime simulation"),
+        (["server.py", "--runtime", "simulation", "--tls-dir", "certs"], "--tls-dir needs --runtime classic"),
+        (["-m", "fedmnist.launcher", "--runtime", "simulation", "--tls"], "--tls needs --runtime classic"),
+        (["-m", "fedmnist.dashboard", "--ws-partitions", "1,1"], "--ws-partitions: expected distinct partition ids"),
     ],
 )
 def test_bad_input_gives_one_clear_line(args: list[str], message: str) -> None:
