@@ -48,6 +48,7 @@ LEARNING_RATE = 0.001  # Adam.
 
 # Model.
 MODELS = ("mlp", "dense32", "cnn")
+DENSE_MODELS = ("mlp", "dense32")  # What WebSocket clients train: dense layers read off the weights' shapes.
 MODEL = "mlp"  # Best accuracy per second of the default run here (README, Models).
 HIDDEN_UNITS = 128  # Of the mlp: 784-128-10.
 NUM_CLASSES = 10

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import IO
 
+from fedmnist import config
 from fedmnist.archive import RESULT_FOLDERS, archive_earlier_results
 from fedmnist.cli import (
     Parser,
@@ -39,7 +40,6 @@ LISTEN_TIMEOUT = 180.0  # Seconds the server may take to start listening.
 STOP_SECONDS = 5.0  # How long a client or the dashboard may take to stop before it is killed.
 SERVER_STOP_SECONDS = 30.0  # The server first saves the completed rounds (about 3 s here).
 POLL_SECONDS = 0.05
-DENSE_MODELS = ("mlp", "dense32")  # The models WebSocket clients can train (fedmnist.dashboard.protocol).
 PROCESS_MEMORY_GB = 0.8  # Resident size of one server or client process, measured: about 0.75 GB.
 # TensorFlow prints these at import whatever its log level; they are kept in the log files.
 _NOISE = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ")
@@ -97,8 +97,8 @@ def _check_websocket_clients(parser: argparse.ArgumentParser, args: argparse.Nam
         parser.error(f"--ws-clients ({args.ws_clients}) cannot be more than --clients ({args.clients})")
     if args.no_dashboard:
         parser.error("--ws-clients needs the dashboard: WebSocket clients join at its /ws (drop --no-dashboard)")
-    if args.model not in DENSE_MODELS:
-        parser.error(f"--ws-clients needs a dense model (WebSocket clients train {' or '.join(DENSE_MODELS)}), "
+    if args.model not in config.DENSE_MODELS:
+        parser.error(f"--ws-clients needs a dense model (WebSocket clients train {' or '.join(config.DENSE_MODELS)}), "
                      f"not {args.model}")
 
 
@@ -204,7 +204,7 @@ class Launcher:
     def _local_clients(self) -> int:
         """How many client.py processes this run starts: the rest of --clients join over WebSocket.
 
-        None in a simulation: its clients are virtual, played by the server's Ray workers.
+        None (0) in a simulation: its clients are virtual, played by the server's Ray workers.
         """
         if self.args.runtime == "simulation":
             return 0
