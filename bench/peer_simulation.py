@@ -1,0 +1,86 @@
+"""A stock Flower simulation, written the way Flower's quickstart-tensorflow writes it: the peer of
+``--runtime simulation`` in ``bench/simulation.py``.
+
+Every message builds and compiles a Keras model and calls ``model.fit`` / ``model.evaluate``; FedAvg
+samples the same fractions; the server evaluates on the same held-out rows. Same data, same rows per
+client, same model and local training as the app.
+
+    .venv/bin/python bench/peer_simulation.py CLIENTS ROUNDS FRACTION OUT_JSON
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import keras  # noqa: E402
+from flwr.client import ClientApp, NumPyClient  # noqa: E402
+from flwr.common import Context, ndarrays_to_parameters  # noqa: E402
+from flwr.server import ServerApp, ServerAppComponents, ServerConfig  # noqa: E402
+from flwr.server.strategy import FedAvg  # noqa: E402
+from flwr.simulation import run_simulation  # noqa: E402
+
+from fedmnist import config  # noqa: E402
+from fedmnist.data import MNIST_5K, client_data, load_mnist, to_float  # noqa: E402
+from fedmnist.model import build_model  # noqa: E402
+
+MNIST = load_mnist(MNIST_5K)
+
+
+def compiled_model() -> keras.Model:
+    model = build_model(config.SEED)
+    model.compile(optimizer=keras.optimizers.Adam(config.LEARNING_RATE), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    return model
+
+
+class KerasClient(NumPyClient):
+    def __init__(self, partition_id: int, num_partitions: int) -> None:
+        self.model = compiled_model()
+        share = client_data(MNIST, partition_id, num_partitions, config.SEED)
+        self.x_train, self.y_train = to_float(share.x_train), share.y_train
+        self.x_val, self.y_val = to_float(share.x_val), share.y_val
+
+    def fit(self, parameters, _config):
+        self.model.set_weights(parameters)
+        self.model.fit(self.x_train, self.y_train, epochs=config.LOCAL_EPOCHS, batch_size=config.BATCH_SIZE, verbose=0)
+        return self.model.get_weights(), len(self.y_train), {}
+
+    def evaluate(self, parameters, _config):
+        self.model.set_weights(parameters)
+        loss, accuracy = self.model.evaluate(self.x_val, self.y_val, verbose=0)
+        return loss, len(self.y_val), {"accuracy": accuracy}
+
+
+def client_fn(context: Context):
+    return KerasClient(int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])).to_client()
+
+
+def main(clients: int, rounds: int, fraction: float, out: Path) -> None:
+    held_out = compiled_model()
+    accuracy: dict[int, float] = {}
+
+    def evaluate(server_round, weights, _config):
+        held_out.set_weights(weights)
+        loss, accuracy[server_round] = held_out.evaluate(to_float(MNIST.x_test), MNIST.y_test, verbose=0)
+        return loss, {"accuracy": accuracy[server_round]}
+
+    sampled = max(1, round(fraction * clients))
+    strategy = FedAvg(fraction_fit=fraction, fraction_evaluate=fraction, min_fit_clients=sampled,
+                      min_evaluate_clients=sampled, min_available_clients=clients, evaluate_fn=evaluate,
+                      initial_parameters=ndarrays_to_parameters(held_out.get_weights()))
+    components = ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=rounds))
+    began = time.perf_counter()
+    run_simulation(server_app=ServerApp(server_fn=lambda _context: components), client_app=ClientApp(client_fn=client_fn),
+                   num_supernodes=clients, backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
+    out.write_text(json.dumps({"simulation_seconds": time.perf_counter() - began, "accuracy": accuracy[rounds]}))
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), Path(sys.argv[4]))

@@ -1,0 +1,81 @@
+"""Benchmark ``--runtime simulation`` against a stock Flower simulation of the same federation.
+
+    .venv/bin/python bench/simulation.py [--clients 100] [--rounds 10] [--fraction 0.1]
+
+Runs, one after the other on this machine: ``server.py --runtime simulation`` (timed from the
+outside) and ``bench/peer_simulation.py`` (Flower's quickstart-tensorflow way: a Keras model built
+and compiled per message). Same data (mnist-5k), same rows per client, same model, same fractions.
+Targets (issue 11): the app at most 0.25x the stock wall time, final held-out accuracy within 1
+point. Writes ``bench/results/simulation.json``; exit status 1 if a target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+MAX_WALL_RATIO = 0.25
+MAX_ACCURACY_GAP = 0.01
+
+
+def run_app(clients: int, rounds: int, fraction: float, out: Path) -> dict:
+    began = time.perf_counter()
+    subprocess.run(
+        [sys.executable, str(ROOT / "server.py"), "--runtime", "simulation", "--clients", str(clients),
+         "--rounds", str(rounds), "--fraction-fit", str(fraction), "--fraction-evaluate", str(fraction),
+         "--dataset", "mnist-5k", "--out", str(out)],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, cwd=ROOT,
+    )
+    wall = time.perf_counter() - began
+    summary = json.loads((out / "history" / f"history_{rounds}.json").read_text())
+    seconds = [r["seconds"] for r in summary["rounds"]]
+    return {"wall_seconds": wall, "accuracy": summary["final"]["accuracy"], "first_round_seconds": seconds[0],
+            "later_round_seconds_max": max(seconds[1:], default=0.0)}
+
+
+def run_stock(clients: int, rounds: int, fraction: float, out: Path) -> dict:
+    """Timed from the outside too, start-up included, as the app is."""
+    result = out / "stock.json"
+    began = time.perf_counter()
+    subprocess.run([sys.executable, str(ROOT / "bench" / "peer_simulation.py"), str(clients), str(rounds),
+                    str(fraction), str(result)], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, cwd=ROOT)
+    return {**json.loads(result.read_text()), "wall_seconds": time.perf_counter() - began}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--fraction", type=float, default=0.1)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        app = run_app(args.clients, args.rounds, args.fraction, Path(folder) / "app")
+        stock = run_stock(args.clients, args.rounds, args.fraction, Path(folder))
+    ratio = app["wall_seconds"] / stock["wall_seconds"]
+    gap = abs(app["accuracy"] - stock["accuracy"])
+    checks = [(f"wall time {ratio:.2f}x the stock simulation (target <= {MAX_WALL_RATIO})", ratio <= MAX_WALL_RATIO),
+              (f"accuracy {app['accuracy']:.3f} vs {stock['accuracy']:.3f} (target: within {MAX_ACCURACY_GAP})",
+               gap <= MAX_ACCURACY_GAP)]
+    print(f"{args.clients} clients, fraction {args.fraction}, {args.rounds} rounds")
+    print(f"app:   {app['wall_seconds']:.1f} s wall (round 1 {app['first_round_seconds']:.1f} s, "
+          f"later rounds at most {app['later_round_seconds_max']:.2f} s), accuracy {app['accuracy']:.3f}")
+    print(f"stock: {stock['wall_seconds']:.1f} s wall ({stock['simulation_seconds']:.1f} s in run_simulation), "
+          f"accuracy {stock['accuracy']:.3f}")
+    for text, passed in checks:
+        print(f"{'PASS' if passed else 'MISS'} {text}")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "simulation.json").write_text(json.dumps({"settings": vars(args), "app": app, "stock": stock,
+                                                         "ratio": ratio}, indent=2))
+    return 0 if all(passed for _, passed in checks) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
