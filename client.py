@@ -50,7 +50,7 @@ def main(argv: list[str]) -> None:
     require_environment("client.py")
     args = parse_args(argv)
     configure_logging(args.verbose)
-    from fedmnist.client_app import make_client, run_client
+    from fedmnist.keras_client import make_client, run_client
     from fedmnist.tls import load_root_certificate
 
     def serve() -> None:

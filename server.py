@@ -31,6 +31,9 @@ def parse_args(argv: list[str]) -> "object":
     parser.add_argument("--verbose", action="store_true", help="also show Flower's INFO messages")
     args = parser.parse_args(argv)
     check_federation_arguments(parser, args)
+    if args.runtime == "deployment":
+        parser.error("--runtime deployment runs the ServerApp under a SuperLink: use ./run.sh --runtime deployment "
+                     "or flwr run (README, Runtimes)")
     if args.tls_dir and args.runtime == "simulation":
         parser.error("--tls-dir needs --runtime classic: a simulation has no connections to protect")
     return args
@@ -42,7 +45,7 @@ def main(argv: list[str]) -> None:
     args = parse_args(argv)
     configure_logging(args.verbose)
     from fedmnist.run_lock import lock_results
-    from fedmnist.server_app import ServerSettings, run_server
+    from fedmnist.server_run import ServerSettings, run_server
 
     settings = ServerSettings(**{key: value for key, value in vars(args).items() if key not in ("verbose", "sweep")})
 

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import time
+from pathlib import Path
 
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # The project, for scripts run as bench/NAME.py.
+from fedmnist.deployment import free_port  # noqa: E402, F401  (re-exported for the benchmarks and tests)
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 120) -> None:

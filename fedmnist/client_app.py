@@ -1,280 +1,102 @@
-"""The Flower client: a Keras ``NumPyClient`` training on one MNIST partition.
+"""The ClientApp: Flower's entry point for a client on the Simulation and the Deployment Runtime.
 
-``MnistClient`` knows nothing about how it is launched; ``run_client`` connects
-it to a classic Flower server with ``flwr.client.start_client`` (grpc-bidi).
+``app`` is what ``pyproject.toml`` names as the ``clientapp``. Flower calls
+``client_fn`` for every message with the node's ``partition-id`` and
+``num-partitions`` (from the simulation, or from a SuperNode's
+``--node-config``); the run's other settings (dataset, seed, partition scheme,
+model, local training) come from the server in each message's config, so the
+server is their only source. The training itself is ``MnistClient``'s, the same
+as ``client.py`` runs on the classic pair.
+
+Building a Keras model and tracing its training loop costs more than a
+message's training (measured here: 138 ms to build and 476 ms for the first
+fit, against 2 ms and 11 ms reused). ``WorkerCache`` keeps what is expensive
+per process: the data (loaded once) and one compiled ``Trainer`` per model;
+each message only sets the weights, resets the optimizer and cuts (then keeps)
+its client's rows. In a simulation one Ray worker plays many clients in turn
+and the cache pays off; the Deployment Runtime starts a new ``flwr-clientapp``
+process for every message, which the cache cannot help (README, Runtimes). The
+cache lives in this importable module because Ray pickles functions defined in
+``__main__`` by value, so a cache there would start empty for every message.
+
+By design Adam starts afresh every message, as in Flower's own examples.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Callable
+import os
+from typing import TYPE_CHECKING
 
-import grpc
-import numpy as np
-from flwr.client import Client, NumPyClient
-from flwr.common import (
-    Code,
-    EvaluateIns,
-    EvaluateRes,
-    FitIns,
-    FitRes,
-    GetParametersIns,
-    GetParametersRes,
-    GetPropertiesIns,
-    GetPropertiesRes,
-    NDArrays,
-    Parameters,
-    Scalar,
-    Status,
-)
+from flwr.client import Client, ClientApp, NumPyClient
+from flwr.common import Context, NDArrays, Scalar
 
-from fedmnist import config as defaults  # Flower's methods take a parameter named `config`.
-from fedmnist.data import ClientData, client_data, load_mnist, to_float
-from fedmnist.errors import UserError
-from fedmnist.faults import corrupt, crash_if_due
-from fedmnist.model import Trainer, build_model
-from fedmnist.tls import speaks_tls
+from fedmnist.data import ClientData, MnistData, client_data, load_mnist
 
-log = logging.getLogger(__name__)
-RETRY_SECONDS = 0.5  # Pause between attempts to reach an unreachable server.
+if TYPE_CHECKING:
+    from fedmnist.model import Trainer
+
+DATA_HOME_VARIABLE = "FEDMNIST_DATA_HOME"  # The driver's --data-home, for the Ray workers.
 
 
-class MnistClient(NumPyClient):
-    """Trains the shared model on its own rows and evaluates it on its validation slice.
+class WorkerCache:
+    """What one process keeps between messages: the data, cut shares and one Trainer per model."""
 
-    Fit config keys (all optional, so a stock FedAvg server that sends no config
-    works): ``local-epochs``, ``batch-size``, ``learning-rate``, and
-    ``proximal_mu`` from Flower's FedProx. Both ``fit`` and
-    ``evaluate`` report ``accuracy`` and ``loss`` with the number of examples
-    used, which the server's weighted average needs, plus their duration in
-    seconds (and ``extra_metrics``, e.g. start-up timings) for the run's timing report.
+    def __init__(self) -> None:
+        self._data: dict[str, MnistData] = {}
+        self._shares: dict[tuple[str, int, int, int, str], ClientData] = {}
+        self._trainers: dict[str, Trainer] = {}
 
-    One client process can serve several runs in a row (``./run.sh sweep``):
-    when the fit config's ``run-id`` changes, ``prepare(partition)`` gives it a
-    fresh model and optimizer and its rows under that run's ``partition``.
-    """
+    def share(self, config: dict[str, Scalar], partition_id: int, num_partitions: int) -> ClientData:
+        """Client ``partition_id``'s rows under the run's settings (from the fit config)."""
+        dataset, seed, scheme = str(config["dataset"]), int(config["seed"]), str(config["partition"])
+        key = (dataset, seed, partition_id, num_partitions, scheme)
+        if key not in self._shares:
+            if dataset not in self._data:
+                self._data[dataset] = load_mnist(dataset, os.environ.get(DATA_HOME_VARIABLE) or None)
+            self._shares[key] = client_data(self._data[dataset], partition_id, num_partitions, seed, partition=scheme)
+        return self._shares[key]
 
-    def __init__(
-        self,
-        trainer: Trainer,
-        data: ClientData,
-        *,
-        extra_metrics: dict[str, Scalar] | None = None,
-        partition: str = defaults.PARTITION,
-        prepare: Callable[[str], tuple[Trainer, ClientData]] | None = None,
-        fault: str | None = None,
-        settings: dict[str, Scalar] | None = None,
-        partition_id: int | None = None,
-    ) -> None:
-        self._use(trainer, data)
-        # What this client was started with, under the run config's keys (fedmnist.strategy.fit_config).
-        self.settings = dict(settings or {})
-        # Sent with every result, so the server's per-client records say which share this is.
-        self.identity: dict[str, Scalar] = {} if partition_id is None else {"partition_id": partition_id}
-        self.extra_metrics = dict(extra_metrics or {})
-        self.partition = partition
-        self._prepare = prepare
-        self._run_id: str | None = None
-        self.fault = fault  # client.py --fault: misbehave on purpose (fedmnist.faults).
-        self.last_contact = 0.0  # time.monotonic() of the server's latest message.
+    def trainer(self, model: str, seed: int) -> Trainer:
+        """This worker's compiled Trainer for ``model``, with a fresh optimizer and shuffling from ``seed``."""
+        from fedmnist.model import Trainer, build_model
 
-    def _use(self, trainer: Trainer, data: ClientData) -> None:
-        self.trainer = trainer
-        self.x_train, self.y_train = to_float(data.x_train), data.y_train.astype(np.int32)
-        self.x_val, self.y_val = to_float(data.x_val), data.y_val.astype(np.int32)
+        if model not in self._trainers:
+            self._trainers[model] = Trainer(build_model(seed, model), seed=seed)
+        trainer = self._trainers[model]
+        trainer.reset(seed)
+        return trainer
 
-    def _follow_run(self, config: dict[str, Scalar]) -> None:
-        """Start afresh when the server starts another run (a sweep's next setting)."""
-        run_id = config.get("run-id")
-        if run_id is None or run_id == self._run_id or self._prepare is None:
-            return
-        first, self._run_id = self._run_id is None, str(run_id)
-        partition = str(config.get("partition", self.partition))
-        if not first or partition != self.partition:
-            self._use(*self._prepare(partition))
-            self.partition = partition
 
-    def settings_problem(self, config: dict[str, Scalar]) -> str:
-        """Why this client must not train in the server's run, or "" when it may.
+_CACHE = WorkerCache()  # One per process: a Ray worker, or one flwr-clientapp message (see the module docstring).
 
-        A client cut with other partition settings than the server's would train
-        on rows that overlap the other clients'. A sweep's later runs change the
-        partition on purpose (the client re-cuts its rows), so only the first run
-        compares it.
-        """
-        later_run = self._run_id is not None and config.get("run-id") != self._run_id
-        mine = {**self.settings, "partition": self.partition}  # The partition a sweep last had it re-cut to.
-        different = [
-            f"{key} {value} here, {config[key]} on the server"
-            for key, value in mine.items()
-            if key in config and str(config[key]) != str(value) and not (later_run and key == "partition")
-        ]
-        return "; ".join(different)
 
-    def get_parameters(self, config: dict[str, Scalar]) -> NDArrays:
-        self.last_contact = time.monotonic()
-        return self.trainer.get_weights()
+class VirtualClient(NumPyClient):
+    """One virtual client for one message: ``MnistClient``'s training on rows and a Trainer from the cache."""
+
+    def __init__(self, partition_id: int, num_partitions: int) -> None:
+        self.partition_id = partition_id
+        self.num_partitions = num_partitions
+
+    def _client(self, config: dict[str, Scalar]):
+        from fedmnist.keras_client import MnistClient
+
+        seed = int(config["seed"])
+        trainer = _CACHE.trainer(str(config["model"]), seed + self.partition_id)
+        data = _CACHE.share(config, self.partition_id, self.num_partitions)
+        return MnistClient(trainer, data, partition=str(config["partition"]), partition_id=self.partition_id)
 
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
-        started = time.perf_counter()
-        self.last_contact = time.monotonic()
-        self._follow_run(config)
-        crash_if_due(self.fault, int(config.get("server-round", 0)))
-        self.trainer.set_weights(parameters)
-        result = self.trainer.fit(
-            self.x_train,
-            self.y_train,
-            epochs=int(config.get("local-epochs", defaults.LOCAL_EPOCHS)),
-            batch_size=int(config.get("batch-size", defaults.BATCH_SIZE)),
-            learning_rate=float(config.get("learning-rate", defaults.LEARNING_RATE)),
-            proximal_mu=float(config.get("proximal_mu", 0.0)),  # Flower's FedProx sends this key.
-        )
-        metrics = {"accuracy": result.accuracy, "loss": result.loss, **self.extra_metrics, **self.identity}
-        metrics["fit_seconds"] = time.perf_counter() - started
-        log.info(
-            "round %s: trained on %d examples, local accuracy %.1f%%, loss %.3f, %.2f s",
-            config.get("server-round", "?"), len(self.y_train), 100 * result.accuracy, result.loss,
-            metrics["fit_seconds"],
-        )
-        return corrupt(self.fault, self.trainer.get_weights(), parameters), len(self.y_train), metrics
+        return self._client(config).fit(parameters, config)
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
-        started = time.perf_counter()
-        self.last_contact = time.monotonic()
-        self.trainer.set_weights(parameters)
-        result = self.trainer.evaluate(self.x_val, self.y_val)
-        metrics = {"accuracy": result.accuracy, "loss": result.loss, **self.identity}
-        metrics["evaluate_seconds"] = time.perf_counter() - started
-        return result.loss, len(self.y_val), metrics
+        return self._client(config).evaluate(parameters, config)
 
 
-def make_client(
-    *,
-    partition_id: int,
-    num_partitions: int,
-    dataset: str = defaults.DATASET,
-    seed: int = defaults.SEED,
-    partition: str = defaults.PARTITION,
-    model: str = defaults.MODEL,
-    data_home: str | None = None,
-    process_started: float | None = None,
-    fault: str | None = None,
-) -> MnistClient:
-    """Load this client's partition and build its model.
-
-    ``process_started`` (a ``time.perf_counter()`` reading taken when the
-    process began) lets the client report how long start-up took.
-    """
-    data_started = time.perf_counter()
-    mnist = load_mnist(dataset, data_home)  # Kept: a sweep re-cuts it for each setting.
-    data = client_data(mnist, partition_id, num_partitions, seed, partition=partition)
-    data_seconds = time.perf_counter() - data_started
-
-    def new_trainer() -> Trainer:
-        return Trainer(build_model(seed, model), seed=seed + partition_id)
-
-    def prepare(scheme: str) -> tuple[Trainer, ClientData]:
-        return new_trainer(), client_data(mnist, partition_id, num_partitions, seed, partition=scheme)
-
-    trainer = new_trainer()
-    settings: dict[str, Scalar] = {
-        "num-partitions": num_partitions, "partition": partition, "seed": seed, "model": model, "dataset": mnist.source,
-    }
-    extra: dict[str, Scalar] = {"data_seconds": data_seconds}
-    if process_started is not None:
-        extra["startup_seconds"] = time.perf_counter() - process_started
-    log.info(
-        "client %d/%d ready: %d training and %d validation images, loaded in %.2f s",
-        partition_id, num_partitions, len(data.y_train), len(data.y_val), data_seconds,
-    )
-    return MnistClient(
-        trainer, data, extra_metrics=extra, partition=partition, prepare=prepare, fault=fault, settings=settings,
-        partition_id=partition_id,
-    )
+def client_fn(context: Context) -> Client:
+    """Flower's entry point for each message: the virtual client of the node's partition."""
+    partition_id = int(context.node_config["partition-id"])
+    num_partitions = int(context.node_config["num-partitions"])
+    return VirtualClient(partition_id, num_partitions).to_client()
 
 
-class SettingsMismatch(UserError):
-    """The server runs with other partition, seed, model or data settings than this client."""
-
-
-class GuardedClient(Client):
-    """``MnistClient`` as a Flower ``Client`` that refuses a run whose settings differ from its own.
-
-    The refusal goes back to the server as a result with a failed status and the
-    reason, so the server's round record and console name it; the client then
-    leaves (``SettingsMismatch``, a one-line error) at the server's next message.
-    Flower's grpc-bidi client cannot leave between messages, only inside one.
-    """
-
-    def __init__(self, client: MnistClient) -> None:
-        self.client = client
-        self.inner = client.to_client()
-        self.refused = ""
-
-    def get_properties(self, ins: GetPropertiesIns) -> GetPropertiesRes:
-        return self.inner.get_properties(ins)
-
-    def get_parameters(self, ins: GetParametersIns) -> GetParametersRes:
-        self._leave_if_refused()
-        return self.inner.get_parameters(ins)
-
-    def fit(self, ins: FitIns) -> FitRes:
-        if self._refuse(ins.config):
-            return FitRes(Status(Code.FIT_NOT_IMPLEMENTED, self.refused), Parameters([], ""), 0, {})
-        return self.inner.fit(ins)
-
-    def evaluate(self, ins: EvaluateIns) -> EvaluateRes:
-        if self._refuse(ins.config):
-            return EvaluateRes(Status(Code.EVALUATE_NOT_IMPLEMENTED, self.refused), 0.0, 0, {})
-        return self.inner.evaluate(ins)
-
-    def _refuse(self, config: dict[str, Scalar]) -> bool:
-        self._leave_if_refused()
-        problem = self.client.settings_problem(config)
-        if problem:
-            self.refused = f"refused: settings differ from the server's ({problem})"
-            log.error("this client %s; restart it with the server's settings", self.refused)
-        return bool(problem)
-
-    def _leave_if_refused(self) -> None:
-        if self.refused:
-            raise SettingsMismatch(f"this client {self.refused}; restart it with the server's settings")
-
-
-def run_client(
-    client: MnistClient, server_address: str, connect_timeout: float, root_certificate: bytes | None = None
-) -> None:
-    """Serve ``client`` to the Flower server until it ends the run.
-
-    Flower's grpc-bidi client gives up at the first refused connection, so this
-    retries: an unreachable server (not started yet, restarting, or a sweep's
-    next setting) is tried again until ``connect_timeout`` seconds have passed
-    since the server was last heard from; then a UserError, not a traceback.
-    With ``root_certificate`` (a CA's PEM bytes) the connection uses TLS.
-    """
-    from flwr.client import start_client
-
-    guarded = GuardedClient(client)
-    waiting_since = time.monotonic()
-    while True:
-        try:
-            start_client(server_address=server_address, client=guarded, root_certificates=root_certificate)
-            return
-        except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
-                raise
-        waiting_since = max(waiting_since, client.last_contact)
-        if time.monotonic() - waiting_since > connect_timeout:
-            hint = "is server.py running, and is the address right?"
-            tls = speaks_tls(server_address)
-            if root_certificate is None and tls:
-                hint = "the server requires TLS: pass --root-cert with the CA certificate (ca.pem) it uses"
-            elif root_certificate is not None and tls is False:
-                hint = "the server does not use TLS: leave out --root-cert, or start the server with --tls-dir"
-            elif root_certificate is not None:
-                hint += " With TLS: was the server's certificate signed by this --root-cert, for this host name?"
-            raise UserError(
-                f"lost or could not reach the Flower server at {server_address} within {connect_timeout:g} s ({hint})"
-            )
-        time.sleep(RETRY_SECONDS)
+app = ClientApp(client_fn=client_fn)

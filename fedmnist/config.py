@@ -17,7 +17,8 @@ CONNECT_TIMEOUT = 60.0  # Seconds a client keeps retrying an unreachable server.
 ROUND_TIMEOUT = 120.0  # Seconds a round waits for its clients' answers; late ones count as failures.
 # classic: Flower's start_server/start_client pair, one process per client (fastest for a few clients).
 # simulation: Flower's Simulation Runtime, virtual clients on a few Ray workers (fedmnist.simulation).
-RUNTIMES = ("classic", "simulation")
+# deployment: Flower's Deployment Runtime, a local SuperLink and one SuperNode per client (fedmnist.deployment).
+RUNTIMES = ("classic", "simulation", "deployment")
 RUNTIME = "classic"
 SIM_CPUS_PER_CLIENT = 1.0  # Ray CPUs per simulated client at a time: 1.0 runs one per core.
 

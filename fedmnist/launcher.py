@@ -1,11 +1,13 @@
 """``./run.sh``: one server and N clients on this machine, watched until done.
 
-Starts ``server.py``, waits until it listens (by then it has loaded and cached
+On the classic runtime (and the simulation, with no client processes) it starts ``server.py``, waits until it listens (by then it has loaded and cached
 the data, and resolved ``--dataset auto``), starts the clients on the same
 data source, streams the server's progress, and stops everything it started if
 any process fails or the user presses Ctrl-C. Each process's full output is
 kept in ``OUT/logs/``. Beside them runs the web dashboard (``fedmnist.dashboard``),
 which reads the run's files; its failure is reported and the run goes on.
+On the Deployment Runtime the server is a SuperLink running the ServerApp and
+the clients are SuperNodes (``fedmnist.deployment``); the rest is the same.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -81,8 +86,10 @@ def parse_args(argv: list[str]):
     add_dashboard_arguments(parser)
     args = parser.parse_args(argv)
     check_federation_arguments(parser, args)
-    if args.tls and args.runtime == "simulation":
-        parser.error("--tls needs --runtime classic: a simulation has no connections to protect")
+    if sweep and args.runtime == "deployment":
+        parser.error("a sweep needs --runtime classic or simulation (its server runs every setting in a row)")
+    if args.tls and args.runtime != "classic":
+        parser.error(f"--tls needs --runtime classic (the {args.runtime} runtime runs without TLS here)")
     if getattr(args, "ws_clients", 0):
         _check_websocket_clients(parser, args)
     else:
@@ -91,7 +98,7 @@ def parse_args(argv: list[str]):
 
 
 def _check_websocket_clients(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.runtime == "simulation":
+    if args.runtime != "classic":
         parser.error("--ws-clients needs --runtime classic: WebSocket clients join a Flower server's connections")
     if args.ws_clients > args.clients:
         parser.error(f"--ws-clients ({args.ws_clients}) cannot be more than --clients ({args.clients})")
@@ -114,6 +121,9 @@ class Launcher:
         self.certs = self.out / "certs"
         self.lock: ResultsLock | None = None
         self.processes: dict[str, subprocess.Popen] = {}  # Server and clients: the run waits for these.
+        # Deployment: the SuperLink and the SuperNodes serve the run (and never end by themselves).
+        self.services: dict[str, subprocess.Popen] = {}
+        self.flower_home: Path | None = None  # Deployment: FLWR_HOME for this run's Flower processes.
         self.dashboard: subprocess.Popen | None = None  # Watches the run; not part of it.
         self._streamer: threading.Thread | None = None
 
@@ -145,7 +155,7 @@ class Launcher:
         except OSError as error:
             raise UserError(f"cannot create {self.logs}: {error.strerror or error}") from None
         self._start_dashboard()
-        server = self._start("server", self._server_command())
+        server = self._start_deployment() if self.args.runtime == "deployment" else self._start("server", self._server_command())
         self._streamer = threading.Thread(target=_stream, args=(self.logs / "server.log", server), daemon=True)
         self._streamer.start()
         if self._local_clients():
@@ -169,7 +179,13 @@ class Launcher:
 
         The server gets longer: on SIGTERM it saves the completed rounds first.
         """
-        everything = [*self.processes.values(), *([self.dashboard] if self.dashboard else [])]
+        self._stop_serverapp()
+        everything = [*self.processes.values(), *self.services.values(), *([self.dashboard] if self.dashboard else [])]
+        if self.services:
+            from fedmnist.deployment import helper_pids
+
+            for pid in helper_pids([process.pid for process in self.services.values()]):
+                os.kill(pid, signal.SIGTERM)
         running = [p for p in everything if p.poll() is None]
         for process in running:
             process.terminate()
@@ -180,6 +196,44 @@ class Launcher:
                 process.wait(timeout=max(0.1, started + grace - time.monotonic()))
             except subprocess.TimeoutExpired:
                 process.kill()
+        if self.flower_home is not None:
+            shutil.rmtree(self.flower_home, ignore_errors=True)
+
+    def _start_deployment(self) -> subprocess.Popen:
+        """A SuperLink on --port and a SuperNode per client, then ``flwr run`` of this project: the "server"."""
+        from fedmnist import deployment
+        from fedmnist.server_app import run_config_from
+
+        a = self.args
+        self.flower_home = Path(tempfile.mkdtemp(prefix="fedmnist-flwr-"))
+        run_config = deployment.write_flower_home(
+            self.flower_home, a.port, run_config_from({**vars(a), "out": str(self.out), "rounds": a.rounds}))
+        superlink = self._start("superlink", deployment.superlink_command(a.port), service=True)
+        self._wait_until_listening(superlink)
+        for partition_id in range(a.clients):
+            command = deployment.supernode_command(a.port, deployment.free_port(), partition_id, a.clients)
+            self._start(f"client_{partition_id}", command, service=True)
+        print(f"Flower Deployment Runtime: SuperLink on 127.0.0.1:{a.port}, {a.clients} SuperNodes; "
+              "each message starts a flwr-clientapp process", flush=True)
+        return self._start("server", deployment.flwr_run_command(PROJECT_ROOT, run_config))
+
+    def _stop_serverapp(self) -> None:
+        """Deployment, stopped early: SIGTERM the ServerApp first, so it saves the completed rounds.
+
+        Flower starts it in a session of its own, so the terminal's Ctrl-C does not reach it,
+        and stopping the SuperLink would kill it before it saved anything.
+        """
+        if "superlink" not in self.services or self.services["superlink"].poll() is not None:
+            return
+        from fedmnist.deployment import serverapp_pids
+
+        pids = serverapp_pids(self.args.port)
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + SERVER_STOP_SECONDS
+        while pids and time.monotonic() < deadline:
+            pids = [pid for pid in pids if _alive(pid)]
+            time.sleep(POLL_SECONDS)
 
     def _start_dashboard(self) -> None:
         """Start the web dashboard on this run's folder, unless unwanted or its port is taken."""
@@ -206,7 +260,7 @@ class Launcher:
 
         None (0) in a simulation: its clients are virtual, played by the server's Ray workers.
         """
-        if self.args.runtime == "simulation":
+        if self.args.runtime != "classic":  # Deployment: SuperNodes instead.
             return 0
         return self.args.clients - self.args.ws_clients
 
@@ -286,10 +340,10 @@ class Launcher:
     def _data_home(self) -> list[str]:
         return ["--data-home", self.args.data_home] if self.args.data_home else []
 
-    def _start(self, name: str, command: list[str]) -> subprocess.Popen:
-        """Start a project script (server.py, client.py) as part of the run."""
+    def _start(self, name: str, command: list[str], service: bool = False) -> subprocess.Popen:
+        """Start a Python script (server.py, client.py; Flower's, by absolute path) as part of the run."""
         process = self._spawn(name, [str(PROJECT_ROOT / command[0]), *command[1:]])
-        self.processes[name] = process
+        (self.services if service else self.processes)[name] = process
         return process
 
     def _spawn(self, name: str, arguments: list[str]) -> subprocess.Popen:
@@ -299,10 +353,14 @@ class Launcher:
         """
         log_file = open(self.logs / f"{name}.log", "ab" if self.args.resume else "wb")  # noqa: SIM115
         lock = self.lock if name == "server" and self.lock is not None else None
+        environment = {**_child_environment(), **(lock.child_environment() if lock else {})}
+        if self.flower_home is not None:
+            from fedmnist.deployment import environment as flower_environment
+
+            environment.update(flower_environment(self.flower_home, self.lock, self.args.data_home))
         process = subprocess.Popen(
             [sys.executable, "-u", *arguments], stdout=log_file, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, cwd=PROJECT_ROOT,
-            env={**_child_environment(), **(lock.child_environment() if lock else {})},
+            stdin=subprocess.DEVNULL, cwd=PROJECT_ROOT, env=environment,
             pass_fds=(lock.fd,) if lock else (),
         )
         log_file.close()
@@ -317,7 +375,7 @@ class Launcher:
 
     def _check_memory(self) -> None:
         """Refuse to start more TensorFlow processes than this machine's free memory holds."""
-        processes = self._local_clients() + 1
+        processes = (self.args.clients if self.args.runtime == "deployment" else self._local_clients()) + 1
         if self.args.runtime == "simulation" and not self.args.ray_address:  # TensorFlow in each Ray worker, and Ray.
             processes += min(self.args.clients, max(1, int((os.cpu_count() or 1) / self.args.sim_cpus_per_client))) + 1
         needed = processes * PROCESS_MEMORY_GB
@@ -348,7 +406,9 @@ class Launcher:
         while [p for p in self.processes.values() if p.poll() is None]:  # Polls every one (no short-circuit).
             if server.returncode not in (None, 0):
                 raise UserError(self._failure("server", server.returncode))
-            for name, process in self.processes.items():
+            if self.services.get("superlink") and self.services["superlink"].poll() is not None:
+                raise UserError(self._failure("superlink", self.services["superlink"].returncode))
+            for name, process in {**self.processes, **self.services}.items():
                 if process.returncode not in (None, 0) and name not in reported:
                     reported.add(name)
                     print(f"warning: {self._failure(name, process.returncode)}", file=sys.stderr, flush=True)
@@ -365,6 +425,13 @@ class Launcher:
         last = [line for line in _read_lines(log_path) if not line.startswith(_NOISE)][-5:]
         detail = "\n  ".join(last) if last else "(no output)"
         return f"{name} exited with status {returncode}; last lines of {log_path}:\n  {detail}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"  # A zombie has ended.
+    except OSError:
+        return False
 
 
 def _available_memory_gb() -> float:

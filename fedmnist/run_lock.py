@@ -8,7 +8,9 @@ result file.
 
 ``./run.sh`` takes the lock first and hands it to its ``server.py``: the child
 inherits the open lock file (its descriptor number in ``FEDMNIST_RESULTS_LOCK_FD``),
-and the lock is held until both have ended.
+and the lock is held until both have ended. On the Deployment Runtime Flower
+starts the ServerApp with its descriptors closed; ``./run.sh`` then keeps the
+lock and names itself in ``FEDMNIST_RESULTS_LOCK_HOLDER`` for the ServerApp.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ from fedmnist.errors import UserError
 
 LOCK_FILE = ".fedmnist.lock"
 INHERITED_FD = "FEDMNIST_RESULTS_LOCK_FD"
+# A process the lock cannot be handed to (Flower starts the ServerApp with its descriptors
+# closed) may still run under it: the holder's pid in this variable says the lock is held for it.
+HOLDER_PID = "FEDMNIST_RESULTS_LOCK_HOLDER"
 
 
 class ResultsInUse(UserError):
@@ -41,6 +46,10 @@ class ResultsLock:
         """Environment entries that hand this lock to a child started with ``pass_fds=(fd,)``."""
         return {INHERITED_FD: str(self.fd)}
 
+    def release(self) -> None:
+        """Give the lock back before the process ends (a process that runs several runs, like a ServerApp's)."""
+        os.close(self.fd)
+
 
 def lock_results(out: str | os.PathLike[str]) -> ResultsLock:
     """Lock ``out`` for this run, or raise ResultsInUse (or UserError if it cannot be created)."""
@@ -57,6 +66,8 @@ def lock_results(out: str | os.PathLike[str]) -> ResultsLock:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        if _held_for_us(fd):
+            return ResultsLock(path, fd)
         holder = _describe_holder(fd)
         os.close(fd)
         raise ResultsInUse(
@@ -78,6 +89,19 @@ def _inherited(path: Path) -> ResultsLock | None:
     except OSError:
         return None
     return ResultsLock(path, fd) if same_file else None
+
+
+def holder_environment(lock: ResultsLock) -> dict[str, str]:
+    """Environment entries saying that this process holds ``lock`` for the processes started with them."""
+    return {HOLDER_PID: str(os.getpid())}
+
+
+def _held_for_us(fd: int) -> bool:
+    """Whether the lock's holder is the process that started us and said it holds it for us."""
+    try:
+        return int(json.loads(os.pread(fd, 4096, 0))["pid"]) == int(os.environ.get(HOLDER_PID, "-1"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _describe_holder(fd: int) -> str:

@@ -1,468 +1,126 @@
-"""The Flower server side of a run: data, model, FedAvg, Flower, results.
+"""The ServerApp: Flower's entry point for the server on ``flwr run`` (Simulation and Deployment Runtime).
 
-``run_server`` is what ``server.py`` calls after parsing its flags. It runs
-Flower's classic ``start_server`` (grpc-bidi; see README, Why this runtime)
-and saves the History, a JSON summary, the final model and the plots.
+``app`` is what ``pyproject.toml`` names as the ``serverapp``. Its main
+function reads the run's settings from the run config (``[tool.flwr.app.config]``
+in ``pyproject.toml``, overridden with ``flwr run . --run-config "rounds=5"``)
+and runs the same ``run_server`` as ``server.py``: update validation, records,
+checkpoints, ``resume``, the live log the dashboard follows and the saved
+results. Only the federation step differs: Flower's Grid instead of the
+classic pair's gRPC server (``fedmnist.server_run.grid_federation``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+import warnings
+from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
-from flwr.common import NDArrays, ReconnectIns, ndarrays_to_parameters, parameters_to_ndarrays
-from flwr.server import Server, ServerConfig, start_server
-from flwr.server.history import History
-from flwr.server.server import reconnect_clients
-from flwr.server.strategy import FedAvg, Strategy
-from flwr.supercore.address import is_port_in_use
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
 
 from fedmnist import config
-from fedmnist.atomic import append_line, write_text_atomic
-from fedmnist.archive import archive_earlier_results
-from fedmnist.baseline import train_centrally
-from fedmnist.checkpoint import (
-    Checkpoint,
-    RoundOffsetStrategy,
-    load_checkpoint,
-    restore_strategy_state,
-    save_checkpoint,
-    strategy_state,
-)
-from fedmnist.cli import ignore_stop_signals, take_back_stop_signals
-from fedmnist.client_manager import WaitingClientManager
-from fedmnist.data import MnistData, load_mnist, to_float, validation_size
 from fedmnist.errors import UserError
-from fedmnist.history import history_from_records, save_history, start_round_log
-from fedmnist.paths import RunPaths
-from fedmnist.partition import label_histograms, parse_partition, partition_rows
-from fedmnist.mistakes import confusion_matrix, worst_mistakes
-from fedmnist.plots import plot_clients, plot_confusion, plot_history, plot_label_histograms, plot_mistakes
-from fedmnist.tensorboard import write_scalars
-from fedmnist.recorder import RecordingStrategy
-from fedmnist.strategy import DeferredStrategy, build_strategy, centralized_evaluate_fn, fit_config
-from fedmnist.tls import load_server_certificates
-from fedmnist.validation import ValidatingStrategy
-
-if TYPE_CHECKING:
-    from fedmnist.model import Trainer
+from fedmnist.partition import parse_partition
 
 log = logging.getLogger(__name__)
-RECONNECT_SECONDS = 1  # How long sweep clients wait before connecting to the next run's server.
+
+# Settings that are not the app's under a Grid: the classic pair's address and TLS, the sweep's
+# reconnect, and the simulation's resources (Flower's SuperLink connection options set those).
+NOT_RUN_CONFIG = ("port", "host", "tls_dir", "keep_clients", "runtime", "sim_cpus_per_client", "ray_address")
+# Grids by the runtime that drives them.
+GRID_RUNTIMES = {"InMemoryGrid": "simulation", "HttpGrid": "deployment"}
+
+app = ServerApp()
 
 
-@dataclass(frozen=True)
-class ServerSettings:
-    """Everything a run depends on; saved with its results as ``config``."""
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    """Run the federation described by the run config through ``grid``, then save its results."""
+    started = time.perf_counter()
+    from fedmnist.cli import configure_logging
+    from fedmnist.run_lock import lock_results
+    from fedmnist.server_run import grid_federation, run_server
 
-    rounds: int = config.ROUNDS
-    clients: int = config.CLIENTS
-    port: int = config.PORT
-    host: str = config.SERVER_HOST
-    dataset: str = config.DATASET
-    seed: int = config.SEED
-    partition: str = config.PARTITION
-    model: str = config.MODEL
-    strategy: str = config.STRATEGY
-    fraction_fit: float = config.FRACTION_FIT
-    fraction_evaluate: float = config.FRACTION_EVALUATE
-    proximal_mu: float = config.PROXIMAL_MU
-    runtime: str = config.RUNTIME  # classic or simulation (fedmnist.simulation).
-    sim_cpus_per_client: float = config.SIM_CPUS_PER_CLIENT
-    ray_address: str | None = None  # Simulation on a running Ray cluster instead of a local one.
-    baseline: bool = False
-    resume: bool = False
-    tls_dir: str | None = None  # Serve with ca.pem, server.pem and server.key from here (fedmnist.tls).
-    keep_clients: bool = False  # A sweep: ask clients to reconnect for the next run instead of leaving.
-    name: str | None = None  # Shown by the dashboard and comparisons; None: derived (default_name).
-    out: str = "."
-    data_home: str | None = None
-    client_timeout: float = config.CLIENT_WAIT_TIMEOUT
-    min_clients: int | None = None  # Clients a round needs; None: all but one (at least 1).
-    round_timeout: float = config.ROUND_TIMEOUT
-    max_update_norm_factor: float = config.MAX_UPDATE_NORM_FACTOR
-    local_epochs: int = config.LOCAL_EPOCHS
-    batch_size: int = config.BATCH_SIZE
-    learning_rate: float = config.LEARNING_RATE
-
-    def default_name(self, started: datetime) -> str:
-        """``fedavg-iid-3c-40r-20261129-1355``: the settings that tell runs apart, and the start (UTC)."""
-        return (f"{self.strategy}-{self.partition.replace(':', '')}-{self.clients}c-{self.rounds}r-"
-                f"{started:%Y%m%d-%H%M}")
-
-    @property
-    def minimum_clients(self) -> int:
-        """Clients a round needs to go ahead: ``--min-clients``, else all but one (at least 1)."""
-        return self.min_clients or max(1, self.clients - 1)
-
-    @property
-    def address(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
-
-
-def run_server(settings: ServerSettings, process_started: float) -> RunPaths:
-    """Run the whole federation (or its remaining rounds, with ``resume``) and save its results.
-
-    The caller holds the results lock on ``settings.out`` (``fedmnist.run_lock``).
-    A run that stops early (Ctrl-C, SIGTERM, an error in a round) saves the
-    completed rounds as partial results before the exception goes on.
-    """
-    paths = RunPaths(Path(settings.out), settings.rounds)
-    if settings.runtime == "classic" and is_port_in_use(settings.address):
-        raise UserError(f"port {settings.port} is already in use (another server running? choose --port)")
-    checkpoint = load_checkpoint(paths.checkpoint, asdict(settings)) if settings.resume else None
-    if settings.tls_dir:
-        load_server_certificates(settings.tls_dir)  # Refuse bad certificate files before any work.
-    if not settings.resume:
-        archived = archive_earlier_results(paths.root)
-        if archived is not None:
-            log.info("the earlier run's results in %s were moved to %s", paths.root, archived)
-    paths.check_writable()
-
-    data_started = time.perf_counter()
-    data = load_mnist(settings.dataset, settings.data_home)
-    data_seconds = time.perf_counter() - data_started
-    log.info(
-        "data: %s, %d training rows for the clients, %d held-out test rows for the server",
-        data.source, len(data.y_train), len(data.y_test),
-    )
-    # The clients cut the same partition from the same seed; the server counts labels, and the
-    # largest shares bound the example counts clients may claim (fedmnist.validation).
-    parts = partition_rows(data.y_train, settings.clients, parse_partition(settings.partition), settings.seed)
-    histograms = label_histograms(data.y_train, parts)
-    largest = max(len(part) for part in parts)
-
-    # TensorFlow takes seconds to import: do it beside Flower's start-up, so the server
-    # listens at once and the clients' own start-up overlaps it. The strategy, which
-    # needs the initial model's weights, is built when Flower first asks for it.
-    trainer = ThreadPoolExecutor(max_workers=1).submit(_build_trainer, settings.seed, settings.model)
-    evaluator = HeldOutEvaluator(trainer, data)
-    strategy = DeferredStrategy(lambda: _build_strategy(settings, evaluator, data.source, checkpoint))
-    recorder = _recorder(settings, data.source, strategy, paths, checkpoint, evaluator)
-    recorder.centralized_extras = lambda: {"confusion": evaluator.confusion}
-    done = checkpoint.round if checkpoint else 0
-    started = datetime.now(timezone.utc)
-    name = settings.name or (checkpoint.config.get("name") if checkpoint else None) or settings.default_name(started)
-    header = {"config": asdict(settings), "data_source": data.source, "started": started.isoformat(timespec="seconds"),
-              "resumed_after_round": done, "name": name,
-              "label_histograms": histograms.tolist()}  # The dashboard shows them while the run goes.
-    start_round_log(paths, header, resume=checkpoint is not None)
-    server_ready = time.perf_counter()
-    validated = ValidatingStrategy(
-        recorder, max_norm_factor=settings.max_update_norm_factor,
-        max_fit_examples=largest - validation_size(largest), max_evaluate_examples=validation_size(largest),
-    )
-
-    def summary_now() -> dict[str, Any]:
-        finished = time.perf_counter()
-        return {**_summary(settings, data.source, histograms, recorder, {
-            "server_startup_seconds": server_ready - process_started,
-            "server_data_seconds": data_seconds,
-            "federation_seconds": finished - server_ready,
-            "server_total_seconds": finished - process_started,
-        }), "started": header["started"], "name": name}  # "started" matches the live log's header: readers pair the two.
-
+    configure_logging(verbose=bool(context.run_config.get("verbose", False)))
+    warnings.filterwarnings("ignore", category=DeprecationWarning)  # Flower's simulation turns them all on.
     try:
-        history, final_weights = _federate(
-            settings, RoundOffsetStrategy(validated, done), settings.rounds - done, paths.round_log
-        )
-    except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM (fedmnist.cli.take_back_stop_signals).
-        ignore_stop_signals()  # A second Ctrl-C must not cut the saving short.
-        log.warning(_stop_early(paths, evaluator, recorder, summary_now(), "stopped by a signal (Ctrl-C or SIGTERM)"))
-        raise
-    except UserError as error:  # E.g. too few clients connected.
-        raise UserError(f"{error}. {_stop_early(paths, evaluator, recorder, summary_now(), str(error))}") from None
-    except Exception as error:  # A bug or a full disk inside a round: never hang, never lose the rounds done.
-        failed = f"round {recorder.current_round} failed: {type(error).__name__}: {error}"
-        log.debug("%s", failed, exc_info=True)  # The traceback, with --verbose.
-        raise RunFailed(f"{failed}. {_stop_early(paths, evaluator, recorder, summary_now(), failed)}") from error
-    if history is None or checkpoint is not None:  # Flower's History has only this process's rounds; ours has all.
-        history = history_from_records(recorder.rounds, recorder.initial)
-    summary = summary_now()
-    if settings.baseline:
-        log.info("training the centralized baseline (--baseline) on the clients' rows ...")
-        summary["baseline"] = train_centrally(
-            data, num_clients=settings.clients, rounds=settings.rounds, seed=settings.seed,
-            partition=settings.partition, model=settings.model, local_epochs=settings.local_epochs,
-            batch_size=settings.batch_size, learning_rate=settings.learning_rate,
-        )
-        log.info("centralized baseline: held-out accuracy %.3f", summary["baseline"]["accuracy"][-1][1])
-    _save_results(paths, evaluator, final_weights, history, summary)
-    for stale in _result_files(paths.as_partial()):  # A resumed run is complete now.
-        stale.unlink(missing_ok=True)
-    return paths
-
-
-class RunFailed(UserError):
-    """A round failed with an unexpected error; the rounds before it were saved."""
-
-
-def _build_strategy(
-    settings: ServerSettings, evaluator: HeldOutEvaluator, data_source: str, checkpoint: Checkpoint | None
-) -> FedAvg:
-    """The configured Flower strategy, starting from the initial model or the checkpoint."""
-    run_id = f"{settings.strategy}/{settings.partition}/{time.time():.6f}"  # Unique per server run.
-    start = checkpoint.weights if checkpoint else evaluator.trainer.result().get_weights()
-    strategy = build_strategy(
-        name=settings.strategy,
-        num_clients=settings.clients,
-        min_clients=settings.minimum_clients,
-        initial_weights=start,
-        fraction_fit=settings.fraction_fit,
-        fraction_evaluate=settings.fraction_evaluate,
-        proximal_mu=settings.proximal_mu,
-        evaluate_fn=centralized_evaluate_fn(evaluator),
-        on_fit_config_fn=fit_config(
-            local_epochs=settings.local_epochs, batch_size=settings.batch_size, learning_rate=settings.learning_rate,
-            partition=settings.partition, run_id=run_id,
-            client_settings={"num-partitions": settings.clients, "seed": settings.seed, "model": settings.model,
-                             "dataset": data_source},
-        ),
-    )
-    if checkpoint is not None:
-        restore_strategy_state(strategy, checkpoint.strategy_state)
-        strategy.initial_parameters = ndarrays_to_parameters(start)  # Continue from the checkpoint.
-        log.info("resuming after round %d of %d from its checkpoint", checkpoint.round, settings.rounds)
-    return strategy
-
-
-def _recorder(
-    settings: ServerSettings, data_source: str, strategy: DeferredStrategy, paths: RunPaths,
-    checkpoint: Checkpoint | None, evaluator: HeldOutEvaluator,
-) -> RecordingStrategy:
-    """Records every round; after each one, saves its mistakes for the dashboard and checkpoints the run."""
-
-    def save(recorder: RecordingStrategy) -> None:
-        done = recorder.rounds[-1]["round"]
-        write_text_atomic(paths.mistakes, json.dumps({"round": done, "mistakes": evaluator.mistakes}))
-        save_checkpoint(paths.checkpoint, Checkpoint(
-            round=done,
-            weights=parameters_to_ndarrays(recorder.parameters),
-            strategy_state=strategy_state(strategy.inner),
-            records=recorder.rounds,
-            initial=recorder.initial,
-            config=asdict(settings),
-            data_source=data_source,
-        ))
-
-    return RecordingStrategy(
-        strategy, num_rounds=settings.rounds, log_path=paths.round_log, on_round_end=save,
-        earlier_rounds=checkpoint.records if checkpoint else None,
-        initial=checkpoint.initial if checkpoint else None,
-    )
-
-
-def _stop_early(
-    paths: RunPaths, evaluator: HeldOutEvaluator, recorder: RecordingStrategy, summary: dict[str, Any], reason: str
-) -> str:
-    """Save what the completed rounds learned as partial results; return a sentence saying what happened."""
-    if not recorder.rounds or recorder.parameters is None or not evaluator.trainer.done():
-        return "No round had finished, so there is nothing to save."
-    done = recorder.rounds[-1]["round"]
-    summary.update(interrupted_after_round=done, stop_reason=reason)
-    partial = paths.as_partial()
-    history = history_from_records(recorder.rounds, recorder.initial)
-    try:
-        _save_results(partial, evaluator, parameters_to_ndarrays(recorder.parameters), history, summary)
-    except UserError as error:
-        return f"Stopped after round {done} of {paths.rounds}; {error}"
-    return (f"Stopped after round {done} of {paths.rounds}: the completed rounds are saved as {partial.pickle.name}, "
-            f"{partial.json.name} and {partial.model.name}; --resume with the same settings continues the run.")
-
-
-def _save_results(
-    paths: RunPaths, evaluator: HeldOutEvaluator, final_weights: NDArrays, history: History, summary: dict[str, Any]
-) -> None:
-    """The history (pickle and JSON), the final model, the plots and TensorBoard's files; then say where they are.
-
-    The history goes first: it is what a person would least like to lose. A
-    file that cannot be written (a full disk) does not stop the others; the
-    failures are reported together as one UserError at the end.
-    """
-    trainer = evaluator.trainer.result()
-    summary["confusion"] = summary["rounds"][-1].get("confusion") if summary.get("rounds") else None
-
-    def plots() -> str:
-        folder = paths.plots_dir
-        drawn = [*plot_history(history, summary, folder), plot_label_histograms(summary, folder),
-                 plot_clients(summary, folder)]
-        if summary["confusion"]:
-            drawn.append(plot_confusion(summary["confusion"], summary, folder))
-        evaluator(final_weights)  # The final model's mistakes (the last round's evaluation may be of others).
-        drawn.append(plot_mistakes(evaluator.mistakes, evaluator.pixels, summary, folder))
-        return ", ".join(str(path) for path in drawn)
-
-    def tensorboard() -> str:
-        return str(write_scalars(paths.tensorboard_dir, summary))
-
-    def history_files() -> str:
-        save_history(paths, history, summary)
-        return f"{paths.pickle} and {paths.json}"
-
-    def model() -> str:
-        _save_model(trainer, final_weights, paths.model)
-        return str(paths.model)
-
-    problems = []
-    for what, save in (("history", history_files), ("model", model), ("plots", plots), ("tensorboard", tensorboard)):
+        settings = settings_from_run_config(dict(context.run_config), GRID_RUNTIMES.get(type(grid).__name__, "deployment"))
+        log.info("results go to %s", Path(settings.out).resolve())
+        lock = lock_results(settings.out)  # Held until this process ends: one run per results folder.
         try:
-            log.info("%-8s %s", f"{what}:", save())
-        except OSError as error:
-            problems.append(f"could not write the {what} ({error.strerror or error}: {error.filename or paths.root})")
-    done = summary.get("interrupted_after_round", paths.rounds)
-    log.info("held-out accuracy %s after round %d of %d", summary["final"].get("accuracy"), done, paths.rounds)
-    if problems:
-        hint = "; the disk may be full" if any("space" in problem for problem in problems) else ""
-        raise UserError(f"{'; '.join(problems)}{hint}. The checkpoint {paths.checkpoint} keeps the rounds done")
+            run_server(settings, started, federate=grid_federation(grid))
+        finally:
+            lock.release()
+    except UserError as error:
+        log.error("error: %s", error)  # One line; Flower marks the run failed.
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:  # SIGTERM or Ctrl-C: run_server saved the completed rounds and said so.
+        raise SystemExit(130) from None
 
 
-def _result_files(paths: RunPaths) -> tuple[Path, ...]:
-    return paths.pickle, paths.json, paths.model
+def run_config_defaults() -> dict[str, Any]:
+    """The run config a ServerApp understands, with ``server.py``'s defaults: what ``pyproject.toml`` must hold.
 
-
-def _build_trainer(seed: int, model: str) -> Trainer:
-    from fedmnist.model import Trainer, build_model
-
-    return Trainer(build_model(seed, model), seed=seed)
-
-
-class HeldOutEvaluator:
-    """The global model on the server's held-out rows: ``weights -> (loss, accuracy)`` for Flower.
-
-    Each call also keeps, from the same pass, the confusion matrix (``confusion``,
-    which the round's record carries) and the misclassified rows the model was
-    surest of (``mistakes``, with their pixels: the dashboard draws them).
+    TOML has no ``None``: a setting whose default is None (e.g. ``name``,
+    ``min-clients``) is ``""`` or ``0`` there, and means the same.
     """
+    from fedmnist.server_run import ServerSettings
 
-    def __init__(self, trainer: Future[Trainer], data: MnistData) -> None:
-        self.trainer = trainer
-        self.pixels = data.x_test  # uint8, for pictures of the mistakes.
-        self.x_test, self.y_test = to_float(data.x_test), data.y_test.astype("int32")
-        self.confusion: list[list[int]] | None = None
-        self.mistakes: list[dict[str, Any]] = []
-
-    def __call__(self, weights: NDArrays) -> tuple[float, float]:
-        model = self.trainer.result()  # Waits for the TensorFlow import, the first time only.
-        model.set_weights(weights)
-        result, probabilities = model.evaluate_with_probabilities(self.x_test, self.y_test)
-        self.confusion = confusion_matrix(self.y_test, probabilities.argmax(axis=1))
-        self.mistakes = [{**mistake, "pixels": self.pixels[mistake["index"]].tolist()}
-                         for mistake in worst_mistakes(self.y_test, probabilities)]
-        return result.loss, result.accuracy
+    config: dict[str, Any] = {}
+    for field in fields(ServerSettings):
+        if field.name in NOT_RUN_CONFIG:
+            continue
+        default = field.default if field.default is not MISSING else None
+        config[_key(field.name)] = _NONE_AS[field.name] if default is None else default
+    return {**config, "verbose": False}
 
 
-def _save_model(trainer: Trainer, weights: NDArrays, path: Path) -> None:
-    from fedmnist.model import save_model
-
-    trainer.set_weights(weights)
-    save_model(trainer.model, str(path))
-
-
-def _federate(
-    settings: ServerSettings, strategy: Strategy, num_rounds: int, round_log: Path
-) -> tuple[History | None, NDArrays]:
-    """Run ``num_rounds`` rounds on the settings' runtime; return Flower's History (if it gives one) and the final weights.
-
-    Each client connecting or leaving appends ``{"connected_clients": N, "time": ...}``
-    to the live log, so the dashboard shows clients arriving before round 1.
-    """
-    manager = WaitingClientManager(
-        timeout=settings.client_timeout, expected=settings.clients, minimum=settings.minimum_clients,
-        on_change=lambda count: _log_connected(round_log, count),
-    )
-    server_class = ReconnectingServer if settings.keep_clients else AppServer
-    server = server_class(client_manager=manager, strategy=strategy)
-    server_config = ServerConfig(num_rounds=num_rounds, round_timeout=settings.round_timeout)
-    if settings.runtime == "simulation":
-        from fedmnist.simulation import simulate
-
-        log.info("Flower Simulation Runtime: %d rounds, %d virtual clients", settings.rounds, settings.clients)
-        simulate(server, server_config, num_clients=settings.clients, cpus_per_client=settings.sim_cpus_per_client,
-                 ray_address=settings.ray_address, data_home=settings.data_home)
-        return None, parameters_to_ndarrays(server.parameters)
-    log.info(
-        "Flower server on %s (%s): %d rounds, waiting for %d clients",
-        settings.address, "TLS" if settings.tls_dir else "no TLS", settings.rounds, settings.clients,
-    )
-    certificates = load_server_certificates(settings.tls_dir) if settings.tls_dir else None
-    history = start_server(server_address=settings.address, server=server, certificates=certificates, config=server_config)
-    return history, parameters_to_ndarrays(server.parameters)
+def run_config_from(values: dict[str, Any]) -> dict[str, Any]:
+    """The run config for settings given by field name (e.g. ``./run.sh``'s flags): the inverse of the below."""
+    config = {}
+    for key, default in run_config_defaults().items():
+        value = values.get(key.replace("-", "_"), default)
+        config[key] = _NONE_AS[key.replace("-", "_")] if value is None else value
+    return config
 
 
-def _log_connected(round_log: Path, count: int) -> None:
+def settings_from_run_config(run_config: dict[str, Any], runtime: str):  # -> ServerSettings (imported lazily)
+    """``ServerSettings`` from a run config; one clear error for an unknown key or a value of the wrong type."""
+    from fedmnist.server_run import ServerSettings
+
+    defaults = run_config_defaults()
+    unknown = sorted(set(run_config) - set(defaults))
+    if unknown:
+        raise UserError(f"unknown run config key(s) {', '.join(unknown)}; known: {', '.join(sorted(defaults))}")
+    values: dict[str, Any] = {"runtime": runtime}
     try:
-        append_line(round_log, json.dumps({"connected_clients": count, "time": _now()}))
-    except OSError as error:  # Called from Flower's connection threads: never fail a client for this.
-        log.warning("could not log the client count to %s: %s", round_log, error)
+        parse_partition(str(run_config.get("partition", defaults["partition"])))
+    except ValueError as error:
+        raise UserError(f"run config partition: {error}") from None
+    for key, value in run_config.items():
+        if key == "verbose":
+            continue
+        expected = defaults[key]
+        allowed = (int, float) if isinstance(expected, float) else type(expected)
+        if isinstance(expected, bool) != isinstance(value, bool) or not isinstance(value, allowed):
+            raise UserError(f"run config {key} = {value!r}: expected {_KINDS[type(expected)]}")
+        if key in _CHOICES and value not in _CHOICES[key]:
+            raise UserError(f"run config {key} = {value!r}: choose one of {', '.join(_CHOICES[key])}")
+        name = key.replace("-", "_")
+        if name in _NONE_AS and value == _NONE_AS[name]:
+            value = None
+        values[name] = float(value) if isinstance(expected, float) else value
+    return ServerSettings(**values)
 
 
-class AppServer(Server):
-    """Flower's server, with Ctrl-C and SIGTERM handled by this app rather than by Flower.
-
-    ``start_server`` installs handlers that stop gRPC and force the process to
-    exit 5 s later, which can cut the saving of the completed rounds short (and
-    a second signal then printed "Signal 15 ignored due to race condition").
-    ``fit`` runs on the main thread right after, so it takes the signals back:
-    they raise KeyboardInterrupt, which ``run_server`` turns into partial results.
-    """
-
-    def fit(self, num_rounds: int, timeout: float | None) -> tuple[History, float]:
-        if threading.current_thread() is threading.main_thread():  # The simulation runs it in a thread of its own.
-            take_back_stop_signals()
-        return super().fit(num_rounds, timeout)
+def _key(name: str) -> str:
+    return name.replace("_", "-")
 
 
-class ReconnectingServer(AppServer):
-    """Flower's server, but at the end it asks clients to come back shortly, not to leave.
-
-    Flower's grpc-bidi client sleeps for the reconnect message's seconds and then
-    connects again, to the next run's server on the same address.
-    """
-
-    def disconnect_all_clients(self, timeout: float | None) -> None:
-        clients = list(self._client_manager.all().values())
-        instruction = ReconnectIns(seconds=RECONNECT_SECONDS)
-        reconnect_clients([(client, instruction) for client in clients], max_workers=self.max_workers, timeout=timeout)
-
-
-def _summary(
-    settings: ServerSettings,
-    data_source: str,
-    histograms: np.ndarray,
-    recorder: RecordingStrategy,
-    timings: dict[str, float],
-) -> dict[str, Any]:
-    """The JSON document saved beside the pickled History."""
-    rounds = recorder.rounds
-    timings = {
-        **timings,
-        **{f"client_{key}": value for key, value in recorder.client_timings.items()},
-        "rounds_seconds": sum(r["seconds"] for r in rounds),
-        "client_fit_seconds": sum(r.get("client_fit_seconds", 0.0) for r in rounds),
-        "client_evaluate_seconds": sum(r.get("client_evaluate_seconds", 0.0) for r in rounds),
-        "centralized_evaluate_seconds": sum(r.get("centralized_seconds", 0.0) for r in rounds),
-        "first_round_started_at": recorder.first_round_started_at,  # Unix time.
-        "coordination_seconds_per_round": sum(r["coordination_seconds"] for r in rounds) / max(1, len(rounds)),
-    }
-    return {
-        "config": asdict(settings),
-        "data_source": data_source,
-        "label_histograms": histograms.tolist(),  # Examples of each digit (columns) per client (rows).
-        "finished": _now(),
-        "initial": recorder.initial or {},  # Round 0: the starting model on the held-out set.
-        "final": rounds[-1].get("centralized", {}) if rounds else {},
-        "rounds": rounds,
-        "timings": timings,
-    }
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+# How the settings whose default is None appear in a run config (TOML has no None).
+_NONE_AS: dict[str, Any] = {"name": "", "data_home": "", "min_clients": 0}
+_KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+_CHOICES = {"model": config.MODELS, "dataset": config.DATASETS, "strategy": config.STRATEGIES}

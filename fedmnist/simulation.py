@@ -6,14 +6,10 @@ Flower's Simulation Runtime starts no client processes: a few Ray workers
 (``--sim-cpus-per-client`` sets how many fit on the machine) each play many
 virtual clients in turn, one message at a time.
 
-Flower calls ``client_fn`` for every message, so building a Keras model and
-tracing its training loop there would cost more than the training (measured
-here: 138 ms to build and 476 ms for the first fit, against 2 ms and 11 ms
-reused). ``WorkerCache`` keeps what is expensive per worker process: the data
-(loaded once) and one compiled ``Trainer`` per model; each message only sets the
-weights, resets the optimizer and cuts (then keeps) its client's rows. The cache
-lives in this importable module because Ray pickles functions defined in
-``__main__`` by value, so a cache there would start empty for every message.
+The clients are the ClientApp (``fedmnist.client_app``: its per-worker cache
+is what makes 100-1,000 clients cheap here). The server runs in this process,
+so ``server.py``'s Ctrl-C handling, checkpoints and dashboard work unchanged;
+``flwr run .`` runs the same pair through the ServerApp instead (README).
 
 Differences from the classic runtime, by design: the run's settings reach the
 clients in the fit config (the server is their only source), and Adam starts
@@ -24,79 +20,11 @@ client keeps no state between messages.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
-from flwr.client import Client, NumPyClient
-from flwr.common import Context, NDArrays, Scalar
 from flwr.server import Server, ServerConfig
 
-from fedmnist.data import ClientData, MnistData, client_data, load_mnist
-
-if TYPE_CHECKING:
-    from fedmnist.model import Trainer
-
-DATA_HOME_VARIABLE = "FEDMNIST_DATA_HOME"  # The driver's --data-home, for the Ray workers.
-
-
-class WorkerCache:
-    """What one Ray worker keeps between messages: the data, cut shares and one Trainer per model."""
-
-    def __init__(self) -> None:
-        self._data: dict[str, MnistData] = {}
-        self._shares: dict[tuple[str, int, int, int, str], ClientData] = {}
-        self._trainers: dict[str, Trainer] = {}
-
-    def share(self, config: dict[str, Scalar], partition_id: int, num_partitions: int) -> ClientData:
-        """Client ``partition_id``'s rows under the run's settings (from the fit config)."""
-        dataset, seed, scheme = str(config["dataset"]), int(config["seed"]), str(config["partition"])
-        key = (dataset, seed, partition_id, num_partitions, scheme)
-        if key not in self._shares:
-            if dataset not in self._data:
-                self._data[dataset] = load_mnist(dataset, os.environ.get(DATA_HOME_VARIABLE) or None)
-            self._shares[key] = client_data(self._data[dataset], partition_id, num_partitions, seed, partition=scheme)
-        return self._shares[key]
-
-    def trainer(self, model: str, seed: int) -> Trainer:
-        """This worker's compiled Trainer for ``model``, with a fresh optimizer and shuffling from ``seed``."""
-        from fedmnist.model import Trainer, build_model
-
-        if model not in self._trainers:
-            self._trainers[model] = Trainer(build_model(seed, model), seed=seed)
-        trainer = self._trainers[model]
-        trainer.reset(seed)
-        return trainer
-
-
-_CACHE = WorkerCache()  # One per Ray worker process (see the module docstring).
-
-
-class VirtualClient(NumPyClient):
-    """One virtual client for one message: ``MnistClient``'s training on rows and a Trainer from the cache."""
-
-    def __init__(self, partition_id: int, num_partitions: int) -> None:
-        self.partition_id = partition_id
-        self.num_partitions = num_partitions
-
-    def _client(self, config: dict[str, Scalar]):
-        from fedmnist.client_app import MnistClient
-
-        seed = int(config["seed"])
-        trainer = _CACHE.trainer(str(config["model"]), seed + self.partition_id)
-        data = _CACHE.share(config, self.partition_id, self.num_partitions)
-        return MnistClient(trainer, data, partition=str(config["partition"]), partition_id=self.partition_id)
-
-    def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
-        return self._client(config).fit(parameters, config)
-
-    def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
-        return self._client(config).evaluate(parameters, config)
-
-
-def client_fn(context: Context) -> Client:
-    """Flower's entry point for each message: the virtual client of the node's partition."""
-    partition_id = int(context.node_config["partition-id"])
-    num_partitions = int(context.node_config["num-partitions"])
-    return VirtualClient(partition_id, num_partitions).to_client()
+from fedmnist.client_app import DATA_HOME_VARIABLE
+from fedmnist.client_app import app as client_app
 
 
 def simulate(
@@ -112,7 +40,6 @@ def simulate(
     import warnings
 
     import ray
-    from flwr.client import ClientApp
     from flwr.server import ServerApp, ServerAppComponents
     from flwr.simulation import run_simulation
 
@@ -130,7 +57,7 @@ def simulate(
     try:
         run_simulation(
             server_app=ServerApp(server_fn=lambda _context: components),
-            client_app=ClientApp(client_fn=client_fn),
+            client_app=client_app,
             num_supernodes=num_clients,
             backend_config={"client_resources": {"num_cpus": cpus_per_client, "num_gpus": 0.0},
                             "init_args": init_args},

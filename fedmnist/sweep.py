@@ -22,7 +22,7 @@ from fedmnist.atomic import write_text_atomic
 from fedmnist.errors import UserError
 
 if TYPE_CHECKING:
-    from fedmnist.server_app import ServerSettings
+    from fedmnist.server_run import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def setting_root(out: str | Path, grid: str, setting: Setting) -> Path:
 
 def run_sweep(base: ServerSettings, grid: str, process_started: float) -> Path:
     """Run every setting of ``grid`` on the clients already connected; return the comparison table."""
-    from fedmnist.server_app import run_server
+    from fedmnist.server_run import run_server
 
     settings_list = GRIDS[grid]
     if not base.resume:

@@ -185,6 +185,10 @@ def test_run_sh_reports_a_failing_process_and_stops(tmp_path: Path, data_home: s
         (["server.py", "--ray-address", "10.0.0.5:6379"], "--ray-address needs --runtime simulation"),
         (["server.py", "--runtime", "simulation", "--tls-dir", "certs"], "--tls-dir needs --runtime classic"),
         (["-m", "fedmnist.launcher", "--runtime", "simulation", "--tls"], "--tls needs --runtime classic"),
+        (["-m", "fedmnist.launcher", "--runtime", "deployment", "--tls"], "--tls needs --runtime classic"),
+        (["-m", "fedmnist.launcher", "--runtime", "deployment", "--ws-clients", "1"], "--ws-clients needs --runtime classic"),
+        (["server.py", "--runtime", "deployment"], "--runtime deployment runs the ServerApp under a SuperLink"),
+        (["-m", "fedmnist.launcher", "sweep", "--runtime", "deployment"], "a sweep needs --runtime classic or simulation"),
         (["-m", "fedmnist.dashboard", "--ws-partitions", "1,1"], "--ws-partitions: expected distinct partition ids"),
     ],
 )

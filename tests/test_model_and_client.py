@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from fedmnist.client_app import MnistClient, make_client
+from fedmnist.keras_client import MnistClient, make_client
 from fedmnist.data import client_data, to_float
 from fedmnist.model import Trainer, build_model, proximal_term, save_model
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedmnist.client_app import make_client
+from fedmnist.keras_client import make_client
 from fedmnist.sweep import GRIDS, Setting, comparison_table
 
 

@@ -1,0 +1,116 @@
+"""The Deployment Runtime on this machine: a SuperLink, one SuperNode per client, and ``flwr run``.
+
+``./run.sh --runtime deployment`` starts what a real deployment runs on many
+machines, here as local processes (``fedmnist.launcher`` starts and stops them):
+
+- ``flower-superlink`` on ``--port``: one HTTP API for the SuperNodes, the
+  ServerApp and the ``flwr`` CLI. It starts the ServerApp (``fedmnist.server_app``)
+  in a ``flwr-serverapp`` process of its own when the run is submitted.
+- ``flower-supernode`` for each partition, with ``--node-config
+  "partition-id=I num-partitions=N"``; it starts a ``flwr-clientapp`` process
+  (``fedmnist.client_app``) for every message it receives.
+- ``flwr run <project> <connection> --run-config <file> --stream``, which
+  submits this project as a Flower App with the run's settings and streams the
+  ServerApp's output until the run ends.
+
+Everything Flower keeps (the SuperLink connection, the installed app bundle)
+lives in a temporary ``FLWR_HOME`` that is removed afterwards, so a run never
+touches ``~/.flwr``. Connections are plain (``--insecure``) on loopback.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fedmnist.run_lock import ResultsLock
+
+CONNECTION = "fedmnist-local"  # The SuperLink connection's name in FLWR_HOME/config.toml.
+
+
+def environment(home: Path, lock: ResultsLock | None, data_home: str | None) -> dict[str, str]:
+    """Environment entries for the Flower processes of a run whose Flower files live in ``home``."""
+    from fedmnist.client_app import DATA_HOME_VARIABLE
+    from fedmnist.run_lock import holder_environment
+
+    return {
+        **({DATA_HOME_VARIABLE: data_home} if data_home else {}),  # For the ClientApps (the server's is in the run config).
+        "FLWR_HOME": str(home),
+        # The SuperLink and SuperNodes start Flower's other commands by name.
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        # Runtime dependency installation would `uv sync` a fresh environment for every run
+        # (10 s, measured); the project's environment already has everything.
+        "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
+        "FLWR_DISABLE_UPDATE_CHECK": "1",  # No network here; and it would print on every command.
+        **(holder_environment(lock) if lock else {}),
+    }
+
+
+def flower_command(name: str) -> str:
+    """The path of a Flower console script (``flower-superlink``, ``flwr``) in this Python's environment."""
+    return str(Path(sys.executable).parent / name)
+
+
+def superlink_command(port: int) -> list[str]:
+    return [flower_command("flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(port),
+            "--disable-runtime-dependency-installation"]
+
+
+def supernode_command(superlink_port: int, runtime_port: int, partition_id: int, num_partitions: int) -> list[str]:
+    return [flower_command("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{superlink_port}",
+            "--port", str(runtime_port),
+            "--node-config", f"partition-id={partition_id} num-partitions={num_partitions}"]
+
+
+def flwr_run_command(project: Path, run_config: Path) -> list[str]:
+    return [flower_command("flwr"), "run", str(project), CONNECTION, "--run-config", str(run_config), "--stream"]
+
+
+def write_flower_home(home: Path, superlink_port: int, run_config: dict[str, Any]) -> Path:
+    """``config.toml`` naming the local SuperLink, and the run config file; returns the latter's path."""
+    import tomli_w  # A Flower dependency.
+
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
+        f'address = "127.0.0.1:{superlink_port}"\ninsecure = true\n', encoding="utf-8")
+    path = home / "run_config.toml"
+    path.write_text(tomli_w.dumps(run_config), encoding="utf-8")
+    return path
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS's choice), for a SuperNode's runtime API."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def serverapp_pids(superlink_port: int) -> list[int]:
+    """The ``flwr-serverapp`` processes of the SuperLink on ``superlink_port`` (at most one per run)."""
+    address = f"127.0.0.1:{superlink_port}".encode()
+    return [pid for pid, arguments in _processes()
+            if any(a.endswith(b"flwr-serverapp") for a in arguments) and address in arguments]
+
+
+def helper_pids(parents: list[int]) -> list[int]:
+    """Flower's ``flower-superexec`` helpers of ``parents``: detached, they outlive them by seconds otherwise."""
+    wanted = {str(pid).encode() for pid in parents}
+    return [pid for pid, arguments in _processes()
+            if any(a.endswith(b"flower-superexec") for a in arguments)
+            and any(a == b"--parent-pid" and b in wanted for a, b in zip(arguments, arguments[1:]))]
+
+
+def _processes() -> list[tuple[int, list[bytes]]]:
+    """Every process this user may read: pid and command-line arguments."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found.append((int(entry.name), (entry / "cmdline").read_bytes().split(b"\0")))
+            except OSError:  # Ended meanwhile, or not ours to read.
+                continue
+    return found

@@ -1,0 +1,61 @@
+"""The project as a Flower App: pyproject.toml, the run config and the ServerApp/ClientApp objects."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import tomllib
+
+import pytest
+from flwr.clientapp import ClientApp
+from flwr.serverapp import ServerApp
+
+from conftest import PROJECT_ROOT
+from fedmnist.errors import UserError
+from fedmnist.server_app import run_config_defaults, run_config_from, settings_from_run_config
+from fedmnist.server_run import ServerSettings
+
+PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
+
+
+def test_the_run_config_in_pyproject_has_server_pys_defaults() -> None:
+    assert PYPROJECT["tool"]["flwr"]["app"]["config"] == run_config_defaults()
+    assert settings_from_run_config(run_config_defaults(), "simulation") == ServerSettings(runtime="simulation")
+
+
+def test_the_components_are_a_serverapp_and_a_clientapp() -> None:
+    components = PYPROJECT["tool"]["flwr"]["app"]["components"]
+    for key, kind in (("serverapp", ServerApp), ("clientapp", ClientApp)):
+        module, name = components[key].split(":")
+        assert isinstance(getattr(importlib.import_module(module), name), kind)
+
+
+def test_the_dependencies_are_requirements_txts_pins() -> None:
+    pins = {line.split("#")[0].strip() for line in (PROJECT_ROOT / "requirements.txt").read_text().splitlines()}
+    listed = {re.sub(r"\[.*\]", "", dependency) for dependency in PYPROJECT["project"]["dependencies"]}
+    assert listed == pins - {""}
+
+
+def test_run_config_values_become_settings() -> None:
+    settings = settings_from_run_config({"rounds": 5, "model": "dense32", "learning-rate": 1, "name": "",
+                                         "min-clients": 0, "data-home": "/data"}, "deployment")
+    assert (settings.rounds, settings.model, settings.learning_rate, settings.runtime) == (5, "dense32", 1.0, "deployment")
+    assert (settings.name, settings.min_clients, settings.data_home) == (None, None, "/data")  # "" and 0: not set.
+    flags = {"rounds": 7, "clients": 4, "name": None, "min_clients": 2, "out": "/results", "port": 9}
+    assert settings_from_run_config(run_config_from(flags), "deployment") == ServerSettings(
+        rounds=7, clients=4, min_clients=2, out="/results", runtime="deployment")
+
+
+@pytest.mark.parametrize(("run_config", "message"), [
+    ({"round": 5}, "unknown run config key(s) round"),
+    ({"rounds": "5"}, "run config rounds = '5': expected a whole number"),
+    ({"rounds": 2.5}, "expected a whole number"),
+    ({"baseline": 1}, "expected true or false"),
+    ({"rounds": True}, "expected a whole number"),
+    ({"model": 3}, "expected a string"),
+    ({"model": "resnet"}, "run config model = 'resnet': choose one of mlp, dense32, cnn"),
+    ({"partition": "dirichlet:0"}, "run config partition: dirichlet alpha must be greater than 0"),
+])
+def test_bad_run_config_values_get_one_clear_error(run_config: dict, message: str) -> None:
+    with pytest.raises(UserError, match=re.escape(message)):
+        settings_from_run_config(run_config, "simulation")

@@ -1,0 +1,166 @@
+"""One app, three runtimes: the same run on the classic pair, the Simulation Runtime and the Deployment Runtime.
+
+Also ``flwr run .`` of the project as a Flower App on a local simulation SuperLink.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import PROJECT_ROOT, free_port, run_script
+from fedmnist.client_app import WorkerCache
+from fedmnist.data import MnistData
+
+pytest.importorskip("ray")
+SMALL_RUN = ("--clients", "3", "--rounds", "2", "--dataset", "mnist-5k")
+
+
+def result_files(out: Path) -> set[str]:
+    """The run's outputs, by path relative to ``out``; TensorBoard's event files by folder (their names hold a time)."""
+    return {str((path.parent if "tensorboard" in path.parts else path).relative_to(out))
+            for path in out.rglob("*") if path.is_file() and "logs" not in path.parts}
+
+
+def simulate(out: Path, data_home: str, *args: str, timeout: float = 300) -> dict:
+    done = run_script("server.py", "--runtime", "simulation", "--dataset", "mnist-5k", "--data-home", data_home,
+                      "--out", str(out), *args, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Traceback" not in done.stderr
+    return json.loads(next((out / "history").glob("history_*.json")).read_text())
+
+
+def run_sh(out: Path, data_home: str, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
+    done = subprocess.run(["bash", str(PROJECT_ROOT / "run.sh"), *args, "--data-home", data_home, "--no-dashboard",
+                           "--port", str(free_port()), "--out", str(out)],
+                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def classic_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> Path:
+    """The small run on the classic pair: what the other runtimes are compared with."""
+    out = tmp_path_factory.mktemp("classic")
+    run_sh(out, data_home, *SMALL_RUN)
+    return out
+
+
+def assert_like_the_classic_run(summary: dict, out: Path, classic: Path, runtime: str) -> None:
+    rounds = summary["rounds"]
+    assert [(r["round"], r["fit_results"], r["evaluate_results"]) for r in rounds] == [(1, 3, 3), (2, 3, 3)]
+    assert sorted(c["partition_id"] for c in rounds[-1]["per_client"]) == [0, 1, 2]
+    classic_rounds = json.loads((classic / "history" / "history_2.json").read_text())["rounds"]
+    # Comparable accuracy: the same data and model; only Adam's state between rounds differs.
+    assert abs(rounds[-1]["centralized"]["accuracy"] - classic_rounds[-1]["centralized"]["accuracy"]) < 0.05
+    assert summary["config"]["runtime"] == runtime
+    assert result_files(out) == result_files(classic)
+
+
+def test_a_simulated_run_writes_what_a_classic_run_writes(tmp_path: Path, data_home: str, classic_run: Path) -> None:
+    summary = simulate(tmp_path, data_home, *SMALL_RUN[:4])
+    assert_like_the_classic_run(summary, tmp_path, classic_run, "simulation")
+
+
+def test_a_deployment_run_writes_what_a_classic_run_writes(tmp_path: Path, data_home: str, classic_run: Path) -> None:
+    """./run.sh --runtime deployment: a SuperLink, 3 SuperNodes, the ServerApp and ClientApp; all stopped after."""
+    done = run_sh(tmp_path, data_home, *SMALL_RUN, "--runtime", "deployment")
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "Flower Deployment Runtime: SuperLink on" in done.stdout and "round 2/2" in done.stdout
+    summary = json.loads((tmp_path / "history" / "history_2.json").read_text())
+    assert_like_the_classic_run(summary, tmp_path, classic_run, "deployment")
+    assert {p.name for p in (tmp_path / "logs").iterdir()} == {"server.log", "superlink.log", *(
+        f"client_{i}.log" for i in range(3))}
+    assert not flower_processes_of(data_home), "the run left Flower processes running"
+
+
+def flower_processes_of(marker: object) -> list[int]:
+    """Flower processes (SuperLink, SuperNode, helpers, apps) whose command line or environment names ``marker``."""
+    deadline = time.monotonic() + 10  # Flower's detached helpers notice their parent's end within seconds.
+    while True:
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                arguments = (entry / "cmdline").read_bytes()
+                environment = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            if (b"flower-" in arguments or b"flwr-" in arguments) and str(marker).encode() in arguments + environment:
+                found.append(int(entry.name))
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
+
+
+def test_flwr_run_runs_the_app_on_a_local_simulation(tmp_path: Path, data_home: str) -> None:
+    """``flwr run .`` as Flower's docs describe it, on a SuperLink that flwr starts itself (then stopped here)."""
+    home = tmp_path / "flwr-home"
+    home.mkdir()
+    (home / "config.toml").write_text('[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n'
+                                      "options.num-supernodes = 2\n")
+    environment = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+                   "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()),
+                   "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()), "FEDMNIST_DATA_HOME": data_home,
+                   "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+    out = tmp_path / "out"
+    try:
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "flwr"), "run", ".", "--stream", "--run-config",
+             f"rounds=2 clients=2 model='dense32' dataset='mnist-5k' out='{out}' data-home='{data_home}'"],
+            cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=400, stdin=subprocess.DEVNULL)
+    finally:
+        for pid in _superlinks_of(home):
+            os.kill(pid, 15)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "round 2/2" in done.stdout, done.stdout[-3000:]
+    summary = json.loads((out / "history" / "history_2.json").read_text())
+    assert [(r["fit_results"], r["evaluate_results"]) for r in summary["rounds"]] == [(2, 2), (2, 2)]
+    assert summary["config"]["runtime"] == "simulation" and summary["config"]["model"] == "dense32"
+    assert (out / "history" / "history_2.pkl").is_file() and (out / "models" / "global_2.keras").is_file()
+    assert not flower_processes_of(home), "the local SuperLink or its helpers are still running"
+
+
+def _superlinks_of(home: Path) -> list[int]:
+    """The local SuperLink ``flwr run`` started for FLWR_HOME ``home`` (its database lives there)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            arguments = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"flower-superlink" in arguments and str(home).encode() in arguments:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_hundred_virtual_clients_with_a_tenth_sampled_each_round(tmp_path: Path, data_home: str) -> None:
+    summary = simulate(tmp_path, data_home, "--clients", "100", "--rounds", "2", "--fraction-fit", "0.1",
+                       "--fraction-evaluate", "0.1")
+    rounds = summary["rounds"]
+    assert [(r["fit_results"], r["evaluate_results"], r["connected_clients"]) for r in rounds] == [(10, 10, 100)] * 2
+    trained = [c["partition_id"] for c in rounds[0]["per_client"] if "fit" in c]
+    evaluated = [c["partition_id"] for c in rounds[0]["per_client"] if "evaluate" in c]
+    assert len(set(trained)) == len(set(evaluated)) == 10 and all(0 <= p < 100 for p in trained + evaluated)
+    assert rounds[-1]["centralized"]["accuracy"] > rounds[0]["centralized"]["accuracy"] - 0.05
+
+
+def test_a_worker_keeps_one_trainer_and_each_clients_rows(mnist_5k: MnistData, data_home: str,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FEDMNIST_DATA_HOME", data_home)
+    cache = WorkerCache()
+    config = {"dataset": "mnist-5k", "seed": 1, "partition": "iid", "model": "dense32"}
+    trainer = cache.trainer("dense32", 3)
+    x, y = mnist_5k.x_train[:64].astype(np.float32) / 255, mnist_5k.y_train[:64].astype(np.int32)
+    trainer.fit(x, y, epochs=1, batch_size=32)
+    assert int(trainer.optimizer.iterations.numpy()) == 2
+    assert cache.trainer("dense32", 4) is trainer and int(trainer.optimizer.iterations.numpy()) == 0  # Reset.
+    first = cache.share(config, 2, 10)
+    assert cache.share(config, 2, 10) is first and cache.share(config, 3, 10) is not first
+    assert len(first.y_train) + len(first.y_val) == 400  # 4,000 rows in 10 shares.
