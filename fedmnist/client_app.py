@@ -19,7 +19,9 @@ process for every message, which the cache cannot help (README, Runtimes). The
 cache lives in this importable module because Ray pickles functions defined in
 ``__main__`` by value, so a cache there would start empty for every message.
 
-By design Adam starts afresh every message, as in Flower's own examples.
+Each client's own state between messages is in Flower's ``context.state``:
+Adam's step count and moments, so its training goes on across rounds as a
+``client.py`` process's does (Flower's own examples start Adam afresh every round).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import os
 from typing import TYPE_CHECKING
 
 from flwr.client import Client, ClientApp, NumPyClient
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from flwr.common import Context, NDArrays, Scalar
 
 from fedmnist.data import ClientData, MnistData, client_data, load_mnist
@@ -36,6 +39,8 @@ if TYPE_CHECKING:
     from fedmnist.model import Trainer
 
 DATA_HOME_VARIABLE = "FEDMNIST_DATA_HOME"  # The driver's --data-home, for the Ray workers.
+OPTIMIZER_STATE = "optimizer"  # context.state: Adam's variables after the client's latest fit.
+STATE_OWNER = "optimizer-run"  # context.state: the run-id those variables belong to.
 
 
 class WorkerCache:
@@ -71,11 +76,18 @@ _CACHE = WorkerCache()  # One per process: a Ray worker, or one flwr-clientapp m
 
 
 class VirtualClient(NumPyClient):
-    """One virtual client for one message: ``MnistClient``'s training on rows and a Trainer from the cache."""
+    """One client for one message: ``MnistClient``'s training on rows and a Trainer from the cache.
 
-    def __init__(self, partition_id: int, num_partitions: int) -> None:
+    What the client keeps between messages lives in Flower's ``context.state``
+    (kept by the simulation, or by the SuperNode between ``flwr-clientapp``
+    processes): Adam's step count and moments, so that training goes on across
+    rounds as a ``client.py`` process's does, for the run (``run-id``) that made them.
+    """
+
+    def __init__(self, partition_id: int, num_partitions: int, state: RecordDict) -> None:
         self.partition_id = partition_id
         self.num_partitions = num_partitions
+        self.state = state
 
     def _client(self, config: dict[str, Scalar]):
         from fedmnist.keras_client import MnistClient
@@ -86,7 +98,15 @@ class VirtualClient(NumPyClient):
         return MnistClient(trainer, data, partition=str(config["partition"]), partition_id=self.partition_id)
 
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
-        return self._client(config).fit(parameters, config)
+        client = self._client(config)
+        run_id = str(config.get("run-id", ""))
+        kept, owner = self.state.get(OPTIMIZER_STATE), self.state.get(STATE_OWNER)
+        if isinstance(kept, ArrayRecord) and isinstance(owner, ConfigRecord) and owner.get("run-id") == run_id:
+            client.trainer.set_optimizer_state(kept.to_numpy_ndarrays())
+        result = client.fit(parameters, config)
+        self.state[OPTIMIZER_STATE] = ArrayRecord(client.trainer.optimizer_state())
+        self.state[STATE_OWNER] = ConfigRecord({"run-id": run_id})
+        return result
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
         return self._client(config).evaluate(parameters, config)
@@ -96,7 +116,7 @@ def client_fn(context: Context) -> Client:
     """Flower's entry point for each message: the virtual client of the node's partition."""
     partition_id = int(context.node_config["partition-id"])
     num_partitions = int(context.node_config["num-partitions"])
-    return VirtualClient(partition_id, num_partitions).to_client()
+    return VirtualClient(partition_id, num_partitions, context.state).to_client()
 
 
 app = ClientApp(client_fn=client_fn)

@@ -296,21 +296,23 @@ class Launcher:
             pass
 
     def _server_command(self) -> list[str]:
+        """``server.py`` with this run's settings: every ServerSettings field that ./run.sh has a flag for.
+
+        Derived from the settings' fields, so a new setting reaches the server
+        without an edit here (the run config of ``flwr run`` is derived the same way).
+        """
+        from dataclasses import fields
+
+        from fedmnist.server_run import ServerSettings
+
         a = self.args
-        return [
-            "server.py", "--rounds", str(a.rounds), "--clients", str(a.clients), "--port", str(a.port),
-            "--dataset", a.dataset, "--seed", str(a.seed), "--partition", a.partition, "--model", a.model,
-            "--out", str(self.out),
-            "--strategy", a.strategy, "--fraction-fit", str(a.fraction_fit), "--proximal-mu", str(a.proximal_mu),
-            "--fraction-evaluate", str(a.fraction_evaluate), "--runtime", a.runtime,
-            "--sim-cpus-per-client", str(a.sim_cpus_per_client), *(["--ray-address", a.ray_address] if a.ray_address else []),
-            "--local-epochs", str(a.local_epochs), "--batch-size", str(a.batch_size),
-            "--learning-rate", str(a.learning_rate), *self._data_home(), *(["--baseline"] if a.baseline else []),
-            *(["--resume"] if a.resume else []), *(["--sweep", a.grid] if a.grid else []),
-            *(["--tls-dir", str(self.certs)] if a.tls else []),
-            "--round-timeout", str(a.round_timeout), "--max-update-norm-factor", str(a.max_update_norm_factor),
-            *(["--min-clients", str(a.min_clients)] if a.min_clients else []), *(["--name", a.name] if a.name else []),
-        ]
+        values = {**vars(a), "out": str(self.out), "tls_dir": str(self.certs) if a.tls else None, "sweep": a.grid}
+        command = ["server.py"]
+        for name in [field.name for field in fields(ServerSettings)] + ["sweep"]:
+            value = values.get(name)  # host, client_timeout, keep_clients: server.py's own (absent here).
+            if value is not None and value is not False:
+                command += [f"--{name.replace('_', '-')}", *([] if value is True else [str(value)])]
+        return command
 
     def _client_command(self, source: str, partition_id: int) -> list[str]:
         from fedmnist.sweep import GRIDS

@@ -100,6 +100,15 @@ class Trainer:
     def set_weights(self, weights: list[np.ndarray]) -> None:
         self.model.set_weights(weights)
 
+    def optimizer_state(self) -> list[np.ndarray]:
+        """Adam's step count and moment estimates: what a client keeps to go on where it stopped."""
+        return [np.asarray(variable.numpy()) for variable in self.optimizer.variables]
+
+    def set_optimizer_state(self, arrays: list[np.ndarray]) -> None:
+        """Go on from an ``optimizer_state()`` of a trainer of the same model."""
+        for variable, value in zip(self.optimizer.variables, arrays, strict=True):
+            variable.assign(value)
+
     def fit(
         self,
         x: np.ndarray,

@@ -11,10 +11,9 @@ is what makes 100-1,000 clients cheap here). The server runs in this process,
 so ``server.py``'s Ctrl-C handling, checkpoints and dashboard work unchanged;
 ``flwr run .`` runs the same pair through the ServerApp instead (README).
 
-Differences from the classic runtime, by design: the run's settings reach the
-clients in the fit config (the server is their only source), and Adam starts
-afresh every round, as in Flower's own simulation examples, because a virtual
-client keeps no state between messages.
+The one difference from the classic runtime, by design: the run's settings
+reach the clients in the fit config (the server is their only source). A
+virtual client keeps its Adam state between rounds in Flower's ``context.state``.
 """
 
 from __future__ import annotations

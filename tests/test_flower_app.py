@@ -59,3 +59,21 @@ def test_run_config_values_become_settings() -> None:
 def test_bad_run_config_values_get_one_clear_error(run_config: dict, message: str) -> None:
     with pytest.raises(UserError, match=re.escape(message)):
         settings_from_run_config(run_config, "simulation")
+
+
+def test_run_sh_hands_every_setting_to_server_py() -> None:
+    """The launcher's server.py command is derived from ServerSettings: each flag arrives unchanged."""
+    from dataclasses import fields
+
+    import server
+    from fedmnist.launcher import Launcher, parse_args
+
+    args = parse_args(["--rounds", "7", "--min-clients", "2", "--name", "a b", "--baseline", "--partition", "shards:2",
+                       "--fraction-evaluate", "0.5", "--runtime", "simulation", "--learning-rate", "0.01",
+                       "--out", "relative/out"])
+    launcher = Launcher(args)
+    received = vars(server.parse_args(launcher._server_command()[1:]))
+    shared = [field.name for field in fields(ServerSettings) if hasattr(args, field.name)]
+    assert len(shared) >= 20
+    assert {name: received[name] for name in shared} == {**{name: getattr(args, name) for name in shared},
+                                                         "out": str(launcher.out)}
