@@ -22,6 +22,7 @@ from pathlib import Path
 
 from fedmnist.atomic import is_temporary
 from fedmnist.errors import UserError
+from fedmnist.live_log import read_live_log
 
 RESULT_FOLDERS = ("history", "models", "plots", "checkpoints", "tensorboard")
 RUNS_FOLDER = "runs"
@@ -82,11 +83,13 @@ def _label(folders: list[Path]) -> str:
 
 def _started(path: Path) -> str | None:
     """The ``started`` time written in a live log's first line or a summary."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            document = json.loads(handle.readline() if path.suffix == ".jsonl" else handle.read())
-    except (OSError, ValueError):
-        return None
+    if path.suffix == ".jsonl":
+        document: object = read_live_log(path).header
+    else:
+        try:
+            document = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
     started = document.get("started") if isinstance(document, dict) else None
     return started if isinstance(started, str) and started[:4].isdigit() else None
 

@@ -69,7 +69,7 @@ def append_line(path: str | os.PathLike[str], line: str) -> None:
     """Append one line and flush it to disk.
 
     Appends are not renames: a crash can at worst cut the last line short,
-    which readers of the JSONL log skip (see ``history.read_round_log``).
+    which readers of the JSONL log skip (see ``fedmnist.live_log``).
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Saving and reading a run's results: the History pickle, its JSON summary and the live log.
 
-Where each file goes is ``fedmnist.paths.RunPaths``. Every file but the
-append-only JSONL log is replaced atomically.
+Where each file goes is ``fedmnist.paths.RunPaths``; the live JSONL log is
+``fedmnist.live_log``'s. Every file here is replaced atomically.
 """
 
 from __future__ import annotations
@@ -14,38 +14,13 @@ from typing import Any
 
 from flwr.server.history import History
 
-from fedmnist.atomic import append_line, write_atomic, write_text_atomic
+from fedmnist.atomic import write_atomic, write_text_atomic
 from fedmnist.errors import UserError
 from fedmnist.paths import RunPaths
 
 # History attributes, in the order Flower declares them.
 _SERIES = ("losses_distributed", "losses_centralized")
 _METRICS = ("metrics_distributed_fit", "metrics_distributed", "metrics_centralized")
-
-
-def start_round_log(paths: RunPaths, header: dict[str, Any], *, resume: bool = False) -> None:
-    """Begin this run's live log with a header line; a resumed run appends one to its log.
-
-    An earlier run's log is not here any more: it was moved with that run's
-    other results (``fedmnist.archive``).
-    """
-    if resume:
-        append_line(paths.round_log, json.dumps(header, sort_keys=True))
-        return
-    write_text_atomic(paths.round_log, json.dumps(header, sort_keys=True) + "\n")
-
-
-def read_round_log(path: str | Path) -> list[dict[str, Any]]:
-    """The round records of a live log; a half-written last line is skipped."""
-    records = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and "round" in record:
-            records.append(record)
-    return records
 
 
 def history_to_dict(history: History) -> dict[str, Any]:

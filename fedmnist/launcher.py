@@ -13,7 +13,6 @@ the clients are SuperNodes (``fedmnist.deployment``); the rest is the same.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import signal
@@ -329,15 +328,16 @@ class Launcher:
 
     def _resolved_source(self) -> str:
         """The data source the server wrote in its live log's header line."""
+        from fedmnist.live_log import read_live_log
         from fedmnist.paths import RunPaths
         from fedmnist.sweep import GRIDS, setting_root
 
         root = setting_root(self.out, self.args.grid, GRIDS[self.args.grid][0]) if self.args.grid else self.out
         log_path = RunPaths(root, self.args.rounds).round_log
-        try:
-            return str(json.loads(log_path.read_text(encoding="utf-8").splitlines()[0])["data_source"])
-        except (OSError, IndexError, KeyError, ValueError) as error:
-            raise UserError(f"cannot read the data source from {log_path}: {error}") from None
+        source = read_live_log(log_path).header.get("data_source")
+        if not source:
+            raise UserError(f"cannot read the data source from {log_path}")
+        return str(source)
 
     def _data_home(self) -> list[str]:
         return ["--data-home", self.args.data_home] if self.args.data_home else []

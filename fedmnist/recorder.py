@@ -8,7 +8,6 @@ the accuracy so far and the time left.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -21,7 +20,7 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
-from fedmnist.atomic import append_line
+from fedmnist.live_log import LiveLogWriter
 from fedmnist.strategy import DelegatingStrategy, reporting_clients
 from fedmnist.validation import RejectedResult, RejectedUpdate
 
@@ -59,7 +58,7 @@ class RecordingStrategy(DelegatingStrategy):
     ) -> None:
         self.inner = inner
         self.num_rounds = num_rounds
-        self.log_path = Path(log_path) if log_path is not None else None
+        self.live_log = LiveLogWriter(log_path) if log_path is not None else None
         self.clock = clock
         # A resumed run starts with the rounds (and round-0 evaluation) it already has.
         self.rounds: list[dict[str, Any]] = list(earlier_rounds or [])
@@ -131,8 +130,8 @@ class RecordingStrategy(DelegatingStrategy):
                 log.info("starting global model: held-out accuracy %s", _percent(result[1].get("accuracy")))
                 if self.initial is None:  # A resumed run keeps the true round 0.
                     self.initial = record
-                    if self.log_path is not None:  # No "round" key: round readers skip this line.
-                        append_line(self.log_path, json.dumps({"initial": record}, sort_keys=True))
+                    if self.live_log is not None:
+                        self.live_log.initial(record)
             else:
                 self._current.update(record)
         return result
@@ -165,8 +164,8 @@ class RecordingStrategy(DelegatingStrategy):
         local = sum(record.get(key, 0.0) for key in ("client_fit_seconds", "client_evaluate_seconds", "centralized_seconds"))
         record["coordination_seconds"] = max(0.0, record["seconds"] - local)
         self.rounds.append(record)
-        if self.log_path is not None:
-            append_line(self.log_path, json.dumps(record, sort_keys=True))
+        if self.live_log is not None:
+            self.live_log.round(record)
         self._rounds_here += 1
         elapsed = self.clock() - (self._first_round_started or 0.0)
         log.info(progress_line(record, self.num_rounds, elapsed, self._rounds_here))

@@ -30,7 +30,7 @@ from flwr.server.strategy import FedAvg, Strategy
 from flwr.supercore.address import is_port_in_use
 
 from fedmnist import config
-from fedmnist.atomic import append_line, write_text_atomic
+from fedmnist.atomic import write_text_atomic
 from fedmnist.archive import archive_earlier_results
 from fedmnist.baseline import train_centrally
 from fedmnist.checkpoint import (
@@ -45,7 +45,8 @@ from fedmnist.cli import ignore_stop_signals, take_back_stop_signals
 from fedmnist.client_manager import WaitingClientManager
 from fedmnist.data import MnistData, load_mnist, to_float, validation_size
 from fedmnist.errors import UserError
-from fedmnist.history import history_from_records, save_history, start_round_log
+from fedmnist.history import history_from_records, save_history
+from fedmnist.live_log import Header, LiveLogWriter
 from fedmnist.paths import RunPaths
 from fedmnist.partition import label_histograms, parse_partition, partition_rows
 from fedmnist.mistakes import confusion_matrix, worst_mistakes
@@ -164,10 +165,10 @@ def run_server(settings: ServerSettings, process_started: float, federate: Feder
     done = checkpoint.round if checkpoint else 0
     started = datetime.now(timezone.utc)
     name = settings.name or (checkpoint.config.get("name") if checkpoint else None) or settings.default_name(started)
-    header = {"config": asdict(settings), "data_source": data.source, "started": started.isoformat(timespec="seconds"),
+    header: Header = {"config": asdict(settings), "data_source": data.source, "started": started.isoformat(timespec="seconds"),
               "resumed_after_round": done, "name": name,
               "label_histograms": histograms.tolist()}  # The dashboard shows them while the run goes.
-    start_round_log(paths, header, resume=checkpoint is not None)
+    LiveLogWriter(paths.round_log).start(header, resume=checkpoint is not None)
     server_ready = time.perf_counter()
     validated = ValidatingStrategy(
         recorder, max_norm_factor=settings.max_update_norm_factor,
@@ -389,7 +390,7 @@ def _federate(
     """
     manager = WaitingClientManager(
         timeout=settings.client_timeout, expected=settings.clients, minimum=settings.minimum_clients,
-        on_change=lambda count: _log_connected(round_log, count),
+        on_change=LiveLogWriter(round_log).connected,
     )
     server_class = ReconnectingServer if settings.keep_clients else AppServer
     server = server_class(client_manager=manager, strategy=strategy)
@@ -438,13 +439,6 @@ def grid_federation(grid: Grid) -> Federate:
         return start_grid(grid=grid, server=server, config=server_config)
 
     return federation
-
-
-def _log_connected(round_log: Path, count: int) -> None:
-    try:
-        append_line(round_log, json.dumps({"connected_clients": count, "time": _now()}))
-    except OSError as error:  # Called from Flower's connection threads: never fail a client for this.
-        log.warning("could not log the client count to %s: %s", round_log, error)
 
 
 class AppServer(Server):

@@ -23,12 +23,12 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect
 
 from conftest import free_port, run_script, wait_for_port
-from fedmnist.atomic import append_line
 from fedmnist.checkpoint import Checkpoint, save_checkpoint
 from fedmnist.dashboard.serve import origin_list, uvicorn_server
 from fedmnist.dashboard.app import create_app
 from fedmnist.dashboard.runs import find_runs, read_run
-from fedmnist.history import history_from_records, save_history, start_round_log
+from fedmnist.history import history_from_records, save_history
+from fedmnist.live_log import LiveLogWriter
 from fedmnist.paths import RunPaths
 
 INITIAL = {"centralized": {"accuracy": 0.1}, "loss_centralized": 2.3, "centralized_seconds": 0.01}
@@ -57,20 +57,20 @@ class RunWriter:
         self.config = {"rounds": rounds, "clients": 2, "strategy": "fedavg", "model": "mlp", "partition": "iid"}
         self.records: list[dict] = []
         self.started = started
-        start_round_log(self.paths, {"config": self.config, "data_source": "mnist-5k", "started": started,
-                                     "resumed_after_round": 0})
-        append_line(self.paths.round_log, json.dumps({"initial": INITIAL}))
+        self.log = LiveLogWriter(self.paths.round_log)
+        self.log.start({"config": self.config, "data_source": "mnist-5k", "started": started, "resumed_after_round": 0})
+        self.log.initial(INITIAL)
 
     def round(self, accuracy: float, **kwargs) -> None:
         self.records.append(record(len(self.records) + 1, accuracy, **kwargs))
-        append_line(self.paths.round_log, json.dumps(self.records[-1]))
+        self.log.round(self.records[-1])
         save_checkpoint(self.paths.checkpoint, Checkpoint(
             round=len(self.records), weights=[w * len(self.records) for w in WEIGHTS], strategy_state={},
             records=self.records, initial=INITIAL, config=self.config, data_source="mnist-5k",
         ))
 
     def connected(self, count: int) -> None:
-        append_line(self.paths.round_log, json.dumps({"connected_clients": count, "time": "2026-11-27T10:00:01+00:00"}))
+        self.log.connected(count)
 
     def finish(self, **extra) -> None:
         summary = {"config": self.config, "data_source": "mnist-5k", "finished": "2026-11-27T10:01:00+00:00",
@@ -147,8 +147,8 @@ def test_an_interrupted_run_then_resumed_reads_as_running(tmp_path: Path) -> Non
     assert read_run(run).status == "interrupted"
 
     # --resume appends its own header: the summary's start no longer matches the log's last one.
-    append_line(writer.paths.round_log, json.dumps({"config": writer.config, "resumed_after_round": 1,
-                                                    "started": "2026-11-27T10:05:00+00:00"}))
+    writer.log.start({"config": writer.config, "resumed_after_round": 1, "started": "2026-11-27T10:05:00+00:00"},
+                     resume=True)
     resumed = read_run(run)
     assert resumed.status == "running" and resumed.started == "2026-11-27T10:00:00+00:00"
 
@@ -182,7 +182,7 @@ def test_clients_connecting_and_leaving_are_counted_before_and_between_rounds(tm
 def test_a_torn_last_line_is_skipped_and_a_redone_round_counts_once(tmp_path: Path) -> None:
     writer = RunWriter(tmp_path)
     writer.round(0.8)
-    append_line(writer.paths.round_log, json.dumps(record(1, 0.81)))  # Redone after a resume.
+    writer.log.round(record(1, 0.81))  # Redone after a resume.
     with open(writer.paths.round_log, "a") as handle:
         handle.write('{"round": 2, "fit": {"accur')  # The server is mid-write.
     records = read_run(find_runs(tmp_path)["history_3"]).records
@@ -240,7 +240,7 @@ def test_api_run_detail_has_config_round_zero_and_every_round(tmp_path: Path, cl
 def test_api_sends_nan_as_null(tmp_path: Path, client: TestClient) -> None:
     writer = RunWriter(tmp_path)
     writer.records.append({**record(1, 0.8), "loss_distributed": math.nan, "evaluate": {"accuracy": math.inf}})
-    append_line(writer.paths.round_log, json.dumps(writer.records[-1]))  # json writes NaN and Infinity.
+    writer.log.round(writer.records[-1])  # json writes NaN and Infinity.
     (only,) = client.get("/api/runs/history_3").json()["rounds"]
     assert only["loss_distributed"] is None and only["accuracy_distributed"] is None
 
@@ -321,7 +321,7 @@ def test_round_records_carry_each_client_the_confusion_matrix_and_the_label_hist
     writer.records.append({**record(1, 0.8), "confusion": [[1, 0], [2, 3]], "per_client": [
         {"cid": "abcdef123", "partition_id": 1, "fit": {"examples": 450, "accuracy": 0.7},
          "evaluate": {"accuracy": 0.75, "loss": 0.6}}]})
-    append_line(writer.paths.round_log, json.dumps(writer.records[-1]))
+    writer.log.round(writer.records[-1])
     writer.finish(label_histograms=[[5, 1], [0, 4]])
     detail = client.get("/api/runs/history_3").json()
     assert detail["label_histograms"] == [[5, 1], [0, 4]]

@@ -16,10 +16,9 @@ from fedmnist.history import (
     history_from_dict,
     history_to_dict,
     load_history,
-    read_round_log,
     save_history,
-    start_round_log,
 )
+from fedmnist.live_log import LiveLogWriter, read_live_log
 
 
 def sample_history() -> History:
@@ -98,13 +97,22 @@ def test_plots_tool_never_unpickles_a_history(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
-def test_round_log_skips_header_and_a_torn_last_line(tmp_path: Path) -> None:
+def test_the_live_log_reads_back_what_its_writer_wrote_and_skips_a_torn_last_line(tmp_path: Path) -> None:
     paths = RunPaths(tmp_path, 3)
-    start_round_log(paths, {"config": {"rounds": 3}})
+    writer = LiveLogWriter(paths.round_log)
+    writer.start({"config": {"rounds": 3}, "started": "2026-11-29T10:00:00+00:00", "data_source": "mnist-5k"})
+    writer.connected(2)
+    writer.initial({"centralized": {"accuracy": 0.1}})
+    writer.round({"round": 1, "seconds": 0.5, "connected_clients": 3})
+    writer.start({"config": {"rounds": 3}, "started": "2026-11-29T11:00:00+00:00"}, resume=True)
     with open(paths.round_log, "a") as handle:
-        handle.write(json.dumps({"round": 1, "seconds": 0.5}) + "\n")
         handle.write('{"round": 2, "seco')  # A crash in the middle of a write.
-    assert read_round_log(paths.round_log) == [{"round": 1, "seconds": 0.5}]
+    live = read_live_log(paths.round_log)
+    assert live.records == [{"round": 1, "seconds": 0.5, "connected_clients": 3}]
+    assert (live.header["data_source"], live.last_started) == ("mnist-5k", "2026-11-29T11:00:00+00:00")
+    assert (live.initial, live.connected_clients) == ({"centralized": {"accuracy": 0.1}}, 3)
+    writer.start({"config": {"rounds": 3}})  # A new run's log starts afresh.
+    assert read_live_log(paths.round_log).records == [] and read_live_log(tmp_path / "missing.jsonl").header == {}
 
 
 def test_failed_atomic_write_keeps_the_old_file(tmp_path: Path) -> None:

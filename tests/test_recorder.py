@@ -10,7 +10,7 @@ from flwr.server.client_manager import SimpleClientManager
 from flwr.server.strategy import FedAvg
 
 from conftest import IdleClient
-from fedmnist.history import read_round_log
+from fedmnist.live_log import read_live_log
 from fedmnist.recorder import RecordingStrategy, progress_line
 from fedmnist.strategy import weighted_average
 
@@ -61,7 +61,7 @@ def test_round_record_has_weighted_metrics_timings_and_goes_to_the_log(tmp_path:
     assert record["client_fit_seconds"] == 0.6 and record["client_evaluate_seconds"] == 0.1
     assert abs(record["coordination_seconds"] - 0.1) < 1e-9  # 0.8 - 0.6 - 0.1
     assert record["evaluate_failures"] == 1 and record["fit_results"] == 2
-    assert read_round_log(log_path) == [record]
+    assert read_live_log(log_path).records == [record]
     assert new_params is not None
 
 

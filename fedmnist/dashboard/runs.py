@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from fedmnist.live_log import LiveLog, read_live_log
 from fedmnist.paths import RunPaths
 
 RUN_FILE = re.compile(r"^history_(\d+)(?:\.partial)?\.jsonl?$")  # The live log, the summary or a partial one.
@@ -125,7 +126,7 @@ def read_run(run: Run) -> RunSnapshot:
     log_time, summary_time = _mtime(log_path), _mtime(summary_path)
     if log_time is None and summary_time is None:
         raise RunGone(run.id)
-    log = _read_log(log_path) if log_path is not None and log_time is not None else LiveLog()
+    log = read_live_log(log_path) if log_path is not None and log_time is not None else LiveLog()
     header, initial, records = log.header, log.initial, log.records
     summary = _read_json(summary_path) if summary_path is not None and summary_time is not None else None
     if summary is not None and log_time is not None and not _same_run(summary, summary_time, log, log_time):
@@ -164,42 +165,6 @@ def finite(value: Any) -> Any:
     if isinstance(value, list):
         return [finite(item) for item in value]
     return value
-
-
-@dataclass
-class LiveLog:
-    """What a live log holds: its first header, round 0, the rounds and the latest client count."""
-
-    header: dict[str, Any] = field(default_factory=dict)
-    last_started: str | None = None  # A resumed run appends a header of its own.
-    initial: dict[str, Any] | None = None
-    records: list[dict[str, Any]] = field(default_factory=list)
-    connected_clients: int | None = None
-
-
-def _read_log(path: Path) -> LiveLog:
-    log = LiveLog()
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:  # Replaced or removed between the stat and the read: read as empty.
-        lines = []
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:  # A torn last line while the server writes it.
-            continue
-        if not isinstance(entry, dict):
-            continue
-        if "connected_clients" in entry:  # Round records and the server's connection lines.
-            log.connected_clients = entry["connected_clients"]
-        if "round" in entry:
-            log.records.append(entry)
-        elif "initial" in entry:
-            log.initial = entry["initial"]
-        elif "config" in entry:
-            log.header = log.header or entry
-            log.last_started = entry.get("started")
-    return log
 
 
 def _by_round(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
