@@ -13,6 +13,7 @@ the clients are SuperNodes (``fedmnist.deployment``); the rest is the same.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -43,6 +44,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LISTEN_TIMEOUT = 180.0  # Seconds the server may take to start listening.
 STOP_SECONDS = 5.0  # How long a client or the dashboard may take to stop before it is killed.
 SERVER_STOP_SECONDS = 30.0  # The server first saves the completed rounds (about 3 s here).
+FLWR_RUN_STOP_SECONDS = 10.0  # flwr run streams the logs of a stopped run, then ends.
 POLL_SECONDS = 0.05
 PROCESS_MEMORY_GB = 0.8  # Resident size of one server or client process, measured: about 0.75 GB.
 # TensorFlow prints these at import whatever its log level; they are kept in the log files.
@@ -125,6 +127,7 @@ class Launcher:
         self.flower_home: Path | None = None  # Deployment: FLWR_HOME for this run's Flower processes.
         self.dashboard: subprocess.Popen | None = None  # Watches the run; not part of it.
         self._streamer: threading.Thread | None = None
+        self._log_starts: dict[str, int] = {}  # Where each process's output begins in its log file.
 
     def run(self) -> None:
         """Run the federation; whatever happens, stop every process started."""
@@ -155,7 +158,7 @@ class Launcher:
             raise UserError(f"cannot create {self.logs}: {error.strerror or error}") from None
         self._start_dashboard()
         server = self._start_deployment() if self.args.runtime == "deployment" else self._start("server", self._server_command())
-        self._streamer = threading.Thread(target=_stream, args=(self.logs / "server.log", server), daemon=True)
+        self._streamer = threading.Thread(target=_stream, args=(self.logs / "server.log", server, self._log_starts["server"]), daemon=True)
         self._streamer.start()
         if self._local_clients():
             self._wait_until_listening(server)
@@ -233,6 +236,27 @@ class Launcher:
         while pids and time.monotonic() < deadline:
             pids = [pid for pid in pids if _alive(pid)]
             time.sleep(POLL_SECONDS)
+        streaming = self.processes.get("server")  # flwr run: let it stream the ServerApp's last lines and end.
+        if streaming is not None:
+            try:
+                streaming.wait(timeout=FLWR_RUN_STOP_SECONDS)
+            except subprocess.TimeoutExpired:
+                pass
+        self._say_what_was_saved()
+
+    def _say_what_was_saved(self) -> None:
+        """Deployment, stopped early: flwr run's log stream may end before the ServerApp's last lines; say them."""
+        from fedmnist.paths import RunPaths
+        from fedmnist.server_run import stopped_sentence
+
+        paths = RunPaths(self.out, self.args.rounds)
+        if "Stopped after round" in "\n".join(_read_lines(self.logs / "server.log")):
+            return
+        try:
+            done = int(json.loads(paths.as_partial().json.read_text(encoding="utf-8"))["interrupted_after_round"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return  # Nothing saved (no round had finished), or a run that was not stopped.
+        print(stopped_sentence(paths, done), flush=True)
 
     def _start_dashboard(self) -> None:
         """Start the web dashboard on this run's folder, unless unwanted or its port is taken."""
@@ -354,6 +378,7 @@ class Launcher:
         The server inherits the results lock. A resumed run appends to the logs it continues.
         """
         log_file = open(self.logs / f"{name}.log", "ab" if self.args.resume else "wb")  # noqa: SIM115
+        self._log_starts[name] = log_file.tell()  # A resumed run's console shows only its own lines.
         lock = self.lock if name == "server" and self.lock is not None else None
         environment = {**_child_environment(), **(lock.child_environment() if lock else {})}
         if self.flower_home is not None:
@@ -364,6 +389,9 @@ class Launcher:
             [sys.executable, "-u", *arguments], stdout=log_file, stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL, cwd=PROJECT_ROOT, env=environment,
             pass_fds=(lock.fd,) if lock else (),
+            # Deployment: the terminal's Ctrl-C must reach only this launcher, which stops the
+            # ServerApp first (so it saves the completed rounds), then the SuperLink and SuperNodes.
+            start_new_session=self.flower_home is not None,
         )
         log_file.close()
         return process
@@ -465,9 +493,10 @@ def _read_lines(path: Path) -> list[str]:
         return []
 
 
-def _stream(path: Path, process: subprocess.Popen, out: IO[str] = sys.stdout) -> None:
-    """Copy ``path`` to the console as it grows, without TensorFlow's start-up noise."""
+def _stream(path: Path, process: subprocess.Popen, start: int = 0, out: IO[str] = sys.stdout) -> None:
+    """Copy ``path`` from byte ``start`` to the console as it grows, without TensorFlow's start-up noise."""
     with open(path, encoding="utf-8", errors="replace") as handle:
+        handle.seek(start)
         while True:
             line = handle.readline()
             if line:

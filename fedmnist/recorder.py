@@ -166,11 +166,11 @@ class RecordingStrategy(DelegatingStrategy):
         self.rounds.append(record)
         if self.live_log is not None:
             self.live_log.round(record)
+        if self.on_round_end is not None:  # The checkpoint: a round announced below is a round kept.
+            self.on_round_end(self)
         self._rounds_here += 1
         elapsed = self.clock() - (self._first_round_started or 0.0)
         log.info(progress_line(record, self.num_rounds, elapsed, self._rounds_here))
-        if self.on_round_end is not None:
-            self.on_round_end(self)
 
 
 def _client_entry(proxy: ClientProxy, result: FitRes | EvaluateRes, stage: str) -> dict[str, Any]:

@@ -288,6 +288,12 @@ def _stop_early(
         _save_results(partial, evaluator, parameters_to_ndarrays(recorder.parameters), history, summary)
     except UserError as error:
         return f"Stopped after round {done} of {paths.rounds}; {error}"
+    return stopped_sentence(paths, done)
+
+
+def stopped_sentence(paths: RunPaths, done: int) -> str:
+    """What a run stopped after round ``done`` saved, and how to go on."""
+    partial = paths.as_partial()
     return (f"Stopped after round {done} of {paths.rounds}: the completed rounds are saved as {partial.pickle.name}, "
             f"{partial.json.name} and {partial.model.name}; --resume with the same settings continues the run.")
 

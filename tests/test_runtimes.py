@@ -188,3 +188,29 @@ def test_a_clientapp_client_keeps_its_adam_state_in_context_state(data_home: str
     assert first == 12  # 360 training rows of 400 (10% validation), batches of 32.
     assert steps_after_fit("a") == 2 * first
     assert steps_after_fit("b") == first
+
+
+def test_ctrl_c_on_a_deployment_run_saves_its_rounds_and_resume_finishes_it(tmp_path: Path, data_home: str) -> None:
+    """Ctrl-C to the whole process group: the ServerApp saves the completed rounds first; --resume goes on."""
+    import signal
+
+    args = ["--runtime", "deployment", "--clients", "2", "--rounds", "2", "--model", "dense32", "--dataset",
+            "mnist-5k", "--data-home", data_home, "--out", str(tmp_path), "--no-dashboard"]
+    launcher = subprocess.Popen(["bash", str(PROJECT_ROOT / "run.sh"), "--port", str(free_port()), *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    for line in launcher.stdout:
+        if "round 1/2" in line:
+            break
+    os.killpg(launcher.pid, signal.SIGINT)  # As a terminal's Ctrl-C does.
+    assert launcher.wait(timeout=90) != 0
+    output = launcher.stdout.read() + launcher.stderr.read()
+    assert "Stopped after round 1 of 2" in output and "--resume" in output, output
+    assert json.loads((tmp_path / "history" / "history_2.partial.json").read_text())["interrupted_after_round"] == 1
+    assert not flower_processes_of(data_home), "Ctrl-C left Flower processes running"
+
+    done = run_sh(tmp_path, data_home, *args[:-5], "--resume")
+    assert "resuming after round 1 of 2" in done.stdout and "round 1/2" not in done.stdout  # Only its own lines.
+    summary = json.loads((tmp_path / "history" / "history_2.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == [1, 2] and summary["config"]["runtime"] == "deployment"
+    assert not (tmp_path / "history" / "history_2.partial.json").exists()
