@@ -209,7 +209,7 @@ class Launcher:
         a = self.args
         self.flower_home = Path(tempfile.mkdtemp(prefix="fedmnist-flwr-"))
         run_config = deployment.write_flower_home(
-            self.flower_home, a.port, run_config_from({**vars(a), "out": str(self.out), "rounds": a.rounds}))
+            self.flower_home, a.port, run_config_from({**vars(a), "out": str(self.out)}))
         superlink = self._start("superlink", deployment.superlink_command(a.port), service=True)
         self._wait_until_listening(superlink)
         for partition_id in range(a.clients):

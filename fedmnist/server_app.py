@@ -16,7 +16,7 @@ import time
 import warnings
 from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
@@ -24,6 +24,9 @@ from flwr.serverapp import Grid, ServerApp
 from fedmnist import config
 from fedmnist.errors import UserError
 from fedmnist.partition import parse_partition
+
+if TYPE_CHECKING:
+    from fedmnist.server_run import ServerSettings  # Imported when used: it pulls in Flower's server.
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +52,7 @@ def main(grid: Grid, context: Context) -> None:
     try:
         settings = settings_from_run_config(dict(context.run_config), GRID_RUNTIMES.get(type(grid).__name__, "deployment"))
         log.info("results go to %s", Path(settings.out).resolve())
-        lock = lock_results(settings.out)  # Held until this process ends: one run per results folder.
+        lock = lock_results(settings.out)  # Held for the run: one run per results folder.
         try:
             run_server(settings, started, federate=grid_federation(grid))
         finally:
@@ -87,7 +90,7 @@ def run_config_from(values: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
-def settings_from_run_config(run_config: dict[str, Any], runtime: str):  # -> ServerSettings (imported lazily)
+def settings_from_run_config(run_config: dict[str, Any], runtime: str) -> ServerSettings:
     """``ServerSettings`` from a run config; one clear error for an unknown key or a value of the wrong type."""
     from fedmnist.server_run import ServerSettings
 
