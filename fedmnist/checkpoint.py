@@ -21,24 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.common import (
-    EvaluateIns,
-    EvaluateRes,
-    FitIns,
-    FitRes,
-    NDArrays,
-    Parameters,
-    Scalar,
-    ndarrays_to_parameters,
-    parameters_to_ndarrays,
-)
-from flwr.server.client_manager import ClientManager
-from flwr.server.client_proxy import ClientProxy
+from flwr.common import NDArrays, Parameters, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server.strategy import Strategy
 
 from fedmnist.atomic import write_atomic
 from fedmnist.errors import UserError
-from fedmnist.strategy import DelegatingStrategy
 
 # Settings a checkpoint must share with the run that resumes it.
 IDENTITY_KEYS = ("rounds", "clients", "dataset", "seed", "partition", "model", "strategy", "fraction_fit",
@@ -168,42 +155,3 @@ def _decode(kind: dict[str, Any], arrays: NDArrays) -> Any:
 def _numbered(arrays: dict[str, np.ndarray], prefix: str) -> list[str]:
     """The keys ``prefix0``, ``prefix1``, ... in order."""
     return sorted((key for key in arrays if key.startswith(prefix)), key=lambda key: int(key[len(prefix):]))
-
-
-class RoundOffsetStrategy(DelegatingStrategy):
-    """Renumbers Flower's rounds 1..N as ``offset + 1 .. offset + N`` for everything inside.
-
-    Flower's classic server always counts rounds from 1; a resumed run after
-    round ``offset`` thereby keeps the run's own numbering. Round 0, the
-    evaluation of the starting weights, stays 0.
-    """
-
-    def __init__(self, inner: Strategy, offset: int) -> None:
-        self.inner = inner
-        self.offset = offset
-
-    def _shift(self, server_round: int) -> int:
-        return server_round + self.offset if server_round else 0
-
-    def configure_fit(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, FitIns]]:
-        return self.inner.configure_fit(self._shift(server_round), parameters, client_manager)
-
-    def aggregate_fit(
-        self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: list[Any]
-    ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        return self.inner.aggregate_fit(self._shift(server_round), results, failures)
-
-    def configure_evaluate(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        return self.inner.configure_evaluate(self._shift(server_round), parameters, client_manager)
-
-    def aggregate_evaluate(
-        self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]], failures: list[Any]
-    ) -> tuple[float | None, dict[str, Scalar]]:
-        return self.inner.aggregate_evaluate(self._shift(server_round), results, failures)
-
-    def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
-        return self.inner.evaluate(self._shift(server_round), parameters)

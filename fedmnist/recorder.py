@@ -1,9 +1,9 @@
 """Per-round records: the live JSONL log, progress lines and timings.
 
-``RecordingStrategy`` wraps any Flower strategy and changes nothing it decides.
-It watches each round go by (fit, centralized evaluate, distributed evaluate),
-then appends one JSON line per finished round and logs a progress line with
-the accuracy so far and the time left.
+``RoundRecorder`` decides nothing: the run strategy (``fedmnist.run_strategy``)
+tells it what each step of a round gave (fit, centralized evaluate,
+distributed evaluate); it appends one JSON line per finished round and logs
+a progress line with the accuracy so far and the time left.
 """
 
 from __future__ import annotations
@@ -15,13 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from flwr.common import EvaluateRes, FitIns, FitRes, Parameters, Scalar
-from flwr.server.client_manager import ClientManager
+from flwr.common import EvaluateRes, FitRes, Parameters, Scalar
 from flwr.server.client_proxy import ClientProxy
-from flwr.server.strategy import Strategy
 
 from fedmnist.live_log import LiveLogWriter
-from fedmnist.strategy import DelegatingStrategy, reporting_clients
+from fedmnist.strategy import reporting_clients
 from fedmnist.validation import RejectedResult, RejectedUpdate
 
 log = logging.getLogger(__name__)
@@ -30,40 +28,36 @@ MAX_REASONS = 10  # Failure messages kept per round record.
 Failures = list[tuple[ClientProxy, FitRes] | tuple[ClientProxy, EvaluateRes] | BaseException]
 
 
-class RecordingStrategy(DelegatingStrategy):
-    """Delegates every decision to ``inner`` and records each round.
+class RoundRecorder:
+    """Records each round of a run.
 
     A round's record (one JSON object, also appended to ``log_path``) holds:
-    ``round``; ``seconds`` (wall time from configure_fit to the end of the
-    distributed evaluation); ``fit``, ``evaluate`` and ``centralized`` metrics;
-    result and failure counts; and ``client_fit_seconds`` /
-    ``client_evaluate_seconds``, the slowest client's local time, from which
-    ``coordination_seconds`` (what the round cost beyond local work and the
-    server's own evaluation) follows; and ``connected_clients`` as the round
-    began. The starting model's held-out evaluation is logged once, as an
-    ``{"initial": ...}`` line before round 1.
+    ``round``; ``seconds`` (wall time from the round's start, after sampling,
+    to the end of the distributed evaluation); ``fit``, ``evaluate`` and
+    ``centralized`` metrics; result and failure counts; and
+    ``client_fit_seconds`` / ``client_evaluate_seconds``, the slowest client's
+    local time, from which ``coordination_seconds`` (what the round cost beyond
+    local work and the server's own evaluation) follows; and
+    ``connected_clients`` as the round began. The starting model's held-out
+    evaluation is logged once, as an ``{"initial": ...}`` line before round 1.
     """
 
     def __init__(
         self,
-        inner: Strategy,
         *,
         num_rounds: int,
         log_path: str | Path | None = None,
         clock: Callable[[], float] = time.monotonic,
         earlier_rounds: list[dict[str, Any]] | None = None,
         initial: dict[str, Any] | None = None,
-        on_round_end: Callable[[RecordingStrategy], None] | None = None,
         centralized_extras: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
-        self.inner = inner
         self.num_rounds = num_rounds
         self.live_log = LiveLogWriter(log_path) if log_path is not None else None
         self.clock = clock
         # A resumed run starts with the rounds (and round-0 evaluation) it already has.
         self.rounds: list[dict[str, Any]] = list(earlier_rounds or [])
         self.initial: dict[str, Any] | None = initial
-        self.on_round_end = on_round_end
         self.centralized_extras = centralized_extras  # More of the held-out evaluation (the confusion matrix).
         self.parameters: Parameters | None = None  # The latest global weights.
         self.client_timings: dict[str, float] = {}
@@ -79,27 +73,19 @@ class RecordingStrategy(DelegatingStrategy):
         """The round being run, or the last one begun (its checkpoint may be what failed)."""
         return int(self._current.get("round", len(self.rounds) + 1))
 
-    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
-        self.parameters = self.inner.initialize_parameters(client_manager)
-        return self.parameters
-
-    def configure_fit(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, FitIns]]:
-        # Sampling blocks until enough clients are connected: the round starts after it.
-        instructions = self.inner.configure_fit(server_round, parameters, client_manager)
+    def start_round(self, server_round: int, connected_clients: int) -> None:
+        """A round begins, with ``connected_clients`` connected (some may be left out by --fraction-fit)."""
         self._round_started = self.clock()
         if self._first_round_started is None:
             self._first_round_started = self._round_started
             self.first_round_started_at = time.time()  # Wall clock, for reports across processes.
-        # Clients connected as the round starts (some may be left out by --fraction-fit).
-        self._current = {"round": server_round, "connected_clients": len(client_manager.all())}
-        return instructions
+        self._current = {"round": server_round, "connected_clients": connected_clients}
 
-    def aggregate_fit(
-        self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: Failures
-    ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        parameters, metrics = self.inner.aggregate_fit(server_round, results, failures)
+    def fitted(
+        self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: Failures,
+        parameters: Parameters | None, metrics: dict[str, Scalar],
+    ) -> None:
+        """The round's training: the results aggregated, the failures (rejected updates among them)."""
         if parameters is not None:
             self.parameters = parameters
         client_metrics = [res.metrics for _, res in results]
@@ -118,33 +104,32 @@ class RecordingStrategy(DelegatingStrategy):
             self.client_timings = {
                 key: _slowest(client_metrics, key) for key in ("startup_seconds", "data_seconds")
             }
-        return parameters, metrics
 
-    def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
-        started = self.clock()
-        result = self.inner.evaluate(server_round, parameters)
-        if result is not None:
-            record = {"centralized": dict(result[1]), "centralized_seconds": self.clock() - started,
-                      "loss_centralized": result[0], **(self.centralized_extras() if self.centralized_extras else {})}
-            if server_round == 0:
-                log.info("starting global model: held-out accuracy %s", _percent(result[1].get("accuracy")))
-                if self.initial is None:  # A resumed run keeps the true round 0.
-                    self.initial = record
-                    if self.live_log is not None:
-                        self.live_log.initial(record)
-            else:
-                self._current.update(record)
-        return result
+    def evaluated_centrally(self, server_round: int, result: tuple[float, dict[str, Scalar]], seconds: float) -> None:
+        """The global model on the held-out set; round 0 is the starting model."""
+        loss, metrics = result
+        record = {"centralized": dict(metrics), "centralized_seconds": seconds, "loss_centralized": loss,
+                  **(self.centralized_extras() if self.centralized_extras else {})}
+        if server_round:
+            self._current.update(record)
+            return
+        log.info("starting global model: held-out accuracy %s", _percent(metrics.get("accuracy")))
+        if self.initial is None:  # A resumed run keeps the true round 0.
+            self.initial = record
+            if self.live_log is not None:
+                self.live_log.initial(record)
 
-    def aggregate_evaluate(
-        self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]], failures: Failures
-    ) -> tuple[float | None, dict[str, Scalar]]:
-        loss, metrics = self.inner.aggregate_evaluate(server_round, results, failures)
+    def evaluated(
+        self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]], failures: Failures,
+        loss: float | None, metrics: dict[str, Scalar],
+    ) -> dict[str, Any]:
+        """The clients' evaluation, the round's last step: finish its record, append it to the log, return it."""
         _log_failures(server_round, "evaluation", failures)
         for proxy, res in results:  # Beside the same client's fit numbers, if it trained this round.
             self._per_client.setdefault(proxy.cid, {}).update(_client_entry(proxy, res, "evaluate"))
         reasons = self._current.get("failure_reasons", [])
-        self._current.update(
+        record = self._current
+        record.update(
             loss_distributed=loss,
             evaluate=dict(metrics),
             evaluate_results=len(results),
@@ -155,19 +140,16 @@ class RecordingStrategy(DelegatingStrategy):
             client_evaluate_seconds=_slowest([res.metrics for _, res in results], "evaluate_seconds"),
             per_client=sorted(self._per_client.values(), key=_client_order),
         )
-        self._finish_round()
-        return loss, metrics
-
-    def _finish_round(self) -> None:
-        record = self._current
         record["seconds"] = self.clock() - self._round_started
         local = sum(record.get(key, 0.0) for key in ("client_fit_seconds", "client_evaluate_seconds", "centralized_seconds"))
         record["coordination_seconds"] = max(0.0, record["seconds"] - local)
         self.rounds.append(record)
         if self.live_log is not None:
             self.live_log.round(record)
-        if self.on_round_end is not None:  # The checkpoint: a round announced below is a round kept.
-            self.on_round_end(self)
+        return record
+
+    def announce(self, record: dict[str, Any]) -> None:
+        """Log the round's progress line: accuracy so far and the time left."""
         self._rounds_here += 1
         elapsed = self.clock() - (self._first_round_started or 0.0)
         log.info(progress_line(record, self.num_rounds, elapsed, self._rounds_here))

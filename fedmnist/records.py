@@ -1,4 +1,4 @@
-"""Reading the server's per-round records (``RecordingStrategy`` writes them); no Flower import.
+"""Reading the server's per-round records (``RoundRecorder`` writes them); no Flower import.
 
 The plots, TensorBoard and the dashboard name clients the same way.
 """

@@ -33,14 +33,7 @@ from fedmnist import config
 from fedmnist.atomic import write_text_atomic
 from fedmnist.archive import archive_earlier_results
 from fedmnist.baseline import train_centrally
-from fedmnist.checkpoint import (
-    Checkpoint,
-    RoundOffsetStrategy,
-    load_checkpoint,
-    restore_strategy_state,
-    save_checkpoint,
-    strategy_state,
-)
+from fedmnist.checkpoint import Checkpoint, load_checkpoint, restore_strategy_state, save_checkpoint, strategy_state
 from fedmnist.cli import ignore_stop_signals, take_back_stop_signals
 from fedmnist.client_manager import WaitingClientManager
 from fedmnist.data import MnistData, load_mnist, to_float, validation_size
@@ -52,10 +45,11 @@ from fedmnist.partition import label_histograms, parse_partition, partition_rows
 from fedmnist.mistakes import confusion_matrix, worst_mistakes
 from fedmnist.plots import plot_clients, plot_confusion, plot_history, plot_label_histograms, plot_mistakes
 from fedmnist.tensorboard import write_scalars
-from fedmnist.recorder import RecordingStrategy
-from fedmnist.strategy import DeferredStrategy, build_strategy, centralized_evaluate_fn, fit_config
+from fedmnist.recorder import RoundRecorder
+from fedmnist.run_strategy import RunStrategy
+from fedmnist.strategy import build_strategy, centralized_evaluate_fn, fit_config
 from fedmnist.tls import load_server_certificates
-from fedmnist.validation import ValidatingStrategy
+from fedmnist.validation import UpdateValidator
 
 if TYPE_CHECKING:
     from flwr.serverapp import Grid
@@ -159,10 +153,23 @@ def run_server(settings: ServerSettings, process_started: float, federate: Feder
     # needs the initial model's weights, is built when Flower first asks for it.
     trainer = ThreadPoolExecutor(max_workers=1).submit(_build_trainer, settings.seed, settings.model)
     evaluator = HeldOutEvaluator(trainer, data)
-    strategy = DeferredStrategy(lambda: _build_strategy(settings, evaluator, data.source, checkpoint))
-    recorder = _recorder(settings, data.source, strategy, paths, checkpoint, evaluator)
-    recorder.centralized_extras = lambda: {"confusion": evaluator.confusion}
-    done = checkpoint.round if checkpoint else 0
+    strategy = RunStrategy(
+        lambda: _build_strategy(settings, evaluator, data.source, checkpoint),
+        validator=UpdateValidator(
+            max_norm_factor=settings.max_update_norm_factor,
+            max_fit_examples=largest - validation_size(largest), max_evaluate_examples=validation_size(largest),
+        ),
+        recorder=RoundRecorder(
+            num_rounds=settings.rounds, log_path=paths.round_log,
+            earlier_rounds=checkpoint.records if checkpoint else None,
+            initial=checkpoint.initial if checkpoint else None,
+            centralized_extras=lambda: {"confusion": evaluator.confusion},
+        ),
+        resumed_after=checkpoint.round if checkpoint else 0,
+        on_round_end=_checkpointer(settings, data.source, paths, evaluator),
+    )
+    recorder = strategy.recorder
+    done = strategy.resumed_after
     started = datetime.now(timezone.utc)
     name = settings.name or (checkpoint.config.get("name") if checkpoint else None) or settings.default_name(started)
     header: Header = {"config": asdict(settings), "data_source": data.source, "started": started.isoformat(timespec="seconds"),
@@ -170,10 +177,6 @@ def run_server(settings: ServerSettings, process_started: float, federate: Feder
               "label_histograms": histograms.tolist()}  # The dashboard shows them while the run goes.
     LiveLogWriter(paths.round_log).start(header, resume=checkpoint is not None)
     server_ready = time.perf_counter()
-    validated = ValidatingStrategy(
-        recorder, max_norm_factor=settings.max_update_norm_factor,
-        max_fit_examples=largest - validation_size(largest), max_evaluate_examples=validation_size(largest),
-    )
 
     def summary_now() -> dict[str, Any]:
         finished = time.perf_counter()
@@ -185,9 +188,7 @@ def run_server(settings: ServerSettings, process_started: float, federate: Feder
         }), "started": header["started"], "name": name}  # "started" matches the live log's header: readers pair the two.
 
     try:
-        history, final_weights = _federate(
-            settings, RoundOffsetStrategy(validated, done), settings.rounds - done, paths.round_log, federate
-        )
+        history, final_weights = _federate(settings, strategy, settings.rounds - done, paths.round_log, federate)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM (fedmnist.cli.take_back_stop_signals).
         ignore_stop_signals()  # A second Ctrl-C must not cut the saving short.
         log.warning(_stop_early(paths, evaluator, recorder, summary_now(), "stopped by a signal (Ctrl-C or SIGTERM)"))
@@ -248,34 +249,30 @@ def _build_strategy(
     return strategy
 
 
-def _recorder(
-    settings: ServerSettings, data_source: str, strategy: DeferredStrategy, paths: RunPaths,
-    checkpoint: Checkpoint | None, evaluator: HeldOutEvaluator,
-) -> RecordingStrategy:
-    """Records every round; after each one, saves its mistakes for the dashboard and checkpoints the run."""
+def _checkpointer(
+    settings: ServerSettings, data_source: str, paths: RunPaths, evaluator: HeldOutEvaluator
+) -> Callable[[RunStrategy], None]:
+    """After each round: save its mistakes for the dashboard, then checkpoint the run."""
 
-    def save(recorder: RecordingStrategy) -> None:
+    def save(run: RunStrategy) -> None:
+        recorder = run.recorder
         done = recorder.rounds[-1]["round"]
         write_text_atomic(paths.mistakes, json.dumps({"round": done, "mistakes": evaluator.mistakes}))
         save_checkpoint(paths.checkpoint, Checkpoint(
             round=done,
             weights=parameters_to_ndarrays(recorder.parameters),
-            strategy_state=strategy_state(strategy.inner),
+            strategy_state=strategy_state(run.aggregator),
             records=recorder.rounds,
             initial=recorder.initial,
             config=asdict(settings),
             data_source=data_source,
         ))
 
-    return RecordingStrategy(
-        strategy, num_rounds=settings.rounds, log_path=paths.round_log, on_round_end=save,
-        earlier_rounds=checkpoint.records if checkpoint else None,
-        initial=checkpoint.initial if checkpoint else None,
-    )
+    return save
 
 
 def _stop_early(
-    paths: RunPaths, evaluator: HeldOutEvaluator, recorder: RecordingStrategy, summary: dict[str, Any], reason: str
+    paths: RunPaths, evaluator: HeldOutEvaluator, recorder: RoundRecorder, summary: dict[str, Any], reason: str
 ) -> str:
     """Save what the completed rounds learned as partial results; return a sentence saying what happened."""
     if not recorder.rounds or recorder.parameters is None or not evaluator.trainer.done():
@@ -480,7 +477,7 @@ def _summary(
     settings: ServerSettings,
     data_source: str,
     histograms: np.ndarray,
-    recorder: RecordingStrategy,
+    recorder: RoundRecorder,
     timings: dict[str, float],
 ) -> dict[str, Any]:
     """The JSON document saved beside the pickled History."""

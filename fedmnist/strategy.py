@@ -1,4 +1,4 @@
-"""Flower's strategies, configured for this app, and wrappers around them.
+"""Flower's strategies, configured for this app (``fedmnist.run_strategy`` runs them).
 
 FedAvg (McMahan et al. 2017, https://arxiv.org/abs/1602.05629) averages the
 clients' weights in proportion to their number of examples; ``--strategy``
@@ -11,21 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from typing import Any
-
-from flwr.common import (
-    EvaluateIns,
-    EvaluateRes,
-    FitIns,
-    FitRes,
-    Metrics,
-    NDArrays,
-    Parameters,
-    Scalar,
-    ndarrays_to_parameters,
-)
-from flwr.server.client_manager import ClientManager
-from flwr.server.client_proxy import ClientProxy
+from flwr.common import Metrics, NDArrays, Scalar, ndarrays_to_parameters
 from flwr.server.strategy import (
     FedAdam,
     FedAvg,
@@ -35,7 +21,6 @@ from flwr.server.strategy import (
     FedTrimmedAvg,
     FedYogi,
     Krum,
-    Strategy,
 )
 
 from fedmnist import config
@@ -160,60 +145,6 @@ def build_strategy(
         evaluate_metrics_aggregation_fn=weighted_average,
         **settings,
     )
-
-
-class DelegatingStrategy(Strategy):
-    """A strategy that hands every call to ``self.inner``; subclasses add behaviour around it."""
-
-    inner: Strategy
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.inner!r})"
-
-    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
-        return self.inner.initialize_parameters(client_manager)
-
-    def configure_fit(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, FitIns]]:
-        return self.inner.configure_fit(server_round, parameters, client_manager)
-
-    def aggregate_fit(
-        self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: list[Any]
-    ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        return self.inner.aggregate_fit(server_round, results, failures)
-
-    def configure_evaluate(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, EvaluateIns]]:
-        return self.inner.configure_evaluate(server_round, parameters, client_manager)
-
-    def aggregate_evaluate(
-        self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]], failures: list[Any]
-    ) -> tuple[float | None, dict[str, Scalar]]:
-        return self.inner.aggregate_evaluate(server_round, results, failures)
-
-    def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
-        return self.inner.evaluate(server_round, parameters)
-
-
-class DeferredStrategy(DelegatingStrategy):
-    """Builds its strategy with ``factory()`` on the first call, not at construction.
-
-    The server passes a factory that waits for TensorFlow to build the initial
-    model, so Flower's gRPC server can listen (and clients connect) meanwhile.
-    Flower calls ``initialize_parameters`` first, once, after it listens.
-    """
-
-    def __init__(self, factory: Callable[[], Strategy]) -> None:
-        self._factory = factory
-        self._inner: Strategy | None = None
-
-    @property
-    def inner(self) -> Strategy:  # type: ignore[override]
-        if self._inner is None:
-            self._inner = self._factory()
-        return self._inner
 
 
 def centralized_evaluate_fn(

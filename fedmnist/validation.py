@@ -1,8 +1,8 @@
 """Checks every client result before it counts: weights, example counts and metrics.
 
 Federated learning exists for participants the server does not fully trust,
-so nothing a client sends reaches aggregation unchecked. ``ValidatingStrategy``
-wraps any strategy of the app and, for each round:
+so nothing a client sends reaches aggregation unchecked. ``UpdateValidator``
+checks each round's results before the run strategy aggregates them:
 
 * **fit results** are rejected when their weights cannot be decoded, do not
   have the global model's arrays, shapes and dtypes, hold a non-finite value,
@@ -31,16 +31,13 @@ from collections.abc import Mapping
 import logging
 import math
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
-from flwr.common import EvaluateRes, FitIns, FitRes, NDArrays, Parameters, Scalar, parameters_to_ndarrays
-from flwr.server.client_manager import ClientManager
+from flwr.common import EvaluateRes, FitRes, NDArrays, Parameters, parameters_to_ndarrays
 from flwr.server.client_proxy import ClientProxy
-from flwr.server.strategy import Strategy
 
 from fedmnist import config
-from fedmnist.strategy import DelegatingStrategy
 
 log = logging.getLogger(__name__)
 
@@ -55,49 +52,53 @@ class RejectedUpdate(RejectedResult):
     """A rejected fit result (a training update)."""
 
 
-class ValidatingStrategy(DelegatingStrategy):
-    """Drops invalid client results, and caps example counts, before ``inner`` aggregates them."""
+class UpdateValidator:
+    """Checks one round's client results before they are aggregated, and caps their example counts.
+
+    ``start_round`` keeps the global weights the round's updates start from;
+    ``check_updates``/``check_evaluations`` split results into accepted ones and
+    ``RejectedResult`` errors (logged with the client and the reason), which the
+    run strategy (``fedmnist.run_strategy``) passes on as failures.
+    """
 
     def __init__(
         self,
-        inner: Strategy,
         *,
         max_norm_factor: float = config.MAX_UPDATE_NORM_FACTOR,
         max_examples_factor: float = config.MAX_EXAMPLES_FACTOR,
         max_fit_examples: int | None = None,
         max_evaluate_examples: int | None = None,
     ) -> None:
-        self.inner = inner
         self.max_norm_factor = max_norm_factor
         self.max_examples_factor = max_examples_factor
         self.max_fit_examples = max_fit_examples  # The largest training share of the run's partition.
         self.max_evaluate_examples = max_evaluate_examples  # The largest validation slice.
-        self._global: NDArrays | None = None
+        self._global: NDArrays = []
         self._capped: set[str] = set()  # Clients whose capped count was reported (once each, not every round).
 
-    def configure_fit(
-        self, server_round: int, parameters: Parameters, client_manager: ClientManager
-    ) -> list[tuple[ClientProxy, FitIns]]:
-        self._global = parameters_to_ndarrays(parameters)  # What this round's updates start from.
-        return self.inner.configure_fit(server_round, parameters, client_manager)
+    def start_round(self, parameters: Parameters) -> None:
+        """Remember the global weights this round's updates start from."""
+        self._global = parameters_to_ndarrays(parameters)
 
-    def aggregate_fit(
-        self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: list[Any]
-    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+    def check_updates(
+        self, server_round: int, results: list[tuple[ClientProxy, FitRes]]
+    ) -> tuple[list[tuple[ClientProxy, FitRes]], list[RejectedUpdate]]:
+        """The fit results that may be aggregated (counts capped), and the rejected ones as errors."""
         accepted, rejected = validate_updates(
-            results, self._global or [], self.max_norm_factor, self.max_examples_factor, self.max_fit_examples
+            results, self._global, self.max_norm_factor, self.max_examples_factor, self.max_fit_examples
         )
         _log_rejections(server_round, "update", rejected)
         self._report_caps(results, accepted)
-        return self.inner.aggregate_fit(server_round, accepted, [*failures, *rejected])
+        return accepted, rejected
 
-    def aggregate_evaluate(
-        self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]], failures: list[Any]
-    ) -> tuple[float | None, dict[str, Scalar]]:
+    def check_evaluations(
+        self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]]
+    ) -> tuple[list[tuple[ClientProxy, EvaluateRes]], list[RejectedResult]]:
+        """The evaluate results that may be aggregated (counts capped), and the rejected ones as errors."""
         accepted, rejected = validate_evaluations(results, self.max_examples_factor, self.max_evaluate_examples)
         _log_rejections(server_round, "evaluation", rejected)
         self._report_caps(results, accepted)
-        return self.inner.aggregate_evaluate(server_round, accepted, [*failures, *rejected])
+        return accepted, rejected
 
     def _report_caps(self, claimed: list[tuple[ClientProxy, Res]], weighted: list[tuple[ClientProxy, Res]]) -> None:
         """Warn the first time a client's example count is capped; later rounds only at DEBUG."""

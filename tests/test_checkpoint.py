@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import parameters_to_ndarrays
 
 from fedmnist.checkpoint import (
     Checkpoint,
-    RoundOffsetStrategy,
     load_checkpoint,
     restore_strategy_state,
     save_checkpoint,
@@ -110,15 +109,3 @@ def test_fedadam_state_survives_a_restart() -> None:
     restore_strategy_state(after, state)
     assert np.array_equal(after.m_t[0], before.m_t[0])
     assert after.evaluate_fn is evaluate_fn  # The resuming server's callbacks stay.
-
-
-def test_round_offset_renumbers_rounds_but_not_round_zero() -> None:
-    seen = []
-    strategy = build_strategy(
-        num_clients=1, initial_weights=WEIGHTS, evaluate_fn=lambda rnd, weights, cfg: seen.append(rnd) or (0.0, {}),
-    )
-    shifted = RoundOffsetStrategy(strategy, offset=5)
-    parameters = ndarrays_to_parameters(WEIGHTS)
-    shifted.evaluate(0, parameters)
-    shifted.evaluate(1, parameters)
-    assert seen == [0, 6]

@@ -1,4 +1,4 @@
-"""Per-round records and progress lines, with FedAvg as the wrapped strategy."""
+"""Per-round records and progress lines, driven by the run strategy with FedAvg as its aggregator."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from flwr.server.strategy import FedAvg
 
 from conftest import IdleClient
 from fedmnist.live_log import read_live_log
-from fedmnist.recorder import RecordingStrategy, progress_line
+from fedmnist.recorder import RoundRecorder, progress_line
+from fedmnist.run_strategy import RunStrategy
 from fedmnist.strategy import weighted_average
+from fedmnist.validation import UpdateValidator
 
 OK = Status(code=Code.OK, message="")
 
@@ -34,7 +36,8 @@ def test_round_record_has_weighted_metrics_timings_and_goes_to_the_log(tmp_path:
         min_fit_clients=0, min_available_clients=0,  # Sampling returns at once: no clients here.
         fit_metrics_aggregation_fn=weighted_average, evaluate_metrics_aggregation_fn=weighted_average,
     )
-    recorder = RecordingStrategy(inner, num_rounds=1, log_path=log_path, clock=clock)
+    recorder = RunStrategy(lambda: inner, validator=UpdateValidator(),
+                           recorder=RoundRecorder(num_rounds=1, log_path=log_path, clock=clock))
     params = ndarrays_to_parameters([np.zeros(2, np.float32)])
     assert recorder.configure_fit(1, params, SimpleClientManager()) == []
     fits = [
@@ -49,7 +52,7 @@ def test_round_record_has_weighted_metrics_timings_and_goes_to_the_log(tmp_path:
     clock.now += 0.2
     recorder.aggregate_evaluate(1, evaluations, [RuntimeError("client lost")])
 
-    record = recorder.rounds[0]
+    record = recorder.recorder.rounds[0]
     # Each client's own numbers, by partition: client 1 trained and evaluated, client 0 only trained.
     assert record["per_client"] == [
         {"cid": "a", "partition_id": 0, "fit": {"examples": 100, "accuracy": 0.9, "loss": 1.0, "seconds": 0.4}},
@@ -82,7 +85,8 @@ def test_round_zero_is_logged_once_and_rounds_count_the_connected_clients(tmp_pa
     log_path = tmp_path / "history_1.jsonl"
     inner = FedAvg(min_fit_clients=0, min_available_clients=0, fraction_fit=0.0, fraction_evaluate=0.0,
                    evaluate_fn=lambda server_round, weights, config: (2.3, {"accuracy": 0.1}))
-    recorder = RecordingStrategy(inner, num_rounds=1, log_path=log_path)
+    recorder = RunStrategy(lambda: inner, validator=UpdateValidator(),
+                           recorder=RoundRecorder(num_rounds=1, log_path=log_path))
     params = ndarrays_to_parameters([np.zeros(2, np.float32)])
     recorder.evaluate(0, params)
     recorder.evaluate(0, params)  # Flower evaluates round 0 once; a second call must not log again.

@@ -10,7 +10,6 @@ from flwr.server.strategy import FedAvg
 from fedmnist import config
 from fedmnist.strategy import (
     STRATEGIES,
-    DeferredStrategy,
     build_strategy,
     centralized_evaluate_fn,
     fit_config,
@@ -87,18 +86,3 @@ def test_fedprox_carries_mu_and_unknown_names_fail() -> None:
     assert build_strategy(name="fedprox", num_clients=2, initial_weights=WEIGHTS, proximal_mu=0.5).proximal_mu == 0.5
     with pytest.raises(ValueError, match="unknown strategy 'fedsgd'"):
         build_strategy(name="fedsgd", num_clients=2, initial_weights=WEIGHTS)
-
-
-def test_deferred_strategy_builds_on_first_use_only() -> None:
-    built = []
-
-    def factory() -> FedAvg:
-        built.append(1)
-        return build_strategy(num_clients=1, initial_weights=WEIGHTS)
-
-    deferred = DeferredStrategy(factory)
-    assert built == []  # Nothing built yet: the server can listen first.
-    parameters = deferred.initialize_parameters(client_manager=None)
-    deferred.evaluate(0, parameters)
-    assert built == [1]
-    assert [a.tolist() for a in parameters_to_ndarrays(parameters)] == [a.tolist() for a in WEIGHTS]

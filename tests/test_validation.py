@@ -158,17 +158,15 @@ def test_evaluations_with_bad_loss_counts_or_metrics_are_rejected() -> None:
 def test_a_capped_count_is_reported_once_per_client(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from flwr.server.client_manager import SimpleClientManager
-    from flwr.server.strategy import FedAvg
+    from fedmnist.validation import UpdateValidator
 
-    from fedmnist.validation import ValidatingStrategy
-
-    strategy = ValidatingStrategy(FedAvg(min_fit_clients=0, min_available_clients=0), max_fit_examples=50)
-    strategy.configure_fit(1, ndarrays_to_parameters(GLOBAL), SimpleClientManager())
+    validator = UpdateValidator(max_fit_examples=50)
+    validator.start_round(ndarrays_to_parameters(GLOBAL))
     results = [result("a", honest(0.1), 100), result("b", honest(0.12), 40)]
     with caplog.at_level(logging.WARNING, logger="fedmnist.validation"):
         for server_round in (1, 2, 3):
-            strategy.aggregate_fit(server_round, results, [])
+            accepted, _ = validator.check_updates(server_round, results)
+            assert [res.num_examples for _, res in accepted] == [50, 40]
     warnings = [record.getMessage() for record in caplog.records
                 if record.name == "fedmnist.validation" and record.levelno == logging.WARNING]
     assert warnings == [warnings[0]] and warnings[0].startswith("client a claims 100 examples; weighted as 50")

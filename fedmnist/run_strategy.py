@@ -1,0 +1,132 @@
+"""The run's one Flower strategy: each round, validate -> aggregate -> record -> checkpoint -> announce.
+
+Flower calls a strategy at fixed points of a round (configure fit, aggregate
+fit, evaluate on the server, configure and aggregate evaluate). ``RunStrategy``
+does, at each point and in this order, what the app adds to the configured
+Flower strategy (``fedmnist.strategy.build_strategy``, the *aggregator*):
+
+1. **validate**: every client result is checked (``fedmnist.validation``);
+   rejected ones reach the aggregator and the record only as failures;
+2. **aggregate**: the aggregator (FedAvg or a variant) decides everything
+   Flower decides: sampling, the new weights, the metrics;
+3. **record**: the round's numbers go to the live log (``fedmnist.recorder``);
+4. **checkpoint**: ``on_round_end`` saves the run so far (``fedmnist.checkpoint``);
+5. **announce**: then, and only then, the progress line: a round announced is
+   a round kept.
+
+Round numbers are the run's own: Flower counts each process's rounds from 1,
+so a run resumed after round ``resumed_after`` is shifted here, in one place.
+Round 0, the starting model's evaluation, stays 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from flwr.common import EvaluateIns, EvaluateRes, FitIns, FitRes, Parameters, Scalar
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import Strategy
+
+from fedmnist.recorder import RoundRecorder
+from fedmnist.validation import UpdateValidator
+
+
+class RunStrategy(Strategy):
+    """Validates, aggregates (with the aggregator ``build()`` returns), records and checkpoints each round.
+
+    Parameters
+    ----------
+    build : Callable[[], Strategy]
+        Makes the aggregator, on first use rather than here: the server passes a
+        function that waits for TensorFlow to build the initial model, so
+        Flower's gRPC server can listen (and clients connect) meanwhile.
+    validator : UpdateValidator
+        Checks each round's results before they are aggregated.
+    recorder : RoundRecorder
+        Keeps each round's record and the latest global weights.
+    resumed_after : int (default 0)
+        The last round a resumed run had done; Flower's round 1 is this run's ``resumed_after + 1``.
+    on_round_end : Callable[[RunStrategy], None] | None
+        Saves the run after each round's record, before its progress line (the checkpoint).
+    """
+
+    def __init__(
+        self,
+        build: Callable[[], Strategy],
+        *,
+        validator: UpdateValidator,
+        recorder: RoundRecorder,
+        resumed_after: int = 0,
+        on_round_end: Callable[[RunStrategy], None] | None = None,
+    ) -> None:
+        self._build = build
+        self._aggregator: Strategy | None = None
+        self.validator = validator
+        self.recorder = recorder
+        self.resumed_after = resumed_after
+        self.on_round_end = on_round_end
+
+    def __repr__(self) -> str:
+        return f"RunStrategy({self._aggregator!r})"
+
+    @property
+    def aggregator(self) -> Strategy:
+        """The configured Flower strategy, built the first time it is needed."""
+        if self._aggregator is None:
+            self._aggregator = self._build()
+        return self._aggregator
+
+    def _run_round(self, server_round: int) -> int:
+        return server_round + self.resumed_after if server_round else 0
+
+    def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
+        self.recorder.parameters = self.aggregator.initialize_parameters(client_manager)
+        return self.recorder.parameters
+
+    def configure_fit(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, FitIns]]:
+        server_round = self._run_round(server_round)
+        self.validator.start_round(parameters)
+        # Sampling blocks until enough clients are connected: the round starts after it.
+        instructions = self.aggregator.configure_fit(server_round, parameters, client_manager)
+        self.recorder.start_round(server_round, connected_clients=len(client_manager.all()))
+        return instructions
+
+    def aggregate_fit(
+        self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: list[Any]
+    ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        server_round = self._run_round(server_round)
+        accepted, rejected = self.validator.check_updates(server_round, results)
+        failures = [*failures, *rejected]
+        parameters, metrics = self.aggregator.aggregate_fit(server_round, accepted, failures)
+        self.recorder.fitted(server_round, accepted, failures, parameters, metrics)
+        return parameters, metrics
+
+    def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
+        server_round = self._run_round(server_round)
+        started = self.recorder.clock()
+        result = self.aggregator.evaluate(server_round, parameters)
+        if result is not None:
+            self.recorder.evaluated_centrally(server_round, result, self.recorder.clock() - started)
+        return result
+
+    def configure_evaluate(
+        self, server_round: int, parameters: Parameters, client_manager: ClientManager
+    ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        return self.aggregator.configure_evaluate(self._run_round(server_round), parameters, client_manager)
+
+    def aggregate_evaluate(
+        self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]], failures: list[Any]
+    ) -> tuple[float | None, dict[str, Scalar]]:
+        server_round = self._run_round(server_round)
+        accepted, rejected = self.validator.check_evaluations(server_round, results)
+        failures = [*failures, *rejected]
+        loss, metrics = self.aggregator.aggregate_evaluate(server_round, accepted, failures)
+        record = self.recorder.evaluated(server_round, accepted, failures, loss, metrics)
+        if self.on_round_end is not None:
+            self.on_round_end(self)
+        self.recorder.announce(record)
+        return loss, metrics

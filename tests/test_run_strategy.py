@@ -1,0 +1,114 @@
+"""The run strategy: the steps of a round in their order, the resume offset, the aggregator built late."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flwr.common import Code, EvaluateRes, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.server.client_manager import SimpleClientManager
+from flwr.server.strategy import FedAvg
+
+from conftest import IdleClient
+from fedmnist.live_log import read_live_log
+from fedmnist.recorder import RoundRecorder
+from fedmnist.run_strategy import RunStrategy
+from fedmnist.strategy import build_strategy
+from fedmnist.validation import UpdateValidator
+
+OK = Status(code=Code.OK, message="")
+WEIGHTS = [np.zeros(2, np.float32)]
+
+
+def fit_result(cid: str, value: float, examples: int = 10) -> tuple[IdleClient, FitRes]:
+    return IdleClient(cid), FitRes(OK, ndarrays_to_parameters([np.full(2, value, np.float32)]), examples, {})
+
+
+class SpyAggregator(FedAvg):
+    """FedAvg that notes the rounds and results it is given."""
+
+    def __init__(self) -> None:
+        super().__init__(min_fit_clients=0, min_evaluate_clients=0, min_available_clients=0, fraction_evaluate=0.0,
+                         initial_parameters=ndarrays_to_parameters(WEIGHTS),
+                         evaluate_fn=lambda rnd, weights, cfg: (0.5, {"accuracy": 0.25}))
+        self.calls: list[tuple[str, int, list[str]]] = []
+
+    def aggregate_fit(self, server_round, results, failures):
+        self.calls.append(("aggregate_fit", server_round, [proxy.cid for proxy, _ in results]))
+        return super().aggregate_fit(server_round, results, failures)
+
+    def evaluate(self, server_round, parameters):
+        self.calls.append(("evaluate", server_round, []))
+        return super().evaluate(server_round, parameters)
+
+
+def run_strategy(tmp_path: Path, aggregator: FedAvg, **kwargs) -> RunStrategy:
+    return RunStrategy(lambda: aggregator, validator=UpdateValidator(),
+                       recorder=RoundRecorder(num_rounds=8, log_path=tmp_path / "history_8.jsonl"), **kwargs)
+
+
+def test_the_aggregator_is_built_on_first_use_only() -> None:
+    built = []
+
+    def build() -> FedAvg:
+        built.append(1)
+        return build_strategy(num_clients=1, initial_weights=WEIGHTS)
+
+    strategy = RunStrategy(build, validator=UpdateValidator(), recorder=RoundRecorder(num_rounds=1))
+    assert built == []  # Nothing built yet: the server can listen first.
+    parameters = strategy.initialize_parameters(client_manager=SimpleClientManager())
+    strategy.evaluate(0, parameters)
+    assert built == [1]
+    assert [a.tolist() for a in parameters_to_ndarrays(parameters)] == [a.tolist() for a in WEIGHTS]
+    assert strategy.recorder.parameters is parameters
+
+
+def test_a_round_validates_then_aggregates_then_records_then_checkpoints_then_announces(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    aggregator = SpyAggregator()
+    seen_at_checkpoint: list[tuple[list[int], list[str]]] = []
+
+    def checkpoint(run: RunStrategy) -> None:
+        progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("round 6/8")]
+        seen_at_checkpoint.append(([record["round"] for record in run.recorder.rounds], progress))
+        assert run.aggregator is aggregator  # The state to save, without reaching through wrappers.
+
+    strategy = run_strategy(tmp_path, aggregator, resumed_after=5, on_round_end=checkpoint)
+    parameters = strategy.initialize_parameters(SimpleClientManager())
+    strategy.evaluate(0, parameters)  # Round 0 stays 0 in a resumed run.
+    strategy.configure_fit(1, parameters, SimpleClientManager())
+    # Two honest updates (distance 1.41 and 1.70 from zero) and one 100x larger: the validator drops it.
+    results = [fit_result("a", 1.0), fit_result("b", 1.2), fit_result("huge", 100.0)]
+    with caplog.at_level(logging.INFO):
+        new_parameters, _ = strategy.aggregate_fit(1, results, [])
+        strategy.evaluate(1, new_parameters)
+        strategy.aggregate_evaluate(1, [], [])
+
+    assert aggregator.calls == [("evaluate", 0, []), ("aggregate_fit", 6, ["a", "b"]), ("evaluate", 6, [])]
+    # (1.0 * 10 + 1.2 * 10) / 20 = 1.1: the rejected update had no weight.
+    assert parameters_to_ndarrays(new_parameters)[0].tolist() == pytest.approx([1.1, 1.1])
+    # When the checkpoint is taken the record of round 6 exists and no progress line has been logged yet.
+    assert seen_at_checkpoint == [([6], [])]
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("round 6/8")]
+    assert len(progress) == 1 and progress[0].startswith("round 6/8 | held-out acc 25.0%")
+    record = read_live_log(tmp_path / "history_8.jsonl").records[0]
+    assert record["round"] == 6 and record["fit_results"] == 2 and record["rejected_updates"] == 1
+    assert record["fit_failures"] == 1 and "client huge: update norm" in record["failure_reasons"][0]
+    assert strategy.recorder.parameters is new_parameters
+
+
+def test_rejected_evaluations_are_failures_and_do_not_reach_the_aggregator(tmp_path: Path) -> None:
+    aggregator = SpyAggregator()
+    strategy = run_strategy(tmp_path, aggregator)
+    parameters = strategy.initialize_parameters(SimpleClientManager())
+    strategy.configure_fit(1, parameters, SimpleClientManager())
+    strategy.aggregate_fit(1, [fit_result("a", 1.0)], [])
+    evaluations = [(IdleClient("a"), EvaluateRes(OK, 0.5, 10, {"accuracy": 0.75})),
+                   (IdleClient("nan"), EvaluateRes(OK, float("nan"), 10, {"accuracy": 0.1}))]
+    loss, metrics = strategy.aggregate_evaluate(1, evaluations, [])
+    assert loss == 0.5  # Only client a's loss was aggregated.
+    record = strategy.recorder.rounds[0]
+    assert record["evaluate_results"] == 1 and record["rejected_evaluations"] == 1 and record["evaluate_failures"] == 1
