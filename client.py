@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Flower client for federated MNIST: trains a Keras model on its own random share.
+"""Flower client for federated MNIST: trains a Keras model on its own share of the training rows.
 
     python client.py --partition-id 0 --num-partitions 3
     python client.py --server 192.168.1.20:8000 --partition-id 1 --num-partitions 3
 
+The client names only its share (like a SuperNode's node config); the server
+sends the run's data set, seed, partition scheme, model and local training.
 Flags are checked before TensorFlow is imported, so mistakes fail fast.
 """
 
@@ -16,7 +18,7 @@ import sys  # noqa: E402
 
 from fedmnist import config  # noqa: E402
 from fedmnist.cli import (  # noqa: E402
-    Parser, add_common_arguments, configure_logging, exit_now, non_negative_int, positive_float, positive_int,
+    Parser, add_data_home_argument, configure_logging, exit_now, non_negative_int, positive_float, positive_int,
     require_environment, run_cli, server_address,
 )
 
@@ -34,8 +36,8 @@ def parse_args(argv: list[str]) -> "object":
     parser = Parser(prog="client.py", description="Run one Flower client (Keras) for federated MNIST.")
     parser.add_argument("--server", type=server_address, default=config.CLIENT_SERVER_ADDRESS, help="server HOST:PORT (default: %(default)s)")
     parser.add_argument("--partition-id", type=non_negative_int, default=0, help="which share of the training rows this client owns, 0..N-1 (default: %(default)s)")
-    parser.add_argument("--num-partitions", type=positive_int, default=config.CLIENTS, help="how many shares the training rows are cut into (default: %(default)s)")
-    add_common_arguments(parser)
+    parser.add_argument("--num-partitions", type=positive_int, default=config.CLIENTS, help="how many shares the training rows are cut into: the server's --clients (default: %(default)s)")
+    add_data_home_argument(parser)
     parser.add_argument("--connect-timeout", type=positive_float, default=config.CONNECT_TIMEOUT, help="seconds to keep retrying an unreachable server (default: %(default)s)")
     parser.add_argument("--root-cert", default=None, help="connect over TLS, trusting only servers this CA certificate (ca.pem) signed")
     parser.add_argument("--fault", type=fault_spec, default=None, help="misbehave on purpose, for tests and demos: nan, shape, scale or crash-at-round:N")
@@ -54,17 +56,8 @@ def main(argv: list[str]) -> None:
     from fedmnist.tls import load_root_certificate
 
     def serve() -> None:
-        client = make_client(
-            partition_id=args.partition_id,
-            num_partitions=args.num_partitions,
-            dataset=args.dataset,
-            seed=args.seed,
-            partition=args.partition,
-            model=args.model,
-            data_home=args.data_home,
-            process_started=PROCESS_STARTED,
-            fault=args.fault,
-        )
+        client = make_client(partition_id=args.partition_id, num_partitions=args.num_partitions,
+                             data_home=args.data_home, process_started=PROCESS_STARTED, fault=args.fault)
         root_certificate = load_root_certificate(args.root_cert) if args.root_cert else None
         run_client(client, args.server, args.connect_timeout, root_certificate)
 

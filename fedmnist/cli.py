@@ -52,13 +52,18 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """What server, clients and run.sh must agree on: data, partition, seed and model."""
+def add_data_home_argument(parser: argparse.ArgumentParser) -> None:
+    """Where this machine keeps the MNIST cache; server.py, client.py and run.sh take it."""
+    parser.add_argument("--data-home", default=None, help="scikit-learn data home for the MNIST cache (default: scikit-learn's)")
+
+
+def _add_data_and_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The run's data, partition, seed and model: the server sends them to every client."""
     parser.add_argument("--dataset", choices=config.DATASETS, default=config.DATASET,
                         help="MNIST source; auto = OpenML if reachable or cached, else the offline 5k subset (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=config.SEED,
-                        help="seed of the client partitions and the initial model; the same everywhere (default: %(default)s)")
-    parser.add_argument("--data-home", default=None, help="scikit-learn data home for the MNIST cache (default: scikit-learn's)")
+                        help="seed of the client partitions and the initial model (default: %(default)s)")
+    add_data_home_argument(parser)
     parser.add_argument("--partition", type=partition_spec, default=config.PARTITION,
                         help="how training rows are split among clients: iid, dirichlet:ALPHA (label skew, e.g. 0.1) "
                         "or shards:K (K label-sorted shards each) (default: %(default)s)")
@@ -82,7 +87,7 @@ def add_federation_arguments(parser: argparse.ArgumentParser, *, out_default: st
     parser.add_argument("--clients", type=positive_int, default=config.CLIENTS, help="clients that train every round (default: %(default)s)")
     parser.add_argument("--port", type=port_number, default=config.PORT, help="server port (default: %(default)s)")
     parser.add_argument("--out", default=out_default, help=out_help)
-    add_common_arguments(parser)
+    _add_data_and_model_arguments(parser)
     parser.add_argument("--strategy", choices=config.STRATEGIES, default=config.STRATEGY,
                         help="Flower aggregation strategy (default: %(default)s)")
     parser.add_argument("--fraction-fit", type=fraction, default=config.FRACTION_FIT,

@@ -1,8 +1,10 @@
 """``./run.sh``: one server and N clients on this machine, watched until done.
 
-On the classic runtime (and the simulation, with no client processes) it starts ``server.py``, waits until it listens (by then it has loaded and cached
-the data, and resolved ``--dataset auto``), starts the clients on the same
-data source, streams the server's progress, and stops everything it started if
+On the classic runtime (and the simulation, with no client processes) it starts
+``server.py``, waits until it listens (by then it has loaded and cached the
+data, and resolved ``--dataset auto``), starts the clients (the server sends
+them that data source and the run's other settings), streams the server's
+progress, and stops everything it started if
 any process fails or the user presses Ctrl-C. Each process's full output is
 kept in ``OUT/logs/``. Beside them runs the web dashboard (``fedmnist.dashboard``),
 which reads the run's files; its failure is reported and the run goes on.
@@ -162,11 +164,8 @@ class Launcher:
         self._streamer.start()
         if self._local_clients():
             self._wait_until_listening(server)
-            # The server has loaded (and cached) the data by now; clients use the source it
-            # resolved, so `auto` is decided once and no client probes the network again.
-            source = self._resolved_source()
         for partition_id in range(self._local_clients()):
-            self._start(f"client_{partition_id}", self._client_command(source, partition_id))
+            self._start(f"client_{partition_id}", self._client_command(partition_id))
         if self.args.ws_clients:
             print(f"waiting for {self.args.ws_clients} WebSocket client(s): open {self._dashboard_url()}client "
                   f"in a browser tab each, or run .venv/bin/python examples/ws_client.py --url "
@@ -337,31 +336,14 @@ class Launcher:
                 command += [f"--{name.replace('_', '-')}", *([] if value is True else [str(value)])]
         return command
 
-    def _client_command(self, source: str, partition_id: int) -> list[str]:
-        from fedmnist.sweep import GRIDS
-
+    def _client_command(self, partition_id: int) -> list[str]:
+        """``client.py`` for one share: the server sends it everything else (data source, seed, scheme, model)."""
         a = self.args
-        # A sweep's first setting decides the first run's partition; clients refuse a different one.
-        partition = GRIDS[a.grid][0].partition if a.grid else a.partition
         return [
             "client.py", "--server", f"127.0.0.1:{a.port}", "--partition-id", str(partition_id),
-            "--num-partitions", str(a.clients), "--dataset", source, "--seed", str(a.seed),
-            "--partition", partition, "--model", a.model, *self._data_home(),
+            "--num-partitions", str(a.clients), *self._data_home(),
             *(["--root-cert", str(self.certs / "ca.pem")] if a.tls else []),
         ]
-
-    def _resolved_source(self) -> str:
-        """The data source the server wrote in its live log's header line."""
-        from fedmnist.live_log import read_live_log
-        from fedmnist.paths import RunPaths
-        from fedmnist.sweep import GRIDS, setting_root
-
-        root = setting_root(self.out, self.args.grid, GRIDS[self.args.grid][0]) if self.args.grid else self.out
-        log_path = RunPaths(root, self.args.rounds).round_log
-        source = read_live_log(log_path).header.get("data_source")
-        if not source:
-            raise UserError(f"cannot read the data source from {log_path}")
-        return str(source)
 
     def _data_home(self) -> list[str]:
         return ["--data-home", self.args.data_home] if self.args.data_home else []

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from collections.abc import Sequence
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Hide TensorFlow C++ INFO and WARNING notes.
 
@@ -91,8 +92,8 @@ class Trainer:
     def get_weights(self) -> list[np.ndarray]:
         return self.model.get_weights()
 
-    def reset(self, seed: int) -> None:
-        """Forget Adam's moments and step count and reseed the shuffling: a client that keeps no state."""
+    def reset(self, seed: int | Sequence[int]) -> None:
+        """Forget Adam's moments and step count and reseed the shuffling (``seed``: NumPy's seed, e.g. a tuple)."""
         for variable in self.optimizer.variables:
             variable.assign(tf.zeros_like(variable))
         self._rng = np.random.default_rng(seed)

@@ -82,10 +82,12 @@ def fit_config(
 ) -> Callable[[int], dict[str, Scalar]]:
     """The per-round config sent to clients with fit and evaluate (the same every round but for the round).
 
-    ``run-id`` and ``partition`` let clients that outlive a run (a sweep) notice
-    the next one and re-cut their rows. ``client_settings`` (``num-partitions``,
-    ``seed``, ``model``, ``dataset``) are what every client must have been
-    started with; a client whose own differ refuses the run (``GuardedClient``).
+    The server is the clients' only source of the run's settings: local
+    training, ``partition`` and ``client_settings`` (``num-partitions``,
+    ``seed``, ``model``, ``dataset``) say how each client cuts its rows and
+    builds its model (``fedmnist.keras_client.PartitionClient``); a client
+    started for another ``num-partitions`` refuses the run. ``run-id`` tells a
+    sweep's runs apart, so clients start each one afresh.
     """
 
     def on_fit_config(server_round: int) -> dict[str, Scalar]:

@@ -100,7 +100,7 @@ def test_client_works_against_a_stock_fedavg_server(tmp_path: Path, data_home: s
     server = start_script("tests/stock_server.py", port, "1", log=tmp_path / "server.log")
     client = run_script(
         "client.py", "--server", f"127.0.0.1:{port}", "--partition-id", "0", "--num-partitions", "1",
-        "--dataset", "mnist-5k", "--data-home", data_home,
+        "--data-home", data_home,  # The stock server sends no settings: the client's defaults apply.
     )
     assert client.returncode == 0, client.stderr
     assert server.wait(timeout=60) == 0
@@ -111,8 +111,8 @@ def test_client_waits_for_a_server_that_starts_later(tmp_path: Path, data_home: 
     import time
 
     port = str(free_port())
-    client = start_script("client.py", "--server", f"127.0.0.1:{port}", "--num-partitions", "1", "--dataset",
-                          "mnist-5k", "--data-home", data_home, log=tmp_path / "client.log")
+    client = start_script("client.py", "--server", f"127.0.0.1:{port}", "--num-partitions", "1",
+                          "--data-home", data_home, log=tmp_path / "client.log")
     time.sleep(8)  # The client is up and retrying by now (TensorFlow takes about 5 s to import).
     assert client.poll() is None
     server = start_script("tests/stock_server.py", port, "1", log=tmp_path / "server.log")
@@ -121,7 +121,7 @@ def test_client_waits_for_a_server_that_starts_later(tmp_path: Path, data_home: 
 
 def test_client_without_server_exits_with_a_clear_error() -> None:
     result = run_script(
-        "client.py", "--server", f"127.0.0.1:{free_port()}", "--dataset", "mnist-5k", "--connect-timeout", "2",
+        "client.py", "--server", f"127.0.0.1:{free_port()}", "--connect-timeout", "2",
     )
     assert result.returncode == 2
     assert "error: lost or could not reach the Flower server" in result.stderr
@@ -172,9 +172,10 @@ def test_run_sh_reports_a_failing_process_and_stops(tmp_path: Path, data_home: s
         (["-m", "fedmnist.plots", "/nonexistent/history_40.pkl"], "cannot read history"),
         (["-m", "fedmnist.launcher", "--clients", "100000", "--out", "/tmp"], "100000 clients and a server need about"),
         (["server.py", "--partition", "dirichlet:0"], "--partition: dirichlet alpha must be greater than 0, got 0"),
-        (["client.py", "--partition", "labels"], "--partition: unknown partition 'labels'"),
+        (["server.py", "--partition", "labels"], "--partition: unknown partition 'labels'"),
+        (["client.py", "--model", "mlp"], "unrecognized arguments: --model mlp"),  # The server's setting now.
         (["server.py", "--strategy", "fedsgd"], "--strategy: invalid choice: 'fedsgd'"),
-        (["client.py", "--model", "resnet"], "--model: invalid choice: 'resnet'"),
+        (["server.py", "--model", "resnet"], "--model: invalid choice: 'resnet'"),
         (["-m", "fedmnist.launcher", "sweep", "--grid", "huge"], "--grid: invalid choice: 'huge'"),
         (["-m", "fedmnist.launcher", "--fraction-fit", "1.5"], "--fraction-fit: must be greater than 0 and at most 1"),
         (["server.py", "--name", " "], "--name: expected one printable line of 1-80 characters"),
@@ -397,7 +398,7 @@ def test_hostile_updates_are_rejected_and_training_goes_on(tmp_path: Path, data_
     faults = [[], [], ["--fault", "nan"], ["--fault", "shape"], ["--fault", "scale"]]
     clients = [
         start_script("client.py", "--server", f"127.0.0.1:{port}", "--partition-id", str(i), "--num-partitions", "5",
-                     *common, *fault, log=tmp_path / f"client_{i}.log")
+                     "--data-home", data_home, *fault, log=tmp_path / f"client_{i}.log")
         for i, fault in enumerate(faults)
     ]
     assert server.wait(timeout=180) == 0, (tmp_path / "server.log").read_text()[-2000:]
@@ -419,7 +420,7 @@ def test_client_crashing_at_a_round_leaves_the_others_to_finish(tmp_path: Path, 
     server = start_script("server.py", "--port", port, "--rounds", "4", "--clients", "3", "--out", str(tmp_path),
                           *common, log=tmp_path / "server.log")
     clients = [
-        start_script("client.py", "--server", f"127.0.0.1:{port}", "--partition-id", str(i), *common, *fault,
+        start_script("client.py", "--server", f"127.0.0.1:{port}", "--partition-id", str(i), "--data-home", data_home, *fault,
                      log=tmp_path / f"client_{i}.log")
         for i, fault in enumerate([[], [], ["--fault", "crash-at-round:2"]])
     ]
@@ -462,14 +463,14 @@ def test_client_with_the_wrong_ca_or_no_tls_cannot_connect(tmp_path: Path, data_
     try:
         for extra in (["--root-cert", str(tmp_path / "other" / "ca.pem")], []):
             result = run_script("client.py", "--server", f"127.0.0.1:{port}", "--num-partitions", "1",
-                                "--connect-timeout", "3", *common, *extra, timeout=120)
+                                "--connect-timeout", "3", "--data-home", data_home, *extra, timeout=120)
             assert result.returncode == 2, result.stderr
             assert "could not reach the Flower server" in result.stderr and "Traceback" not in result.stderr
             assert "background thread" not in result.stderr  # One line, not gRPC's thread noise.
         assert "the server requires TLS: pass --root-cert" in result.stderr  # The plaintext client is told why.
         assert "With TLS" in run_script(
             "client.py", "--server", f"127.0.0.1:{port}", "--num-partitions", "1", "--connect-timeout", "3",
-            "--root-cert", str(tmp_path / "other" / "ca.pem"), *common, timeout=120,
+            "--root-cert", str(tmp_path / "other" / "ca.pem"), "--data-home", data_home, timeout=120,
         ).stderr
         assert server.poll() is None  # Nothing got in: the server is still waiting for a client.
     finally:
@@ -484,7 +485,7 @@ def test_restarted_client_rejoins_later_rounds(tmp_path: Path, data_home: str) -
     common = ["--dataset", "mnist-5k", "--data-home", data_home]
     server = start_script("server.py", "--port", port, "--rounds", "40", "--clients", "2", "--min-clients", "1",
                           "--local-epochs", "10", "--out", str(tmp_path), *common, log=tmp_path / "server.log")
-    client_args = ["client.py", "--server", f"127.0.0.1:{port}", "--num-partitions", "2", *common]
+    client_args = ["client.py", "--server", f"127.0.0.1:{port}", "--num-partitions", "2", "--data-home", data_home]
     first = start_script(*client_args, "--partition-id", "0", log=tmp_path / "client_0.log")
     doomed = start_script(*client_args, "--partition-id", "1", log=tmp_path / "client_1.log")
     log_path = tmp_path / "history" / "history_40.jsonl"
@@ -512,7 +513,7 @@ def test_hostile_clients_cannot_stop_or_take_over_the_federation(tmp_path: Path,
                           "--max-update-norm-factor", "1000", "--out", str(tmp_path), *common,
                           log=tmp_path / "server.log")
     real = start_script("client.py", "--server", f"127.0.0.1:{port}", "--partition-id", "0",
-                        "--num-partitions", str(clients), *common, log=tmp_path / "client.log")
+                        "--num-partitions", str(clients), "--data-home", data_home, log=tmp_path / "client.log")
     wait_for_port(int(port), server)  # Flower's own client gives up on a server not listening yet.
     hostile = start_script("tests/hostile_client.py", f"127.0.0.1:{port}", *ATTACKS, log=tmp_path / "hostile.log")
     assert server.wait(timeout=180) == 0, (tmp_path / "server.log").read_text()[-3000:]
@@ -538,18 +539,18 @@ def test_hostile_clients_cannot_stop_or_take_over_the_federation(tmp_path: Path,
 
 def test_clients_that_never_come_or_differ_in_settings_do_not_stop_the_run(tmp_path: Path, data_home: str) -> None:
     # --clients 3 --min-clients 1: one client never arrives (the old server aborted the run after
-    # --client-timeout), one was started with other partition settings (the old server let it train
-    # on overlapping rows). The run starts with the two present and refuses the second at round 1.
+    # --client-timeout), one was started for 5 partitions, not 3 (the old server let it train on
+    # overlapping rows). The run starts with the two present and refuses the second at round 1.
     port = str(free_port())
     common = ["--dataset", "mnist-5k", "--data-home", data_home]
     server = start_script("server.py", "--port", port, "--rounds", "2", "--clients", "3", "--min-clients", "1",
                           "--client-timeout", "15", "--out", str(tmp_path), *common, log=tmp_path / "server.log")
     good = start_script("client.py", "--server", f"127.0.0.1:{port}", "--partition-id", "0", "--num-partitions", "3",
-                        *common, log=tmp_path / "good.log")
+                        "--data-home", data_home, log=tmp_path / "good.log")
     wrong = run_script("client.py", "--server", f"127.0.0.1:{port}", "--partition-id", "1", "--num-partitions", "5",
-                       "--seed", "7", *common, timeout=120)
+                       "--data-home", data_home, timeout=120)
     assert wrong.returncode == 2 and "Traceback" not in wrong.stderr, wrong.stderr
-    assert "settings differ from the server's (num-partitions 5 here, 3 on the server; seed 7 here, 42" in wrong.stderr
+    assert "settings differ from the server's (num-partitions 5 here, 3 on the server)" in wrong.stderr
     assert server.wait(timeout=120) == 0 and good.wait(timeout=30) == 0
     server_log = (tmp_path / "server.log").read_text()
     assert "2 of 3 clients connected within 15 s; starting without the 1 missing" in server_log

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from fedmnist.keras_client import MnistClient, make_client
+from fedmnist.keras_client import RUN_SETTINGS, MnistClient, SettingsMismatch, make_client
 from fedmnist.data import client_data, to_float
 from fedmnist.model import Trainer, build_model, proximal_term, save_model
 
@@ -97,10 +97,36 @@ def test_client_evaluate_reports_loss_examples_and_accuracy(share) -> None:
     assert metrics["loss"] == loss and 0.0 <= metrics["accuracy"] <= 1.0
 
 
-def test_make_client_reports_startup_timings(data_home: str) -> None:
-    client = make_client(partition_id=1, num_partitions=3, dataset="mnist-5k", data_home=data_home, process_started=0.0)
-    assert client.extra_metrics["data_seconds"] >= 0 and client.extra_metrics["startup_seconds"] > 0
-    assert len(client.y_train) + len(client.y_val) == 1333
+def test_a_client_takes_its_data_and_model_from_the_servers_config(data_home: str) -> None:
+    client = make_client(partition_id=1, num_partitions=5, data_home=data_home, process_started=0.0)
+    config = {"dataset": "mnist-5k", "seed": 7, "partition": "shards:2", "model": "dense32", "num-partitions": 5,
+              "run-id": "a", "server-round": 1}
+    start = client.get_parameters(config)
+    assert [w.shape for w in start] == [(784, 32), (32,), (32, 10), (10,)]  # dense32, as the server said.
+    weights, num_examples, metrics = client.fit(start, config)
+    assert num_examples == 720  # 4,000 rows in 5 shares, 10% of each kept for validation.
+    assert metrics["startup_seconds"] > 0 and metrics["data_seconds"] >= 0 and metrics["partition_id"] == 1
+    share = client.cache.client({key: config[key] for key in RUN_SETTINGS}, 1, 5)
+    assert len(np.unique(np.concatenate([share.y_train, share.y_val]))) <= 4  # shards:2: a few digits only.
+
+
+def test_a_client_started_for_other_partitions_refuses_the_run(data_home: str) -> None:
+    client = make_client(partition_id=1, num_partitions=5, data_home=data_home)
+    assert client.settings_problem({"num-partitions": 3}) == "num-partitions 5 here, 3 on the server"
+    assert client.settings_problem({"num-partitions": 5}) == client.settings_problem({}) == ""
+    with pytest.raises(SettingsMismatch, match="num-partitions 5 here, 3 on the server"):
+        client.fit([], {"num-partitions": 3})
+
+
+def test_a_client_shuffles_differently_each_round(data_home: str) -> None:
+    client = make_client(partition_id=0, num_partitions=5, data_home=data_home)
+    config = {"dataset": "mnist-5k", "model": "dense32", "local-epochs": 1}
+    start = client.get_parameters(config)
+    first = client.fit(start, {**config, "server-round": 1})[0]
+    again = client.fit(start, {**config, "server-round": 1, "run-id": "other"})[0]
+    second = client.fit(start, {**config, "server-round": 2, "run-id": "another"})[0]
+    np.testing.assert_allclose(first[0], again[0], atol=1e-6)  # Same seed, partition and round: same order.
+    assert not np.allclose(first[0], second[0], atol=1e-4)  # Another round: another order.
 
 
 def test_saved_model_is_complete_and_predicts(tmp_path: Path, mnist_5k) -> None:

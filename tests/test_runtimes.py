@@ -12,12 +12,10 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from conftest import PROJECT_ROOT, free_port, run_script
-from fedmnist.client_app import WorkerCache
-from fedmnist.data import MnistData
+from fedmnist.keras_client import ClientCache
 
 pytest.importorskip("ray")
 SMALL_RUN = ("--clients", "3", "--rounds", "2", "--dataset", "mnist-5k")
@@ -151,19 +149,15 @@ def test_a_hundred_virtual_clients_with_a_tenth_sampled_each_round(tmp_path: Pat
     assert rounds[-1]["centralized"]["accuracy"] > rounds[0]["centralized"]["accuracy"] - 0.05
 
 
-def test_a_worker_keeps_one_trainer_and_each_clients_rows(mnist_5k: MnistData, data_home: str,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("FEDMNIST_DATA_HOME", data_home)
-    cache = WorkerCache()
-    config = {"dataset": "mnist-5k", "seed": 1, "partition": "iid", "model": "dense32"}
-    trainer = cache.trainer("dense32", 3)
-    x, y = mnist_5k.x_train[:64].astype(np.float32) / 255, mnist_5k.y_train[:64].astype(np.int32)
-    trainer.fit(x, y, epochs=1, batch_size=32)
-    assert int(trainer.optimizer.iterations.numpy()) == 2
-    assert cache.trainer("dense32", 4) is trainer and int(trainer.optimizer.iterations.numpy()) == 0  # Reset.
-    first = cache.share(config, 2, 10)
-    assert cache.share(config, 2, 10) is first and cache.share(config, 3, 10) is not first
+def test_a_worker_keeps_one_trainer_and_each_clients_rows(data_home: str) -> None:
+    cache = ClientCache(data_home)
+    settings = {"dataset": "mnist-5k", "seed": 1, "partition": "iid", "model": "dense32"}
+    first = cache.client(settings, 2, 10)
+    assert cache.client(settings, 2, 10) is first  # Rows cut and converted once per process.
+    other = cache.client(settings, 3, 10)
+    assert other is not first and other.trainer is first.trainer  # One compiled Trainer per model.
     assert len(first.y_train) + len(first.y_val) == 400  # 4,000 rows in 10 shares.
+    assert cache.client({**settings, "model": "mlp"}, 2, 10).trainer is not first.trainer
 
 
 def test_a_clientapp_client_keeps_its_adam_state_in_context_state(data_home: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -171,17 +165,18 @@ def test_a_clientapp_client_keeps_its_adam_state_in_context_state(data_home: str
     from flwr.app import RecordDict
     from flwr.common import Context
 
-    from fedmnist.client_app import OPTIMIZER_STATE, client_fn
+    from fedmnist import client_app
+    from fedmnist.keras_client import OPTIMIZER_STATE
 
-    monkeypatch.setenv("FEDMNIST_DATA_HOME", data_home)
+    monkeypatch.setattr(client_app._CACHE, "data_home", data_home)  # What FEDMNIST_DATA_HOME sets in a worker.
     context = Context(run_id=1, node_id=1, node_config={"partition-id": 2, "num-partitions": 10},
                       state=RecordDict(), run_config={})
     config = {"dataset": "mnist-5k", "seed": 1, "partition": "iid", "model": "dense32", "run-id": "a",
               "local-epochs": 1, "batch-size": 32, "learning-rate": 0.001, "server-round": 1}
-    weights = WorkerCache().trainer("dense32", 1).get_weights()
+    weights = ClientCache().trainer("dense32", 1).get_weights()
 
     def steps_after_fit(run_id: str) -> int:
-        client_fn(context).numpy_client.fit(weights, {**config, "run-id": run_id})  # A new client per message.
+        client_app.client_fn(context).numpy_client.fit(weights, {**config, "run-id": run_id})  # A new client per message.
         return int(context.state[OPTIMIZER_STATE].to_numpy_ndarrays()[0])  # Adam's iterations come first.
 
     first = steps_after_fit("a")
