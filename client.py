@@ -18,9 +18,10 @@ import sys  # noqa: E402
 
 from fedmnist import config  # noqa: E402
 from fedmnist.cli import (  # noqa: E402
-    Parser, add_data_home_argument, configure_logging, exit_now, non_negative_int, positive_float, positive_int,
+    Parser, configure_logging, exit_now, non_negative_int, positive_float, positive_int,
     require_environment, run_cli, server_address,
 )
+from fedmnist.settings import add_data_home_argument  # noqa: E402
 
 
 def fault_spec(text: str) -> str:

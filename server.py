@@ -13,24 +13,18 @@ PROCESS_STARTED = time.perf_counter()
 
 import sys  # noqa: E402
 
-from fedmnist import config  # noqa: E402
-from fedmnist.cli import (  # noqa: E402
-    Parser, add_federation_arguments, check_federation_arguments, configure_logging, exit_now, positive_float,
-    require_environment, run_cli, take_back_stop_signals,
-)
+from fedmnist.cli import Parser, configure_logging, exit_now, require_environment, run_cli, take_back_stop_signals  # noqa: E402
+from fedmnist.settings import SERVER, ServerSettings, add_setting_arguments, check_setting_arguments  # noqa: E402
 from fedmnist.sweep import GRIDS  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> "object":
     parser = Parser(prog="server.py", description="Run the Flower server (FedAvg) for federated MNIST.")
-    add_federation_arguments(parser, out_default=".", out_help="folder that gets history/, models/ and plots/ (default: the current folder)")
-    parser.add_argument("--host", default=config.SERVER_HOST, help="interface to listen on (default: %(default)s, all)")
-    parser.add_argument("--client-timeout", type=positive_float, default=config.CLIENT_WAIT_TIMEOUT, help="seconds to wait for the clients to connect (default: %(default)s)")
-    parser.add_argument("--tls-dir", default=None, help="serve over TLS with ca.pem, server.pem and server.key from this folder (./run.sh certs makes them)")
+    add_setting_arguments(parser, program=SERVER)  # One flag per ServerSettings field (fedmnist.settings).
     parser.add_argument("--sweep", choices=sorted(GRIDS), default=None, help="run every setting of this grid in a row, for the same clients (see README, Sweeps)")
     parser.add_argument("--verbose", action="store_true", help="also show Flower's INFO messages")
     args = parser.parse_args(argv)
-    check_federation_arguments(parser, args)
+    check_setting_arguments(parser, args)
     if args.runtime == "deployment":
         parser.error("--runtime deployment runs the ServerApp under a SuperLink: use ./run.sh --runtime deployment "
                      "or flwr run (README, Runtimes)")
@@ -45,7 +39,7 @@ def main(argv: list[str]) -> None:
     args = parse_args(argv)
     configure_logging(args.verbose)
     from fedmnist.run_lock import lock_results
-    from fedmnist.server_run import ServerSettings, run_server
+    from fedmnist.server_run import run_server
 
     settings = ServerSettings(**{key: value for key, value in vars(args).items() if key not in ("verbose", "sweep")})
 

@@ -17,7 +17,6 @@ import traceback
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
-from fedmnist import config
 from fedmnist.errors import UserError
 
 T = TypeVar("T")
@@ -52,25 +51,6 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def add_data_home_argument(parser: argparse.ArgumentParser) -> None:
-    """Where this machine keeps the MNIST cache; server.py, client.py and run.sh take it."""
-    parser.add_argument("--data-home", default=None, help="scikit-learn data home for the MNIST cache (default: scikit-learn's)")
-
-
-def _add_data_and_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """The run's data, partition, seed and model: the server sends them to every client."""
-    parser.add_argument("--dataset", choices=config.DATASETS, default=config.DATASET,
-                        help="MNIST source; auto = OpenML if reachable or cached, else the offline 5k subset (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=config.SEED,
-                        help="seed of the client partitions and the initial model (default: %(default)s)")
-    add_data_home_argument(parser)
-    parser.add_argument("--partition", type=partition_spec, default=config.PARTITION,
-                        help="how training rows are split among clients: iid, dirichlet:ALPHA (label skew, e.g. 0.1) "
-                        "or shards:K (K label-sorted shards each) (default: %(default)s)")
-    parser.add_argument("--model", choices=config.MODELS, default=config.MODEL,
-                        help="mlp (784-128-10), dense32 (784-32-10) or cnn (small convnet) (default: %(default)s)")
-
-
 def partition_spec(text: str) -> str:
     """A valid ``--partition`` value, normalised (``Dirichlet:0.50`` -> ``dirichlet:0.5``)."""
     from fedmnist.partition import parse_partition  # NumPy: not needed for --help.
@@ -79,59 +59,6 @@ def partition_spec(text: str) -> str:
         return str(parse_partition(text))
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def add_federation_arguments(parser: argparse.ArgumentParser, *, out_default: str, out_help: str) -> None:
-    """The run's shape and local training, taken by server.py and run.sh."""
-    parser.add_argument("--rounds", type=positive_int, default=config.ROUNDS, help="federated rounds (default: %(default)s)")
-    parser.add_argument("--clients", type=positive_int, default=config.CLIENTS, help="clients that train every round (default: %(default)s)")
-    parser.add_argument("--port", type=port_number, default=config.PORT, help="server port (default: %(default)s)")
-    parser.add_argument("--out", default=out_default, help=out_help)
-    _add_data_and_model_arguments(parser)
-    parser.add_argument("--strategy", choices=config.STRATEGIES, default=config.STRATEGY,
-                        help="Flower aggregation strategy (default: %(default)s)")
-    parser.add_argument("--fraction-fit", type=fraction, default=config.FRACTION_FIT,
-                        help="share of the clients trained each round, 0-1 (default: %(default)s)")
-    parser.add_argument("--fraction-evaluate", type=fraction, default=config.FRACTION_EVALUATE,
-                        help="share of the clients that evaluate the global model each round, 0-1 (default: %(default)s)")
-    parser.add_argument("--runtime", choices=config.RUNTIMES, default=config.RUNTIME,
-                        help="classic: a process per client (fastest for a few); simulation: virtual clients on Ray "
-                        "workers, for 100-1,000 clients on one machine (default: %(default)s)")
-    parser.add_argument("--sim-cpus-per-client", type=positive_float, default=config.SIM_CPUS_PER_CLIENT,
-                        help="--runtime simulation: Ray CPUs each virtual client takes while it runs; 1 runs one per "
-                        "core (default: %(default)s)")
-    parser.add_argument("--ray-address", default=None,
-                        help="--runtime simulation: join this running Ray cluster (e.g. 10.0.0.5:6379) instead of "
-                        "starting Ray on this machine")
-    parser.add_argument("--proximal-mu", type=non_negative_float, default=config.PROXIMAL_MU,
-                        help="FedProx's mu, the weight of the proximal term; --strategy fedprox only (default: %(default)s)")
-    parser.add_argument("--min-clients", type=positive_int, default=None,
-                        help="clients a round needs to go ahead, so the run survives the others failing "
-                        "(default: all but one, at least 1; the first round waits up to --client-timeout for all, "
-                        "then starts with those present if at least this many)")
-    parser.add_argument("--round-timeout", type=positive_float, default=config.ROUND_TIMEOUT,
-                        help="seconds a round waits for answers; clients later than that count as failed (default: %(default)s)")
-    parser.add_argument("--max-update-norm-factor", type=positive_float, default=config.MAX_UPDATE_NORM_FACTOR,
-                        help="drop client updates farther from the global model than this many times the round's "
-                        "median (default: %(default)s)")
-    parser.add_argument("--name", type=run_name, default=None,
-                        help="a name for the run in the dashboard, plots and comparisons "
-                        "(default: its settings and start time, e.g. fedavg-iid-3c-40r-20261129-1355)")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue an interrupted run from its last checkpoint in --out (same settings)")
-    parser.add_argument("--baseline", action="store_true",
-                        help="also train the model centrally on the clients' rows and plot it for reference")
-    parser.add_argument("--local-epochs", type=positive_int, default=config.LOCAL_EPOCHS, help="local epochs per round, sent to clients (default: %(default)s)")
-    parser.add_argument("--batch-size", type=positive_int, default=config.BATCH_SIZE, help="local batch size, sent to clients (default: %(default)s)")
-    parser.add_argument("--learning-rate", type=positive_float, default=config.LEARNING_RATE, help="clients' Adam learning rate (default: %(default)s)")
-
-
-def check_federation_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Checks that involve two flags of ``add_federation_arguments``; a mistake exits with one line."""
-    if args.min_clients is not None and args.min_clients > args.clients:
-        parser.error(f"--min-clients ({args.min_clients}) cannot be more than --clients ({args.clients})")
-    if args.runtime != "simulation" and args.ray_address:
-        parser.error("--ray-address needs --runtime simulation")
 
 
 def run_name(text: str) -> str:

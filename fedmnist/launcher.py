@@ -30,17 +30,11 @@ from typing import IO
 
 from fedmnist import config
 from fedmnist.archive import RESULT_FOLDERS, archive_earlier_results
-from fedmnist.cli import (
-    Parser,
-    add_federation_arguments,
-    check_federation_arguments,
-    non_negative_int,
-    run_cli,
-    take_back_stop_signals,
-)
+from fedmnist.cli import Parser, non_negative_int, run_cli, take_back_stop_signals
 from fedmnist.dashboard.serve import add_dashboard_arguments, port_in_use
 from fedmnist.errors import UserError
 from fedmnist.run_lock import ResultsLock, lock_results
+from fedmnist.settings import RUN, ServerSettings, add_setting_arguments, check_setting_arguments
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 LISTEN_TIMEOUT = 180.0  # Seconds the server may take to start listening.
@@ -80,15 +74,13 @@ def parse_args(argv: list[str]):
                             help="of --clients, how many join over the dashboard's WebSocket /ws instead of as "
                             "client.py (browser tabs at /client, examples/ws_client.py); the run waits for them "
                             "(default: %(default)s)")
-    add_federation_arguments(
-        parser, out_default=str(PROJECT_ROOT),
-        out_help="folder for history/, plots/, models/ and logs/ (default: the project folder)",
-    )
+    add_setting_arguments(parser, program=RUN, out=(
+        str(PROJECT_ROOT), "folder for history/, plots/, models/ and logs/ (default: the project folder)"))
     parser.add_argument("--no-dashboard", action="store_true",
                         help="do not start the web dashboard (./run.sh dashboard serves it alone later)")
     add_dashboard_arguments(parser)
     args = parser.parse_args(argv)
-    check_federation_arguments(parser, args)
+    check_setting_arguments(parser, args)
     if sweep and args.runtime == "deployment":
         parser.error("a sweep needs --runtime classic or simulation (its server runs every setting in a row)")
     if args.tls and args.runtime != "classic":
@@ -324,8 +316,6 @@ class Launcher:
         without an edit here (the run config of ``flwr run`` is derived the same way).
         """
         from dataclasses import fields
-
-        from fedmnist.server_run import ServerSettings
 
         a = self.args
         values = {**vars(a), "out": str(self.out), "tls_dir": str(self.certs) if a.tls else None, "sweep": a.grid}

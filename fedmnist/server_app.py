@@ -14,25 +14,18 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from dataclasses import MISSING, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from fedmnist import config
 from fedmnist.errors import UserError
 from fedmnist.partition import parse_partition
-
-if TYPE_CHECKING:
-    from fedmnist.server_run import ServerSettings  # Imported when used: it pulls in Flower's server.
+from fedmnist.settings import ServerSettings, flag_name, run_config_fields
 
 log = logging.getLogger(__name__)
 
-# Settings that are not the app's under a Grid: the classic pair's address and TLS, the sweep's
-# reconnect, and the simulation's resources (Flower's SuperLink connection options set those).
-NOT_RUN_CONFIG = ("port", "host", "tls_dir", "keep_clients", "runtime", "sim_cpus_per_client", "ray_address")
 # Grids by the runtime that drives them.
 GRID_RUNTIMES = {"InMemoryGrid": "simulation", "HttpGrid": "deployment"}
 
@@ -67,34 +60,33 @@ def main(grid: Grid, context: Context) -> None:
 def run_config_defaults() -> dict[str, Any]:
     """The run config a ServerApp understands, with ``server.py``'s defaults: what ``pyproject.toml`` must hold.
 
-    TOML has no ``None``: a setting whose default is None (e.g. ``name``,
-    ``min-clients``) is ``""`` or ``0`` there, and means the same.
+    The settings are ``ServerSettings``' fields marked for the run config
+    (``fedmnist.settings``); the others are Flower's to decide under a Grid
+    (the classic pair's address and TLS, the sweep's reconnect, the
+    simulation's resources). TOML has no ``None``: a setting whose default is
+    None (e.g. ``name``, ``min-clients``) is ``""`` or ``0`` there, and means the same.
     """
-    from fedmnist.server_run import ServerSettings
-
     config: dict[str, Any] = {}
-    for field in fields(ServerSettings):
-        if field.name in NOT_RUN_CONFIG:
-            continue
-        default = field.default if field.default is not MISSING else None
-        config[_key(field.name)] = _NONE_AS[field.name] if default is None else default
+    for field in run_config_fields():
+        config[flag_name(field.name)] = field.metadata["none_as"] if field.default is None else field.default
     return {**config, "verbose": False}
 
 
 def run_config_from(values: dict[str, Any]) -> dict[str, Any]:
     """The run config for settings given by field name (e.g. ``./run.sh``'s flags): the inverse of the below."""
     config = {}
+    none_as = _none_as()
     for key, default in run_config_defaults().items():
         value = values.get(key.replace("-", "_"), default)
-        config[key] = _NONE_AS[key.replace("-", "_")] if value is None else value
+        config[key] = none_as.get(key) if value is None else value
     return config
 
 
 def settings_from_run_config(run_config: dict[str, Any], runtime: str) -> ServerSettings:
     """``ServerSettings`` from a run config; one clear error for an unknown key or a value of the wrong type."""
-    from fedmnist.server_run import ServerSettings
-
     defaults = run_config_defaults()
+    choices = {flag_name(f.name): f.metadata["choices"] for f in run_config_fields() if f.metadata["choices"]}
+    none_as = _none_as()
     unknown = sorted(set(run_config) - set(defaults))
     if unknown:
         raise UserError(f"unknown run config key(s) {', '.join(unknown)}; known: {', '.join(sorted(defaults))}")
@@ -110,20 +102,17 @@ def settings_from_run_config(run_config: dict[str, Any], runtime: str) -> Server
         allowed = (int, float) if isinstance(expected, float) else type(expected)
         if isinstance(expected, bool) != isinstance(value, bool) or not isinstance(value, allowed):
             raise UserError(f"run config {key} = {value!r}: expected {_KINDS[type(expected)]}")
-        if key in _CHOICES and value not in _CHOICES[key]:
-            raise UserError(f"run config {key} = {value!r}: choose one of {', '.join(_CHOICES[key])}")
-        name = key.replace("-", "_")
-        if name in _NONE_AS and value == _NONE_AS[name]:
+        if key in choices and value not in choices[key]:
+            raise UserError(f"run config {key} = {value!r}: choose one of {', '.join(choices[key])}")
+        if key in none_as and value == none_as[key]:
             value = None
-        values[name] = float(value) if isinstance(expected, float) else value
+        values[key.replace("-", "_")] = float(value) if isinstance(expected, float) else value
     return ServerSettings(**values)
 
 
-def _key(name: str) -> str:
-    return name.replace("_", "-")
+def _none_as() -> dict[str, Any]:
+    """How the settings whose default is None appear in a run config (TOML has no None), by key."""
+    return {flag_name(f.name): f.metadata["none_as"] for f in run_config_fields() if f.default is None}
 
 
-# How the settings whose default is None appear in a run config (TOML has no None).
-_NONE_AS: dict[str, Any] = {"name": "", "data_home": "", "min_clients": 0}
 _KINDS = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
-_CHOICES = {"model": config.MODELS, "dataset": config.DATASETS, "strategy": config.STRATEGIES}

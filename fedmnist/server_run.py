@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from collections.abc import Callable
@@ -29,7 +29,6 @@ from flwr.server.server import reconnect_clients
 from flwr.server.strategy import FedAvg, Strategy
 from flwr.supercore.address import is_port_in_use
 
-from fedmnist import config
 from fedmnist.atomic import write_text_atomic
 from fedmnist.archive import archive_earlier_results
 from fedmnist.baseline import train_centrally
@@ -47,6 +46,7 @@ from fedmnist.plots import plot_clients, plot_confusion, plot_history, plot_labe
 from fedmnist.tensorboard import write_scalars
 from fedmnist.recorder import RoundRecorder
 from fedmnist.run_strategy import RunStrategy
+from fedmnist.settings import ServerSettings
 from fedmnist.strategy import build_strategy, centralized_evaluate_fn, fit_config
 from fedmnist.tls import load_server_certificates
 from fedmnist.validation import UpdateValidator
@@ -58,55 +58,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RECONNECT_SECONDS = 1  # How long sweep clients wait before connecting to the next run's server.
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """Everything a run depends on; saved with its results as ``config``."""
-
-    rounds: int = config.ROUNDS
-    clients: int = config.CLIENTS
-    port: int = config.PORT
-    host: str = config.SERVER_HOST
-    dataset: str = config.DATASET
-    seed: int = config.SEED
-    partition: str = config.PARTITION
-    model: str = config.MODEL
-    strategy: str = config.STRATEGY
-    fraction_fit: float = config.FRACTION_FIT
-    fraction_evaluate: float = config.FRACTION_EVALUATE
-    proximal_mu: float = config.PROXIMAL_MU
-    runtime: str = config.RUNTIME  # classic, simulation (fedmnist.simulation) or deployment (fedmnist.deployment).
-    sim_cpus_per_client: float = config.SIM_CPUS_PER_CLIENT
-    ray_address: str | None = None  # Simulation on a running Ray cluster instead of a local one.
-    baseline: bool = False
-    resume: bool = False
-    tls_dir: str | None = None  # Serve with ca.pem, server.pem and server.key from here (fedmnist.tls).
-    keep_clients: bool = False  # A sweep: ask clients to reconnect for the next run instead of leaving.
-    name: str | None = None  # Shown by the dashboard and comparisons; None: derived (default_name).
-    out: str = "."
-    data_home: str | None = None
-    client_timeout: float = config.CLIENT_WAIT_TIMEOUT
-    min_clients: int | None = None  # Clients a round needs; None: all but one (at least 1).
-    round_timeout: float = config.ROUND_TIMEOUT
-    max_update_norm_factor: float = config.MAX_UPDATE_NORM_FACTOR
-    local_epochs: int = config.LOCAL_EPOCHS
-    batch_size: int = config.BATCH_SIZE
-    learning_rate: float = config.LEARNING_RATE
-
-    def default_name(self, started: datetime) -> str:
-        """``fedavg-iid-3c-40r-20261129-1355``: the settings that tell runs apart, and the start (UTC)."""
-        return (f"{self.strategy}-{self.partition.replace(':', '')}-{self.clients}c-{self.rounds}r-"
-                f"{started:%Y%m%d-%H%M}")
-
-    @property
-    def minimum_clients(self) -> int:
-        """Clients a round needs to go ahead: ``--min-clients``, else all but one (at least 1)."""
-        return self.min_clients or max(1, self.clients - 1)
-
-    @property
-    def address(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
 Federate = Callable[[Server, ServerConfig], "History | None"]

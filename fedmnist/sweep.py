@@ -22,7 +22,7 @@ from fedmnist.atomic import write_text_atomic
 from fedmnist.errors import UserError
 
 if TYPE_CHECKING:
-    from fedmnist.server_run import ServerSettings
+    from fedmnist.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 

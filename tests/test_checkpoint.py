@@ -17,7 +17,7 @@ from fedmnist.checkpoint import (
     strategy_state,
 )
 from fedmnist.errors import UserError
-from fedmnist.server_run import ServerSettings
+from fedmnist.settings import ServerSettings
 from fedmnist.strategy import build_strategy
 
 WEIGHTS = [np.ones((2, 2), np.float32), np.zeros(2, np.float32)]

@@ -13,7 +13,7 @@ from flwr.serverapp import ServerApp
 from conftest import PROJECT_ROOT
 from fedmnist.errors import UserError
 from fedmnist.server_app import run_config_defaults, run_config_from, settings_from_run_config
-from fedmnist.server_run import ServerSettings
+from fedmnist.settings import ServerSettings
 
 PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
 
@@ -77,3 +77,24 @@ def test_run_sh_hands_every_setting_to_server_py() -> None:
     assert len(shared) >= 20
     assert {name: received[name] for name in shared} == {**{name: getattr(args, name) for name in shared},
                                                          "out": str(launcher.out)}
+
+
+def test_each_setting_is_declared_once_and_every_interface_follows() -> None:
+    """A ServerSettings field is the flag of server.py (and ./run.sh) and, where marked, a run config key."""
+    from dataclasses import fields
+
+    import server
+    from fedmnist.launcher import parse_args
+    from fedmnist.settings import RUN, SERVER
+
+    server_flags = set(vars(server.parse_args([])))
+    launcher_flags = set(vars(parse_args([])))
+    for field in fields(ServerSettings):
+        flag = field.metadata["flag"]
+        assert (field.name in server_flags) == (flag in (RUN, SERVER)), field.name
+        assert (field.name in launcher_flags) == (flag == RUN), field.name
+        if field.metadata["run_config"]:
+            key = field.name.replace("_", "-")
+            assert key in run_config_defaults(), field.name
+            assert field.default is not None or field.metadata["none_as"] is not None, f"{field.name}: TOML has no None"
+    assert set(vars(server.parse_args([]))) - {f.name for f in fields(ServerSettings)} == {"sweep", "verbose"}
