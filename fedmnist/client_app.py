@@ -27,9 +27,8 @@ import os
 from flwr.client import Client, ClientApp
 from flwr.common import Context
 
+from fedmnist.data import DATA_HOME_VARIABLE
 from fedmnist.keras_client import ClientCache, PartitionClient
-
-DATA_HOME_VARIABLE = "FEDMNIST_DATA_HOME"  # The driver's --data-home, for the Ray workers.
 
 _CACHE = ClientCache(os.environ.get(DATA_HOME_VARIABLE) or None)  # One per process (see the module docstring).
 

@@ -18,6 +18,7 @@ Run ``python -m fedmnist.data --dataset auto`` to fill the cache ahead of time
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 import warnings
@@ -37,6 +38,8 @@ log = logging.getLogger(__name__)
 
 OPENML = "openml"
 MNIST_5K = "mnist-5k"
+# The data home for processes Flower starts (Ray workers, flwr-clientapp), which take no flags.
+DATA_HOME_VARIABLE = "FEDMNIST_DATA_HOME"
 _OPENML_TIMEOUT_SECONDS = 20.0  # Per network call, so a dead network fails fast.
 _HOLDOUT_SEED = 0  # The 5k held-out set is the same whatever the run's --seed.
 
@@ -102,9 +105,18 @@ def resolve_dataset(dataset: str, data_home: str | None = None) -> str:
 
 def cache_path(source: str, data_home: str | None = None) -> Path:
     """Where the parsed ``source`` is cached: ``<data_home>/fedmnist/<source>.npz``."""
-    from sklearn.datasets import get_data_home
+    return sklearn_data_home(data_home) / "fedmnist" / f"{source}.npz"
 
-    return Path(get_data_home(data_home)) / "fedmnist" / f"{source}.npz"
+
+def sklearn_data_home(data_home: str | None = None) -> Path:
+    """scikit-learn's data home, without importing scikit-learn.
+
+    ``get_data_home``'s rule: the argument, else $SCIKIT_LEARN_DATA, else
+    ~/scikit_learn_data, with ``~`` expanded. Importing scikit-learn costs about a second, and every process that reads the cache
+    would pay it: each Ray worker, and each ``flwr-clientapp`` process (one per
+    message) on the Deployment Runtime. Only ``fetch_openml`` needs scikit-learn.
+    """
+    return Path(data_home or os.environ.get("SCIKIT_LEARN_DATA", os.path.join("~", "scikit_learn_data"))).expanduser()
 
 
 def client_data(

@@ -34,7 +34,7 @@ CONNECTION = "fedmnist-local"  # The SuperLink connection's name in FLWR_HOME/co
 
 def environment(home: Path, lock: ResultsLock | None, data_home: str | None) -> dict[str, str]:
     """Environment entries for the Flower processes of a run whose Flower files live in ``home``."""
-    from fedmnist.client_app import DATA_HOME_VARIABLE
+    from fedmnist.data import DATA_HOME_VARIABLE
     from fedmnist.run_lock import holder_environment
 
     return {

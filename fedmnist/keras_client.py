@@ -13,9 +13,11 @@ the ClientApp.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import grpc
 import numpy as np
@@ -41,8 +43,10 @@ from fedmnist import config as defaults  # Flower's methods take a parameter nam
 from fedmnist.data import ClientData, MnistData, client_data, load_mnist, to_float
 from fedmnist.errors import UserError
 from fedmnist.faults import corrupt, crash_if_due
-from fedmnist.model import Trainer, build_model
 from fedmnist.tls import speaks_tls
+
+if TYPE_CHECKING:  # TensorFlow loads when a process builds its first model: importing this module stays light.
+    from fedmnist.model import Trainer
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 0.5  # Pause between attempts to reach an unreachable server.
@@ -139,6 +143,8 @@ class ClientCache:
 
     def trainer(self, model: str, seed: int) -> Trainer:
         """This process's compiled Trainer for ``model`` (its weights and optimizer are set per message)."""
+        from fedmnist.model import Trainer, build_model
+
         if model not in self._trainers:
             self._trainers[model] = Trainer(build_model(seed, model), seed=seed)
         return self._trainers[model]
@@ -226,6 +232,8 @@ def make_client(
     ``process_started`` (a ``time.perf_counter()`` reading taken when the
     process began) lets the client report how long its start-up took.
     """
+    importlib.import_module("fedmnist.model")  # TensorFlow now, while the server starts, not in round 1.
+
     startup = None if process_started is None else time.perf_counter() - process_started
     log.info("client %d/%d ready; the server's first message says the data, partition scheme and model",
              partition_id, num_partitions)

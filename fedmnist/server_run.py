@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -85,7 +86,16 @@ def run_server(settings: ServerSettings, process_started: float, federate: Feder
         if archived is not None:
             log.info("the earlier run's results in %s were moved to %s", paths.root, archived)
     paths.check_writable()
+    # The simulation starts Ray now, beside the data loading and the TensorFlow import.
+    with _runtime_federation(settings) if federate is None else nullcontext(federate) as federation:
+        return _run(settings, process_started, paths, checkpoint, federation)
 
+
+def _run(
+    settings: ServerSettings, process_started: float, paths: RunPaths, checkpoint: Checkpoint | None,
+    federate: Federate,
+) -> RunPaths:
+    """``run_server`` once its checks passed: data, model, strategy, the rounds through ``federate``, results."""
     data_started = time.perf_counter()
     data = load_mnist(settings.dataset, settings.data_home)
     data_seconds = time.perf_counter() - data_started
@@ -335,7 +345,7 @@ def _save_model(trainer: Trainer, weights: NDArrays, path: Path) -> None:
 
 
 def _federate(
-    settings: ServerSettings, strategy: Strategy, num_rounds: int, round_log: Path, federate: Federate | None
+    settings: ServerSettings, strategy: Strategy, num_rounds: int, round_log: Path, federate: Federate
 ) -> tuple[History | None, NDArrays]:
     """Run ``num_rounds`` rounds with ``federate``; return Flower's History (if it gives one) and the final weights.
 
@@ -349,21 +359,18 @@ def _federate(
     server_class = ReconnectingServer if settings.keep_clients else AppServer
     server = server_class(client_manager=manager, strategy=strategy)
     server_config = ServerConfig(num_rounds=num_rounds, round_timeout=settings.round_timeout)
-    history = (federate or _runtime_federation(settings))(server, server_config)
+    history = federate(server, server_config)
     return history, parameters_to_ndarrays(server.parameters)
 
 
-def _runtime_federation(settings: ServerSettings) -> Federate:
+def _runtime_federation(settings: ServerSettings) -> AbstractContextManager[Federate]:
     """The federation step of ``settings.runtime`` when this process runs it: the classic pair or the simulation."""
     if settings.runtime == "simulation":
-        from fedmnist.simulation import simulate
+        from fedmnist.simulation import SimulationFederation
 
-        def simulation(server: Server, server_config: ServerConfig) -> None:
-            log.info("Flower Simulation Runtime: %d rounds, %d virtual clients", settings.rounds, settings.clients)
-            simulate(server, server_config, num_clients=settings.clients, cpus_per_client=settings.sim_cpus_per_client,
-                     ray_address=settings.ray_address, data_home=settings.data_home)
-
-        return simulation
+        log.info("Flower Simulation Runtime: %d rounds, %d virtual clients", settings.rounds, settings.clients)
+        return SimulationFederation(num_clients=settings.clients, cpus_per_client=settings.sim_cpus_per_client,
+                                    ray_address=settings.ray_address, data_home=settings.data_home)
     if settings.runtime != "classic":
         raise UserError(f"the {settings.runtime} runtime runs the ServerApp (fedmnist.server_app), not server.py")
 
@@ -376,7 +383,7 @@ def _runtime_federation(settings: ServerSettings) -> Federate:
         return start_server(server_address=settings.address, server=server, certificates=certificates,
                             config=server_config)
 
-    return classic
+    return nullcontext(classic)
 
 
 def grid_federation(grid: Grid) -> Federate:

@@ -12,6 +12,7 @@ from fedmnist.data import (
     OPENML,
     OpenMLUnavailable,
     cache_path,
+    sklearn_data_home,
     client_data,
     load_mnist,
     to_float,
@@ -60,6 +61,19 @@ def test_to_float_scales_pixels_to_unit_interval() -> None:
     scaled = to_float(np.array([[0, 51, 255]], dtype=np.uint8))
     assert scaled.dtype == np.float32
     np.testing.assert_allclose(scaled, [[0.0, 0.2, 1.0]])
+
+
+@pytest.mark.parametrize("given", [None, "explicit", "~/tilde"])
+def test_the_data_home_follows_scikit_learns_rule(given: str | None, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from sklearn.datasets import get_data_home
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("SCIKIT_LEARN_DATA", str(tmp_path / "from-env"))
+    data_home = str(tmp_path / given) if given == "explicit" else given
+    assert sklearn_data_home(data_home) == Path(get_data_home(data_home))
+    monkeypatch.delenv("SCIKIT_LEARN_DATA")
+    assert sklearn_data_home() == Path(get_data_home()) == tmp_path / "scikit_learn_data"
 
 
 def test_cache_round_trip_gives_identical_arrays(tmp_path: Path, mnist_5k) -> None:

@@ -126,3 +126,21 @@ def test_command_redraws_from_a_saved_pickle(tmp_path: Path, capsys) -> None:
     assert (tmp_path / "plots" / "accuracy.png").stat().st_size > 0
     printed = capsys.readouterr().out
     assert "accuracy.png" in printed and "label_histogram.png" in printed
+
+
+def test_a_thousand_clients_give_pictures_of_a_readable_size(tmp_path: Path) -> None:
+    """Half an inch per client made label_histogram.png 55,000 pixels wide for 1,000 clients."""
+    import warnings
+
+    from matplotlib.image import imread
+
+    clients = 1000
+    histograms = [[4 if digit == client % 10 else 0 for digit in range(10)] for client in range(clients)]
+    rounds = [{"round": r, "per_client": [{"cid": str(c), "partition_id": c, "evaluate": {"accuracy": 0.1 * r}}
+                                          for c in range(r, clients, 100)]} for r in (1, 2)]
+    summary = {**SUMMARY, "label_histograms": histograms, "rounds": rounds}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # E.g. "Tight layout not applied" under a 10-entry legend.
+        for path in (plot_label_histograms(summary, tmp_path), plot_clients(summary, tmp_path)):
+            height, width = imread(path).shape[:2]
+            assert width <= 20 * 110 and height <= 5 * 110, (path.name, width, height)
