@@ -338,7 +338,7 @@ def test_sweep_runs_each_setting_with_the_same_processes(tmp_path: Path, data_ho
         summary = json.loads((root / folder / "history" / "history_2.json").read_text())
         assert [r for r, _ in summary["history"]["metrics_centralized"]["accuracy"]] == [0, 1, 2]
     # Two client processes served both settings: each logged its start-up once.
-    assert (tmp_path / "logs" / "client_0.log").read_text().count("ready:") == 1
+    assert (tmp_path / "logs" / "client_0.log").read_text().count("client 0/2 ready") == 1
 
 
 @pytest.mark.parametrize(
