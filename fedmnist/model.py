@@ -92,10 +92,13 @@ class Trainer:
     def get_weights(self) -> list[np.ndarray]:
         return self.model.get_weights()
 
-    def reset(self, seed: int | Sequence[int]) -> None:
-        """Forget Adam's moments and step count and reseed the shuffling (``seed``: NumPy's seed, e.g. a tuple)."""
+    def reset_optimizer(self) -> None:
+        """Forget Adam's moments and step count: a fresh start for another client or another run."""
         for variable in self.optimizer.variables:
             variable.assign(tf.zeros_like(variable))
+
+    def reseed(self, seed: int | Sequence[int]) -> None:
+        """Shuffle the examples from ``seed`` on (NumPy's seed, e.g. a tuple)."""
         self._rng = np.random.default_rng(seed)
 
     def set_weights(self, weights: list[np.ndarray]) -> None:

@@ -182,6 +182,12 @@ def test_a_clientapp_client_keeps_its_adam_state_in_context_state(data_home: str
     first = steps_after_fit("a")
     assert first == 12  # 360 training rows of 400 (10% validation), batches of 32.
     assert steps_after_fit("a") == 2 * first
+    # Another client on the same worker between two of this client's messages: each keeps its own Adam.
+    other = Context(run_id=1, node_id=2, node_config={"partition-id": 3, "num-partitions": 10},
+                    state=RecordDict(), run_config={})
+    client_app.client_fn(other).numpy_client.fit(weights, config)
+    assert int(other.state[OPTIMIZER_STATE].to_numpy_ndarrays()[0]) == first
+    assert steps_after_fit("a") == 3 * first
     assert steps_after_fit("b") == first
 
 

@@ -27,8 +27,6 @@ def test_comparison_table_by_hand() -> None:
 
 
 def test_client_starts_afresh_when_the_run_changes(data_home: str) -> None:
-    from fedmnist.keras_client import OPTIMIZER_STATE
-
     client = make_client(partition_id=0, num_partitions=5, data_home=data_home)
     config = {"dataset": "mnist-5k", "model": "dense32", "num-partitions": 5, "server-round": 1}
     start = client.get_parameters(config)
@@ -37,7 +35,7 @@ def test_client_starts_afresh_when_the_run_changes(data_home: str) -> None:
         """Adam's step count after a fit in run ``run_id``, and the digits of the rows it trained on."""
         client.fit(start, {**config, "run-id": run_id, "partition": partition})
         share = client.cache.client({**config, "seed": 42, "partition": partition}, 0, 5)
-        return int(client.state[OPTIMIZER_STATE].to_numpy_ndarrays()[0]), set(np.unique(share.y_train).tolist())
+        return int(share.trainer.optimizer.iterations.numpy()), set(np.unique(share.y_train).tolist())
 
     steps, digits = fit("a", "iid")
     assert steps == 23 and len(digits) == 10  # 720 rows in batches of 32.
