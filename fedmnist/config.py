@@ -20,7 +20,6 @@ ROUND_TIMEOUT = 120.0  # Seconds a round waits for its clients' answers; late on
 # deployment: Flower's Deployment Runtime, a local SuperLink and one SuperNode per client (fedmnist.deployment).
 RUNTIMES = ("classic", "simulation", "deployment")
 RUNTIME = "classic"
-SIM_CPUS_PER_CLIENT = 1.0  # Ray CPUs per simulated client at a time: 1.0 runs one per core.
 
 # Data.
 DATASETS = ("auto", "openml", "mnist-5k")  # auto: OpenML if reachable or cached, else 5k.

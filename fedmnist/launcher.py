@@ -379,7 +379,9 @@ class Launcher:
         """Refuse to start more TensorFlow processes than this machine's free memory holds."""
         processes = (self.args.clients if self.args.runtime == "deployment" else self._local_clients()) + 1
         if self.args.runtime == "simulation" and not self.args.ray_address:  # TensorFlow in each Ray worker, and Ray.
-            processes += min(self.args.clients, max(1, int((os.cpu_count() or 1) / self.args.sim_cpus_per_client))) + 1
+            from fedmnist.simulation import simulation_workers
+
+            processes += min(self.args.clients, simulation_workers(self.args.sim_cpus_per_client)) + 1
         needed = processes * PROCESS_MEMORY_GB
         free = _available_memory_gb()
         if needed > free:

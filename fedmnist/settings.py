@@ -79,9 +79,9 @@ class ServerSettings:
                            "virtual clients on Ray workers, for 100-1,000 clients on one machine; deployment: a "
                            "SuperLink and a SuperNode per client (README, Runtimes)", choices=config.RUNTIMES,
                            run_config=False)
-    sim_cpus_per_client: float = setting(config.SIM_CPUS_PER_CLIENT, "--runtime simulation: Ray CPUs each virtual "
-                                         "client takes while it runs; 1 runs one per core", type=positive_float,
-                                         run_config=False)
+    sim_cpus_per_client: float | None = setting(
+        None, "--runtime simulation: Ray CPUs each virtual client takes while it runs; 1 runs one per core "
+        "(default: one Ray worker per core but one, which the server uses)", type=positive_float, run_config=False)
     ray_address: str | None = setting(None, "--runtime simulation: join this running Ray cluster (e.g. "
                                       "10.0.0.5:6379) instead of starting Ray on this machine", run_config=False)
     proximal_mu: float = setting(config.PROXIMAL_MU, "FedProx's mu, the weight of the proximal term; --strategy "
