@@ -162,12 +162,13 @@ class PartitionClient(NumPyClient):
 
     Each message's config says the run's settings (``RUN_SETTINGS``; the
     defaults when a server sends none); the rows and model come from ``cache``.
-    What the client keeps between messages is Adam's step count and moments,
-    for the run (``run-id``) that made them, so training goes on across rounds
-    and starts afresh in a sweep's next run. Under a ClientApp they live in
-    ``state`` (Flower's ``context.state``: the process's Trainer serves many
-    clients in turn); a ``client.py`` process (``state`` None) has one client,
-    whose Trainer simply keeps them. A server whose ``num-partitions`` differs
+    Each fit starts Adam afresh, as FedAvg's clients do, unless the config
+    says ``keep-optimizer``: then the client keeps Adam's step count and
+    moments between messages, for the run (``run-id``) that made them, so
+    training goes on across rounds and starts afresh in a sweep's next run.
+    Under a ClientApp they live in ``state`` (Flower's ``context.state``: the
+    process's Trainer serves many clients in turn); a ``client.py`` process
+    (``state`` None) has one client, whose Trainer simply keeps them. A server whose ``num-partitions`` differs
     would have this client train on rows that overlap others':
     ``settings_problem`` says so.
     """
@@ -210,10 +211,15 @@ class PartitionClient(NumPyClient):
         server_round = int(config.get("server-round", 0))
         crash_if_due(self.fault, server_round)
         run_id = str(config.get("run-id", ""))
-        self._take_optimizer(client.trainer, str(settings["model"]), run_id)
+        keep = bool(config.get("keep-optimizer", False))
+        if keep:
+            self._take_optimizer(client.trainer, str(settings["model"]), run_id)
+        else:
+            client.trainer.reset_optimizer()
+            self.cache.hand_optimizer(str(settings["model"]), ())  # The Trainer's Adam is no client's kept state now.
         client.trainer.reseed(_shuffle_seed(int(settings["seed"]), self.partition_id, server_round))
         weights, num_examples, metrics = client.fit(parameters, config)
-        if self.state is not None:
+        if keep and self.state is not None:
             self.state[OPTIMIZER_STATE] = ArrayRecord(client.trainer.optimizer_state())
             self.state[STATE_OWNER] = ConfigRecord({"run-id": run_id})
         metrics["data_seconds"] = self.cache.data_seconds

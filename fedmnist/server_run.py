@@ -198,7 +198,7 @@ def _build_strategy(
         evaluate_fn=centralized_evaluate_fn(evaluator),
         on_fit_config_fn=fit_config(
             local_epochs=settings.local_epochs, batch_size=settings.batch_size, learning_rate=settings.learning_rate,
-            partition=settings.partition, run_id=run_id,
+            keep_optimizer=settings.keep_optimizer, partition=settings.partition, run_id=run_id,
             client_settings={"num-partitions": settings.clients, "seed": settings.seed, "model": settings.model,
                              "dataset": data_source},
         ),

@@ -105,6 +105,8 @@ class ServerSettings:
     local_epochs: int = setting(config.LOCAL_EPOCHS, "local epochs per round, sent to clients", type=positive_int)
     batch_size: int = setting(config.BATCH_SIZE, "local batch size, sent to clients", type=positive_int)
     learning_rate: float = setting(config.LEARNING_RATE, "clients' Adam learning rate", type=positive_float)
+    keep_optimizer: bool = setting(False, "clients keep Adam's step count and moments from round to round instead "
+                                   "of starting Adam afresh each round as FedAvg's clients do (README, Local training)")
     tls_dir: str | None = setting(None, "serve over TLS with ca.pem, server.pem and server.key from this folder "
                                   "(./run.sh certs makes them)", flag=SERVER, run_config=False)
     # A sweep: ask clients to reconnect for the next run instead of leaving (fedmnist.sweep sets it).

@@ -76,6 +76,7 @@ def fit_config(
     local_epochs: int = config.LOCAL_EPOCHS,
     batch_size: int = config.BATCH_SIZE,
     learning_rate: float = config.LEARNING_RATE,
+    keep_optimizer: bool = False,
     partition: str = config.PARTITION,
     run_id: str = "",
     client_settings: dict[str, Scalar] | None = None,
@@ -83,7 +84,8 @@ def fit_config(
     """The per-round config sent to clients with fit and evaluate (the same every round but for the round).
 
     The server is the clients' only source of the run's settings: local
-    training, ``partition`` and ``client_settings`` (``num-partitions``,
+    training (``keep-optimizer``: Adam goes on from the client's last round
+    instead of starting afresh), ``partition`` and ``client_settings`` (``num-partitions``,
     ``seed``, ``model``, ``dataset``) say how each client cuts its rows and
     builds its model (``fedmnist.keras_client.PartitionClient``); a client
     started for another ``num-partitions`` refuses the run. ``run-id`` tells a
@@ -96,6 +98,7 @@ def fit_config(
             "local-epochs": local_epochs,
             "batch-size": batch_size,
             "learning-rate": learning_rate,
+            "keep-optimizer": keep_optimizer,
             "partition": partition,
             "run-id": run_id,
             **(client_settings or {}),

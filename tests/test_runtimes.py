@@ -161,7 +161,7 @@ def test_a_worker_keeps_one_trainer_and_each_clients_rows(data_home: str) -> Non
 
 
 def test_a_clientapp_client_keeps_its_adam_state_in_context_state(data_home: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Adam's step count goes on across messages of one run, and starts afresh for another run."""
+    """With keep-optimizer, Adam's step count goes on across messages of one run, and starts afresh for another run."""
     from flwr.app import RecordDict
     from flwr.common import Context
 
@@ -172,7 +172,7 @@ def test_a_clientapp_client_keeps_its_adam_state_in_context_state(data_home: str
     context = Context(run_id=1, node_id=1, node_config={"partition-id": 2, "num-partitions": 10},
                       state=RecordDict(), run_config={})
     config = {"dataset": "mnist-5k", "seed": 1, "partition": "iid", "model": "dense32", "run-id": "a",
-              "local-epochs": 1, "batch-size": 32, "learning-rate": 0.001, "server-round": 1}
+              "local-epochs": 1, "batch-size": 32, "learning-rate": 0.001, "server-round": 1, "keep-optimizer": True}
     weights = ClientCache().trainer("dense32", 1).get_weights()
 
     def steps_after_fit(run_id: str) -> int:
@@ -189,6 +189,32 @@ def test_a_clientapp_client_keeps_its_adam_state_in_context_state(data_home: str
     assert int(other.state[OPTIMIZER_STATE].to_numpy_ndarrays()[0]) == first
     assert steps_after_fit("a") == 3 * first
     assert steps_after_fit("b") == first
+
+
+def test_by_default_each_fit_starts_adam_afresh_and_keeps_nothing(data_home: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FedAvg's clients: every round's local training starts a new Adam, even right after a client that kept its own."""
+    from flwr.app import RecordDict
+    from flwr.common import Context
+
+    from fedmnist import client_app
+
+    monkeypatch.setattr(client_app._CACHE, "data_home", data_home)
+    config = {"dataset": "mnist-5k", "seed": 1, "partition": "iid", "model": "dense32", "run-id": "c",
+              "local-epochs": 1, "batch-size": 32, "learning-rate": 0.001, "server-round": 1}
+    weights = ClientCache().trainer("dense32", 1).get_weights()
+    trainer = client_app._CACHE.trainer("dense32", 1)
+    keeper = Context(run_id=1, node_id=3, node_config={"partition-id": 4, "num-partitions": 10},
+                     state=RecordDict(), run_config={})
+    client_app.client_fn(keeper).numpy_client.fit(weights, {**config, "keep-optimizer": True})
+    for _ in range(2):  # Twice the same client: the second fit must not go on from the first.
+        context = Context(run_id=1, node_id=1, node_config={"partition-id": 2, "num-partitions": 10},
+                          state=RecordDict(), run_config={})
+        client_app.client_fn(context).numpy_client.fit(weights, config)
+        assert int(trainer.optimizer.iterations.numpy()) == 12  # One round's batches: 360 rows / 32.
+        assert not context.state  # Nothing to keep between rounds.
+    # The keeping client then gets its own Adam back, not the one the others reset.
+    client_app.client_fn(keeper).numpy_client.fit(weights, {**config, "keep-optimizer": True})
+    assert int(trainer.optimizer.iterations.numpy()) == 24
 
 
 def test_ctrl_c_on_a_deployment_run_saves_its_rounds_and_resume_finishes_it(tmp_path: Path, data_home: str) -> None:

@@ -57,8 +57,9 @@ def test_build_strategy_is_fedavg_over_all_clients_with_weighted_metrics() -> No
 
 
 def test_fit_config_carries_round_and_local_settings() -> None:
-    assert fit_config(local_epochs=2, batch_size=16, learning_rate=0.01, partition="shards:2", run_id="a")(7) == {
-        "server-round": 7, "local-epochs": 2, "batch-size": 16, "learning-rate": 0.01,
+    assert fit_config(local_epochs=2, batch_size=16, learning_rate=0.01, keep_optimizer=True, partition="shards:2",
+                      run_id="a")(7) == {
+        "server-round": 7, "local-epochs": 2, "batch-size": 16, "learning-rate": 0.01, "keep-optimizer": True,
         "partition": "shards:2", "run-id": "a",
     }
 
