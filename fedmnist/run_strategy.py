@@ -17,11 +17,18 @@ Flower strategy (``fedmnist.strategy.build_strategy``, the *aggregator*):
 Round numbers are the run's own: Flower counts each process's rounds from 1,
 so a run resumed after round ``resumed_after`` is shifted here, in one place.
 Round 0, the starting model's evaluation, stays 0.
+
+``stop()`` ends a run whose rounds Flower drives from another thread (the
+simulation's): a round being recorded is finished first, and every later step
+raises ``RunStopped``, which ends Flower's server there. The completed rounds
+can then be saved without a round changing them meanwhile.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flwr.common import EvaluateIns, EvaluateRes, FitIns, FitRes, Parameters, Scalar
@@ -31,6 +38,13 @@ from flwr.server.strategy import Strategy
 
 from fedmnist.recorder import RoundRecorder
 from fedmnist.validation import UpdateValidator
+
+
+STOP_WAIT_SECONDS = 30.0  # At most this long for a step to finish recording before a stop.
+
+
+class RunStopped(Exception):
+    """The run was stopped (``RunStrategy.stop``); Flower's server ends with this at its next step."""
 
 
 class RunStrategy(Strategy):
@@ -67,6 +81,8 @@ class RunStrategy(Strategy):
         self.recorder = recorder
         self.resumed_after = resumed_after
         self.on_round_end = on_round_end
+        self._recording = threading.Lock()  # Held while a step changes the record; stop() waits for it.
+        self._stopped = False
 
     def __repr__(self) -> str:
         return f"RunStrategy({self._aggregator!r})"
@@ -77,6 +93,26 @@ class RunStrategy(Strategy):
         if self._aggregator is None:
             self._aggregator = self._build()
         return self._aggregator
+
+    def stop(self) -> None:
+        """Let a round being recorded finish, then refuse every later step with ``RunStopped``."""
+        # Bounded: a Ctrl-C landing between a step's taking of the lock and its ``with`` block
+        # would leave the lock held by the thread now calling this.
+        finished = self._recording.acquire(timeout=STOP_WAIT_SECONDS)
+        self._stopped = True
+        if finished:
+            self._recording.release()
+
+    @contextmanager
+    def _step(self) -> Iterator[None]:
+        """A step that changes the record, unless the run was stopped; ``stop`` never cuts it in half."""
+        with self._recording:
+            self._refuse_if_stopped()
+            yield
+
+    def _refuse_if_stopped(self) -> None:
+        if self._stopped:
+            raise RunStopped("the run was stopped")
 
     def _run_round(self, server_round: int) -> int:
         return server_round + self.resumed_after if server_round else 0
@@ -89,6 +125,7 @@ class RunStrategy(Strategy):
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, FitIns]]:
         server_round = self._run_round(server_round)
+        self._refuse_if_stopped()
         self.validator.start_round(parameters)
         # Sampling blocks until enough clients are connected: the round starts after it.
         instructions = self.aggregator.configure_fit(server_round, parameters, client_manager)
@@ -99,34 +136,38 @@ class RunStrategy(Strategy):
         self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: list[Any]
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         server_round = self._run_round(server_round)
-        accepted, rejected = self.validator.check_updates(server_round, results)
-        failures = [*failures, *rejected]
-        parameters, metrics = self.aggregator.aggregate_fit(server_round, accepted, failures)
-        self.recorder.fitted(server_round, accepted, failures, parameters, metrics)
+        with self._step():
+            accepted, rejected = self.validator.check_updates(server_round, results)
+            failures = [*failures, *rejected]
+            parameters, metrics = self.aggregator.aggregate_fit(server_round, accepted, failures)
+            self.recorder.fitted(server_round, accepted, failures, parameters, metrics)
         return parameters, metrics
 
     def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
         server_round = self._run_round(server_round)
-        started = self.recorder.clock()
-        result = self.aggregator.evaluate(server_round, parameters)
-        if result is not None:
-            self.recorder.evaluated_centrally(server_round, result, self.recorder.clock() - started)
+        with self._step():
+            started = self.recorder.clock()
+            result = self.aggregator.evaluate(server_round, parameters)
+            if result is not None:
+                self.recorder.evaluated_centrally(server_round, result, self.recorder.clock() - started)
         return result
 
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
+        self._refuse_if_stopped()
         return self.aggregator.configure_evaluate(self._run_round(server_round), parameters, client_manager)
 
     def aggregate_evaluate(
         self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]], failures: list[Any]
     ) -> tuple[float | None, dict[str, Scalar]]:
         server_round = self._run_round(server_round)
-        accepted, rejected = self.validator.check_evaluations(server_round, results)
-        failures = [*failures, *rejected]
-        loss, metrics = self.aggregator.aggregate_evaluate(server_round, accepted, failures)
-        record = self.recorder.evaluated(server_round, accepted, failures, loss, metrics)
-        if self.on_round_end is not None:
-            self.on_round_end(self)
-        self.recorder.announce(record)
+        with self._step():
+            accepted, rejected = self.validator.check_evaluations(server_round, results)
+            failures = [*failures, *rejected]
+            loss, metrics = self.aggregator.aggregate_evaluate(server_round, accepted, failures)
+            record = self.recorder.evaluated(server_round, accepted, failures, loss, metrics)
+            if self.on_round_end is not None:
+                self.on_round_end(self)
+            self.recorder.announce(record)
         return loss, metrics

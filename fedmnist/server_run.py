@@ -152,6 +152,7 @@ def _run(
         history, final_weights = _federate(settings, strategy, settings.rounds - done, paths.round_log, federate)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM (fedmnist.cli.take_back_stop_signals).
         ignore_stop_signals()  # A second Ctrl-C must not cut the saving short.
+        strategy.stop()  # Flower may drive the rounds from another thread (the simulation): no round after this.
         log.warning(_stop_early(paths, evaluator, recorder, summary_now(), "stopped by a signal (Ctrl-C or SIGTERM)"))
         raise
     except UserError as error:  # E.g. too few clients connected.

@@ -30,8 +30,11 @@ from typing import TYPE_CHECKING
 
 from fedmnist.data import DATA_HOME_VARIABLE
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
-    from flwr.server import Server, ServerConfig
+    from flwr.server import Server, ServerApp, ServerConfig
+    from flwr.server.history import History
 
     from fedmnist.settings import ServerSettings
 
@@ -47,6 +50,11 @@ class SimulationFederation:
     uses it as it is. Leaving shuts Ray down, whether or not the rounds ran.
     The thread lives until then: Ray's processes are told to die with the
     thread that started them (Linux's parent-death signal is per thread).
+
+    Flower's simulation runs in a thread of its own too, and the federation
+    step returns as soon as the rounds are done: Flower then takes 2.5 s here
+    to stop its workers, which overlaps the saving of the results. Leaving
+    waits for it.
     """
 
     def __init__(
@@ -59,33 +67,65 @@ class SimulationFederation:
         self._ray_up: Future[None] = Future()
         self._leave = threading.Event()
         self._thread = threading.Thread(target=self._keep_ray, name="ray", daemon=True)
+        self._simulation: threading.Thread | None = None
 
     def __enter__(self) -> SimulationFederation:
         self._thread.start()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+        if self._simulation is not None:
+            # After the rounds, Flower is stopping its workers; after Ctrl-C, the run's strategy
+            # refuses the next step (RunStrategy.stop), so Flower ends the round in flight and stops.
+            self._simulation.join()
         self._leave.set()
         self._thread.join()
 
-    def __call__(self, server: Server, server_config: ServerConfig) -> None:
-        """Run ``server`` for its rounds with the virtual clients on Ray."""
-        from flwr.server import ServerApp, ServerAppComponents
+    def __call__(self, server: Server, server_config: ServerConfig) -> History:
+        """Run ``server`` for its rounds with the virtual clients on Ray; return Flower's History once they are done."""
+        from flwr.server import ServerApp
+        from flwr.serverapp import Grid
+        from flwr.app import Context
+
+        from fedmnist.server_run import grid_federation
+
+        rounds: Future[History] = Future()
+        app = ServerApp()
+
+        @app.main()
+        def main(grid: Grid, context: Context) -> None:
+            rounds.set_result(grid_federation(grid)(server, server_config))
+
+        self._ray_up.result()  # Raises Ray's start-up error, if it failed.
+        self._simulation = threading.Thread(target=self._simulate, args=(app, rounds), name="flower-simulation")
+        self._simulation.start()
+        return rounds.result()
+
+    def _simulate(self, server_app: ServerApp, rounds: Future[History]) -> None:
+        """Flower's simulation of ``server_app`` with the ClientApp; its error goes to ``rounds`` if they were not done."""
         from flwr.simulation import run_simulation
 
         from fedmnist.client_app import app as client_app
+        from fedmnist.run_strategy import RunStopped
 
         # Importing Flower's simulation turns every DeprecationWarning on ("once") for the whole
         # process, and TensorFlow's notes then reach the console; back to Python's default.
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        self._ray_up.result()  # Raises Ray's start-up error, if it failed.
-        components = ServerAppComponents(server=server, config=server_config)
-        run_simulation(
-            server_app=ServerApp(server_fn=lambda _context: components),
-            client_app=client_app,
-            num_supernodes=self.num_clients,
-            backend_config={"client_resources": {"num_cpus": self.cpus_per_client, "num_gpus": 0.0}},
-        )
+        try:
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=self.num_clients,
+                backend_config={"client_resources": {"num_cpus": self.cpus_per_client, "num_gpus": 0.0}},
+            )
+        except BaseException as error:  # noqa: BLE001  The server's own errors come back here too.
+            if not rounds.done():
+                rounds.set_exception(error)
+            elif not isinstance(error, RunStopped):
+                log.warning("Flower's simulation failed after the rounds: %s", error)
+        finally:
+            if not rounds.done():
+                rounds.set_exception(RuntimeError("Flower's simulation ended before the rounds were done"))
 
     def _keep_ray(self) -> None:
         """Start Ray, keep it until the federation is left, then shut it down (this thread's whole life)."""

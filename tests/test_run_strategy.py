@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from flwr.server.strategy import FedAvg
 from conftest import IdleClient
 from fedmnist.live_log import read_live_log
 from fedmnist.recorder import RoundRecorder
-from fedmnist.run_strategy import RunStrategy
+from fedmnist.run_strategy import RunStopped, RunStrategy
 from fedmnist.strategy import build_strategy
 from fedmnist.validation import UpdateValidator
 
@@ -112,3 +113,38 @@ def test_rejected_evaluations_are_failures_and_do_not_reach_the_aggregator(tmp_p
     assert loss == 0.5  # Only client a's loss was aggregated.
     record = strategy.recorder.rounds[0]
     assert record["evaluate_results"] == 1 and record["rejected_evaluations"] == 1 and record["evaluate_failures"] == 1
+
+
+def test_stop_lets_the_round_being_recorded_finish_then_refuses_every_later_step(tmp_path: Path) -> None:
+    """Ctrl-C while Flower drives the rounds from another thread: the round being checkpointed completes, no other."""
+    checkpointing, release = threading.Event(), threading.Event()
+
+    def slow_checkpoint(run: RunStrategy) -> None:
+        checkpointing.set()
+        release.wait(5)
+
+    strategy = run_strategy(tmp_path, SpyAggregator(), on_round_end=slow_checkpoint)
+    parameters = strategy.initialize_parameters(SimpleClientManager())
+    strategy.configure_fit(1, parameters, SimpleClientManager())
+    new_parameters, _ = strategy.aggregate_fit(1, [fit_result("a", 1.0)], [])
+    flower = threading.Thread(target=strategy.aggregate_evaluate, args=(1, [], []))  # Flower's thread, round 1's end.
+    flower.start()
+    assert checkpointing.wait(5)
+    stopper = threading.Thread(target=strategy.stop)  # The main thread, on Ctrl-C.
+    stopper.start()
+    stopper.join(0.2)
+    assert stopper.is_alive()  # It waits for round 1's record, checkpoint and line.
+    release.set()
+    stopper.join(5)
+    flower.join(5)
+    assert [record["round"] for record in strategy.recorder.rounds] == [1]
+    for step in (lambda: strategy.configure_fit(2, new_parameters, SimpleClientManager()),
+                 lambda: strategy.aggregate_fit(2, [fit_result("a", 2.0)], []),
+                 lambda: strategy.evaluate(2, new_parameters),
+                 lambda: strategy.configure_evaluate(2, new_parameters, SimpleClientManager()),
+                 lambda: strategy.aggregate_evaluate(2, [], [])):
+        with pytest.raises(RunStopped):
+            step()
+    assert [record["round"] for record in strategy.recorder.rounds] == [1]
+    assert strategy.recorder.parameters is new_parameters  # Round 2's update never reached the record.
+

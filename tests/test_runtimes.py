@@ -16,6 +16,7 @@ import pytest
 
 from conftest import PROJECT_ROOT, free_port, run_script
 from fedmnist.keras_client import ClientCache
+from fedmnist.live_log import read_live_log
 
 pytest.importorskip("ray")
 SMALL_RUN = ("--clients", "3", "--rounds", "2", "--dataset", "mnist-5k")
@@ -79,8 +80,12 @@ def test_a_deployment_run_writes_what_a_classic_run_writes(tmp_path: Path, data_
     assert not flower_processes_of(data_home), "the run left Flower processes running"
 
 
-def flower_processes_of(marker: object) -> list[int]:
-    """Flower processes (SuperLink, SuperNode, helpers, apps) whose command line or environment names ``marker``."""
+FLOWER_PROGRAMS = (b"flower-", b"flwr-")  # SuperLink, SuperNode, helpers, apps.
+RAY_PROGRAMS = (b"ray::", b"raylet", b"gcs_server", b"ray/_private", b"ray/dashboard")  # Workers, Ray's own.
+
+
+def flower_processes_of(marker: object, programs: tuple[bytes, ...] = FLOWER_PROGRAMS) -> list[int]:
+    """Processes of ``programs`` whose command line or environment names ``marker``."""
     deadline = time.monotonic() + 10  # Flower's detached helpers notice their parent's end within seconds.
     while True:
         found = []
@@ -90,7 +95,7 @@ def flower_processes_of(marker: object) -> list[int]:
                 environment = (entry / "environ").read_bytes()
             except OSError:
                 continue
-            if (b"flower-" in arguments or b"flwr-" in arguments) and str(marker).encode() in arguments + environment:
+            if any(program in arguments for program in programs) and str(marker).encode() in arguments + environment:
                 found.append(int(entry.name))
         if not found or time.monotonic() > deadline:
             return found
@@ -215,6 +220,36 @@ def test_by_default_each_fit_starts_adam_afresh_and_keeps_nothing(data_home: str
     # The keeping client then gets its own Adam back, not the one the others reset.
     client_app.client_fn(keeper).numpy_client.fit(weights, {**config, "keep-optimizer": True})
     assert int(trainer.optimizer.iterations.numpy()) == 24
+
+
+def test_ctrl_c_on_a_simulation_saves_its_rounds_stops_ray_and_resume_finishes_it(tmp_path: Path, data_home: str) -> None:
+    """SIGINT mid-round: one sentence, no traceback, no round recorded after it, no Ray process left.
+
+    Before, Flower shut Ray down under the round in flight and printed its workers' tracebacks.
+    """
+    import signal
+
+    args = [sys.executable, str(PROJECT_ROOT / "server.py"), "--runtime", "simulation", "--clients", "20",
+            "--fraction-fit", "0.5", "--fraction-evaluate", "0.5", "--rounds", "30", "--model", "dense32",
+            "--dataset", "mnist-5k", "--data-home", data_home, "--out", str(tmp_path)]
+    server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              stdin=subprocess.DEVNULL, start_new_session=True, cwd=PROJECT_ROOT)
+    for line in server.stdout:
+        if "round 1/30" in line:
+            break
+    os.kill(server.pid, signal.SIGINT)  # Round 2 is under way: its 10 clients' messages are in flight.
+    assert server.wait(timeout=120) == 130
+    output = server.stdout.read()
+    stopped = json.loads((tmp_path / "history" / "history_30.partial.json").read_text())["interrupted_after_round"]
+    assert f"Stopped after round {stopped} of 30" in output and "Traceback" not in output, output
+    assert stopped < 30 and [r["round"] for r in read_live_log(tmp_path / "history" / "history_30.jsonl").records] == \
+        list(range(1, stopped + 1))  # Flower's thread recorded no round after the stop.
+    assert not flower_processes_of(data_home, RAY_PROGRAMS), "Ctrl-C left Ray processes running"
+
+    done = run_script(*args[1:], "--resume", timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = json.loads((tmp_path / "history" / "history_30.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == list(range(1, 31))
 
 
 def test_ctrl_c_on_a_deployment_run_saves_its_rounds_and_resume_finishes_it(tmp_path: Path, data_home: str) -> None:
