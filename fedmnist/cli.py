@@ -17,6 +17,7 @@ import traceback
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
+from fedmnist import config
 from fedmnist.errors import UserError
 
 T = TypeVar("T")
@@ -59,6 +60,14 @@ def partition_spec(text: str) -> str:
         return str(parse_partition(text))
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def dataset_spec(text: str) -> str:
+    """A ``--dataset`` value: one of ``config.DATASETS``, or ``idx:DIR`` (a folder of MNIST's IDX files)."""
+    prefix = config.IDX_PREFIX
+    if text in config.DATASETS or (text.startswith(prefix) and text[len(prefix):].strip()):
+        return text
+    raise argparse.ArgumentTypeError(f"choose one of {', '.join(config.DATASETS)} or {prefix}DIR, got {text!r}")
 
 
 def run_name(text: str) -> str:

@@ -24,6 +24,7 @@ RUNTIME = "classic"
 # Data.
 DATASETS = ("auto", "openml", "mnist-5k")  # auto: OpenML if reachable or cached, else 5k.
 DATASET = "auto"
+IDX_PREFIX = "idx:"  # --dataset idx:DIR: a folder of MNIST's four IDX files (fedmnist.idx).
 SEED = 42  # Seeds the client partitions and model initialisation.
 PARTITION = "iid"  # How rows are split among clients: iid, dirichlet:ALPHA or shards:K.
 VALIDATION_FRACTION = 0.1  # Share of each client's rows kept for its local evaluate.
@@ -47,7 +48,7 @@ BATCH_SIZE = 32
 LEARNING_RATE = 0.001  # Adam.
 
 # Model.
-MODELS = ("mlp", "dense32", "cnn")
+MODELS = ("mlp", "dense32", "cnn", "2nn", "cnn-paper")
 DENSE_MODELS = ("mlp", "dense32")  # What WebSocket clients train: dense layers read off the weights' shapes.
 MODEL = "mlp"  # Best accuracy per second of the default run here (README, Models).
 HIDDEN_UNITS = 128  # Of the mlp: 784-128-10.

@@ -10,6 +10,8 @@ Sources:
   ships, for machines without internet. Cached the same way.
 * ``auto``: ``openml`` when it is cached or reachable, else ``mnist-5k`` with a
   loud warning.
+* ``idx:DIR``: the four MNIST-format IDX files in ``DIR`` (``fedmnist.idx``), as
+  Keras, torchvision and LeCun's site ship them; read as they are, not cached.
 
 Run ``python -m fedmnist.data --dataset auto`` to fill the cache ahead of time
 (say, before a class without internet) and print the source ``auto`` resolves to.
@@ -56,7 +58,7 @@ class MnistData:
     y_train: np.ndarray  # (n_train,)
     x_test: np.ndarray  # (n_test, 784): the server's held-out set.
     y_test: np.ndarray
-    source: str  # OPENML or MNIST_5K
+    source: str  # OPENML, MNIST_5K or idx:DIR (DIR absolute, so every client finds the same files)
 
 
 @dataclass(frozen=True)
@@ -75,14 +77,19 @@ def to_float(pixels: np.ndarray) -> np.ndarray:
 
 
 def load_mnist(dataset: str = config.DATASET, data_home: str | None = None) -> MnistData:
-    """Load MNIST from ``dataset`` (auto, openml or mnist-5k) and split it.
+    """Load MNIST from ``dataset`` (auto, openml, mnist-5k or idx:DIR) and split it.
 
     OpenML rows use the standard split (the last seventh, i.e. the last 10,000
-    of 70,000, is the test set); the 5k set gives 100 images per digit to the
-    server's held-out set.
+    of 70,000, is the test set), and so do IDX files (their t10k files); the 5k
+    set gives 100 images per digit to the server's held-out set.
     """
+    if dataset.startswith(config.IDX_PREFIX):
+        from fedmnist.idx import load_idx_folder
+
+        folder = Path(dataset[len(config.IDX_PREFIX):]).expanduser().resolve()
+        return MnistData(*load_idx_folder(folder), source=f"{config.IDX_PREFIX}{folder}")
     if dataset not in config.DATASETS:
-        raise UserError(f"unknown dataset {dataset!r}; choose one of {', '.join(config.DATASETS)}")
+        raise UserError(f"unknown dataset {dataset!r}; choose one of {', '.join(config.DATASETS)} or idx:DIR")
     if dataset in ("auto", OPENML):
         try:
             x, y = _load_source(OPENML, data_home)
@@ -239,10 +246,10 @@ def _holdout_split(x: np.ndarray, y: np.ndarray) -> MnistData:
 
 def main(argv: list[str] | None = None) -> None:
     """Fill the cache and print the source ``--dataset`` resolves to."""
-    from fedmnist.cli import Parser, run_cli
+    from fedmnist.cli import Parser, dataset_spec, run_cli
 
     parser = Parser(prog="python -m fedmnist.data", description=main.__doc__)
-    parser.add_argument("--dataset", choices=config.DATASETS, default=config.DATASET)
+    parser.add_argument("--dataset", type=dataset_spec, default=config.DATASET, help="auto, openml, mnist-5k or idx:DIR")
     parser.add_argument("--data-home", default=None, help="scikit-learn data home (default: its own)")
     args = parser.parse_args(argv)
     run_cli(lambda: print(resolve_dataset(args.dataset, args.data_home)))

@@ -1,8 +1,11 @@
 """The Keras model and a fast local training loop.
 
 Models (``--model``): ``mlp`` (784-128-10, the default), ``dense32``
-(784-32-10) and ``cnn`` (a small convnet). Each takes float32 pixels in [0, 1]
-of shape (batch, 784) and outputs class probabilities of shape (batch, 10).
+(784-32-10), ``cnn`` (a small convnet), and the two networks of the FedAvg
+paper (McMahan et al. 2017, "Communication-Efficient Learning of Deep Networks
+from Decentralized Data"): ``2nn`` and ``cnn-paper``. Each takes float32
+pixels in [0, 1] of shape (batch, 784) and outputs class probabilities of
+shape (batch, 10).
 
 Why not ``model.fit``: at this size Keras's per-call set-up (callbacks, data
 adapters, progress bars) costs more than the arithmetic; one ``tf.function``
@@ -60,6 +63,21 @@ _MODEL_LAYERS = {
         layers.Conv2D(16, 3, activation="relu", name="conv2"),
         layers.MaxPooling2D(2, name="pool2"),
         layers.Flatten(name="flatten"),
+    ],
+    # The FedAvg paper's "2NN": two hidden layers of 200 ReLU units, 199,210 parameters.
+    "2nn": lambda: [layers.Dense(200, activation="relu", name="hidden1"),
+                    layers.Dense(200, activation="relu", name="hidden2")],
+    # The FedAvg paper's CNN: 5x5 convolutions of 32 and 64 channels, each followed by 2x2 max
+    # pooling, then 512 ReLU units: 1,663,370 parameters, which "same" padding gives (7x7x64 into
+    # the dense layer; "valid" padding would give 4x4x64 and 582,026).
+    "cnn-paper": lambda: [
+        layers.Reshape((28, 28, 1), name="image"),
+        layers.Conv2D(32, 5, padding="same", activation="relu", name="conv1"),
+        layers.MaxPooling2D(2, name="pool1"),
+        layers.Conv2D(64, 5, padding="same", activation="relu", name="conv2"),
+        layers.MaxPooling2D(2, name="pool2"),
+        layers.Flatten(name="flatten"),
+        layers.Dense(512, activation="relu", name="hidden"),
     ],
 }
 

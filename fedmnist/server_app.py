@@ -11,6 +11,7 @@ classic pair's gRPC server (``fedmnist.server_run.grid_federation``).
 
 from __future__ import annotations
 
+import argparse
 import logging
 import time
 import warnings
@@ -21,7 +22,6 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedmnist.errors import UserError
-from fedmnist.partition import parse_partition
 from fedmnist.settings import ServerSettings, flag_name, run_config_fields
 
 log = logging.getLogger(__name__)
@@ -86,15 +86,12 @@ def settings_from_run_config(run_config: dict[str, Any], runtime: str) -> Server
     """``ServerSettings`` from a run config; one clear error for an unknown key or a value of the wrong type."""
     defaults = run_config_defaults()
     choices = {flag_name(f.name): f.metadata["choices"] for f in run_config_fields() if f.metadata["choices"]}
+    checks = {flag_name(f.name): f.metadata["type"] for f in run_config_fields() if f.metadata["type"]}  # As the flags'.
     none_as = _none_as()
     unknown = sorted(set(run_config) - set(defaults))
     if unknown:
         raise UserError(f"unknown run config key(s) {', '.join(unknown)}; known: {', '.join(sorted(defaults))}")
     values: dict[str, Any] = {"runtime": runtime}
-    try:
-        parse_partition(str(run_config.get("partition", defaults["partition"])))
-    except ValueError as error:
-        raise UserError(f"run config partition: {error}") from None
     for key, value in run_config.items():
         if key == "verbose":
             continue
@@ -106,6 +103,11 @@ def settings_from_run_config(run_config: dict[str, Any], runtime: str) -> Server
             raise UserError(f"run config {key} = {value!r}: choose one of {', '.join(choices[key])}")
         if key in none_as and value == none_as[key]:
             value = None
+        elif key in checks:
+            try:
+                value = checks[key](str(value))
+            except argparse.ArgumentTypeError as error:
+                raise UserError(f"run config {key} = {value!r}: {error}") from None
         values[key.replace("-", "_")] = float(value) if isinstance(expected, float) else value
     return ServerSettings(**values)
 

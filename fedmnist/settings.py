@@ -23,6 +23,7 @@ from typing import Any
 
 from fedmnist import config
 from fedmnist.cli import (
+    dataset_spec,
     fraction,
     non_negative_float,
     partition_spec,
@@ -62,8 +63,9 @@ class ServerSettings:
     host: str = setting(config.SERVER_HOST, "interface to listen on (default: %(default)s, all)", flag=SERVER,
                         run_config=False)
     out: str = setting(".", "folder that gets history/, models/ and plots/ (default: the current folder)")
-    dataset: str = setting(config.DATASET, "MNIST source; auto = OpenML if reachable or cached, else the offline "
-                           "5k subset", choices=config.DATASETS)
+    dataset: str = setting(config.DATASET, "MNIST source: auto = OpenML if reachable or cached, else the offline "
+                           "5k subset; openml; mnist-5k; or idx:DIR, a folder of MNIST's four IDX files (README, "
+                           "Data)", type=dataset_spec)
     seed: int = setting(config.SEED, "seed of the client partitions and the initial model", type=int)
     data_home: str | None = setting(None, "scikit-learn data home for the MNIST cache (default: scikit-learn's)",
                                     none_as="")

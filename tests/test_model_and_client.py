@@ -30,6 +30,8 @@ def test_model_maps_pixels_to_class_probabilities() -> None:
     ("mlp", [(784, 128), (128,), (128, 10), (10,)]),
     ("dense32", [(784, 32), (32,), (32, 10), (10,)]),
     ("cnn", [(3, 3, 1, 8), (8,), (3, 3, 8, 16), (16,), (400, 10), (10,)]),
+    ("2nn", [(784, 200), (200,), (200, 200), (200,), (200, 10), (10,)]),
+    ("cnn-paper", [(5, 5, 1, 32), (32,), (5, 5, 32, 64), (64,), (3136, 512), (512,), (512, 10), (10,)]),
 ])
 def test_each_model_takes_flat_pixels_and_gives_probabilities(name: str, shapes: list) -> None:
     model = build_model(seed=0, name=name)
@@ -37,6 +39,12 @@ def test_each_model_takes_flat_pixels_and_gives_probabilities(name: str, shapes:
     assert probabilities.shape == (2, 10)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert [w.shape for w in model.get_weights()] == shapes
+
+
+@pytest.mark.parametrize(("name", "parameters"), [("2nn", 199_210), ("cnn-paper", 1_663_370)])
+def test_the_fedavg_papers_models_have_the_papers_sizes(name: str, parameters: int) -> None:
+    """McMahan et al. 2017 give both sizes; a layer too many or a padding changed would show here."""
+    assert build_model(seed=0, name=name).count_params() == parameters
 
 
 def test_cnn_learns_on_real_images(mnist_5k, share) -> None:
