@@ -1,18 +1,21 @@
 """Benchmark ``--runtime simulation`` against a stock Flower simulation of the same federation.
 
-    .venv/bin/python bench/simulation.py [--clients 100] [--rounds 10] [--fraction 0.1]
+    .venv/bin/python bench/simulation.py [--clients 100] [--rounds 10] [--fraction 0.1] [--repeats 3]
 
-Runs, one after the other on this machine: ``server.py --runtime simulation`` (timed from the
-outside) and ``bench/peer_simulation.py`` (Flower's quickstart-tensorflow way: a Keras model built
-and compiled per message). Same data (mnist-5k), same rows per client, same model, same fractions.
-Targets (issue 11): the app at most 0.25x the stock wall time, final held-out accuracy within 1
-point. Writes ``bench/results/simulation.json``; exit status 1 if a target is missed.
+Runs, alternating on this machine ``--repeats`` times: ``server.py --runtime simulation`` (timed
+from the outside) and ``bench/peer_simulation.py`` (Flower's quickstart-tensorflow way: a Keras
+model built and compiled per message). Same data (mnist-5k), same rows per client, same model,
+same fractions. Both sample their clients at random, so single runs differ by 1-2 points of
+accuracy and seconds of wall time; the targets are checked on the medians. Targets (issue 11): the
+app at most 0.25x the stock wall time, final held-out accuracy within 1 point. Writes
+``bench/results/simulation.json``; exit status 1 if a target is missed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,16 +58,22 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--fraction", type=float, default=0.1)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        app = run_app(args.clients, args.rounds, args.fraction, Path(folder) / "app")
-        stock = run_stock(args.clients, args.rounds, args.fraction, Path(folder))
+    apps, stocks = [], []
+    for repeat in range(args.repeats):
+        with tempfile.TemporaryDirectory() as folder:
+            apps.append(run_app(args.clients, args.rounds, args.fraction, Path(folder) / "app"))
+            stocks.append(run_stock(args.clients, args.rounds, args.fraction, Path(folder)))
+        print(f"run {repeat + 1}: app {apps[-1]['wall_seconds']:.1f} s, {apps[-1]['accuracy']:.3f}; "
+              f"stock {stocks[-1]['wall_seconds']:.1f} s, {stocks[-1]['accuracy']:.3f}", flush=True)
+    app, stock = _medians(apps), _medians(stocks)
     ratio = app["wall_seconds"] / stock["wall_seconds"]
     gap = abs(app["accuracy"] - stock["accuracy"])
-    checks = [(f"wall time {ratio:.2f}x the stock simulation (target <= {MAX_WALL_RATIO})", ratio <= MAX_WALL_RATIO),
+    checks = [(f"wall time {ratio:.3f}x the stock simulation (target <= {MAX_WALL_RATIO})", ratio <= MAX_WALL_RATIO),
               (f"accuracy {app['accuracy']:.3f} vs {stock['accuracy']:.3f} (target: within {MAX_ACCURACY_GAP})",
-               gap <= MAX_ACCURACY_GAP)]
-    print(f"{args.clients} clients, fraction {args.fraction}, {args.rounds} rounds")
+               gap <= MAX_ACCURACY_GAP + 1e-9)]
+    print(f"{args.clients} clients, fraction {args.fraction}, {args.rounds} rounds; medians of {args.repeats} runs")
     print(f"app:   {app['wall_seconds']:.1f} s wall (round 1 {app['first_round_seconds']:.1f} s, "
           f"later rounds at most {app['later_round_seconds_max']:.2f} s), accuracy {app['accuracy']:.3f}")
     print(f"stock: {stock['wall_seconds']:.1f} s wall ({stock['simulation_seconds']:.1f} s in run_simulation), "
@@ -73,8 +82,14 @@ def main() -> int:
         print(f"{'PASS' if passed else 'MISS'} {text}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "simulation.json").write_text(json.dumps({"settings": vars(args), "app": app, "stock": stock,
-                                                         "ratio": ratio}, indent=2))
+                                                         "ratio": ratio, "app_runs": apps, "stock_runs": stocks},
+                                                        indent=2))
     return 0 if all(passed for _, passed in checks) else 1
+
+
+def _medians(runs: list[dict]) -> dict:
+    """Each number's median over the runs."""
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
 
 
 if __name__ == "__main__":
