@@ -34,8 +34,8 @@ VALIDATION = "clients' validation slices (weighted average)"
 TRAINING = "clients' training, during local fit (weighted average)"
 BASELINE = "central training, same rows and epochs (held-out)"
 MAX_LEGEND_CLIENTS = 12  # clients.png names each client up to this many; beyond, thin unnamed lines.
-MAX_FIGURE_INCHES = 20
-MAX_BAR_CLIENTS = 30  # label_histogram.png draws a bar per client up to this many, then filled steps.  # label_histogram.png grows with the clients up to this width.
+MAX_FIGURE_INCHES = 20  # label_histogram.png grows with the clients up to this width.
+MAX_BAR_CLIENTS = 30  # label_histogram.png draws a bar per client up to this many, then filled steps.
 ZOOM_FROM = 0.5  # The zoomed panel shows the last half of the rounds, where the curves differ.
 
 
