@@ -15,9 +15,10 @@ clients in turn and the cache pays off; the Deployment Runtime starts a new
 pickles functions defined in ``__main__`` by value, so a cache there would
 start empty for every message.
 
-Each client's own state between messages is in Flower's ``context.state``:
-Adam's step count and moments, so its training goes on across rounds as a
-``client.py`` process's does (Flower's own examples start Adam afresh every round).
+With ``--keep-optimizer``, each client's own state between messages is in
+Flower's ``context.state``: Adam's step count and moments, so its training
+goes on across rounds as a ``client.py`` process's does. By default every fit
+starts Adam afresh, as FedAvg's clients (and Flower's examples) do.
 """
 
 from __future__ import annotations

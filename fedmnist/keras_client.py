@@ -168,9 +168,9 @@ class PartitionClient(NumPyClient):
     training goes on across rounds and starts afresh in a sweep's next run.
     Under a ClientApp they live in ``state`` (Flower's ``context.state``: the
     process's Trainer serves many clients in turn); a ``client.py`` process
-    (``state`` None) has one client, whose Trainer simply keeps them. A server whose ``num-partitions`` differs
-    would have this client train on rows that overlap others':
-    ``settings_problem`` says so.
+    (``state`` None) has one client, whose Trainer simply keeps them. A server
+    whose ``num-partitions`` differs would have this client train on rows that
+    overlap others': ``settings_problem`` says so.
     """
 
     def __init__(
