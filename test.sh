@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Runs the whole test suite; first use creates .venv with requirements-dev.txt
-# and installs Debian's Chromium (for the dashboard's browser test) where missing.
+# Runs the whole test suite; first use creates .venv with requirements-dev.txt and installs,
+# where missing, Debian's Chromium (the dashboard's browser test) and Fashion-MNIST (offline data).
 # Extra arguments go to pytest, e.g. ./test.sh -k data -x
 set -euo pipefail
 cd "$(dirname "$0")"
 source scripts/venv.sh
-source scripts/chromium.sh
+source scripts/debian.sh
 ensure_venv requirements-dev.txt
-ensure_chromium
+ensure_debian_package /usr/bin/chromium "Chromium for the dashboard's browser test" chromium chromium-driver
+ensure_debian_package /usr/share/datasets/fashion-mnist "Fashion-MNIST's IDX files" dataset-fashion-mnist
 exec python -m pytest "$@"

@@ -22,8 +22,10 @@ RUNTIMES = ("classic", "simulation", "deployment")
 RUNTIME = "classic"
 
 # Data.
-DATASETS = ("auto", "openml", "mnist-5k")  # auto: OpenML if reachable or cached, else 5k.
+DATASETS = ("auto", "openml", "mnist-5k", "fashion-mnist")  # auto: MNIST from OpenML if reachable or cached, else 5k.
 DATASET = "auto"
+# Offline Fashion-MNIST: where Debian's dataset-fashion-mnist package puts its IDX files.
+FASHION_IDX_FOLDER = "/usr/share/datasets/fashion-mnist"
 IDX_PREFIX = "idx:"  # --dataset idx:DIR: a folder of MNIST's four IDX files (fedmnist.idx).
 SEED = 42  # Seeds the client partitions and model initialisation.
 PARTITION = "iid"  # How rows are split among clients: iid, dirichlet:ALPHA or shards:K.

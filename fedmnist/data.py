@@ -1,4 +1,4 @@
-"""MNIST: loading (OpenML or the offline 5k set), caching and client partitions.
+"""MNIST and Fashion-MNIST: loading (OpenML, IDX files or the offline 5k set), caching and client partitions.
 
 Sources:
 
@@ -10,6 +10,10 @@ Sources:
   ships, for machines without internet. Cached the same way.
 * ``auto``: ``openml`` when it is cached or reachable, else ``mnist-5k`` with a
   loud warning.
+* ``fashion-mnist``: Zalando's Fashion-MNIST (70,000 images of clothes in MNIST's
+  format) through ``fetch_openml("Fashion-MNIST", version=1)``, cached the same
+  way; without internet, the IDX files of Debian's ``dataset-fashion-mnist``
+  package (``./test.sh`` installs it). ``auto`` never turns into fashion data.
 * ``idx:DIR``: the four MNIST-format IDX files in ``DIR`` (``fedmnist.idx``), as
   Keras, torchvision and LeCun's site ship them; read as they are, not cached.
 
@@ -40,6 +44,9 @@ log = logging.getLogger(__name__)
 
 OPENML = "openml"
 MNIST_5K = "mnist-5k"
+FASHION = "fashion-mnist"
+# The OpenML data set behind each source that fetch_openml loads.
+_OPENML_NAMES = {OPENML: "mnist_784", FASHION: "Fashion-MNIST"}
 # The data home for processes Flower starts (Ray workers, flwr-clientapp), which take no flags.
 DATA_HOME_VARIABLE = "FEDMNIST_DATA_HOME"
 _OPENML_TIMEOUT_SECONDS = 20.0  # Per network call, so a dead network fails fast.
@@ -58,7 +65,7 @@ class MnistData:
     y_train: np.ndarray  # (n_train,)
     x_test: np.ndarray  # (n_test, 784): the server's held-out set.
     y_test: np.ndarray
-    source: str  # OPENML, MNIST_5K or idx:DIR (DIR absolute, so every client finds the same files)
+    source: str  # OPENML, MNIST_5K, FASHION or idx:DIR (DIR absolute, so every client finds the same files)
 
 
 @dataclass(frozen=True)
@@ -77,7 +84,7 @@ def to_float(pixels: np.ndarray) -> np.ndarray:
 
 
 def load_mnist(dataset: str = config.DATASET, data_home: str | None = None) -> MnistData:
-    """Load MNIST from ``dataset`` (auto, openml, mnist-5k or idx:DIR) and split it.
+    """Load MNIST from ``dataset`` (auto, openml, mnist-5k, fashion-mnist or idx:DIR) and split it.
 
     OpenML rows use the standard split (the last seventh, i.e. the last 10,000
     of 70,000, is the test set), and so do IDX files (their t10k files); the 5k
@@ -90,10 +97,11 @@ def load_mnist(dataset: str = config.DATASET, data_home: str | None = None) -> M
         return MnistData(*load_idx_folder(folder), source=f"{config.IDX_PREFIX}{folder}")
     if dataset not in config.DATASETS:
         raise UserError(f"unknown dataset {dataset!r}; choose one of {', '.join(config.DATASETS)} or idx:DIR")
+    if dataset == FASHION:
+        return _standard_split(*_load_source(FASHION, data_home), FASHION)
     if dataset in ("auto", OPENML):
         try:
-            x, y = _load_source(OPENML, data_home)
-            return _standard_split(x, y)
+            return _standard_split(*_load_source(OPENML, data_home), OPENML)
         except OpenMLUnavailable as error:
             if dataset == OPENML:
                 raise
@@ -159,7 +167,7 @@ def _load_source(source: str, data_home: str | None) -> tuple[np.ndarray, np.nda
     cached = _read_cache(path)
     if cached is not None:
         return cached
-    x, y = _fetch_openml(data_home) if source == OPENML else _fetch_5k()
+    x, y = _fetch_5k() if source == MNIST_5K else _fetch_openml(source, data_home)
     try:
         write_atomic(path, lambda handle: np.savez_compressed(handle, x=x, y=y))
     except OSError as error:  # A read-only data home still gives a working run.
@@ -193,29 +201,51 @@ def _check_arrays(x: np.ndarray, y: np.ndarray) -> None:
         raise ValueError(f"labels have shape {y.shape}, dtype {y.dtype}")
 
 
-def _fetch_openml(data_home: str | None) -> tuple[np.ndarray, np.ndarray]:
-    """``fetch_openml("mnist_784")`` through scikit-learn's own cache."""
+def _fetch_openml(source: str, data_home: str | None) -> tuple[np.ndarray, np.ndarray]:
+    """``fetch_openml`` of ``source``'s data set through scikit-learn's own cache.
+
+    Offline, Fashion-MNIST comes from Debian's package instead, when installed.
+    """
     from sklearn.datasets import fetch_openml
 
+    name = _OPENML_NAMES[source]
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(_OPENML_TIMEOUT_SECONDS)
     try:
-        log.info("fetch_openml('mnist_784'): first use downloads and parses it (slow, once), then it is cached")
+        log.info("fetch_openml(%r): first use downloads and parses it (slow, once), then it is cached", name)
         with warnings.catch_warnings():
             # Its "network error ... Retrying" note; a failure gets our own clear line below.
             warnings.filterwarnings("ignore", message="A network error occurred", category=UserWarning)
             x, y = fetch_openml(
-                "mnist_784", version=1, data_home=data_home, as_frame=False,
+                name, version=1, data_home=data_home, as_frame=False,
                 return_X_y=True, n_retries=1, delay=0.5,  # Offline is common here: fail fast.
             )
     except (URLError, TimeoutError, ConnectionError) as error:
         reason = getattr(error, "reason", error)
-        raise OpenMLUnavailable(f"OpenML is unreachable ({reason}) and no cached copy exists") from error
+        unavailable = OpenMLUnavailable(f"OpenML is unreachable ({reason}) and no cached copy exists")
+        if source == FASHION:
+            return _debian_fashion(unavailable)
+        raise unavailable from error
     finally:
         socket.setdefaulttimeout(previous_timeout)
     x, y = np.asarray(x, dtype=np.uint8), np.asarray(y).astype(np.uint8)
     _check_arrays(x, y)
     return x, y
+
+
+def _debian_fashion(unavailable: OpenMLUnavailable) -> tuple[np.ndarray, np.ndarray]:
+    """Fashion-MNIST from Debian's ``dataset-fashion-mnist`` IDX files, in OpenML's order (train, then test)."""
+    from fedmnist.idx import load_idx_folder
+
+    folder = Path(config.FASHION_IDX_FOLDER)
+    if not folder.is_dir():
+        raise OpenMLUnavailable(
+            f"Fashion-MNIST: {unavailable}, and Debian's dataset-fashion-mnist is not installed "
+            f"(apt-get install dataset-fashion-mnist puts its files in {folder})"
+        )
+    log.warning("OFFLINE: %s -> reading Fashion-MNIST from Debian's dataset-fashion-mnist in %s", unavailable, folder)
+    x_train, y_train, x_test, y_test = load_idx_folder(folder)
+    return np.concatenate([x_train, x_test]), np.concatenate([y_train, y_test])
 
 
 def _fetch_5k() -> tuple[np.ndarray, np.ndarray]:
@@ -226,11 +256,11 @@ def _fetch_5k() -> tuple[np.ndarray, np.ndarray]:
     return x.astype(np.uint8), y.astype(np.uint8)
 
 
-def _standard_split(x: np.ndarray, y: np.ndarray) -> MnistData:
+def _standard_split(x: np.ndarray, y: np.ndarray, source: str) -> MnistData:
     """OpenML's order: training rows first, the last seventh is the test set."""
     n_test = len(y) // 7
     cut = len(y) - n_test
-    return MnistData(x[:cut], y[:cut], x[cut:], y[cut:], OPENML)
+    return MnistData(x[:cut], y[:cut], x[cut:], y[cut:], source)
 
 
 def _holdout_split(x: np.ndarray, y: np.ndarray) -> MnistData:
@@ -249,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
     from fedmnist.cli import Parser, dataset_spec, run_cli
 
     parser = Parser(prog="python -m fedmnist.data", description=main.__doc__)
-    parser.add_argument("--dataset", type=dataset_spec, default=config.DATASET, help="auto, openml, mnist-5k or idx:DIR")
+    parser.add_argument("--dataset", type=dataset_spec, default=config.DATASET, help="auto, openml, mnist-5k, fashion-mnist or idx:DIR")
     parser.add_argument("--data-home", default=None, help="scikit-learn data home (default: its own)")
     args = parser.parse_args(argv)
     run_cli(lambda: print(resolve_dataset(args.dataset, args.data_home)))

@@ -66,7 +66,8 @@ def read_idx(path: Path) -> np.ndarray:
         state = "truncated" if len(raw) - header < expected else "longer than its header says"
         raise UserError(f"{path}: {state}: its header says {' x '.join(map(str, shape))} = {expected:,} values, "
                         f"it holds {len(raw) - header:,}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+    # A copy: arrays over the bytes object would be read-only, a trap for code that shuffles in place.
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy()
 
 
 def _find(folder: Path, name: str) -> Path:
