@@ -66,8 +66,8 @@ def parse_args(argv: list[str]):
     if sweep:
         argv = argv[1:]
         parser.add_argument("--grid", choices=sorted(GRIDS), default="heterogeneity",
-                            help="settings to compare; heterogeneity: fedavg and fedprox under iid, dirichlet:0.5, "
-                            "dirichlet:0.1 and shards:2 (default: %(default)s)")
+                            help="settings to compare: " + "; ".join(f"{name}: {grid.about}" for name, grid in GRIDS.items())
+                            + " (default: %(default)s)")
     else:
         parser.set_defaults(grid=None)  # Only a sweep has a grid (setting it for both hid --grid's default).
         parser.add_argument("--ws-clients", type=non_negative_int, default=0,
@@ -79,6 +79,9 @@ def parse_args(argv: list[str]):
     parser.add_argument("--no-dashboard", action="store_true",
                         help="do not start the web dashboard (./run.sh dashboard serves it alone later)")
     add_dashboard_arguments(parser)
+    if sweep:  # A grid's own scale (fedavg-paper: 100 clients on the simulation runtime) unless flags say otherwise.
+        grid, _ = parser.parse_known_args(argv)
+        parser.set_defaults(**GRIDS[grid.grid].defaults)
     args = parser.parse_args(argv)
     check_setting_arguments(parser, args)
     if sweep and args.runtime == "deployment":

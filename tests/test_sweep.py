@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from fedmnist.keras_client import make_client
-from fedmnist.sweep import GRIDS, Setting, comparison_table
+from fedmnist.launcher import parse_args
+from fedmnist.sweep import GRIDS, Setting, comparison_table, target_for
 
 
 def test_heterogeneity_grid_has_four_partitions_under_fedavg_and_fedprox() -> None:
-    grid = GRIDS["heterogeneity"]
+    grid = GRIDS["heterogeneity"].settings
     assert {s.partition for s in grid} == {"iid", "dirichlet:0.5", "dirichlet:0.1", "shards:2"}
     assert {s.strategy for s in grid} == {"fedavg", "fedprox"} and len(grid) == 8
     assert Setting("fedprox", "dirichlet:0.1").folder == "fedprox_dirichlet-0.1"
@@ -22,7 +23,37 @@ def test_comparison_table_by_hand() -> None:
     ]
     assert comparison_table(results).splitlines()[2:] == [
         "| fedavg iid | 0.946 | 0.947 | 4 | 12.3 |",
-        "| fedavg shards:2 | 0.800 | 0.810 | not reached | 5.0 |",
+        "| fedavg shards:2 | 0.800 | 0.810 | not in ? | 5.0 |",
+    ]
+
+
+def test_fedavg_paper_grid_is_the_papers_2nn_setup_at_its_scale() -> None:
+    grid = GRIDS["fedavg-paper"]
+    assert [s.name for s in grid.settings] == [
+        "fedavg iid 2nn E=1 B=10", "fedavg shards:2 2nn E=1 B=10", "fedavg iid 2nn E=5 B=10", "fedavg shards:2 2nn E=5 B=10",
+    ]
+    assert grid.settings[1].folder == "fedavg_shards-2_2nn_E1_B10"
+    assert grid.settings[1].overrides() == {"strategy": "fedavg", "partition": "shards:2", "model": "2nn",
+                                            "local_epochs": 1, "batch_size": 10}
+    args = parse_args(["sweep", "--grid", "fedavg-paper"])
+    assert (args.runtime, args.clients, args.fraction_fit, args.fraction_evaluate) == ("simulation", 100, 0.1, 0.1)
+    assert parse_args(["sweep", "--grid", "fedavg-paper", "--clients", "10"]).clients == 10  # Flags still win.
+    assert parse_args(["sweep"]).runtime == "classic"  # Other grids keep the run's own defaults.
+    assert target_for("openml", "2nn") == 0.97 and target_for("fashion-mnist", "2nn") == 0.84
+
+
+def test_paper_table_by_hand() -> None:
+    results = [
+        {"setting": "fedavg iid 2nn E=1 B=10", "target": 0.84, "first_round_at_target": 37, "rounds": 100,
+         "paper_rounds": 87, "final": 0.8712, "best": 0.8731, "seconds": 301.26},
+        {"setting": "fedavg shards:2 2nn E=5 B=10", "target": 0.84, "first_round_at_target": None, "rounds": 100,
+         "paper_rounds": None, "final": 0.7, "best": 0.75, "seconds": 800.0},
+    ]
+    assert comparison_table(results, paper=True).splitlines() == [
+        "| setting | target | rounds to target | paper (MNIST) | final accuracy | best accuracy | wall time (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| fedavg iid 2nn E=1 B=10 | 84% | 37 | 87 | 0.871 | 0.873 | 301.3 |",
+        "| fedavg shards:2 2nn E=5 B=10 | 84% | not in 100 | not reported | 0.700 | 0.750 | 800.0 |",
     ]
 
 
