@@ -10,14 +10,15 @@ from __future__ import annotations
 import numpy as np
 
 from fedmnist import config
-from fedmnist.data import MnistData, client_data, to_float
+from fedmnist.data import MnistData, client_data, client_shares, to_float
 
 
 def union_of_client_rows(
     data: MnistData, num_clients: int, seed: int, partition: str = config.PARTITION
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every client's training rows (not their validation slices), as float pixels and int labels."""
-    shares = [client_data(data, i, num_clients, seed, partition=partition) for i in range(num_clients)]
+    rows = client_shares(data, num_clients, seed, partition)  # Cut once, not once per client.
+    shares = [client_data(data, i, num_clients, seed, partition=partition, shares=rows) for i in range(num_clients)]
     x = np.concatenate([share.x_train for share in shares])
     y = np.concatenate([share.y_train for share in shares])
     return to_float(x), y.astype(np.int32)

@@ -40,7 +40,7 @@ from flwr.common import (
 )
 
 from fedmnist import config as defaults  # Flower's methods take a parameter named `config`.
-from fedmnist.data import ClientData, MnistData, client_data, load_mnist, to_float
+from fedmnist.data import ClientData, MnistData, client_data, client_shares, load_mnist, to_float
 from fedmnist.errors import UserError
 from fedmnist.faults import corrupt, crash_if_due
 from fedmnist.tls import speaks_tls
@@ -122,6 +122,7 @@ class ClientCache:
         self.data_seconds = 0.0  # Spent loading data in this process, reported to the server once.
         self._data: dict[str, MnistData] = {}
         self._clients: dict[tuple[Scalar, ...], MnistClient] = {}
+        self._shares: dict[tuple[Scalar, ...], list[np.ndarray]] = {}  # Every client's rows, per way of cutting.
         self._trainers: dict[str, Trainer] = {}
         self._optimizer_owners: dict[str, tuple[Scalar, ...]] = {}  # Whose Adam state each model's Trainer holds.
 
@@ -130,7 +131,11 @@ class ClientCache:
         dataset, seed, scheme, model = (settings[key] for key in RUN_SETTINGS)
         key = (dataset, seed, scheme, model, partition_id, num_partitions)
         if key not in self._clients:
-            share = client_data(self.data(str(dataset)), partition_id, num_partitions, int(seed), partition=str(scheme))
+            data, cut = self.data(str(dataset)), (dataset, seed, scheme, num_partitions)
+            if cut not in self._shares:  # Once per process: Flower Datasets takes 6-10 s to cut 60,000 rows.
+                self._shares[cut] = client_shares(data, num_partitions, int(seed), str(scheme))
+            share = client_data(data, partition_id, num_partitions, int(seed), partition=str(scheme),
+                                shares=self._shares[cut])
             self._clients[key] = MnistClient(self.trainer(str(model), int(seed)), share, partition_id=partition_id)
         return self._clients[key]
 

@@ -12,9 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from conftest import PROJECT_ROOT, free_port, run_script
+from fedmnist.data import client_shares
 from fedmnist.keras_client import ClientCache
 from fedmnist.live_log import read_live_log
 
@@ -163,6 +165,23 @@ def test_a_worker_keeps_one_trainer_and_each_clients_rows(data_home: str) -> Non
     assert other is not first and other.trainer is first.trainer  # One compiled Trainer per model.
     assert len(first.y_train) + len(first.y_val) == 400  # 4,000 rows in 10 shares.
     assert cache.client({**settings, "model": "mlp"}, 2, 10).trainer is not first.trainer
+
+
+def test_a_worker_cuts_the_rows_once_for_all_its_clients(data_home: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flower Datasets took 10 s to cut 60,000 rows into 100 shards:2 shares; doing it per client stalled rounds."""
+    from fedmnist import keras_client
+    from fedmnist.data import client_data
+
+    cuts = []
+    monkeypatch.setattr(keras_client, "client_shares", lambda *args: cuts.append(args) or client_shares(*args))
+    cache = ClientCache(data_home)
+    settings = {"dataset": "mnist-5k", "seed": 1, "partition": "shards:2", "model": "dense32"}
+    clients = [cache.client(settings, partition_id, 20) for partition_id in (0, 7, 19)]
+    assert len(cuts) == 1  # Once for three clients.
+    alone = client_data(cache.data("mnist-5k"), 7, 20, 1, partition="shards:2")  # Cut afresh: the same rows.
+    assert np.array_equal(clients[1].y_train, alone.y_train) and np.array_equal(clients[1].y_val, alone.y_val)
+    cache.client({**settings, "partition": "iid"}, 0, 20)
+    assert len(cuts) == 2  # Another way of cutting is cut again.
 
 
 def test_a_clientapp_client_keeps_its_adam_state_in_context_state(data_home: str, monkeypatch: pytest.MonkeyPatch) -> None:
