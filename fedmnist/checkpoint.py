@@ -29,7 +29,7 @@ from fedmnist.errors import UserError
 
 # Settings a checkpoint must share with the run that resumes it.
 IDENTITY_KEYS = ("rounds", "clients", "dataset", "seed", "partition", "model", "strategy", "fraction_fit",
-                 "proximal_mu", "local_epochs", "batch_size", "learning_rate")
+                 "proximal_mu", "server_momentum", "server_learning_rate", "local_epochs", "batch_size", "learning_rate")
 FORMAT = "fedmnist-checkpoint-1"
 
 

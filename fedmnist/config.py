@@ -38,6 +38,8 @@ STRATEGY = "fedavg"  # fedmnist.strategy maps each name to Flower's class.
 FRACTION_FIT = 1.0  # Share of the clients trained each round.
 FRACTION_EVALUATE = 1.0  # Share of the clients that evaluate the global model each round.
 PROXIMAL_MU = 0.01  # FedProx's mu: weight of the proximal term clients add to their loss.
+SERVER_MOMENTUM = 0.9  # FedAvgM's server momentum (Hsu et al. 2019 use 0.9).
+SERVER_LEARNING_RATE = 1.0  # FedAvgM's server learning rate: the step along the momentum buffer.
 
 MAX_UPDATE_NORM_FACTOR = 5.0  # Updates this many times farther from the global model than the median are dropped.
 # A client's claimed example count weighs at most this many times the median of the other clients'

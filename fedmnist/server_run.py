@@ -196,6 +196,8 @@ def _build_strategy(
         fraction_fit=settings.fraction_fit,
         fraction_evaluate=settings.fraction_evaluate,
         proximal_mu=settings.proximal_mu,
+        server_momentum=settings.server_momentum,
+        server_learning_rate=settings.server_learning_rate,
         evaluate_fn=centralized_evaluate_fn(evaluator),
         on_fit_config_fn=fit_config(
             local_epochs=settings.local_epochs, batch_size=settings.batch_size, learning_rate=settings.learning_rate,

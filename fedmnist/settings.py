@@ -63,15 +63,17 @@ class ServerSettings:
     host: str = setting(config.SERVER_HOST, "interface to listen on (default: %(default)s, all)", flag=SERVER,
                         run_config=False)
     out: str = setting(".", "folder that gets history/, models/ and plots/ (default: the current folder)")
-    dataset: str = setting(config.DATASET, "MNIST source: auto = OpenML if reachable or cached, else the offline "
-                           "5k subset; openml; mnist-5k; or idx:DIR, a folder of MNIST's four IDX files (README, "
-                           "Data)", type=dataset_spec)
+    dataset: str = setting(config.DATASET, "data source: auto = MNIST from OpenML if reachable or cached, else the "
+                           "offline 5k subset; openml; mnist-5k; fashion-mnist (OpenML, else Debian's "
+                           "dataset-fashion-mnist); or idx:DIR, a folder of MNIST's four IDX files (README, Data)",
+                           type=dataset_spec)
     seed: int = setting(config.SEED, "seed of the client partitions and the initial model", type=int)
     data_home: str | None = setting(None, "scikit-learn data home for the MNIST cache (default: scikit-learn's)",
                                     none_as="")
     partition: str = setting(config.PARTITION, "how training rows are split among clients: iid, dirichlet:ALPHA "
                              "(label skew, e.g. 0.1) or shards:K (K label-sorted shards each)", type=partition_spec)
-    model: str = setting(config.MODEL, "mlp (784-128-10), dense32 (784-32-10) or cnn (small convnet)",
+    model: str = setting(config.MODEL, "mlp (784-128-10), dense32 (784-32-10), cnn (small convnet), or the FedAvg "
+                         "paper's 2nn (784-200-200-10) and cnn-paper (two 5x5 convolutions, fc 512)",
                          choices=config.MODELS)
     strategy: str = setting(config.STRATEGY, "Flower aggregation strategy", choices=config.STRATEGIES)
     fraction_fit: float = setting(config.FRACTION_FIT, "share of the clients trained each round, 0-1", type=fraction)
@@ -88,6 +90,10 @@ class ServerSettings:
                                       "10.0.0.5:6379) instead of starting Ray on this machine", run_config=False)
     proximal_mu: float = setting(config.PROXIMAL_MU, "FedProx's mu, the weight of the proximal term; --strategy "
                                  "fedprox only", type=non_negative_float)
+    server_momentum: float = setting(config.SERVER_MOMENTUM, "FedAvgM's server momentum, above 0 and at most 1; "
+                                     "--strategy fedavgm only", type=fraction)
+    server_learning_rate: float = setting(config.SERVER_LEARNING_RATE, "FedAvgM's server learning rate; --strategy "
+                                          "fedavgm only", type=positive_float)
     min_clients: int | None = setting(
         None, "clients a round needs to go ahead, so the run survives the others failing (default: all but one, "
         "at least 1; the first round waits up to --client-timeout for all, then starts with those present if at "

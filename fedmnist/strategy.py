@@ -40,7 +40,6 @@ STRATEGIES: dict[str, type[FedAvg]] = {
 # swung 0.69, 0.49, 0.64 over rounds 1-3 here (10-round run, 3 clients, 5k data) and reached
 # 0.892; with eta 0.01, tau 0.001 it rose steadily to 0.899. FedYogi gets the same settings.
 _STRATEGY_SETTINGS: dict[str, dict[str, float]] = {
-    "fedavgm": {"server_learning_rate": 1.0, "server_momentum": 0.9},
     "fedadam": {"eta": 0.01, "eta_l": 0.01, "tau": 0.001},
     "fedyogi": {"eta": 0.01, "eta_l": 0.01, "tau": 0.001},
     "fedtrimmedavg": {"beta": 0.2},
@@ -116,6 +115,8 @@ def build_strategy(
     fraction_fit: float = config.FRACTION_FIT,
     fraction_evaluate: float = config.FRACTION_EVALUATE,
     proximal_mu: float = config.PROXIMAL_MU,
+    server_momentum: float = config.SERVER_MOMENTUM,
+    server_learning_rate: float = config.SERVER_LEARNING_RATE,
     evaluate_fn: EvaluateFn | None = None,
     on_fit_config_fn: Callable[[int], dict[str, Scalar]] | None = None,
 ) -> FedAvg:
@@ -127,7 +128,8 @@ def build_strategy(
     sample (at least one). ``initial_weights`` seed the global model (the server-side
     optimizers of FedAvgM, FedAdam and FedYogi start from them);
     ``evaluate_fn`` is the server-side (centralized) evaluation; ``proximal_mu``
-    is FedProx's mu, sent to clients in the fit config. Server-side settings
+    is FedProx's mu, sent to clients in the fit config; ``server_momentum`` and
+    ``server_learning_rate`` are FedAvgM's. FedAdam's and FedYogi's settings
     follow the papers' common choices (``_STRATEGY_SETTINGS``).
     """
     if name not in STRATEGIES:
@@ -136,6 +138,8 @@ def build_strategy(
     minimum = min(min_clients or num_clients, num_clients)  # Clients a round needs to go ahead.
     if name == "fedprox":
         settings["proximal_mu"] = proximal_mu
+    if name == "fedavgm":
+        settings.update(server_momentum=server_momentum, server_learning_rate=server_learning_rate)
     return strategy_class(
         fraction_fit=fraction_fit,
         fraction_evaluate=fraction_evaluate,

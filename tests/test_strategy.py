@@ -87,3 +87,11 @@ def test_fedprox_carries_mu_and_unknown_names_fail() -> None:
     assert build_strategy(name="fedprox", num_clients=2, initial_weights=WEIGHTS, proximal_mu=0.5).proximal_mu == 0.5
     with pytest.raises(ValueError, match="unknown strategy 'fedsgd'"):
         build_strategy(name="fedsgd", num_clients=2, initial_weights=WEIGHTS)
+
+
+def test_fedavgm_takes_the_server_momentum_and_learning_rate_it_is_given() -> None:
+    default = build_strategy(name="fedavgm", num_clients=2, initial_weights=WEIGHTS)
+    assert (default.server_momentum, default.server_learning_rate) == (0.9, 1.0)
+    tuned = build_strategy(name="fedavgm", num_clients=2, initial_weights=WEIGHTS, server_momentum=0.5,
+                           server_learning_rate=0.3)
+    assert (tuned.server_momentum, tuned.server_learning_rate) == (0.5, 0.3)
