@@ -164,7 +164,7 @@ def test_run_sh_reports_a_failing_process_and_stops(tmp_path: Path, data_home: s
         (["server.py", "--rounds", "0"], "--rounds: must be at least 1, got 0"),
         (["server.py", "--clients", "zero"], "--clients: expected a whole number, got 'zero'"),
         (["server.py", "--port", "70000"], "--port: port must be in 1-65535, got 70000"),
-        (["server.py", "--dataset", "cifar"], "--dataset: choose one of auto, openml, mnist-5k or idx:DIR, got 'cifar'"),
+        (["server.py", "--dataset", "cifar"], "--dataset: choose one of auto, openml, mnist-5k, fashion-mnist or idx:DIR, got 'cifar'"),
         (["client.py", "--server", "localhost"], "--server: expected HOST:PORT, got 'localhost'"),
         (["client.py", "--server", "localhost:0"], "--server: port must be in 1-65535, got 0"),
         (["client.py", "--partition-id", "3", "--num-partitions", "3"], "must be below --num-partitions"),

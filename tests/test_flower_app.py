@@ -57,7 +57,7 @@ def test_run_config_values_become_settings() -> None:
     ({"partition": "dirichlet:0"}, "run config partition = 'dirichlet:0': dirichlet alpha must be greater than 0"),
     ({"rounds": 0}, "run config rounds = 0: must be at least 1"),  # The flags' own checks, for every setting.
     ({"fraction-fit": 1.5}, "run config fraction-fit = 1.5: must be greater than 0 and at most 1"),
-    ({"dataset": "imagenet"}, "run config dataset = 'imagenet': choose one of auto, openml, mnist-5k or idx:DIR"),
+    ({"dataset": "imagenet"}, "run config dataset = 'imagenet': choose one of auto, openml, mnist-5k, fashion-mnist or idx:DIR"),
 ])
 def test_bad_run_config_values_get_one_clear_error(run_config: dict, message: str) -> None:
     with pytest.raises(UserError, match=re.escape(message)):

@@ -42,6 +42,14 @@ def test_fedavg_paper_grid_is_the_papers_2nn_setup_at_its_scale() -> None:
     assert target_for("openml", "2nn") == 0.97 and target_for("fashion-mnist", "2nn") == 0.84
 
 
+def test_noniid_grid_compares_three_strategies_under_two_skews_at_the_papers_scale() -> None:
+    grid = GRIDS["noniid"]
+    assert {(s.strategy, s.partition) for s in grid.settings} == {
+        (strategy, partition) for strategy in ("fedavg", "fedprox", "fedavgm") for partition in ("shards:2", "dirichlet:0.1")}
+    assert {(s.model, s.local_epochs, s.batch_size) for s in grid.settings} == {("2nn", 1, 10)}
+    assert parse_args(["sweep", "--grid", "noniid"]).clients == 100
+
+
 def test_paper_table_by_hand() -> None:
     results = [
         {"setting": "fedavg iid 2nn E=1 B=10", "target": 0.84, "first_round_at_target": 37, "rounds": 100,
