@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import sys
 import warnings
 import threading
@@ -39,6 +40,19 @@ if TYPE_CHECKING:
     from fedmnist.settings import ServerSettings
 
 RAY_STEPS_PER_CPU = 10_000  # Ray counts resources in 1/10,000ths; a share of a CPU is rounded down to them.
+
+
+def _take_sigterm_back_from_ray() -> None:
+    """Give SIGTERM back to this process's Python handler, which ``ray.init`` replaced.
+
+    Ray's failure-signal handler (absl's) reports a SIGTERM and has the process
+    killed 3 s later, whatever Python does meanwhile: a server stopped by
+    ``./run.sh`` (which sends SIGTERM) died while saving its completed rounds.
+    Handlers can only be set on the main thread; Ray starts in another.
+    """
+    handler = signal.getsignal(signal.SIGTERM)  # What Python last installed; None if not set from Python.
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
 
 
 class SimulationFederation:
@@ -97,6 +111,7 @@ class SimulationFederation:
             rounds.set_result(grid_federation(grid)(server, server_config))
 
         self._ray_up.result()  # Raises Ray's start-up error, if it failed.
+        _take_sigterm_back_from_ray()
         self._simulation = threading.Thread(target=self._simulate, args=(app, rounds), name="flower-simulation")
         self._simulation.start()
         return rounds.result()
