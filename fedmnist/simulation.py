@@ -40,6 +40,10 @@ if TYPE_CHECKING:
     from fedmnist.settings import ServerSettings
 
 RAY_STEPS_PER_CPU = 10_000  # Ray counts resources in 1/10,000ths; a share of a CPU is rounded down to them.
+# After a stop, how long the round in flight may take to end before Ray is shut down under it. The
+# launcher gives a stopping server 30 s (saving included) before it kills it, and a killed server
+# leaves Ray's agents running.
+STOP_JOIN_SECONDS = 10.0
 
 
 def _take_sigterm_back_from_ray() -> None:
@@ -90,8 +94,12 @@ class SimulationFederation:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
         if self._simulation is not None:
             # After the rounds, Flower is stopping its workers; after Ctrl-C, the run's strategy
-            # refuses the next step (RunStrategy.stop), so Flower ends the round in flight and stops.
-            self._simulation.join()
+            # refuses the next step (RunStrategy.stop), so Flower ends the round in flight and stops,
+            # unless that round is long (a minute for cnn-paper at E=5): then Ray stops under it.
+            self._simulation.join(timeout=STOP_JOIN_SECONDS if kind is not None else None)
+            if self._simulation.is_alive():
+                log.info("the round in flight is still running; stopping Ray under it")
+                logging.getLogger("flwr").setLevel(logging.CRITICAL)  # Its workers' errors, now expected.
         self._leave.set()
         self._thread.join()
 

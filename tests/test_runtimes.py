@@ -276,6 +276,35 @@ def test_sigterm_on_a_simulation_saves_its_rounds_stops_ray_and_resume_finishes_
     assert [r["round"] for r in summary["rounds"]] == list(range(1, 31))
 
 
+def test_a_stop_during_a_long_round_ends_the_simulation_within_the_launchers_grace(tmp_path: Path, data_home: str) -> None:
+    """A round of about a minute in flight (cnn-paper at E=5 takes two): the server must not wait for it.
+
+    Before, it joined Flower's thread until the round ended; ./run.sh killed it after its 30 s of
+    grace, and Ray's agents were left running.
+    """
+    import signal
+
+    from fedmnist.launcher import SERVER_STOP_SECONDS
+
+    args = [sys.executable, str(PROJECT_ROOT / "server.py"), "--runtime", "simulation", "--clients", "2",
+            "--rounds", "2", "--local-epochs", "100", "--batch-size", "10", "--dataset", "mnist-5k",
+            "--data-home", data_home, "--out", str(tmp_path)]
+    server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              stdin=subprocess.DEVNULL, start_new_session=True, cwd=PROJECT_ROOT)
+    for line in server.stdout:
+        if "starting global model" in line:
+            break
+    time.sleep(3)  # Round 1 is under way: 2 x 18,000 steps of 10 images.
+    stopped = time.monotonic()
+    os.kill(server.pid, signal.SIGTERM)
+    assert server.wait(timeout=120) == 130
+    took = time.monotonic() - stopped
+    output = server.stdout.read()
+    assert took < SERVER_STOP_SECONDS - 5, f"the stop took {took:.1f} s:\n{output}"
+    assert "nothing to save" in output and "Traceback" not in output, output
+    assert not flower_processes_of(data_home, RAY_PROGRAMS), "the stop left Ray processes running"
+
+
 def test_ctrl_c_on_a_deployment_run_saves_its_rounds_and_resume_finishes_it(tmp_path: Path, data_home: str) -> None:
     """Ctrl-C to the whole process group: the ServerApp saves the completed rounds first; --resume goes on."""
     import signal
