@@ -103,7 +103,7 @@ GRIDS: dict[str, Grid] = {
     ),
     "fedavg-paper-cnn": Grid(
         tuple(Setting("fedavg", partition, "cnn-paper", epochs, 10) for epochs in (1, 5) for partition in ("iid", "shards:2")),
-        "the same with the paper's CNN (1.7 million weights; about a minute per round at E=5 here)",
+        "the same with the paper's CNN (1.7 million weights; here 31-33 s a round at E=1, 126-133 s at E=5)",
         {**_PAPER_SCALE, "rounds": 50}, paper=True,
     ),
     "noniid": Grid(
