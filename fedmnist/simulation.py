@@ -95,7 +95,7 @@ class SimulationFederation:
         if self._simulation is not None:
             # After the rounds, Flower is stopping its workers; after Ctrl-C, the run's strategy
             # refuses the next step (RunStrategy.stop), so Flower ends the round in flight and stops,
-            # unless that round is long (a minute for cnn-paper at E=5): then Ray stops under it.
+            # unless that round is long (two minutes for cnn-paper at E=5 here): then Ray stops under it.
             self._simulation.join(timeout=STOP_JOIN_SECONDS if kind is not None else None)
             if self._simulation.is_alive():
                 log.info("the round in flight is still running; stopping Ray under it")
