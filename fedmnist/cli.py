@@ -11,10 +11,13 @@ import argparse
 import logging
 import os
 import signal
+import subprocess
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable
+from concurrent import futures
 from typing import NoReturn, TypeVar
 
 from fedmnist import config
@@ -186,6 +189,31 @@ def _stop(signum: int, frame: object) -> None:
     if not _stopping:
         _stopping = True
         raise KeyboardInterrupt
+
+
+SIGNAL_POLL_SECONDS = 0.2  # How soon a blocked main thread notices a stop signal another thread took.
+
+
+def wait_for(future: futures.Future[T]) -> T:
+    """``future.result()`` on the main thread, but a stop signal still interrupts it (within 0.2 s).
+
+    Python runs signal handlers on the main thread, and only when that thread
+    runs. The kernel gives a process-wide SIGTERM to any thread that does not
+    block it, Ray's and gRPC's included; a main thread asleep in a lock until
+    the future is done then handles the signal only after the whole run (on CI
+    a simulation stopped by ./run.sh after round 1 ran on to its last round).
+    Waking it now and then lets it handle the signal.
+    """
+    while not futures.wait([future], timeout=SIGNAL_POLL_SECONDS).done:
+        pass
+    return future.result()
+
+
+def wait_for_process(process: subprocess.Popen) -> int:
+    """``process.wait()``, but a stop signal taken by another thread still interrupts it (see ``wait_for``)."""
+    while process.poll() is None:
+        time.sleep(SIGNAL_POLL_SECONDS)
+    return process.returncode
 
 
 def exit_now(status: int, message: str | None = None) -> NoReturn:

@@ -30,7 +30,7 @@ from typing import IO
 
 from fedmnist import config
 from fedmnist.archive import RESULT_FOLDERS, archive_earlier_results
-from fedmnist.cli import Parser, non_negative_int, run_cli, take_back_stop_signals
+from fedmnist.cli import Parser, non_negative_int, run_cli, take_back_stop_signals, wait_for_process
 from fedmnist.dashboard.serve import add_dashboard_arguments, port_in_use
 from fedmnist.errors import UserError
 from fedmnist.run_lock import ResultsLock, lock_results
@@ -308,7 +308,7 @@ class Launcher:
             return
         print(f"the dashboard stays up at {self._dashboard_url()}; press Ctrl-C to stop it", flush=True)
         try:
-            self.dashboard.wait()
+            wait_for_process(self.dashboard)
         except KeyboardInterrupt:
             pass
 

@@ -29,6 +29,7 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from fedmnist.cli import wait_for
 from fedmnist.data import DATA_HOME_VARIABLE
 
 log = logging.getLogger(__name__)
@@ -118,11 +119,11 @@ class SimulationFederation:
         def main(grid: Grid, context: Context) -> None:
             rounds.set_result(grid_federation(grid)(server, server_config))
 
-        self._ray_up.result()  # Raises Ray's start-up error, if it failed.
+        wait_for(self._ray_up)  # Raises Ray's start-up error, if it failed.
         _take_sigterm_back_from_ray()
         self._simulation = threading.Thread(target=self._simulate, args=(app, rounds), name="flower-simulation")
         self._simulation.start()
-        return rounds.result()
+        return wait_for(rounds)  # Not rounds.result(): a SIGTERM taken by a Ray thread would wait for the last round.
 
     def _simulate(self, server_app: ServerApp, rounds: Future[History]) -> None:
         """Flower's simulation of ``server_app`` with the ClientApp; its error goes to ``rounds`` if they were not done."""
