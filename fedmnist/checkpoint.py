@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +26,12 @@ from flwr.server.strategy import Strategy
 
 from fedmnist.atomic import write_atomic
 from fedmnist.errors import UserError
+from fedmnist.settings import ServerSettings
 
 # Settings a checkpoint must share with the run that resumes it.
 IDENTITY_KEYS = ("rounds", "clients", "dataset", "seed", "partition", "model", "strategy", "fraction_fit",
-                 "proximal_mu", "server_momentum", "server_learning_rate", "local_epochs", "batch_size", "learning_rate")
+                 "proximal_mu", "server_momentum", "server_learning_rate", "local_epochs", "batch_size", "learning_rate",
+                 "dp_noise", "dp_clip", "dp_side", "dp_delta")  # Not the budget: a resume may spend more.
 FORMAT = "fedmnist-checkpoint-1"
 
 
@@ -94,10 +96,11 @@ def load_checkpoint(path: Path, config: dict[str, Any]) -> Checkpoint:
         checkpoint = read_checkpoint(path)
     except (OSError, ValueError) as error:
         raise UserError(f"cannot read checkpoint {path}: {error}") from None
+    # A checkpoint from before a setting existed ran with its default.
+    defaults = {f.name: f.default for f in fields(ServerSettings)}
+    theirs = {key: checkpoint.config.get(key, defaults.get(key)) for key in IDENTITY_KEYS}
     different = [
-        f"{key} {checkpoint.config.get(key)!r} there, {config.get(key)!r} now"
-        for key in IDENTITY_KEYS
-        if checkpoint.config.get(key) != config.get(key)
+        f"{key} {theirs[key]!r} there, {config.get(key)!r} now" for key in IDENTITY_KEYS if theirs[key] != config.get(key)
     ]
     if different:
         raise UserError(f"checkpoint {path} is from a different run: {'; '.join(different)}")
@@ -114,6 +117,9 @@ def strategy_state(strategy: Strategy) -> dict[str, Any]:
     strings, arrays, lists of arrays and Flower ``Parameters`` are kept: a
     callback, or anything a checkpoint could not hold as data, is not state.
     """
+    inner = getattr(strategy, "strategy", None)
+    if isinstance(inner, Strategy):  # Flower's DP wrappers (fedmnist.privacy) keep theirs in the strategy they wrap.
+        return strategy_state(inner)
     # None is skipped: a fresh strategy has the same None, and a callback that was None
     # when saved must not erase one the resuming server set.
     return {name: value for name, value in vars(strategy).items() if _encodable(value)}

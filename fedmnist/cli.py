@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -98,10 +99,10 @@ def non_negative_int(text: str) -> int:
 
 
 def positive_float(text: str) -> float:
-    """A number greater than 0."""
+    """A finite number greater than 0."""
     value = _parse(float, text, "a number")
-    if not value > 0:  # Also rejects nan.
-        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    if not 0 < value < math.inf:  # Also rejects nan.
+        raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got {text}")
     return value
 
 
@@ -118,6 +119,14 @@ def fraction(text: str) -> float:
     value = _parse(float, text, "a number")
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be greater than 0 and at most 1, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    """A number strictly between 0 and 1 (a DP delta)."""
+    value = _parse(float, text, "a number")
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be greater than 0 and less than 1, got {text}")
     return value
 
 

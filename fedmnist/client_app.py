@@ -19,6 +19,9 @@ With ``--keep-optimizer``, each client's own state between messages is in
 Flower's ``context.state``: Adam's step count and moments, so its training
 goes on across rounds as a ``client.py`` process's does. By default every fit
 starts Adam afresh, as FedAvg's clients (and Flower's examples) do.
+
+Under client-side differential privacy (``--dp-side client``) Flower's
+``fixedclipping_mod`` clips each update before it leaves (``clipping_mod``).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from flwr.common import Context
 
 from fedmnist.data import DATA_HOME_VARIABLE
 from fedmnist.keras_client import ClientCache, PartitionClient
+from fedmnist.privacy import clipping_mod
 
 _CACHE = ClientCache(os.environ.get(DATA_HOME_VARIABLE) or None)  # One per process (see the module docstring).
 
@@ -41,4 +45,5 @@ def client_fn(context: Context) -> Client:
     return PartitionClient(partition_id, num_partitions, context.state, _CACHE).to_client()
 
 
-app = ClientApp(client_fn=client_fn)
+# Client-side differential privacy: Flower's fixedclipping_mod, when the server asks for it (fedmnist.privacy).
+app = ClientApp(client_fn=client_fn, mods=[clipping_mod])

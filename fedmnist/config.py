@@ -46,6 +46,12 @@ MAX_UPDATE_NORM_FACTOR = 5.0  # Updates this many times farther from the global 
 # counts. Honest shares differ by less: 3 clients under dirichlet:0.1 here hold 0.5x-2x the median.
 MAX_EXAMPLES_FACTOR = 10.0
 
+# Differential privacy (fedmnist.privacy), off unless --dp-noise is given.
+DP_SIDES = ("server", "client")  # Where updates are clipped: Flower's server-side or client-side fixed clipping.
+DP_SIDE = "server"
+DP_DELTA = 1e-5  # Reported epsilon is for this delta; well below 1/clients for any run here.
+DP_STRATEGIES = ("fedavg", "fedprox")  # The accountant's bound needs the round's update to be a plain mean.
+
 # Local training, sent to clients in every round's fit config.
 LOCAL_EPOCHS = 1
 BATCH_SIZE = 32

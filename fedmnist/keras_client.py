@@ -43,6 +43,7 @@ from fedmnist import config as defaults  # Flower's methods take a parameter nam
 from fedmnist.data import ClientData, MnistData, client_data, client_shares, load_mnist, to_float
 from fedmnist.errors import UserError
 from fedmnist.faults import corrupt, crash_if_due
+from fedmnist.privacy import clip_update
 from fedmnist.tls import speaks_tls
 
 if TYPE_CHECKING:  # TensorFlow loads when a process builds its first model: importing this module stays light.
@@ -180,7 +181,7 @@ class PartitionClient(NumPyClient):
 
     def __init__(
         self, partition_id: int, num_partitions: int, state: RecordDict | None, cache: ClientCache, *,
-        fault: str | None = None, startup_seconds: float | None = None,
+        fault: str | None = None, startup_seconds: float | None = None, clips_updates: bool = False,
     ) -> None:
         self.partition_id = partition_id
         self.num_partitions = num_partitions
@@ -188,6 +189,8 @@ class PartitionClient(NumPyClient):
         self.cache = cache
         self.fault = fault  # client.py --fault: misbehave on purpose (fedmnist.faults).
         self.startup_seconds = startup_seconds
+        # Client-side DP: clip here when no mod does (client.py on the classic pair; a ClientApp has Flower's mod).
+        self.clips_updates = clips_updates
         self.last_contact = 0.0  # time.monotonic() of the server's latest message.
 
     def settings_problem(self, config: dict[str, Scalar]) -> str:
@@ -230,6 +233,8 @@ class PartitionClient(NumPyClient):
         metrics["data_seconds"] = self.cache.data_seconds
         if self.startup_seconds is not None:
             metrics["startup_seconds"] = self.startup_seconds
+        if self.clips_updates:
+            weights = clip_update(weights, parameters, config)
         return corrupt(self.fault, weights, parameters), num_examples, metrics
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
@@ -270,7 +275,7 @@ def make_client(
     log.info("client %d/%d ready; the server's first message says the data, partition scheme and model",
              partition_id, num_partitions)
     return PartitionClient(partition_id, num_partitions, None, ClientCache(data_home), fault=fault,
-                           startup_seconds=startup)
+                           startup_seconds=startup, clips_updates=True)
 
 
 class SettingsMismatch(UserError):

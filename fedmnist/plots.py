@@ -1,4 +1,4 @@
-"""Graphs of a run: accuracy and loss per round, each client's curve, the final model's mistakes.
+"""Graphs of a run: accuracy and loss per round, each client's curve, the final model's mistakes, privacy spent.
 
 Regenerate them from any saved history::
 
@@ -145,6 +145,36 @@ def client_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, fl
     return dict(sorted(curves.items()))
 
 
+def privacy_curve(records: list[dict[str, Any]]) -> list[tuple[int, float, float]]:
+    """``[(round, epsilon spent, held-out accuracy), ...]`` of a differentially private run's rounds."""
+    return [(r["round"], r["privacy"]["epsilon"], r["centralized"]["accuracy"]) for r in records
+            if r.get("privacy") and "accuracy" in r.get("centralized", {})]
+
+
+def plot_privacy(summary: dict[str, Any], out_dir: str | Path) -> Path:
+    """Draw ``privacy.png``: the held-out accuracy against the privacy (epsilon) spent, one point per round.
+
+    Read it as a price list: how much accuracy each extra unit of epsilon
+    bought. The title gives the noise, the clipping norm and delta.
+    """
+    points = privacy_curve(summary.get("rounds", []))
+    figure, axes = plt.subplots(figsize=(9, 5), dpi=110)
+    rounds, epsilons, accuracies = zip(*points) if points else ((), (), ())
+    axes.plot(epsilons, accuracies, "o-", markersize=3, label=HELD_OUT)
+    for index in sorted({0, len(points) // 2, len(points) - 1}) if points else ():
+        axes.annotate(f"round {rounds[index]}", (epsilons[index], accuracies[index]), textcoords="offset points",
+                      xytext=(4, -12), fontsize=8)
+    spent = summary.get("privacy") or (summary.get("rounds") or [{}])[-1].get("privacy") or {}
+    axes.set_xlabel(f"epsilon spent (delta {spent.get('delta', '?')}, {spent.get('accounting', 'RDP')})", fontsize=8)
+    axes.set_ylabel("accuracy")
+    axes.set_title(f"accuracy against privacy spent: noise {spent.get('noise_multiplier')}, clipping norm "
+                   f"{spent.get('clipping_norm')} ({spent.get('clipping')} side)\n{describe_run(summary)}", fontsize=9)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return _save(figure, Path(out_dir) / "privacy.png")
+
+
 def plot_confusion(confusion: list[list[int]], summary: dict[str, Any], out_dir: str | Path) -> Path:
     """Draw ``confusion.png``: the final global model's held-out predictions, true digit by predicted digit."""
     matrix = np.asarray(confusion)
@@ -287,6 +317,8 @@ def main(argv: list[str] | None = None) -> None:
             paths.append(plot_clients(summary, out))
         if summary.get("confusion"):
             paths.append(plot_confusion(summary["confusion"], summary, out))
+        if privacy_curve(summary.get("rounds", [])):
+            paths.append(plot_privacy(summary, out))
         for path in paths:
             print(path)
 

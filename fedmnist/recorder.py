@@ -105,6 +105,10 @@ class RoundRecorder:
                 key: _slowest(client_metrics, key) for key in ("startup_seconds", "data_seconds")
             }
 
+    def privacy(self, spent: dict[str, Any]) -> None:
+        """The privacy spent by the end of this round (``fedmnist.privacy.PrivacyLedger.record``)."""
+        self._current["privacy"] = spent
+
     def evaluated_centrally(self, server_round: int, result: tuple[float, dict[str, Scalar]], seconds: float) -> None:
         """The global model on the held-out set; round 0 is the starting model."""
         loss, metrics = result
@@ -201,6 +205,7 @@ def progress_line(record: dict[str, Any], num_rounds: int, elapsed: float, round
     """``round 3/40 | held-out acc 91.2% | 3/3 clients | clients acc 90.5% loss 0.312 | 1.1 s/round | 3 s elapsed, ~41 s left``.
 
     ``3/3 clients``: clients whose training was aggregated, of those connected as the round began.
+    A differentially private run adds ``| epsilon 2.31 (delta 1e-05)``, the privacy spent so far, after the loss.
 
     ``elapsed`` is the time ``rounds_timed`` rounds took (all rounds so far unless given).
     """
@@ -208,10 +213,12 @@ def progress_line(record: dict[str, Any], num_rounds: int, elapsed: float, round
     timed = rounds_timed or done
     left = elapsed / timed * (num_rounds - done) if timed else math.nan
     answered = f" | {record['fit_results']}/{record['connected_clients']} clients" if "fit_results" in record else ""
+    privacy = record.get("privacy")
+    spent = f" | epsilon {privacy['epsilon']:.3g} (delta {privacy['delta']:g})" if privacy else ""
     return (
         f"round {done}/{num_rounds} | held-out acc {_percent(record.get('centralized', {}).get('accuracy'))}"
         f"{answered} | clients acc {_percent(record.get('evaluate', {}).get('accuracy'))}"
-        f" loss {_number(record.get('evaluate', {}).get('loss'))}"
+        f" loss {_number(record.get('evaluate', {}).get('loss'))}{spent}"
         f" | {record['seconds']:.2f} s/round | {elapsed:.0f} s elapsed, ~{left:.0f} s left"
     )
 

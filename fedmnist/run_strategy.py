@@ -9,7 +9,10 @@ Flower strategy (``fedmnist.strategy.build_strategy``, the *aggregator*):
    rejected ones reach the aggregator and the record only as failures;
 2. **aggregate**: the aggregator (FedAvg or a variant) decides everything
    Flower decides: sampling, the new weights, the metrics;
-3. **record**: the round's numbers go to the live log (``fedmnist.recorder``);
+3. **record**: the round's numbers go to the live log (``fedmnist.recorder``),
+   with the privacy spent so far when the run is differentially private
+   (``ledger``, ``fedmnist.privacy``: a round that would spend past the
+   budget is not started, ``PrivacyBudgetSpent``);
 4. **checkpoint**: ``on_round_end`` saves the run so far (``fedmnist.checkpoint``);
 5. **announce**: then, and only then, the progress line: a round announced is
    a round kept.
@@ -36,6 +39,7 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
+from fedmnist.privacy import PrivacyBudgetSpent, PrivacyLedger
 from fedmnist.recorder import RoundRecorder
 from fedmnist.validation import UpdateValidator
 
@@ -64,6 +68,8 @@ class RunStrategy(Strategy):
         The last round a resumed run had done; Flower's round 1 is this run's ``resumed_after + 1``.
     on_round_end : Callable[[RunStrategy], None] | None
         Saves the run after each round's record, before its progress line (the checkpoint).
+    ledger : PrivacyLedger | None
+        The privacy spent, for a differentially private run (the aggregator is then Flower's DP wrapper).
     """
 
     def __init__(
@@ -74,6 +80,7 @@ class RunStrategy(Strategy):
         recorder: RoundRecorder,
         resumed_after: int = 0,
         on_round_end: Callable[[RunStrategy], None] | None = None,
+        ledger: PrivacyLedger | None = None,
     ) -> None:
         self._build = build
         self._aggregator: Strategy | None = None
@@ -81,6 +88,8 @@ class RunStrategy(Strategy):
         self.recorder = recorder
         self.resumed_after = resumed_after
         self.on_round_end = on_round_end
+        self.ledger = ledger
+        self.budget_stop = ""  # Why the run ended before its last round, when its privacy budget did it.
         self._recording = threading.Lock()  # Held while a step changes the record; stop() waits for it.
         self._stopped = False
 
@@ -129,6 +138,12 @@ class RunStrategy(Strategy):
         self.validator.start_round(parameters)
         # Sampling blocks until enough clients are connected: the round starts after it.
         instructions = self.aggregator.configure_fit(server_round, parameters, client_manager)
+        if self.ledger is not None and instructions:
+            try:  # Before any client trains: a round not started spends nothing.
+                self.ledger.check(len(instructions))
+            except PrivacyBudgetSpent as spent:
+                self.budget_stop = str(spent)
+                raise
         self.recorder.start_round(server_round, connected_clients=len(client_manager.all()))
         return instructions
 
@@ -141,6 +156,10 @@ class RunStrategy(Strategy):
             failures = [*failures, *rejected]
             parameters, metrics = self.aggregator.aggregate_fit(server_round, accepted, failures)
             self.recorder.fitted(server_round, accepted, failures, parameters, metrics)
+            if self.ledger is not None:
+                if parameters is not None:  # A new global model was released.
+                    self.ledger.spend(len(accepted))
+                self.recorder.privacy(self.ledger.record())
         return parameters, metrics
 
     def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:

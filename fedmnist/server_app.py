@@ -108,7 +108,7 @@ def settings_from_run_config(run_config: dict[str, Any], runtime: str) -> Server
                 value = checks[key](str(value))
             except argparse.ArgumentTypeError as error:
                 raise UserError(f"run config {key} = {value!r}: {error}") from None
-        values[key.replace("-", "_")] = float(value) if isinstance(expected, float) else value
+        values[key.replace("-", "_")] = float(value) if isinstance(expected, float) and value is not None else value
     return ServerSettings(**values)
 
 

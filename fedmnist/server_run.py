@@ -27,7 +27,7 @@ from flwr.common import NDArrays, ReconnectIns, ndarrays_to_parameters, paramete
 from flwr.server import Server, ServerConfig, start_server
 from flwr.server.history import History
 from flwr.server.server import reconnect_clients
-from flwr.server.strategy import FedAvg, Strategy
+from flwr.server.strategy import Strategy
 from flwr.supercore.address import is_port_in_use
 
 from fedmnist.atomic import write_text_atomic
@@ -43,11 +43,13 @@ from fedmnist.live_log import Header, LiveLogWriter
 from fedmnist.paths import RunPaths
 from fedmnist.partition import label_histograms, parse_partition, partition_rows
 from fedmnist.mistakes import confusion_matrix, worst_mistakes
-from fedmnist.plots import plot_clients, plot_confusion, plot_history, plot_label_histograms, plot_mistakes
+from fedmnist.plots import (plot_clients, plot_confusion, plot_history, plot_label_histograms, plot_mistakes, plot_privacy,
+                            privacy_curve)
+from fedmnist.privacy import CLIP_TOLERANCE, DpSettings, PrivacyBudgetSpent, PrivacyLedger, private
 from fedmnist.tensorboard import write_scalars
 from fedmnist.recorder import RoundRecorder
 from fedmnist.run_strategy import RunStrategy
-from fedmnist.settings import ServerSettings
+from fedmnist.settings import ServerSettings, dp_problem
 from fedmnist.strategy import build_strategy, centralized_evaluate_fn, fit_config
 from fedmnist.tls import load_server_certificates
 from fedmnist.validation import UpdateValidator
@@ -76,6 +78,8 @@ def run_server(settings: ServerSettings, process_started: float, federate: Feder
     completed rounds as partial results before the exception goes on.
     """
     paths = RunPaths(Path(settings.out), settings.rounds)
+    if dp_problem(settings):  # The flags were checked already; a ServerApp's run config was not.
+        raise UserError(dp_problem(settings))
     if settings.runtime == "classic" and is_port_in_use(settings.address):
         raise UserError(f"port {settings.port} is already in use (another server running? choose --port)")
     checkpoint = load_checkpoint(paths.checkpoint, asdict(settings)) if settings.resume else None
@@ -112,6 +116,8 @@ def _run(
     # TensorFlow takes seconds to import: do it beside Flower's start-up, so the server
     # listens at once and the clients' own start-up overlaps it. The strategy, which
     # needs the initial model's weights, is built when Flower first asks for it.
+    dp = DpSettings.of(settings)
+    ledger = _privacy_ledger(dp, settings.clients, checkpoint) if dp else None
     trainer = ThreadPoolExecutor(max_workers=1).submit(_build_trainer, settings.seed, settings.model)
     evaluator = HeldOutEvaluator(trainer, data)
     strategy = RunStrategy(
@@ -119,6 +125,8 @@ def _run(
         validator=UpdateValidator(
             max_norm_factor=settings.max_update_norm_factor,
             max_fit_examples=largest - validation_size(largest), max_evaluate_examples=validation_size(largest),
+            # The server enforces the clipping it asked the clients for (fedmnist.privacy).
+            max_norm=dp.clip * CLIP_TOLERANCE if dp and dp.side == "client" else None,
         ),
         recorder=RoundRecorder(
             num_rounds=settings.rounds, log_path=paths.round_log,
@@ -128,6 +136,7 @@ def _run(
         ),
         resumed_after=checkpoint.round if checkpoint else 0,
         on_round_end=_checkpointer(settings, data.source, paths, evaluator),
+        ledger=ledger,
     )
     recorder = strategy.recorder
     done = strategy.resumed_after
@@ -161,9 +170,17 @@ def _run(
         failed = f"round {recorder.current_round} failed: {type(error).__name__}: {error}"
         log.debug("%s", failed, exc_info=True)  # The traceback, with --verbose.
         raise RunFailed(f"{failed}. {_stop_early(paths, evaluator, recorder, summary_now(), failed)}") from error
-    if history is None or checkpoint is not None:  # Flower's History has only this process's rounds; ours has all.
+    # Flower's History has only this process's rounds (none after a budget stop); ours has all.
+    if history is None or checkpoint is not None or strategy.budget_stop:
         history = history_from_records(recorder.rounds, recorder.initial)
     summary = summary_now()
+    if ledger is not None:
+        summary["privacy"] = ledger.record()
+    if strategy.budget_stop:
+        summary["stopped"] = strategy.budget_stop
+        summary["stopped_after_round"] = len(recorder.rounds)
+        log.warning("%s: stopped after round %d of %d; the results are saved", strategy.budget_stop,
+                    len(recorder.rounds), settings.rounds)
     if settings.baseline:
         log.info("training the centralized baseline (--baseline) on the clients' rows ...")
         summary["baseline"] = train_centrally(
@@ -182,9 +199,20 @@ class RunFailed(UserError):
     """A round failed with an unexpected error; the rounds before it were saved."""
 
 
+def _privacy_ledger(dp: DpSettings, population: int, checkpoint: Checkpoint | None) -> PrivacyLedger:
+    """The run's privacy ledger, with a resumed run's earlier rounds spent; refuses a budget no round fits in."""
+    earlier = checkpoint.records[-1].get("privacy", {}).get("releases", 0) if checkpoint and checkpoint.records else 0
+    ledger = PrivacyLedger(dp, population, releases=int(earlier))
+    try:
+        ledger.check(population)
+    except PrivacyBudgetSpent as spent:
+        raise UserError(f"{spent}: no round can run; raise --dp-max-epsilon or --dp-noise") from None
+    return ledger
+
+
 def _build_strategy(
     settings: ServerSettings, evaluator: HeldOutEvaluator, data_source: str, checkpoint: Checkpoint | None
-) -> FedAvg:
+) -> Strategy:
     """The configured Flower strategy, starting from the initial model or the checkpoint."""
     run_id = f"{settings.strategy}/{settings.partition}/{time.time():.6f}"  # Unique per server run.
     start = checkpoint.weights if checkpoint else evaluator.trainer.result().get_weights()
@@ -210,7 +238,8 @@ def _build_strategy(
         restore_strategy_state(strategy, checkpoint.strategy_state)
         strategy.initial_parameters = ndarrays_to_parameters(start)  # Continue from the checkpoint.
         log.info("resuming after round %d of %d from its checkpoint", checkpoint.round, settings.rounds)
-    return strategy
+    dp = DpSettings.of(settings)
+    return private(strategy, dp) if dp else strategy
 
 
 def _checkpointer(
@@ -277,6 +306,8 @@ def _save_results(
                  plot_clients(summary, folder)]
         if summary["confusion"]:
             drawn.append(plot_confusion(summary["confusion"], summary, folder))
+        if privacy_curve(summary["rounds"]):
+            drawn.append(plot_privacy(summary, folder))
         evaluator(final_weights)  # The final model's mistakes (the last round's evaluation may be of others).
         drawn.append(plot_mistakes(evaluator.mistakes, evaluator.pixels, summary, folder))
         return ", ".join(str(path) for path in drawn)
@@ -298,7 +329,7 @@ def _save_results(
             log.info("%-8s %s", f"{what}:", save())
         except OSError as error:
             problems.append(f"could not write the {what} ({error.strerror or error}: {error.filename or paths.root})")
-    done = summary.get("interrupted_after_round", paths.rounds)
+    done = summary.get("interrupted_after_round", summary.get("stopped_after_round", paths.rounds))
     log.info("held-out accuracy %s after round %d of %d", summary["final"].get("accuracy"), done, paths.rounds)
     if problems:
         hint = "; the disk may be full" if any("space" in problem for problem in problems) else ""
@@ -418,7 +449,10 @@ class AppServer(Server):
     def fit(self, num_rounds: int, timeout: float | None) -> tuple[History, float]:
         if threading.current_thread() is threading.main_thread():  # The simulation runs it in a thread of its own.
             take_back_stop_signals()
-        return super().fit(num_rounds, timeout)
+        try:
+            return super().fit(num_rounds, timeout)
+        except PrivacyBudgetSpent:  # The run strategy refused the next round: end as if it were the last.
+            return History(), 0.0
 
 
 class ReconnectingServer(AppServer):

@@ -30,6 +30,7 @@ from fedmnist.cli import (
     port_number,
     positive_float,
     positive_int,
+    probability,
     run_name,
 )
 
@@ -105,6 +106,18 @@ class ServerSettings:
     max_update_norm_factor: float = setting(config.MAX_UPDATE_NORM_FACTOR, "drop client updates farther from the "
                                             "global model than this many times the round's median",
                                             type=positive_float)
+    dp_noise: float | None = setting(None, "differential privacy: the Gaussian noise multiplier Z; each round's "
+                                     "average of clipped updates gets noise of std Z x clip / clients averaged "
+                                     "(README, Privacy; default: no DP)", type=positive_float, none_as=0.0)
+    dp_clip: float | None = setting(None, "differential privacy: the norm C every client update is clipped to "
+                                    "(needed with --dp-noise)", type=positive_float, none_as=0.0)
+    dp_side: str = setting(config.DP_SIDE, "differential privacy: where updates are clipped, on the server or by "
+                           "the clients (the server then refuses updates longer than C)", choices=config.DP_SIDES)
+    dp_delta: float = setting(config.DP_DELTA, "differential privacy: the delta the epsilon spent is reported at",
+                              type=probability)
+    dp_max_epsilon: float | None = setting(None, "differential privacy: stop before a round that would spend more "
+                                           "than this epsilon, and save the rounds done (default: no budget)",
+                                           type=positive_float, none_as=0.0)
     name: str | None = setting(None, "a name for the run in the dashboard, plots and comparisons (default: its "
                                "settings and start time, e.g. fedavg-iid-3c-40r-20261129-1355)", type=run_name,
                                none_as="")
@@ -179,6 +192,21 @@ def check_setting_arguments(parser: argparse.ArgumentParser, args: argparse.Name
         parser.error(f"--min-clients ({args.min_clients}) cannot be more than --clients ({args.clients})")
     if args.runtime != "simulation" and args.ray_address:
         parser.error("--ray-address needs --runtime simulation")
+    problem = dp_problem(args)
+    if problem:
+        parser.error(problem)
+
+
+def dp_problem(settings: Any) -> str:
+    """Why the differential privacy settings cannot run together, or "" when they can (flags or run config)."""
+    if (settings.dp_noise is None) != (settings.dp_clip is None):
+        return "--dp-noise and --dp-clip go together: differential privacy needs both"
+    if settings.dp_max_epsilon is not None and settings.dp_noise is None:
+        return "--dp-max-epsilon needs --dp-noise and --dp-clip"
+    if settings.dp_noise is not None and settings.strategy not in config.DP_STRATEGIES:
+        return (f"--dp-noise needs --strategy {' or '.join(config.DP_STRATEGIES)}: the privacy accounting holds "
+                f"for a plain mean of clipped updates, which {settings.strategy} is not (README, Privacy)")
+    return ""
 
 
 def run_config_fields() -> list[Any]:

@@ -7,7 +7,10 @@ checks each round's results before the run strategy aggregates them:
 * **fit results** are rejected when their weights cannot be decoded, do not
   have the global model's arrays, shapes and dtypes, hold a non-finite value,
   or lie more than ``max_norm_factor`` times the round's median distance from
-  the global weights (a scaled or random model);
+  the global weights (a scaled or random model), or farther than ``max_norm``
+  (the clipping norm the server asked clients to clip to, under client-side
+  differential privacy: an update that was not clipped would get less noise
+  than the privacy accounting assumes);
 * **fit and evaluate results** are rejected when ``num_examples`` is not a
   positive whole number, when a metric is not a finite number (``"abc"``,
   NaN), or (evaluate) when the loss is not finite;
@@ -68,8 +71,10 @@ class UpdateValidator:
         max_examples_factor: float = config.MAX_EXAMPLES_FACTOR,
         max_fit_examples: int | None = None,
         max_evaluate_examples: int | None = None,
+        max_norm: float | None = None,
     ) -> None:
         self.max_norm_factor = max_norm_factor
+        self.max_norm = max_norm  # The longest update allowed (client-side DP's clipping norm), if any.
         self.max_examples_factor = max_examples_factor
         self.max_fit_examples = max_fit_examples  # The largest training share of the run's partition.
         self.max_evaluate_examples = max_evaluate_examples  # The largest validation slice.
@@ -85,7 +90,7 @@ class UpdateValidator:
     ) -> tuple[list[tuple[ClientProxy, FitRes]], list[RejectedUpdate]]:
         """The fit results that may be aggregated (counts capped), and the rejected ones as errors."""
         accepted, rejected = validate_updates(
-            results, self._global, self.max_norm_factor, self.max_examples_factor, self.max_fit_examples
+            results, self._global, self.max_norm_factor, self.max_examples_factor, self.max_fit_examples, self.max_norm
         )
         _log_rejections(server_round, "update", rejected)
         self._report_caps(results, accepted)
@@ -123,6 +128,7 @@ def validate_updates(
     max_norm_factor: float,
     max_examples_factor: float = config.MAX_EXAMPLES_FACTOR,
     max_examples: int | None = None,
+    max_norm: float | None = None,
 ) -> tuple[list[tuple[ClientProxy, FitRes]], list[RejectedUpdate]]:
     """Split fit ``results`` into accepted ones (example counts capped) and RejectedUpdate errors."""
     well_formed, rejected, distances = [], [], []
@@ -135,11 +141,14 @@ def validate_updates(
             except Exception as error:  # noqa: BLE001  Any bytes may arrive; none may stop the round.
                 problem = f"weights cannot be decoded ({type(error).__name__})"
         problem = problem or _form_problem(weights, global_weights)
+        distance = update_norm(weights, global_weights) if not problem else 0.0
+        if not problem and max_norm is not None and distance > max_norm:
+            problem = f"update norm {distance:.3g} is longer than the clipping norm allows ({max_norm:.3g}): not clipped"
         if problem:
             rejected.append(RejectedUpdate(f"client {proxy.cid}: {problem}"))
             continue
         well_formed.append((proxy, result))
-        distances.append(update_norm(weights, global_weights))
+        distances.append(distance)
     if not distances:
         return well_formed, rejected
     median = float(np.median(distances))

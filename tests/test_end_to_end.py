@@ -191,6 +191,12 @@ def test_run_sh_reports_a_failing_process_and_stops(tmp_path: Path, data_home: s
         (["server.py", "--runtime", "deployment"], "--runtime deployment runs the ServerApp under a SuperLink"),
         (["-m", "fedmnist.launcher", "sweep", "--runtime", "deployment"], "a sweep needs --runtime classic or simulation"),
         (["-m", "fedmnist.dashboard", "--ws-partitions", "1,1"], "--ws-partitions: expected distinct partition ids"),
+        (["-m", "fedmnist.launcher", "--dp-noise", "1"], "--dp-noise and --dp-clip go together"),
+        (["server.py", "--dp-noise", "1", "--dp-clip", "1", "--strategy", "fedavgm"],
+         "--dp-noise needs --strategy fedavg or fedprox"),
+        (["server.py", "--dp-max-epsilon", "8"], "--dp-max-epsilon needs --dp-noise and --dp-clip"),
+        (["-m", "fedmnist.launcher", "--dp-delta", "1"], "--dp-delta: must be greater than 0 and less than 1"),
+        (["-m", "fedmnist.launcher", "--dp-clip", "inf"], "--dp-clip: must be a finite number greater than 0"),
     ],
 )
 def test_bad_input_gives_one_clear_line(args: list[str], message: str) -> None:
@@ -369,6 +375,7 @@ def test_fedavg_paper_sweep_writes_its_table_on_a_two_round_simulation(tmp_path:
         (["--partition", "shards:1500", "--clients", "3"], "1500 shards for each of 3 clients is more shards than 4000 examples"),
         (["--clients", "2500"], "cannot split 4000 examples among 2500 clients"),
         (["--resume"], "nothing to resume: no checkpoint at"),
+        (["--dp-noise", "0.3", "--dp-clip", "1", "--dp-max-epsilon", "1"], "no round can run; raise --dp-max-epsilon"),
     ],
 )
 def test_server_refuses_impossible_runs_before_writing_anything(

@@ -329,3 +329,13 @@ def test_ctrl_c_on_a_deployment_run_saves_its_rounds_and_resume_finishes_it(tmp_
     summary = json.loads((tmp_path / "history" / "history_2.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == [1, 2] and summary["config"]["runtime"] == "deployment"
     assert not (tmp_path / "history" / "history_2.partial.json").exists()
+
+
+def test_client_side_dp_on_the_simulation_clips_with_flowers_mod(tmp_path: Path, data_home: str) -> None:
+    """The ClientApp clips with Flower's fixedclipping_mod; the server would refuse any update longer than 0.05."""
+    summary = simulate(tmp_path, data_home, "--clients", "4", "--rounds", "2", "--model", "dense32",
+                       "--dp-noise", "0.1", "--dp-clip", "0.05", "--dp-side", "client")
+    rounds = summary["rounds"]
+    assert [(r["fit_results"], r["rejected_updates"]) for r in rounds] == [(4, 0), (4, 0)], rounds[0]["failure_reasons"]
+    assert [r["privacy"]["releases"] for r in rounds] == [1, 2] and rounds[-1]["privacy"]["clipping"] == "client"
+    assert summary["privacy"]["epsilon"] == rounds[-1]["privacy"]["epsilon"] > rounds[0]["privacy"]["epsilon"]

@@ -48,6 +48,7 @@ from fedmnist.dashboard.protocol import (
 )
 from fedmnist.data import MnistData, client_data, load_mnist
 from fedmnist.errors import UserError
+from fedmnist.privacy import clip_update
 
 RETRY_SECONDS = 0.5  # Pause between attempts to reach a Flower server that is not listening yet.
 
@@ -264,7 +265,9 @@ class Participant:
         metrics = {**answer.metrics, "partition_id": self.place,
                    f"{instruction.kind}_seconds": time.perf_counter() - started}
         if isinstance(answer, FitResultMessage):
-            self._link.send_fit(weights, answer.num_examples, metrics)
+            # Client-side DP: the seat clips for its participant, as client.py clips for itself.
+            self._link.send_fit(clip_update(weights, instruction.weights, instruction.config), answer.num_examples,
+                                metrics)
         else:  # The loss is a metric too, as client.py reports it.
             self._link.send_evaluate(answer.loss, answer.num_examples, {**metrics, "loss": answer.loss})
         return True

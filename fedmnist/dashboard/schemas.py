@@ -47,6 +47,19 @@ class ClientResult(BaseModel):
                    fit_accuracy=fit.get("accuracy"), accuracy=evaluate.get("accuracy"), loss=evaluate.get("loss"))
 
 
+class PrivacySpent(BaseModel):
+    """A differentially private run's spending by the end of a round (``fedmnist.privacy``)."""
+
+    epsilon: float = Field(description="Epsilon spent so far, at delta.")
+    delta: float
+    noise_multiplier: float = Field(description="--dp-noise: noise std is this x clipping_norm / updates averaged.")
+    clipping_norm: float = Field(description="--dp-clip: every update is clipped to this norm.")
+    clipping: str = Field(description="Who clipped: server or client (--dp-side).")
+    releases: int = Field(description="Rounds whose model was released (composed by the accountant).")
+    max_epsilon: float | None = Field(None, description="--dp-max-epsilon, the budget, if any.")
+    accounting: str = Field(description="How epsilon was computed.")
+
+
 class RoundRecord(BaseModel):
     """One finished round, as the server logged it."""
 
@@ -69,6 +82,7 @@ class RoundRecord(BaseModel):
     clients: list[ClientResult] = Field(default_factory=list, description="Each client's own numbers.")
     confusion: list[list[int]] | None = Field(
         None, description="The new global model on the held-out rows: counts of (true digit, predicted digit).")
+    privacy: PrivacySpent | None = Field(None, description="Differential privacy spent so far (DP runs only).")
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RoundRecord:
@@ -79,6 +93,7 @@ class RoundRecord(BaseModel):
             fit_metrics=record.get("fit") or {},
             clients=[ClientResult.from_entry(entry) for entry in record.get("per_client") or []],
             confusion=record.get("confusion"),
+            privacy=PrivacySpent(**record["privacy"]) if isinstance(record.get("privacy"), dict) else None,
             **{key: record[key] for key in _RECORD_KEYS if record.get(key) is not None},
         )
 

@@ -268,6 +268,14 @@ function drawSummary(run) {
   const best = rounds.reduce((top, r) => (r.accuracy_centralized !== null && (!top || r.accuracy_centralized > top.accuracy_centralized) ? r : top), null);
   $("best-accuracy").textContent = percent(best && best.accuracy_centralized);
   $("best-round").textContent = best ? `at round ${best.round} of ${run.rounds_total}` : "";
+  // A differentially private run: epsilon spent so far, and what it was accounted with.
+  const privacy = last && last.privacy;
+  $("privacy-card").hidden = !privacy;
+  if (privacy) {
+    $("epsilon").textContent = `ε ${number(privacy.epsilon, 3)}`;
+    $("privacy-note").textContent = `δ ${privacy.delta}, noise ${privacy.noise_multiplier}, clip ${privacy.clipping_norm} (${privacy.clipping} side)`
+      + (privacy.max_epsilon ? `; budget ε ${privacy.max_epsilon}` : "");
+  }
 
   table($("run-table"), [
     ["Name", run.name], ["Id", run.id], ["Status", run.status], ["Data", run.data_source], ["Strategy", run.strategy],
