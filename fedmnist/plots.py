@@ -272,6 +272,24 @@ def plot_comparison(results: list[dict[str, Any]], title: str, path: str | Path)
     return _save(figure, Path(path))
 
 
+def plot_privacy_utility(results: list[dict[str, Any]], title: str, path: str | Path) -> Path:
+    """A sweep's settings as points: final held-out accuracy against the epsilon spent; runs without DP as lines."""
+    figure, axes = plt.subplots(figsize=(9, 5.5), dpi=110)
+    for result in results:
+        if result.get("epsilon") is None:
+            axes.axhline(result["final"], linestyle="--", color="gray", label=f"{result['setting']} (no DP): {result['final']:.3f}")
+        else:
+            axes.plot([result["epsilon"]], [result["final"]], "o", label=f"{result['setting']}: {result['final']:.3f}")
+    axes.set_xscale("log")
+    axes.set_xlabel("epsilon spent over the run (log scale; lower is more private)")
+    axes.set_ylabel("final held-out accuracy")
+    axes.set_title(title, fontsize=10)
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return _save(figure, Path(path))
+
+
 def describe_run(summary: dict[str, Any]) -> str:
     """One line for plot titles: strategy, clients, rounds, data source, seed."""
     run = summary.get("config", {})

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,18 +33,24 @@ PORT_FREE_TIMEOUT = 15.0  # Seconds to wait for the previous setting's server to
 
 @dataclass(frozen=True)
 class Setting:
-    """One run of a sweep: a strategy under a partition, optionally with its own model and local training."""
+    """One run of a sweep: a strategy under a partition, optionally with its own model, local training and DP.
+
+    Every field is a ``ServerSettings`` field; None leaves the sweep's own value.
+    """
 
     strategy: str
     partition: str
-    model: str | None = None  # None: the sweep's --model (and so on for the two below).
+    model: str | None = None  # None: the sweep's --model (and so on for those below).
     local_epochs: int | None = None
     batch_size: int | None = None
+    dp_noise: float | None = None
+    dp_clip: float | None = None
 
     @property
     def name(self) -> str:
         extras = [self.model or "", f"E={self.local_epochs}" if self.local_epochs else "",
-                  f"B={self.batch_size}" if self.batch_size else ""]
+                  f"B={self.batch_size}" if self.batch_size else "",
+                  f"noise={self.dp_noise:g}" if self.dp_noise else "", f"clip={self.dp_clip:g}" if self.dp_clip else ""]
         return " ".join([self.strategy, self.partition, *filter(None, extras)])
 
     @property
@@ -53,9 +59,7 @@ class Setting:
 
     def overrides(self) -> dict[str, Any]:
         """The run settings this setting fixes, as ``ServerSettings`` field values."""
-        values = {"strategy": self.strategy, "partition": self.partition, "model": self.model,
-                  "local_epochs": self.local_epochs, "batch_size": self.batch_size}
-        return {key: value for key, value in values.items() if value is not None}
+        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,13 @@ GRIDS: dict[str, Grid] = {
         "the non-IID gap at the paper's scale: fedavg, fedprox and fedavgm under 2 label shards and Dirichlet(0.1), "
         "2nn, E=1, B=10",
         {**_PAPER_SCALE, "rounds": 100}, paper=True,
+    ),
+    "dp": Grid(
+        (Setting("fedavg", "iid"),
+         *(Setting("fedavg", "iid", dp_noise=noise, dp_clip=clip) for clip in (0.1, 1.0) for noise in (0.1, 0.5, 1.0))),
+        "privacy against accuracy: FedAvg without and with differential privacy (noise multiplier, clipping norm, "
+        "server-side clipping), 100 clients, C=0.1, 40 rounds",
+        {**_PAPER_SCALE, "rounds": 40},
     ),
 }
 
@@ -184,6 +195,8 @@ def _result(setting: Setting, summary: dict[str, Any], seconds: float, paper: bo
         "first_round_at_target": reached[0] if reached else None,
         "rounds": curve[-1][0] if curve else 0,
         "paper_rounds": paper,
+        "epsilon": (summary.get("privacy") or {}).get("epsilon"),  # Spent by a differentially private run.
+        "delta": (summary.get("privacy") or {}).get("delta"),
         "seconds": seconds,
     }
 
@@ -195,6 +208,9 @@ def comparison_table(results: list[dict[str, Any]], paper: bool = False) -> str:
                   "best accuracy", "wall time (s)"]
     else:
         header = ["setting", "final accuracy", "best accuracy", f"first round >= {TARGET_ACCURACY:.0%}", "wall time (s)"]
+    private = any(result.get("epsilon") is not None for result in results)
+    if private:
+        header.insert(1, "epsilon spent (delta)")
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for result in results:
         first = result["first_round_at_target"]
@@ -207,19 +223,24 @@ def comparison_table(results: list[dict[str, Any]], paper: bool = False) -> str:
         else:
             cells = [result["setting"], f"{result['final']:.3f}", f"{result['best']:.3f}", reached,
                      f"{result['seconds']:.1f}"]
+        if private:
+            epsilon = result.get("epsilon")
+            cells.insert(1, "no DP" if epsilon is None else f"{epsilon:.3g} ({result['delta']:g})")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def write_comparison(folder: Path, grid: str, results: list[dict[str, Any]]) -> Path:
     """``comparison.md``, ``comparison.json`` and ``comparison.png`` in ``folder``; returns the table's path."""
-    from fedmnist.plots import plot_comparison
+    from fedmnist.plots import plot_comparison, plot_privacy_utility
 
     table = folder / "comparison.md"
     markdown = comparison_table(results, GRIDS[grid].paper)
     write_text_atomic(table, f"# Sweep `{grid}`: held-out accuracy\n\n{GRIDS[grid].about}.\n\n{markdown}")
     write_text_atomic(folder / "comparison.json", json.dumps(results, indent=2) + "\n")
     plot_comparison(results, f"sweep {grid}: held-out accuracy per round", folder / "comparison.png")
+    if any(result.get("epsilon") is not None for result in results):
+        plot_privacy_utility(results, f"sweep {grid}: final accuracy against the privacy spent", folder / "privacy.png")
     log.info("sweep comparison:\n%s", markdown)
     log.info("sweep table: %s, plot: %s", table, folder / "comparison.png")
     return table

@@ -50,6 +50,26 @@ def test_noniid_grid_compares_three_strategies_under_two_skews_at_the_papers_sca
     assert parse_args(["sweep", "--grid", "noniid"]).clients == 100
 
 
+def test_dp_grid_compares_no_dp_with_six_noise_and_clip_pairs_and_its_table_shows_epsilon() -> None:
+    grid = GRIDS["dp"]
+    assert grid.settings[0].overrides() == {"strategy": "fedavg", "partition": "iid"}
+    assert {(s.dp_noise, s.dp_clip) for s in grid.settings[1:]} == {(z, c) for z in (0.1, 0.5, 1.0) for c in (0.1, 1.0)}
+    assert grid.settings[1].name == "fedavg iid noise=0.1 clip=0.1"
+    assert grid.settings[1].overrides() == {"strategy": "fedavg", "partition": "iid", "dp_noise": 0.1, "dp_clip": 0.1}
+    assert parse_args(["sweep", "--grid", "dp"]).runtime == "simulation"
+    results = [
+        {"setting": "fedavg iid", "final": 0.74, "best": 0.75, "first_round_at_target": None, "seconds": 30.0,
+         "epsilon": None, "delta": None},
+        {"setting": "fedavg iid noise=1 clip=0.1", "final": 0.3, "best": 0.31, "first_round_at_target": None,
+         "seconds": 31.0, "epsilon": 48.83, "delta": 1e-5},
+    ]
+    assert comparison_table(results).splitlines()[::2] == [
+        "| setting | epsilon spent (delta) | final accuracy | best accuracy | first round >= 90% | wall time (s) |",
+        "| fedavg iid | no DP | 0.740 | 0.750 | not in ? | 30.0 |",
+    ]
+    assert comparison_table(results).splitlines()[3] == "| fedavg iid noise=1 clip=0.1 | 48.8 (1e-05) | 0.300 | 0.310 | not in ? | 31.0 |"
+
+
 def test_paper_table_by_hand() -> None:
     results = [
         {"setting": "fedavg iid 2nn E=1 B=10", "target": 0.84, "first_round_at_target": 37, "rounds": 100,
