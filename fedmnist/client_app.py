@@ -21,7 +21,8 @@ goes on across rounds as a ``client.py`` process's does. By default every fit
 starts Adam afresh, as FedAvg's clients (and Flower's examples) do.
 
 Under client-side differential privacy (``--dp-side client``) Flower's
-``fixedclipping_mod`` clips each update before it leaves (``clipping_mod``).
+``fixedclipping_mod`` clips each update before it leaves (``clipping_mod``);
+with ``--secagg`` Flower's ``secaggplus_mod`` masks it (``secagg_mod``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from flwr.common import Context
 from fedmnist.data import DATA_HOME_VARIABLE
 from fedmnist.keras_client import ClientCache, PartitionClient
 from fedmnist.privacy import clipping_mod
+from fedmnist.secure_aggregation import secagg_mod
 
 _CACHE = ClientCache(os.environ.get(DATA_HOME_VARIABLE) or None)  # One per process (see the module docstring).
 
@@ -45,5 +47,6 @@ def client_fn(context: Context) -> Client:
     return PartitionClient(partition_id, num_partitions, context.state, _CACHE).to_client()
 
 
-# Client-side differential privacy: Flower's fixedclipping_mod, when the server asks for it (fedmnist.privacy).
-app = ClientApp(client_fn=client_fn, mods=[clipping_mod])
+# Flower's mods when the server asks for them: SecAgg+ (fedmnist.secure_aggregation) masks what the
+# client-side DP clipping (fedmnist.privacy) has clipped, so it comes first, as in Flower's fl-dp-sa example.
+app = ClientApp(client_fn=client_fn, mods=[secagg_mod, clipping_mod])

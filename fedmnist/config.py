@@ -52,6 +52,10 @@ DP_SIDE = "server"
 DP_DELTA = 1e-5  # Reported epsilon is for this delta; well below 1/clients for any run here.
 DP_STRATEGIES = ("fedavg", "fedprox")  # The accountant's bound needs the round's update to be a plain mean.
 
+# Secure aggregation (fedmnist.secure_aggregation, --secagg): Flower's SecAgg+ on the Flower runtimes.
+SECAGG_SHARES = 3  # Each client's secrets are split among this many clients (Flower needs more than 2).
+SECAGG_THRESHOLD = 2  # Shares that recover a secret: up to shares - threshold of a client's neighbours may drop.
+
 # Local training, sent to clients in every round's fit config.
 LOCAL_EPOCHS = 1
 BATCH_SIZE = 32

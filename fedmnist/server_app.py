@@ -47,7 +47,7 @@ def main(grid: Grid, context: Context) -> None:
         log.info("results go to %s", Path(settings.out).resolve())
         lock = lock_results(settings.out)  # Held for the run: one run per results folder.
         try:
-            run_server(settings, started, federate=grid_federation(grid))
+            run_server(settings, started, federate=grid_federation(grid, context, settings))
         finally:
             lock.release()
     except UserError as error:

@@ -49,12 +49,13 @@ from fedmnist.privacy import CLIP_TOLERANCE, DpSettings, PrivacyBudgetSpent, Pri
 from fedmnist.tensorboard import write_scalars
 from fedmnist.recorder import RoundRecorder
 from fedmnist.run_strategy import RunStrategy
-from fedmnist.settings import ServerSettings, dp_problem
+from fedmnist.settings import ServerSettings, dp_problem, secagg_problem
 from fedmnist.strategy import build_strategy, centralized_evaluate_fn, fit_config
 from fedmnist.tls import load_server_certificates
 from fedmnist.validation import UpdateValidator
 
 if TYPE_CHECKING:
+    from flwr.app import Context
     from flwr.serverapp import Grid
 
     from fedmnist.model import Trainer
@@ -78,8 +79,9 @@ def run_server(settings: ServerSettings, process_started: float, federate: Feder
     completed rounds as partial results before the exception goes on.
     """
     paths = RunPaths(Path(settings.out), settings.rounds)
-    if dp_problem(settings):  # The flags were checked already; a ServerApp's run config was not.
-        raise UserError(dp_problem(settings))
+    problem = dp_problem(settings) or secagg_problem(settings)
+    if problem:  # The flags were checked already; a ServerApp's run config was not.
+        raise UserError(problem)
     if settings.runtime == "classic" and is_port_in_use(settings.address):
         raise UserError(f"port {settings.port} is already in use (another server running? choose --port)")
     checkpoint = load_checkpoint(paths.checkpoint, asdict(settings)) if settings.resume else None
@@ -403,7 +405,7 @@ def _runtime_federation(settings: ServerSettings) -> AbstractContextManager[Fede
         from fedmnist.simulation import SimulationFederation, cpus_per_client
 
         log.info("Flower Simulation Runtime: %d rounds, %d virtual clients", settings.rounds, settings.clients)
-        return SimulationFederation(num_clients=settings.clients, cpus_per_client=cpus_per_client(settings),
+        return SimulationFederation(settings, num_clients=settings.clients, cpus_per_client=cpus_per_client(settings),
                                     ray_address=settings.ray_address, data_home=settings.data_home)
     if settings.runtime != "classic":
         raise UserError(f"the {settings.runtime} runtime runs the ServerApp (fedmnist.server_app), not server.py")
@@ -420,15 +422,23 @@ def _runtime_federation(settings: ServerSettings) -> AbstractContextManager[Fede
     return nullcontext(classic)
 
 
-def grid_federation(grid: Grid) -> Federate:
+def grid_federation(grid: Grid, context: Context, settings: ServerSettings) -> Federate:
     """The federation step of a ServerApp: Flower's legacy ``Server`` driven through the run's Grid.
 
     The Grid is the ServerApp's link to the clients on the Simulation or the
     Deployment Runtime; ``start_grid`` registers each SuperNode with the
     server's client manager as it appears, so waiting for clients, sampling and
-    timeouts behave as on the classic pair.
+    timeouts behave as on the classic pair. With ``--secagg`` Flower's SecAgg+
+    workflow drives the same strategy and client manager instead
+    (``fedmnist.secure_aggregation``).
     """
     from flwr.server.compat import start_grid
+
+    if settings.secagg:
+        from fedmnist.secure_aggregation import secagg_federation
+
+        return secagg_federation(grid, context, settings.secagg_shares, settings.secagg_threshold,
+                                 settings.round_timeout)
 
     def federation(server: Server, server_config: ServerConfig) -> History:
         return start_grid(grid=grid, server=server, config=server_config)

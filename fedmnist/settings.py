@@ -118,6 +118,13 @@ class ServerSettings:
     dp_max_epsilon: float | None = setting(None, "differential privacy: stop before a round that would spend more "
                                            "than this epsilon, and save the rounds done (default: no budget)",
                                            type=positive_float, none_as=0.0)
+    secagg: bool = setting(False, "secure aggregation with Flower's SecAgg+: the server sees only the sum of the "
+                           "sampled clients' updates, never one alone (--runtime simulation or deployment; README, Privacy)")
+    secagg_shares: int = setting(config.SECAGG_SHARES, "--secagg: clients each client's secret shares go to (more "
+                                 "than 2, at most the clients trained per round)", type=positive_int)
+    secagg_threshold: int = setting(config.SECAGG_THRESHOLD, "--secagg: shares needed to unmask a client's update "
+                                    "(at least 2, less than --secagg-shares); more of a client's neighbours than "
+                                    "shares - threshold dropping halts the round", type=positive_int)
     name: str | None = setting(None, "a name for the run in the dashboard, plots and comparisons (default: its "
                                "settings and start time, e.g. fedavg-iid-3c-40r-20261129-1355)", type=run_name,
                                none_as="")
@@ -192,7 +199,7 @@ def check_setting_arguments(parser: argparse.ArgumentParser, args: argparse.Name
         parser.error(f"--min-clients ({args.min_clients}) cannot be more than --clients ({args.clients})")
     if args.runtime != "simulation" and args.ray_address:
         parser.error("--ray-address needs --runtime simulation")
-    problem = dp_problem(args)
+    problem = dp_problem(args) or secagg_problem(args)
     if problem:
         parser.error(problem)
 
@@ -206,6 +213,25 @@ def dp_problem(settings: Any) -> str:
     if settings.dp_noise is not None and settings.strategy not in config.DP_STRATEGIES:
         return (f"--dp-noise needs --strategy {' or '.join(config.DP_STRATEGIES)}: the privacy accounting holds "
                 f"for a plain mean of clipped updates, which {settings.strategy} is not (README, Privacy)")
+    return ""
+
+
+def secagg_problem(settings: Any) -> str:
+    """Why the secure aggregation settings cannot run, or "" when they can (flags or run config)."""
+    if not settings.secagg:
+        return ""
+    if settings.runtime == "classic":
+        return "--secagg needs --runtime simulation or deployment: the classic pair has no SecAgg+ workflow"
+    if not 2 <= settings.secagg_threshold < settings.secagg_shares:
+        return (f"--secagg-threshold ({settings.secagg_threshold}) must be at least 2 and less than --secagg-shares "
+                f"({settings.secagg_shares})")
+    trained = max(1, round(settings.fraction_fit * settings.clients))
+    if settings.secagg_shares > trained:
+        return (f"--secagg-shares ({settings.secagg_shares}) cannot be more than the clients trained per round "
+                f"({trained}: --fraction-fit x --clients)")
+    if settings.dp_noise is not None:
+        return ("--secagg with --dp-noise is not supported yet: the SecAgg+ sum weighs clients by their example "
+                "counts, which the privacy accounting does not allow (README, Privacy)")
     return ""
 
 

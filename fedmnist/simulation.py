@@ -77,8 +77,10 @@ class SimulationFederation:
     """
 
     def __init__(
-        self, *, num_clients: int, cpus_per_client: float, ray_address: str | None = None, data_home: str | None = None,
+        self, settings: ServerSettings, *, num_clients: int, cpus_per_client: float, ray_address: str | None = None,
+        data_home: str | None = None,
     ) -> None:
+        self.settings = settings  # What the ServerApp's federation step needs of the run (--secagg).
         self.num_clients = num_clients
         self.cpus_per_client = cpus_per_client
         self.ray_address = ray_address
@@ -117,7 +119,7 @@ class SimulationFederation:
 
         @app.main()
         def main(grid: Grid, context: Context) -> None:
-            rounds.set_result(grid_federation(grid)(server, server_config))
+            rounds.set_result(grid_federation(grid, context, self.settings)(server, server_config))
 
         wait_for(self._ray_up)  # Raises Ray's start-up error, if it failed.
         _take_sigterm_back_from_ray()

@@ -197,6 +197,13 @@ def test_run_sh_reports_a_failing_process_and_stops(tmp_path: Path, data_home: s
         (["server.py", "--dp-max-epsilon", "8"], "--dp-max-epsilon needs --dp-noise and --dp-clip"),
         (["-m", "fedmnist.launcher", "--dp-delta", "1"], "--dp-delta: must be greater than 0 and less than 1"),
         (["-m", "fedmnist.launcher", "--dp-clip", "inf"], "--dp-clip: must be a finite number greater than 0"),
+        (["-m", "fedmnist.launcher", "--secagg"], "--secagg needs --runtime simulation or deployment"),
+        (["server.py", "--runtime", "simulation", "--secagg", "--secagg-threshold", "3"],
+         "--secagg-threshold (3) must be at least 2 and less than --secagg-shares (3)"),
+        (["server.py", "--runtime", "simulation", "--secagg", "--clients", "10", "--fraction-fit", "0.2"],
+         "--secagg-shares (3) cannot be more than the clients trained per round (2"),
+        (["server.py", "--runtime", "simulation", "--secagg", "--dp-noise", "1", "--dp-clip", "1"],
+         "--secagg with --dp-noise is not supported yet"),
     ],
 )
 def test_bad_input_gives_one_clear_line(args: list[str], message: str) -> None:

@@ -65,9 +65,34 @@ def assert_like_the_classic_run(summary: dict, out: Path, classic: Path, runtime
     assert result_files(out) == result_files(classic)
 
 
-def test_a_simulated_run_writes_what_a_classic_run_writes(tmp_path: Path, data_home: str, classic_run: Path) -> None:
-    summary = simulate(tmp_path, data_home, *SMALL_RUN[:4])
-    assert_like_the_classic_run(summary, tmp_path, classic_run, "simulation")
+@pytest.fixture(scope="module")
+def simulated_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> tuple[Path, dict]:
+    """The small run on the simulation runtime: its folder and summary."""
+    out = tmp_path_factory.mktemp("simulated")
+    return out, simulate(out, data_home, *SMALL_RUN[:4])
+
+
+def test_a_simulated_run_writes_what_a_classic_run_writes(simulated_run: tuple[Path, dict], classic_run: Path) -> None:
+    out, summary = simulated_run
+    assert_like_the_classic_run(summary, out, classic_run, "simulation")
+
+
+def test_secagg_gives_the_model_plain_fedavg_gives_within_the_quantization_error(
+    tmp_path: Path, data_home: str, simulated_run: tuple[Path, dict],
+) -> None:
+    """SecAgg+ (3 shares, threshold 2) on the same small run: the server never sees one update, yet the same model.
+
+    Each client quantizes its update to 2**22 steps over [-8, 8] (Flower's defaults): 3.8e-6 a step.
+    """
+    import keras
+
+    summary = simulate(tmp_path, data_home, *SMALL_RUN[:4], "--secagg")
+    assert [(r["fit_results"], r["rejected_updates"]) for r in summary["rounds"]] == [(3, 0), (3, 0)]
+    assert summary["config"]["secagg"] and summary["config"]["secagg_shares"] == 3
+    plain = keras.saving.load_model(simulated_run[0] / "models" / "global_2.keras").get_weights()
+    secure = keras.saving.load_model(tmp_path / "models" / "global_2.keras").get_weights()
+    assert [w.dtype for w in secure] == [w.dtype for w in plain]
+    assert max(float(np.abs(a - b).max()) for a, b in zip(plain, secure)) < 1e-4
 
 
 def test_a_deployment_run_writes_what_a_classic_run_writes(tmp_path: Path, data_home: str, classic_run: Path) -> None:
