@@ -15,7 +15,14 @@ machines, here as local processes (``fedmnist.launcher`` starts and stops them):
 
 Everything Flower keeps (the SuperLink connection, the installed app bundle)
 lives in a temporary ``FLWR_HOME`` that is removed afterwards, so a run never
-touches ``~/.flwr``. Connections are plain (``--insecure``) on loopback.
+touches ``~/.flwr``.
+
+Every connection is TLS (the development CA and certificate of ``OUT/certs``,
+as ``./run.sh certs`` makes them), and the SuperLink runs with SuperNode
+authentication: only SuperNodes whose public key was registered
+(``register_command``, before they start) may connect, each with its private
+key from ``OUT/keys`` (``fedmnist.node_keys``). A SuperNode with any other key
+logs ``SUPERNODE_REFUSED`` and exits.
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ if TYPE_CHECKING:
     from fedmnist.run_lock import ResultsLock
 
 CONNECTION = "fedmnist-local"  # The SuperLink connection's name in FLWR_HOME/config.toml.
+# What a SuperNode logs when the SuperLink does not let it in (an unregistered key) before it exits with
+# status 1: Flower's exit code 305, "Failed to activate SuperNode".
+SUPERNODE_REFUSED = "Exit Code: 305"
 
 
 def environment(home: Path, lock: ResultsLock | None, data_home: str | None) -> dict[str, str]:
@@ -55,28 +65,40 @@ def flower_command(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-def superlink_command(port: int) -> list[str]:
-    return [flower_command("flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(port),
+def superlink_command(port: int, certs: Path) -> list[str]:
+    """The SuperLink on ``port``: TLS with ``certs``' files, only registered SuperNodes let in."""
+    return [flower_command("flower-superlink"), "--ssl-ca-certfile", str(certs / "ca.pem"),
+            "--ssl-certfile", str(certs / "server.pem"), "--ssl-keyfile", str(certs / "server.key"),
+            "--enable-supernode-auth", "--host", "127.0.0.1", "--port", str(port),
             "--disable-runtime-dependency-installation"]
 
 
-def supernode_command(superlink_port: int, runtime_port: int, partition_id: int, num_partitions: int) -> list[str]:
-    return [flower_command("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{superlink_port}",
+def supernode_command(
+    superlink_port: int, runtime_port: int, partition_id: int, num_partitions: int, certs: Path, private_key: Path,
+) -> list[str]:
+    """The SuperNode of ``partition_id``: it trusts ``certs``' CA and signs its requests with ``private_key``."""
+    return [flower_command("flower-supernode"), "--root-certificates", str(certs / "ca.pem"),
+            "--auth-supernode-private-key", str(private_key), "--superlink", f"127.0.0.1:{superlink_port}",
             "--port", str(runtime_port),
             "--node-config", f"partition-id={partition_id} num-partitions={num_partitions}"]
+
+
+def register_command(public_key: Path) -> list[str]:
+    """``flwr supernode register``: let the SuperNode holding ``public_key``'s private key connect."""
+    return [flower_command("flwr"), "supernode", "register", str(public_key), CONNECTION]
 
 
 def flwr_run_command(project: Path, run_config: Path) -> list[str]:
     return [flower_command("flwr"), "run", str(project), CONNECTION, "--run-config", str(run_config), "--stream"]
 
 
-def write_flower_home(home: Path, superlink_port: int, run_config: dict[str, Any]) -> Path:
-    """``config.toml`` naming the local SuperLink, and the run config file; returns the latter's path."""
+def write_flower_home(home: Path, superlink_port: int, run_config: dict[str, Any], certs: Path) -> Path:
+    """``config.toml`` naming the local SuperLink (over TLS), and the run config file; returns the latter's path."""
     import tomli_w  # A Flower dependency.
 
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "{CONNECTION}"\n\n[superlink.{CONNECTION}]\n'
-        f'address = "127.0.0.1:{superlink_port}"\ninsecure = true\n', encoding="utf-8")
+    connection = {"superlink": {"default": CONNECTION, CONNECTION: {
+        "address": f"127.0.0.1:{superlink_port}", "root-certificates": str(certs / "ca.pem")}}}
+    (home / "config.toml").write_text(tomli_w.dumps(connection), encoding="utf-8")
     path = home / "run_config.toml"
     path.write_text(tomli_w.dumps(run_config), encoding="utf-8")
     return path

@@ -59,7 +59,7 @@ def parse_args(argv: list[str]):
         epilog="Results: OUT/history/history_<rounds>.pkl/.json/.jsonl, OUT/models/global_<rounds>.keras, "
         "OUT/plots/*.png; each process's output in OUT/logs/. Sweeps: OUT/sweep/<grid>/ "
         "(comparison.md, comparison.png, one folder per setting). The live dashboard: http://127.0.0.1:10000/. "
-        "Also: ./run.sh sweep --help, ./run.sh dashboard --help, ./run.sh certs --help.",
+        "Also: ./run.sh sweep --help, ./run.sh dashboard --help, ./run.sh certs --help, ./run.sh keys --help.",
     )
     parser.add_argument("--tls", action="store_true",
                         help="encrypt client-server traffic; makes development certificates in OUT/certs when missing")
@@ -87,7 +87,8 @@ def parse_args(argv: list[str]):
     if sweep and args.runtime == "deployment":
         parser.error("a sweep needs --runtime classic or simulation (its server runs every setting in a row)")
     if args.tls and args.runtime != "classic":
-        parser.error(f"--tls needs --runtime classic (the {args.runtime} runtime runs without TLS here)")
+        parser.error("--tls needs --runtime classic (the simulation runs in one process; the deployment always "
+                     "uses TLS and SuperNode authentication)")
     if getattr(args, "ws_clients", 0):
         _check_websocket_clients(parser, args)
     else:
@@ -200,18 +201,39 @@ class Launcher:
         from fedmnist import deployment
         from fedmnist.server_app import run_config_from
 
+        from fedmnist.node_keys import ensure_node_keys
+        from fedmnist.tls import generate_certificates
+
         a = self.args
+        if not (self.certs / "ca.pem").exists():
+            generate_certificates(self.certs, "localhost")
+        keys = ensure_node_keys(self.out / "keys", a.clients)  # Kept: a resumed run's SuperNodes are the same.
         self.flower_home = Path(tempfile.mkdtemp(prefix="fedmnist-flwr-"))
         run_config = deployment.write_flower_home(
-            self.flower_home, a.port, run_config_from({**vars(a), "out": str(self.out)}))
-        superlink = self._start("superlink", deployment.superlink_command(a.port), service=True)
+            self.flower_home, a.port, run_config_from({**vars(a), "out": str(self.out)}), self.certs)
+        superlink = self._start("superlink", deployment.superlink_command(a.port, self.certs), service=True)
         self._wait_until_listening(superlink)
-        for partition_id in range(a.clients):
-            command = deployment.supernode_command(a.port, deployment.free_port(), partition_id, a.clients)
+        self._register_supernodes([public for _, public in keys])
+        for partition_id, (private, _) in enumerate(keys):
+            command = deployment.supernode_command(a.port, deployment.free_port(), partition_id, a.clients,
+                                                   self.certs, private)
             self._start(f"client_{partition_id}", command, service=True)
-        print(f"Flower Deployment Runtime: SuperLink on 127.0.0.1:{a.port}, {a.clients} SuperNodes; "
-              "each message starts a flwr-clientapp process", flush=True)
+        print(f"Flower Deployment Runtime: SuperLink on 127.0.0.1:{a.port} (TLS, SuperNode authentication), "
+              f"{a.clients} registered SuperNodes (keys in {self.out / 'keys'}); each message starts a "
+              "flwr-clientapp process", flush=True)
         return self._start("server", deployment.flwr_run_command(PROJECT_ROOT, run_config))
+
+    def _register_supernodes(self, public_keys: list[Path]) -> None:
+        """``flwr supernode register`` each public key with the SuperLink, all at once (each takes 3 s here)."""
+        from fedmnist import deployment
+
+        registering = [self._spawn(f"register_{index}", deployment.register_command(key))
+                       for index, key in enumerate(public_keys)]
+        for index, process in enumerate(registering):
+            if process.wait() != 0:
+                raise UserError(f"could not register SuperNode {index}'s key. "
+                                f"{self._failure(f'register_{index}', process.returncode)}")
+            (self.logs / f"register_{index}.log").unlink(missing_ok=True)  # Only a failure's log says anything.
 
     def _stop_serverapp(self) -> None:
         """Deployment, stopped early: SIGTERM the ServerApp first, so it saves the completed rounds.
@@ -431,7 +453,18 @@ class Launcher:
         log_path = self.logs / f"{name}.log"
         last = [line for line in _read_lines(log_path) if not line.startswith(_NOISE)][-5:]
         detail = "\n  ".join(last) if last else "(no output)"
-        return f"{name} exited with status {returncode}; last lines of {log_path}:\n  {detail}"
+        why = ""
+        if name in self.services and name.startswith("client_") and _refused_supernode(log_path):
+            why = (" (the SuperLink refused this SuperNode: its public key is not registered; "
+                   "flwr supernode register KEY.pub, README: A client on another machine)")
+        return f"{name} exited with status {returncode}{why}; last lines of {log_path}:\n  {detail}"
+
+
+def _refused_supernode(log_path: Path) -> bool:
+    """Whether a SuperNode's log says the SuperLink refused it (an unregistered key)."""
+    from fedmnist.deployment import SUPERNODE_REFUSED
+
+    return any(SUPERNODE_REFUSED in line for line in _read_lines(log_path))
 
 
 def _alive(pid: int) -> bool:
@@ -496,6 +529,10 @@ def main(argv: list[str] | None = None) -> None:
         from fedmnist.tls import main as make_certificates
 
         return None if check_only else make_certificates(argv[1:])
+    if argv[:1] == ["keys"]:  # ./run.sh keys --clients N [--out DIR]
+        from fedmnist.node_keys import main as make_keys
+
+        return None if check_only else make_keys(argv[1:])
     if argv[:1] == ["dashboard"]:  # ./run.sh dashboard [--out DIR] [--dashboard-port N]
         from fedmnist.dashboard.serve import main as dashboard, parse_args as dashboard_args
 

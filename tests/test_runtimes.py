@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import PROJECT_ROOT, free_port, run_script
+from conftest import PROJECT_ROOT, free_port, run_script, wait_for_port
 from fedmnist.data import client_shares
 from fedmnist.keras_client import ClientCache
 from fedmnist.live_log import read_live_log
@@ -25,9 +25,12 @@ SMALL_RUN = ("--clients", "3", "--rounds", "2", "--dataset", "mnist-5k")
 
 
 def result_files(out: Path) -> set[str]:
-    """The run's outputs, by path relative to ``out``; TensorBoard's event files by folder (their names hold a time)."""
+    """The run's outputs, by path relative to ``out``; TensorBoard's event files by folder (their names hold a time).
+
+    Not its logs, nor the credentials a deployment makes (certs/, keys/): they are not results.
+    """
     return {str((path.parent if "tensorboard" in path.parts else path).relative_to(out))
-            for path in out.rglob("*") if path.is_file() and "logs" not in path.parts}
+            for path in out.rglob("*") if path.is_file() and not {"logs", "certs", "keys"} & set(path.parts)}
 
 
 def simulate(out: Path, data_home: str, *args: str, timeout: float = 300) -> dict:
@@ -105,6 +108,39 @@ def test_a_deployment_run_writes_what_a_classic_run_writes(tmp_path: Path, data_
     assert {p.name for p in (tmp_path / "logs").iterdir()} == {"server.log", "superlink.log", *(
         f"client_{i}.log" for i in range(3))}
     assert not flower_processes_of(data_home), "the run left Flower processes running"
+    # TLS and SuperNode authentication: the CA the SuperNodes trusted, the key pairs registered.
+    assert "(TLS, SuperNode authentication), 3 registered SuperNodes" in done.stdout
+    assert (tmp_path / "certs" / "ca.pem").exists() and len(list((tmp_path / "keys").glob("supernode_*.pub"))) == 3
+
+
+def test_a_supernode_whose_key_is_not_registered_is_refused(tmp_path: Path) -> None:
+    """A SuperLink with SuperNode authentication (as ./run.sh --runtime deployment starts it) lets no stranger in."""
+    from fedmnist import deployment
+    from fedmnist.node_keys import ensure_node_keys
+    from fedmnist.tls import generate_certificates
+
+    generate_certificates(tmp_path / "certs", "localhost")
+    (private, _), = ensure_node_keys(tmp_path / "keys", 1)  # Made, but never registered.
+    home = tmp_path / "flwr"
+    home.mkdir()
+    environment = {**os.environ, **deployment.environment(home, None, None)}
+    port = free_port()
+    with open(tmp_path / "superlink.log", "wb") as log:
+        superlink = subprocess.Popen([sys.executable, *deployment.superlink_command(port, tmp_path / "certs")],
+                                     stdout=log, stderr=subprocess.STDOUT, env=environment)
+    try:
+        wait_for_port(port, superlink, timeout=60)
+        # Its output to a file: Flower's detached helpers would hold a pipe open after it ends.
+        with open(tmp_path / "supernode.log", "wb") as log:
+            stranger = subprocess.Popen(
+                [sys.executable, *deployment.supernode_command(port, free_port(), 0, 1, tmp_path / "certs", private)],
+                stdout=log, stderr=subprocess.STDOUT, env=environment)
+        assert stranger.wait(timeout=120) != 0
+    finally:
+        superlink.terminate()
+        superlink.wait(timeout=30)
+    said = (tmp_path / "supernode.log").read_text()
+    assert deployment.SUPERNODE_REFUSED in said and "Failed to activate SuperNode" in said, said[-2000:]
 
 
 FLOWER_PROGRAMS = (b"flower-", b"flwr-")  # SuperLink, SuperNode, helpers, apps.
