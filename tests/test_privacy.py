@@ -148,3 +148,17 @@ def test_classic_clients_clip_a_hostile_one_is_refused_and_the_budget_stops_the_
     assert summary["stopped_after_round"] == 3 and "privacy budget" in summary["stopped"]
     assert summary["privacy"]["epsilon"] == pytest.approx(ledger.epsilon)
     assert (tmp_path / "plots" / "privacy.png").exists() and (tmp_path / "models" / "global_5.keras").exists()
+
+
+def test_the_dashboard_reads_each_rounds_privacy_and_shows_it_only_for_private_runs() -> None:
+    from fedmnist.dashboard.schemas import RoundRecord
+
+    ledger = PrivacyLedger(DpSettings(noise=1.0, clip=0.5, side="client", max_epsilon=20.0), population=3)
+    ledger.spend(3)
+    shown = RoundRecord.from_record({"round": 1, "privacy": ledger.record()}).privacy
+    assert shown is not None and shown.epsilon == pytest.approx(4.7285, rel=1e-4)
+    assert (shown.clipping, shown.clipping_norm, shown.max_epsilon, shown.releases) == ("client", 0.5, 20.0, 1)
+    assert RoundRecord.from_record({"round": 1}).privacy is None
+    page = (Path(__file__).parent.parent / "fedmnist" / "dashboard" / "static")
+    assert 'id="privacy-card" hidden' in (page / "index.html").read_text()
+    assert '$("privacy-card").hidden = !privacy' in (page / "dashboard.js").read_text()
