@@ -23,7 +23,6 @@ spend past it. The clients' evaluation metrics are not accounted (as in Flower).
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -59,7 +58,6 @@ from flwr.supercore.privacy_accounting import (
 )
 from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
-log = logging.getLogger(__name__)
 
 ACCOUNTING = "RDP of the Gaussian mechanism, one release per round, no sampling amplification (Flower's RdpAccountant)"
 # The clients clip in float32: w + clip(u) - w is not exactly clip(u). Longer than this counts as not clipped.
