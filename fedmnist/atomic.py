@@ -19,22 +19,23 @@ def is_temporary(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], *, secret: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it over ``path`` on success.
 
     The temporary file lives in the same directory so that the final
     ``os.replace`` is a rename on one file system, which POSIX makes atomic.
     On any error the temporary file is removed and ``path`` is left untouched;
     a process killed mid-write leaves it, for ``fedmnist.archive`` to remove
-    at the next run. The file gets the mode the umask gives new files
-    (``mkstemp`` alone would make it 0600).
+    at the next run. The file gets the mode the umask gives new files, or
+    0600 (owner only, from its creation on) when it is a ``secret`` such as
+    a private key: a chmod after the move would leave it readable meanwhile.
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(
         dir=target.parent, prefix=f".{target.name}{TEMPORARY_MARK}", suffix=target.suffix or ".tmp"
     )
-    os.fchmod(handle, 0o666 & ~_umask())
+    os.fchmod(handle, 0o600 if secret else 0o666 & ~_umask())
     os.close(handle)
     tmp = Path(tmp_name)
     try:
@@ -52,9 +53,11 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(file)`` on a temporary binary file, then move it to ``path``."""
-    with atomic_path(path) as tmp:
+def write_atomic(
+    path: str | os.PathLike[str], write: Callable[[IO[bytes]], None], *, secret: bool = False
+) -> Path:
+    """Call ``write(file)`` on a temporary binary file, then move it to ``path`` (0600 if ``secret``)."""
+    with atomic_path(path, secret=secret) as tmp:
         with open(tmp, "wb") as handle:
             write(handle)
     return Path(path)

@@ -41,8 +41,7 @@ def ensure_node_keys(folder: str | Path, count: int) -> list[tuple[Path, Path]]:
             secret = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                        serialization.NoEncryption())
             shared = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-            write_atomic(private, lambda handle, data=secret: handle.write(data))
-            private.chmod(0o600)
+            write_atomic(private, lambda handle, data=secret: handle.write(data), secret=True)
             write_atomic(public, lambda handle, data=shared: handle.write(data + b"\n"))
         pairs.append((private, public))
     return pairs

@@ -61,8 +61,7 @@ def generate_certificates(
         ),
     }
     for name, content in files.items():
-        write_atomic(out / name, lambda handle, content=content: handle.write(content))
-    (out / KEY_FILE).chmod(0o600)
+        write_atomic(out / name, lambda handle, content=content: handle.write(content), secret=name == KEY_FILE)
     return [out / name for name in files]
 
 

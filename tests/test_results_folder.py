@@ -11,7 +11,7 @@ import pytest
 
 from conftest import free_port, run_script, start_script, wait_for_port
 from fedmnist.archive import archive_earlier_results
-from fedmnist.atomic import write_text_atomic
+from fedmnist.atomic import write_atomic, write_text_atomic
 from fedmnist.launcher import parse_args
 from fedmnist.run_lock import ResultsInUse, lock_results
 
@@ -23,6 +23,26 @@ def test_result_files_get_the_mode_the_umask_gives(tmp_path: Path) -> None:
     finally:
         os.umask(previous)
     assert path.stat().st_mode & 0o777 == 0o644  # mkstemp alone made it 0600.
+
+
+def test_secrets_are_owner_only_while_written_not_only_after_the_move(tmp_path: Path) -> None:
+    from fedmnist.node_keys import ensure_node_keys
+    from fedmnist.tls import KEY_FILE, generate_certificates
+
+    modes_while_written = []
+    previous = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "key", lambda handle: modes_while_written.append(os.fstat(handle.fileno()).st_mode),
+                     secret=True)
+        (private, public), = ensure_node_keys(tmp_path / "keys", 1)
+        generate_certificates(tmp_path / "certs", "localhost")
+    finally:
+        os.umask(previous)
+    assert [mode & 0o777 for mode in modes_while_written] == [0o600]
+    assert (tmp_path / "key").stat().st_mode & 0o777 == 0o600
+    assert private.stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "certs" / KEY_FILE).stat().st_mode & 0o777 == 0o600
+    assert public.stat().st_mode & 0o777 == 0o644  # Public halves are meant to be shared.
 
 
 def test_an_earlier_run_is_moved_to_runs_and_stale_temporaries_are_removed(tmp_path: Path) -> None:
