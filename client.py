@@ -25,12 +25,15 @@ from fedmnist.settings import add_data_home_argument  # noqa: E402
 
 
 def fault_spec(text: str) -> str:
-    from fedmnist.faults import parse_fault  # NumPy: not needed for --help.
+    from fedmnist.faults import DROP, parse_fault  # NumPy: not needed for --help.
 
     try:
-        return parse_fault(text)
+        fault = parse_fault(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    if fault.startswith(DROP):  # Flower's classic client ends its process on any exception in fit.
+        raise argparse.ArgumentTypeError(f"{DROP}:N is for ClientApps; on the classic pair use crash-at-round:N")
+    return fault
 
 
 def parse_args(argv: list[str]) -> "object":

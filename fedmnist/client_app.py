@@ -33,6 +33,7 @@ from flwr.client import Client, ClientApp
 from flwr.common import Context
 
 from fedmnist.data import DATA_HOME_VARIABLE
+from fedmnist.faults import fault_mod, node_fault
 from fedmnist.keras_client import ClientCache, PartitionClient
 from fedmnist.privacy import clipping_mod
 from fedmnist.secure_aggregation import secagg_mod
@@ -44,9 +45,11 @@ def client_fn(context: Context) -> Client:
     """Flower's entry point for each message: the client of the node's partition, with the node's state."""
     partition_id = int(context.node_config["partition-id"])
     num_partitions = int(context.node_config["num-partitions"])
-    return PartitionClient(partition_id, num_partitions, context.state, _CACHE).to_client()
+    fault = node_fault(partition_id, context.node_config)  # Only when asked for (fedmnist.faults): tests, demos.
+    return PartitionClient(partition_id, num_partitions, context.state, _CACHE, fault=fault).to_client()
 
 
 # Flower's mods when the server asks for them: SecAgg+ (fedmnist.secure_aggregation) masks what the
 # client-side DP clipping (fedmnist.privacy) has clipped, so it comes first, as in Flower's fl-dp-sa example.
-app = ClientApp(client_fn=client_fn, mods=[secagg_mod, clipping_mod])
+# Outside them, fault_mod turns an injected drop-out (fedmnist.faults) into the error reply of a client gone away.
+app = ClientApp(client_fn=client_fn, mods=[fault_mod, secagg_mod, clipping_mod])

@@ -4,39 +4,82 @@
 * ``shape``: the update lacks its last array (a different model).
 * ``scale``: the update moves 100 times farther from the global model than it trained.
 * ``crash-at-round:N``: the process dies (exit status 3) when round N's training starts.
+* ``drop-at-round:N``: round N's training fails and the client sends no update,
+  but its process lives on (a ClientApp: a Ray worker serves other clients too).
 
 The server's update validation (``fedmnist.validation``) should reject the
-first three and carry on without the fourth.
+first three and carry on without the last two; SecAgg+ should unmask the
+others' sum without a client that dropped mid-protocol.
+
+A ClientApp takes its fault from its node config (``flower-supernode
+--node-config "... fault='drop-at-round:2'"``), or, in a simulation, whose
+virtual nodes have no config of their own, from ``FEDMNIST_FAULTS``
+(``PARTITION=FAULT[,PARTITION=FAULT]``) in the environment Ray's workers inherit.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
-from flwr.common import NDArrays
+from flwr.common import Context, Error, Message, NDArrays
+from flwr.common.constant import ErrorCode
 
-NAN, SHAPE, SCALE, CRASH = "nan", "shape", "scale", "crash-at-round"
+NAN, SHAPE, SCALE, CRASH, DROP = "nan", "shape", "scale", "crash-at-round", "drop-at-round"
 SCALE_FACTOR = 100.0
 CRASH_EXIT_STATUS = 3
+FAULTS_VARIABLE = "FEDMNIST_FAULTS"
+
+
+class InjectedDrop(RuntimeError):
+    """A ``drop-at-round:N`` client's training in round N."""
 
 
 def parse_fault(text: str) -> str:
-    """``nan``, ``shape``, ``scale`` or ``crash-at-round:N`` (N >= 1); else ValueError."""
+    """``nan``, ``shape``, ``scale``, ``crash-at-round:N`` or ``drop-at-round:N`` (N >= 1); else ValueError."""
     kind, _, value = text.partition(":")
     if kind in (NAN, SHAPE, SCALE) and not value:
         return kind
-    if kind == CRASH and value.isdigit() and int(value) >= 1:
+    if kind in (CRASH, DROP) and value.isdigit() and int(value) >= 1:
         return text
-    raise ValueError(f"unknown fault {text!r}; use nan, shape, scale or crash-at-round:N")
+    raise ValueError(f"unknown fault {text!r}; use nan, shape, scale, crash-at-round:N or drop-at-round:N")
 
 
-def crash_if_due(fault: str | None, server_round: int) -> None:
-    """End the process abruptly, as a crash would, when ``fault`` says this round."""
-    if fault and fault.startswith(CRASH) and server_round == int(fault.partition(":")[2]):
-        print(f"fault injected: crashing at round {server_round}", file=sys.stderr, flush=True)
-        os._exit(CRASH_EXIT_STATUS)
+def node_fault(partition_id: int, node_config: Mapping[str, Any]) -> str | None:
+    """A ClientApp node's fault: its node config's ``fault``, else its entry in ``FEDMNIST_FAULTS``."""
+    if "fault" in node_config:
+        return parse_fault(str(node_config["fault"]))
+    for entry in filter(None, os.environ.get(FAULTS_VARIABLE, "").split(",")):
+        partition, _, fault = entry.partition("=")
+        if partition.strip() == str(partition_id):
+            return parse_fault(fault.strip())
+    return None
+
+
+def fault_mod(message: Message, context: Context, call_next: Any) -> Message:
+    """A ClientApp's mod: an injected drop-out answers as an error, as Flower answers for a client gone away.
+
+    Raised through Flower instead, it would print a traceback for a failure
+    that was asked for.
+    """
+    try:
+        return call_next(message, context)
+    except InjectedDrop as drop:
+        return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=str(drop)), reply_to=message)
+
+
+def fail_if_due(fault: str | None, server_round: int) -> None:
+    """When ``fault`` says this round: end the process abruptly, as a crash would, or fail this training."""
+    kind, _, value = (fault or "").partition(":")
+    if kind not in (CRASH, DROP) or server_round != int(value):
+        return
+    if kind == DROP:
+        raise InjectedDrop(f"fault injected: dropping out of round {server_round}")
+    print(f"fault injected: crashing at round {server_round}", file=sys.stderr, flush=True)
+    os._exit(CRASH_EXIT_STATUS)
 
 
 def corrupt(fault: str | None, trained: NDArrays, start: NDArrays) -> NDArrays:

@@ -42,7 +42,7 @@ from flwr.common import (
 from fedmnist import config as defaults  # Flower's methods take a parameter named `config`.
 from fedmnist.data import ClientData, MnistData, client_data, client_shares, load_mnist, to_float
 from fedmnist.errors import UserError
-from fedmnist.faults import corrupt, crash_if_due
+from fedmnist.faults import corrupt, fail_if_due
 from fedmnist.privacy import clip_update
 from fedmnist.tls import speaks_tls
 
@@ -217,7 +217,7 @@ class PartitionClient(NumPyClient):
         settings = self._settings(config)
         client = self.cache.client(settings, self.partition_id, self.num_partitions)
         server_round = int(config.get("server-round", 0))
-        crash_if_due(self.fault, server_round)
+        fail_if_due(self.fault, server_round)
         run_id = str(config.get("run-id", ""))
         keep = bool(config.get("keep-optimizer", False))
         if keep:

@@ -7,7 +7,7 @@ import pytest
 from flwr.common import Code, EvaluateRes, FitRes, Parameters, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server.client_proxy import ClientProxy
 
-from fedmnist.faults import corrupt, parse_fault
+from fedmnist.faults import FAULTS_VARIABLE, InjectedDrop, corrupt, fail_if_due, node_fault, parse_fault
 from fedmnist.validation import (
     RejectedResult,
     RejectedUpdate,
@@ -79,6 +79,21 @@ def test_faults_corrupt_updates_as_documented() -> None:
     assert parse_fault("crash-at-round:3") == "crash-at-round:3"
     with pytest.raises(ValueError, match="unknown fault"):
         parse_fault("crash-at-round:0")
+
+
+def test_a_clientapp_node_takes_its_fault_from_its_node_config_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(FAULTS_VARIABLE, "0=nan, 2=drop-at-round:2")
+    assert node_fault(2, {"partition-id": 2}) == "drop-at-round:2"  # A simulation's virtual node.
+    assert node_fault(1, {"partition-id": 1}) is None
+    assert node_fault(1, {"partition-id": 1, "fault": "scale"}) == "scale"  # A SuperNode's --node-config.
+    fail_if_due("drop-at-round:2", 1)
+    with pytest.raises(InjectedDrop, match="dropping out of round 2"):
+        fail_if_due("drop-at-round:2", 2)
+    monkeypatch.setenv(FAULTS_VARIABLE, "2=drop")
+    with pytest.raises(ValueError, match="unknown fault 'drop'"):
+        node_fault(2, {})
 
 
 def test_every_fault_is_caught_by_validation() -> None:
