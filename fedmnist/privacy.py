@@ -60,6 +60,7 @@ from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
 
 ACCOUNTING = "RDP of the Gaussian mechanism, one release per round, no sampling amplification (Flower's RdpAccountant)"
+FIT_CONFIG = "fitins.config"  # Where a legacy training message keeps its fit config (flwr.compat's recorddict_compat).
 # The clients clip in float32: w + clip(u) - w is not exactly clip(u). Longer than this counts as not clipped.
 CLIP_TOLERANCE = 1.01
 
@@ -214,8 +215,12 @@ def clipping_mod(message: Message, context: Context, call_next: Any) -> Message:
     Flower's mod refuses any training message without ``clipping_norm``, and
     the same ClientApp serves runs with and without DP.
     """
-    content = message.content
-    config = content.config_records.get("fitins.config") if message.metadata.message_type == "train" else None
-    if config is not None and KEY_CLIPPING_NORM in config:
+    if asks_for_clipping(message):
         return fixedclipping_mod(message, context, call_next)
     return call_next(message, context)
+
+
+def asks_for_clipping(message: Message) -> bool:
+    """Whether ``message`` is a training message whose fit config has a ``clipping_norm`` (client-side DP)."""
+    config = message.content.config_records.get(FIT_CONFIG) if message.metadata.message_type == "train" else None
+    return config is not None and KEY_CLIPPING_NORM in config

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -195,10 +196,11 @@ def describe_failure(failure: tuple[ClientProxy, FitRes | EvaluateRes] | BaseExc
 
 
 def _log_failures(server_round: int, stage: str, failures: Failures) -> None:
-    """Say on the console what went wrong; rejections were logged by the validation already."""
-    for failure in failures:
-        if not isinstance(failure, RejectedResult):
-            log.warning("round %d: %s failed: %s", server_round, stage, describe_failure(failure))
+    """Say on the console what went wrong, once per reason; rejections were logged by the validation already."""
+    reasons = Counter(describe_failure(failure) for failure in failures if not isinstance(failure, RejectedResult))
+    for reason, count in reasons.items():
+        clients = f" ({count} clients)" if count > 1 else ""
+        log.warning("round %d: %s failed%s: %s", server_round, stage, clients, reason)
 
 
 def progress_line(record: dict[str, Any], num_rounds: int, elapsed: float, rounds_timed: int | None = None) -> str:

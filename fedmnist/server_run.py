@@ -438,7 +438,7 @@ def grid_federation(grid: Grid, context: Context, settings: ServerSettings) -> F
         from fedmnist.secure_aggregation import secagg_federation
 
         return secagg_federation(grid, context, settings.secagg_shares, settings.secagg_threshold,
-                                 settings.round_timeout)
+                                 settings.round_timeout, equal_weights=settings.dp_noise is not None)
 
     def federation(server: Server, server_config: ServerConfig) -> History:
         return start_grid(grid=grid, server=server, config=server_config)

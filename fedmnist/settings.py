@@ -229,9 +229,9 @@ def secagg_problem(settings: Any) -> str:
     if settings.secagg_shares > trained:
         return (f"--secagg-shares ({settings.secagg_shares}) cannot be more than the clients trained per round "
                 f"({trained}: --fraction-fit x --clients)")
-    if settings.dp_noise is not None:
-        return ("--secagg with --dp-noise is not supported yet: the SecAgg+ sum weighs clients by their example "
-                "counts, which the privacy accounting does not allow (README, Privacy)")
+    if settings.dp_noise is not None and settings.dp_side != "client":
+        return ("--secagg with --dp-noise needs --dp-side client: under SecAgg+ the server never sees an update "
+                "to clip")
     return ""
 
 

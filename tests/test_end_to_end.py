@@ -203,7 +203,8 @@ def test_run_sh_reports_a_failing_process_and_stops(tmp_path: Path, data_home: s
         (["server.py", "--runtime", "simulation", "--secagg", "--clients", "10", "--fraction-fit", "0.2"],
          "--secagg-shares (3) cannot be more than the clients trained per round (2"),
         (["server.py", "--runtime", "simulation", "--secagg", "--dp-noise", "1", "--dp-clip", "1"],
-         "--secagg with --dp-noise is not supported yet"),
+         "--secagg with --dp-noise needs --dp-side client"),
+        (["client.py", "--fault", "drop-at-round:2"], "drop-at-round:N is for ClientApps"),
     ],
 )
 def test_bad_input_gives_one_clear_line(args: list[str], message: str) -> None:

@@ -19,6 +19,7 @@ from fedmnist.privacy import (
     PrivacyBudgetSpent,
     PrivacyLedger,
     clip_update,
+    clipping_mod,
     private,
 )
 from fedmnist.validation import update_norm, validate_updates
@@ -105,6 +106,28 @@ def test_a_client_clips_its_update_only_when_the_server_asks() -> None:
     clipped = clip_update(trained, start, {"clipping_norm": 0.5})
     assert update_norm(clipped, start) == pytest.approx(0.5, rel=1e-5)
     assert np.allclose(clipped[0] - start[0], clipped[1].ravel()[0] - 1)  # The direction is kept.
+
+
+def test_the_clientapps_mod_clips_with_flowers_mod_only_when_the_server_asks() -> None:
+    from flwr.common import Context, FitIns, Message, Metadata, RecordDict
+    from flwr.compat.common.recorddict_compat import fitins_to_recorddict, fitres_to_recorddict, recorddict_to_fitres
+
+    trained = [g + u for g, u in zip(GLOBAL, _update(3.0, seed=5))]
+
+    def train(message: Message, context: Context) -> Message:  # The client: returns the update of norm 3.
+        fitres = FitRes(Status(Code.OK, ""), ndarrays_to_parameters(trained), 10, {})
+        return Message(fitres_to_recorddict(fitres, keep_input=True), reply_to=message)
+
+    def norm_after(config: dict) -> float:
+        content = fitins_to_recorddict(FitIns(ndarrays_to_parameters(GLOBAL), config), keep_input=True)
+        message = Message(content, metadata=Metadata(run_id=1, message_id="1", src_node_id=0, dst_node_id=1,
+                                                     reply_to_message_id="", group_id="1", created_at=0.0,
+                                                     ttl=60.0, message_type="train"))
+        reply = clipping_mod(message, Context(1, 1, {}, RecordDict(), {}), train)
+        return update_norm(parameters_to_ndarrays(recorddict_to_fitres(reply.content, True).parameters), GLOBAL)
+
+    assert norm_after({"clipping_norm": 0.5}) == pytest.approx(0.5, rel=1e-5)
+    assert norm_after({}) == pytest.approx(3.0, rel=1e-5)
 
 
 def test_the_server_refuses_an_update_longer_than_the_clipping_norm_it_asked_for() -> None:

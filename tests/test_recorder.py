@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
+import pytest
 from flwr.common import Code, EvaluateRes, FitRes, Status, ndarrays_to_parameters
 from flwr.server.client_manager import SimpleClientManager
 from flwr.server.strategy import FedAvg
@@ -101,3 +103,13 @@ def test_round_zero_is_logged_once_and_rounds_count_the_connected_clients(tmp_pa
     assert [entry.get("round") for entry in entries] == [None, 1]
     assert entries[0]["initial"]["centralized"] == {"accuracy": 0.1} and entries[0]["initial"]["loss_centralized"] == 2.3
     assert entries[1]["connected_clients"] == 2
+
+
+def test_a_reason_many_clients_failed_for_is_said_once_with_their_count(caplog: pytest.LogCaptureFixture) -> None:
+    from fedmnist.recorder import _log_failures
+
+    with caplog.at_level(logging.WARNING, logger="fedmnist"):
+        _log_failures(2, "training", [RuntimeError("gave up")] * 4 + [TimeoutError()])
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines[0] == "round 2: training failed (4 clients): RuntimeError: gave up", lines
+    assert len(lines) == 2 and "(" not in lines[1].split(":")[1]

@@ -17,6 +17,7 @@ import pytest
 
 from conftest import PROJECT_ROOT, free_port, run_script, wait_for_port
 from fedmnist.data import client_shares
+from fedmnist.faults import FAULTS_VARIABLE
 from fedmnist.keras_client import ClientCache
 from fedmnist.live_log import read_live_log
 
@@ -33,9 +34,10 @@ def result_files(out: Path) -> set[str]:
             for path in out.rglob("*") if path.is_file() and not {"logs", "certs", "keys"} & set(path.parts)}
 
 
-def simulate(out: Path, data_home: str, *args: str, timeout: float = 300) -> dict:
+def simulate(out: Path, data_home: str, *args: str, timeout: float = 300, faults: str = "") -> dict:
+    """``server.py --runtime simulation``; ``faults`` for the virtual clients (``FEDMNIST_FAULTS``, fedmnist.faults)."""
     done = run_script("server.py", "--runtime", "simulation", "--dataset", "mnist-5k", "--data-home", data_home,
-                      "--out", str(out), *args, timeout=timeout)
+                      "--out", str(out), *args, timeout=timeout, env={**os.environ, FAULTS_VARIABLE: faults})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     return json.loads(next((out / "history").glob("history_*.json")).read_text())
@@ -80,20 +82,33 @@ def test_a_simulated_run_writes_what_a_classic_run_writes(simulated_run: tuple[P
     assert_like_the_classic_run(summary, out, classic_run, "simulation")
 
 
-def test_secagg_gives_the_model_plain_fedavg_gives_within_the_quantization_error(
-    tmp_path: Path, data_home: str, simulated_run: tuple[Path, dict],
-) -> None:
-    """SecAgg+ (3 shares, threshold 2) on the same small run: the server never sees one update, yet the same model.
+DROP_OUT = "2=drop-at-round:2"  # Client 2 fails its training in round 2, after SecAgg+'s first two stages.
 
-    Each client quantizes its update to 2**22 steps over [-8, 8] (Flower's defaults): 3.8e-6 a step.
-    """
+
+def simulate_drop_out(out: Path, data_home: str, *args: str) -> tuple[dict, list]:
+    """The small simulated run with ``DROP_OUT``: its summary and its final model's weights."""
     import keras
 
-    summary = simulate(tmp_path, data_home, *SMALL_RUN[:4], "--secagg")
-    assert [(r["fit_results"], r["rejected_updates"]) for r in summary["rounds"]] == [(3, 0), (3, 0)]
+    summary = simulate(out, data_home, *SMALL_RUN[:4], *args, faults=DROP_OUT)
+    rounds = summary["rounds"]
+    assert [(r["fit_results"], r["fit_failures"], r["rejected_updates"]) for r in rounds] == [(3, 0, 0), (2, 1, 0)]
+    assert "dropping out of round 2" in rounds[1]["failure_reasons"][0]
+    return summary, keras.saving.load_model(out / "models" / "global_2.keras").get_weights()
+
+
+def test_secagg_gives_plain_fedavgs_model_and_tolerates_a_client_dropping_out_mid_protocol(
+    tmp_path: Path, data_home: str,
+) -> None:
+    """SecAgg+ (3 shares, threshold 2): the server never sees one update, yet gets the model plain FedAvg gets.
+
+    In round 2 client 2 drops out after the key exchange, when its masked update
+    is due: its neighbours' shares unmask the other two's sum without it. Each
+    client quantizes its weighted update to 2**22 steps over [-8, 8] (Flower's
+    defaults): 3.8e-6 a step.
+    """
+    _, plain = simulate_drop_out(tmp_path / "plain", data_home)
+    summary, secure = simulate_drop_out(tmp_path / "secagg", data_home, "--secagg")
     assert summary["config"]["secagg"] and summary["config"]["secagg_shares"] == 3
-    plain = keras.saving.load_model(simulated_run[0] / "models" / "global_2.keras").get_weights()
-    secure = keras.saving.load_model(tmp_path / "models" / "global_2.keras").get_weights()
     assert [w.dtype for w in secure] == [w.dtype for w in plain]
     assert max(float(np.abs(a - b).max()) for a, b in zip(plain, secure)) < 1e-4
 
@@ -392,11 +407,21 @@ def test_ctrl_c_on_a_deployment_run_saves_its_rounds_and_resume_finishes_it(tmp_
     assert not (tmp_path / "history" / "history_2.partial.json").exists()
 
 
-def test_client_side_dp_on_the_simulation_clips_with_flowers_mod(tmp_path: Path, data_home: str) -> None:
-    """The ClientApp clips with Flower's fixedclipping_mod; the server would refuse any update longer than 0.05."""
-    summary = simulate(tmp_path, data_home, "--clients", "4", "--rounds", "2", "--model", "dense32",
-                       "--dp-noise", "0.1", "--dp-clip", "0.05", "--dp-side", "client")
+def test_client_side_dp_with_secagg_clips_with_flowers_mod_and_a_round_secagg_gives_up_spends_nothing(
+    tmp_path: Path, data_home: str,
+) -> None:
+    """The ClientApp clips with Flower's fixedclipping_mod, then SecAgg+ masks the clipped update, weighed 1.
+
+    In round 2 three of the four clients drop out: too few remain to unmask
+    the sum, so no update reaches the model, the round says why, and no
+    privacy is spent on it. Round 3 trains again.
+    """
+    summary = simulate(tmp_path, data_home, "--clients", "4", "--rounds", "3", "--model", "dense32",
+                       "--dp-noise", "0.1", "--dp-clip", "0.05", "--dp-side", "client", "--secagg",
+                       faults="1=drop-at-round:2,2=drop-at-round:2,3=drop-at-round:2")
     rounds = summary["rounds"]
-    assert [(r["fit_results"], r["rejected_updates"]) for r in rounds] == [(4, 0), (4, 0)], rounds[0]["failure_reasons"]
-    assert [r["privacy"]["releases"] for r in rounds] == [1, 2] and rounds[-1]["privacy"]["clipping"] == "client"
+    assert [(r["fit_results"], r["fit_failures"], r["rejected_updates"]) for r in rounds] == [
+        (4, 0, 0), (0, 4, 0), (4, 0, 0)], rounds[0]["failure_reasons"]
+    assert "SecAgg+ gave up on the round" in rounds[1]["failure_reasons"][0]
+    assert [r["privacy"]["releases"] for r in rounds] == [1, 1, 2] and rounds[-1]["privacy"]["clipping"] == "client"
     assert summary["privacy"]["epsilon"] == rounds[-1]["privacy"]["epsilon"] > rounds[0]["privacy"]["epsilon"]
