@@ -82,40 +82,45 @@ def test_a_simulated_run_writes_what_a_classic_run_writes(simulated_run: tuple[P
     assert_like_the_classic_run(summary, out, classic_run, "simulation")
 
 
-DROP_OUT = "2=drop-at-round:2"  # Client 2 fails its training in round 2, after SecAgg+'s first two stages.
-
-
 def simulate_drop_out(out: Path, data_home: str, *args: str) -> tuple[dict, list]:
-    """The small simulated run with ``DROP_OUT``: its summary and its final model's weights."""
+    """One round of 5 clients in which client 2 fails its training: its summary and the model's weights."""
     import keras
 
-    summary = simulate(out, data_home, *SMALL_RUN[:4], *args, faults=DROP_OUT)
-    rounds = summary["rounds"]
-    assert [(r["fit_results"], r["fit_failures"], r["rejected_updates"]) for r in rounds] == [(3, 0, 0), (2, 1, 0)]
-    assert "dropping out of round 2" in rounds[1]["failure_reasons"][0]
-    return summary, keras.saving.load_model(out / "models" / "global_2.keras").get_weights()
+    summary = simulate(out, data_home, "--clients", "5", "--rounds", "1", *args, faults="2=drop-at-round:1")
+    (record,) = summary["rounds"]
+    assert (record["fit_results"], record["fit_failures"], record["rejected_updates"]) == (4, 1, 0)
+    assert "dropping out of round 1" in record["failure_reasons"][0]
+    return summary, keras.saving.load_model(out / "models" / "global_1.keras").get_weights()
 
 
 def test_secagg_gives_plain_fedavgs_model_and_tolerates_a_client_dropping_out_mid_protocol(
     tmp_path: Path, data_home: str,
 ) -> None:
-    """SecAgg+ (3 shares, threshold 2): the server never sees one update, yet gets the model plain FedAvg gets.
+    """SecAgg+ (3 shares, threshold 2), 5 clients: the server never sees one update, yet gets plain FedAvg's model.
 
-    In round 2 client 2 drops out after the key exchange, when its masked update
-    is due: its neighbours' shares unmask the other two's sum without it. Each
-    client quantizes its weighted update to 2**22 steps over [-8, 8] (Flower's
-    defaults): 3.8e-6 a step.
+    Client 2 drops out after the key exchange, when its masked update is due:
+    its neighbours' shares unmask the other four's sum without it. Each client
+    quantizes its weighted update to 2**22 steps over [-8, 8] (Flower's
+    defaults): 3.8e-6 a step. One round only: Adam turns any difference in a
+    tiny gradient's sign into a full step, so later rounds drift apart by far
+    more than the quantization (2e-3 after a second round, measured).
     """
     _, plain = simulate_drop_out(tmp_path / "plain", data_home)
     summary, secure = simulate_drop_out(tmp_path / "secagg", data_home, "--secagg")
     assert summary["config"]["secagg"] and summary["config"]["secagg_shares"] == 3
     assert [w.dtype for w in secure] == [w.dtype for w in plain]
-    assert max(float(np.abs(a - b).max()) for a, b in zip(plain, secure)) < 1e-4
+    assert max(float(np.abs(a - b).max()) for a, b in zip(plain, secure)) < 1e-5
 
 
-def test_a_deployment_run_writes_what_a_classic_run_writes(tmp_path: Path, data_home: str, classic_run: Path) -> None:
-    """./run.sh --runtime deployment: a SuperLink, 3 SuperNodes, the ServerApp and ClientApp; all stopped after."""
-    done = run_sh(tmp_path, data_home, *SMALL_RUN, "--runtime", "deployment")
+def test_a_deployment_run_with_secagg_writes_what_a_classic_run_writes(
+    tmp_path: Path, data_home: str, classic_run: Path,
+) -> None:
+    """./run.sh --runtime deployment: a SuperLink, 3 SuperNodes, the ServerApp and ClientApp; all stopped after.
+
+    With SecAgg+, whose four message exchanges a round run there too (a plain deployment run is the
+    Ctrl-C test's).
+    """
+    done = run_sh(tmp_path, data_home, *SMALL_RUN, "--runtime", "deployment", "--secagg")
     assert "Traceback" not in done.stdout + done.stderr
     assert "Flower Deployment Runtime: SuperLink on" in done.stdout and "round 2/2" in done.stdout
     summary = json.loads((tmp_path / "history" / "history_2.json").read_text())
@@ -126,6 +131,7 @@ def test_a_deployment_run_writes_what_a_classic_run_writes(tmp_path: Path, data_
     # TLS and SuperNode authentication: the CA the SuperNodes trusted, the key pairs registered.
     assert "(TLS, SuperNode authentication), 3 registered SuperNodes" in done.stdout
     assert (tmp_path / "certs" / "ca.pem").exists() and len(list((tmp_path / "keys").glob("supernode_*.pub"))) == 3
+    assert summary["config"]["secagg"]
 
 
 def test_a_supernode_whose_key_is_not_registered_is_refused(tmp_path: Path) -> None:
