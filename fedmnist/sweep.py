@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fedmnist import config
 from fedmnist.archive import archive_earlier_results
 from fedmnist.atomic import write_text_atomic
 from fedmnist.errors import UserError
@@ -100,6 +101,8 @@ GRIDS: dict[str, Grid] = {
         "server-side momentum against the same skew",
     ),
     "quick": Grid((Setting("fedavg", "iid"), Setting("fedavg", "shards:2")), "two settings, for a quick look"),
+    "strategies": Grid(tuple(Setting(strategy, "iid") for strategy in config.STRATEGIES),
+                       "every strategy the app offers, on the same IID data"),
     "fedavg-paper": Grid(
         tuple(Setting("fedavg", partition, "2nn", epochs, 10) for epochs in (1, 5) for partition in ("iid", "shards:2")),
         "the FedAvg paper's 2NN table: 100 clients, C=0.1, B=10, E=1 and 5, IID and 2 label shards each",

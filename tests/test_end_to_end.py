@@ -13,6 +13,7 @@ import pytest
 from flwr.server.history import History
 
 from conftest import PROJECT_ROOT, free_port, run_script, start_script, wait_for_port
+from fedmnist import config
 from fedmnist.history import history_from_records, history_to_dict
 
 
@@ -272,19 +273,23 @@ def test_ctrl_c_stops_every_process_run_sh_started(tmp_path: Path, data_home: st
     assert not (tmp_path / "models" / "global_60.partial.keras").exists()
 
 
-@pytest.mark.parametrize("strategy", ["fedavgm", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimmedavg", "krum"])
-def test_every_strategy_runs_two_rounds_end_to_end(tmp_path: Path, data_home: str, strategy: str) -> None:
-    # FedAvg itself is the default, covered by the first test of this file.
-    result = run_sh(
-        "--rounds", "2", "--clients", "3", "--port", str(free_port()), "--dataset", "mnist-5k",
-        "--strategy", strategy, "--out", str(tmp_path), "--data-home", data_home,
-    )
+def test_every_strategy_runs_two_rounds_in_one_sweep_with_the_same_processes(tmp_path: Path, data_home: str) -> None:
+    """``./run.sh sweep --grid strategies``: each of the eight strategies learns, all served by one set of processes."""
+    result = run_sh("sweep", "--grid", "strategies", "--rounds", "2", "--clients", "3", "--port", str(free_port()),
+                    "--dataset", "mnist-5k", "--out", str(tmp_path), "--data-home", data_home, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
-    summary = json.loads((tmp_path / "history" / "history_2.json").read_text())
-    assert summary["config"]["strategy"] == strategy
-    accuracy = summary["history"]["metrics_centralized"]["accuracy"]
-    assert [r for r, _ in accuracy] == [0, 1, 2] and accuracy[-1][1] > 0.3  # Learning: chance is 0.1.
-    assert all(r["evaluate"]["accuracy"] > 0 for r in summary["rounds"])  # Weighted metrics kept.
+    root = tmp_path / "sweep" / "strategies"
+    table = (root / "comparison.md").read_text()
+    assert (root / "comparison.png").stat().st_size > 10_000
+    for index, strategy in enumerate(config.STRATEGIES, start=1):
+        assert f"sweep {index}/8: {strategy} iid" in result.stdout and f"| {strategy} iid |" in table
+        summary = json.loads((root / f"{strategy}_iid" / "history" / "history_2.json").read_text())
+        assert summary["config"]["strategy"] == strategy
+        accuracy = summary["history"]["metrics_centralized"]["accuracy"]
+        assert [r for r, _ in accuracy] == [0, 1, 2] and accuracy[-1][1] > 0.3, strategy  # Learning: chance is 0.1.
+        assert all(r["evaluate"]["accuracy"] > 0 for r in summary["rounds"])  # Weighted metrics kept.
+    # Three client processes served every setting: each logged its start-up once.
+    assert (tmp_path / "logs" / "client_0.log").read_text().count("client 0/3 ready") == 1
 
 
 @pytest.mark.parametrize("model", ["dense32", "cnn"])
@@ -337,22 +342,6 @@ def os_kill(pid: int, sig: int) -> None:
     import os
 
     os.kill(pid, sig)
-
-
-def test_sweep_runs_each_setting_with_the_same_processes(tmp_path: Path, data_home: str) -> None:
-    result = run_sh("sweep", "--grid", "quick", "--rounds", "2", "--clients", "2", "--port", str(free_port()),
-                    "--dataset", "mnist-5k", "--out", str(tmp_path), "--data-home", data_home)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "sweep 1/2: fedavg iid" in result.stdout and "sweep 2/2: fedavg shards:2" in result.stdout
-    root = tmp_path / "sweep" / "quick"
-    table = (root / "comparison.md").read_text()
-    assert "| fedavg iid |" in table and "| fedavg shards:2 |" in table
-    assert (root / "comparison.png").stat().st_size > 10_000
-    for folder in ("fedavg_iid", "fedavg_shards-2"):
-        summary = json.loads((root / folder / "history" / "history_2.json").read_text())
-        assert [r for r, _ in summary["history"]["metrics_centralized"]["accuracy"]] == [0, 1, 2]
-    # Two client processes served both settings: each logged its start-up once.
-    assert (tmp_path / "logs" / "client_0.log").read_text().count("client 0/2 ready") == 1
 
 
 def test_fedavg_paper_sweep_writes_its_table_on_a_two_round_simulation(tmp_path: Path, data_home: str) -> None:
