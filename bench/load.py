@@ -22,8 +22,8 @@ from processes import free_port, wait_for_port
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_load(clients: int, rounds: int, out: Path, data_home: str | None = None) -> dict:
-    """One server and ``clients`` light clients; returns the run's per-round coordination."""
+def run_load(clients: int, rounds: int, out: Path, data_home: str | None = None, processes: int | None = None) -> dict:
+    """One server and ``clients`` light clients in ``processes`` processes (default: one each); per-round coordination."""
     port = str(free_port())
     quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "stdin": subprocess.DEVNULL, "cwd": ROOT}
     server = subprocess.Popen(
@@ -32,8 +32,11 @@ def run_load(clients: int, rounds: int, out: Path, data_home: str | None = None)
          *(["--data-home", data_home] if data_home else [])], **quiet,
     )
     wait_for_port(int(port), server)  # Flower's grpc-bidi client gives up if nobody listens yet.
-    light = [subprocess.Popen([sys.executable, "bench/light_client.py", f"127.0.0.1:{port}", str(i)], **quiet)
-             for i in range(clients)]
+    processes = processes or clients
+    sizes = [clients // processes + (index < clients % processes) for index in range(processes)]
+    firsts = [sum(sizes[:index]) for index in range(processes)]  # Client i has seed i, whichever process hosts it.
+    light = [subprocess.Popen([sys.executable, "bench/light_client.py", f"127.0.0.1:{port}", str(first), str(size)],
+                              **quiet) for first, size in zip(firsts, sizes)]
     codes = [server.wait(timeout=600), *(p.wait(timeout=60) for p in light)]
     if any(codes):
         raise RuntimeError(f"load run with {clients} clients failed: exit codes {sorted(set(codes))}")

@@ -11,10 +11,13 @@ others differ from it in one way each (``ATTACKS``).
 from __future__ import annotations
 
 import sys
-import threading
+from pathlib import Path
 
 import numpy as np
-from flwr.client import NumPyClient, start_client
+from flwr.client import NumPyClient
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+from light_client import serve_in_threads  # noqa: E402
 
 HONEST_EXAMPLES = 100
 
@@ -51,15 +54,7 @@ ATTACKS = ("honest", "string-metric", "zero-model-huge-count", "negative-count",
 
 
 def main(address: str, attacks: list[str]) -> None:
-    threads = [
-        threading.Thread(target=start_client, kwargs={"server_address": address,
-                                                      "client": HostileClient(attack, seed).to_client()})
-        for seed, attack in enumerate(attacks)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    serve_in_threads(address, [HostileClient(attack, seed).to_client() for seed, attack in enumerate(attacks)])
 
 
 if __name__ == "__main__":

@@ -465,7 +465,7 @@ def test_server_holds_fifty_clients_through_five_rounds(tmp_path: Path, data_hom
     sys.path.insert(0, str(PROJECT_ROOT / "bench"))
     from load import run_load  # The load benchmark's own runner: real server.py, 50 NumPy clients.
 
-    result = run_load(50, 5, tmp_path, data_home)
+    result = run_load(50, 5, tmp_path, data_home, processes=2)  # 25 clients a process: the server sees 50.
     assert result["results_per_round"] == [50] * 5
 
 
