@@ -402,11 +402,10 @@ def _federate(
 def _runtime_federation(settings: ServerSettings) -> AbstractContextManager[Federate]:
     """The federation step of ``settings.runtime`` when this process runs it: the classic pair or the simulation."""
     if settings.runtime == "simulation":
-        from fedmnist.simulation import SimulationFederation, cpus_per_client
+        from fedmnist.simulation import SimulationFederation
 
         log.info("Flower Simulation Runtime: %d rounds, %d virtual clients", settings.rounds, settings.clients)
-        return SimulationFederation(settings, num_clients=settings.clients, cpus_per_client=cpus_per_client(settings),
-                                    ray_address=settings.ray_address, data_home=settings.data_home)
+        return SimulationFederation(settings)
     if settings.runtime != "classic":
         raise UserError(f"the {settings.runtime} runtime runs the ServerApp (fedmnist.server_app), not server.py")
 

@@ -76,15 +76,12 @@ class SimulationFederation:
     waits for it.
     """
 
-    def __init__(
-        self, settings: ServerSettings, *, num_clients: int, cpus_per_client: float, ray_address: str | None = None,
-        data_home: str | None = None,
-    ) -> None:
-        self.settings = settings  # What the ServerApp's federation step needs of the run (--secagg).
-        self.num_clients = num_clients
-        self.cpus_per_client = cpus_per_client
-        self.ray_address = ray_address
-        self.data_home = data_home
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings  # Also what the ServerApp's federation step needs of the run (--secagg).
+        self.num_clients = settings.clients
+        self.cpus_per_client = cpus_per_client(settings)
+        self.ray_address = settings.ray_address
+        self.data_home = settings.data_home
         self._ray_up: Future[None] = Future()
         self._leave = threading.Event()
         self._thread = threading.Thread(target=self._keep_ray, name="ray", daemon=True)
