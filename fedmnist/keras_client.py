@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 RETRY_SECONDS = 0.5  # Pause between attempts to reach an unreachable server.
 OPTIMIZER_STATE = "optimizer"  # The client's state: Adam's variables after its latest fit.
 STATE_OWNER = "optimizer-run"  # The client's state: the run-id those variables belong to.
+WARM_UP = "warm-up"  # A get_properties config key: prepare this process for the run (ClientCache.warm_up).
 # The run's settings a client needs to cut its rows and build its model, and what it assumes when
 # a server sends none (a stock FedAvg server, as in Flower's tutorials).
 RUN_SETTINGS: dict[str, Scalar] = {
@@ -121,10 +122,12 @@ class ClientCache:
     def __init__(self, data_home: str | None = None) -> None:
         self.data_home = data_home
         self.data_seconds = 0.0  # Spent loading data in this process, reported to the server once.
+        self.warm_up_seconds = 0.0  # Spent warming up for a run ahead of its first message (warm_up), reported too.
         self._data: dict[str, MnistData] = {}
         self._clients: dict[tuple[Scalar, ...], MnistClient] = {}
         self._shares: dict[tuple[Scalar, ...], list[np.ndarray]] = {}  # Every client's rows, per way of cutting.
         self._trainers: dict[str, Trainer] = {}
+        self._warm: set[tuple[Scalar, ...]] = set()  # The runs' settings this process has warmed up for.
         self._optimizer_owners: dict[str, tuple[Scalar, ...]] = {}  # Whose Adam state each model's Trainer holds.
 
     def client(self, settings: dict[str, Scalar], partition_id: int, num_partitions: int) -> MnistClient:
@@ -147,6 +150,30 @@ class ClientCache:
             self._data[dataset] = load_mnist(dataset, self.data_home)
             self.data_seconds += time.perf_counter() - started
         return self._data[dataset]
+
+    def warm_up(self, settings: dict[str, Scalar], partition_id: int, num_partitions: int,
+                config: dict[str, Scalar]) -> None:
+        """Do now what this process's first fit and evaluate would: load the data, cut the shares, trace the model.
+
+        A simulation worker's first message costs seconds (its TensorFlow
+        import, then these: most of round 1 in all); a server that warms its
+        workers up while it starts pays them beside its own start-up. The
+        training is thrown away: every fit sets its weights, Adam's state and
+        its shuffling afresh. Once per run's settings: later calls return at once.
+        """
+        run = (*(settings[key] for key in RUN_SETTINGS), num_partitions)
+        if run in self._warm:
+            return
+        started = time.perf_counter()
+        client = self.client(settings, partition_id, num_partitions)
+        model = str(settings["model"])
+        weights = client.trainer.get_weights()
+        client.fit(weights, {**config, "local-epochs": 1})
+        client.evaluate(weights, config)
+        client.trainer.reset_optimizer()
+        self.hand_optimizer(model, ())  # Its Adam state is no client's.
+        self._warm.add(run)
+        self.warm_up_seconds += time.perf_counter() - started
 
     def hand_optimizer(self, model: str, owner: tuple[Scalar, ...]) -> bool:
         """Give ``model``'s Trainer's optimizer to ``owner`` (a client in a run); True if it already held its state."""
@@ -210,6 +237,12 @@ class PartitionClient(NumPyClient):
     def _client(self, config: dict[str, Scalar]) -> MnistClient:
         return self.cache.client(self._settings(config), self.partition_id, self.num_partitions)
 
+    def get_properties(self, config: dict[str, Scalar]) -> dict[str, Scalar]:
+        """Nothing to tell, but a server may ask a process to warm up for its run first (``ClientCache.warm_up``)."""
+        if config.get(WARM_UP):
+            self.cache.warm_up(self._settings(config), self.partition_id, self.num_partitions, config)
+        return {}
+
     def get_parameters(self, config: dict[str, Scalar]) -> NDArrays:
         return self._client(config).get_parameters(config)
 
@@ -231,6 +264,8 @@ class PartitionClient(NumPyClient):
             self.state[OPTIMIZER_STATE] = ArrayRecord(client.trainer.optimizer_state())
             self.state[STATE_OWNER] = ConfigRecord({"run-id": run_id})
         metrics["data_seconds"] = self.cache.data_seconds
+        if self.cache.warm_up_seconds:
+            metrics["warm_up_seconds"] = self.cache.warm_up_seconds
         if self.startup_seconds is not None:
             metrics["startup_seconds"] = self.startup_seconds
         if self.clips_updates:

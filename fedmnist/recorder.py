@@ -103,7 +103,7 @@ class RoundRecorder:
         )
         if not self.client_timings:
             self.client_timings = {
-                key: _slowest(client_metrics, key) for key in ("startup_seconds", "data_seconds")
+                key: _slowest(client_metrics, key) for key in ("startup_seconds", "data_seconds", "warm_up_seconds")
             }
 
     def privacy(self, spent: dict[str, Any]) -> None:

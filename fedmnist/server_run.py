@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from flwr.common import NDArrays, ReconnectIns, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import NDArrays, ReconnectIns, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server import Server, ServerConfig, start_server
 from flwr.server.history import History
 from flwr.server.server import reconnect_clients
@@ -43,8 +43,6 @@ from fedmnist.live_log import Header, LiveLogWriter
 from fedmnist.paths import RunPaths
 from fedmnist.partition import label_histograms, parse_partition, partition_rows
 from fedmnist.mistakes import confusion_matrix, worst_mistakes
-from fedmnist.plots import (plot_clients, plot_confusion, plot_history, plot_label_histograms, plot_mistakes, plot_privacy,
-                            privacy_curve)
 from fedmnist.privacy import CLIP_TOLERANCE, DpSettings, PrivacyBudgetSpent, PrivacyLedger, private
 from fedmnist.tensorboard import write_scalars
 from fedmnist.recorder import RoundRecorder
@@ -115,15 +113,19 @@ def _run(
     histograms = label_histograms(data.y_train, parts)
     largest = max(len(part) for part in parts)
 
-    # TensorFlow takes seconds to import: do it beside Flower's start-up, so the server
-    # listens at once and the clients' own start-up overlaps it. The strategy, which
-    # needs the initial model's weights, is built when Flower first asks for it.
+    client_config = _client_config(settings, data.source)
     dp = DpSettings.of(settings)
     ledger = _privacy_ledger(dp, settings.clients, checkpoint) if dp else None
-    trainer = ThreadPoolExecutor(max_workers=1).submit(_build_trainer, settings.seed, settings.model)
+    # TensorFlow takes seconds to import: do it beside Flower's start-up, so the server
+    # listens at once and the clients' own start-up overlaps it. The strategy, which
+    # needs the initial model's weights, is built when Flower first asks for it. A runtime
+    # that starts workers of its own (the simulation's Ray) has the CPU first: they import
+    # TensorFlow too, and round 1 waits for theirs, not for this one (fedmnist.simulation).
+    trainer = ThreadPoolExecutor(max_workers=1).submit(_build_trainer, settings.seed, settings.model,
+                                                       getattr(federate, "workers_starting", None))
     evaluator = HeldOutEvaluator(trainer, data)
     strategy = RunStrategy(
-        lambda: _build_strategy(settings, evaluator, data.source, checkpoint),
+        lambda: _build_strategy(settings, evaluator, client_config, checkpoint),
         validator=UpdateValidator(
             max_norm_factor=settings.max_update_norm_factor,
             max_fit_examples=largest - validation_size(largest), max_evaluate_examples=validation_size(largest),
@@ -160,7 +162,8 @@ def _run(
         }), "started": header["started"], "name": name}  # "started" matches the live log's header: readers pair the two.
 
     try:
-        history, final_weights = _federate(settings, strategy, settings.rounds - done, paths.round_log, federate)
+        history, final_weights = _federate(settings, strategy, client_config(0), settings.rounds - done,
+                                           paths.round_log, federate)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM (fedmnist.cli.take_back_stop_signals).
         ignore_stop_signals()  # A second Ctrl-C must not cut the saving short.
         strategy.stop()  # Flower may drive the rounds from another thread (the simulation): no round after this.
@@ -212,11 +215,22 @@ def _privacy_ledger(dp: DpSettings, population: int, checkpoint: Checkpoint | No
     return ledger
 
 
+def _client_config(settings: ServerSettings, data_source: str) -> Callable[[int], dict[str, Scalar]]:
+    """The config every fit and evaluate message carries: the run's settings for the clients, and the round."""
+    return fit_config(
+        local_epochs=settings.local_epochs, batch_size=settings.batch_size, learning_rate=settings.learning_rate,
+        keep_optimizer=settings.keep_optimizer, partition=settings.partition,
+        run_id=f"{settings.strategy}/{settings.partition}/{time.time():.6f}",  # Unique per server run.
+        client_settings={"num-partitions": settings.clients, "seed": settings.seed, "model": settings.model,
+                         "dataset": data_source},
+    )
+
+
 def _build_strategy(
-    settings: ServerSettings, evaluator: HeldOutEvaluator, data_source: str, checkpoint: Checkpoint | None
+    settings: ServerSettings, evaluator: HeldOutEvaluator, client_config: Callable[[int], dict[str, Scalar]],
+    checkpoint: Checkpoint | None,
 ) -> Strategy:
     """The configured Flower strategy, starting from the initial model or the checkpoint."""
-    run_id = f"{settings.strategy}/{settings.partition}/{time.time():.6f}"  # Unique per server run.
     start = checkpoint.weights if checkpoint else evaluator.trainer.result().get_weights()
     strategy = build_strategy(
         name=settings.strategy,
@@ -229,12 +243,7 @@ def _build_strategy(
         server_momentum=settings.server_momentum,
         server_learning_rate=settings.server_learning_rate,
         evaluate_fn=centralized_evaluate_fn(evaluator),
-        on_fit_config_fn=fit_config(
-            local_epochs=settings.local_epochs, batch_size=settings.batch_size, learning_rate=settings.learning_rate,
-            keep_optimizer=settings.keep_optimizer, partition=settings.partition, run_id=run_id,
-            client_settings={"num-partitions": settings.clients, "seed": settings.seed, "model": settings.model,
-                             "dataset": data_source},
-        ),
+        on_fit_config_fn=client_config,
     )
     if checkpoint is not None:
         restore_strategy_state(strategy, checkpoint.strategy_state)
@@ -303,6 +312,9 @@ def _save_results(
     summary["confusion"] = summary["rounds"][-1].get("confusion") if summary.get("rounds") else None
 
     def plots() -> str:
+        from fedmnist.plots import (plot_clients, plot_confusion, plot_history, plot_label_histograms, plot_mistakes,
+                                    plot_privacy, privacy_curve)
+
         folder = paths.plots_dir
         drawn = [*plot_history(history, summary, folder), plot_label_histograms(summary, folder),
                  plot_clients(summary, folder)]
@@ -342,7 +354,10 @@ def _result_files(paths: RunPaths) -> tuple[Path, ...]:
     return paths.pickle, paths.json, paths.model
 
 
-def _build_trainer(seed: int, model: str) -> Trainer:
+def _build_trainer(seed: int, model: str, after: Future[None] | None = None) -> Trainer:
+    """The server's Trainer of ``model`` (TensorFlow's import: seconds), once ``after`` is done if given."""
+    if after is not None:
+        after.exception()  # Waits; an error there is the federation step's to raise.
     from fedmnist.model import Trainer, build_model
 
     return Trainer(build_model(seed, model), seed=seed)
@@ -381,7 +396,8 @@ def _save_model(trainer: Trainer, weights: NDArrays, path: Path) -> None:
 
 
 def _federate(
-    settings: ServerSettings, strategy: Strategy, num_rounds: int, round_log: Path, federate: Federate
+    settings: ServerSettings, strategy: Strategy, client_config: dict[str, Scalar], num_rounds: int, round_log: Path,
+    federate: Federate,
 ) -> tuple[History | None, NDArrays]:
     """Run ``num_rounds`` rounds with ``federate``; return Flower's History (if it gives one) and the final weights.
 
@@ -394,6 +410,7 @@ def _federate(
     )
     server_class = ReconnectingServer if settings.keep_clients else AppServer
     server = server_class(client_manager=manager, strategy=strategy)
+    server.client_config = client_config
     server_config = ServerConfig(num_rounds=num_rounds, round_timeout=settings.round_timeout)
     history = federate(server, server_config)
     return history, parameters_to_ndarrays(server.parameters)
@@ -436,13 +453,22 @@ def grid_federation(grid: Grid, context: Context, settings: ServerSettings) -> F
     if settings.secagg:
         from fedmnist.secure_aggregation import secagg_federation
 
-        return secagg_federation(grid, context, settings.secagg_shares, settings.secagg_threshold,
-                                 settings.round_timeout, equal_weights=settings.dp_noise is not None)
+        federation = secagg_federation(grid, context, settings.secagg_shares, settings.secagg_threshold,
+                                       settings.round_timeout, equal_weights=settings.dp_noise is not None)
+    else:
+        def federation(server: Server, server_config: ServerConfig) -> History:
+            return start_grid(grid=grid, server=server, config=server_config)
 
-    def federation(server: Server, server_config: ServerConfig) -> History:
-        return start_grid(grid=grid, server=server, config=server_config)
+    if settings.runtime != "simulation":
+        return federation  # The Deployment Runtime starts a process per message: nothing would stay warm.
 
-    return federation
+    def warmed_up(server: Server, server_config: ServerConfig) -> History:
+        from fedmnist.simulation import warm_up_workers
+
+        warm_up_workers(grid, server.client_config, settings)
+        return federation(server, server_config)
+
+    return warmed_up
 
 
 class AppServer(Server):
@@ -454,6 +480,8 @@ class AppServer(Server):
     ``fit`` runs on the main thread right after, so it takes the signals back:
     they raise KeyboardInterrupt, which ``run_server`` turns into partial results.
     """
+
+    client_config: dict[str, Scalar] = {}  # What clients get with round 0's messages: the run's settings for them.
 
     def fit(self, num_rounds: int, timeout: float | None) -> tuple[History, float]:
         if threading.current_thread() is threading.main_thread():  # The simulation runs it in a thread of its own.

@@ -25,6 +25,8 @@ import signal
 import sys
 import warnings
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -35,7 +37,10 @@ from fedmnist.data import DATA_HOME_VARIABLE
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from flwr.common import GetPropertiesIns, Scalar
     from flwr.server import Server, ServerApp, ServerConfig
+    from flwr.server.client_proxy import ClientProxy
+    from flwr.serverapp import Grid
     from flwr.server.history import History
 
     from fedmnist.settings import ServerSettings
@@ -45,6 +50,7 @@ RAY_STEPS_PER_CPU = 10_000  # Ray counts resources in 1/10,000ths; a share of a 
 # launcher gives a stopping server 30 s (saving included) before it kills it, and a killed server
 # leaves Ray's agents running.
 STOP_JOIN_SECONDS = 10.0
+WARM_UP_WAIT_SECONDS = 30.0  # How long the warm-up waits for Flower to register the virtual clients.
 
 
 def _take_sigterm_back_from_ray() -> None:
@@ -83,11 +89,18 @@ class SimulationFederation:
         self.ray_address = settings.ray_address
         self.data_home = settings.data_home
         self._ray_up: Future[None] = Future()
+        # Done once Ray's workers are starting (or never will): the server's own TensorFlow import waits
+        # for it (fedmnist.server_run), so that Ray, then the workers' imports, have the CPU first.
+        self.workers_starting: Future[None] = Future()
         self._leave = threading.Event()
         self._thread = threading.Thread(target=self._keep_ray, name="ray", daemon=True)
         self._simulation: threading.Thread | None = None
 
     def __enter__(self) -> SimulationFederation:
+        # Ray starts a whole new local cluster when its API is used while it is down, as Flower's threads
+        # do when Ray is shut down under a round in flight (__exit__): refused instead. Ray reads this
+        # once, when it is imported: set before the threads that import it start.
+        os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
         self._thread.start()
         return self
 
@@ -95,13 +108,19 @@ class SimulationFederation:
         if self._simulation is not None:
             # After the rounds, Flower is stopping its workers; after Ctrl-C, the run's strategy
             # refuses the next step (RunStrategy.stop), so Flower ends the round in flight and stops,
-            # unless that round is long (two minutes for cnn-paper at E=5 here): then Ray stops under it.
+            # unless that round is long (two minutes for cnn-paper at E=5 here): then its workers are
+            # stopped under it, and the round ends with their errors.
             self._simulation.join(timeout=STOP_JOIN_SECONDS if kind is not None else None)
             if self._simulation.is_alive():
-                log.info("the round in flight is still running; stopping Ray under it")
-                logging.getLogger("flwr").setLevel(logging.CRITICAL)  # Its workers' errors, now expected.
+                log.info("the round in flight is still running; stopping its workers")
+                logging.getLogger("flwr").setLevel(logging.CRITICAL)  # Their errors, now expected.
+                if not self.ray_address and _kill_local_workers():
+                    self._simulation.join(timeout=STOP_JOIN_SECONDS)
+                # Else Ray is shut down under Flower's threads, which may then end this process
+                # (Ray's "core worker has already been shutdown") before it can say how it ended.
         self._leave.set()
         self._thread.join()
+        _settle(self.workers_starting)
 
     def __call__(self, server: Server, server_config: ServerConfig) -> History:
         """Run ``server`` for its rounds with the virtual clients on Ray; return Flower's History once they are done."""
@@ -118,22 +137,31 @@ class SimulationFederation:
         def main(grid: Grid, context: Context) -> None:
             rounds.set_result(grid_federation(grid, context, self.settings)(server, server_config))
 
-        wait_for(self._ray_up)  # Raises Ray's start-up error, if it failed.
-        _take_sigterm_back_from_ray()
+        # The simulation's thread imports Flower's simulation while Ray starts, then waits for Ray.
         self._simulation = threading.Thread(target=self._simulate, args=(app, rounds), name="flower-simulation")
         self._simulation.start()
+        wait_for(self._ray_up)  # Raises Ray's start-up error, if it failed.
+        _take_sigterm_back_from_ray()
         return wait_for(rounds)  # Not rounds.result(): a SIGTERM taken by a Ray thread would wait for the last round.
 
     def _simulate(self, server_app: ServerApp, rounds: Future[History]) -> None:
         """Flower's simulation of ``server_app`` with the ClientApp; its error goes to ``rounds`` if they were not done."""
-        from flwr.simulation import run_simulation
+        try:
+            self._run_simulation(server_app, rounds)
+        finally:
+            _settle(self.workers_starting)  # Also when the workers never start: the server's TensorFlow waits for it.
 
-        from fedmnist.client_app import app as client_app
-        from fedmnist.run_strategy import RunStopped
-
-        # Importing Flower's simulation turns every DeprecationWarning on ("once") for the whole
-        # process, and TensorFlow's notes then reach the console; back to Python's default.
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
+    def _run_simulation(self, server_app: ServerApp, rounds: Future[History]) -> None:
+        try:
+            run_simulation = _flower_simulation()  # While Ray starts.
+            from fedmnist.client_app import app as client_app
+            from fedmnist.run_strategy import RunStopped
+        except BaseException as error:  # noqa: BLE001  Handed to the federation step, which raises it.
+            rounds.set_exception(error)
+            return
+        if self._ray_up.exception() is not None:  # Waits for Ray; the federation step raises its error.
+            return
+        _settle(self.workers_starting)  # Flower starts its workers (Ray actors) first thing.
         try:
             run_simulation(
                 server_app=server_app,
@@ -182,6 +210,59 @@ class SimulationFederation:
         ray.init(**init_args)
 
 
+def _flower_simulation() -> Callable[..., None]:
+    """Flower's ``run_simulation``, imported without TensorFlow.
+
+    Importing ``flwr.simulation`` imports TensorFlow when it is installed, for
+    a GPU helper of its actors (``enable_tf_gpu_growth``) that this process
+    never calls. Here that import took 7 s and sat between Ray's start and the
+    first worker's; the server imports TensorFlow later, beside the workers.
+    Python reads a None in ``sys.modules`` as "not installed", which Flower's
+    module expects. Nothing else imports TensorFlow meanwhile: the server's
+    import waits for ``workers_starting``.
+    """
+    if "tensorflow" in sys.modules:
+        from flwr.simulation import run_simulation
+    else:
+        sys.modules["tensorflow"] = None  # type: ignore[assignment]
+        try:
+            from flwr.simulation import run_simulation
+        finally:
+            del sys.modules["tensorflow"]
+    # Importing Flower's simulation turns every DeprecationWarning on ("once") for the whole
+    # process, and TensorFlow's notes then reach the console; back to Python's default.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    return run_simulation
+
+
+def _kill_local_workers() -> bool:
+    """Kill this machine's Flower workers (Ray actors) under their messages; False if Ray could not say which.
+
+    Flower's threads waiting for their replies then get errors and end the
+    simulation, before Ray shuts down. Ray's public state API needs its
+    dashboard, which the simulation does not start; its GCS tables say as much.
+    """
+    from ray._private import state
+
+    try:
+        actors = state.actors().values()
+    except Exception as error:  # noqa: BLE001  A private API: if it changes, Ray stops under the round as before.
+        log.debug("could not list Ray's actors: %s", error)
+        return False
+    for actor in actors:
+        if actor.get("ActorClassName") == "ClientAppActor" and actor.get("State") == "ALIVE" and actor.get("Pid"):
+            try:
+                os.kill(int(actor["Pid"]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return True
+
+
+def _settle(future: Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def cpus_per_client(settings: ServerSettings) -> float:
     """Ray CPUs per virtual client: ``--sim-cpus-per-client``, else one Ray worker per core but one on this machine.
 
@@ -210,3 +291,44 @@ def _local_cpus_per_worker() -> float:
     workers = max(1, cpus - 1)
     # Rounded down to Ray's step, or the last worker would not fit (7 x 8/7 CPUs, rounded up, is over 8).
     return math.floor(cpus / workers * RAY_STEPS_PER_CPU) / RAY_STEPS_PER_CPU
+
+
+def warm_up_workers(grid: Grid, client_config: dict[str, Scalar], settings: ServerSettings) -> None:
+    """Have the simulation's workers get ready for the run now, beside the server's own start-up.
+
+    A Ray worker's first message costs seconds (the data, the model and its
+    tracing, after its TensorFlow import): most of round 1. Sent a warm-up
+    (``ClientCache.warm_up``) as soon as the virtual clients appear, the
+    workers do it while the server imports TensorFlow and evaluates the
+    initial model. One message per client of round 1 reaches every worker
+    round 1 will use; those beyond the first on a worker cost milliseconds.
+    Nothing waits for them: a worker that fails to warm up fails round 1 with
+    the same error, which the round's record then names.
+    """
+    threading.Thread(target=_warm_up_workers, args=(grid, client_config, settings), name="warm-up", daemon=True).start()
+
+
+def _warm_up_workers(grid: Grid, client_config: dict[str, Scalar], settings: ServerSettings) -> None:
+    from flwr.common import GetPropertiesIns
+    from flwr.server.compat.grid_client_proxy import GridClientProxy
+
+    from fedmnist.keras_client import WARM_UP
+
+    instruction = GetPropertiesIns({**client_config, WARM_UP: True})
+    count = max(1, math.ceil(settings.clients * settings.fraction_fit))
+    deadline = time.monotonic() + WARM_UP_WAIT_SECONDS
+    nodes = grid.get_node_ids()
+    while not nodes and time.monotonic() < deadline:  # Flower registers them beside the ServerApp's start.
+        time.sleep(0.05)
+        nodes = grid.get_node_ids()
+    for node_id in sorted(nodes)[:count]:
+        proxy = GridClientProxy(node_id, grid, grid.run.run_id)
+        threading.Thread(target=_warm_up, args=(proxy, instruction, settings.round_timeout), name="warm-up",
+                         daemon=True).start()
+
+
+def _warm_up(proxy: ClientProxy, instruction: GetPropertiesIns, timeout: float | None) -> None:
+    try:
+        proxy.get_properties(instruction, timeout=timeout, group_id=0)
+    except Exception as error:  # noqa: BLE001  Round 1 meets the same problem and reports it.
+        log.debug("a worker's warm-up failed: %s", error)

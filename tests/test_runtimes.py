@@ -210,6 +210,7 @@ def test_flwr_run_runs_the_app_on_a_local_simulation(tmp_path: Path, data_home: 
     summary = json.loads((out / "history" / "history_2.json").read_text())
     assert [(r["fit_results"], r["evaluate_results"]) for r in summary["rounds"]] == [(2, 2), (2, 2)]
     assert summary["config"]["runtime"] == "simulation" and summary["config"]["model"] == "dense32"
+    assert summary["timings"]["client_warm_up_seconds"] > 0  # The ServerApp warms Flower's workers up too.
     assert (out / "history" / "history_2.pkl").is_file() and (out / "models" / "global_2.keras").is_file()
     assert not flower_processes_of(home), "the local SuperLink or its helpers are still running"
 
@@ -236,6 +237,7 @@ def test_a_hundred_virtual_clients_with_a_tenth_sampled_each_round(tmp_path: Pat
     evaluated = [c["partition_id"] for c in rounds[0]["per_client"] if "evaluate" in c]
     assert len(set(trained)) == len(set(evaluated)) == 10 and all(0 <= p < 100 for p in trained + evaluated)
     assert rounds[-1]["centralized"]["accuracy"] > rounds[0]["centralized"]["accuracy"] - 0.05
+    assert summary["timings"]["client_warm_up_seconds"] > 0  # The worker was warmed up before round 1.
 
 
 def test_a_worker_keeps_one_trainer_and_each_clients_rows(data_home: str) -> None:
@@ -321,6 +323,36 @@ def test_by_default_each_fit_starts_adam_afresh_and_keeps_nothing(data_home: str
     # The keeping client then gets its own Adam back, not the one the others reset.
     client_app.client_fn(keeper).numpy_client.fit(weights, {**config, "keep-optimizer": True})
     assert int(trainer.optimizer.iterations.numpy()) == 24
+
+
+def test_a_warm_up_traces_the_model_ahead_and_leaves_the_training_as_it_was(data_home: str) -> None:
+    """The simulation's warm-up message (fedmnist.simulation.warm_up_workers): round 1's work, done ahead, then forgotten."""
+    from flwr.app import RecordDict
+
+    from fedmnist.keras_client import WARM_UP, PartitionClient
+
+    config = {"dataset": "mnist-5k", "seed": 1, "partition": "iid", "model": "dense32", "run-id": "w",
+              "local-epochs": 2, "batch-size": 32, "learning-rate": 0.001, "server-round": 1, "keep-optimizer": True}
+    weights = ClientCache().trainer("dense32", 1).get_weights()
+    warm_cache = ClientCache(data_home)
+    warm = PartitionClient(2, 10, RecordDict(), warm_cache)
+    assert warm.get_properties({**config, "server-round": 0, WARM_UP: True}) == {}
+    trainer = warm_cache.trainer("dense32", 1)
+    assert trainer._train_epoch.experimental_get_tracing_count() == 1  # Traced: round 1 will not wait for it.
+    assert trainer._evaluate.experimental_get_tracing_count() == 1
+    assert warm_cache.warm_up_seconds > 0
+    warm.get_properties({**config, WARM_UP: True})  # Again (another client on the same worker): nothing more to do.
+    assert trainer._train_epoch.experimental_get_tracing_count() == 1
+
+    cold = PartitionClient(2, 10, RecordDict(), ClientCache(data_home))
+    cold_weights, cold_examples, cold_metrics = cold.fit(weights, config)
+    warm_weights, warm_examples, warm_metrics = warm.fit(weights, config)
+    assert cold_examples == warm_examples == 360
+    for cold_array, warm_array in zip(cold_weights, warm_weights, strict=True):
+        np.testing.assert_allclose(warm_array, cold_array, rtol=0, atol=1e-6)  # Same Adam, same shuffling.
+    assert warm_metrics["loss"] == pytest.approx(cold_metrics["loss"], abs=1e-6)
+    assert int(trainer.optimizer.iterations.numpy()) == 24  # 2 epochs of 12 batches: Adam started afresh.
+    assert warm_metrics["warm_up_seconds"] == warm_cache.warm_up_seconds and "warm_up_seconds" not in cold_metrics
 
 
 def test_sigterm_on_a_simulation_saves_its_rounds_stops_ray_and_resume_finishes_it(tmp_path: Path, data_home: str) -> None:
