@@ -69,12 +69,16 @@ def _take_sigterm_back_from_ray() -> None:
 class SimulationFederation:
     """The simulation's federation step, with Ray started early: ``with SimulationFederation(...) as federate``.
 
-    Entering starts Ray in a thread of its own, so its start (about 3 s here)
-    overlaps the server's data loading and TensorFlow import instead of
-    preceding the first round; Flower's simulation then finds Ray running and
-    uses it as it is. Leaving shuts Ray down, whether or not the rounds ran.
-    The thread lives until then: Ray's processes are told to die with the
-    thread that started them (Linux's parent-death signal is per thread).
+    Entering starts Ray in a thread of its own, so its start (about 6 s here)
+    overlaps the server's data loading and the import of Flower's simulation
+    instead of preceding the first round; Flower's simulation then finds Ray
+    running and uses it as it is. The server's TensorFlow import waits for
+    ``workers_starting``: Ray's start has the two cores first, then that import
+    runs beside the workers' own, and each worker warms up for the run
+    (``warm_up_workers``) while the server evaluates the initial model. Leaving
+    shuts Ray down, whether or not the rounds ran. The thread lives until
+    then: Ray's processes are told to die with the thread that started them
+    (Linux's parent-death signal is per thread).
 
     Flower's simulation runs in a thread of its own too, and the federation
     step returns as soon as the rounds are done: Flower then takes 2.5 s here
