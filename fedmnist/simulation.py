@@ -97,6 +97,7 @@ class SimulationFederation:
         # for it (fedmnist.server_run), so that Ray, then the workers' imports, have the CPU first.
         self.workers_starting: Future[None] = Future()
         self._leave = threading.Event()
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._keep_ray, name="ray", daemon=True)
         self._simulation: threading.Thread | None = None
 
@@ -144,9 +145,14 @@ class SimulationFederation:
         # The simulation's thread imports Flower's simulation while Ray starts, then waits for Ray.
         self._simulation = threading.Thread(target=self._simulate, args=(app, rounds), name="flower-simulation")
         self._simulation.start()
-        wait_for(self._ray_up)  # Raises Ray's start-up error, if it failed.
-        _take_sigterm_back_from_ray()
-        return wait_for(rounds)  # Not rounds.result(): a SIGTERM taken by a Ray thread would wait for the last round.
+        try:
+            wait_for(self._ray_up)  # Raises Ray's start-up error, if it failed.
+            _take_sigterm_back_from_ray()
+            # Not rounds.result(): a SIGTERM taken by a Ray thread would wait for the last round.
+            return wait_for(rounds)
+        except BaseException:
+            self._stopping.set()  # Ctrl-C while Ray starts: Flower's simulation must not start after it.
+            raise
 
     def _simulate(self, server_app: ServerApp, rounds: Future[History]) -> None:
         """Flower's simulation of ``server_app`` with the ClientApp; its error goes to ``rounds`` if they were not done."""
@@ -163,8 +169,8 @@ class SimulationFederation:
         except BaseException as error:  # noqa: BLE001  Handed to the federation step, which raises it.
             rounds.set_exception(error)
             return
-        if self._ray_up.exception() is not None:  # Waits for Ray; the federation step raises its error.
-            return
+        if self._ray_up.exception() is not None or self._stopping.is_set():  # Waits for Ray; the federation
+            return  # step raises Ray's error, or was stopped meanwhile.
         _settle(self.workers_starting)  # Flower starts its workers (Ray actors) first thing.
         try:
             run_simulation(

@@ -419,6 +419,30 @@ def test_a_stop_during_a_long_round_ends_the_simulation_within_the_launchers_gra
     assert not flower_processes_of(data_home, RAY_PROGRAMS), "the stop left Ray processes running"
 
 
+def test_a_stop_while_ray_starts_ends_the_run_without_starting_flowers_simulation(tmp_path: Path, data_home: str) -> None:
+    """SIGTERM seconds into a simulation, before Ray is up (6-7 s here): the rounds must never start.
+
+    Flower's simulation is imported in a thread of its own while Ray starts; before, that thread
+    went on to start the simulation after the stop, and the server took 20 s to end instead of 7.
+    """
+    import signal
+
+    args = [sys.executable, str(PROJECT_ROOT / "server.py"), "--runtime", "simulation", "--clients", "10",
+            "--rounds", "2", "--dataset", "mnist-5k", "--data-home", data_home, "--out", str(tmp_path)]
+    server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              stdin=subprocess.DEVNULL, start_new_session=True, cwd=PROJECT_ROOT)
+    for line in server.stdout:
+        if line.startswith("INFO    data:"):  # Ray is starting.
+            break
+    time.sleep(1.5)  # The server is waiting for Ray now.
+    os.kill(server.pid, signal.SIGTERM)
+    assert server.wait(timeout=60) == 130
+    output = server.stdout.read()
+    assert "nothing to save" in output and "Traceback" not in output, output
+    assert "run_simulation" not in output and "round 1" not in output, output  # Flower's simulation never started.
+    assert not flower_processes_of(data_home, RAY_PROGRAMS), "the stop left Ray processes running"
+
+
 def test_ctrl_c_on_a_deployment_run_saves_its_rounds_and_resume_finishes_it(tmp_path: Path, data_home: str) -> None:
     """Ctrl-C to the whole process group: the ServerApp saves the completed rounds first; --resume goes on."""
     import signal
