@@ -109,29 +109,59 @@ def _zoom_to_late_rounds(axes: Any, series: list[tuple[str, str, list]]) -> None
 def plot_clients(summary: dict[str, Any], out_dir: str | Path) -> Path:
     """Draw ``clients.png``: each client's accuracy on its own validation slice, per round.
 
-    One line per client (by partition id): a client whose labels are skewed
-    (``dirichlet:0.1``) shows as the line that lags, which the weighted
-    average hides.
+    Up to ``MAX_LEGEND_CLIENTS`` clients, one line each (by partition id, with
+    the rows of its slice: 4 rows make an accuracy that jumps by 0.25); a client
+    whose labels are skewed (``dirichlet:0.1``) shows as the line that lags,
+    which the weighted average hides. More clients are drawn as their
+    distribution per round, as LEAF reports it: the median and the band from
+    the 10th to the 90th percentile.
     """
     figure, axes = plt.subplots(figsize=(9, 5), dpi=110)
-    curves = client_curves(summary.get("rounds", []))
-    many = len(curves) > MAX_LEGEND_CLIENTS  # 100 legend entries would hide the plot: thin lines, no legend.
-    for name, points in curves.items():
-        rounds, values = zip(*points)
-        if many:
-            axes.plot(rounds, values, "-", linewidth=0.7, alpha=0.35, color="tab:blue")
-        else:
-            axes.plot(rounds, values, "o-", markersize=3, label=f"{name}: {values[-1]:.3f}")
+    records = summary.get("rounds", [])
+    curves, rows = client_curves(records), client_rows(records)
+    many = len(curves) > MAX_LEGEND_CLIENTS
+    if many:
+        spread = client_spread(records)
+        rounds = [n for n, *_ in spread]
+        axes.fill_between(rounds, [p10 for *_, p10, _ in spread], [p90 for *_, p90 in spread], alpha=0.3,
+                          color="tab:blue", label="10th to 90th percentile of the clients")
+        axes.plot(rounds, [median for _, median, *_ in spread], "o-", markersize=3, color="tab:blue",
+                  label=f"median client: {spread[-1][1]:.3f}")
+        sizes = sorted(rows.values())
+        shown = f"{len(curves)} clients' accuracy per round (slices of {sizes[0]}-{sizes[-1]} rows)" if sizes else ""
+    else:
+        for name, points in curves.items():
+            rounds, values = zip(*points)
+            size = f" ({rows[name]} rows)" if name in rows else ""
+            axes.plot(rounds, values, "o-", markersize=3, label=f"{name}{size}: {values[-1]:.3f}")
+        shown = "each client's validation accuracy"
     axes.set_xlabel("round")
     axes.set_ylabel("accuracy on the client's validation slice")
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
-    shown = f"{len(curves)} clients, one line each" if many else "each client's validation accuracy"
     axes.set_title(f"{shown}\n{describe_run(summary)}", fontsize=10)
     axes.grid(alpha=0.3)
     if axes.get_legend_handles_labels()[0]:
         axes.legend(fontsize=8)
     figure.tight_layout()
     return _save(figure, Path(out_dir) / "clients.png")
+
+
+def client_rows(records: list[dict[str, Any]]) -> dict[str, int]:
+    """``{"client 0": 50, ...}``: the rows each client last evaluated on (its validation slice)."""
+    return {client_name(client): client["evaluate"]["examples"] for record in records
+            for client in record.get("per_client", []) if "examples" in client.get("evaluate", {})}
+
+
+def client_spread(records: list[dict[str, Any]]) -> list[tuple[int, float, float, float]]:
+    """``[(round, median, 10th percentile, 90th percentile), ...]`` of the clients' validation accuracy."""
+    spread = []
+    for record in records:
+        values = [c["evaluate"]["accuracy"] for c in record.get("per_client", [])
+                  if c.get("evaluate", {}).get("accuracy") is not None]
+        if values:
+            p10, median, p90 = np.percentile(values, [10, 50, 90])
+            spread.append((record["round"], float(median), float(p10), float(p90)))
+    return spread
 
 
 def client_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
@@ -211,13 +241,18 @@ def plot_mistakes(mistakes: list[dict[str, Any]], images: np.ndarray, summary: d
         top, left = (number // columns) * (tile + gap), (number % columns) * (tile + gap // 2)
         mosaic[top:top + tile, left:left + tile] = images[mistake["index"]].reshape(tile, tile)
         axes.text(left + tile / 2, top + tile + gap / 2, f"{mistake['true']} as {mistake['predicted']}, "
-                  f"{mistake['confidence']:.0%}", ha="center", va="center", fontsize=7)
+                  f"{confidence_label(mistake['confidence'])}", ha="center", va="center", fontsize=7)
     axes.imshow(mosaic, cmap="gray_r", interpolation="nearest")
     axes.axis("off")
     axes.set_title(f"held-out digits the final model gets wrong (true as predicted, confidence)\n{describe_run(summary)}",
                    fontsize=8)
     figure.tight_layout()
     return _save(figure, Path(out_dir) / "mistakes.png")
+
+
+def confidence_label(confidence: float) -> str:
+    """``0.996`` -> ``99%``: rounded down, so only a certain prediction reads 100%."""
+    return f"{math.floor(100 * confidence)}%"
 
 
 def _save(figure: Any, path: Path) -> Path:
@@ -256,13 +291,20 @@ def plot_label_histograms(summary: dict[str, Any], out_dir: str | Path) -> Path:
     return _save(figure, Path(out_dir) / "label_histogram.png")
 
 
+_MARKERS = ("o", "s", "^", "v", "D", "x", "+", "*", "P")
+_LINE_STYLES = ("-", "--", "-.", ":")
+
+
 def plot_comparison(results: list[dict[str, Any]], title: str, path: str | Path) -> Path:
     """One held-out accuracy curve per setting of a sweep, in one figure."""
     figure, axes = plt.subplots(figsize=(9, 5.5), dpi=110)
-    for result in results:
+    for index, result in enumerate(results):
         if result["curve"]:
             rounds, values = zip(*result["curve"])
-            axes.plot(rounds, values, "-", marker=".", markersize=3, label=f"{result['setting']}: {values[-1]:.3f}")
+            # Settings that give the same curve (fedavg and fedprox after a round) must not hide each other.
+            axes.plot(rounds, values, _LINE_STYLES[index % len(_LINE_STYLES)], marker=_MARKERS[index % len(_MARKERS)],
+                      markersize=5, fillstyle="none", label=f"{result['setting']}: {values[-1]:.3f}")
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("round")
     axes.set_ylabel("held-out accuracy")
     axes.set_title(title, fontsize=10)

@@ -11,10 +11,14 @@ from fedmnist.plots import (
     TRAINING,
     VALIDATION,
     client_curves,
+    client_rows,
+    client_spread,
+    confidence_label,
     describe_run,
     history_figure,
     main,
     plot_clients,
+    plot_comparison,
     plot_confusion,
     plot_history,
     plot_label_histograms,
@@ -144,3 +148,58 @@ def test_a_thousand_clients_give_pictures_of_a_readable_size(tmp_path: Path) -> 
         for path in (plot_label_histograms(summary, tmp_path), plot_clients(summary, tmp_path)):
             height, width = imread(path).shape[:2]
             assert width <= 20 * 110 and height <= 5 * 110, (path.name, width, height)
+
+
+def test_many_clients_are_drawn_as_their_median_and_10th_to_90th_percentile() -> None:
+    """Eleven clients at 0.0, 0.1, ..., 1.0: median 0.5, 10th percentile 0.1, 90th 0.9 (linear interpolation)."""
+    per_client = [{"cid": str(c), "partition_id": c, "evaluate": {"accuracy": c / 10, "examples": 4 + c}}
+                  for c in range(11)]
+    records = [{"round": 1, "per_client": per_client}]
+    [(round_number, median, p10, p90)] = client_spread(records)
+    assert round_number == 1 and (round(median, 9), round(p10, 9), round(p90, 9)) == (0.5, 0.1, 0.9)
+    assert client_rows(records)["client 0"] == 4 and client_rows(records)["client 10"] == 14
+
+
+def test_a_clients_legend_says_how_many_rows_its_accuracy_is_of(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    records = [{"round": 1, "per_client": [{"cid": "a", "partition_id": 0, "evaluate": {"accuracy": 0.75, "examples": 4}}]}]
+    captured = []
+    real_save = plt.Figure.savefig
+
+    def save(figure, *args, **kwargs):  # The legend's texts, read before the figure is closed.
+        captured.extend(text.get_text() for axes in figure.axes if axes.get_legend() for text in axes.get_legend().get_texts())
+        return real_save(figure, *args, **kwargs)
+
+    plt.Figure.savefig = save
+    try:
+        plot_clients({**SUMMARY, "rounds": records}, tmp_path)
+    finally:
+        plt.Figure.savefig = real_save
+    assert captured == ["client 0 (4 rows): 0.750"]
+
+
+def test_confidence_is_rounded_down_so_only_a_certain_prediction_reads_100_percent() -> None:
+    assert [confidence_label(c) for c in (0.996, 0.5, 1.0, 0.0)] == ["99%", "50%", "100%", "0%"]
+
+
+def test_a_comparison_of_few_rounds_has_whole_round_ticks_and_a_style_per_setting(tmp_path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    results = [{"setting": name, "curve": [(1, 0.8), (2, 0.9)]} for name in ("fedavg", "fedprox")]  # Identical.
+    seen = {}
+    real_save = plt.Figure.savefig
+
+    def save(figure, *args, **kwargs):
+        axes = figure.axes[0]
+        seen["ticks"] = [t for t in axes.get_xticks() if 1 <= t <= 2]
+        seen["styles"] = [(line.get_linestyle(), line.get_marker()) for line in axes.get_lines()]
+        return real_save(figure, *args, **kwargs)
+
+    plt.Figure.savefig = save
+    try:
+        plot_comparison(results, "two settings", tmp_path / "comparison.png")
+    finally:
+        plt.Figure.savefig = real_save
+    assert all(float(t).is_integer() for t in seen["ticks"]) and seen["ticks"]
+    assert len(set(seen["styles"])) == 2
