@@ -120,9 +120,12 @@ def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home:
                 accuracyMin: fedmnistDashboard.charts.accuracy.options.scales.y.min,
                 mistakes: document.querySelectorAll('#mistakes canvas').length,
                 mistakesCaption: document.getElementById('mistakes-caption').textContent,
+                badge: document.getElementById('connection').textContent,
+                compareHidden: document.getElementById('compare-chart').parentElement.hidden,
             })""")
             page.check("#compare-list input")
             page.wait_for_function("document.body.dataset.runsCompared === '1'", timeout=10_000)
+            compare_hidden_after = page.evaluate("document.getElementById('compare-chart').parentElement.hidden")
             page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
             page.set_viewport_size({"width": 390, "height": 844})  # A phone.
             page.wait_for_timeout(500)  # Chart.js resizes its canvases on the next frames.
@@ -154,6 +157,8 @@ def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home:
     assert "Local epochs" in panels["config"] and "local_epochs" not in panels["config"]
     assert panels["accuracyMin"] > 0.3  # The axis fits rounds 1-3, not round 0's ~10%.
     assert panels["mistakes"] == 16 and "after round 3" in panels["mistakesCaption"]
+    assert panels["badge"] == "finished: from its files"  # Not "live": nothing will change any more.
+    assert panels["compareHidden"] is True and compare_hidden_after is False  # No empty axes before a tick.
     assert phone_overflow <= 1, wide  # Nothing wider than a phone's screen.
     print(f"phone screenshot: {tmp_path / 'dashboard-phone.png'}")
     assert "dashboard port" in stdout and "in use" in stdout

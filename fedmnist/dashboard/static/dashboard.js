@@ -187,7 +187,8 @@ async function drawMistakes(run) {
     });
     canvas.getContext("2d").putImageData(image, 0, 0);
     const box = document.createElement("div");
-    box.append(canvas, `${mistake.true} as ${mistake.predicted}, ${(100 * mistake.confidence).toFixed(0)}%`);
+    // Rounded down, as mistakes.png does: only a certain prediction reads 100%.
+    box.append(canvas, `${mistake.true} as ${mistake.predicted}, ${Math.floor(100 * mistake.confidence)}%`);
     return box;
   }));
   $("mistakes-caption").textContent = `Held-out digits the model gets wrong after round ${latest.round} (true as predicted, surest first)`;
@@ -208,7 +209,9 @@ function drawCharts(run) {
   for (const [chart, keys] of [[charts.accuracy, ["accuracy_centralized", "accuracy_distributed"]],
                                [charts.loss, ["loss_centralized", "loss_distributed"]]]) {
     chart.data.labels = labels;
-    keys.forEach((key, i) => { chart.data.datasets[i].data = points.map((r) => r[key] ?? null); });
+    keys.forEach((key, i) => {
+      chart.data.datasets[i].data = points.map((r) => (i === 1 && r.round > 0 && !accepted(r) ? null : r[key] ?? null));
+    });
     if (chart === charts.accuracy) fitAccuracyAxis(chart, rounds.flatMap((r) => keys.map((key) => r[key])));
     chart.update();
   }
@@ -249,14 +252,16 @@ function drawSummary(run) {
   $("status").className = `note status-${run.status}`;
   $("accuracy-centralized").textContent = percent(last && last.accuracy_centralized);
   $("accuracy-initial").textContent = run.initial ? `round 0: ${percent(run.initial.accuracy)}` : "";
-  $("accuracy-distributed").textContent = percent(last && last.accuracy_distributed);
-  $("loss-distributed").textContent = last ? `loss ${number(last.loss_distributed)}` : "";
+  const fresh = last && accepted(last);
+  $("accuracy-distributed").textContent = percent(fresh ? last.accuracy_distributed : null);
+  $("loss-distributed").textContent = !last ? "" : fresh ? `loss ${number(last.loss_distributed)}`
+    : `round ${last.round} accepted no update: model unchanged`;
   $("clients").textContent = `${run.connected_clients ?? "–"} / ${run.clients}`;
   const failed = rounds.reduce((sum, r) => sum + r.fit_failures + r.evaluate_failures, 0);
-  $("failures").textContent = last
-    ? `round ${last.round}: ${last.fit_results} trained, ${last.fit_failures + last.evaluate_failures} failed; ${failed} failures in all`
-    : "waiting for the first round";
-  $("failures").className = failed ? "note failed" : "note";
+  $("failures").textContent = !last ? "waiting for the first round"
+    : `round ${last.round}: ${accepted(last) ? `${last.fit_results} trained` : "NO UPDATE ACCEPTED"}, `
+      + `${last.fit_failures + last.evaluate_failures} failed; ${failed} failures in all`;
+  $("failures").className = failed || (last && !accepted(last)) ? "note failed" : "note";
   // Wall time of the whole run (start-up and waiting for clients included), not only the rounds'.
   const seconds = rounds.reduce((sum, r) => sum + (r.seconds || 0), 0);
   const end = run.finished ? Date.parse(run.finished) : (run.status === "interrupted" ? Date.parse(run.updated) : Date.now());
@@ -309,7 +314,20 @@ function drawSummary(run) {
   $("model-keras").href = `/api/model/latest?format=keras&${query}`;
 }
 
+// "live" only while the run shown can still change; a finished or stopped run is read from its files.
+function drawConnection() {
+  if (!state.socket || state.socket.readyState !== WebSocket.OPEN) return;
+  const going = !state.run || ["running", "waiting"].includes(state.run.status);
+  $("connection").textContent = going ? "live" : `${state.run.status}: from its files`;
+  $("connection").className = going ? "badge live" : "badge";
+}
+
+// A round that accepted no update left the model as it was: the clients' numbers then are
+// those of the round before, not news, so the charts leave a gap there.
+const accepted = (round) => round.fit_results > 0;
+
 function draw() {
+  drawConnection();
   drawSummary(state.run);
   drawCharts(state.run);
   document.body.dataset.roundsShown = state.run ? state.run.rounds.length : 0;
@@ -344,7 +362,7 @@ function connect() {
   const query = state.selected ? `?run=${encodeURIComponent(state.selected)}` : "";
   const socket = new WebSocket(`${scheme}://${location.host}/ws/events${query}`);
   state.socket = socket;
-  socket.onopen = () => { $("connection").textContent = "live"; $("connection").className = "badge live"; };
+  socket.onopen = drawConnection;
   socket.onmessage = (message) => onEvent(JSON.parse(message.data));
   socket.onclose = () => {
     if (state.socket !== socket) return;
@@ -405,6 +423,7 @@ async function drawComparison() {
   }));
   fitAccuracyAxis(charts.compare, charts.compare.data.datasets.flatMap((d) => d.data));
   charts.compare.update();
+  $("compare-chart").parentElement.hidden = !shown.length;  // No empty axes before a run is ticked.
   document.body.dataset.runsCompared = shown.length;
 }
 
@@ -417,4 +436,5 @@ $("run-select").addEventListener("change", (event) => {
 
 window.fedmnistDashboard = { state, charts };  // For the browser test and for curious users.
 draw();
+$("compare-chart").parentElement.hidden = true;
 connect();
