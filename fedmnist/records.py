@@ -9,6 +9,9 @@ from typing import Any
 
 
 def client_name(client: dict[str, Any]) -> str:
-    """``client 2`` by partition id, or ``client 3f9a1c`` by Flower's id for clients that send none."""
-    partition_id = client.get("partition_id")
-    return f"client {int(partition_id)}" if partition_id is not None else f"client {str(client.get('cid', '?'))[:6]}"
+    """``client 2`` by partition id, ``client 4 (alice)`` for a WebSocket participant, or ``client 3f9a1c``
+    by Flower's id for clients that send no partition id."""
+    partition_id, participant = client.get("partition_id"), client.get("participant")
+    if partition_id is None:
+        return f"client {str(client.get('cid', '?'))[:6]}"
+    return f"client {int(partition_id)}" + (f" ({participant})" if participant else "")

@@ -40,7 +40,7 @@ import numpy as np
 from flwr.common import EvaluateRes, FitRes, NDArrays, Parameters, parameters_to_ndarrays
 from flwr.server.client_proxy import ClientProxy
 
-from fedmnist import config
+from fedmnist import config, records
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +112,24 @@ class UpdateValidator:
             if claims.get(proxy.cid, 0) > result.num_examples:
                 level = logging.DEBUG if proxy.cid in self._capped else logging.WARNING
                 self._capped.add(proxy.cid)
-                log.log(level, "client %s claims %d examples; weighted as %d (at most the largest share of the "
+                log.log(level, "%s claims %d examples; weighted as %d (at most the largest share of the "
                         "partition and %g x the median of the others'; said once per client)",
-                        proxy.cid, claims[proxy.cid], result.num_examples, self.max_examples_factor)
+                        client_name(proxy, result), claims[proxy.cid], result.num_examples, self.max_examples_factor)
+
+
+def client_name(proxy: ClientProxy, result: FitRes | EvaluateRes | None = None) -> str:
+    """``client 3`` (its partition id), ``client 4 (alice)`` for a named WebSocket participant.
+
+    A result without a partition id (a client of another program) is named by
+    the start of Flower's id for it, the only name Flower has.
+    """
+    metrics = getattr(result, "metrics", None)
+    metrics = metrics if isinstance(metrics, Mapping) else {}
+    partition_id, participant = metrics.get("partition_id"), metrics.get(config.PARTICIPANT_KEY)
+    entry: dict[str, object] = {"cid": proxy.cid}
+    if isinstance(partition_id, int) and not isinstance(partition_id, bool):  # A hostile client may send anything.
+        entry.update(partition_id=partition_id, participant=_show(participant)[1:-1] if isinstance(participant, str) else None)
+    return records.client_name(entry)
 
 
 def _log_rejections(server_round: int, what: str, rejected: list[RejectedResult]) -> None:
@@ -145,7 +160,7 @@ def validate_updates(
         if not problem and max_norm is not None and distance > max_norm:
             problem = f"update norm {distance:.3g} is longer than the clipping norm allows ({max_norm:.3g}): not clipped"
         if problem:
-            rejected.append(RejectedUpdate(f"client {proxy.cid}: {problem}"))
+            rejected.append(RejectedUpdate(f"{client_name(proxy, result)}: {problem}"))
             continue
         well_formed.append((proxy, result))
         distances.append(distance)
@@ -156,7 +171,7 @@ def validate_updates(
     for (proxy, result), distance in zip(well_formed, distances):
         if median > 0 and distance > max_norm_factor * median:
             rejected.append(RejectedUpdate(
-                f"client {proxy.cid}: update norm {distance:.3g} is more than "
+                f"{client_name(proxy, result)}: update norm {distance:.3g} is more than "
                 f"{max_norm_factor:g} x the round's median {median:.3g}"
             ))
         else:
@@ -176,7 +191,7 @@ def validate_evaluations(
         if not problem and not _is_finite_number(result.loss):
             problem = f"loss {_show(result.loss)} is not a finite number"
         if problem:
-            rejected.append(RejectedResult(f"client {proxy.cid}: {problem}"))
+            rejected.append(RejectedResult(f"{client_name(proxy, result)}: {problem}"))
         else:
             accepted.append((proxy, result))
     return cap_examples(accepted, max_examples_factor, max_examples), rejected
@@ -192,6 +207,8 @@ def result_problem(result: FitRes | EvaluateRes) -> str:
     if metrics is None:
         return "metrics are not a dictionary"
     for key, value in metrics.items():
+        if key == config.PARTICIPANT_KEY and isinstance(value, str) and len(value) <= config.PARTICIPANT_NAME_CHARS:
+            continue
         if not _is_finite_number(value):
             return f"metric {_show(key)} is {_show(value)}, not a finite number"
     return ""

@@ -157,16 +157,18 @@ def test_a_zero_model_with_a_huge_count_cannot_wipe_the_average() -> None:
 
 def test_evaluations_with_bad_loss_counts_or_metrics_are_rejected() -> None:
     results = [
-        evaluation("good"), evaluation("nan-loss", loss=float("nan")), evaluation("zero", num_examples=0),
-        evaluation("text", metrics={"accuracy": "high"}), evaluation("no-accuracy", metrics={"loss": 0.4}),
+        evaluation("good"), evaluation("nan-loss", loss=float("nan"), metrics={"accuracy": 0.9, "partition_id": 1}),
+        evaluation("zero", num_examples=0),
+        evaluation("text", metrics={"accuracy": "high", "partition_id": 3, "participant": "alice"}),
+        evaluation("no-accuracy", metrics={"loss": 0.4}),
     ]
     accepted, rejected = validate_evaluations(results, 10.0)
     assert [p.cid for p, _ in accepted] == ["good", "no-accuracy"]  # Leaving a key out is allowed.
     assert all(isinstance(error, RejectedResult) and not isinstance(error, RejectedUpdate) for error in rejected)
     assert [str(error) for error in rejected] == [
-        "client nan-loss: loss nan is not a finite number",
-        "client zero: num_examples 0 is not a positive whole number",
-        "client text: metric 'accuracy' is 'high', not a finite number",
+        "client 1: loss nan is not a finite number",  # Named by partition id, as a person knows them.
+        "client zero: num_examples 0 is not a positive whole number",  # Sent none: Flower's id, cut short.
+        "client 3 (alice): metric 'accuracy' is 'high', not a finite number",  # A WebSocket participant's name.
     ]
 
 

@@ -263,6 +263,7 @@ class Participant:
             await self.send(ParticipantError(error=f"{reason}; the round counts it as a failure"))
             return True
         metrics = {**answer.metrics, "partition_id": self.place,
+                   config.PARTICIPANT_KEY: self.name[:config.PARTICIPANT_NAME_CHARS],
                    f"{instruction.kind}_seconds": time.perf_counter() - started}
         if isinstance(answer, FitResultMessage):
             # Client-side DP: the seat clips for its participant, as client.py clips for itself.
