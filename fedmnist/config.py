@@ -45,6 +45,8 @@ MAX_UPDATE_NORM_FACTOR = 5.0  # Updates this many times farther from the global 
 # A client's claimed example count weighs at most this many times the median of the other clients'
 # counts. Honest shares differ by less: 3 clients under dirichlet:0.1 here hold 0.5x-2x the median.
 MAX_EXAMPLES_FACTOR = 10.0
+# A run whose last this many rounds accepted no update learns nothing: it stops with an error.
+MAX_ROUNDS_WITHOUT_UPDATE = 3
 
 # Differential privacy (fedmnist.privacy), off unless --dp-noise is given.
 DP_SIDES = ("server", "client")  # Where updates are clipped: Flower's server-side or client-side fixed clipping.
@@ -80,3 +82,5 @@ MAX_HEADER_BYTES = 64 * 1024  # Largest request head (request line and headers) 
 
 # Metric keys clients report and the server aggregates, weighted by examples.
 METRIC_KEYS = ("accuracy", "loss")
+PARTICIPANT_KEY = "participant"  # The one text metric: a WebSocket participant's name, for log lines.
+PARTICIPANT_NAME_CHARS = 40

@@ -19,9 +19,10 @@ from typing import Any
 from flwr.common import EvaluateRes, FitRes, Parameters, Scalar
 from flwr.server.client_proxy import ClientProxy
 
+from fedmnist import config
 from fedmnist.live_log import LiveLogWriter
 from fedmnist.strategy import reporting_clients
-from fedmnist.validation import RejectedResult, RejectedUpdate
+from fedmnist.validation import RejectedResult, RejectedUpdate, client_name
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,8 @@ def _client_entry(proxy: ClientProxy, result: FitRes | EvaluateRes, stage: str) 
     entry: dict[str, Any] = {"cid": proxy.cid, stage: {k: v for k, v in numbers.items() if v is not None}}
     if "partition_id" in metrics:
         entry["partition_id"] = int(metrics["partition_id"])
+    if isinstance(metrics.get(config.PARTICIPANT_KEY), str):
+        entry["participant"] = metrics[config.PARTICIPANT_KEY]
     return entry
 
 
@@ -184,7 +187,7 @@ def describe_failure(failure: tuple[ClientProxy, FitRes | EvaluateRes] | BaseExc
     """
     if isinstance(failure, tuple):
         proxy, result = failure
-        return f"client {proxy.cid}: {result.status.message or result.status.code.name}"
+        return f"{client_name(proxy, result)}: {result.status.message or result.status.code.name}"
     if isinstance(failure, RejectedResult):
         return f"rejected: {failure}"
     name = type(failure).__name__
@@ -207,6 +210,8 @@ def progress_line(record: dict[str, Any], num_rounds: int, elapsed: float, round
     """``round 3/40 | held-out acc 91.2% | 3/3 clients | clients acc 90.5% loss 0.312 | 1.1 s/round | 3 s elapsed, ~41 s left``.
 
     ``3/3 clients``: clients whose training was aggregated, of those connected as the round began.
+    A round that aggregated none says ``0/3 clients: NO UPDATE ACCEPTED (3 rejected, 0 failed), model
+    unchanged`` instead of the clients' numbers (they evaluated the same model again).
     A differentially private run adds ``| epsilon 2.31 (delta 1e-05)``, the privacy spent so far, after the loss.
 
     ``elapsed`` is the time ``rounds_timed`` rounds took (all rounds so far unless given).
@@ -215,12 +220,18 @@ def progress_line(record: dict[str, Any], num_rounds: int, elapsed: float, round
     timed = rounds_timed or done
     left = elapsed / timed * (num_rounds - done) if timed else math.nan
     answered = f" | {record['fit_results']}/{record['connected_clients']} clients" if "fit_results" in record else ""
+    clients = (f" | clients acc {_percent(record.get('evaluate', {}).get('accuracy'))}"
+               f" loss {_number(record.get('evaluate', {}).get('loss'))}")
+    if record.get("fit_results") == 0:  # The clients evaluated an unchanged model: their numbers would look new.
+        rejected = record.get("rejected_updates", 0)
+        answered += (f": NO UPDATE ACCEPTED ({rejected} rejected, {record.get('fit_failures', 0) - rejected} failed),"
+                     " model unchanged")
+        clients = ""
     privacy = record.get("privacy")
     spent = f" | epsilon {privacy['epsilon']:.3g} (delta {privacy['delta']:g})" if privacy else ""
     return (
         f"round {done}/{num_rounds} | held-out acc {_percent(record.get('centralized', {}).get('accuracy'))}"
-        f"{answered} | clients acc {_percent(record.get('evaluate', {}).get('accuracy'))}"
-        f" loss {_number(record.get('evaluate', {}).get('loss'))}{spent}"
+        f"{answered}{clients}{spent}"
         f" | {record['seconds']:.2f} s/round | {elapsed:.0f} s elapsed, ~{left:.0f} s left"
     )
 

@@ -8,7 +8,9 @@ Flower strategy (``fedmnist.strategy.build_strategy``, the *aggregator*):
 1. **validate**: every client result is checked (``fedmnist.validation``);
    rejected ones reach the aggregator and the record only as failures;
 2. **aggregate**: the aggregator (FedAvg or a variant) decides everything
-   Flower decides: sampling, the new weights, the metrics;
+   Flower decides: sampling, the new weights, the metrics; the new weights
+   keep the model's own dtypes (FedAdam and FedYogi compute in float64, and
+   float64 global weights would make validation refuse every float32 update);
 3. **record**: the round's numbers go to the live log (``fedmnist.recorder``),
    with the privacy spent so far when the run is differentially private
    (``ledger``, ``fedmnist.privacy``: a round that would spend past the
@@ -16,6 +18,10 @@ Flower strategy (``fedmnist.strategy.build_strategy``, the *aggregator*):
 4. **checkpoint**: ``on_round_end`` saves the run so far (``fedmnist.checkpoint``);
 5. **announce**: then, and only then, the progress line: a round announced is
    a round kept.
+
+A run whose last ``config.MAX_ROUNDS_WITHOUT_UPDATE`` rounds accepted no
+update trains nothing: it ends with ``TrainingStalled`` (``stalled`` says why)
+rather than running on as if it learned.
 
 Round numbers are the run's own: Flower counts each process's rounds from 1,
 so a run resumed after round ``resumed_after`` is shifted here, in one place.
@@ -29,26 +35,45 @@ can then be saved without a round changing them meanwhile.
 
 from __future__ import annotations
 
+import re
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from flwr.common import EvaluateIns, EvaluateRes, FitIns, FitRes, Parameters, Scalar
+from flwr.common import (
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    Parameters,
+    Scalar,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
 from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
+import numpy as np
+
+from fedmnist import config
 from fedmnist.privacy import PrivacyBudgetSpent, PrivacyLedger
 from fedmnist.recorder import RoundRecorder
 from fedmnist.validation import UpdateValidator
 
 
+_CLIENT_PREFIX = re.compile(r"^(rejected: )?client [^:]*: ")  # Who, in a failure reason: grouped by what.
 STOP_WAIT_SECONDS = 30.0  # At most this long for a step to finish recording before a stop.
 
 
 class RunStopped(Exception):
     """The run was stopped (``RunStrategy.stop``); Flower's server ends with this at its next step."""
+
+
+class TrainingStalled(Exception):
+    """Several rounds in a row accepted no update: the run ends (``RunStrategy.stalled`` says why)."""
 
 
 class RunStrategy(Strategy):
@@ -90,6 +115,8 @@ class RunStrategy(Strategy):
         self.on_round_end = on_round_end
         self.ledger = ledger
         self.budget_stop = ""  # Why the run ended before its last round, when its privacy budget did it.
+        self.stalled = ""  # Why the run ended before its last round, when no update was accepted for rounds.
+        self._dtypes: list[np.dtype[Any]] = []  # The model's own, from the initial weights.
         self._recording = threading.Lock()  # Held while a step changes the record; stop() waits for it.
         self._stopped = False
 
@@ -128,6 +155,8 @@ class RunStrategy(Strategy):
 
     def initialize_parameters(self, client_manager: ClientManager) -> Parameters | None:
         self.recorder.parameters = self.aggregator.initialize_parameters(client_manager)
+        if self.recorder.parameters is not None:
+            self._dtypes = [array.dtype for array in parameters_to_ndarrays(self.recorder.parameters)]
         return self.recorder.parameters
 
     def configure_fit(
@@ -155,6 +184,7 @@ class RunStrategy(Strategy):
             accepted, rejected = self.validator.check_updates(server_round, results)
             failures = [*failures, *rejected]
             parameters, metrics = self.aggregator.aggregate_fit(server_round, accepted, failures)
+            parameters = self._in_model_dtypes(parameters)
             self.recorder.fitted(server_round, accepted, failures, parameters, metrics)
             if self.ledger is not None:
                 if parameters is not None:  # A new global model was released.
@@ -189,4 +219,27 @@ class RunStrategy(Strategy):
             if self.on_round_end is not None:
                 self.on_round_end(self)
             self.recorder.announce(record)
+        self._end_if_stalled()
         return loss, metrics
+
+    def _in_model_dtypes(self, parameters: Parameters | None) -> Parameters | None:
+        """``parameters`` cast to the model's dtypes, whatever dtypes the aggregator computed in."""
+        if parameters is None or not self._dtypes:
+            return parameters
+        arrays = parameters_to_ndarrays(parameters)
+        if len(arrays) != len(self._dtypes) or all(a.dtype == d for a, d in zip(arrays, self._dtypes)):
+            return parameters
+        return ndarrays_to_parameters([a.astype(d, copy=False) for a, d in zip(arrays, self._dtypes)])
+
+    def _end_if_stalled(self) -> None:
+        """Raise ``TrainingStalled`` when the last ``MAX_ROUNDS_WITHOUT_UPDATE`` rounds accepted no update."""
+        limit = config.MAX_ROUNDS_WITHOUT_UPDATE
+        last = self.recorder.rounds[-limit:]
+        if len(last) < limit or any(record.get("fit_results", 0) for record in last):
+            return
+        reasons = Counter(_CLIENT_PREFIX.sub(r"\1", reason) for record in last
+                          for reason in record.get("failure_reasons", []) if not reason.startswith("evaluation: "))
+        said = "; ".join(f"{reason} ({count}x)" if count > 1 else reason for reason, count in reasons.most_common(3))
+        self.stalled = (f"rounds {last[0]['round']}-{last[-1]['round']} accepted no update, so the model stopped "
+                        f"learning ({said or 'no client answered'})")
+        raise TrainingStalled(self.stalled)

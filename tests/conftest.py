@@ -74,3 +74,18 @@ class IdleClient(ClientProxy):
         raise NotImplementedError("IdleClient takes no requests")
 
     get_properties = get_parameters = fit = evaluate = reconnect = _refuse
+
+
+def assert_the_strategy_trains_every_round(summary: dict, strategy: str, clients: int, rounds: int) -> None:
+    """Every round aggregated every honest update, and the held-out accuracy rose after round 1.
+
+    FedAdam once returned float64 weights from round 1 on; validation then refused every float32 update
+    of rounds 2-40 and the model stood still at round 1's accuracy, while a floor of 0.3 passed.
+    """
+    assert summary["config"]["strategy"] == strategy
+    records = summary["rounds"]
+    assert [(r["round"], r["fit_results"], r["rejected_updates"], r["fit_failures"]) for r in records] == [
+        (n, clients, 0, 0) for n in range(1, rounds + 1)], strategy
+    accuracy = [a for _, a in summary["history"]["metrics_centralized"]["accuracy"]]
+    assert accuracy[0] < accuracy[1] < accuracy[-1], (strategy, accuracy)
+    assert all(r["evaluate"]["accuracy"] > 0 for r in records)  # Weighted metrics kept.

@@ -79,6 +79,14 @@ def test_progress_line_estimates_time_left() -> None:
     assert "| held-out acc 91.2% | 2/3 clients | clients acc" in answered
 
 
+def test_a_round_that_accepted_no_update_says_so_instead_of_the_clients_unchanged_numbers() -> None:
+    record = {"round": 2, "seconds": 0.5, "centralized": {"accuracy": 0.469}, "evaluate": {"accuracy": 0.48, "loss": 1.7},
+              "fit_results": 0, "connected_clients": 3, "fit_failures": 3, "rejected_updates": 2}
+    assert progress_line(record, num_rounds=40, elapsed=1.0) == (
+        "round 2/40 | held-out acc 46.9% | 0/3 clients: NO UPDATE ACCEPTED (2 rejected, 1 failed), model unchanged"
+        " | 0.50 s/round | 1 s elapsed, ~19 s left")
+
+
 def test_round_zero_is_logged_once_and_rounds_count_the_connected_clients(tmp_path: Path) -> None:
     import json
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import PROJECT_ROOT, free_port, run_script, wait_for_port
+from conftest import PROJECT_ROOT, assert_the_strategy_trains_every_round, free_port, run_script, wait_for_port
 from fedmnist.data import client_shares
 from fedmnist.faults import FAULTS_VARIABLE
 from fedmnist.keras_client import ClientCache
@@ -75,6 +75,41 @@ def simulated_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> t
     """The small run on the simulation runtime: its folder and summary."""
     out = tmp_path_factory.mktemp("simulated")
     return out, simulate(out, data_home, *SMALL_RUN[:4])
+
+
+def test_every_strategy_trains_every_round_on_the_simulation_runtime(tmp_path: Path, data_home: str) -> None:
+    """The strategies grid as a simulation: each of the eight aggregates every update of every round."""
+    from fedmnist import config
+
+    run_sh(tmp_path, data_home, "sweep", "--grid", "strategies", "--runtime", "simulation", "--rounds", "3",
+           "--clients", "3", "--dataset", "mnist-5k", timeout=900)
+    for strategy in config.STRATEGIES:
+        summary = json.loads((tmp_path / "sweep" / "strategies" / f"{strategy}_iid" / "history" / "history_3.json")
+                             .read_text())
+        assert summary["config"]["runtime"] == "simulation"
+        assert_the_strategy_trains_every_round(summary, strategy, clients=3, rounds=3)
+
+
+def test_a_run_whose_rounds_accept_no_update_stops_with_one_error_and_saves_its_rounds(
+    tmp_path: Path, data_home: str,
+) -> None:
+    """Every client sends NaN: three rounds in a row accept nothing, and the run ends with status 2, not finished."""
+    done = run_script("server.py", "--runtime", "simulation", "--dataset", "mnist-5k", "--data-home", data_home,
+                      "--out", str(tmp_path), "--clients", "3", "--rounds", "6", timeout=300,
+                      env={**os.environ, FAULTS_VARIABLE: "0=nan,1=nan,2=nan"})
+    assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [done.stderr.strip().splitlines()[-1]] and "Traceback" not in done.stderr
+    assert errors[0].startswith("error: rounds 1-3 accepted no update, so the model stopped learning "
+                                "(rejected: array 0 has non-finite values (9x)). Stopped after round 3 of 6")
+    for n in (1, 2, 3):
+        assert f"round {n}/6 | held-out acc" in done.stderr
+        assert f"0/3 clients: NO UPDATE ACCEPTED (3 rejected, 0 failed), model unchanged |" in done.stderr
+    assert "round 4/6" not in done.stderr
+    summary = json.loads((tmp_path / "history" / "history_6.partial.json").read_text())
+    assert summary["interrupted_after_round"] == 3 and summary["stop_reason"].startswith("rounds 1-3 accepted no")
+    assert [r["rejected_updates"] for r in summary["rounds"]] == [3, 3, 3]
+    assert not (tmp_path / "history" / "history_6.json").exists()  # Never a finished run.
 
 
 def test_a_simulated_run_writes_what_a_classic_run_writes(simulated_run: tuple[Path, dict], classic_run: Path) -> None:
