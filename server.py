@@ -52,7 +52,7 @@ def main(argv: list[str]) -> None:
         else:
             run_server(settings, PROCESS_STARTED)
 
-    run_cli(serve)
+    run_cli(serve, interrupted=None)  # The stop's own warning said what was saved and how to go on.
     exit_now(0)  # Results are saved; skip the slow TensorFlow/gRPC teardown.
 
 

@@ -123,7 +123,7 @@ def report(runs: list[dict], peers: list[dict], central: dict) -> tuple[dict, li
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side, alternating (default: 3)")
     parser.add_argument("--rounds", type=int, default=config.ROUNDS)
     parser.add_argument("--clients", type=int, default=config.CLIENTS)

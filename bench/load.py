@@ -50,7 +50,7 @@ def run_load(clients: int, rounds: int, out: Path, data_home: str | None = None,
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--clients", type=int, nargs="+", default=[3, 10, 50])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()

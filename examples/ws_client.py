@@ -164,7 +164,7 @@ def fit(network: DenseNetwork, message: dict[str, Any], train: tuple[np.ndarray,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--url", default="ws://127.0.0.1:10000/ws", help="the dashboard's /ws (default: %(default)s)")
     parser.add_argument("--name", default="numpy client", help="shown in the dashboard's log")
     parser.add_argument("--partition", type=int, default=None, help="ask for this partition (default: any free one)")

@@ -31,14 +31,15 @@ RUNS_FOLDER = "runs"
 def archive_earlier_results(out: str | os.PathLike[str], folders: tuple[str, ...] = RESULT_FOLDERS) -> Path | None:
     """Move the earlier run's ``folders`` (paths relative to ``out``) to ``out/runs/<label>/``.
 
-    Returns where they went, or None when there was nothing to keep.
+    Returns where they went, or None when there was nothing to keep (logs without
+    results are overwritten: that attempt failed before it saved anything).
     """
     root = Path(out)
     for name in folders:
         remove_stale_temporaries(root / name)
     present = [name for name in folders if _holds_files(root / name)]
-    if not present:
-        return None
+    if not any(name in RESULT_FOLDERS for name in present):
+        return None  # Logs alone are an attempt that failed before its first result: nothing to keep.
     target = _free_name(root / RUNS_FOLDER / _label([root / name for name in present]))
     try:
         for name in present:

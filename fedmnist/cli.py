@@ -11,6 +11,7 @@ import argparse
 import logging
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -19,10 +20,10 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent import futures
-from typing import NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from fedmnist import config
-from fedmnist.errors import UserError
+from fedmnist.errors import AlreadySaid, UserError
 
 T = TypeVar("T")
 
@@ -50,7 +51,14 @@ def require_environment(program: str) -> None:
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are a single line: ``prog: error: ...``."""
+    """An ArgumentParser whose errors are a single line: ``prog: error: ...``.
+
+    Abbreviations are off: with them ``--client 5`` meant ``--clients 5``, and a typo
+    of a flag added later would silently mean another flag.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **{"allow_abbrev": False, **kwargs})
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
@@ -69,7 +77,12 @@ def partition_spec(text: str) -> str:
 def dataset_spec(text: str) -> str:
     """A ``--dataset`` value: one of ``config.DATASETS``, or ``idx:DIR`` (a folder of MNIST's IDX files)."""
     prefix = config.IDX_PREFIX
-    if text in config.DATASETS or (text.startswith(prefix) and text[len(prefix):].strip()):
+    if text in config.DATASETS:
+        return text
+    if text.startswith(prefix) and text[len(prefix):].strip():
+        folder = os.path.expanduser(text[len(prefix):])
+        if not os.path.isdir(folder):  # Checked with the flags, before any earlier results are moved.
+            raise argparse.ArgumentTypeError(f"{text}: no such folder")
         return text
     raise argparse.ArgumentTypeError(f"choose one of {', '.join(config.DATASETS)} or {prefix}DIR, got {text!r}")
 
@@ -154,8 +167,27 @@ def _parse(kind: Callable[[str], T], text: str, what: str) -> T:
         raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
 
 
-def run_cli(main: Callable[[], T]) -> T:
+RESUME_COMMAND = "FEDMNIST_RESUME_COMMAND"  # ./run.sh tells its server how the person would continue the run.
+
+
+def resume_command() -> str:
+    """The command that continues this run: ``./run.sh``'s own when it started us, else this program's."""
+    launched = os.environ.get(RESUME_COMMAND)
+    if launched:
+        return launched
+    return resume_command_for([os.path.basename(sys.executable), sys.argv[0]], sys.argv[1:])
+
+
+def resume_command_for(program: list[str], arguments: list[str]) -> str:
+    """``PROGRAM ARGUMENTS --resume``, shell-quoted, with ``--resume`` once."""
+    return shlex.join([*program, *[argument for argument in arguments if argument != "--resume"], "--resume"])
+
+
+def run_cli(main: Callable[[], T], interrupted: str | None = "interrupted") -> T:
     """Run ``main``; a UserError becomes ``error: ...`` on stderr and exit 2.
+
+    A stop signal exits 130, saying ``interrupted`` (None: nothing, for a
+    program that has said what it stopped and saved already).
 
     Any other exception is a bug: one ``error:`` line too (the traceback with
     ``--verbose``), exit 1, and never a hang: gRPC's and TensorFlow's threads
@@ -163,10 +195,12 @@ def run_cli(main: Callable[[], T]) -> T:
     """
     try:
         return main()
+    except AlreadySaid:
+        exit_now(EXIT_USER_ERROR)
     except UserError as error:
         exit_now(EXIT_USER_ERROR, f"error: {error}")
     except KeyboardInterrupt:
-        exit_now(EXIT_INTERRUPTED, "interrupted")
+        exit_now(EXIT_INTERRUPTED, interrupted)
     except Exception as error:  # noqa: BLE001
         if _verbose:
             traceback.print_exc()

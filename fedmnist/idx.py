@@ -34,15 +34,24 @@ _SPLITS = ("train", "t10k")  # The files' prefixes: the clients' rows, then the 
 def load_idx_folder(folder: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(x_train, y_train, x_test, y_test)`` from ``folder``'s four files: flattened uint8 pixels, uint8 labels."""
     folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise UserError(f"--dataset idx:{folder}: no such folder")
+    files = find_idx_files(folder)
     arrays: list[np.ndarray] = []
-    for prefix in _SPLITS:
-        images = read_idx(_find(folder, f"{prefix}-images-idx3-ubyte"))
-        labels = read_idx(_find(folder, f"{prefix}-labels-idx1-ubyte"))
+    for index, prefix in enumerate(_SPLITS):
+        images, labels = read_idx(files[2 * index]), read_idx(files[2 * index + 1])
         arrays += _check_pair(folder, prefix, images, labels)
     x_train, y_train, x_test, y_test = arrays
     return x_train, y_train, x_test, y_test
+
+
+def find_idx_files(folder: str | Path) -> list[Path]:
+    """``folder``'s four files (train images, labels, then t10k's); a UserError names the first one missing.
+
+    Cheap (nothing is read), so a run checks them before it moves earlier results aside.
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise UserError(f"--dataset idx:{folder}: no such folder")
+    return [_find(folder, f"{prefix}-{kind}") for prefix in _SPLITS for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
 
 
 def read_idx(path: Path) -> np.ndarray:

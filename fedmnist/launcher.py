@@ -30,9 +30,18 @@ from typing import IO
 
 from fedmnist import config
 from fedmnist.archive import RESULT_FOLDERS, archive_earlier_results
-from fedmnist.cli import Parser, non_negative_int, run_cli, take_back_stop_signals, wait_for_process
+from fedmnist.cli import (
+    EXIT_USER_ERROR,
+    RESUME_COMMAND,
+    Parser,
+    non_negative_int,
+    resume_command_for,
+    run_cli,
+    take_back_stop_signals,
+    wait_for_process,
+)
 from fedmnist.dashboard.serve import add_dashboard_arguments, port_in_use
-from fedmnist.errors import UserError
+from fedmnist.errors import AlreadySaid, UserError
 from fedmnist.run_lock import ResultsLock, lock_results
 from fedmnist.settings import RUN, ServerSettings, add_setting_arguments, check_setting_arguments
 
@@ -140,6 +149,7 @@ class Launcher:
         started = time.monotonic()
         self._check_port_free()
         self._check_memory()
+        self._check_inputs()
         self.lock = lock_results(self.out)  # Before any file is touched: one run per results folder.
         if not self.args.resume:
             archived = archive_earlier_results(self.out, (*RESULT_FOLDERS, "logs"))
@@ -400,6 +410,19 @@ class Launcher:
             if probe.connect_ex(("127.0.0.1", self.args.port)) == 0:
                 raise UserError(f"port {self.args.port} is already in use (another server running? choose --port)")
 
+    def _check_inputs(self) -> None:
+        """``--resume`` needs the run's checkpoint, ``idx:DIR`` its four files: refuse before any file is touched."""
+        from fedmnist.paths import RunPaths
+
+        if self.args.dataset.startswith(config.IDX_PREFIX):
+            from fedmnist.idx import find_idx_files
+
+            find_idx_files(self.args.dataset[len(config.IDX_PREFIX):])
+
+        checkpoint = RunPaths(self.out, self.args.rounds).checkpoint
+        if self.args.resume and not checkpoint.exists():
+            raise UserError(f"nothing to resume: no checkpoint at {checkpoint} (same --out and --rounds as the run?)")
+
     def _check_memory(self) -> None:
         """Refuse to start more TensorFlow processes than this machine's free memory holds."""
         processes = (self.args.clients if self.args.runtime == "deployment" else self._local_clients()) + 1
@@ -420,7 +443,7 @@ class Launcher:
         deadline = time.monotonic() + LISTEN_TIMEOUT
         while time.monotonic() < deadline:
             if server.poll() is not None:
-                raise UserError(self._failure("server", server.returncode))
+                raise self._server_failed(server.returncode)
             with socket.socket() as probe:
                 if probe.connect_ex(("127.0.0.1", self.args.port)) == 0:
                     return
@@ -434,7 +457,7 @@ class Launcher:
         reported: set[str] = set()
         while [p for p in self.processes.values() if p.poll() is None]:  # Polls every one (no short-circuit).
             if server.returncode not in (None, 0):
-                raise UserError(self._failure("server", server.returncode))
+                raise self._server_failed(server.returncode)
             if self.services.get("superlink") and self.services["superlink"].poll() is not None:
                 raise UserError(self._failure("superlink", self.services["superlink"].returncode))
             for name, process in {**self.processes, **self.services}.items():
@@ -445,9 +468,19 @@ class Launcher:
             time.sleep(POLL_SECONDS)
         failed = [name for name, process in self.processes.items() if process.returncode != 0]
         if "server" in failed:
-            raise UserError(self._failure("server", server.returncode))
+            raise self._server_failed(server.returncode)
         if failed:
             raise UserError(f"the run finished, but {', '.join(failed)} failed (see above and {self.logs})")
+
+    def _server_failed(self, returncode: int) -> UserError:
+        """The error for a server that exited with ``returncode``.
+
+        Status 2 is an error the server explained in one ``error:`` line, which the
+        console showed already: it is not repeated, with its log's last lines, here.
+        """
+        if returncode == EXIT_USER_ERROR and "error: " in "\n".join(_read_lines(self.logs / "server.log")[-5:]):
+            return AlreadySaid()
+        return UserError(self._failure("server", returncode))
 
     def _failure(self, name: str, returncode: int) -> str:
         log_path = self.logs / f"{name}.log"
@@ -543,6 +576,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if check_only:
         return None
+    os.environ[RESUME_COMMAND] = resume_command_for(["./run.sh"], argv)  # For the stop message, ours and the server's.
     launcher = Launcher(args)
     # SIGTERM (e.g. from a CI timeout) is handled like Ctrl-C: stop the children, then exit;
     # a second Ctrl-C must not cut that short.

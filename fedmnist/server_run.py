@@ -30,14 +30,16 @@ from flwr.server.server import reconnect_clients
 from flwr.server.strategy import Strategy
 from flwr.supercore.address import is_port_in_use
 
+from fedmnist import config
 from fedmnist.atomic import write_text_atomic
 from fedmnist.archive import archive_earlier_results
 from fedmnist.baseline import train_centrally
 from fedmnist.checkpoint import Checkpoint, load_checkpoint, restore_strategy_state, save_checkpoint, strategy_state
-from fedmnist.cli import ignore_stop_signals, take_back_stop_signals
+from fedmnist.cli import ignore_stop_signals, resume_command, take_back_stop_signals
 from fedmnist.client_manager import WaitingClientManager
 from fedmnist.data import MnistData, load_mnist, to_float, validation_size
 from fedmnist.errors import UserError
+from fedmnist.idx import find_idx_files
 from fedmnist.history import history_from_records, save_history
 from fedmnist.live_log import Header, LiveLogWriter
 from fedmnist.paths import RunPaths
@@ -46,7 +48,7 @@ from fedmnist.mistakes import confusion_matrix, worst_mistakes
 from fedmnist.privacy import CLIP_TOLERANCE, DpSettings, PrivacyBudgetSpent, PrivacyLedger, private
 from fedmnist.tensorboard import write_scalars
 from fedmnist.recorder import RoundRecorder
-from fedmnist.run_strategy import RunStrategy
+from fedmnist.run_strategy import RunStrategy, TrainingStalled
 from fedmnist.settings import ServerSettings, dp_problem, secagg_problem
 from fedmnist.strategy import build_strategy, centralized_evaluate_fn, fit_config
 from fedmnist.tls import load_server_certificates
@@ -85,6 +87,8 @@ def run_server(settings: ServerSettings, process_started: float, federate: Feder
     checkpoint = load_checkpoint(paths.checkpoint, asdict(settings)) if settings.resume else None
     if settings.tls_dir:
         load_server_certificates(settings.tls_dir)  # Refuse bad certificate files before any work.
+    if settings.dataset.startswith(config.IDX_PREFIX):  # Its files exist, before earlier results move.
+        find_idx_files(settings.dataset[len(config.IDX_PREFIX):])
     if not settings.resume:
         archived = archive_earlier_results(paths.root)
         if archived is not None:
@@ -175,6 +179,8 @@ def _run(
         failed = f"round {recorder.current_round} failed: {type(error).__name__}: {error}"
         log.debug("%s", failed, exc_info=True)  # The traceback, with --verbose.
         raise RunFailed(f"{failed}. {_stop_early(paths, evaluator, recorder, summary_now(), failed)}") from error
+    if strategy.stalled:  # A run that trains nothing must not end as finished.
+        raise UserError(f"{strategy.stalled}. {_stop_early(paths, evaluator, recorder, summary_now(), strategy.stalled)}")
     # Flower's History has only this process's rounds (none after a budget stop); ours has all.
     if history is None or checkpoint is not None or strategy.budget_stop:
         history = history_from_records(recorder.rounds, recorder.initial)
@@ -189,7 +195,8 @@ def _run(
     if settings.baseline:
         log.info("training the centralized baseline (--baseline) on the clients' rows ...")
         summary["baseline"] = train_centrally(
-            data, num_clients=settings.clients, rounds=settings.rounds, seed=settings.seed,
+            # As many epochs as the federation ran rounds: a budget stop ends it before --rounds.
+            data, num_clients=settings.clients, rounds=len(recorder.rounds), seed=settings.seed,
             partition=settings.partition, model=settings.model, local_epochs=settings.local_epochs,
             batch_size=settings.batch_size, learning_rate=settings.learning_rate,
         )
@@ -296,7 +303,7 @@ def stopped_sentence(paths: RunPaths, done: int) -> str:
     """What a run stopped after round ``done`` saved, and how to go on."""
     partial = paths.as_partial()
     return (f"Stopped after round {done} of {paths.rounds}: the completed rounds are saved as {partial.pickle.name}, "
-            f"{partial.json.name} and {partial.model.name}; --resume with the same settings continues the run.")
+            f"{partial.json.name} and {partial.model.name}; to continue the run: {resume_command()}")
 
 
 def _save_results(
@@ -488,7 +495,7 @@ class AppServer(Server):
             take_back_stop_signals()
         try:
             return super().fit(num_rounds, timeout)
-        except PrivacyBudgetSpent:  # The run strategy refused the next round: end as if it were the last.
+        except (PrivacyBudgetSpent, TrainingStalled):  # The run strategy ended the run: the caller says why.
             return History(), 0.0
 
 

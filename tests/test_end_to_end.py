@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import shlex
 import socket
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from flwr.server.history import History
 
-from conftest import PROJECT_ROOT, free_port, run_script, start_script, wait_for_port
+from conftest import PROJECT_ROOT, assert_the_strategy_trains_every_round, free_port, run_script, start_script, wait_for_port
 from fedmnist import config
 from fedmnist.history import history_from_records, history_to_dict
 
@@ -206,6 +207,11 @@ def test_run_sh_reports_a_failing_process_and_stops(tmp_path: Path, data_home: s
         (["server.py", "--runtime", "simulation", "--secagg", "--dp-noise", "1", "--dp-clip", "1"],
          "--secagg with --dp-noise needs --dp-side client"),
         (["client.py", "--fault", "drop-at-round:2"], "drop-at-round:N is for ClientApps"),
+        # No abbreviations: --client is not --clients, --round is not --rounds.
+        (["-m", "fedmnist.launcher", "--client", "5"], "unrecognized arguments: --client 5"),
+        (["server.py", "--round", "2"], "unrecognized arguments: --round 2"),
+        (["client.py", "--partition", "1"], "unrecognized arguments: --partition 1"),
+        (["-m", "fedmnist.launcher", "--dataset", "idx:/no/such/folder"], "idx:/no/such/folder: no such folder"),
     ],
 )
 def test_bad_input_gives_one_clear_line(args: list[str], message: str) -> None:
@@ -213,6 +219,25 @@ def test_bad_input_gives_one_clear_line(args: list[str], message: str) -> None:
     assert result.returncode == 2
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_bad_input_found_at_start_moves_creates_and_archives_nothing(tmp_path: Path) -> None:
+    """Every input is checked before earlier results move, folders are made or logs are opened; said once."""
+    earlier = tmp_path / "out" / "history" / "history_40.json"
+    earlier.parent.mkdir(parents=True)
+    earlier.write_text("{}")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nowhere = tmp_path / "nowhere"
+    for flags, message in (
+        (["--dataset", f"idx:{empty}", "--out", str(tmp_path / "out")], "train-images-idx3-ubyte[.gz] is missing"),
+        (["--resume", "--out", str(nowhere)], "nothing to resume: no checkpoint"),
+    ):
+        result = run_sh(*flags, "--no-dashboard", "--port", str(free_port()), timeout=120)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert message in result.stderr and result.stderr.count("error:") == 1, result.stderr
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["history"]  # No runs/, no logs/.
+    assert earlier.read_text() == "{}" and not nowhere.exists()
 
 
 def _processes_of_run(port: int) -> list[int]:
@@ -260,12 +285,17 @@ def test_ctrl_c_stops_every_process_run_sh_started(tmp_path: Path, data_home: st
     summary = json.loads((tmp_path / "history" / "history_60.partial.json").read_text())
     done = summary["interrupted_after_round"]
     assert 2 <= done < 60 and len(summary["rounds"]) == done
-    assert f"Stopped after round {done} of 60" in output and "--resume" in output
+    assert f"Stopped after round {done} of 60" in output
+    assert output.count("interrupted") == 1, output  # Said once: by ./run.sh, not again by its server.
     assert (tmp_path / "models" / "global_60.partial.keras").stat().st_size > 0
     assert not (tmp_path / "history" / "history_60.json").exists()
     assert not (tmp_path / "models" / "global_60.keras").exists()
 
-    resumed = run_sh("--port", str(free_port()), "--resume", *args)
+    # The stop message gives the exact command that continues the run: run it as printed.
+    command = output.split("to continue the run: ")[1].splitlines()[0]
+    assert command == shlex.join(["./run.sh", "--port", str(port), *args, "--resume"])
+    resumed = subprocess.run(shlex.split(command), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
+                             stdin=subprocess.DEVNULL)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     summary = json.loads((tmp_path / "history" / "history_60.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == list(range(1, 61))
@@ -273,9 +303,9 @@ def test_ctrl_c_stops_every_process_run_sh_started(tmp_path: Path, data_home: st
     assert not (tmp_path / "models" / "global_60.partial.keras").exists()
 
 
-def test_every_strategy_runs_two_rounds_in_one_sweep_with_the_same_processes(tmp_path: Path, data_home: str) -> None:
-    """``./run.sh sweep --grid strategies``: each of the eight strategies learns, all served by one set of processes."""
-    result = run_sh("sweep", "--grid", "strategies", "--rounds", "2", "--clients", "3", "--port", str(free_port()),
+def test_every_strategy_runs_three_rounds_in_one_sweep_with_the_same_processes(tmp_path: Path, data_home: str) -> None:
+    """``./run.sh sweep --grid strategies``: each of the eight strategies trains in every round, served by one set of processes."""
+    result = run_sh("sweep", "--grid", "strategies", "--rounds", "3", "--clients", "3", "--port", str(free_port()),
                     "--dataset", "mnist-5k", "--out", str(tmp_path), "--data-home", data_home, timeout=600)
     assert result.returncode == 0, result.stdout + result.stderr
     root = tmp_path / "sweep" / "strategies"
@@ -283,11 +313,8 @@ def test_every_strategy_runs_two_rounds_in_one_sweep_with_the_same_processes(tmp
     assert (root / "comparison.png").stat().st_size > 10_000
     for index, strategy in enumerate(config.STRATEGIES, start=1):
         assert f"sweep {index}/8: {strategy} iid" in result.stdout and f"| {strategy} iid |" in table
-        summary = json.loads((root / f"{strategy}_iid" / "history" / "history_2.json").read_text())
-        assert summary["config"]["strategy"] == strategy
-        accuracy = summary["history"]["metrics_centralized"]["accuracy"]
-        assert [r for r, _ in accuracy] == [0, 1, 2] and accuracy[-1][1] > 0.3, strategy  # Learning: chance is 0.1.
-        assert all(r["evaluate"]["accuracy"] > 0 for r in summary["rounds"])  # Weighted metrics kept.
+        summary = json.loads((root / f"{strategy}_iid" / "history" / "history_3.json").read_text())
+        assert_the_strategy_trains_every_round(summary, strategy, clients=3, rounds=3)
     # Three client processes served every setting: each logged its start-up once.
     assert (tmp_path / "logs" / "client_0.log").read_text().count("client 0/3 ready") == 1
 

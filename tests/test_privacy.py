@@ -147,7 +147,8 @@ def test_classic_clients_clip_a_hostile_one_is_refused_and_the_budget_stops_the_
     common = ["--dataset", "mnist-5k", "--data-home", data_home]
     server = start_script("server.py", "--port", port, "--rounds", "5", "--clients", "3", "--min-clients", "3",
                           "--model", "dense32", "--dp-noise", "1", "--dp-clip", "0.05", "--dp-side", "client",
-                          "--dp-max-epsilon", "10", "--out", str(tmp_path), *common, log=tmp_path / "server.log")
+                          "--dp-max-epsilon", "10", "--baseline", "--out", str(tmp_path), *common,
+                          log=tmp_path / "server.log")
     clients = [
         start_script("client.py", "--server", f"127.0.0.1:{port}", "--partition-id", str(i), "--num-partitions", "3",
                      "--data-home", data_home, *fault, log=tmp_path / f"client_{i}.log")
@@ -169,6 +170,8 @@ def test_classic_clients_clip_a_hostile_one_is_refused_and_the_budget_stops_the_
         assert record["privacy"]["clipping"] == "client" and record["privacy"]["clipping_norm"] == 0.05
     summary = json.loads((tmp_path / "history" / "history_5.json").read_text())
     assert summary["stopped_after_round"] == 3 and "privacy budget" in summary["stopped"]
+    # The baseline trains one epoch per round the federation ran: 3, not --rounds 5.
+    assert [round_number for round_number, _ in summary["baseline"]["accuracy"]] == [0, 1, 2, 3]
     assert summary["privacy"]["epsilon"] == pytest.approx(ledger.epsilon)
     assert (tmp_path / "plots" / "privacy.png").exists() and (tmp_path / "models" / "global_5.keras").exists()
 
