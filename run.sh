@@ -3,15 +3,18 @@
 # First use creates .venv and installs requirements.txt; later runs start at once.
 # ./run.sh --help lists the flags (rounds, clients, port, dataset, seed, out, ...);
 # ./run.sh dashboard serves the web dashboard alone, for finished runs;
-# ./run.sh setup only sets up .venv (for a machine that runs clients).
+# ./run.sh setup only sets up .venv (for a machine that runs clients);
+# ./run.sh flwr run . ... is Flower's flwr in the project's .flwr/, ./run.sh flwr-stop ends its SuperLink.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 # No cd: relative paths such as --out results stay relative to where you are.
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 
-for arg in "$@"; do  # --help needs no set-up: the launcher parses flags with the standard library.
-    case "$arg" in -h|--help) exec python3 -m fedmnist.launcher "$@" ;; esac
-done
+if [ "${1:-}" != flwr ]; then  # ./run.sh flwr ... --help is flwr's own help, from .venv.
+    for arg in "$@"; do  # --help needs no set-up: the launcher parses flags with the standard library.
+        case "$arg" in -h|--help) exec python3 -m fedmnist.launcher "$@" ;; esac
+    done
+fi
 
 if [ "${1:-}" = setup ]; then  # A client-only machine: the run's packages, nothing else, no run.
     source "$root/scripts/venv.sh"

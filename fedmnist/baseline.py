@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from fedmnist import config
-from fedmnist.data import MnistData, client_data, client_shares, to_float
+from fedmnist.data import MnistData, client_shares, share_data, to_float
 
 
 def union_of_client_rows(
@@ -18,7 +18,7 @@ def union_of_client_rows(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every client's training rows (not their validation slices), as float pixels and int labels."""
     rows = client_shares(data, num_clients, seed, partition)  # Cut once, not once per client.
-    shares = [client_data(data, i, num_clients, seed, partition=partition, shares=rows) for i in range(num_clients)]
+    shares = [share_data(data, rows, i, seed) for i in range(num_clients)]
     x = np.concatenate([share.x_train for share in shares])
     y = np.concatenate([share.y_train for share in shares])
     return to_float(x), y.astype(np.int32)
@@ -54,3 +54,39 @@ def train_centrally(
         curves["accuracy"].append([server_round, result.accuracy])
         curves["loss"].append([server_round, result.loss])
     return curves
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Train the model centrally on the rows a run's clients would hold; held-out accuracy after each epoch."""
+    from fedmnist.cli import Parser, dataset_spec, partition_spec, positive_float, positive_int, run_cli
+    from fedmnist.data import load_mnist
+
+    parser = Parser(prog="./run.sh central", description=main.__doc__ + " The reference the README's tables quote.")
+    parser.add_argument("--dataset", type=dataset_spec, default=config.DATASET,
+                        help="auto, openml, mnist-5k, fashion-mnist or idx:DIR (default: %(default)s)")
+    parser.add_argument("--data-home", default=None, help="scikit-learn data home (default: its own)")
+    parser.add_argument("--clients", type=positive_int, default=config.CLIENTS,
+                        help="whose rows (less their validation slices) are pooled (default: %(default)s)")
+    parser.add_argument("--partition", type=partition_spec, default=config.PARTITION,
+                        help="how the rows are cut first; the union is the same rows (default: %(default)s)")
+    parser.add_argument("--model", choices=config.MODELS, default=config.MODEL, help="(default: %(default)s)")
+    parser.add_argument("--epochs", type=positive_int, default=10, help="(default: %(default)s)")
+    parser.add_argument("--batch-size", type=positive_int, default=config.BATCH_SIZE, help="(default: %(default)s)")
+    parser.add_argument("--learning-rate", type=positive_float, default=config.LEARNING_RATE,
+                        help="Adam's (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=config.SEED, help="(default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    def train() -> None:
+        data = load_mnist(args.dataset, args.data_home)
+        print(f"{data.source}: the rows of {args.clients} clients, {args.model}, batch {args.batch_size}, "
+              f"Adam {args.learning_rate}", flush=True)
+        accuracy = train_centrally(data, num_clients=args.clients, rounds=args.epochs, seed=args.seed,
+                                   partition=args.partition, model=args.model, batch_size=args.batch_size,
+                                   learning_rate=args.learning_rate)["accuracy"]
+        for epoch, value in accuracy[1:]:
+            print(f"epoch {epoch:.0f}/{args.epochs}: held-out accuracy {100 * value:.1f}%")
+        epoch, best = max(accuracy[1:], key=lambda point: point[1])
+        print(f"best held-out accuracy {100 * best:.1f}% (epoch {epoch:.0f} of {args.epochs})")
+
+    run_cli(train)

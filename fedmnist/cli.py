@@ -11,6 +11,7 @@ import argparse
 import logging
 import math
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -168,6 +169,18 @@ def _parse(kind: Callable[[str], T], text: str, what: str) -> T:
 
 
 RESUME_COMMAND = "FEDMNIST_RESUME_COMMAND"  # ./run.sh tells its server how the person would continue the run.
+
+
+# TensorFlow prints these at import whatever its log level (absl logs before its set-up); Ray workers'
+# lines start with their "(pid=N)". Run logs keep them; the console does not.
+_TENSORFLOW_NOTES = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ",
+                     "To enable the following instructions:")
+_RAY_WORKER_PREFIX = re.compile(r"^(\x1b\[\d+m)?\(pid=\d+\)(\x1b\[0m)? ?")
+
+
+def is_start_up_noise(line: str) -> bool:
+    """Whether ``line`` is one of TensorFlow's start-up notes, from this process or a Ray worker."""
+    return _RAY_WORKER_PREFIX.sub("", line).startswith(_TENSORFLOW_NOTES)
 
 
 def resume_command() -> str:

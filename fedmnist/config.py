@@ -65,11 +65,20 @@ LEARNING_RATE = 0.001  # Adam.
 
 # Model.
 MODELS = ("mlp", "dense32", "cnn", "2nn", "cnn-paper")
-DENSE_MODELS = ("mlp", "dense32")  # What WebSocket clients train: dense layers read off the weights' shapes.
 MODEL = "mlp"  # Best accuracy per second of the default run here (README, Models).
 HIDDEN_UNITS = 128  # Of the mlp: 784-128-10.
 NUM_CLASSES = 10
 IMAGE_PIXELS = 784  # 28 x 28, flattened.
+# The dense models' hidden layer widths: WebSocket clients train these (their layers are read off the
+# weights' shapes), and the dashboard sizes its message cap for the largest.
+DENSE_HIDDEN_LAYERS = {"mlp": (HIDDEN_UNITS,), "dense32": (32,), "2nn": (200, 200)}
+DENSE_MODELS = tuple(DENSE_HIDDEN_LAYERS)
+
+
+def dense_weight_count(model: str) -> int:
+    """Weights and biases of dense model ``model`` (2nn: 199,210), without building it."""
+    widths = (IMAGE_PIXELS, *DENSE_HIDDEN_LAYERS[model], NUM_CLASSES)
+    return sum(inputs * outputs + outputs for inputs, outputs in zip(widths, widths[1:]))
 
 # Dashboard (fedmnist.dashboard), started by run.sh beside the server.
 DASHBOARD_PORT = 10000

@@ -114,19 +114,19 @@ def free_port() -> int:
 def serverapp_pids(superlink_port: int) -> list[int]:
     """The ``flwr-serverapp`` processes of the SuperLink on ``superlink_port`` (at most one per run)."""
     address = f"127.0.0.1:{superlink_port}".encode()
-    return [pid for pid, arguments in _processes()
+    return [pid for pid, arguments in process_arguments()
             if any(a.endswith(b"flwr-serverapp") for a in arguments) and address in arguments]
 
 
 def helper_pids(parents: list[int]) -> list[int]:
     """Flower's ``flower-superexec`` helpers of ``parents``: detached, they outlive them by seconds otherwise."""
     wanted = {str(pid).encode() for pid in parents}
-    return [pid for pid, arguments in _processes()
+    return [pid for pid, arguments in process_arguments()
             if any(a.endswith(b"flower-superexec") for a in arguments)
             and any(a == b"--parent-pid" and b in wanted for a, b in zip(arguments, arguments[1:]))]
 
 
-def _processes() -> list[tuple[int, list[bytes]]]:
+def process_arguments() -> list[tuple[int, list[bytes]]]:
     """Every process this user may read: pid and command-line arguments."""
     found = []
     for entry in Path("/proc").iterdir():

@@ -3,7 +3,10 @@
 * ``nan``: every update is full of NaN.
 * ``shape``: the update lacks its last array (a different model).
 * ``scale``: the update moves 100 times farther from the global model than it trained.
-* ``crash-at-round:N``: the process dies (exit status 3) when round N's training starts.
+* ``crash-at-round:N``: the client is gone from round N on. A ``client.py`` process
+  dies (exit status 3) when round N's training starts; a ClientApp, whose process
+  serves other clients too (a simulation's Ray worker), fails every message of
+  round N and later instead.
 * ``drop-at-round:N``: round N's training fails and the client sends no update,
   but its process lives on (a ClientApp: a Ray worker serves other clients too).
 
@@ -71,13 +74,26 @@ def fault_mod(message: Message, context: Context, call_next: Any) -> Message:
         return Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=str(drop)), reply_to=message)
 
 
-def fail_if_due(fault: str | None, server_round: int) -> None:
-    """When ``fault`` says this round: end the process abruptly, as a crash would, or fail this training."""
+def fail_if_due(fault: str | None, server_round: int, own_process: bool = True) -> None:
+    """Before training: fail this message if ``fault`` drops out of this round, or crash (``fail_if_crashed``)."""
     kind, _, value = (fault or "").partition(":")
-    if kind not in (CRASH, DROP) or server_round != int(value):
-        return
-    if kind == DROP:
+    if kind == DROP and server_round == int(value):
         raise InjectedDrop(f"fault injected: dropping out of round {server_round}")
+    fail_if_crashed(fault, server_round, own_process)
+
+
+def fail_if_crashed(fault: str | None, server_round: int, own_process: bool = True) -> None:
+    """From round N on, a ``crash-at-round:N`` client answers nothing.
+
+    ``own_process``: the process is this client's alone (``client.py``), so the
+    crash ends it; else (a ClientApp) each message fails, as ending a Ray worker
+    would take the other clients it serves with it.
+    """
+    kind, _, value = (fault or "").partition(":")
+    if kind != CRASH or server_round < int(value):
+        return
+    if not own_process:
+        raise InjectedDrop(f"fault injected: crashed at round {value}")
     print(f"fault injected: crashing at round {server_round}", file=sys.stderr, flush=True)
     os._exit(CRASH_EXIT_STATUS)
 

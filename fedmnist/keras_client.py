@@ -40,9 +40,9 @@ from flwr.common import (
 )
 
 from fedmnist import config as defaults  # Flower's methods take a parameter named `config`.
-from fedmnist.data import ClientData, MnistData, client_data, client_shares, load_mnist, to_float
+from fedmnist.data import ClientData, MnistData, client_shares, load_mnist, share_data, to_float
 from fedmnist.errors import UserError
-from fedmnist.faults import corrupt, fail_if_due
+from fedmnist.faults import corrupt, fail_if_crashed, fail_if_due
 from fedmnist.privacy import clip_update
 from fedmnist.tls import speaks_tls
 
@@ -138,8 +138,7 @@ class ClientCache:
             data, cut = self.data(str(dataset)), (dataset, seed, scheme, num_partitions)
             if cut not in self._shares:  # Once per process: Flower Datasets takes 6-10 s to cut 60,000 rows.
                 self._shares[cut] = client_shares(data, num_partitions, int(seed), str(scheme))
-            share = client_data(data, partition_id, num_partitions, int(seed), partition=str(scheme),
-                                shares=self._shares[cut])
+            share = share_data(data, self._shares[cut], partition_id, int(seed))
             self._clients[key] = MnistClient(self.trainer(str(model), int(seed)), share, partition_id=partition_id)
         return self._clients[key]
 
@@ -250,7 +249,7 @@ class PartitionClient(NumPyClient):
         settings = self._settings(config)
         client = self.cache.client(settings, self.partition_id, self.num_partitions)
         server_round = int(config.get("server-round", 0))
-        fail_if_due(self.fault, server_round)
+        fail_if_due(self.fault, server_round, own_process=self.state is None)
         run_id = str(config.get("run-id", ""))
         keep = bool(config.get("keep-optimizer", False))
         if keep:
@@ -273,7 +272,9 @@ class PartitionClient(NumPyClient):
         return corrupt(self.fault, weights, parameters), num_examples, metrics
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
-        return self._client(config).evaluate(parameters, config)
+        client = self._client(config)
+        fail_if_crashed(self.fault, int(config.get("server-round", 0)), own_process=self.state is None)
+        return client.evaluate(parameters, config)
 
     def _take_optimizer(self, trainer: Trainer, model: str, run_id: str) -> None:
         """Adam as this client left it in this run, else fresh.

@@ -34,6 +34,7 @@ from fedmnist.cli import (
     EXIT_USER_ERROR,
     RESUME_COMMAND,
     Parser,
+    is_start_up_noise,
     non_negative_int,
     resume_command_for,
     run_cli,
@@ -52,8 +53,6 @@ SERVER_STOP_SECONDS = 30.0  # The server first saves the completed rounds (about
 FLWR_RUN_STOP_SECONDS = 10.0  # flwr run streams the logs of a stopped run, then ends.
 POLL_SECONDS = 0.05
 PROCESS_MEMORY_GB = 0.8  # Resident size of one server or client process, measured: about 0.75 GB.
-# TensorFlow prints these at import whatever its log level; they are kept in the log files.
-_NOISE = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ")
 
 
 def parse_args(argv: list[str]):
@@ -68,7 +67,9 @@ def parse_args(argv: list[str]):
         epilog="Results: OUT/history/history_<rounds>.pkl/.json/.jsonl, OUT/models/global_<rounds>.keras, "
         "OUT/plots/*.png; each process's output in OUT/logs/. Sweeps: OUT/sweep/<grid>/ "
         "(comparison.md, comparison.png, one folder per setting). The live dashboard: http://127.0.0.1:10000/. "
-        "Also: ./run.sh sweep --help, ./run.sh dashboard --help, ./run.sh certs --help, ./run.sh keys --help.",
+        "Also: ./run.sh sweep --help, ./run.sh dashboard --help, ./run.sh certs --help, ./run.sh keys --help, "
+        "./run.sh central --help (the centralized reference); "
+        "./run.sh flwr ARGS runs Flower's flwr CLI in the project's .flwr/, ./run.sh flwr-stop ends its local SuperLink.",
     )
     parser.add_argument("--tls", action="store_true",
                         help="encrypt client-server traffic; makes development certificates in OUT/certs when missing")
@@ -484,7 +485,7 @@ class Launcher:
 
     def _failure(self, name: str, returncode: int) -> str:
         log_path = self.logs / f"{name}.log"
-        last = [line for line in _read_lines(log_path) if not line.startswith(_NOISE)][-5:]
+        last = [line for line in _read_lines(log_path) if not is_start_up_noise(line)][-5:]
         detail = "\n  ".join(last) if last else "(no output)"
         why = ""
         if name in self.services and name.startswith("client_") and _refused_supernode(log_path):
@@ -543,7 +544,7 @@ def _stream(path: Path, process: subprocess.Popen, start: int = 0, out: IO[str] 
         while True:
             line = handle.readline()
             if line:
-                if not line.startswith(_NOISE):
+                if not is_start_up_noise(line):
                     out.write(line)
                     out.flush()
             elif process.poll() is not None:
@@ -566,6 +567,14 @@ def main(argv: list[str] | None = None) -> None:
         from fedmnist.node_keys import main as make_keys
 
         return None if check_only else make_keys(argv[1:])
+    if argv[:1] == ["central"]:  # ./run.sh central --dataset D --clients N --model M ...
+        from fedmnist.baseline import main as central
+
+        return None if check_only else central(argv[1:])
+    if argv[:1] in (["flwr"], ["flwr-stop"]):  # ./run.sh flwr run . ...; ./run.sh flwr-stop
+        from fedmnist.flwr_local import main as flwr
+
+        return None if check_only else flwr(argv)
     if argv[:1] == ["dashboard"]:  # ./run.sh dashboard [--out DIR] [--dashboard-port N]
         from fedmnist.dashboard.serve import main as dashboard, parse_args as dashboard_args
 

@@ -17,6 +17,7 @@ and loss objects, the same update rule as ``model.fit``.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from collections.abc import Sequence
 
@@ -52,9 +53,9 @@ def build_model(seed: int = config.SEED, name: str = config.MODEL) -> keras.Mode
 # The layers between the pixels and the softmax output, per --model.
 _MODEL_LAYERS = {
     # 784-128-10: the classic MLP of Flower's and Keras's MNIST tutorials.
-    "mlp": lambda: [layers.Dense(config.HIDDEN_UNITS, activation="relu", name="hidden")],
+    "mlp": lambda: [layers.Dense(config.DENSE_HIDDEN_LAYERS["mlp"][0], activation="relu", name="hidden")],
     # 784-32-10: the small dense network of many federated MNIST demos.
-    "dense32": lambda: [layers.Dense(32, activation="relu", name="hidden")],
+    "dense32": lambda: [layers.Dense(config.DENSE_HIDDEN_LAYERS["dense32"][0], activation="relu", name="hidden")],
     # A small convnet after keras-io's mnist_convnet, narrowed to 8/16 filters for 2 CPU cores.
     "cnn": lambda: [
         layers.Reshape((28, 28, 1), name="image"),
@@ -65,8 +66,8 @@ _MODEL_LAYERS = {
         layers.Flatten(name="flatten"),
     ],
     # The FedAvg paper's "2NN": two hidden layers of 200 ReLU units, 199,210 parameters.
-    "2nn": lambda: [layers.Dense(200, activation="relu", name="hidden1"),
-                    layers.Dense(200, activation="relu", name="hidden2")],
+    "2nn": lambda: [layers.Dense(width, activation="relu", name=f"hidden{i}")
+                    for i, width in enumerate(config.DENSE_HIDDEN_LAYERS["2nn"], start=1)],
     # The FedAvg paper's CNN: 5x5 convolutions of 32 and 64 channels, each followed by 2x2 max
     # pooling, then 512 ReLU units: 1,663,370 parameters, which "same" padding gives (7x7x64 into
     # the dense layer; "valid" padding would give 4x4x64 and 582,026).
@@ -223,6 +224,8 @@ def save_model(model: keras.Model, path: str) -> None:
     """Save a complete ``.keras`` file (architecture + weights), atomically."""
     from fedmnist.atomic import atomic_path
 
-    with atomic_path(path) as tmp:
-        # Keras insists on the .keras suffix, which atomic_path keeps.
-        model.save(tmp)
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # Keras saves each variable with np.array(variable), and NumPy 2 warns once per file that
+        # TensorFlow's Variable.__array__ takes no copy argument: TensorFlow's to fix, not a user's.
+        warnings.filterwarnings("ignore", "__array__ implementation doesn't accept a copy", DeprecationWarning)
+        model.save(tmp)  # Keras insists on the .keras suffix, which atomic_path keeps.

@@ -23,7 +23,7 @@ from flwr.server.history import History  # noqa: E402
 
 from fedmnist import config  # noqa: E402
 from fedmnist.atomic import atomic_path  # noqa: E402
-from fedmnist.records import client_name  # noqa: E402
+from fedmnist.records import client_name, client_order  # noqa: E402
 
 _SOURCE_NAMES = {"mnist-5k": "mnist-5k (offline 5,000-image subset)", "openml": "OpenML mnist_784"}
 # (file stem, metric key, y-axis label)
@@ -165,14 +165,16 @@ def client_spread(records: list[dict[str, Any]]) -> list[tuple[int, float, float
 
 
 def client_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
-    """``{"client 0": [(1, 0.81), (2, 0.86)], ...}``: each client's evaluate accuracy per round."""
+    """``{"client 0": [(1, 0.81), (2, 0.86)], ...}``: each client's evaluate accuracy per round, by partition id."""
     curves: dict[str, list[tuple[int, float]]] = {}
+    order: dict[str, tuple[int, str]] = {}
     for record in records:
         for client in record.get("per_client", []):
             accuracy = client.get("evaluate", {}).get("accuracy")
             if accuracy is not None:
                 curves.setdefault(client_name(client), []).append((record["round"], accuracy))
-    return dict(sorted(curves.items()))
+                order.setdefault(client_name(client), client_order(client))
+    return dict(sorted(curves.items(), key=lambda item: order[item[0]]))  # Colours C0, C1...: the dashboard's.
 
 
 def privacy_curve(records: list[dict[str, Any]]) -> list[tuple[int, float, float]]:

@@ -21,6 +21,7 @@ from flwr.server.client_proxy import ClientProxy
 
 from fedmnist import config
 from fedmnist.live_log import LiveLogWriter
+from fedmnist.records import client_order
 from fedmnist.strategy import reporting_clients
 from fedmnist.validation import RejectedResult, RejectedUpdate, client_name
 
@@ -144,7 +145,7 @@ class RoundRecorder:
             rejected_evaluations=sum(isinstance(failure, RejectedResult) for failure in failures),
             failure_reasons=[*reasons, *(f"evaluation: {describe_failure(f)}" for f in failures)][:MAX_REASONS],
             client_evaluate_seconds=_slowest([res.metrics for _, res in results], "evaluate_seconds"),
-            per_client=sorted(self._per_client.values(), key=_client_order),
+            per_client=sorted(self._per_client.values(), key=client_order),
         )
         record["seconds"] = self.clock() - self._round_started
         local = sum(record.get(key, 0.0) for key in ("client_fit_seconds", "client_evaluate_seconds", "centralized_seconds"))
@@ -174,8 +175,7 @@ def _client_entry(proxy: ClientProxy, result: FitRes | EvaluateRes, stage: str) 
     return entry
 
 
-def _client_order(entry: dict[str, Any]) -> tuple[int, str]:
-    return (int(entry.get("partition_id", 1 << 30)), str(entry["cid"]))
+
 
 
 def describe_failure(failure: tuple[ClientProxy, FitRes | EvaluateRes] | BaseException) -> str:

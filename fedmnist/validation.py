@@ -118,7 +118,7 @@ class UpdateValidator:
 
 
 def client_name(proxy: ClientProxy, result: FitRes | EvaluateRes | None = None) -> str:
-    """``client 3`` (its partition id), ``client 4 (alice)`` for a named WebSocket participant.
+    """``client 3`` (its partition id), ``client 4 (web: alice)`` for a WebSocket participant.
 
     A result without a partition id (a client of another program) is named by
     the start of Flower's id for it, the only name Flower has.

@@ -117,6 +117,12 @@ def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home:
                 confusionCaption: document.getElementById('confusion-caption').textContent,
                 files: [...document.querySelectorAll('#file-list a')].map((a) => a.textContent),
                 config: [...document.querySelectorAll('#config-table td:first-child')].map((td) => td.textContent),
+                every: Object.fromEntries([...document.querySelectorAll('#config-table tr')].map(
+                    (tr) => [...tr.children].map((td) => td.textContent))),
+                shaped: [...document.querySelectorAll('#shaped-table tr')].map((tr) => [...tr.children].map((td) => td.textContent)),
+                folded: !document.getElementById('config-details').open,
+                roundSteps: [3, 10, 14, 40, 100, 1000].map(fedmnistDashboard.roundStep),
+                clientColours: fedmnistDashboard.charts.clientAccuracy.data.datasets.map((d) => d.borderColor),
                 accuracyMin: fedmnistDashboard.charts.accuracy.options.scales.y.min,
                 mistakes: document.querySelectorAll('#mistakes canvas').length,
                 mistakesCaption: document.getElementById('mistakes-caption').textContent,
@@ -155,6 +161,15 @@ def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home:
     assert panels["confusionRows"] == 11 and "after round 3" in panels["confusionCaption"]
     assert {"plots/accuracy.png", "plots/clients.png", "plots/confusion.png", "history/history_3.json"} <= set(panels["files"])
     assert "Local epochs" in panels["config"] and "local_epochs" not in panels["config"]
+    # The Config card: what shaped this run first, every setting folded away, none shown as "not given".
+    assert panels["shaped"] == [["Strategy", "fedavg"], ["Model", "mlp"], ["Dataset", "mnist-5k"], ["Partition", "iid"],
+                                ["Rounds", "3"], ["Clients", "2"], ["Min clients", "1 (all but one)"],
+                                ["Local epochs", "1"], ["Batch size", "32"], ["Learning rate", "0.001"], ["Seed", "42"]]
+    assert panels["folded"] and panels["every"]["Name"].startswith("fedavg-iid-2c-3r-")
+    assert panels["every"]["Min clients"] == "1 (all but one)" and len(panels["every"]) > 30
+    assert panels["roundSteps"] == [1, 1, 2, 5, 10, 100]  # Round ticks 0, 5, 10... for 40 rounds, not 0, 14, 28.
+    from matplotlib.colors import to_hex  # clients.png's colours, in the same order.
+    assert panels["clientColours"] == [to_hex(f"C{i}") for i in range(2)]
     assert panels["accuracyMin"] > 0.3  # The axis fits rounds 1-3, not round 0's ~10%.
     assert panels["mistakes"] == 16 and "after round 3" in panels["mistakesCaption"]
     assert panels["badge"] == "finished: from its files"  # Not "live": nothing will change any more.

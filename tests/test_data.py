@@ -14,7 +14,9 @@ from fedmnist.data import (
     cache_path,
     sklearn_data_home,
     client_data,
+    client_shares,
     load_mnist,
+    share_data,
     to_float,
 )
 from fedmnist.errors import UserError
@@ -48,6 +50,17 @@ def test_client_data_keeps_a_validation_slice_and_clients_do_not_overlap(mnist_5
     assert [len(s.y_val) for s in shares] == [133, 133, 133]
     rows = {row.tobytes() for s in shares for row in np.concatenate([s.x_train, s.x_val])}
     assert len(rows) == len({row.tobytes() for row in mnist_5k.x_train})  # All rows used, none twice.
+
+
+def test_rows_cut_once_for_many_clients_are_the_rows_each_client_cuts_alone(mnist_5k) -> None:
+    shares = client_shares(mnist_5k, 4, 3, "shards:2")
+    for partition_id in range(4):
+        alone, cut = client_data(mnist_5k, partition_id, 4, 3, partition="shards:2"), share_data(mnist_5k, shares,
+                                                                                                    partition_id, 3)
+        assert np.array_equal(alone.y_train, cut.y_train) and np.array_equal(alone.x_val, cut.x_val)
+        assert len(np.unique(alone.y_train)) <= 4  # Two shards of sorted labels (an IID share has all 10).
+    with pytest.raises(UserError, match="partition-id must be in 0..3, got 4"):
+        share_data(mnist_5k, shares, 4, 3)
 
 
 def test_five_k_split_holds_out_100_images_per_digit(mnist_5k) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from conftest import PROJECT_ROOT, assert_the_strategy_trains_every_round, free_port, run_script, wait_for_port
+from fedmnist import flwr_local
 from fedmnist.data import client_shares
 from fedmnist.faults import FAULTS_VARIABLE
 from fedmnist.keras_client import ClientCache
@@ -110,6 +111,23 @@ def test_a_run_whose_rounds_accept_no_update_stops_with_one_error_and_saves_its_
     assert summary["interrupted_after_round"] == 3 and summary["stop_reason"].startswith("rounds 1-3 accepted no")
     assert [r["rejected_updates"] for r in summary["rounds"]] == [3, 3, 3]
     assert not (tmp_path / "history" / "history_6.json").exists()  # Never a finished run.
+
+
+def test_a_virtual_client_that_crashes_is_gone_from_then_on_and_its_ray_worker_serves_the_others(
+    tmp_path: Path, data_home: str,
+) -> None:
+    """``crash-at-round:2`` on a ClientApp fails its messages from round 2 on; exiting would end a shared worker."""
+    done = run_script("server.py", "--runtime", "simulation", "--dataset", "mnist-5k", "--data-home", data_home,
+                      "--out", str(tmp_path), "--clients", "4", "--rounds", "3", "--model", "dense32",
+                      "--min-clients", "3", timeout=300, env={**os.environ, FAULTS_VARIABLE: "3=crash-at-round:2"})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "worker died" not in done.stderr.lower() and "Traceback" not in done.stderr
+    rounds = json.loads((tmp_path / "history" / "history_3.json").read_text())["rounds"]
+    assert [(r["fit_results"], r["fit_failures"], r["evaluate_results"], r["rejected_updates"]) for r in rounds] == [
+        (4, 0, 4, 0), (3, 1, 3, 0), (3, 1, 3, 0)]
+    assert all("fault injected: crashed at round 2" in r["failure_reasons"][0] for r in rounds[1:])
+    assert [sorted(c["partition_id"] for c in r["per_client"] if "fit" in c) for r in rounds] == [
+        [0, 1, 2, 3], [0, 1, 2], [0, 1, 2]]
 
 
 def test_a_simulated_run_writes_what_a_classic_run_writes(simulated_run: tuple[Path, dict], classic_run: Path) -> None:
@@ -221,46 +239,64 @@ def flower_processes_of(marker: object, programs: tuple[bytes, ...] = FLOWER_PRO
         time.sleep(0.5)
 
 
-def test_flwr_run_runs_the_app_on_a_local_simulation(tmp_path: Path, data_home: str) -> None:
-    """``flwr run .`` as Flower's docs describe it, on a SuperLink that flwr starts itself (then stopped here)."""
-    home = tmp_path / "flwr-home"
-    home.mkdir()
-    (home / "config.toml").write_text('[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = ":local:"\n'
-                                      "options.num-supernodes = 2\n")
-    environment = {**os.environ, "FLWR_HOME": str(home), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+def test_flwr_run_runs_the_app_on_a_local_simulation_and_flwr_stop_ends_exactly_its_superlink(
+        tmp_path: Path, data_home: str) -> None:
+    """``./run.sh flwr run .`` as the README shows it, on the SuperLink flwr starts itself; then ``./run.sh flwr-stop``."""
+    home, user_home = tmp_path / "flwr-home", tmp_path / "user"
+    environment = {**os.environ, "FLWR_HOME": str(home), "HOME": str(user_home),
                    "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()),
                    "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()), "FEDMNIST_DATA_HOME": data_home,
-                   "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "FLWR_DISABLE_UPDATE_CHECK": "1"}
+                   "FLWR_DISABLE_UPDATE_CHECK": "1"}
+    for name in ("TF_CPP_MIN_LOG_LEVEL", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"):  # ./run.sh flwr sets these.
+        environment.pop(name, None)
     out = tmp_path / "out"
+    # Another SuperLink, as if another project's: flwr-stop must leave it running.
+    (tmp_path / "other" / "local-superlink").mkdir(parents=True)
+    other = subprocess.Popen([str(Path(sys.executable).parent / "flower-superlink"), "--insecure", "--simulation",
+                              "--port", str(free_port()), "--control-api-address", f"127.0.0.1:{free_port()}",
+                              "--fleet-api-address", f"127.0.0.1:{free_port()}",
+                              "--log-file", str(tmp_path / "other" / "local-superlink" / "superlink.log")],
+                             env={**environment, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         done = subprocess.run(
-            [str(Path(sys.executable).parent / "flwr"), "run", ".", "--stream", "--run-config",
-             f"rounds=2 clients=2 model='dense32' dataset='mnist-5k' out='{out}' data-home='{data_home}'"],
+            [str(PROJECT_ROOT / "run.sh"), "flwr", "run", ".", "--stream", "--federation-config", "num-supernodes=2",
+             "--run-config", f"rounds=2 clients=2 model='dense32' dataset='mnist-5k' out='{out}' data-home='{data_home}'"],
             cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=400, stdin=subprocess.DEVNULL)
+        running = flwr_local.local_superlinks(home)
+        stopped = subprocess.run([str(PROJECT_ROOT / "run.sh"), "flwr-stop"], env=environment, capture_output=True,
+                                 text=True, timeout=60)
+        left = flower_processes_of(home)
+        assert other.poll() is None, "flwr-stop ended a SuperLink that is not this project's"
     finally:
-        for pid in _superlinks_of(home):
+        for pid in flwr_local.local_superlinks(home):
             os.kill(pid, 15)
+        other.terminate()
+        other.wait(timeout=30)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "round 2/2" in done.stdout, done.stdout[-3000:]
+    for noise in ("oneDNN", "cpu_feature_guard", "FutureWarning"):
+        assert noise not in done.stdout + done.stderr, noise
     summary = json.loads((out / "history" / "history_2.json").read_text())
     assert [(r["fit_results"], r["evaluate_results"]) for r in summary["rounds"]] == [(2, 2), (2, 2)]
     assert summary["config"]["runtime"] == "simulation" and summary["config"]["model"] == "dense32"
     assert summary["timings"]["client_warm_up_seconds"] > 0  # The ServerApp warms Flower's workers up too.
     assert (out / "history" / "history_2.pkl").is_file() and (out / "models" / "global_2.keras").is_file()
-    assert not flower_processes_of(home), "the local SuperLink or its helpers are still running"
+    assert len(running) == 1, "flwr run left no local SuperLink running (Flower's design) or started two"
+    assert stopped.returncode == 0 and stopped.stdout.startswith("stopped the local SuperLink of"), stopped
+    assert not left, "the local SuperLink or its helpers are still running"
+    assert (home / "config.toml").is_file() and not (user_home / ".flwr").exists()
+    again = subprocess.run([str(PROJECT_ROOT / "run.sh"), "flwr-stop"], env=environment, capture_output=True,
+                           text=True, timeout=60)
+    assert (again.returncode, again.stdout.strip()) == (0, f"no local SuperLink of {home} is running")
 
 
-def _superlinks_of(home: Path) -> list[int]:
-    """The local SuperLink ``flwr run`` started for FLWR_HOME ``home`` (its database lives there)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            arguments = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"flower-superlink" in arguments and str(home).encode() in arguments:
-            found.append(int(entry.name))
-    return found
+def test_flwr_files_go_to_the_projects_own_folder_unless_flwr_home_says_otherwise(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FLWR_HOME", raising=False)
+    assert flwr_local.flower_home() == PROJECT_ROOT / ".flwr"
+    monkeypatch.setenv("FLWR_HOME", "/somewhere")
+    assert flwr_local.flower_home() == Path("/somewhere")
 
 
 def test_a_hundred_virtual_clients_with_a_tenth_sampled_each_round(tmp_path: Path, data_home: str) -> None:

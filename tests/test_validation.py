@@ -91,6 +91,10 @@ def test_a_clientapp_node_takes_its_fault_from_its_node_config_or_the_environmen
     fail_if_due("drop-at-round:2", 1)
     with pytest.raises(InjectedDrop, match="dropping out of round 2"):
         fail_if_due("drop-at-round:2", 2)
+    fail_if_due("crash-at-round:2", 1, own_process=False)
+    for server_round in (2, 3):  # A ClientApp's crash fails every message from then on; its process lives.
+        with pytest.raises(InjectedDrop, match="crashed at round 2"):
+            fail_if_due("crash-at-round:2", server_round, own_process=False)
     monkeypatch.setenv(FAULTS_VARIABLE, "2=drop")
     with pytest.raises(ValueError, match="unknown fault 'drop'"):
         node_fault(2, {})
@@ -168,7 +172,7 @@ def test_evaluations_with_bad_loss_counts_or_metrics_are_rejected() -> None:
     assert [str(error) for error in rejected] == [
         "client 1: loss nan is not a finite number",  # Named by partition id, as a person knows them.
         "client zero: num_examples 0 is not a positive whole number",  # Sent none: Flower's id, cut short.
-        "client 3 (alice): metric 'accuracy' is 'high', not a finite number",  # A WebSocket participant's name.
+        "client 3 (web: alice): metric 'accuracy' is 'high', not a finite number",  # A WebSocket participant's name.
     ]
 
 

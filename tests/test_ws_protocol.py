@@ -157,6 +157,21 @@ def test_a_participant_whose_flower_server_never_comes_is_told_and_let_go(tmp_pa
     assert federation.take_place(None) == 0  # The place is free again.
 
 
+def test_every_dense_model_fits_the_dashboards_message_cap() -> None:
+    """WebSocket clients train every dense model, the paper's 2nn (199,210 weights) too; its answers fit the cap."""
+    from fedmnist import config
+    from fedmnist.dashboard.serve import uvicorn_server
+    from fedmnist.model import build_model
+
+    assert set(config.DENSE_MODELS) == {"mlp", "dense32", "2nn"}
+    cap = uvicorn_server(object(), "127.0.0.1", 0).config.ws_max_size
+    for model in config.DENSE_MODELS:
+        weights = build_model(0, model).get_weights()
+        assert config.dense_weight_count(model) == sum(w.size for w in weights), model
+        assert dense_layer_sizes([w.shape for w in weights]) is not None, model
+        assert cap >= message_cap(sum(w.size for w in weights)), model
+
+
 # The NumPy client (examples/ws_client.py) does Keras's maths.
 
 

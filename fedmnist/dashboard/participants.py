@@ -280,7 +280,7 @@ class Participant:
         if dense_layer_sizes(shapes) is None:
             model = instruction.config.get("model", "?")
             return (f"this run's model ({model}) is not a dense network; WebSocket clients train dense models: "
-                    "start the run with --model mlp or --model dense32")
+                    f"start the run with --model {' or --model '.join(config.DENSE_MODELS)}")
         try:
             data = await run_in_threadpool(self.federation.partition, self.place, dict(instruction.config))
         except UserError as error:

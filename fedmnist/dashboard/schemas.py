@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from fedmnist.dashboard.runs import RunSnapshot, Status
 from fedmnist.records import client_name
+from fedmnist.settings import settings_from, shaping_settings
 
 
 class ErrorResponse(BaseModel):
@@ -143,6 +144,8 @@ class RunDetail(RunInfo):
     """A run with its effective config and every finished round."""
 
     config: dict[str, Any] = Field(description="The server's settings for the run (server.py flags).")
+    shaped_by: dict[str, Any] = Field(description="Of ``config``, the settings that shaped this run, in a reader's "
+                                      "order (the rest are paths, ports and timeouts); min_clients as it came to.")
     initial: Evaluation | None = Field(description="The starting model on the held-out rows (round 0).")
     rounds: list[RoundRecord]
     label_histograms: list[list[int]] | None = Field(description="Examples of each digit (columns) per client (rows).")
@@ -153,6 +156,7 @@ class RunDetail(RunInfo):
         initial = snapshot.initial
         return cls(
             **RunInfo.from_snapshot(snapshot).model_dump(), config=snapshot.config,
+            shaped_by=shaping_settings(settings_from(snapshot.config)) if snapshot.config else {},
             initial=Evaluation(
                 accuracy=(initial.get("centralized") or {}).get("accuracy"), loss=initial.get("loss_centralized"),
             ) if initial else None,

@@ -118,7 +118,7 @@ def uvicorn_server(app: object, host: str, port: int) -> uvicorn.Server:
     """The uvicorn server for ``app``: quiet, bounded, and on websockets' current (sans-I/O) protocol.
 
     A WebSocket message may be at most as large as a participant's answer for
-    the largest dense model (``mlp``: 101,770 weights, 2.7 MB); each endpoint
+    the largest dense model (``2nn``: 199,210 weights, 5.2 MB); each endpoint
     caps its own messages lower (``/ws/events``: ``WS_MAX_BYTES``; ``/ws``: the
     run's model). A request's headers may be at most ``MAX_HEADER_BYTES``:
     uvicorn's defaults (16 MiB messages; no header limit with httptools) let one
@@ -128,8 +128,7 @@ def uvicorn_server(app: object, host: str, port: int) -> uvicorn.Server:
 
     from fedmnist.dashboard.protocol import message_cap
 
-    largest_dense = config.IMAGE_PIXELS * config.HIDDEN_UNITS + config.HIDDEN_UNITS
-    largest_dense += config.HIDDEN_UNITS * config.NUM_CLASSES + config.NUM_CLASSES
+    largest_dense = max(config.dense_weight_count(model) for model in config.DENSE_MODELS)
     # uvicorn's default "websockets" protocol uses that library's deprecated legacy API; h11 caps headers.
     server_config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", ws="websockets-sansio", ws_max_size=message_cap(largest_dense),

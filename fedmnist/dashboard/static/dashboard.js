@@ -13,7 +13,8 @@ const state = {
   socket: null,
   compared: new Set(),  // Run ids ticked under "Compare runs".
 };
-const PALETTE = ["#2563eb", "#16a34a", "#dc2626", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777", "#4b5563", "#65a30d"];
+// Matplotlib's tab10, as the PNGs in plots/ use it: client i of a legend and digit d have one colour everywhere.
+const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 
 const $ = (id) => document.getElementById(id);
 
@@ -42,6 +43,26 @@ function duration(seconds) {
   return minutes ? `${minutes} min ${Math.round(seconds % 60)} s` : `${seconds.toFixed(1)} s`;
 }
 
+// Round axes tick at 1, 2, 5, 10, 20, 50... rounds apart, at most about ten ticks; Chart.js's own
+// skipping of category labels gives steps such as 0, 14, 28.
+function roundStep(rounds) {
+  for (const step of [1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000]) if (rounds / step <= 10) return step;
+  return 1000 * Math.ceil(rounds / 10000);
+}
+
+function roundAxis() {
+  return {
+    title: { display: true, text: "round" },
+    ticks: {
+      autoSkip: false, maxRotation: 0,
+      callback(value) {
+        const round = Number(this.getLabelForValue(value));
+        return round % roundStep(Math.max(...this.chart.data.labels.map(Number), 1)) === 0 ? round : null;
+      },
+    },
+  };
+}
+
 // Charts. Animation is off: a live run redraws several times a second.
 function lineChart(canvas, yTitle, datasets, yRange = {}) {
   return new Chart(canvas, {
@@ -52,7 +73,7 @@ function lineChart(canvas, yTitle, datasets, yRange = {}) {
       maintainAspectRatio: false,
       interaction: { mode: "index", intersect: false },
       plugins: { legend: { labels: { boxHeight: 2 } } },
-      scales: { x: { title: { display: true, text: "round" } }, y: { title: { display: true, text: yTitle }, ...yRange } },
+      scales: { x: roundAxis(), y: { title: { display: true, text: yTitle }, ...yRange } },
       spanGaps: true,
     },
   });
@@ -95,7 +116,7 @@ const charts = {
     options: {
       animation: false,
       maintainAspectRatio: false,
-      scales: { x: { stacked: true, title: { display: true, text: "round" } }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } },
+      scales: { x: { ...roundAxis(), stacked: true }, y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } } },
     },
   }),
 };
@@ -117,7 +138,9 @@ function fitAccuracyAxis(chart, values) {
 
 function drawClientCharts(run) {
   const rounds = run ? run.rounds : [];
-  const names = [...new Set(rounds.flatMap((r) => r.clients.map((c) => c.name)))].sort();
+  // By partition id, as clients.png orders (and so colours) them: client 2 before client 10.
+  const order = new Map(rounds.flatMap((r) => r.clients.map((c) => [c.name, c.partition_id ?? Infinity])));
+  const names = [...order.keys()].sort((a, b) => order.get(a) - order.get(b) || a.localeCompare(b));
   charts.clientAccuracy.data.labels = rounds.map((r) => r.round);
   charts.clientAccuracy.data.datasets = names.map((name, i) => ({
     ...series(name, PALETTE[i % PALETTE.length]),
@@ -287,7 +310,13 @@ function drawSummary(run) {
     ["Model", run.model], ["Partition", run.partition], ["Clients", run.clients],
     ["Started", localTime(run.started)], ["Finished", localTime(run.finished)], ["Last update", localTime(run.updated)],
   ]);
-  table($("config-table"), Object.entries(run.config).sort(([a], [b]) => a.localeCompare(b)).map(([key, value]) => [readable(key), value]));
+  // What shaped the run first; the rest (paths, ports, timeouts) folded, with the name and the
+  // minimum of clients as they came to rather than "not given".
+  const shaped = run.shaped_by || {};
+  table($("shaped-table"), Object.entries(shaped).map(([key, value]) => [readable(key), value]));
+  const every = { ...run.config, name: run.name ?? run.config.name, min_clients: shaped.min_clients ?? run.config.min_clients };
+  table($("config-table"), Object.entries(every).sort(([a], [b]) => a.localeCompare(b)).map(([key, value]) => [readable(key), value]));
+  $("config-summary").textContent = `every setting (${Object.keys(every).length})`;
   const files = run.files || [];
   $("file-list").replaceChildren(...(files.length ? files : [null]).map((name) => {
     const item = document.createElement("li");
@@ -434,7 +463,7 @@ $("run-select").addEventListener("change", (event) => {
   }
 });
 
-window.fedmnistDashboard = { state, charts };  // For the browser test and for curious users.
+window.fedmnistDashboard = { state, charts, roundStep };  // For the browser test and for curious users.
 draw();
 $("compare-chart").parentElement.hidden = true;
 connect();
