@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shlex
 import time
 import warnings
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import Any
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
+from fedmnist.cli import RESUME_COMMAND
 from fedmnist.errors import UserError
 from fedmnist.settings import ServerSettings, flag_name, run_config_fields
 
@@ -41,6 +44,9 @@ def main(grid: Grid, context: Context) -> None:
     from fedmnist.server_run import grid_federation, run_server
 
     configure_logging(verbose=bool(context.run_config.get("verbose", False)))
+    # Started by flwr run itself, not by ./run.sh (which says how it was started): the stop message's
+    # command to continue is flwr's, not this process's own command line.
+    os.environ.setdefault(RESUME_COMMAND, flwr_resume_command(dict(context.run_config)))
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # Flower's simulation turns them all on.
     try:
         settings = settings_from_run_config(dict(context.run_config), GRID_RUNTIMES.get(type(grid).__name__, "deployment"))
@@ -80,6 +86,20 @@ def run_config_from(values: dict[str, Any]) -> dict[str, Any]:
         value = values.get(key.replace("-", "_"), default)
         config[key] = none_as.get(key) if value is None else value
     return config
+
+
+def flwr_resume_command(run_config: dict[str, Any]) -> str:
+    """``./run.sh flwr run . --stream --run-config "..."``: the settings that differ from the defaults, and resume."""
+    defaults = run_config_defaults()
+    changed = {key: value for key, value in run_config.items() if value != defaults.get(key) and key != "resume"}
+    pairs = [f"{key}={_toml_value(value)}" for key, value in {**changed, "resume": True}.items()]
+    return shlex.join(["./run.sh", "flwr", "run", ".", "--stream", "--run-config", " ".join(pairs)])
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    return f"'{value}'" if isinstance(value, str) else str(value)
 
 
 def settings_from_run_config(run_config: dict[str, Any], runtime: str) -> ServerSettings:

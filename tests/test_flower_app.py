@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import shlex
 import tomllib
 
 import pytest
@@ -12,7 +13,7 @@ from flwr.serverapp import ServerApp
 
 from conftest import PROJECT_ROOT
 from fedmnist.errors import UserError
-from fedmnist.server_app import run_config_defaults, run_config_from, settings_from_run_config
+from fedmnist.server_app import flwr_resume_command, run_config_defaults, run_config_from, settings_from_run_config
 from fedmnist.settings import ServerSettings
 
 PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
@@ -44,6 +45,14 @@ def test_run_config_values_become_settings() -> None:
     flags = {"rounds": 7, "clients": 4, "name": None, "min_clients": 2, "out": "/results", "port": 9}
     assert settings_from_run_config(run_config_from(flags), "deployment") == ServerSettings(
         rounds=7, clients=4, min_clients=2, out="/results", runtime="deployment")
+
+
+def test_a_run_flwr_started_is_continued_with_flwr_and_the_same_run_config() -> None:
+    """The stop message of a ``flwr run`` ServerApp gives flwr's command, not the serverapp process's own."""
+    run_config = {**run_config_defaults(), "rounds": 5, "model": "dense32", "out": "/r s", "keep-optimizer": True}
+    arguments = shlex.split(flwr_resume_command(run_config))
+    assert arguments[:-1] == ["./run.sh", "flwr", "run", ".", "--stream", "--run-config"]
+    assert arguments[-1] == "rounds=5 out='/r s' model='dense32' keep-optimizer=true resume=true"  # TOML values.
 
 
 @pytest.mark.parametrize(("run_config", "message"), [

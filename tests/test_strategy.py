@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from flwr.common import parameters_to_ndarrays
 from flwr.server.strategy import FedAvg
 
+from conftest import PROJECT_ROOT
 from fedmnist import config
 from fedmnist.strategy import (
     STRATEGIES,
@@ -95,3 +98,12 @@ def test_fedavgm_takes_the_server_momentum_and_learning_rate_it_is_given() -> No
     tuned = build_strategy(name="fedavgm", num_clients=2, initial_weights=WEIGHTS, server_momentum=0.5,
                            server_learning_rate=0.3)
     assert (tuned.server_momentum, tuned.server_learning_rate) == (0.5, 0.3)
+
+
+def test_the_readme_lists_exactly_the_strategies_and_models_the_suite_proves_train() -> None:
+    """The README's flag table names what the sweep test (every strategy trains every round) and the model tests run."""
+    lines = (PROJECT_ROOT / "README.md").read_text().splitlines()
+    rows = {flag: next(line.split("|")[3] for line in lines if line.startswith(f"| {flag} | `"))
+            for flag in ("`--strategy`", "`--model`")}
+    assert re.findall(r"`([\w-]+)`", rows["`--strategy`"]) == list(config.STRATEGIES)
+    assert re.findall(r"`([\w-]+)`", rows["`--model`"]) == list(config.MODELS)
