@@ -107,7 +107,9 @@ def test_a_run_trains_on_idx_files_and_a_bad_folder_exits_with_one_line(tmp_path
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = json.loads((out / "history" / "history_1.json").read_text())
     assert summary["data_source"] == f"idx:{folder}"
-    assert summary["rounds"][0]["fit_results"] == 2 and summary["final"]["accuracy"] > 0.5
+    record = summary["rounds"][0]
+    assert (record["fit_results"], record["rejected_updates"], record["fit_failures"]) == (2, 0, 0)
+    assert summary["final"]["accuracy"] > 0.5 > summary["initial"]["centralized"]["accuracy"]
 
     bad = run_script("server.py", "--dataset", f"idx:{tmp_path / 'nowhere'}", "--out", str(tmp_path / "bad"))
     assert bad.returncode != 0 and "Traceback" not in bad.stderr

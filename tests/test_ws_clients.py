@@ -150,9 +150,11 @@ def start_run_with_ws_clients(out: Path, data_home: str, port: int, *args: str) 
 
 def assert_three_clients_trained(out: Path) -> None:
     rounds = history(out, 3)["rounds"]
-    assert [(r["fit_results"], r["evaluate_results"], r["connected_clients"]) for r in rounds] == [(3, 3, 3)] * 3
+    assert [(r["fit_results"], r["rejected_updates"], r["fit_failures"], r["evaluate_results"], r["connected_clients"])
+            for r in rounds] == [(3, 0, 0, 3, 3)] * 3  # Every update accepted, the WebSocket clients' too.
     assert sorted(c["partition_id"] for c in rounds[-1]["per_client"]) == [0, 1, 2]
-    assert rounds[-1]["centralized"]["accuracy"] > 0.7
+    accuracy = [r["centralized"]["accuracy"] for r in rounds]
+    assert accuracy[-1] > 0.7 and accuracy[0] < accuracy[-1]
     assert rounds[-1]["evaluate_reporting"] == {"accuracy": 3, "loss": 3}
 
 
