@@ -13,15 +13,22 @@ import time
 
 PROCESS_STARTED = time.perf_counter()
 
-import argparse  # noqa: E402
-import sys  # noqa: E402
+import argparse
+import sys
 
-from fedmnist import config  # noqa: E402
-from fedmnist.cli import (  # noqa: E402
-    Parser, configure_logging, exit_now, non_negative_int, positive_float, positive_int,
-    require_environment, run_cli, server_address,
+from fedmnist import config
+from fedmnist.cli import (
+    Parser,
+    configure_logging,
+    exit_now,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    require_environment,
+    run_cli,
+    server_address,
 )
-from fedmnist.settings import add_data_home_argument  # noqa: E402
+from fedmnist.settings import add_data_home_argument
 
 
 def fault_spec(text: str) -> str:

@@ -11,11 +11,11 @@ import time
 
 PROCESS_STARTED = time.perf_counter()
 
-import sys  # noqa: E402
+import sys
 
-from fedmnist.cli import Parser, configure_logging, exit_now, require_environment, run_cli, take_back_stop_signals  # noqa: E402
-from fedmnist.settings import SERVER, ServerSettings, add_setting_arguments, check_setting_arguments  # noqa: E402
-from fedmnist.sweep import GRIDS  # noqa: E402
+from fedmnist.cli import Parser, configure_logging, exit_now, require_environment, run_cli, take_back_stop_signals
+from fedmnist.settings import SERVER, ServerSettings, add_setting_arguments, check_setting_arguments
+from fedmnist.sweep import GRIDS
 
 
 def parse_args(argv: list[str]) -> "object":

@@ -27,13 +27,13 @@ import sys
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fedmnist import config  # noqa: E402
-from processes import free_port, wait_for_port  # noqa: E402
-from fedmnist.data import MNIST_5K, load_mnist  # noqa: E402
+from processes import free_port, wait_for_port
+
+from fedmnist import config
+from fedmnist.data import MNIST_5K, load_mnist
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -109,9 +109,9 @@ def report(runs: list[dict], peers: list[dict], central: dict) -> tuple[dict, li
         ("data from the local cache < 1 s", median["client_data_seconds"] < 1, f"{median['client_data_seconds']:.3f} s"),
         ("wall <= 1.3 x (start-up + slowest fit+evaluate)",
          median["wall_seconds"] <= 1.3 * (median["startup_seconds"] + median["slowest_client_fit_evaluate_seconds"]),
-         f"{median['wall_seconds']:.1f} s vs 1.3 x ({median['startup_seconds']:.1f} + "
-         f"{median['slowest_client_fit_evaluate_seconds']:.1f}) = "
-         f"{1.3 * (median['startup_seconds'] + median['slowest_client_fit_evaluate_seconds']):.1f} s"),
+         (f"{median['wall_seconds']:.1f} s vs 1.3 x ({median['startup_seconds']:.1f} + "
+          f"{median['slowest_client_fit_evaluate_seconds']:.1f}) = "
+          f"{1.3 * (median['startup_seconds'] + median['slowest_client_fit_evaluate_seconds']):.1f} s")),
         ("not slower than the classic tutorial", median["wall_seconds"] <= peer_wall,
          f"{median['wall_seconds']:.1f} s vs {peer_wall:.1f} s ({median['wall_seconds'] / peer_wall:.2f}x)"),
         ("final held-out accuracy >= 93%", median["final_accuracy"] >= 0.93, f"{100 * median['final_accuracy']:.1f}%"),
@@ -137,7 +137,7 @@ def main() -> int:
               f"tutorial {peers[-1]['wall_seconds']:.1f} s", flush=True)
     central = central_baseline(args.rounds, args.clients)
     results, checks = report(runs, peers, central)
-    print("\nfedmnist default run (median of %d):" % args.repeats)
+    print(f"\nfedmnist default run (median of {args.repeats}):")
     for key, value in results["fedmnist_median"].items():
         print(f"  {key:38s} {value:8.3f}")
     print(f"  {'classic tutorial wall_seconds':38s} {results['peer_wall_seconds']:8.3f}")

@@ -19,16 +19,16 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import keras  # noqa: E402
-from flwr.client import ClientApp, NumPyClient  # noqa: E402
-from flwr.common import Context, ndarrays_to_parameters  # noqa: E402
-from flwr.server import ServerApp, ServerAppComponents, ServerConfig  # noqa: E402
-from flwr.server.strategy import FedAvg  # noqa: E402
-from flwr.simulation import run_simulation  # noqa: E402
+import keras
+from flwr.client import ClientApp, NumPyClient
+from flwr.common import Context, ndarrays_to_parameters
+from flwr.server import ServerApp, ServerAppComponents, ServerConfig
+from flwr.server.strategy import FedAvg
+from flwr.simulation import run_simulation
 
-from fedmnist import config  # noqa: E402
-from fedmnist.data import MNIST_5K, client_data, load_mnist, to_float  # noqa: E402
-from fedmnist.model import build_model  # noqa: E402
+from fedmnist import config
+from fedmnist.data import MNIST_5K, client_data, load_mnist, to_float
+from fedmnist.model import build_model
 
 MNIST = load_mnist(MNIST_5K)
 

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # The project, for scripts run as bench/NAME.py.
-from fedmnist.deployment import free_port  # noqa: E402, F401  (re-exported for the benchmarks and tests)
+from fedmnist.deployment import free_port  # noqa: F401  (re-exported for the benchmarks and tests)
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 120) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fedmnist.atomic import is_temporary
@@ -79,7 +79,7 @@ def _label(folders: list[Path]) -> str:
         if started:
             return f"{started.replace(':', '-').split('+')[0]}_{path.name.split('.')[0]}"
     newest = max((path.stat().st_mtime for path in files), default=0.0)
-    return datetime.fromtimestamp(newest, timezone.utc).strftime("%Y-%m-%dT%H-%M-%S")
+    return datetime.fromtimestamp(newest, UTC).strftime("%Y-%m-%dT%H-%M-%S")
 
 
 def _started(path: Path) -> str | None:

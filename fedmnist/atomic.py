@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-
 TEMPORARY_MARK = ".tmp-"  # In every temporary file's name: `.history_40.json.tmp-k3j2.json`.
 
 
@@ -57,9 +56,8 @@ def write_atomic(
     path: str | os.PathLike[str], write: Callable[[IO[bytes]], None], *, secret: bool = False
 ) -> Path:
     """Call ``write(file)`` on a temporary binary file, then move it to ``path`` (0600 if ``secret``)."""
-    with atomic_path(path, secret=secret) as tmp:
-        with open(tmp, "wb") as handle:
-            write(handle)
+    with atomic_path(path, secret=secret) as tmp, open(tmp, "wb") as handle:
+        write(handle)
     return Path(path)
 
 

@@ -6,6 +6,8 @@ values, so changing a default here changes it everywhere.
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 # Federation.
 ROUNDS = 40  # FedAvg rounds the server runs.
 CLIENTS = 3  # Clients the server waits for and trains with every round.
@@ -78,7 +80,7 @@ DENSE_MODELS = tuple(DENSE_HIDDEN_LAYERS)
 def dense_weight_count(model: str) -> int:
     """Weights and biases of dense model ``model`` (2nn: 199,210), without building it."""
     widths = (IMAGE_PIXELS, *DENSE_HIDDEN_LAYERS[model], NUM_CLASSES)
-    return sum(inputs * outputs + outputs for inputs, outputs in zip(widths, widths[1:]))
+    return sum(inputs * outputs + outputs for inputs, outputs in pairwise(widths))
 
 # Dashboard (fedmnist.dashboard), started by run.sh beside the server.
 DASHBOARD_PORT = 10000

@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import socket
 import sys
+from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,7 +124,7 @@ def helper_pids(parents: list[int]) -> list[int]:
     wanted = {str(pid).encode() for pid in parents}
     return [pid for pid, arguments in process_arguments()
             if any(a.endswith(b"flower-superexec") for a in arguments)
-            and any(a == b"--parent-pid" and b in wanted for a, b in zip(arguments, arguments[1:]))]
+            and any(a == b"--parent-pid" and b in wanted for a, b in pairwise(arguments))]
 
 
 def process_arguments() -> list[tuple[int, list[bytes]]]:

@@ -210,9 +210,8 @@ class Launcher:
     def _start_deployment(self) -> subprocess.Popen:
         """A SuperLink on --port and a SuperNode per client, then ``flwr run`` of this project: the "server"."""
         from fedmnist import deployment
-        from fedmnist.server_app import run_config_from
-
         from fedmnist.node_keys import ensure_node_keys
+        from fedmnist.server_app import run_config_from
         from fedmnist.tls import generate_certificates
 
         a = self.args
@@ -576,7 +575,8 @@ def main(argv: list[str] | None = None) -> None:
 
         return None if check_only else flwr(argv)
     if argv[:1] == ["dashboard"]:  # ./run.sh dashboard [--out DIR] [--dashboard-port N]
-        from fedmnist.dashboard.serve import main as dashboard, parse_args as dashboard_args
+        from fedmnist.dashboard.serve import main as dashboard
+        from fedmnist.dashboard.serve import parse_args as dashboard_args
 
         if check_only:
             dashboard_args(argv[1:], prog="./run.sh dashboard")

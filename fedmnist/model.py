@@ -18,17 +18,17 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Hide TensorFlow C++ INFO and WARNING notes.
 
-import keras  # noqa: E402  (after the environment variable above)
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from keras import layers  # noqa: E402
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
 
-from fedmnist import config  # noqa: E402
+from fedmnist import config
 
 
 def build_model(seed: int = config.SEED, name: str = config.MODEL) -> keras.Model:

@@ -16,14 +16,14 @@ import matplotlib
 import numpy as np
 
 matplotlib.use("Agg")  # Files only; no display needed.
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from flwr.server.history import History  # noqa: E402
+import matplotlib.pyplot as plt
+from flwr.server.history import History
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-from fedmnist import config  # noqa: E402
-from fedmnist.atomic import atomic_path  # noqa: E402
-from fedmnist.records import client_name, client_order  # noqa: E402
+from fedmnist import config
+from fedmnist.atomic import atomic_path
+from fedmnist.records import client_name, client_order
 
 _SOURCE_NAMES = {"mnist-5k": "mnist-5k (offline 5,000-image subset)", "openml": "OpenML mnist_784"}
 # (file stem, metric key, y-axis label)

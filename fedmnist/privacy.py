@@ -27,7 +27,6 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-
 from flwr.client.mod import fixedclipping_mod
 from flwr.common import (
     Context,
@@ -57,7 +56,6 @@ from flwr.supercore.privacy_accounting import (
     SamplingMethod,
 )
 from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
-
 
 ACCOUNTING = "RDP of the Gaussian mechanism, one release per round, no sampling amplification (Flower's RdpAccountant)"
 FIT_CONFIG = "fitins.config"  # Where a legacy training message keeps its fit config (flwr.compat's recorddict_compat).

@@ -19,7 +19,7 @@ import fcntl
 import json
 import os
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from fedmnist.errors import UserError
@@ -74,7 +74,7 @@ def lock_results(out: str | os.PathLike[str]) -> ResultsLock:
             f"{folder} is in use by another run{holder}; wait for it to finish, stop it, or choose another --out"
         ) from None
     os.ftruncate(fd, 0)
-    os.write(fd, json.dumps({"pid": os.getpid(), "started": datetime.now(timezone.utc).isoformat(timespec="seconds")}).encode())
+    os.write(fd, json.dumps({"pid": os.getpid(), "started": datetime.now(UTC).isoformat(timespec="seconds")}).encode())
     return ResultsLock(path, fd)
 
 

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 from flwr.common import (
     EvaluateIns,
     EvaluateRes,
@@ -56,13 +57,10 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
-import numpy as np
-
 from fedmnist import config
 from fedmnist.privacy import PrivacyBudgetSpent, PrivacyLedger
 from fedmnist.recorder import RoundRecorder
 from fedmnist.validation import UpdateValidator
-
 
 _CLIENT_PREFIX = re.compile(r"^(rejected: )?client [^:]*: ")  # Who, in a failure reason: grouped by what.
 STOP_WAIT_SECONDS = 30.0  # At most this long for a step to finish recording before a stop.

@@ -30,9 +30,8 @@ a masked update's norm, so the bound then rests on the clients' clipping
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from flwr.client.mod import secaggplus_mod
 from flwr.common import (
@@ -121,7 +120,7 @@ class SecAggResults(Strategy):
     * SecAgg+ dequantizes into float64; the model is float32, and the run's
       validation rightly refuses an update whose arrays are of another dtype:
       the unmasked sum is cast back.
-    * Flower's workflow (1.41) lists each client that fails to send its masked
+    * Flower's workflow (1.41 and 1.42) lists each client that fails to send its masked
       update twice, and also lists, after them, the clients that failed only to
       help unmask, whose updates are in the sum: the round's failures are the
       first (sampled - results) of its list.

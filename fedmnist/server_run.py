@@ -14,12 +14,12 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,26 +31,26 @@ from flwr.server.strategy import Strategy
 from flwr.supercore.address import is_port_in_use
 
 from fedmnist import config
-from fedmnist.atomic import write_text_atomic
 from fedmnist.archive import archive_earlier_results
+from fedmnist.atomic import write_text_atomic
 from fedmnist.baseline import train_centrally
 from fedmnist.checkpoint import Checkpoint, load_checkpoint, restore_strategy_state, save_checkpoint, strategy_state
 from fedmnist.cli import ignore_stop_signals, resume_command, take_back_stop_signals
 from fedmnist.client_manager import WaitingClientManager
 from fedmnist.data import MnistData, load_mnist, to_float, validation_size
 from fedmnist.errors import UserError
-from fedmnist.idx import find_idx_files
 from fedmnist.history import history_from_records, save_history
+from fedmnist.idx import find_idx_files
 from fedmnist.live_log import Header, LiveLogWriter
-from fedmnist.paths import RunPaths
-from fedmnist.partition import label_histograms, parse_partition, partition_rows
 from fedmnist.mistakes import confusion_matrix, worst_mistakes
+from fedmnist.partition import label_histograms, parse_partition, partition_rows
+from fedmnist.paths import RunPaths
 from fedmnist.privacy import CLIP_TOLERANCE, DpSettings, PrivacyBudgetSpent, PrivacyLedger, private
-from fedmnist.tensorboard import write_scalars
 from fedmnist.recorder import RoundRecorder
 from fedmnist.run_strategy import RunStrategy, TrainingStalled
 from fedmnist.settings import ServerSettings, dp_problem, secagg_problem
 from fedmnist.strategy import build_strategy, centralized_evaluate_fn, fit_config
+from fedmnist.tensorboard import write_scalars
 from fedmnist.tls import load_server_certificates
 from fedmnist.validation import UpdateValidator
 
@@ -148,7 +148,7 @@ def _run(
     )
     recorder = strategy.recorder
     done = strategy.resumed_after
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     name = settings.name or (checkpoint.config.get("name") if checkpoint else None) or settings.default_name(started)
     header: Header = {"config": asdict(settings), "data_source": data.source, "started": started.isoformat(timespec="seconds"),
               "resumed_after_round": done, "name": name,
@@ -319,8 +319,15 @@ def _save_results(
     summary["confusion"] = summary["rounds"][-1].get("confusion") if summary.get("rounds") else None
 
     def plots() -> str:
-        from fedmnist.plots import (plot_clients, plot_confusion, plot_history, plot_label_histograms, plot_mistakes,
-                                    plot_privacy, privacy_curve)
+        from fedmnist.plots import (
+            plot_clients,
+            plot_confusion,
+            plot_history,
+            plot_label_histograms,
+            plot_mistakes,
+            plot_privacy,
+            privacy_curve,
+        )
 
         folder = paths.plots_dir
         drawn = [*plot_history(history, summary, folder), plot_label_histograms(summary, folder),
@@ -488,7 +495,7 @@ class AppServer(Server):
     they raise KeyboardInterrupt, which ``run_server`` turns into partial results.
     """
 
-    client_config: dict[str, Scalar] = {}  # What clients get with round 0's messages: the run's settings for them.
+    client_config: dict[str, Scalar]  # What clients get with round 0's messages: the run's settings for them.
 
     def fit(self, num_rounds: int, timeout: float | None) -> tuple[History, float]:
         if threading.current_thread() is threading.main_thread():  # The simulation runs it in a thread of its own.
@@ -544,4 +551,4 @@ def _summary(
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

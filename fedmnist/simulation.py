@@ -23,13 +23,13 @@ import math
 import os
 import signal
 import sys
-import warnings
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from concurrent.futures import Future
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from fedmnist.cli import wait_for
 from fedmnist.data import DATA_HOME_VARIABLE
@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from flwr.common import GetPropertiesIns, Scalar
     from flwr.server import Server, ServerApp, ServerConfig
     from flwr.server.client_proxy import ClientProxy
-    from flwr.serverapp import Grid
     from flwr.server.history import History
+    from flwr.serverapp import Grid
 
     from fedmnist.settings import ServerSettings
 
@@ -101,7 +101,7 @@ class SimulationFederation:
         self._thread = threading.Thread(target=self._keep_ray, name="ray", daemon=True)
         self._simulation: threading.Thread | None = None
 
-    def __enter__(self) -> SimulationFederation:
+    def __enter__(self) -> Self:
         # Ray starts a whole new local cluster when its API is used while it is down, as Flower's threads
         # do when Ray is shut down under a round in flight (__exit__): refused instead. Ray reads this
         # once, when it is imported: set before the threads that import it start.
@@ -129,9 +129,8 @@ class SimulationFederation:
 
     def __call__(self, server: Server, server_config: ServerConfig) -> History:
         """Run ``server`` for its rounds with the virtual clients on Ray; return Flower's History once they are done."""
-        from flwr.server import ServerApp
-        from flwr.serverapp import Grid
         from flwr.app import Context
+        from flwr.server import ServerApp
 
         from fedmnist.server_run import grid_federation
 

@@ -35,7 +35,7 @@ def generate_certificates(
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import NameOID
 
-    now = starts or datetime.datetime.now(datetime.timezone.utc)
+    now = starts or datetime.datetime.now(datetime.UTC)
     ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedmnist development CA")])
     ca_cert = (
@@ -102,7 +102,7 @@ def load_server_certificates(tls_dir: str | Path) -> tuple[bytes, bytes, bytes]:
 
 def _check_dates(path: Path, certificate: object) -> None:
     """Refuse a certificate that is expired or not valid yet: every client would fail its handshake."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     if now > certificate.not_valid_after_utc:  # type: ignore[attr-defined]
         raise UserError(f"{path} expired on {certificate.not_valid_after_utc:%Y-%m-%d}; "  # type: ignore[attr-defined]
                         "make new certificates (./run.sh certs)")
@@ -124,9 +124,9 @@ def speaks_tls(server_address: str, timeout: float = 2.0) -> bool | None:
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     context.set_alpn_protocols(["h2"])  # gRPC servers refuse TLS without HTTP/2.
     try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw:
-            with context.wrap_socket(raw, server_hostname=host.strip("[]")):
-                return True
+        with (socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw,
+              context.wrap_socket(raw, server_hostname=host.strip("[]"))):
+            return True
     except ssl.SSLError:
         return False
     except OSError:

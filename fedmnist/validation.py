@@ -29,10 +29,9 @@ the model nor the metrics ever see them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import TypeVar
 

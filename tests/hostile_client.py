@@ -17,7 +17,7 @@ import numpy as np
 from flwr.client import NumPyClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-from light_client import serve_in_threads  # noqa: E402
+from light_client import serve_in_threads
 
 HONEST_EXAMPLES = 100
 

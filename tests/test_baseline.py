@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
+
 from conftest import PROJECT_ROOT
 from fedmnist.baseline import train_centrally, union_of_client_rows
 
@@ -16,6 +18,7 @@ def test_union_holds_every_clients_training_rows_but_no_validation_rows(mnist_5k
     assert 0.0 <= x.min() and x.max() <= 1.0
 
 
+@pytest.mark.slow
 def test_run_sh_central_prints_the_reference_the_readme_quotes(data_home: str) -> None:
     """``./run.sh central``: the command behind the README's central reference (88.3%), on a small slice."""
     done = subprocess.run([str(PROJECT_ROOT / "run.sh"), "central", "--dataset", "mnist-5k", "--data-home", data_home,
@@ -39,5 +42,5 @@ def test_the_readme_quotes_the_central_reference_with_its_command() -> None:
 def test_train_centrally_reports_a_curve_per_round_that_learns(mnist_5k) -> None:
     curves = train_centrally(mnist_5k, num_clients=3, rounds=2)
     assert [r for r, _ in curves["accuracy"]] == [0, 1, 2] == [r for r, _ in curves["loss"]]
-    assert curves["accuracy"][0][1] < 0.3 < 0.8 < curves["accuracy"][2][1]
+    assert curves["accuracy"][0][1] < 0.3 and curves["accuracy"][2][1] > 0.8
     assert curves["loss"][2][1] < curves["loss"][0][1]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -29,9 +30,9 @@ def checkpoint_of(settings: ServerSettings, round_done: int = 2) -> Checkpoint:
 
 
 def test_a_run_is_named_after_its_settings_and_start_unless_named() -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    started = datetime(2026, 11, 29, 13, 55, tzinfo=timezone.utc)
+    started = datetime(2026, 11, 29, 13, 55, tzinfo=UTC)
     settings = ServerSettings(strategy="fedprox", partition="dirichlet:0.1", clients=5, rounds=40)
     assert settings.default_name(started) == "fedprox-dirichlet0.1-5c-40r-20261129-1355"
 

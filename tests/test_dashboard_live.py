@@ -14,6 +14,8 @@ from websockets.sync.client import connect
 
 from conftest import PROJECT_ROOT, free_port, start_script, wait_for_port
 
+pytestmark = pytest.mark.slow  # Real processes for whole runs: the full tier (./test.sh), not --fast.
+
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; ./test.sh installs it where missing.
 # Flags for a sandbox-less, offline machine: without the networking ones Chromium keeps
 # trying to reach Google's services, and every attempt is refused here.

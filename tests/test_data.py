@@ -12,11 +12,11 @@ from fedmnist.data import (
     OPENML,
     OpenMLUnavailable,
     cache_path,
-    sklearn_data_home,
     client_data,
     client_shares,
     load_mnist,
     share_data,
+    sklearn_data_home,
     to_float,
 )
 from fedmnist.errors import UserError
@@ -89,6 +89,7 @@ def test_the_data_home_follows_scikit_learns_rule(given: str | None, tmp_path: P
     assert sklearn_data_home() == Path(get_data_home()) == tmp_path / "scikit_learn_data"
 
 
+@pytest.mark.slow
 def test_cache_round_trip_gives_identical_arrays(tmp_path: Path, mnist_5k) -> None:
     first = load_mnist(MNIST_5K, str(tmp_path))
     assert cache_path(MNIST_5K, str(tmp_path)).exists()
@@ -115,6 +116,7 @@ def test_cache_with_wrong_shapes_is_rebuilt(tmp_path: Path) -> None:
     assert load_mnist(MNIST_5K, str(tmp_path)).x_test.shape == (1000, 784)
 
 
+@pytest.mark.slow
 def test_auto_falls_back_to_5k_when_offline_and_nothing_cached(tmp_path: Path, caplog) -> None:
     data = load_mnist("auto", str(tmp_path))
     assert data.source == MNIST_5K

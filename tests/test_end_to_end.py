@@ -13,9 +13,18 @@ import numpy as np
 import pytest
 from flwr.server.history import History
 
-from conftest import PROJECT_ROOT, assert_the_strategy_trains_every_round, free_port, run_script, start_script, wait_for_port
+from conftest import (
+    PROJECT_ROOT,
+    assert_the_strategy_trains_every_round,
+    free_port,
+    run_script,
+    start_script,
+    wait_for_port,
+)
 from fedmnist import config
 from fedmnist.history import history_from_records, history_to_dict
+
+pytestmark = pytest.mark.slow  # Real processes for whole runs: the full tier (./test.sh), not --fast.
 
 
 def run_sh(*args: str, timeout: float = 300):
@@ -27,6 +36,7 @@ def run_sh(*args: str, timeout: float = 300):
     )
 
 
+@pytest.mark.smoke  # The one whole run of ./test.sh --fast.
 def test_run_sh_trains_two_rounds_and_writes_every_output(tmp_path: Path, data_home: str) -> None:
     result = run_sh(
         "--rounds", "2", "--clients", "2", "--port", str(free_port()), "--dataset", "mnist-5k",
@@ -257,11 +267,10 @@ def _processes_of_run(port: int) -> list[int]:
 
 
 def test_ctrl_c_stops_every_process_run_sh_started(tmp_path: Path, data_home: str) -> None:
+    import os
     import signal
     import subprocess
     import time
-
-    import os
 
     port = free_port()
     args = ["--rounds", "60", "--clients", "2", "--dataset", "mnist-5k", "--out", str(tmp_path),
@@ -429,7 +438,7 @@ def test_run_survives_a_client_killed_mid_run(tmp_path: Path, data_home: str) ->
             break
     clients = [pid for pid in _processes_of_run(port) if str(PROJECT_ROOT / "client.py") in _command(pid)]
     os_kill(clients[0], signal.SIGKILL)
-    stdout, stderr = launcher.communicate(timeout=180)
+    _, stderr = launcher.communicate(timeout=180)
     assert launcher.returncode != 0 and "exited with status -9" in stderr  # Reported, not hidden...
     summary = json.loads((tmp_path / "history" / "history_12.json").read_text())
     records = summary["rounds"]
@@ -462,7 +471,7 @@ def test_hostile_updates_are_rejected_and_training_goes_on(tmp_path: Path, data_
     assert [r["rejected_updates"] for r in summary["rounds"]] == [3, 3, 3]
     assert any("non-finite" in reason for reason in summary["rounds"][0]["failure_reasons"])
     accuracy = [a for _, a in summary["history"]["metrics_centralized"]["accuracy"]]
-    assert accuracy[0] < 0.3 < 0.8 < accuracy[-1]  # Trained on the honest two only, and it learned.
+    assert accuracy[0] < 0.3 and accuracy[-1] > 0.8  # Trained on the honest two only, and it learned.
     import keras
 
     model = keras.saving.load_model(tmp_path / "models" / "global_3.keras")

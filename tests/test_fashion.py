@@ -44,8 +44,8 @@ def test_fashion_comes_from_openml_through_scikit_learns_cache_and_is_cached(
 def test_offline_fashion_reads_debians_idx_files_and_caches_them(
     tmp_path: Path, slice_: MnistData, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    debian = write_folder(tmp_path / "usr-share-datasets-fashion-mnist", slice_, gz=tuple(
-        ("train-images", "train-labels", "t10k-images", "t10k-labels")))  # Debian ships them gzipped.
+    debian = write_folder(tmp_path / "usr-share-datasets-fashion-mnist", slice_, gz=(
+        "train-images", "train-labels", "t10k-images", "t10k-labels"))  # Debian ships them gzipped.
     monkeypatch.setattr(config, "FASHION_IDX_FOLDER", str(debian))
     _assert_same(load_mnist(FASHION, str(tmp_path)), slice_)
     assert "OFFLINE" in caplog.text and "dataset-fashion-mnist" in caplog.text
@@ -61,6 +61,7 @@ def test_offline_fashion_without_debians_package_says_how_to_get_it(
     assert "\n" not in str(raised.value)
 
 
+@pytest.mark.slow
 def test_auto_never_turns_into_fashion(tmp_path: Path, slice_: MnistData) -> None:
     write_openml_cache(tmp_path, *_rows(slice_), name="Fashion-MNIST")
     assert load_mnist("auto", str(tmp_path)).source == "mnist-5k"  # MNIST's offline fallback, not the clothes.
@@ -68,6 +69,7 @@ def test_auto_never_turns_into_fashion(tmp_path: Path, slice_: MnistData) -> Non
 
 @pytest.mark.skipif(not Path(config.FASHION_IDX_FOLDER).is_dir(),
                     reason="Debian's dataset-fashion-mnist is not installed (./test.sh installs it as root)")
+@pytest.mark.slow
 def test_debians_fashion_mnist_has_the_official_60k_10k_split(tmp_path: Path) -> None:
     data = load_mnist(FASHION, str(tmp_path))
     assert data.x_train.shape == (60_000, 784) and data.x_test.shape == (10_000, 784)

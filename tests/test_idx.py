@@ -98,6 +98,7 @@ def test_a_truncated_gzip_and_a_missing_folder_get_one_line(tmp_path: Path, smal
         load_mnist(f"idx:{tmp_path / 'nowhere'}")
 
 
+@pytest.mark.slow
 def test_a_run_trains_on_idx_files_and_a_bad_folder_exits_with_one_line(tmp_path: Path, mnist_5k: MnistData) -> None:
     """The whole 5k set written as IDX files: the server and its clients read them, no cache, no network."""
     folder = write_folder(tmp_path / "MNIST" / "raw", mnist_5k, gz=tuple(NAMES))  # torchvision's layout

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from fedmnist.keras_client import RUN_SETTINGS, MnistClient, SettingsMismatch, make_client
 from fedmnist.data import client_data, to_float
+from fedmnist.keras_client import RUN_SETTINGS, MnistClient, SettingsMismatch, make_client
 from fedmnist.model import Trainer, build_model, proximal_term, save_model
 
 
@@ -111,7 +111,7 @@ def test_a_client_takes_its_data_and_model_from_the_servers_config(data_home: st
               "run-id": "a", "server-round": 1}
     start = client.get_parameters(config)
     assert [w.shape for w in start] == [(784, 32), (32,), (32, 10), (10,)]  # dense32, as the server said.
-    weights, num_examples, metrics = client.fit(start, config)
+    _, num_examples, metrics = client.fit(start, config)
     assert num_examples == 720  # 4,000 rows in 5 shares, 10% of each kept for validation.
     assert metrics["startup_seconds"] > 0 and metrics["data_seconds"] >= 0 and metrics["partition_id"] == 1
     share = client.cache.client({key: config[key] for key in RUN_SETTINGS}, 1, 5)

@@ -139,6 +139,7 @@ def test_the_server_refuses_an_update_longer_than_the_clipping_norm_it_asked_for
         "client bad: update norm 0.9 is longer than the clipping norm allows (0.505): not clipped"]
 
 
+@pytest.mark.slow
 def test_classic_clients_clip_a_hostile_one_is_refused_and_the_budget_stops_the_run(tmp_path: Path, data_home: str) -> None:
     """Client-side DP on the classic pair: client.py clips (no mods there), the server enforces it and accounts.
 

@@ -67,8 +67,8 @@ def test_a_held_lock_refuses_a_second_run_and_a_dead_one_does_not(tmp_path: Path
     import subprocess
     import sys
 
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from fedmnist.run_lock import lock_results; "
-                               f"lock_results({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)"],
+    holder = subprocess.Popen([sys.executable, "-c", ("import sys, time; from fedmnist.run_lock import lock_results; "
+                               f"lock_results({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)")],
                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
     assert holder.stdout.readline().strip() == "held"
     with pytest.raises(ResultsInUse, match=rf"is in use by another run \(pid {holder.pid}, started "):
@@ -83,6 +83,7 @@ def test_sweep_without_grid_runs_the_documented_grid() -> None:
     assert parse_args([]).grid is None
 
 
+@pytest.mark.slow
 def test_a_second_server_on_a_live_runs_folder_is_refused_and_later_runs_keep_earlier_results(
     tmp_path: Path, data_home: str
 ) -> None:
@@ -135,6 +136,7 @@ def test_a_full_disk_leaves_the_old_file_and_no_temporary(full_disk: Path) -> No
     assert sorted(path.name for path in full_disk.iterdir()) == ["filler", "history_2.json"]
 
 
+@pytest.mark.slow
 def test_a_disk_that_fills_during_a_run_ends_it_with_one_line_and_no_half_files(
     full_disk: Path, data_home: str, tmp_path: Path
 ) -> None:
@@ -160,8 +162,8 @@ def test_run_sh_refuses_a_folder_a_live_run_uses_before_touching_it(tmp_path: Pa
     import sys
 
     root = Path(__file__).resolve().parent.parent
-    holder = subprocess.Popen([sys.executable, "-c", "import time; from fedmnist.run_lock import lock_results; "
-                               f"lock_results({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)"],
+    holder = subprocess.Popen([sys.executable, "-c", ("import time; from fedmnist.run_lock import lock_results; "
+                               f"lock_results({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)")],
                               stdout=subprocess.PIPE, text=True, cwd=root)
     try:
         assert holder.stdout.readline().strip() == "held"

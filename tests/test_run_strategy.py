@@ -109,7 +109,7 @@ def test_rejected_evaluations_are_failures_and_do_not_reach_the_aggregator(tmp_p
     strategy.aggregate_fit(1, [fit_result("a", 1.0)], [])
     evaluations = [(IdleClient("a"), EvaluateRes(OK, 0.5, 10, {"accuracy": 0.75})),
                    (IdleClient("nan"), EvaluateRes(OK, float("nan"), 10, {"accuracy": 0.1}))]
-    loss, metrics = strategy.aggregate_evaluate(1, evaluations, [])
+    loss, _ = strategy.aggregate_evaluate(1, evaluations, [])
     assert loss == 0.5  # Only client a's loss was aggregated.
     record = strategy.recorder.rounds[0]
     assert record["evaluate_results"] == 1 and record["rejected_evaluations"] == 1 and record["evaluate_failures"] == 1

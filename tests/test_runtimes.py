@@ -22,6 +22,8 @@ from fedmnist.faults import FAULTS_VARIABLE
 from fedmnist.keras_client import ClientCache
 from fedmnist.live_log import read_live_log
 
+pytestmark = pytest.mark.slow  # Real processes for whole runs: the full tier (./test.sh), not --fast.
+
 pytest.importorskip("ray")
 SMALL_RUN = ("--clients", "3", "--rounds", "2", "--dataset", "mnist-5k")
 
@@ -105,7 +107,7 @@ def test_a_run_whose_rounds_accept_no_update_stops_with_one_error_and_saves_its_
                                 "(rejected: array 0 has non-finite values (9x)). Stopped after round 3 of 6")
     for n in (1, 2, 3):
         assert f"round {n}/6 | held-out acc" in done.stderr
-        assert f"0/3 clients: NO UPDATE ACCEPTED (3 rejected, 0 failed), model unchanged |" in done.stderr
+        assert "0/3 clients: NO UPDATE ACCEPTED (3 rejected, 0 failed), model unchanged |" in done.stderr
     assert "round 4/6" not in done.stderr
     summary = json.loads((tmp_path / "history" / "history_6.partial.json").read_text())
     assert summary["interrupted_after_round"] == 3 and summary["stop_reason"].startswith("rounds 1-3 accepted no")

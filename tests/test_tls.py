@@ -14,7 +14,7 @@ from fedmnist.tls import generate_certificates, load_root_certificate, load_serv
 def test_generated_certificates_belong_together(tmp_path: Path) -> None:
     paths = generate_certificates(tmp_path, "fl-server.example")
     assert [p.name for p in paths] == ["ca.pem", "server.pem", "server.key"]
-    ca, cert, key = load_server_certificates(tmp_path)
+    ca, _, key = load_server_certificates(tmp_path)
     assert ca.startswith(b"-----BEGIN CERTIFICATE-----") and b"PRIVATE KEY" in key
     assert (tmp_path / "server.key").stat().st_mode & 0o077 == 0  # Only the owner reads the key.
 
@@ -43,7 +43,7 @@ def test_missing_or_garbled_files_are_refused(tmp_path: Path) -> None:
 def test_expired_or_not_yet_valid_certificates_are_refused(tmp_path: Path) -> None:
     import datetime
 
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     generate_certificates(tmp_path / "old", "localhost", starts=now - datetime.timedelta(days=400), valid_days=365)
     with pytest.raises(UserError, match=r"expired on .*make new certificates"):
         load_server_certificates(tmp_path / "old")

@@ -17,6 +17,8 @@ from websockets.sync.client import ClientConnection, connect
 from conftest import PROJECT_ROOT, free_port, start_script, wait_for_port
 from test_dashboard_live import CHROMIUM, CHROMIUM_FLAGS, finish
 
+pytestmark = pytest.mark.slow  # Real processes for whole runs: the full tier (./test.sh), not --fast.
+
 WS_CLIENT = str(PROJECT_ROOT / "examples" / "ws_client.py")
 
 

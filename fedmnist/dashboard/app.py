@@ -215,7 +215,7 @@ def create_app(
                 if text is None:
                     await send(lambda: [error_event("send JSON text, not bytes")])
                 else:
-                    await send(lambda: follower.handle(text))
+                    await send(lambda text=text: follower.handle(text))  # This message's text, not the next's.
         except _CLOSED:  # The browser went away mid-send: nothing to answer, nothing to log.
             return
         finally:

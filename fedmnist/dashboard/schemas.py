@@ -8,7 +8,7 @@ times in seconds; a number the run could not compute (NaN) is ``null``.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -134,7 +134,7 @@ class RunInfo(BaseModel):
             partition=config.get("partition"), clients=config.get("clients"), data_source=snapshot.data_source,
             connected_clients=snapshot.connected_clients,
             started=snapshot.started, finished=snapshot.finished,
-            updated=datetime.fromtimestamp(snapshot.updated, timezone.utc).isoformat(timespec="seconds"),
+            updated=datetime.fromtimestamp(snapshot.updated, UTC).isoformat(timespec="seconds"),
             accuracy_centralized=last.accuracy_centralized if last else None,
             accuracy_distributed=last.accuracy_distributed if last else None,
         )
