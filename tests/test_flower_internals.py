@@ -1,0 +1,99 @@
+"""What the code assumes of Flower's and Ray's internals, one named test each.
+
+An upgrade of ``flwr`` or ``ray`` that changes one of these fails the test named after it, instead
+of a run somewhere in the middle. Each test says where the code relies on it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import socket
+import subprocess
+import sys
+
+from conftest import PROJECT_ROOT
+
+
+def test_flowers_simulation_imports_while_tensorflow_is_blocked() -> None:
+    """fedmnist.simulation imports run_simulation with sys.modules["tensorflow"] = None (TensorFlow comes later)."""
+    code = ("import sys; sys.modules['tensorflow'] = None; from flwr.simulation import run_simulation; "
+            "assert sys.modules['tensorflow'] is None; print(run_simulation.__name__)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout.strip()) == (0, "run_simulation"), done.stderr[-2000:]
+
+
+def test_rays_private_state_lists_actors() -> None:
+    """fedmnist.simulation._kill_local_workers reads ray._private.state.actors() (ActorClassName, State, Pid)."""
+    from ray._private import state
+
+    assert callable(state.actors) and "actor_id" in inspect.signature(state.actors).parameters
+
+
+def test_flowers_server_keeps_its_client_manager_and_can_reconnect_clients() -> None:
+    """fedmnist.server_run.ReconnectingServer: Server._client_manager, disconnect_all_clients, reconnect_clients."""
+    from flwr.server.client_manager import SimpleClientManager
+    from flwr.server.server import Server, reconnect_clients
+    from flwr.server.strategy import FedAvg
+
+    manager = SimpleClientManager()
+    server = Server(client_manager=manager, strategy=FedAvg())
+    assert server._client_manager is manager  # The private attribute ReconnectingServer reads.
+    assert list(inspect.signature(Server.disconnect_all_clients).parameters) == ["self", "timeout"]
+    assert list(inspect.signature(reconnect_clients).parameters) == ["client_instructions", "max_workers", "timeout"]
+
+
+def test_flowers_supercore_address_helper_sees_a_listening_port() -> None:
+    """fedmnist.server_run and fedmnist.sweep wait for a free port with flwr.supercore.address.is_port_in_use."""
+    from flwr.supercore.address import is_port_in_use
+
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        address = f"127.0.0.1:{listening.getsockname()[1]}"
+        assert is_port_in_use(address)
+    assert not is_port_in_use(address)
+
+
+def test_flowers_supercore_privacy_modules_have_what_fedmnist_privacy_imports() -> None:
+    """fedmnist.privacy clips, adds noise and accounts with flwr.supercore's helpers (not a public API)."""
+    import importlib
+
+    wanted = {
+        "flwr.supercore.differential_privacy": ("KEY_CLIPPING_NORM", "add_gaussian_noise_to_params",
+                                                "compute_clip_model_update"),
+        "flwr.supercore.privacy_accounting": ("GaussianPrivacyEvent", "NeighboringRelation", "PrivacyConfig",
+                                              "SamplingMethod"),
+        "flwr.supercore.privacy_accounting.rdp_accountant": ("RdpAccountant",),
+    }
+    for module, names in wanted.items():
+        imported = importlib.import_module(module)
+        assert [name for name in names if not hasattr(imported, name)] == [], module
+    assert importlib.import_module("flwr.supercore.differential_privacy").KEY_CLIPPING_NORM == "clipping_norm"
+
+
+def test_the_legacy_messages_keep_the_fit_config_and_example_count_where_the_mods_look() -> None:
+    """fedmnist.privacy's clipping mod reads "fitins.config"; fedmnist.secure_aggregation writes "fitres.num_examples"."""
+    import numpy as np
+    from flwr.common import Code, FitIns, FitRes, Status, ndarrays_to_parameters
+    from flwr.compat.common.recorddict_compat import fitins_to_recorddict, fitres_to_recorddict
+
+    from fedmnist.privacy import FIT_CONFIG
+    from fedmnist.secure_aggregation import FIT_EXAMPLES
+
+    parameters = ndarrays_to_parameters([np.zeros(2, np.float32)])
+    sent = fitins_to_recorddict(FitIns(parameters, {"clipping_norm": 0.5}), keep_input=True)
+    assert sent.config_records[FIT_CONFIG]["clipping_norm"] == 0.5
+    reply = fitres_to_recorddict(FitRes(Status(Code.OK, ""), parameters, 7, {}), keep_input=True)
+    assert reply.metric_records[FIT_EXAMPLES]["num_examples"] == 7
+
+
+def test_the_grpc_bidi_protocol_has_the_messages_the_dashboards_relay_speaks() -> None:
+    """fedmnist.dashboard.flower_link joins a classic server as a client through FlowerService.Join."""
+    from flwr.proto.transport_pb2 import ClientMessage, Reason, ServerMessage  # type: ignore[attr-defined]
+    from flwr.proto.transport_pb2_grpc import FlowerServiceStub
+
+    instructions = {field.name for field in ServerMessage.DESCRIPTOR.oneofs_by_name["msg"].fields}
+    assert {"fit_ins", "evaluate_ins", "reconnect_ins", "get_properties_ins", "get_parameters_ins"} <= instructions
+    answers = {field.name for field in ClientMessage.DESCRIPTOR.oneofs_by_name["msg"].fields}
+    assert {"fit_res", "evaluate_res", "disconnect_res", "get_properties_res", "get_parameters_res"} <= answers
+    assert Reason.ACK is not None and hasattr(FlowerServiceStub, "__init__")
