@@ -43,7 +43,7 @@ def fault_spec(text: str) -> str:
     return fault
 
 
-def parse_args(argv: list[str]) -> "object":
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = Parser(prog="client.py", description="Run one Flower client (Keras) for federated MNIST.")
     parser.add_argument("--server", type=server_address, default=config.CLIENT_SERVER_ADDRESS, help="server HOST:PORT (default: %(default)s)")
     parser.add_argument("--partition-id", type=non_negative_int, default=0, help="which share of the training rows this client owns, 0..N-1 (default: %(default)s)")

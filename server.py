@@ -11,6 +11,7 @@ import time
 
 PROCESS_STARTED = time.perf_counter()
 
+import argparse
 import sys
 
 from fedmnist.cli import Parser, configure_logging, exit_now, require_environment, run_cli, take_back_stop_signals
@@ -18,7 +19,7 @@ from fedmnist.settings import SERVER, ServerSettings, add_setting_arguments, che
 from fedmnist.sweep import GRIDS
 
 
-def parse_args(argv: list[str]) -> "object":
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = Parser(prog="server.py", description="Run the Flower server (FedAvg) for federated MNIST.")
     add_setting_arguments(parser, program=SERVER)  # One flag per ServerSettings field (fedmnist.settings).
     parser.add_argument("--sweep", choices=sorted(GRIDS), default=None, help="run every setting of this grid in a row, for the same clients (see README, Sweeps)")

@@ -30,10 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from processes import free_port, wait_for_port
-
 from fedmnist import config
 from fedmnist.data import MNIST_5K, load_mnist
+from processes import free_port, start_quietly, wait_for_port
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -74,13 +73,12 @@ def run_peer(rounds: int, clients: int) -> dict:
     """Time the classic-tutorial run the same way: server, wait to listen, clients, wait for all."""
     port = str(free_port())
     peer = ROOT / "bench" / "peer_tutorial.py"
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "stdin": subprocess.DEVNULL, "cwd": ROOT}
     began = time.perf_counter()
-    server = subprocess.Popen([sys.executable, str(peer), "server", port, str(rounds), str(clients)], **quiet)
+    server = start_quietly([sys.executable, str(peer), "server", port, str(rounds), str(clients)])
     wait_for_port(int(port), server)
     workers = [
-        subprocess.Popen([sys.executable, str(peer), "client", port, str(i), str(clients)], **quiet,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+        start_quietly([sys.executable, str(peer), "client", port, str(i), str(clients)],
+                      env={**os.environ, "PYTHONPATH": str(ROOT)})
         for i in range(clients)
     ]
     codes = [p.wait() for p in [server, *workers]]

@@ -12,31 +12,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from processes import free_port, wait_for_port
-
-ROOT = Path(__file__).resolve().parent.parent
+from processes import free_port, start_quietly, wait_for_port
 
 
 def run_load(clients: int, rounds: int, out: Path, data_home: str | None = None, processes: int | None = None) -> dict:
     """One server and ``clients`` light clients in ``processes`` processes (default: one each); per-round coordination."""
     port = str(free_port())
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "stdin": subprocess.DEVNULL, "cwd": ROOT}
-    server = subprocess.Popen(
+    server = start_quietly(
         [sys.executable, "server.py", "--port", port, "--clients", str(clients), "--rounds", str(rounds),
          "--dataset", "mnist-5k", "--out", str(out), "--client-timeout", "120",
-         *(["--data-home", data_home] if data_home else [])], **quiet,
+         *(["--data-home", data_home] if data_home else [])],
     )
     wait_for_port(int(port), server)  # Flower's grpc-bidi client gives up if nobody listens yet.
     processes = processes or clients
     sizes = [clients // processes + (index < clients % processes) for index in range(processes)]
     firsts = [sum(sizes[:index]) for index in range(processes)]  # Client i has seed i, whichever process hosts it.
-    light = [subprocess.Popen([sys.executable, "bench/light_client.py", f"127.0.0.1:{port}", str(first), str(size)],
-                              **quiet) for first, size in zip(firsts, sizes)]
+    light = [start_quietly([sys.executable, "bench/light_client.py", f"127.0.0.1:{port}", str(first), str(size)])
+             for first, size in zip(firsts, sizes)]
     codes = [server.wait(timeout=600), *(p.wait(timeout=60) for p in light)]
     if any(codes):
         raise RuntimeError(f"load run with {clients} clients failed: exit codes {sorted(set(codes))}")

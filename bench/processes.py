@@ -1,4 +1,4 @@
-"""Helpers the benchmark scripts share: free ports and waiting for a server to listen."""
+"""Helpers the benchmark scripts share: free ports, quiet processes and waiting for a server to listen."""
 
 from __future__ import annotations
 
@@ -7,9 +7,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # The project, for scripts run as bench/NAME.py.
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # The project, for scripts run as bench/NAME.py.
 from fedmnist.deployment import free_port  # noqa: F401  (re-exported for the benchmarks and tests)
+
+
+def start_quietly(arguments: list[str], **options: Any) -> subprocess.Popen[bytes]:
+    """Start ``arguments`` in the project folder with no input and its output discarded (timed runs)."""
+    return subprocess.Popen(arguments, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, cwd=ROOT, **options)
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 120) -> None:

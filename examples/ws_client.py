@@ -123,7 +123,8 @@ def encode_weights(weights: list[np.ndarray]) -> list[dict[str, Any]]:
 def take_part(url: str, name: str, partition: int | None) -> tuple[str, bool]:
     """Join at ``url`` and answer the server until it ends the run: why it ended, and whether the run finished."""
     network = DenseNetwork(seed=0)
-    train = validation = None
+    train: tuple[np.ndarray, np.ndarray] | None = None
+    validation: tuple[np.ndarray, np.ndarray] | None = None
     # The server is trusted to send big messages (the data); our own are capped by the server.
     with connect(url, max_size=None, open_timeout=30) as socket:
         socket.send(json.dumps({"type": "join", "name": name, "partition": partition}))
@@ -137,8 +138,10 @@ def take_part(url: str, name: str, partition: int | None) -> tuple[str, bool]:
                 network.rng = np.random.default_rng(message["partition"])
                 print(f"{name}: {len(train[1])} training and {len(validation[1])} validation images")
             elif kind == "fit":
+                assert train is not None, "the server sends the data before the first instruction"
                 socket.send(json.dumps(fit(network, message, train)))
             elif kind == "evaluate":
+                assert validation is not None, "the server sends the data before the first instruction"
                 network.set_weights(decode_weights(message["weights"]))
                 loss, accuracy = network.evaluate(*validation)
                 socket.send(json.dumps({"type": "evaluate_result", "round": message["round"], "loss": loss,

@@ -53,7 +53,7 @@ def _umask() -> int:
 
 
 def write_atomic(
-    path: str | os.PathLike[str], write: Callable[[IO[bytes]], None], *, secret: bool = False
+    path: str | os.PathLike[str], write: Callable[[IO[bytes]], object], *, secret: bool = False
 ) -> Path:
     """Call ``write(file)`` on a temporary binary file, then move it to ``path`` (0600 if ``secret``)."""
     with atomic_path(path, secret=secret) as tmp, open(tmp, "wb") as handle:
@@ -63,7 +63,12 @@ def write_atomic(
 
 def write_text_atomic(path: str | os.PathLike[str], text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
-    return write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
+    return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def write_bytes_atomic(path: str | os.PathLike[str], data: bytes, *, secret: bool = False) -> Path:
+    """Write ``data`` to ``path`` atomically (0600 if ``secret``)."""
+    return write_atomic(path, lambda handle: handle.write(data), secret=secret)
 
 
 def append_line(path: str | os.PathLike[str], line: str) -> None:

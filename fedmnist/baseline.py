@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     from fedmnist.cli import Parser, dataset_spec, partition_spec, positive_float, positive_int, run_cli
     from fedmnist.data import load_mnist
 
-    parser = Parser(prog="./run.sh central", description=main.__doc__ + " The reference the README's tables quote.")
+    parser = Parser(prog="./run.sh central", description="Train the model centrally on the rows a run's clients "
+                    "would hold; held-out accuracy after each epoch. The reference the README's tables quote.")
     parser.add_argument("--dataset", type=dataset_spec, default=config.DATASET,
                         help="auto, openml, mnist-5k, fashion-mnist or idx:DIR (default: %(default)s)")
     parser.add_argument("--data-home", default=None, help="scikit-learn data home (default: its own)")

@@ -62,7 +62,8 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
         "data_source": checkpoint.data_source,
     }
     arrays["meta"] = np.array(json.dumps(meta))
-    write_atomic(path, lambda handle: np.savez(handle, **arrays))
+    # NumPy's stub types **kwds as if a key could be allow_pickle; these keys are array names.
+    write_atomic(path, lambda handle: np.savez(handle, **arrays))  # type: ignore[arg-type]
 
 
 def read_checkpoint(path: Path) -> Checkpoint:

@@ -349,7 +349,7 @@ _noticed: set[str] = set()
 
 def _shorten_deprecation_notice(record: logging.LogRecord) -> bool:
     """Replace Flower's multi-line start_server/start_client notice by one line, once per process."""
-    if str(record.msg).startswith("DEPRECATED FEATURE") and record.args:
+    if str(record.msg).startswith("DEPRECATED FEATURE") and isinstance(record.args, tuple) and record.args:
         call = next((name for name in _DEPRECATED_CALLS if name in str(record.args[0])), None)
         if call is not None:
             if call in _noticed:  # A client retrying, or a sweep's next server: said already.

@@ -81,6 +81,7 @@ class WaitingClientManager(SimpleClientManager):
                     f"({needed} needed; start them with client.py, or raise --client-timeout)"
                 )
             log.info("waiting for clients: %d of %d connected", len(self), num_clients)
-            super().wait_for(num_clients, timeout=min(self.report_every, remaining))
+            # Flower annotates timeout as int; it hands it to threading.Condition.wait_for, which takes seconds.
+            super().wait_for(num_clients, timeout=min(self.report_every, remaining))  # type: ignore[arg-type]
         self._all_arrived = True
         return True

@@ -382,7 +382,7 @@ def run_client(
             start_client(server_address=server_address, client=guarded, root_certificates=root_certificate)
             return
         except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.UNAVAILABLE:  # type: ignore[attr-defined]
+            if error.code() != grpc.StatusCode.UNAVAILABLE:
                 raise
         waiting_since = max(waiting_since, client.last_contact)
         if time.monotonic() - waiting_since > connect_timeout:

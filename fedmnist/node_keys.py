@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedmnist.atomic import write_atomic
+from fedmnist.atomic import write_bytes_atomic
 
 
 def key_paths(folder: Path, partition_id: int) -> tuple[Path, Path]:
@@ -41,8 +41,8 @@ def ensure_node_keys(folder: str | Path, count: int) -> list[tuple[Path, Path]]:
             secret = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
                                        serialization.NoEncryption())
             shared = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-            write_atomic(private, lambda handle, data=secret: handle.write(data), secret=True)
-            write_atomic(public, lambda handle, data=shared: handle.write(data + b"\n"))
+            write_bytes_atomic(private, secret, secret=True)
+            write_bytes_atomic(public, shared + b"\n")
         pairs.append((private, public))
     return pairs
 

@@ -131,9 +131,9 @@ def plot_clients(summary: dict[str, Any], out_dir: str | Path) -> Path:
         shown = f"{len(curves)} clients' accuracy per round (slices of {sizes[0]}-{sizes[-1]} rows)" if sizes else ""
     else:
         for name, points in curves.items():
-            rounds, values = zip(*points)
+            evaluated, values = zip(*points)
             size = f" ({rows[name]} rows)" if name in rows else ""
-            axes.plot(rounds, values, "o-", markersize=3, label=f"{name}{size}: {values[-1]:.3f}")
+            axes.plot(evaluated, values, "o-", markersize=3, label=f"{name}{size}: {values[-1]:.3f}")
         shown = "each client's validation accuracy"
     axes.set_xlabel("round")
     axes.set_ylabel("accuracy on the client's validation slice")

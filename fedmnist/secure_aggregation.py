@@ -31,7 +31,7 @@ a masked update's norm, so the bound then rests on the clients' clipping
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from flwr.client.mod import secaggplus_mod
 from flwr.common import (
@@ -59,6 +59,8 @@ if TYPE_CHECKING:
     from flwr.server import Server, ServerConfig
     from flwr.server.history import History
     from flwr.serverapp import Grid
+
+    from fedmnist.run_strategy import RunStrategy
 
 
 def secagg_mod(message: Message, context: Context, call_next: Any) -> Message:
@@ -102,7 +104,9 @@ def secagg_federation(
         legacy = LegacyContext(context=context, config=server_config, strategy=SecAggResults(server.strategy),
                                client_manager=server.client_manager())
         # The largest example count a client of this run has (the validation's bound); see the module docstring.
-        max_weight = 1.0 if equal_weights else float(server.strategy.validator.max_fit_examples)
+        bound = cast("RunStrategy", server.strategy).validator.max_fit_examples  # run_server's strategy.
+        assert equal_weights or bound is not None, "a run's validation knows its largest example count"
+        max_weight = 1.0 if equal_weights or bound is None else float(bound)
         workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
             num_shares=shares, reconstruction_threshold=threshold, max_weight=max_weight, timeout=timeout))
         workflow(grid, legacy)

@@ -20,7 +20,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 from flwr.common import NDArrays, ReconnectIns, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
@@ -268,6 +268,7 @@ def _checkpointer(
     def save(run: RunStrategy) -> None:
         recorder = run.recorder
         done = recorder.rounds[-1]["round"]
+        assert recorder.parameters is not None, "a recorded round has its global model"
         write_text_atomic(paths.mistakes, json.dumps({"round": done, "mistakes": evaluator.mistakes}))
         save_checkpoint(paths.checkpoint, Checkpoint(
             round=done,
@@ -479,7 +480,7 @@ def grid_federation(grid: Grid, context: Context, settings: ServerSettings) -> F
     def warmed_up(server: Server, server_config: ServerConfig) -> History:
         from fedmnist.simulation import warm_up_workers
 
-        warm_up_workers(grid, server.client_config, settings)
+        warm_up_workers(grid, cast("AppServer", server).client_config, settings)
         return federation(server, server_config)
 
     return warmed_up
@@ -528,7 +529,7 @@ def _summary(
 ) -> dict[str, Any]:
     """The JSON document saved beside the pickled History."""
     rounds = recorder.rounds
-    timings = {
+    every_timing: dict[str, float | None] = {
         **timings,
         **{f"client_{key}": value for key, value in recorder.client_timings.items()},
         "rounds_seconds": sum(r["seconds"] for r in rounds),
@@ -546,7 +547,7 @@ def _summary(
         "initial": recorder.initial or {},  # Round 0: the starting model on the held-out set.
         "final": rounds[-1].get("centralized", {}) if rounds else {},
         "rounds": rounds,
-        "timings": timings,
+        "timings": every_timing,
     }
 
 

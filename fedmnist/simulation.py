@@ -29,7 +29,7 @@ import warnings
 from collections.abc import Callable
 from concurrent.futures import Future
 from types import TracebackType
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from fedmnist.cli import wait_for
 from fedmnist.data import DATA_HOME_VARIABLE
@@ -127,14 +127,14 @@ class SimulationFederation:
         self._thread.join()
         _settle(self.workers_starting)
 
-    def __call__(self, server: Server, server_config: ServerConfig) -> History:
+    def __call__(self, server: Server, server_config: ServerConfig) -> History | None:
         """Run ``server`` for its rounds with the virtual clients on Ray; return Flower's History once they are done."""
         from flwr.app import Context
         from flwr.server import ServerApp
 
         from fedmnist.server_run import grid_federation
 
-        rounds: Future[History] = Future()
+        rounds: Future[History | None] = Future()
         app = ServerApp()
 
         @app.main()
@@ -153,14 +153,14 @@ class SimulationFederation:
             self._stopping.set()  # Ctrl-C while Ray starts: Flower's simulation must not start after it.
             raise
 
-    def _simulate(self, server_app: ServerApp, rounds: Future[History]) -> None:
+    def _simulate(self, server_app: ServerApp, rounds: Future[History | None]) -> None:
         """Flower's simulation of ``server_app`` with the ClientApp; its error goes to ``rounds`` if they were not done."""
         try:
             self._run_simulation(server_app, rounds)
         finally:
             _settle(self.workers_starting)  # Also when the workers never start: the server's TensorFlow waits for it.
 
-    def _run_simulation(self, server_app: ServerApp, rounds: Future[History]) -> None:
+    def _run_simulation(self, server_app: ServerApp, rounds: Future[History | None]) -> None:
         try:
             run_simulation = _flower_simulation()  # While Ray starts.
             from fedmnist.client_app import app as client_app
@@ -210,7 +210,7 @@ class SimulationFederation:
         # The workers import the project from the driver's sys.path, as Flower's backend arranges it.
         pythonpath = os.pathsep.join(filter(None, [os.pathsep.join(sys.path), os.environ.get("PYTHONPATH")]))
         os.environ["PYTHONPATH"] = pythonpath
-        init_args: dict[str, object] = {"logging_level": logging.ERROR, "log_to_driver": False, "include_dashboard": False}
+        init_args: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False, "include_dashboard": False}
         if self.ray_address:
             # Another machine's workers get the path through a runtime environment (Flower's way).
             init_args.update(address=self.ray_address, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})

@@ -10,6 +10,7 @@ the same way, for fit and for evaluate, so the History keeps both.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from flwr.common import Metrics, NDArrays, Scalar, ndarrays_to_parameters
 from flwr.server.strategy import (
@@ -134,7 +135,8 @@ def build_strategy(
     """
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-    strategy_class, settings = STRATEGIES[name], dict(_STRATEGY_SETTINGS.get(name, {}))
+    strategy_class = STRATEGIES[name]
+    settings: dict[str, Any] = dict(_STRATEGY_SETTINGS.get(name, {}))
     minimum = min(min_clients or num_clients, num_clients)  # Clients a round needs to go ahead.
     if name == "fedprox":
         settings["proximal_mu"] = proximal_mu

@@ -185,7 +185,7 @@ def _result(setting: Setting, summary: dict[str, Any], seconds: float, paper: bo
     target = target_for(summary["data_source"], run["model"]) if paper else TARGET_ACCURACY
     reached = [r for r, accuracy in curve if r > 0 and accuracy >= target]
     trained = [accuracy for r, accuracy in curve if r > 0]
-    paper = PAPER_ROUNDS.get((run["model"], run["local_epochs"], run["batch_size"], run["partition"])) \
+    paper_rounds = PAPER_ROUNDS.get((run["model"], run["local_epochs"], run["batch_size"], run["partition"])) \
         if run["strategy"] == "fedavg" else None  # The paper ran FedAvg only.
     return {
         "setting": setting.name,
@@ -197,7 +197,7 @@ def _result(setting: Setting, summary: dict[str, Any], seconds: float, paper: bo
         "target": target,
         "first_round_at_target": reached[0] if reached else None,
         "rounds": curve[-1][0] if curve else 0,
-        "paper_rounds": paper,
+        "paper_rounds": paper_rounds,
         "epsilon": (summary.get("privacy") or {}).get("epsilon"),  # Spent by a differentially private run.
         "delta": (summary.get("privacy") or {}).get("delta"),
         "seconds": seconds,

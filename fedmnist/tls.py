@@ -16,7 +16,7 @@ import ipaddress
 import sys
 from pathlib import Path
 
-from fedmnist.atomic import write_atomic
+from fedmnist.atomic import write_bytes_atomic
 from fedmnist.errors import UserError
 
 CA_FILE, CERT_FILE, KEY_FILE = "ca.pem", "server.pem", "server.key"
@@ -61,7 +61,7 @@ def generate_certificates(
         ),
     }
     for name, content in files.items():
-        write_atomic(out / name, lambda handle, content=content: handle.write(content), secret=name == KEY_FILE)
+        write_bytes_atomic(out / name, content, secret=name == KEY_FILE)
     return [out / name for name in files]
 
 
@@ -89,7 +89,8 @@ def load_server_certificates(tls_dir: str | Path) -> tuple[bytes, bytes, bytes]:
         private_key = serialization.load_pem_private_key(key, password=None)
     except ValueError as error:
         raise UserError(f"the TLS files in {folder} are not PEM certificates and key: {error}") from None
-    if private_key.public_key().public_numbers() != server_cert.public_key().public_numbers():
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)  # Any kind of key.
+    if private_key.public_key().public_bytes(*spki) != server_cert.public_key().public_bytes(*spki):
         raise UserError(f"{folder / KEY_FILE} is not the key of {folder / CERT_FILE}")
     try:
         server_cert.verify_directly_issued_by(ca_cert)

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import TypeVar
 
@@ -131,7 +131,7 @@ def client_name(proxy: ClientProxy, result: FitRes | EvaluateRes | None = None) 
     return records.client_name(entry)
 
 
-def _log_rejections(server_round: int, what: str, rejected: list[RejectedResult]) -> None:
+def _log_rejections(server_round: int, what: str, rejected: Sequence[RejectedResult]) -> None:
     for error in rejected:
         log.warning("round %d: rejected %s: %s", server_round, what, error)
 

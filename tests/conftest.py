@@ -6,12 +6,13 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 from flwr.server.client_proxy import ClientProxy
 
-from bench.processes import free_port, wait_for_port  # noqa: F401  (re-exported for the tests)
 from fedmnist.data import MNIST_5K, MnistData, load_mnist
+from processes import free_port, wait_for_port  # noqa: F401  (re-exported for the tests)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,13 +22,13 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Refuse every connection that leaves this machine, as in a classroom without internet."""
     real_connect = socket.socket.connect
 
-    def connect(self: socket.socket, address: object) -> None:
+    def connect(self: socket.socket, address: Any) -> None:
         host = address[0] if isinstance(address, tuple) else ""
         if isinstance(address, tuple) and host not in ("127.0.0.1", "::1", "localhost"):
             raise OSError(101, f"network is unreachable (tests are offline): {host}")
         return real_connect(self, address)
 
-    def getaddrinfo(host: str, *args: object, **kwargs: object):
+    def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> Any:
         if host not in ("127.0.0.1", "::1", "localhost", None):
             raise socket.gaierror(-2, f"name resolution disabled in tests: {host}")
         return real_getaddrinfo(host, *args, **kwargs)
@@ -56,6 +57,12 @@ def run_script(*args: str, timeout: float = 120, **kwargs) -> subprocess.Complet
         [sys.executable, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout,
         stdin=subprocess.DEVNULL, **kwargs,
     )
+
+
+def stream(handle: IO[str] | None) -> IO[str]:
+    """A process's stdout or stderr, which Popen types as optional: there when the test asked for a PIPE."""
+    assert handle is not None, "the process was started with stdout/stderr=subprocess.PIPE"
+    return handle
 
 
 def start_script(*args: str, log: Path) -> subprocess.Popen:

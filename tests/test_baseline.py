@@ -27,8 +27,10 @@ def test_run_sh_central_prints_the_reference_the_readme_quotes(data_home: str) -
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     lines = done.stdout.splitlines()
     assert lines[0] == "mnist-5k: the rows of 3 clients, dense32, batch 32, Adam 0.001"
-    epochs = [float(re.fullmatch(rf"epoch {n}/2: held-out accuracy (\d+\.\d)%", line)[1])
-              for n, line in enumerate(lines[1:3], start=1)]
+    matches = [re.fullmatch(rf"epoch {n}/2: held-out accuracy (\d+\.\d)%", line)
+               for n, line in enumerate(lines[1:3], start=1)]
+    epochs = [float(match[1]) for match in matches if match]
+    assert len(epochs) == 2, lines
     assert 50 < epochs[0] < epochs[1]
     assert lines[3:] == [f"best held-out accuracy {epochs[1]:.1f}% (epoch 2 of 2)"]
 

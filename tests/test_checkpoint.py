@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from flwr.common import parameters_to_ndarrays
+from flwr.server.strategy import FedAdam, FedAvgM
 
 from fedmnist.checkpoint import (
     Checkpoint,
@@ -89,6 +90,7 @@ def test_checkpoint_file_holds_only_arrays_and_json_and_a_pickle_is_never_loaded
 
 def test_strategy_state_round_trips_through_the_file(tmp_path: Path) -> None:
     strategy = build_strategy(name="fedavgm", num_clients=2, initial_weights=WEIGHTS)
+    assert isinstance(strategy, FedAvgM)
     strategy.momentum_vector = [np.full((2, 2), 0.5, np.float32), np.full(2, 0.25, np.float32)]
     checkpoint = checkpoint_of(ServerSettings(rounds=4))
     checkpoint.strategy_state = strategy_state(strategy)
@@ -100,6 +102,7 @@ def test_strategy_state_round_trips_through_the_file(tmp_path: Path) -> None:
 
 def test_fedadam_state_survives_a_restart() -> None:
     before = build_strategy(name="fedadam", num_clients=2, initial_weights=WEIGHTS)
+    assert isinstance(before, FedAdam)
     before.m_t = [np.full((2, 2), 0.5, np.float32), np.full(2, 0.25, np.float32)]  # As after some rounds.
     state = strategy_state(before)
     assert "m_t" in state and "evaluate_fn" not in state  # Data, not callbacks.
@@ -108,5 +111,5 @@ def test_fedadam_state_survives_a_restart() -> None:
 
     after = build_strategy(name="fedadam", num_clients=2, initial_weights=WEIGHTS, evaluate_fn=evaluate_fn)
     restore_strategy_state(after, state)
-    assert np.array_equal(after.m_t[0], before.m_t[0])
+    assert isinstance(after, FedAdam) and after.m_t is not None and np.array_equal(after.m_t[0], before.m_t[0])
     assert after.evaluate_fn is evaluate_fn  # The resuming server's callbacks stay.

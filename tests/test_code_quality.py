@@ -1,4 +1,4 @@
-"""Lint: ``ruff check`` over every Python file, as pyproject.toml configures it."""
+"""Lint and types: ``ruff check`` and ``mypy`` over every Python file, as pyproject.toml configures them."""
 
 from __future__ import annotations
 
@@ -13,4 +13,10 @@ CHECKED = ("fedmnist", "server.py", "client.py", "bench", "examples", "tests")
 def test_ruff_check_finds_nothing() -> None:
     done = subprocess.run([sys.executable, "-m", "ruff", "check", *CHECKED], cwd=PROJECT_ROOT,
                           capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+
+
+def test_mypy_finds_no_type_errors() -> None:
+    done = subprocess.run([sys.executable, "-m", "mypy"], cwd=PROJECT_ROOT, capture_output=True, text=True,
+                          timeout=300)  # Files and settings: pyproject.toml's [tool.mypy].
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]

@@ -21,6 +21,7 @@ import pytest
 from fastapi.testclient import TestClient
 from websockets.exceptions import InvalidStatus, WebSocketException
 from websockets.sync.client import connect
+from websockets.typing import Origin
 
 from conftest import free_port, run_script, wait_for_port
 from fedmnist.checkpoint import Checkpoint, save_checkpoint
@@ -127,6 +128,7 @@ def test_a_run_is_waiting_then_running_then_finished(tmp_path: Path) -> None:
     writer = RunWriter(tmp_path)
     run = find_runs(tmp_path)["history_3"]
     waiting = read_run(run)
+    assert waiting.initial is not None
     assert (waiting.status, waiting.records, waiting.initial["centralized"]["accuracy"]) == ("waiting", [], 0.1)
 
     writer.round(0.8)
@@ -442,12 +444,13 @@ def test_ws_answers_malformed_messages_with_errors_and_stays_usable(tmp_path: Pa
     with connect(f"{served}/ws/events?run=history_9", proxy=None) as socket:
         assert receive(socket) == {"type": "error", "error": "unknown run 'history_9'; following the current run"}
         assert receive(socket)["run"]["id"] == "history_3"
-        for message, error in [
+        malformed: list[tuple[str | bytes, str]] = [
             ("{not json", "not JSON"), ("[1, 2]", 'expected a JSON object with a "type"'),
             ('{"type": "dance"}', "unknown message type 'dance'"),
             ('{"type": "subscribe", "run": "history_9"}', "unknown run 'history_9'"), (b"\x00\x01", "not bytes"),
             ("1" * 5000, "not usable JSON: ValueError"), ("[" * 100_000, "not usable JSON: RecursionError"),
-        ]:
+        ]
+        for message, error in malformed:
             socket.send(message)
             event = receive(socket)
             assert event["type"] == "error" and error in event["error"], (message, event)
@@ -498,12 +501,12 @@ def test_ws_echo_returns_text_and_bytes(served: str) -> None:
 
 
 def test_ws_refuses_a_browser_origin_cors_does_not_allow(served: str) -> None:
-    with connect(f"{served}/ws/echo", proxy=None, origin="http://localhost:3000") as socket:
+    with connect(f"{served}/ws/echo", proxy=None, origin=Origin("http://localhost:3000")) as socket:
         socket.send("ok")
         assert socket.recv(timeout=5) == "ok"
     for path in ("/ws/events", "/ws"):
         with pytest.raises(InvalidStatus, match="403"):
-            connect(f"{served}{path}", proxy=None, origin="http://evil.test")
+            connect(f"{served}{path}", proxy=None, origin=Origin("http://evil.test"))
 
 
 # The command line.

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.sync.client import connect
@@ -46,7 +47,7 @@ def test_run_sh_dashboard_pushes_each_round_of_a_real_run_over_the_websocket(tmp
         with connect(f"ws://127.0.0.1:{port}/ws/events", proxy=None, open_timeout=30) as socket:
             snapshot = json.loads(socket.recv(timeout=30))
             seen = [r["round"] for r in (snapshot["run"] or {"rounds": []})["rounds"]]
-            live = []
+            live: list[dict[str, Any]] = []
             deadline = time.monotonic() + 150
             while len(seen) + len(live) < 3 and time.monotonic() < deadline:
                 event = json.loads(socket.recv(timeout=deadline - time.monotonic()))

@@ -89,7 +89,7 @@ def test_the_legacy_messages_keep_the_fit_config_and_example_count_where_the_mod
 
 def test_the_grpc_bidi_protocol_has_the_messages_the_dashboards_relay_speaks() -> None:
     """fedmnist.dashboard.flower_link joins a classic server as a client through FlowerService.Join."""
-    from flwr.proto.transport_pb2 import ClientMessage, Reason, ServerMessage  # type: ignore[attr-defined]
+    from flwr.proto.transport_pb2 import ClientMessage, Reason, ServerMessage
     from flwr.proto.transport_pb2_grpc import FlowerServiceStub
 
     instructions = {field.name for field in ServerMessage.DESCRIPTOR.oneofs_by_name["msg"].fields}

@@ -7,6 +7,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from flwr.common import Scalar
 
 from fedmnist.data import client_data, to_float
 from fedmnist.keras_client import RUN_SETTINGS, MnistClient, SettingsMismatch, make_client
@@ -86,7 +87,7 @@ def test_client_fit_without_config_uses_defaults(share) -> None:
     assert num_examples == len(share.y_train) == 1201
     assert not np.allclose(weights[0], start[0])
     assert {"accuracy", "loss", "fit_seconds"} <= set(metrics)
-    assert 0.0 <= metrics["accuracy"] <= 1.0
+    assert 0.0 <= float(metrics["accuracy"]) <= 1.0
 
 
 def test_client_fit_config_overrides_local_epochs(share) -> None:
@@ -102,18 +103,19 @@ def test_client_evaluate_reports_loss_examples_and_accuracy(share) -> None:
     client = MnistClient(Trainer(build_model(seed=0)), share)
     loss, num_examples, metrics = client.evaluate(client.get_parameters({}), {})
     assert num_examples == len(share.y_val) == 133
-    assert metrics["loss"] == loss and 0.0 <= metrics["accuracy"] <= 1.0
+    assert metrics["loss"] == loss and 0.0 <= float(metrics["accuracy"]) <= 1.0
 
 
 def test_a_client_takes_its_data_and_model_from_the_servers_config(data_home: str) -> None:
     client = make_client(partition_id=1, num_partitions=5, data_home=data_home, process_started=0.0)
-    config = {"dataset": "mnist-5k", "seed": 7, "partition": "shards:2", "model": "dense32", "num-partitions": 5,
+    config: dict[str, Scalar] = {"dataset": "mnist-5k", "seed": 7, "partition": "shards:2", "model": "dense32", "num-partitions": 5,
               "run-id": "a", "server-round": 1}
     start = client.get_parameters(config)
     assert [w.shape for w in start] == [(784, 32), (32,), (32, 10), (10,)]  # dense32, as the server said.
     _, num_examples, metrics = client.fit(start, config)
     assert num_examples == 720  # 4,000 rows in 5 shares, 10% of each kept for validation.
-    assert metrics["startup_seconds"] > 0 and metrics["data_seconds"] >= 0 and metrics["partition_id"] == 1
+    assert float(metrics["startup_seconds"]) > 0 and float(metrics["data_seconds"]) >= 0
+    assert metrics["partition_id"] == 1
     share = client.cache.client({key: config[key] for key in RUN_SETTINGS}, 1, 5)
     assert len(np.unique(np.concatenate([share.y_train, share.y_val]))) <= 4  # shards:2: a few digits only.
 
@@ -128,7 +130,7 @@ def test_a_client_started_for_other_partitions_refuses_the_run(data_home: str) -
 
 def test_a_client_shuffles_differently_each_round(data_home: str) -> None:
     client = make_client(partition_id=0, num_partitions=5, data_home=data_home)
-    config = {"dataset": "mnist-5k", "model": "dense32", "local-epochs": 1}
+    config: dict[str, Scalar] = {"dataset": "mnist-5k", "model": "dense32", "local-epochs": 1}
     start = client.get_parameters(config)
     first = client.fit(start, {**config, "server-round": 1})[0]
     again = client.fit(start, {**config, "server-round": 1, "run-id": "other"})[0]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from fedmnist.history import save_history
 from fedmnist.paths import RunPaths
 from fedmnist.plots import (
@@ -70,7 +72,7 @@ def test_accuracy_figure_zooms_into_late_rounds_marks_the_best_and_uses_whole_ro
 
     figure = history_figure(long_history(), {"config": {"rounds": 10}}, "accuracy", "accuracy")
     full, zoom = figure.axes
-    labels = [line.get_label() for line in full.get_lines()]
+    labels = [str(line.get_label()) for line in full.get_lines()]
     assert any(label.startswith(HELD_OUT) for label in labels)
     assert any(label.startswith(VALIDATION) for label in labels)
     assert any(label.startswith(TRAINING) for label in labels)  # Fit accuracy is drawn too.
@@ -160,7 +162,7 @@ def test_many_clients_are_drawn_as_their_median_and_10th_to_90th_percentile() ->
     assert client_rows(records)["client 0"] == 4 and client_rows(records)["client 10"] == 14
 
 
-def test_a_clients_legend_says_how_many_rows_its_accuracy_is_of(tmp_path: Path) -> None:
+def test_a_clients_legend_says_how_many_rows_its_accuracy_is_of(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import matplotlib.pyplot as plt
 
     records = [{"round": 1, "per_client": [{"cid": "a", "partition_id": 0, "evaluate": {"accuracy": 0.75, "examples": 4}}]}]
@@ -171,11 +173,8 @@ def test_a_clients_legend_says_how_many_rows_its_accuracy_is_of(tmp_path: Path) 
         captured.extend(text.get_text() for axes in figure.axes if axes.get_legend() for text in axes.get_legend().get_texts())
         return real_save(figure, *args, **kwargs)
 
-    plt.Figure.savefig = save
-    try:
-        plot_clients({**SUMMARY, "rounds": records}, tmp_path)
-    finally:
-        plt.Figure.savefig = real_save
+    monkeypatch.setattr(plt.Figure, "savefig", save)
+    plot_clients({**SUMMARY, "rounds": records}, tmp_path)
     assert captured == ["client 0 (4 rows): 0.750"]
 
 
@@ -183,7 +182,8 @@ def test_confidence_is_rounded_down_so_only_a_certain_prediction_reads_100_perce
     assert [confidence_label(c) for c in (0.996, 0.5, 1.0, 0.0)] == ["99%", "50%", "100%", "0%"]
 
 
-def test_a_comparison_of_few_rounds_has_whole_round_ticks_and_a_style_per_setting(tmp_path: Path) -> None:
+def test_a_comparison_of_few_rounds_has_whole_round_ticks_and_a_style_per_setting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import matplotlib.pyplot as plt
 
     results = [{"setting": name, "curve": [(1, 0.8), (2, 0.9)]} for name in ("fedavg", "fedprox")]  # Identical.
@@ -196,10 +196,7 @@ def test_a_comparison_of_few_rounds_has_whole_round_ticks_and_a_style_per_settin
         seen["styles"] = [(line.get_linestyle(), line.get_marker()) for line in axes.get_lines()]
         return real_save(figure, *args, **kwargs)
 
-    plt.Figure.savefig = save
-    try:
-        plot_comparison(results, "two settings", tmp_path / "comparison.png")
-    finally:
-        plt.Figure.savefig = real_save
+    monkeypatch.setattr(plt.Figure, "savefig", save)
+    plot_comparison(results, "two settings", tmp_path / "comparison.png")
     assert all(float(t).is_integer() for t in seen["ticks"]) and seen["ticks"]
     assert len(set(seen["styles"])) == 2

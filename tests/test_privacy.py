@@ -10,6 +10,7 @@ import pytest
 from dp_accounting import dp_event, rdp
 from flwr.common import Code, FitRes, NDArrays, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server.client_manager import SimpleClientManager
+from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
 from conftest import IdleClient, free_port, start_script
@@ -120,7 +121,8 @@ def test_the_clientapps_mod_clips_with_flowers_mod_only_when_the_server_asks() -
 
     def norm_after(config: dict) -> float:
         content = fitins_to_recorddict(FitIns(ndarrays_to_parameters(GLOBAL), config), keep_input=True)
-        message = Message(content, metadata=Metadata(run_id=1, message_id="1", src_node_id=0, dst_node_id=1,
+        # A message as a ClientApp receives it, metadata and all, which Flower's public overloads leave out.
+        message = Message(content, metadata=Metadata(run_id=1, message_id="1", src_node_id=0, dst_node_id=1,  # type: ignore[call-overload]
                                                      reply_to_message_id="", group_id="1", created_at=0.0,
                                                      ttl=60.0, message_type="train"))
         reply = clipping_mod(message, Context(1, 1, {}, RecordDict(), {}), train)
@@ -131,7 +133,7 @@ def test_the_clientapps_mod_clips_with_flowers_mod_only_when_the_server_asks() -
 
 
 def test_the_server_refuses_an_update_longer_than_the_clipping_norm_it_asked_for() -> None:
-    results = [(IdleClient("good"), _result(_update(0.5, seed=3), 10)),
+    results: list[tuple[ClientProxy, FitRes]] = [(IdleClient("good"), _result(_update(0.5, seed=3), 10)),
                (IdleClient("bad"), _result(_update(0.9, seed=4), 10))]
     accepted, rejected = validate_updates(results, GLOBAL, max_norm_factor=5.0, max_norm=0.5 * 1.01)
     assert [proxy.cid for proxy, _ in accepted] == ["good"]

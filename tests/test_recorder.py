@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from flwr.common import Code, EvaluateRes, FitRes, Status, ndarrays_to_parameters
 from flwr.server.client_manager import SimpleClientManager
+from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
 from conftest import IdleClient
@@ -42,7 +43,7 @@ def test_round_record_has_weighted_metrics_timings_and_goes_to_the_log(tmp_path:
                            recorder=RoundRecorder(num_rounds=1, log_path=log_path, clock=clock))
     params = ndarrays_to_parameters([np.zeros(2, np.float32)])
     assert recorder.configure_fit(1, params, SimpleClientManager()) == []
-    fits = [
+    fits: list[tuple[ClientProxy, FitRes]] = [
         (IdleClient(cid), FitRes(OK, ndarrays_to_parameters([np.full(2, v, np.float32)]), n,
                                  {"accuracy": a, "loss": 1.0, "fit_seconds": s, "partition_id": pid}))
         for cid, pid, v, n, a, s in (("a", 0, 1.0, 100, 0.9, 0.4), ("b", 1, 3.0, 300, 0.5, 0.6))
@@ -50,7 +51,7 @@ def test_round_record_has_weighted_metrics_timings_and_goes_to_the_log(tmp_path:
     clock.now += 0.6
     new_params, fit_metrics = recorder.aggregate_fit(1, fits, [])
     assert fit_metrics["accuracy"] == 0.6  # (100 * 0.9 + 300 * 0.5) / 400
-    evaluations = [(IdleClient("b"), EvaluateRes(OK, 0.5, 10, {"accuracy": 0.8, "evaluate_seconds": 0.1, "partition_id": 1}))]
+    evaluations: list[tuple[ClientProxy, EvaluateRes]] = [(IdleClient("b"), EvaluateRes(OK, 0.5, 10, {"accuracy": 0.8, "evaluate_seconds": 0.1, "partition_id": 1}))]
     clock.now += 0.2
     recorder.aggregate_evaluate(1, evaluations, [RuntimeError("client lost")])
 
@@ -117,7 +118,7 @@ def test_a_reason_many_clients_failed_for_is_said_once_with_their_count(caplog: 
     from fedmnist.recorder import _log_failures
 
     with caplog.at_level(logging.WARNING, logger="fedmnist"):
-        _log_failures(2, "training", [RuntimeError("gave up")] * 4 + [TimeoutError()])
+        _log_failures(2, "training", [*[RuntimeError("gave up")] * 4, TimeoutError()])
     lines = [record.getMessage() for record in caplog.records]
     assert lines[0] == "round 2: training failed (4 clients): RuntimeError: gave up", lines
     assert len(lines) == 2 and "(" not in lines[1].split(":")[1]

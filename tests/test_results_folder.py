@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, run_script, start_script, wait_for_port
+from conftest import free_port, run_script, start_script, stream, wait_for_port
 from fedmnist.archive import archive_earlier_results
 from fedmnist.atomic import write_atomic, write_text_atomic
 from fedmnist.launcher import parse_args
@@ -70,7 +70,7 @@ def test_a_held_lock_refuses_a_second_run_and_a_dead_one_does_not(tmp_path: Path
     holder = subprocess.Popen([sys.executable, "-c", ("import sys, time; from fedmnist.run_lock import lock_results; "
                                f"lock_results({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)")],
                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
-    assert holder.stdout.readline().strip() == "held"
+    assert stream(holder.stdout).readline().strip() == "held"
     with pytest.raises(ResultsInUse, match=rf"is in use by another run \(pid {holder.pid}, started "):
         lock_results(tmp_path)
     holder.send_signal(signal.SIGKILL)
@@ -166,7 +166,7 @@ def test_run_sh_refuses_a_folder_a_live_run_uses_before_touching_it(tmp_path: Pa
                                f"lock_results({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)")],
                               stdout=subprocess.PIPE, text=True, cwd=root)
     try:
-        assert holder.stdout.readline().strip() == "held"
+        assert stream(holder.stdout).readline().strip() == "held"
         result = subprocess.run(["bash", str(root / "run.sh"), "--out", str(tmp_path), "--port", str(free_port()),
                                  "--no-dashboard"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     finally:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flwr.common import Code, EvaluateRes, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server.client_manager import SimpleClientManager
+from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
 from conftest import IdleClient
@@ -23,7 +24,7 @@ OK = Status(code=Code.OK, message="")
 WEIGHTS = [np.zeros(2, np.float32)]
 
 
-def fit_result(cid: str, value: float, examples: int = 10) -> tuple[IdleClient, FitRes]:
+def fit_result(cid: str, value: float, examples: int = 10) -> tuple[ClientProxy, FitRes]:
     return IdleClient(cid), FitRes(OK, ndarrays_to_parameters([np.full(2, value, np.float32)]), examples, {})
 
 
@@ -60,6 +61,7 @@ def test_the_aggregator_is_built_on_first_use_only() -> None:
     strategy = RunStrategy(build, validator=UpdateValidator(), recorder=RoundRecorder(num_rounds=1))
     assert built == []  # Nothing built yet: the server can listen first.
     parameters = strategy.initialize_parameters(client_manager=SimpleClientManager())
+    assert parameters is not None
     strategy.evaluate(0, parameters)
     assert built == [1]
     assert [a.tolist() for a in parameters_to_ndarrays(parameters)] == [a.tolist() for a in WEIGHTS]
@@ -79,12 +81,14 @@ def test_a_round_validates_then_aggregates_then_records_then_checkpoints_then_an
 
     strategy = run_strategy(tmp_path, aggregator, resumed_after=5, on_round_end=checkpoint)
     parameters = strategy.initialize_parameters(SimpleClientManager())
+    assert parameters is not None
     strategy.evaluate(0, parameters)  # Round 0 stays 0 in a resumed run.
     strategy.configure_fit(1, parameters, SimpleClientManager())
     # Two honest updates (distance 1.41 and 1.70 from zero) and one 100x larger: the validator drops it.
     results = [fit_result("a", 1.0), fit_result("b", 1.2), fit_result("huge", 100.0)]
     with caplog.at_level(logging.INFO):
         new_parameters, _ = strategy.aggregate_fit(1, results, [])
+        assert new_parameters is not None
         strategy.evaluate(1, new_parameters)
         strategy.aggregate_evaluate(1, [], [])
 
@@ -105,9 +109,10 @@ def test_rejected_evaluations_are_failures_and_do_not_reach_the_aggregator(tmp_p
     aggregator = SpyAggregator()
     strategy = run_strategy(tmp_path, aggregator)
     parameters = strategy.initialize_parameters(SimpleClientManager())
+    assert parameters is not None
     strategy.configure_fit(1, parameters, SimpleClientManager())
     strategy.aggregate_fit(1, [fit_result("a", 1.0)], [])
-    evaluations = [(IdleClient("a"), EvaluateRes(OK, 0.5, 10, {"accuracy": 0.75})),
+    evaluations: list[tuple[ClientProxy, EvaluateRes]] = [(IdleClient("a"), EvaluateRes(OK, 0.5, 10, {"accuracy": 0.75})),
                    (IdleClient("nan"), EvaluateRes(OK, float("nan"), 10, {"accuracy": 0.1}))]
     loss, _ = strategy.aggregate_evaluate(1, evaluations, [])
     assert loss == 0.5  # Only client a's loss was aggregated.
@@ -125,8 +130,10 @@ def test_stop_lets_the_round_being_recorded_finish_then_refuses_every_later_step
 
     strategy = run_strategy(tmp_path, SpyAggregator(), on_round_end=slow_checkpoint)
     parameters = strategy.initialize_parameters(SimpleClientManager())
+    assert parameters is not None
     strategy.configure_fit(1, parameters, SimpleClientManager())
     new_parameters, _ = strategy.aggregate_fit(1, [fit_result("a", 1.0)], [])
+    assert new_parameters is not None
     flower = threading.Thread(target=strategy.aggregate_evaluate, args=(1, [], []))  # Flower's thread, round 1's end.
     flower.start()
     assert checkpointing.wait(5)

@@ -11,11 +11,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+from flwr.app import ArrayRecord, RecordDict
+from flwr.client import NumPyClient
+from flwr.common import Context, Scalar
 
-from conftest import PROJECT_ROOT, assert_the_strategy_trains_every_round, free_port, run_script, wait_for_port
+from conftest import PROJECT_ROOT, assert_the_strategy_trains_every_round, free_port, run_script, stream, wait_for_port
 from fedmnist import flwr_local
 from fedmnist.data import client_shares
 from fedmnist.faults import FAULTS_VARIABLE
@@ -258,7 +262,8 @@ def test_flwr_run_runs_the_app_on_a_local_simulation_and_flwr_stop_ends_exactly_
                               "--port", str(free_port()), "--control-api-address", f"127.0.0.1:{free_port()}",
                               "--fleet-api-address", f"127.0.0.1:{free_port()}",
                               "--log-file", str(tmp_path / "other" / "local-superlink" / "superlink.log")],
-                             env={**environment, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
+                             env={**environment, "FLWR_HOME": str(tmp_path / "other"),
+                                  "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         done = subprocess.run(
@@ -313,9 +318,25 @@ def test_a_hundred_virtual_clients_with_a_tenth_sampled_each_round(tmp_path: Pat
     assert summary["timings"]["client_warm_up_seconds"] > 0  # The worker was warmed up before round 1.
 
 
+def clientapp_client(context: Context) -> NumPyClient:
+    """The NumPyClient the ClientApp's client_fn makes for ``context``, as Flower's wrapper holds it."""
+    from fedmnist import client_app
+
+    return client_app.client_fn(context).numpy_client  # type: ignore[attr-defined]  # Set by NumPyClient.to_client().
+
+
+def adam_steps(state: RecordDict) -> int:
+    """Adam's step count a ClientApp client kept in its ``context.state``."""
+    from fedmnist.keras_client import OPTIMIZER_STATE
+
+    kept = state[OPTIMIZER_STATE]
+    assert isinstance(kept, ArrayRecord)
+    return int(kept.to_numpy_ndarrays()[0])  # Adam's iterations come first.
+
+
 def test_a_worker_keeps_one_trainer_and_each_clients_rows(data_home: str) -> None:
     cache = ClientCache(data_home)
-    settings = {"dataset": "mnist-5k", "seed": 1, "partition": "iid", "model": "dense32"}
+    settings: dict[str, Scalar] = {"dataset": "mnist-5k", "seed": 1, "partition": "iid", "model": "dense32"}
     first = cache.client(settings, 2, 10)
     assert cache.client(settings, 2, 10) is first  # Rows cut and converted once per process.
     other = cache.client(settings, 3, 10)
@@ -329,10 +350,15 @@ def test_a_worker_cuts_the_rows_once_for_all_its_clients(data_home: str, monkeyp
     from fedmnist import keras_client
     from fedmnist.data import client_data
 
-    cuts = []
-    monkeypatch.setattr(keras_client, "client_shares", lambda *args: cuts.append(args) or client_shares(*args))
+    cuts: list[tuple[Any, ...]] = []
+
+    def counted_cut(*args: Any) -> list[np.ndarray]:
+        cuts.append(args)
+        return client_shares(*args)
+
+    monkeypatch.setattr(keras_client, "client_shares", counted_cut)
     cache = ClientCache(data_home)
-    settings = {"dataset": "mnist-5k", "seed": 1, "partition": "shards:2", "model": "dense32"}
+    settings: dict[str, Scalar] = {"dataset": "mnist-5k", "seed": 1, "partition": "shards:2", "model": "dense32"}
     clients = [cache.client(settings, partition_id, 20) for partition_id in (0, 7, 19)]
     assert len(cuts) == 1  # Once for three clients.
     alone = client_data(cache.data("mnist-5k"), 7, 20, 1, partition="shards:2")  # Cut afresh: the same rows.
@@ -343,22 +369,18 @@ def test_a_worker_cuts_the_rows_once_for_all_its_clients(data_home: str, monkeyp
 
 def test_a_clientapp_client_keeps_its_adam_state_in_context_state(data_home: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """With keep-optimizer, Adam's step count goes on across messages of one run, and starts afresh for another run."""
-    from flwr.app import RecordDict
-    from flwr.common import Context
-
     from fedmnist import client_app
-    from fedmnist.keras_client import OPTIMIZER_STATE
 
     monkeypatch.setattr(client_app._CACHE, "data_home", data_home)  # What FEDMNIST_DATA_HOME sets in a worker.
     context = Context(run_id=1, node_id=1, node_config={"partition-id": 2, "num-partitions": 10},
                       state=RecordDict(), run_config={})
-    config = {"dataset": "mnist-5k", "seed": 1, "partition": "iid", "model": "dense32", "run-id": "a",
+    config: dict[str, Scalar] = {"dataset": "mnist-5k", "seed": 1, "partition": "iid", "model": "dense32", "run-id": "a",
               "local-epochs": 1, "batch-size": 32, "learning-rate": 0.001, "server-round": 1, "keep-optimizer": True}
     weights = ClientCache().trainer("dense32", 1).get_weights()
 
     def steps_after_fit(run_id: str) -> int:
-        client_app.client_fn(context).numpy_client.fit(weights, {**config, "run-id": run_id})  # A new client per message.
-        return int(context.state[OPTIMIZER_STATE].to_numpy_ndarrays()[0])  # Adam's iterations come first.
+        clientapp_client(context).fit(weights, {**config, "run-id": run_id})  # A new client per message.
+        return adam_steps(context.state)  # Adam's iterations come first.
 
     first = steps_after_fit("a")
     assert first == 12  # 360 training rows of 400 (10% validation), batches of 32.
@@ -366,45 +388,40 @@ def test_a_clientapp_client_keeps_its_adam_state_in_context_state(data_home: str
     # Another client on the same worker between two of this client's messages: each keeps its own Adam.
     other = Context(run_id=1, node_id=2, node_config={"partition-id": 3, "num-partitions": 10},
                     state=RecordDict(), run_config={})
-    client_app.client_fn(other).numpy_client.fit(weights, config)
-    assert int(other.state[OPTIMIZER_STATE].to_numpy_ndarrays()[0]) == first
+    clientapp_client(other).fit(weights, config)
+    assert adam_steps(other.state) == first
     assert steps_after_fit("a") == 3 * first
     assert steps_after_fit("b") == first
 
 
 def test_by_default_each_fit_starts_adam_afresh_and_keeps_nothing(data_home: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """FedAvg's clients: every round's local training starts a new Adam, even right after a client that kept its own."""
-    from flwr.app import RecordDict
-    from flwr.common import Context
-
     from fedmnist import client_app
 
     monkeypatch.setattr(client_app._CACHE, "data_home", data_home)
-    config = {"dataset": "mnist-5k", "seed": 1, "partition": "iid", "model": "dense32", "run-id": "c",
+    config: dict[str, Scalar] = {"dataset": "mnist-5k", "seed": 1, "partition": "iid", "model": "dense32", "run-id": "c",
               "local-epochs": 1, "batch-size": 32, "learning-rate": 0.001, "server-round": 1}
     weights = ClientCache().trainer("dense32", 1).get_weights()
     trainer = client_app._CACHE.trainer("dense32", 1)
     keeper = Context(run_id=1, node_id=3, node_config={"partition-id": 4, "num-partitions": 10},
                      state=RecordDict(), run_config={})
-    client_app.client_fn(keeper).numpy_client.fit(weights, {**config, "keep-optimizer": True})
+    clientapp_client(keeper).fit(weights, {**config, "keep-optimizer": True})
     for _ in range(2):  # Twice the same client: the second fit must not go on from the first.
         context = Context(run_id=1, node_id=1, node_config={"partition-id": 2, "num-partitions": 10},
                           state=RecordDict(), run_config={})
-        client_app.client_fn(context).numpy_client.fit(weights, config)
+        clientapp_client(context).fit(weights, config)
         assert int(trainer.optimizer.iterations.numpy()) == 12  # One round's batches: 360 rows / 32.
         assert not context.state  # Nothing to keep between rounds.
     # The keeping client then gets its own Adam back, not the one the others reset.
-    client_app.client_fn(keeper).numpy_client.fit(weights, {**config, "keep-optimizer": True})
+    clientapp_client(keeper).fit(weights, {**config, "keep-optimizer": True})
     assert int(trainer.optimizer.iterations.numpy()) == 24
 
 
 def test_a_warm_up_traces_the_model_ahead_and_leaves_the_training_as_it_was(data_home: str) -> None:
     """The simulation's warm-up message (fedmnist.simulation.warm_up_workers): round 1's work, done ahead, then forgotten."""
-    from flwr.app import RecordDict
-
     from fedmnist.keras_client import WARM_UP, PartitionClient
 
-    config = {"dataset": "mnist-5k", "seed": 1, "partition": "iid", "model": "dense32", "run-id": "w",
+    config: dict[str, Scalar] = {"dataset": "mnist-5k", "seed": 1, "partition": "iid", "model": "dense32", "run-id": "w",
               "local-epochs": 2, "batch-size": 32, "learning-rate": 0.001, "server-round": 1, "keep-optimizer": True}
     weights = ClientCache().trainer("dense32", 1).get_weights()
     warm_cache = ClientCache(data_home)
@@ -442,12 +459,12 @@ def test_sigterm_on_a_simulation_saves_its_rounds_stops_ray_and_resume_finishes_
             "--dataset", "mnist-5k", "--data-home", data_home, "--out", str(tmp_path)]
     launcher = subprocess.Popen(["bash", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
-    for line in launcher.stdout:
+    for line in stream(launcher.stdout):
         if "round 1/30" in line:
             break
     os.kill(launcher.pid, signal.SIGTERM)  # Round 2 is under way: its 10 clients' messages are in flight.
     assert launcher.wait(timeout=120) == 130
-    output = launcher.stdout.read()
+    output = stream(launcher.stdout).read()
     stopped = json.loads((tmp_path / "history" / "history_30.partial.json").read_text())["interrupted_after_round"]
     assert f"Stopped after round {stopped} of 30" in output and "Traceback" not in output, output
     assert "SIGTERM received" not in output, output  # Ray's report of the signal it had taken.
@@ -478,7 +495,7 @@ def test_a_stop_during_a_long_round_ends_the_simulation_within_the_launchers_gra
             "--data-home", data_home, "--out", str(tmp_path)]
     server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               stdin=subprocess.DEVNULL, start_new_session=True, cwd=PROJECT_ROOT)
-    for line in server.stdout:
+    for line in stream(server.stdout):
         if "starting global model" in line:
             break
     time.sleep(3)  # Round 1 is under way: 2 x 18,000 steps of 10 images.
@@ -486,7 +503,7 @@ def test_a_stop_during_a_long_round_ends_the_simulation_within_the_launchers_gra
     os.kill(server.pid, signal.SIGTERM)
     assert server.wait(timeout=120) == 130
     took = time.monotonic() - stopped
-    output = server.stdout.read()
+    output = stream(server.stdout).read()
     assert took < SERVER_STOP_SECONDS - 5, f"the stop took {took:.1f} s:\n{output}"
     assert "nothing to save" in output and "Traceback" not in output, output
     assert not flower_processes_of(data_home, RAY_PROGRAMS), "the stop left Ray processes running"
@@ -504,13 +521,13 @@ def test_a_stop_while_ray_starts_ends_the_run_without_starting_flowers_simulatio
             "--rounds", "2", "--dataset", "mnist-5k", "--data-home", data_home, "--out", str(tmp_path)]
     server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               stdin=subprocess.DEVNULL, start_new_session=True, cwd=PROJECT_ROOT)
-    for line in server.stdout:
+    for line in stream(server.stdout):
         if line.startswith("INFO    data:"):  # Ray is starting.
             break
     time.sleep(1.5)  # The server is waiting for Ray now.
     os.kill(server.pid, signal.SIGTERM)
     assert server.wait(timeout=60) == 130
-    output = server.stdout.read()
+    output = stream(server.stdout).read()
     assert "nothing to save" in output and "Traceback" not in output, output
     assert "run_simulation" not in output and "round 1" not in output, output  # Flower's simulation never started.
     assert not flower_processes_of(data_home, RAY_PROGRAMS), "the stop left Ray processes running"
@@ -525,12 +542,12 @@ def test_ctrl_c_on_a_deployment_run_saves_its_rounds_and_resume_finishes_it(tmp_
     launcher = subprocess.Popen(["bash", str(PROJECT_ROOT / "run.sh"), "--port", str(free_port()), *args],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
-    for line in launcher.stdout:
+    for line in stream(launcher.stdout):
         if "round 1/2" in line:
             break
     os.killpg(launcher.pid, signal.SIGINT)  # As a terminal's Ctrl-C does.
     assert launcher.wait(timeout=90) != 0
-    output = launcher.stdout.read() + launcher.stderr.read()
+    output = stream(launcher.stdout).read() + stream(launcher.stderr).read()
     assert "Stopped after round 1 of 2" in output and "--resume" in output, output
     assert json.loads((tmp_path / "history" / "history_2.partial.json").read_text())["interrupted_after_round"] == 1
     assert not flower_processes_of(data_home), "Ctrl-C left Flower processes running"

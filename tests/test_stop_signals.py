@@ -16,7 +16,7 @@ import sys
 import textwrap
 import time
 
-from conftest import PROJECT_ROOT
+from conftest import PROJECT_ROOT, stream
 
 # Waits with ``{wait}`` for a future nobody completes, with SIGTERM deliverable to a helper thread only.
 _WAITER = textwrap.dedent("""
@@ -42,7 +42,7 @@ def _stop_time(wait: str) -> float:
     waiter = subprocess.Popen([sys.executable, "-c", _WAITER.format(wait=wait)], cwd=PROJECT_ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        assert waiter.stdout.readline().strip() == "waiting"
+        assert stream(waiter.stdout).readline().strip() == "waiting"
         sent = time.monotonic()
         waiter.send_signal(signal.SIGTERM)
         output, _ = waiter.communicate(timeout=10)  # Times out (a failure) if the wait goes on.

@@ -6,8 +6,9 @@ import re
 
 import numpy as np
 import pytest
-from flwr.common import parameters_to_ndarrays
-from flwr.server.strategy import FedAvg
+from flwr.common import Scalar, parameters_to_ndarrays
+from flwr.server.client_manager import SimpleClientManager
+from flwr.server.strategy import FedAvg, FedAvgM, FedProx
 
 from conftest import PROJECT_ROOT
 from fedmnist import config
@@ -35,7 +36,8 @@ def test_weighted_average_differs_from_plain_mean() -> None:
 def test_weighted_average_uses_the_clients_that_reported_each_key_and_skips_timings() -> None:
     # One client leaving "accuracy" out must not erase the round's accuracy for everyone:
     # accuracy (2 * 0.5 + 6 * 0.9) / 8 = 0.8 from the two that sent it; loss from the one that did.
-    metrics = [(2, {"accuracy": 0.5, "fit_seconds": 3.0}), (6, {"accuracy": 0.9}), (4, {"loss": 1.0})]
+    metrics: list[tuple[int, dict[str, Scalar]]] = [(2, {"accuracy": 0.5, "fit_seconds": 3.0}), (6, {"accuracy": 0.9}),
+                                                    (4, {"loss": 1.0})]
     assert weighted_average(metrics) == pytest.approx({"accuracy": 0.8, "loss": 1.0})
     assert reporting_clients([values for _, values in metrics]) == {"accuracy": 2, "loss": 1}
 
@@ -55,7 +57,9 @@ def test_build_strategy_is_fedavg_over_all_clients_with_weighted_metrics() -> No
     assert (strategy.min_fit_clients, strategy.min_evaluate_clients, strategy.min_available_clients) == (3, 3, 3)
     assert strategy.fit_metrics_aggregation_fn is weighted_average
     assert strategy.evaluate_metrics_aggregation_fn is weighted_average
-    restored = parameters_to_ndarrays(strategy.initialize_parameters(client_manager=None))
+    initial = strategy.initialize_parameters(client_manager=SimpleClientManager())
+    assert initial is not None
+    restored = parameters_to_ndarrays(initial)
     assert all(np.array_equal(a, b) for a, b in zip(restored, weights))
 
 
@@ -87,16 +91,19 @@ def test_fraction_fit_samples_part_of_the_clients_but_waits_for_all() -> None:
 
 
 def test_fedprox_carries_mu_and_unknown_names_fail() -> None:
-    assert build_strategy(name="fedprox", num_clients=2, initial_weights=WEIGHTS, proximal_mu=0.5).proximal_mu == 0.5
+    fedprox = build_strategy(name="fedprox", num_clients=2, initial_weights=WEIGHTS, proximal_mu=0.5)
+    assert isinstance(fedprox, FedProx) and fedprox.proximal_mu == 0.5
     with pytest.raises(ValueError, match="unknown strategy 'fedsgd'"):
         build_strategy(name="fedsgd", num_clients=2, initial_weights=WEIGHTS)
 
 
 def test_fedavgm_takes_the_server_momentum_and_learning_rate_it_is_given() -> None:
     default = build_strategy(name="fedavgm", num_clients=2, initial_weights=WEIGHTS)
+    assert isinstance(default, FedAvgM)
     assert (default.server_momentum, default.server_learning_rate) == (0.9, 1.0)
     tuned = build_strategy(name="fedavgm", num_clients=2, initial_weights=WEIGHTS, server_momentum=0.5,
                            server_learning_rate=0.3)
+    assert isinstance(tuned, FedAvgM)
     assert (tuned.server_momentum, tuned.server_learning_rate) == (0.5, 0.3)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from flwr.common import Scalar
 
 from fedmnist.keras_client import make_client
 from fedmnist.launcher import parse_args
@@ -87,7 +88,7 @@ def test_paper_table_by_hand() -> None:
 
 def test_client_starts_afresh_when_the_run_changes(data_home: str) -> None:
     client = make_client(partition_id=0, num_partitions=5, data_home=data_home)
-    config = {"dataset": "mnist-5k", "model": "dense32", "num-partitions": 5, "server-round": 1, "keep-optimizer": True}
+    config: dict[str, Scalar] = {"dataset": "mnist-5k", "model": "dense32", "num-partitions": 5, "server-round": 1, "keep-optimizer": True}
     start = client.get_parameters(config)
 
     def fit(run_id: str, partition: str) -> tuple[int, set[int]]:

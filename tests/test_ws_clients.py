@@ -65,7 +65,7 @@ def test_the_protocol_against_a_real_server(tmp_path: Path, data_home: str) -> N
             stranger.send("x" * 70_000)  # Over the 64 KB a participant may send before it knows the model.
             with pytest.raises(ConnectionClosed) as closed:
                 stranger.recv(timeout=10)
-            assert closed.value.rcvd.code == 1009
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
 
         with connect(url, proxy=None, max_size=None) as socket:
             socket.send("{not json")
@@ -202,7 +202,7 @@ def test_two_browser_tabs_and_a_client_py_finish_a_run(tmp_path: Path, data_home
                                       timeout=180_000)
             rows = [tab.evaluate("[...document.querySelectorAll('#rounds tbody tr')].map((tr) => "
                                  "[...tr.children].map((td) => td.textContent))") for tab in tabs]
-            partitions = sorted(tab.text_content("#partition") for tab in tabs)
+            partitions = sorted(str(tab.text_content("#partition")) for tab in tabs)
             tabs[0].screenshot(path=str(tmp_path / "browser-client.png"), full_page=True)
             browser.close()
     finally:

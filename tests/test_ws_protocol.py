@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -35,7 +36,7 @@ def load_ws_client():
     return module
 
 
-def tensor(values: object, shape: list[int]) -> Tensor:
+def tensor(values: list[Any], shape: list[int]) -> Tensor:
     return Tensor(shape=shape, dtype="float32", values=values)
 
 

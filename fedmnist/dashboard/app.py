@@ -11,6 +11,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 # How a closed connection shows when we send or receive: Starlette's disconnect, its
 # "Unexpected ASGI message" RuntimeError, or uvicorn's ClientDisconnected (an OSError).
 _CLOSED = (WebSocketDisconnect, RuntimeError, OSError)
-NOT_FOUND = {404: {"model": ErrorResponse, "description": "No such run, or no weights yet"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "No such run, or no weights yet"}}
 
 DESCRIPTION = """
 Watch and query fedmnist runs. The dashboard reads the files the Flower server
@@ -215,7 +216,7 @@ def create_app(
                 if text is None:
                     await send(lambda: [error_event("send JSON text, not bytes")])
                 else:
-                    await send(lambda text=text: follower.handle(text))  # This message's text, not the next's.
+                    await send(partial(follower.handle, text))
         except _CLOSED:  # The browser went away mid-send: nothing to answer, nothing to log.
             return
         finally:

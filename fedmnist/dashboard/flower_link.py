@@ -34,7 +34,7 @@ from flwr.common import (
     parameters_to_ndarrays,
     serde,
 )
-from flwr.proto.transport_pb2 import ClientMessage, Reason, ServerMessage  # type: ignore[attr-defined]
+from flwr.proto.transport_pb2 import ClientMessage, Reason, ServerMessage
 from flwr.proto.transport_pb2_grpc import FlowerServiceStub
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # Far above any model here; gRPC's default of 4 MB is not.

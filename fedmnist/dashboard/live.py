@@ -65,8 +65,8 @@ class RunFollower:
         except RunGone:
             return [self.snapshot()]
         before, self._sent = self._sent, now
-        started_anew = before is None or now.started != before.started or len(now.records) < len(before.records)
-        if started_anew or (before.initial is None and now.initial is not None):
+        if (before is None or now.started != before.started or len(now.records) < len(before.records)
+                or (before.initial is None and now.initial is not None)):
             return [self.snapshot()]  # A new run in the same files, or its round 0 arrived.
         events = []
         if now.connected_clients != before.connected_clients and now.connected_clients is not None:

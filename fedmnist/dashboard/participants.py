@@ -217,7 +217,7 @@ class Participant:
             except grpc.RpcError as error:
                 if self._left.is_set():
                     return
-                code = error.code()  # type: ignore[attr-defined]
+                code = error.code()
                 if heard or code != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
                     server = self.federation.flower_server
                     post(_LinkLost(f"lost the Flower server at {server} ({code.name})" if heard else
@@ -278,9 +278,10 @@ class Participant:
         if self._data_sent:
             return ""
         if dense_layer_sizes(shapes) is None:
-            model = instruction.config.get("model", "?")
+            model = str(instruction.config.get("model", "?"))
             return (f"this run's model ({model}) is not a dense network; WebSocket clients train dense models: "
                     f"start the run with --model {' or --model '.join(config.DENSE_MODELS)}")
+        assert self.place is not None, "a participant is given its place before the server's first instruction"
         try:
             data = await run_in_threadpool(self.federation.partition, self.place, dict(instruction.config))
         except UserError as error:

@@ -233,5 +233,5 @@ def message_cap(weight_count: int) -> int:
 
 def rows(pixels: np.ndarray, labels: np.ndarray) -> Rows:
     """Images (n x 784 uint8) and labels as the protocol sends them."""
-    return Rows(count=len(labels), pixels=base64.b64encode(np.ascontiguousarray(pixels, np.uint8)).decode("ascii"),
+    return Rows(count=len(labels), pixels=base64.b64encode(np.ascontiguousarray(pixels, np.uint8).tobytes()).decode("ascii"),
                 labels=[int(label) for label in labels])

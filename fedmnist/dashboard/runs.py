@@ -127,9 +127,11 @@ def read_run(run: Run) -> RunSnapshot:
     if log_time is None and summary_time is None:
         raise RunGone(run.id)
     log = read_live_log(log_path) if log_path is not None and log_time is not None else LiveLog()
-    header, initial, records = log.header, log.initial, log.records
+    header: dict[str, Any] = dict(log.header)  # Overlaid with the summary's fields below.
+    initial, records = log.initial, log.records
     summary = _read_json(summary_path) if summary_path is not None and summary_time is not None else None
-    if summary is not None and log_time is not None and not _same_run(summary, summary_time, log, log_time):
+    if summary is not None and summary_time is not None and log_time is not None \
+            and not _same_run(summary, summary_time, log, log_time):
         summary = None  # It belongs to an earlier run, or to this run before it was resumed.
     if summary is not None:
         status: Status = "interrupted" if "interrupted_after_round" in summary else "finished"

@@ -18,7 +18,7 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from fedmnist import config
@@ -114,7 +114,7 @@ def serve(out: str, host: str, port: int, cors_origins: str, places: Federation 
     server.run()
 
 
-def uvicorn_server(app: object, host: str, port: int) -> uvicorn.Server:
+def uvicorn_server(app: Any, host: str, port: int) -> uvicorn.Server:  # Any ASGI application.
     """The uvicorn server for ``app``: quiet, bounded, and on websockets' current (sans-I/O) protocol.
 
     A WebSocket message may be at most as large as a participant's answer for
