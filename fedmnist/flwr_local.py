@@ -28,7 +28,7 @@ STOP_SECONDS = 10.0  # How long the SuperLink may take to end its runs before it
 # Set for flwr and everything it starts, unless already set.
 QUIET_ENVIRONMENT = {
     "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",  # Else every run installs the app's dependencies (10 s).
-    "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's oneDNN and CPU-feature notes, in every Ray worker.
+    "TF_CPP_MIN_LOG_LEVEL": "2",  # TensorFlow's C++ warnings, in every Ray worker (its absl lines: filtered).
     "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "0",  # Ray's FutureWarning about GPUs; there are none.
 }
 
@@ -42,7 +42,8 @@ def run_flwr(arguments: list[str]) -> int:
     """``flwr ARGUMENTS`` in the project's Flower home, its output without start-up noise; its status."""
     bin_dir = Path(sys.executable).parent  # The venv's: flwr starts flower-superlink by name.
     environment = {**QUIET_ENVIRONMENT, **os.environ, "FLWR_HOME": str(flower_home()),
-                   "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
+                   "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+                   "PYTHONUNBUFFERED": "1"}  # Into a pipe, flwr's lines would otherwise come in bursts.
     with subprocess.Popen([str(bin_dir / "flwr"), *arguments], env=environment, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1) as flwr:
         assert flwr.stdout is not None

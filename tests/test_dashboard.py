@@ -15,6 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from socket import create_server
+from typing import Any
 
 import numpy as np
 import pytest
@@ -540,3 +541,17 @@ def test_dashboard_command_serves_a_finished_run(tmp_path: Path) -> None:
         process.terminate()
         process.wait(timeout=10)
     assert "dashboard: http://127.0.0.1:" in (tmp_path / "dashboard.log").read_text()
+
+
+def test_the_config_card_shows_what_shaped_the_run_and_only_the_settings_it_used() -> None:
+    from dataclasses import asdict
+
+    from fedmnist.settings import ServerSettings, settings_from, shaping_settings
+
+    core: dict[str, Any] = {"strategy": "fedprox", "model": "mlp", "dataset": "mnist-5k", "partition": "iid", "rounds": 5,
+            "clients": 4, "min_clients": 2, "local_epochs": 1, "batch_size": 32, "learning_rate": 0.001, "seed": 42}
+    saved = asdict(ServerSettings(**{**core, "dp_noise": 0.5, "dp_clip": 0.1, "server_momentum": 0.5}))
+    assert shaping_settings(settings_from({**saved, "a_setting_from_later": 1})) == {
+        **core, "dp_noise": 0.5, "proximal_mu": 0.01, "dp_clip": 0.1, "dp_side": "server", "dp_delta": 1e-05}
+    plain = shaping_settings(ServerSettings(clients=3))  # FedAvg, no DP: no momentum, no mu, no DP rows.
+    assert plain["min_clients"] == "2 (all but one)" and len(plain) == len(core)
