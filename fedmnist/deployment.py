@@ -127,6 +127,17 @@ def helper_pids(parents: list[int]) -> list[int]:
             and any(a == b"--parent-pid" and b in wanted for a, b in pairwise(arguments))]
 
 
+def clientapp_pids(runtime_ports: list[int]) -> list[int]:
+    """The ``flwr-clientapp`` processes of the SuperNodes whose runtime API is on ``runtime_ports``.
+
+    A SuperNode's helper starts one per message in a session of its own, and without a parent to
+    watch: one in flight when the run stops would go on alone.
+    """
+    addresses = {f"127.0.0.1:{port}".encode() for port in runtime_ports}
+    return [pid for pid, arguments in process_arguments()
+            if any(a.endswith(b"flwr-clientapp") for a in arguments) and addresses & set(arguments)]
+
+
 def process_arguments() -> list[tuple[int, list[bytes]]]:
     """Every process this user may read: pid and command-line arguments."""
     found = []

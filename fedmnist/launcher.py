@@ -15,6 +15,7 @@ the clients are SuperNodes (``fedmnist.deployment``); the rest is the same.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -133,6 +134,7 @@ class Launcher:
         # Deployment: the SuperLink and the SuperNodes serve the run (and never end by themselves).
         self.services: dict[str, subprocess.Popen] = {}
         self.flower_home: Path | None = None  # Deployment: FLWR_HOME for this run's Flower processes.
+        self.runtime_ports: list[int] = []  # Deployment: each SuperNode's runtime API, its ClientApps' address.
         self.dashboard: subprocess.Popen | None = None  # Watches the run; not part of it.
         self._streamer: threading.Thread | None = None
         self._log_starts: dict[str, int] = {}  # Where each process's output begins in its log file.
@@ -190,10 +192,12 @@ class Launcher:
         self._stop_serverapp()
         everything = [*self.processes.values(), *self.services.values(), *([self.dashboard] if self.dashboard else [])]
         if self.services:
-            from fedmnist.deployment import helper_pids
+            from fedmnist.deployment import clientapp_pids, helper_pids
 
-            for pid in helper_pids([process.pid for process in self.services.values()]):
-                os.kill(pid, signal.SIGTERM)
+            helpers = helper_pids([process.pid for process in self.services.values()])
+            for pid in [*helpers, *clientapp_pids(self.runtime_ports)]:
+                with contextlib.suppress(ProcessLookupError):  # Ended meanwhile.
+                    os.kill(pid, signal.SIGTERM)
         running = [p for p in everything if p.poll() is None]
         for process in running:
             process.terminate()
@@ -225,7 +229,8 @@ class Launcher:
         self._wait_until_listening(superlink)
         self._register_supernodes([public for _, public in keys])
         for partition_id, (private, _) in enumerate(keys):
-            command = deployment.supernode_command(a.port, deployment.free_port(), partition_id, a.clients,
+            self.runtime_ports.append(deployment.free_port())
+            command = deployment.supernode_command(a.port, self.runtime_ports[-1], partition_id, a.clients,
                                                    self.certs, private)
             self._start(f"client_{partition_id}", command, service=True)
         print(f"Flower Deployment Runtime: SuperLink on 127.0.0.1:{a.port} (TLS, SuperNode authentication), "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -57,6 +58,30 @@ def run_script(*args: str, timeout: float = 120, **kwargs) -> subprocess.Complet
         [sys.executable, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout,
         stdin=subprocess.DEVNULL, **kwargs,
     )
+
+
+def run_sh(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``./run.sh ARGS`` as a user types it; capture text output."""
+    return subprocess.run(["bash", str(PROJECT_ROOT / "run.sh"), *args], capture_output=True, text=True,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    out: Path  # Its results folder.
+    result: subprocess.CompletedProcess  # ./run.sh's exit status and output.
+
+
+@pytest.fixture(scope="session")
+def classic_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> FinishedRun:
+    """One real ``./run.sh`` of 3 clients, 2 rounds, dashboard and centralized baseline, started once a session.
+
+    The smoke test reads every output it wrote; the other runtimes' tests compare their results with it.
+    """
+    out = tmp_path_factory.mktemp("classic")
+    result = run_sh("--rounds", "2", "--clients", "3", "--port", str(free_port()), "--dataset", "mnist-5k",
+                    "--out", str(out), "--data-home", data_home, "--baseline", "--name", "two-round check")
+    return FinishedRun(out, result)
 
 
 def stream(handle: IO[str] | None) -> IO[str]:

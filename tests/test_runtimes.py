@@ -19,12 +19,13 @@ from flwr.app import ArrayRecord, RecordDict
 from flwr.client import NumPyClient
 from flwr.common import Context, Scalar
 
-from conftest import PROJECT_ROOT, assert_the_strategy_trains_every_round, free_port, run_script, stream, wait_for_port
+from conftest import PROJECT_ROOT, FinishedRun, assert_the_strategy_trains_every_round, free_port, run_script, stream, wait_for_port
 from fedmnist import flwr_local
 from fedmnist.data import client_shares
 from fedmnist.faults import FAULTS_VARIABLE
 from fedmnist.keras_client import ClientCache
 from fedmnist.live_log import read_live_log
+from fedmnist.run_lock import LOCK_FILE
 
 pytestmark = pytest.mark.slow  # Real processes for whole runs: the full tier (./test.sh), not --fast.
 
@@ -35,10 +36,12 @@ SMALL_RUN = ("--clients", "3", "--rounds", "2", "--dataset", "mnist-5k")
 def result_files(out: Path) -> set[str]:
     """The run's outputs, by path relative to ``out``; TensorBoard's event files by folder (their names hold a time).
 
-    Not its logs, nor the credentials a deployment makes (certs/, keys/): they are not results.
+    Not its logs, nor the credentials a deployment makes (certs/, keys/), nor the lock a run holds on its
+    folder (a sweep's is its own folder's): they are not results.
     """
     return {str((path.parent if "tensorboard" in path.parts else path).relative_to(out))
-            for path in out.rglob("*") if path.is_file() and not {"logs", "certs", "keys"} & set(path.parts)}
+            for path in out.rglob("*")
+            if path.is_file() and path.name != LOCK_FILE and not {"logs", "certs", "keys"} & set(path.parts)}
 
 
 def simulate(out: Path, data_home: str, *args: str, timeout: float = 300, faults: str = "") -> dict:
@@ -58,15 +61,10 @@ def run_sh(out: Path, data_home: str, *args: str, timeout: float = 400) -> subpr
     return done
 
 
-@pytest.fixture(scope="module")
-def classic_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> Path:
-    """The small run on the classic pair: what the other runtimes are compared with."""
-    out = tmp_path_factory.mktemp("classic")
-    run_sh(out, data_home, *SMALL_RUN)
-    return out
-
-
-def assert_like_the_classic_run(summary: dict, out: Path, classic: Path, runtime: str) -> None:
+def assert_like_the_classic_run(summary: dict, out: Path, classic_run: FinishedRun, runtime: str) -> None:
+    """The same rounds, clients and result files as the session's classic run (conftest), and a comparable accuracy."""
+    assert classic_run.result.returncode == 0, classic_run.result.stderr[-3000:]
+    classic = classic_run.out
     rounds = summary["rounds"]
     assert [(r["round"], r["fit_results"], r["evaluate_results"]) for r in rounds] == [(1, 3, 3), (2, 3, 3)]
     assert sorted(c["partition_id"] for c in rounds[-1]["per_client"]) == [0, 1, 2]
@@ -78,23 +76,24 @@ def assert_like_the_classic_run(summary: dict, out: Path, classic: Path, runtime
 
 
 @pytest.fixture(scope="module")
-def simulated_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> tuple[Path, dict]:
-    """The small run on the simulation runtime: its folder and summary."""
+def simulated_strategies(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> Path:
+    """``./run.sh sweep --grid strategies --runtime simulation``, 3 clients, 2 rounds: the folder of its settings.
+
+    Its fedavg setting is the classic run's settings on the simulation runtime.
+    """
     out = tmp_path_factory.mktemp("simulated")
-    return out, simulate(out, data_home, *SMALL_RUN[:4])
+    run_sh(out, data_home, "sweep", "--grid", "strategies", "--runtime", "simulation", *SMALL_RUN, timeout=900)
+    return out / "sweep" / "strategies"
 
 
-def test_every_strategy_trains_every_round_on_the_simulation_runtime(tmp_path: Path, data_home: str) -> None:
-    """The strategies grid as a simulation: each of the eight aggregates every update of every round."""
+def test_every_strategy_trains_every_round_on_the_simulation_runtime(simulated_strategies: Path) -> None:
+    """The strategies grid as a simulation: each of the eight aggregates every update of both rounds."""
     from fedmnist import config
 
-    run_sh(tmp_path, data_home, "sweep", "--grid", "strategies", "--runtime", "simulation", "--rounds", "3",
-           "--clients", "3", "--dataset", "mnist-5k", timeout=900)
     for strategy in config.STRATEGIES:
-        summary = json.loads((tmp_path / "sweep" / "strategies" / f"{strategy}_iid" / "history" / "history_3.json")
-                             .read_text())
+        summary = json.loads((simulated_strategies / f"{strategy}_iid" / "history" / "history_2.json").read_text())
         assert summary["config"]["runtime"] == "simulation"
-        assert_the_strategy_trains_every_round(summary, strategy, clients=3, rounds=3)
+        assert_the_strategy_trains_every_round(summary, strategy, clients=3, rounds=2)
 
 
 def test_a_run_whose_rounds_accept_no_update_stops_with_one_error_and_saves_its_rounds(
@@ -134,10 +133,15 @@ def test_a_virtual_client_that_crashes_is_gone_from_then_on_and_its_ray_worker_s
     assert all("fault injected: crashed at round 2" in r["failure_reasons"][0] for r in rounds[1:])
     assert [sorted(c["partition_id"] for c in r["per_client"] if "fit" in c) for r in rounds] == [
         [0, 1, 2, 3], [0, 1, 2], [0, 1, 2]]
+    import keras
+
+    saved = keras.saving.load_model(tmp_path / "models" / "global_3.keras")  # --model dense32, as the server chose.
+    assert saved.name == "mnist_dense32" and saved.input_shape == (None, 784)
 
 
-def test_a_simulated_run_writes_what_a_classic_run_writes(simulated_run: tuple[Path, dict], classic_run: Path) -> None:
-    out, summary = simulated_run
+def test_a_simulated_run_writes_what_a_classic_run_writes(simulated_strategies: Path, classic_run: FinishedRun) -> None:
+    out = simulated_strategies / "fedavg_iid"
+    summary = json.loads((out / "history" / "history_2.json").read_text())
     assert_like_the_classic_run(summary, out, classic_run, "simulation")
 
 
@@ -171,26 +175,51 @@ def test_secagg_gives_plain_fedavgs_model_and_tolerates_a_client_dropping_out_mi
     assert max(float(np.abs(a - b).max()) for a, b in zip(plain, secure)) < 1e-5
 
 
-def test_a_deployment_run_with_secagg_writes_what_a_classic_run_writes(
-    tmp_path: Path, data_home: str, classic_run: Path,
+def test_a_deployment_run_with_secagg_stopped_by_ctrl_c_resumes_and_writes_what_a_classic_run_writes(
+    tmp_path: Path, data_home: str, classic_run: FinishedRun,
 ) -> None:
     """./run.sh --runtime deployment: a SuperLink, 3 SuperNodes, the ServerApp and ClientApp; all stopped after.
 
-    With SecAgg+, whose four message exchanges a round run there too (a plain deployment run is the
-    Ctrl-C test's).
+    With SecAgg+, whose four message exchanges a round run there too. Ctrl-C after round 1 reaches the
+    whole process group: the ServerApp saves the completed round first, and --resume finishes the run,
+    which then holds what the classic run holds.
     """
-    done = run_sh(tmp_path, data_home, *SMALL_RUN, "--runtime", "deployment", "--secagg")
+    import signal
+
+    args = [*SMALL_RUN, "--runtime", "deployment", "--secagg", "--data-home", data_home, "--out", str(tmp_path),
+            "--no-dashboard"]
+    launcher = subprocess.Popen(["bash", str(PROJECT_ROOT / "run.sh"), "--port", str(free_port()), *args],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    said = []
+    for line in stream(launcher.stdout):
+        said.append(line)
+        if "round 1/2" in line:
+            break
+    os.killpg(launcher.pid, signal.SIGINT)  # As a terminal's Ctrl-C does.
+    assert launcher.wait(timeout=90) != 0
+    output = "".join(said) + stream(launcher.stdout).read() + stream(launcher.stderr).read()
+    assert "Flower Deployment Runtime: SuperLink on" in output and "Traceback" not in output, output
+    # TLS and SuperNode authentication: the CA the SuperNodes trusted, the key pairs registered.
+    assert "(TLS, SuperNode authentication), 3 registered SuperNodes" in output
+    assert "Stopped after round 1 of 2" in output and "--resume" in output, output
+    assert json.loads((tmp_path / "history" / "history_2.partial.json").read_text())["interrupted_after_round"] == 1
+    left = flower_processes_of(data_home)
+    assert not left, f"Ctrl-C left Flower processes running: {left}"
+
+    done = subprocess.run(["bash", str(PROJECT_ROOT / "run.sh"), "--port", str(free_port()), *args, "--resume"],
+                          capture_output=True, text=True, timeout=400, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Traceback" not in done.stdout + done.stderr
-    assert "Flower Deployment Runtime: SuperLink on" in done.stdout and "round 2/2" in done.stdout
+    assert "resuming after round 1 of 2" in done.stdout and "round 2/2" in done.stdout
+    assert "round 1/2" not in done.stdout  # Only its own rounds.
     summary = json.loads((tmp_path / "history" / "history_2.json").read_text())
-    assert_like_the_classic_run(summary, tmp_path, classic_run, "deployment")
+    assert_like_the_classic_run(summary, tmp_path, classic_run, "deployment")  # No partial files left either.
+    assert summary["config"]["secagg"]
     assert {p.name for p in (tmp_path / "logs").iterdir()} == {"server.log", "superlink.log", *(
         f"client_{i}.log" for i in range(3))}
     assert not flower_processes_of(data_home), "the run left Flower processes running"
-    # TLS and SuperNode authentication: the CA the SuperNodes trusted, the key pairs registered.
-    assert "(TLS, SuperNode authentication), 3 registered SuperNodes" in done.stdout
     assert (tmp_path / "certs" / "ca.pem").exists() and len(list((tmp_path / "keys").glob("supernode_*.pub"))) == 3
-    assert summary["config"]["secagg"]
 
 
 def test_a_supernode_whose_key_is_not_registered_is_refused(tmp_path: Path) -> None:
@@ -227,8 +256,8 @@ FLOWER_PROGRAMS = (b"flower-", b"flwr-")  # SuperLink, SuperNode, helpers, apps.
 RAY_PROGRAMS = (b"ray::", b"raylet", b"gcs_server", b"ray/_private", b"ray/dashboard")  # Workers, Ray's own.
 
 
-def flower_processes_of(marker: object, programs: tuple[bytes, ...] = FLOWER_PROGRAMS) -> list[int]:
-    """Processes of ``programs`` whose command line or environment names ``marker``."""
+def flower_processes_of(marker: object, programs: tuple[bytes, ...] = FLOWER_PROGRAMS) -> list[str]:
+    """Processes of ``programs`` whose command line or environment names ``marker``: "PID COMMAND LINE" each."""
     deadline = time.monotonic() + 10  # Flower's detached helpers notice their parent's end within seconds.
     while True:
         found = []
@@ -239,7 +268,8 @@ def flower_processes_of(marker: object, programs: tuple[bytes, ...] = FLOWER_PRO
             except OSError:
                 continue
             if any(program in arguments for program in programs) and str(marker).encode() in arguments + environment:
-                found.append(int(entry.name))
+                command = arguments.replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"{entry.name} {command[:300]}")
         if not found or time.monotonic() > deadline:
             return found
         time.sleep(0.5)
@@ -455,29 +485,29 @@ def test_sigterm_on_a_simulation_saves_its_rounds_stops_ray_and_resume_finishes_
     import signal
 
     args = [str(PROJECT_ROOT / "run.sh"), "--runtime", "simulation", "--clients", "20", "--no-dashboard",
-            "--fraction-fit", "0.5", "--fraction-evaluate", "0.5", "--rounds", "30", "--model", "dense32",
+            "--fraction-fit", "0.5", "--fraction-evaluate", "0.5", "--rounds", "4", "--model", "dense32",
             "--dataset", "mnist-5k", "--data-home", data_home, "--out", str(tmp_path)]
     launcher = subprocess.Popen(["bash", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
     for line in stream(launcher.stdout):
-        if "round 1/30" in line:
+        if "round 1/4" in line:
             break
     os.kill(launcher.pid, signal.SIGTERM)  # Round 2 is under way: its 10 clients' messages are in flight.
     assert launcher.wait(timeout=120) == 130
     output = stream(launcher.stdout).read()
-    stopped = json.loads((tmp_path / "history" / "history_30.partial.json").read_text())["interrupted_after_round"]
-    assert f"Stopped after round {stopped} of 30" in output and "Traceback" not in output, output
+    stopped = json.loads((tmp_path / "history" / "history_4.partial.json").read_text())["interrupted_after_round"]
+    assert f"Stopped after round {stopped} of 4" in output and "Traceback" not in output, output
     assert "SIGTERM received" not in output, output  # Ray's report of the signal it had taken.
     assert (tmp_path / "plots" / "accuracy.png").exists()  # Saving went on to the end.
-    assert stopped < 30 and [r["round"] for r in read_live_log(tmp_path / "history" / "history_30.jsonl").records] == \
+    assert stopped < 4 and [r["round"] for r in read_live_log(tmp_path / "history" / "history_4.jsonl").records] == \
         list(range(1, stopped + 1))  # Flower's thread recorded no round after the stop.
     assert not flower_processes_of(data_home, RAY_PROGRAMS), "Ctrl-C left Ray processes running"
 
     done = subprocess.run(["bash", *args, "--resume"], capture_output=True, text=True, timeout=300,
                           stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    summary = json.loads((tmp_path / "history" / "history_30.json").read_text())
-    assert [r["round"] for r in summary["rounds"]] == list(range(1, 31))
+    summary = json.loads((tmp_path / "history" / "history_4.json").read_text())
+    assert [r["round"] for r in summary["rounds"]] == list(range(1, 5))
 
 
 def test_a_stop_during_a_long_round_ends_the_simulation_within_the_launchers_grace(tmp_path: Path, data_home: str) -> None:
@@ -531,32 +561,6 @@ def test_a_stop_while_ray_starts_ends_the_run_without_starting_flowers_simulatio
     assert "nothing to save" in output and "Traceback" not in output, output
     assert "run_simulation" not in output and "round 1" not in output, output  # Flower's simulation never started.
     assert not flower_processes_of(data_home, RAY_PROGRAMS), "the stop left Ray processes running"
-
-
-def test_ctrl_c_on_a_deployment_run_saves_its_rounds_and_resume_finishes_it(tmp_path: Path, data_home: str) -> None:
-    """Ctrl-C to the whole process group: the ServerApp saves the completed rounds first; --resume goes on."""
-    import signal
-
-    args = ["--runtime", "deployment", "--clients", "2", "--rounds", "2", "--model", "dense32", "--dataset",
-            "mnist-5k", "--data-home", data_home, "--out", str(tmp_path), "--no-dashboard"]
-    launcher = subprocess.Popen(["bash", str(PROJECT_ROOT / "run.sh"), "--port", str(free_port()), *args],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
-    for line in stream(launcher.stdout):
-        if "round 1/2" in line:
-            break
-    os.killpg(launcher.pid, signal.SIGINT)  # As a terminal's Ctrl-C does.
-    assert launcher.wait(timeout=90) != 0
-    output = stream(launcher.stdout).read() + stream(launcher.stderr).read()
-    assert "Stopped after round 1 of 2" in output and "--resume" in output, output
-    assert json.loads((tmp_path / "history" / "history_2.partial.json").read_text())["interrupted_after_round"] == 1
-    assert not flower_processes_of(data_home), "Ctrl-C left Flower processes running"
-
-    done = run_sh(tmp_path, data_home, *args[:-5], "--resume")
-    assert "resuming after round 1 of 2" in done.stdout and "round 1/2" not in done.stdout  # Only its own lines.
-    summary = json.loads((tmp_path / "history" / "history_2.json").read_text())
-    assert [r["round"] for r in summary["rounds"]] == [1, 2] and summary["config"]["runtime"] == "deployment"
-    assert not (tmp_path / "history" / "history_2.partial.json").exists()
 
 
 def test_client_side_dp_with_secagg_clips_with_flowers_mod_and_a_round_secagg_gives_up_spends_nothing(
