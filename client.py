@@ -45,13 +45,40 @@ def fault_spec(text: str) -> str:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = Parser(prog="client.py", description="Run one Flower client (Keras) for federated MNIST.")
-    parser.add_argument("--server", type=server_address, default=config.CLIENT_SERVER_ADDRESS, help="server HOST:PORT (default: %(default)s)")
-    parser.add_argument("--partition-id", type=non_negative_int, default=0, help="which share of the training rows this client owns, 0..N-1 (default: %(default)s)")
-    parser.add_argument("--num-partitions", type=positive_int, default=config.CLIENTS, help="how many shares the training rows are cut into: the server's --clients (default: %(default)s)")
+    parser.add_argument(
+        "--server",
+        type=server_address,
+        default=config.CLIENT_SERVER_ADDRESS,
+        help="server HOST:PORT (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--partition-id",
+        type=non_negative_int,
+        default=0,
+        help="which share of the training rows this client owns, 0..N-1 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--num-partitions",
+        type=positive_int,
+        default=config.CLIENTS,
+        help="how many shares the training rows are cut into: the server's --clients (default: %(default)s)",
+    )
     add_data_home_argument(parser)
-    parser.add_argument("--connect-timeout", type=positive_float, default=config.CONNECT_TIMEOUT, help="seconds to keep retrying an unreachable server (default: %(default)s)")
-    parser.add_argument("--root-cert", default=None, help="connect over TLS, trusting only servers this CA certificate (ca.pem) signed")
-    parser.add_argument("--fault", type=fault_spec, default=None, help="misbehave on purpose, for tests and demos: nan, shape, scale or crash-at-round:N")
+    parser.add_argument(
+        "--connect-timeout",
+        type=positive_float,
+        default=config.CONNECT_TIMEOUT,
+        help="seconds to keep retrying an unreachable server (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--root-cert", default=None, help="connect over TLS, trusting only servers this CA certificate (ca.pem) signed"
+    )
+    parser.add_argument(
+        "--fault",
+        type=fault_spec,
+        default=None,
+        help="misbehave on purpose, for tests and demos: nan, shape, scale or crash-at-round:N",
+    )
     parser.add_argument("--verbose", action="store_true", help="also show Flower's INFO messages")
     args = parser.parse_args(argv)
     if args.partition_id >= args.num_partitions:
@@ -67,8 +94,13 @@ def main(argv: list[str]) -> None:
     from fedmnist.tls import load_root_certificate
 
     def serve() -> None:
-        client = make_client(partition_id=args.partition_id, num_partitions=args.num_partitions,
-                             data_home=args.data_home, process_started=PROCESS_STARTED, fault=args.fault)
+        client = make_client(
+            partition_id=args.partition_id,
+            num_partitions=args.num_partitions,
+            data_home=args.data_home,
+            process_started=PROCESS_STARTED,
+            fault=args.fault,
+        )
         root_certificate = load_root_certificate(args.root_cert) if args.root_cert else None
         run_client(client, args.server, args.connect_timeout, root_certificate)
 

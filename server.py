@@ -22,13 +22,20 @@ from fedmnist.sweep import GRIDS
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = Parser(prog="server.py", description="Run the Flower server (FedAvg) for federated MNIST.")
     add_setting_arguments(parser, program=SERVER)  # One flag per ServerSettings field (fedmnist.settings).
-    parser.add_argument("--sweep", choices=sorted(GRIDS), default=None, help="run every setting of this grid in a row, for the same clients (see README, Sweeps)")
+    parser.add_argument(
+        "--sweep",
+        choices=sorted(GRIDS),
+        default=None,
+        help="run every setting of this grid in a row, for the same clients (see README, Sweeps)",
+    )
     parser.add_argument("--verbose", action="store_true", help="also show Flower's INFO messages")
     args = parser.parse_args(argv)
     check_setting_arguments(parser, args)
     if args.runtime == "deployment":
-        parser.error("--runtime deployment runs the ServerApp under a SuperLink: use ./run.sh --runtime deployment "
-                     "or flwr run (README, Runtimes)")
+        parser.error(
+            "--runtime deployment runs the ServerApp under a SuperLink: use ./run.sh --runtime deployment "
+            "or flwr run (README, Runtimes)"
+        )
     if args.tls_dir and args.runtime == "simulation":
         parser.error("--tls-dir needs --runtime classic: a simulation has no connections to protect")
     return args

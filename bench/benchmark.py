@@ -43,9 +43,25 @@ def run_fedmnist(rounds: int, clients: int) -> dict:
     started_at = time.time()
     began = time.perf_counter()
     subprocess.run(
-        ["bash", str(ROOT / "run.sh"), "--rounds", str(rounds), "--clients", str(clients),
-         "--port", str(free_port()), "--dashboard-port", str(free_port()), "--dataset", MNIST_5K, "--out", str(out)],
-        check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        [
+            "bash",
+            str(ROOT / "run.sh"),
+            "--rounds",
+            str(rounds),
+            "--clients",
+            str(clients),
+            "--port",
+            str(free_port()),
+            "--dashboard-port",
+            str(free_port()),
+            "--dataset",
+            MNIST_5K,
+            "--out",
+            str(out),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
     )
     wall = time.perf_counter() - began
     summary = json.loads((out / "history" / f"history_{rounds}.json").read_text())
@@ -77,8 +93,10 @@ def run_peer(rounds: int, clients: int) -> dict:
     server = start_quietly([sys.executable, str(peer), "server", port, str(rounds), str(clients)])
     wait_for_port(int(port), server)
     workers = [
-        start_quietly([sys.executable, str(peer), "client", port, str(i), str(clients)],
-                      env={**os.environ, "PYTHONPATH": str(ROOT)})
+        start_quietly(
+            [sys.executable, str(peer), "client", port, str(i), str(clients)],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
         for i in range(clients)
     ]
     codes = [p.wait() for p in [server, *workers]]
@@ -101,23 +119,49 @@ def report(runs: list[dict], peers: list[dict], central: dict) -> tuple[dict, li
     median = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
     peer_wall = statistics.median(p["wall_seconds"] for p in peers)
     checks = [
-        ("coordination overhead < 0.15 s/round", median["coordination_seconds_per_round"] < 0.15,
-         f"{median['coordination_seconds_per_round']:.3f} s"),
-        ("client start to ready < 10 s", median["client_startup_seconds"] < 10, f"{median['client_startup_seconds']:.2f} s"),
-        ("data from the local cache < 1 s", median["client_data_seconds"] < 1, f"{median['client_data_seconds']:.3f} s"),
-        ("wall <= 1.3 x (start-up + slowest fit+evaluate)",
-         median["wall_seconds"] <= 1.3 * (median["startup_seconds"] + median["slowest_client_fit_evaluate_seconds"]),
-         (f"{median['wall_seconds']:.1f} s vs 1.3 x ({median['startup_seconds']:.1f} + "
-          f"{median['slowest_client_fit_evaluate_seconds']:.1f}) = "
-          f"{1.3 * (median['startup_seconds'] + median['slowest_client_fit_evaluate_seconds']):.1f} s")),
-        ("not slower than the classic tutorial", median["wall_seconds"] <= peer_wall,
-         f"{median['wall_seconds']:.1f} s vs {peer_wall:.1f} s ({median['wall_seconds'] / peer_wall:.2f}x)"),
+        (
+            "coordination overhead < 0.15 s/round",
+            median["coordination_seconds_per_round"] < 0.15,
+            f"{median['coordination_seconds_per_round']:.3f} s",
+        ),
+        (
+            "client start to ready < 10 s",
+            median["client_startup_seconds"] < 10,
+            f"{median['client_startup_seconds']:.2f} s",
+        ),
+        (
+            "data from the local cache < 1 s",
+            median["client_data_seconds"] < 1,
+            f"{median['client_data_seconds']:.3f} s",
+        ),
+        (
+            "wall <= 1.3 x (start-up + slowest fit+evaluate)",
+            median["wall_seconds"] <= 1.3 * (median["startup_seconds"] + median["slowest_client_fit_evaluate_seconds"]),
+            (
+                f"{median['wall_seconds']:.1f} s vs 1.3 x ({median['startup_seconds']:.1f} + "
+                f"{median['slowest_client_fit_evaluate_seconds']:.1f}) = "
+                f"{1.3 * (median['startup_seconds'] + median['slowest_client_fit_evaluate_seconds']):.1f} s"
+            ),
+        ),
+        (
+            "not slower than the classic tutorial",
+            median["wall_seconds"] <= peer_wall,
+            f"{median['wall_seconds']:.1f} s vs {peer_wall:.1f} s ({median['wall_seconds'] / peer_wall:.2f}x)",
+        ),
         ("final held-out accuracy >= 93%", median["final_accuracy"] >= 0.93, f"{100 * median['final_accuracy']:.1f}%"),
-        ("within 1 point of central training", abs(median["final_accuracy"] - central["accuracy"]) <= 0.01,
-         f"{100 * median['final_accuracy']:.1f}% vs {100 * central['accuracy']:.1f}% central"),
+        (
+            "within 1 point of central training",
+            abs(median["final_accuracy"] - central["accuracy"]) <= 0.01,
+            f"{100 * median['final_accuracy']:.1f}% vs {100 * central['accuracy']:.1f}% central",
+        ),
     ]
-    return {"fedmnist_median": median, "fedmnist_runs": runs, "peer_runs": peers,
-            "peer_wall_seconds": peer_wall, "central": central}, checks
+    return {
+        "fedmnist_median": median,
+        "fedmnist_runs": runs,
+        "peer_runs": peers,
+        "peer_wall_seconds": peer_wall,
+        "central": central,
+    }, checks
 
 
 def main() -> int:
@@ -131,15 +175,20 @@ def main() -> int:
     for repeat in range(args.repeats):
         runs.append(run_fedmnist(args.rounds, args.clients))
         peers.append(run_peer(args.rounds, args.clients))
-        print(f"repeat {repeat + 1}/{args.repeats}: fedmnist {runs[-1]['wall_seconds']:.1f} s, "
-              f"tutorial {peers[-1]['wall_seconds']:.1f} s", flush=True)
+        print(
+            f"repeat {repeat + 1}/{args.repeats}: fedmnist {runs[-1]['wall_seconds']:.1f} s, "
+            f"tutorial {peers[-1]['wall_seconds']:.1f} s",
+            flush=True,
+        )
     central = central_baseline(args.rounds, args.clients)
     results, checks = report(runs, peers, central)
     print(f"\nfedmnist default run (median of {args.repeats}):")
     for key, value in results["fedmnist_median"].items():
         print(f"  {key:38s} {value:8.3f}")
     print(f"  {'classic tutorial wall_seconds':38s} {results['peer_wall_seconds']:8.3f}")
-    print(f"  {'central training accuracy':38s} {central['accuracy']:8.3f}  ({central['training_rows']} rows, {central['epochs']} epochs)")
+    print(
+        f"  {'central training accuracy':38s} {central['accuracy']:8.3f}  ({central['training_rows']} rows, {central['epochs']} epochs)"
+    )
     print("\ntargets:")
     for name, passed, detail in checks:
         print(f"  [{'PASS' if passed else 'FAIL'}] {name}: {detail}")

@@ -34,8 +34,10 @@ class LightClient(NumPyClient):
 
 def serve_in_threads(address: str, clients: list[Client]) -> None:
     """Connect each of ``clients`` to the server at ``address`` from a thread of this process; return when all end."""
-    threads = [threading.Thread(target=start_client, kwargs={"server_address": address, "client": client})
-               for client in clients]
+    threads = [
+        threading.Thread(target=start_client, kwargs={"server_address": address, "client": client})
+        for client in clients
+    ]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -23,16 +23,32 @@ def run_load(clients: int, rounds: int, out: Path, data_home: str | None = None,
     """One server and ``clients`` light clients in ``processes`` processes (default: one each); per-round coordination."""
     port = str(free_port())
     server = start_quietly(
-        [sys.executable, "server.py", "--port", port, "--clients", str(clients), "--rounds", str(rounds),
-         "--dataset", "mnist-5k", "--out", str(out), "--client-timeout", "120",
-         *(["--data-home", data_home] if data_home else [])],
+        [
+            sys.executable,
+            "server.py",
+            "--port",
+            port,
+            "--clients",
+            str(clients),
+            "--rounds",
+            str(rounds),
+            "--dataset",
+            "mnist-5k",
+            "--out",
+            str(out),
+            "--client-timeout",
+            "120",
+            *(["--data-home", data_home] if data_home else []),
+        ]
     )
     wait_for_port(int(port), server)  # Flower's grpc-bidi client gives up if nobody listens yet.
     processes = processes or clients
     sizes = [clients // processes + (index < clients % processes) for index in range(processes)]
     firsts = [sum(sizes[:index]) for index in range(processes)]  # Client i has seed i, whichever process hosts it.
-    light = [start_quietly([sys.executable, "bench/light_client.py", f"127.0.0.1:{port}", str(first), str(size)])
-             for first, size in zip(firsts, sizes)]
+    light = [
+        start_quietly([sys.executable, "bench/light_client.py", f"127.0.0.1:{port}", str(first), str(size)])
+        for first, size in zip(firsts, sizes)
+    ]
     codes = [server.wait(timeout=600), *(p.wait(timeout=60) for p in light)]
     if any(codes):
         raise RuntimeError(f"load run with {clients} clients failed: exit codes {sorted(set(codes))}")
@@ -54,8 +70,11 @@ def main() -> int:
     for clients in args.clients:
         with tempfile.TemporaryDirectory() as out:
             result = run_load(clients, args.rounds, Path(out))
-        print(f"{clients:>8} {result['round_seconds']:>10.3f} {result['coordination_seconds']:>17.3f}  "
-              f"{result['results_per_round']}", flush=True)
+        print(
+            f"{clients:>8} {result['round_seconds']:>10.3f} {result['coordination_seconds']:>17.3f}  "
+            f"{result['results_per_round']}",
+            flush=True,
+        )
     return 0
 
 

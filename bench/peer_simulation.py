@@ -35,8 +35,11 @@ MNIST = load_mnist(MNIST_5K)
 
 def compiled_model() -> keras.Model:
     model = build_model(config.SEED)
-    model.compile(optimizer=keras.optimizers.Adam(config.LEARNING_RATE), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"])
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.LEARNING_RATE),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -72,13 +75,23 @@ def main(clients: int, rounds: int, fraction: float, out: Path) -> None:
         return loss, {"accuracy": accuracy[server_round]}
 
     sampled = max(1, round(fraction * clients))
-    strategy = FedAvg(fraction_fit=fraction, fraction_evaluate=fraction, min_fit_clients=sampled,
-                      min_evaluate_clients=sampled, min_available_clients=clients, evaluate_fn=evaluate,
-                      initial_parameters=ndarrays_to_parameters(held_out.get_weights()))
+    strategy = FedAvg(
+        fraction_fit=fraction,
+        fraction_evaluate=fraction,
+        min_fit_clients=sampled,
+        min_evaluate_clients=sampled,
+        min_available_clients=clients,
+        evaluate_fn=evaluate,
+        initial_parameters=ndarrays_to_parameters(held_out.get_weights()),
+    )
     components = ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=rounds))
     began = time.perf_counter()
-    run_simulation(server_app=ServerApp(server_fn=lambda _context: components), client_app=ClientApp(client_fn=client_fn),
-                   num_supernodes=clients, backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
+    run_simulation(
+        server_app=ServerApp(server_fn=lambda _context: components),
+        client_app=ClientApp(client_fn=client_fn),
+        num_supernodes=clients,
+        backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}},
+    )
     out.write_text(json.dumps({"simulation_seconds": time.perf_counter() - began, "accuracy": accuracy[rounds]}))
 
 

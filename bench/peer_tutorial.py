@@ -22,7 +22,9 @@ def weighted_average(metrics):
 
 def server(port: str, rounds: str, clients: str) -> None:
     strategy = fl.server.strategy.FedAvg(
-        min_fit_clients=int(clients), min_evaluate_clients=int(clients), min_available_clients=int(clients),
+        min_fit_clients=int(clients),
+        min_evaluate_clients=int(clients),
+        min_available_clients=int(clients),
         evaluate_metrics_aggregation_fn=weighted_average,
     )
     fl.server.start_server(
@@ -38,11 +40,13 @@ def client(port: str, partition: str, clients: str) -> None:
     share = client_data(load_mnist("mnist-5k"), int(partition), int(clients))
     x_train, y_train = to_float(share.x_train), share.y_train
     x_val, y_val = to_float(share.x_val), share.y_val
-    model = keras.Sequential([
-        keras.Input(shape=(784,)),
-        keras.layers.Dense(128, activation="relu"),
-        keras.layers.Dense(10, activation="softmax"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(784,)),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
     model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
 
     class TutorialClient(fl.client.NumPyClient):

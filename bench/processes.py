@@ -16,8 +16,9 @@ from fedmnist.deployment import free_port  # noqa: F401  (re-exported for the be
 
 def start_quietly(arguments: list[str], **options: Any) -> subprocess.Popen[bytes]:
     """Start ``arguments`` in the project folder with no input and its output discarded (timed runs)."""
-    return subprocess.Popen(arguments, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, cwd=ROOT, **options)
+    return subprocess.Popen(
+        arguments, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT, **options
+    )
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 120) -> None:

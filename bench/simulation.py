@@ -31,25 +31,60 @@ MAX_ACCURACY_GAP = 0.01
 def run_app(clients: int, rounds: int, fraction: float, out: Path) -> dict:
     began = time.perf_counter()
     subprocess.run(
-        [sys.executable, str(ROOT / "server.py"), "--runtime", "simulation", "--clients", str(clients),
-         "--rounds", str(rounds), "--fraction-fit", str(fraction), "--fraction-evaluate", str(fraction),
-         "--dataset", "mnist-5k", "--out", str(out)],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, cwd=ROOT,
+        [
+            sys.executable,
+            str(ROOT / "server.py"),
+            "--runtime",
+            "simulation",
+            "--clients",
+            str(clients),
+            "--rounds",
+            str(rounds),
+            "--fraction-fit",
+            str(fraction),
+            "--fraction-evaluate",
+            str(fraction),
+            "--dataset",
+            "mnist-5k",
+            "--out",
+            str(out),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        cwd=ROOT,
     )
     wall = time.perf_counter() - began
     summary = json.loads((out / "history" / f"history_{rounds}.json").read_text())
     seconds = [r["seconds"] for r in summary["rounds"]]
-    return {"wall_seconds": wall, "accuracy": summary["final"]["accuracy"], "first_round_seconds": seconds[0],
-            "later_round_seconds_max": max(seconds[1:], default=0.0)}
+    return {
+        "wall_seconds": wall,
+        "accuracy": summary["final"]["accuracy"],
+        "first_round_seconds": seconds[0],
+        "later_round_seconds_max": max(seconds[1:], default=0.0),
+    }
 
 
 def run_stock(clients: int, rounds: int, fraction: float, out: Path) -> dict:
     """Timed from the outside too, start-up included, as the app is."""
     result = out / "stock.json"
     began = time.perf_counter()
-    subprocess.run([sys.executable, str(ROOT / "bench" / "peer_simulation.py"), str(clients), str(rounds),
-                    str(fraction), str(result)], check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, cwd=ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "peer_simulation.py"),
+            str(clients),
+            str(rounds),
+            str(fraction),
+            str(result),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
     return {**json.loads(result.read_text()), "wall_seconds": time.perf_counter() - began}
 
 
@@ -65,25 +100,46 @@ def main() -> int:
         with tempfile.TemporaryDirectory() as folder:
             apps.append(run_app(args.clients, args.rounds, args.fraction, Path(folder) / "app"))
             stocks.append(run_stock(args.clients, args.rounds, args.fraction, Path(folder)))
-        print(f"run {repeat + 1}: app {apps[-1]['wall_seconds']:.1f} s, {apps[-1]['accuracy']:.3f}; "
-              f"stock {stocks[-1]['wall_seconds']:.1f} s, {stocks[-1]['accuracy']:.3f}", flush=True)
+        print(
+            f"run {repeat + 1}: app {apps[-1]['wall_seconds']:.1f} s, {apps[-1]['accuracy']:.3f}; "
+            f"stock {stocks[-1]['wall_seconds']:.1f} s, {stocks[-1]['accuracy']:.3f}",
+            flush=True,
+        )
     app, stock = _medians(apps), _medians(stocks)
     ratio = app["wall_seconds"] / stock["wall_seconds"]
     gap = abs(app["accuracy"] - stock["accuracy"])
-    checks = [(f"wall time {ratio:.3f}x the stock simulation (target <= {MAX_WALL_RATIO})", ratio <= MAX_WALL_RATIO),
-              (f"accuracy {app['accuracy']:.3f} vs {stock['accuracy']:.3f} (target: within {MAX_ACCURACY_GAP})",
-               gap <= MAX_ACCURACY_GAP + 1e-9)]
+    checks = [
+        (f"wall time {ratio:.3f}x the stock simulation (target <= {MAX_WALL_RATIO})", ratio <= MAX_WALL_RATIO),
+        (
+            f"accuracy {app['accuracy']:.3f} vs {stock['accuracy']:.3f} (target: within {MAX_ACCURACY_GAP})",
+            gap <= MAX_ACCURACY_GAP + 1e-9,
+        ),
+    ]
     print(f"{args.clients} clients, fraction {args.fraction}, {args.rounds} rounds; medians of {args.repeats} runs")
-    print(f"app:   {app['wall_seconds']:.1f} s wall (round 1 {app['first_round_seconds']:.1f} s, "
-          f"later rounds at most {app['later_round_seconds_max']:.2f} s), accuracy {app['accuracy']:.3f}")
-    print(f"stock: {stock['wall_seconds']:.1f} s wall ({stock['simulation_seconds']:.1f} s in run_simulation), "
-          f"accuracy {stock['accuracy']:.3f}")
+    print(
+        f"app:   {app['wall_seconds']:.1f} s wall (round 1 {app['first_round_seconds']:.1f} s, "
+        f"later rounds at most {app['later_round_seconds_max']:.2f} s), accuracy {app['accuracy']:.3f}"
+    )
+    print(
+        f"stock: {stock['wall_seconds']:.1f} s wall ({stock['simulation_seconds']:.1f} s in run_simulation), "
+        f"accuracy {stock['accuracy']:.3f}"
+    )
     for text, passed in checks:
         print(f"{'PASS' if passed else 'MISS'} {text}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "simulation.json").write_text(json.dumps({"settings": vars(args), "app": app, "stock": stock,
-                                                         "ratio": ratio, "app_runs": apps, "stock_runs": stocks},
-                                                        indent=2))
+    (RESULTS / "simulation.json").write_text(
+        json.dumps(
+            {
+                "settings": vars(args),
+                "app": app,
+                "stock": stock,
+                "ratio": ratio,
+                "app_runs": apps,
+                "stock_runs": stocks,
+            },
+            indent=2,
+        )
+    )
     return 0 if all(passed for _, passed in checks) else 1
 
 

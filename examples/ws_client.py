@@ -67,7 +67,7 @@ class DenseNetwork:
         order = self.rng.permutation(len(y))
         losses, hits = [], 0
         for start in range(0, len(y), batch_size):
-            batch = order[start:start + batch_size]
+            batch = order[start : start + batch_size]
             outputs = self._forward(x[batch])
             probabilities = outputs[-1]
             losses.append(_loss(probabilities, y[batch]) * len(batch))
@@ -87,10 +87,16 @@ class DenseNetwork:
                 delta = (delta @ self.weights[2 * index].T) * (outputs[index] > 0)
         return gradients
 
-    def _adam(self, gradients: list[np.ndarray], learning_rate: float, beta1: float = 0.9,
-              beta2: float = 0.999, epsilon: float = 1e-7) -> None:
+    def _adam(
+        self,
+        gradients: list[np.ndarray],
+        learning_rate: float,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        epsilon: float = 1e-7,
+    ) -> None:
         self.steps += 1
-        step = learning_rate * np.sqrt(1 - beta2 ** self.steps) / (1 - beta1 ** self.steps)
+        step = learning_rate * np.sqrt(1 - beta2**self.steps) / (1 - beta1**self.steps)
         for weight, gradient, (m, v) in zip(self.weights, gradients, self.moments, strict=True):
             m += (1 - beta1) * (gradient - m)
             v += (1 - beta2) * (gradient * gradient - v)
@@ -144,8 +150,17 @@ def take_part(url: str, name: str, partition: int | None) -> tuple[str, bool]:
                 assert validation is not None, "the server sends the data before the first instruction"
                 network.set_weights(decode_weights(message["weights"]))
                 loss, accuracy = network.evaluate(*validation)
-                socket.send(json.dumps({"type": "evaluate_result", "round": message["round"], "loss": loss,
-                                        "num_examples": len(validation[1]), "metrics": {"accuracy": accuracy}}))
+                socket.send(
+                    json.dumps(
+                        {
+                            "type": "evaluate_result",
+                            "round": message["round"],
+                            "loss": loss,
+                            "num_examples": len(validation[1]),
+                            "metrics": {"accuracy": accuracy},
+                        }
+                    )
+                )
             elif kind == "error":
                 print(f"{name}: server says: {message['error']}", file=sys.stderr)
             elif kind == "end":
@@ -158,12 +173,20 @@ def fit(network: DenseNetwork, message: dict[str, Any], train: tuple[np.ndarray,
     settings = message["config"]
     network.set_weights(decode_weights(message["weights"]))
     for _ in range(int(settings.get("local-epochs", 1))):
-        loss, accuracy = network.train_epoch(*train, int(settings.get("batch-size", 32)),
-                                             float(settings.get("learning-rate", 0.001)))
-    print(f"round {message['round']}: trained on {len(train[1])} images, accuracy {accuracy:.1%}, loss {loss:.3f}",
-          flush=True)
-    return {"type": "fit_result", "round": message["round"], "weights": encode_weights(network.weights),
-            "num_examples": len(train[1]), "metrics": {"accuracy": accuracy, "loss": loss}}
+        loss, accuracy = network.train_epoch(
+            *train, int(settings.get("batch-size", 32)), float(settings.get("learning-rate", 0.001))
+        )
+    print(
+        f"round {message['round']}: trained on {len(train[1])} images, accuracy {accuracy:.1%}, loss {loss:.3f}",
+        flush=True,
+    )
+    return {
+        "type": "fit_result",
+        "round": message["round"],
+        "weights": encode_weights(network.weights),
+        "num_examples": len(train[1]),
+        "metrics": {"accuracy": accuracy, "loss": loss},
+    }
 
 
 def main() -> None:

@@ -72,8 +72,10 @@ def _label(folders: list[Path]) -> str:
     Read from the newest history file in ``folders``; failing that, the newest file's time.
     """
     files = [path for folder in folders for path in folder.rglob("*") if path.is_file()]
-    logs = sorted((path for path in files if path.name.startswith("history_") and ".json" in path.name),
-                  key=lambda path: path.stat().st_mtime)
+    logs = sorted(
+        (path for path in files if path.name.startswith("history_") and ".json" in path.name),
+        key=lambda path: path.stat().st_mtime,
+    )
     for path in reversed(logs):
         started = _started(path)
         if started:

@@ -52,9 +52,7 @@ def _umask() -> int:
     return mask
 
 
-def write_atomic(
-    path: str | os.PathLike[str], write: Callable[[IO[bytes]], object], *, secret: bool = False
-) -> Path:
+def write_atomic(path: str | os.PathLike[str], write: Callable[[IO[bytes]], object], *, secret: bool = False) -> Path:
     """Call ``write(file)`` on a temporary binary file, then move it to ``path`` (0600 if ``secret``)."""
     with atomic_path(path, secret=secret) as tmp, open(tmp, "wb") as handle:
         write(handle)

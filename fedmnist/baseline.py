@@ -61,30 +61,56 @@ def main(argv: list[str] | None = None) -> None:
     from fedmnist.cli import Parser, dataset_spec, partition_spec, positive_float, positive_int, run_cli
     from fedmnist.data import load_mnist
 
-    parser = Parser(prog="./run.sh central", description="Train the model centrally on the rows a run's clients "
-                    "would hold; held-out accuracy after each epoch. The reference the README's tables quote.")
-    parser.add_argument("--dataset", type=dataset_spec, default=config.DATASET,
-                        help="auto, openml, mnist-5k, fashion-mnist or idx:DIR (default: %(default)s)")
+    parser = Parser(
+        prog="./run.sh central",
+        description="Train the model centrally on the rows a run's clients "
+        "would hold; held-out accuracy after each epoch. The reference the README's tables quote.",
+    )
+    parser.add_argument(
+        "--dataset",
+        type=dataset_spec,
+        default=config.DATASET,
+        help="auto, openml, mnist-5k, fashion-mnist or idx:DIR (default: %(default)s)",
+    )
     parser.add_argument("--data-home", default=None, help="scikit-learn data home (default: its own)")
-    parser.add_argument("--clients", type=positive_int, default=config.CLIENTS,
-                        help="whose rows (less their validation slices) are pooled (default: %(default)s)")
-    parser.add_argument("--partition", type=partition_spec, default=config.PARTITION,
-                        help="how the rows are cut first; the union is the same rows (default: %(default)s)")
+    parser.add_argument(
+        "--clients",
+        type=positive_int,
+        default=config.CLIENTS,
+        help="whose rows (less their validation slices) are pooled (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--partition",
+        type=partition_spec,
+        default=config.PARTITION,
+        help="how the rows are cut first; the union is the same rows (default: %(default)s)",
+    )
     parser.add_argument("--model", choices=config.MODELS, default=config.MODEL, help="(default: %(default)s)")
     parser.add_argument("--epochs", type=positive_int, default=10, help="(default: %(default)s)")
     parser.add_argument("--batch-size", type=positive_int, default=config.BATCH_SIZE, help="(default: %(default)s)")
-    parser.add_argument("--learning-rate", type=positive_float, default=config.LEARNING_RATE,
-                        help="Adam's (default: %(default)s)")
+    parser.add_argument(
+        "--learning-rate", type=positive_float, default=config.LEARNING_RATE, help="Adam's (default: %(default)s)"
+    )
     parser.add_argument("--seed", type=int, default=config.SEED, help="(default: %(default)s)")
     args = parser.parse_args(argv)
 
     def train() -> None:
         data = load_mnist(args.dataset, args.data_home)
-        print(f"{data.source}: the rows of {args.clients} clients, {args.model}, batch {args.batch_size}, "
-              f"Adam {args.learning_rate}", flush=True)
-        accuracy = train_centrally(data, num_clients=args.clients, rounds=args.epochs, seed=args.seed,
-                                   partition=args.partition, model=args.model, batch_size=args.batch_size,
-                                   learning_rate=args.learning_rate)["accuracy"]
+        print(
+            f"{data.source}: the rows of {args.clients} clients, {args.model}, batch {args.batch_size}, "
+            f"Adam {args.learning_rate}",
+            flush=True,
+        )
+        accuracy = train_centrally(
+            data,
+            num_clients=args.clients,
+            rounds=args.epochs,
+            seed=args.seed,
+            partition=args.partition,
+            model=args.model,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+        )["accuracy"]
         for epoch, value in accuracy[1:]:
             print(f"epoch {epoch:.0f}/{args.epochs}: held-out accuracy {100 * value:.1f}%")
         epoch, best = max(accuracy[1:], key=lambda point: point[1])

@@ -29,9 +29,26 @@ from fedmnist.errors import UserError
 from fedmnist.settings import ServerSettings
 
 # Settings a checkpoint must share with the run that resumes it.
-IDENTITY_KEYS = ("rounds", "clients", "dataset", "seed", "partition", "model", "strategy", "fraction_fit",
-                 "proximal_mu", "server_momentum", "server_learning_rate", "local_epochs", "batch_size", "learning_rate",
-                 "dp_noise", "dp_clip", "dp_side", "dp_delta")  # Not the budget: a resume may spend more.
+IDENTITY_KEYS = (
+    "rounds",
+    "clients",
+    "dataset",
+    "seed",
+    "partition",
+    "model",
+    "strategy",
+    "fraction_fit",
+    "proximal_mu",
+    "server_momentum",
+    "server_learning_rate",
+    "local_epochs",
+    "batch_size",
+    "learning_rate",
+    "dp_noise",
+    "dp_clip",
+    "dp_side",
+    "dp_delta",
+)  # Not the budget: a resume may spend more.
 FORMAT = "fedmnist-checkpoint-1"
 
 
@@ -57,8 +74,13 @@ def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
         state[name] = kind
         arrays.update({f"state/{name}/{i}": array for i, array in enumerate(value_arrays)})
     meta = {
-        "format": FORMAT, "round": checkpoint.round, "weights": len(checkpoint.weights), "strategy_state": state,
-        "records": checkpoint.records, "initial": checkpoint.initial, "config": checkpoint.config,
+        "format": FORMAT,
+        "round": checkpoint.round,
+        "weights": len(checkpoint.weights),
+        "strategy_state": state,
+        "records": checkpoint.records,
+        "initial": checkpoint.initial,
+        "config": checkpoint.config,
         "data_source": checkpoint.data_source,
     }
     arrays["meta"] = np.array(json.dumps(meta))
@@ -75,11 +97,18 @@ def read_checkpoint(path: Path) -> Checkpoint:
         if not isinstance(meta, dict) or meta.get("format") != FORMAT:
             raise ValueError("not a fedmnist checkpoint")
         weights = [arrays[f"weights/{i}"] for i in range(int(meta["weights"]))]
-        state = {name: _decode(kind, [arrays[key] for key in _numbered(arrays, f"state/{name}/")])
-                 for name, kind in meta["strategy_state"].items()}
+        state = {
+            name: _decode(kind, [arrays[key] for key in _numbered(arrays, f"state/{name}/")])
+            for name, kind in meta["strategy_state"].items()
+        }
         return Checkpoint(
-            round=int(meta["round"]), weights=weights, strategy_state=state, records=list(meta["records"]),
-            initial=meta["initial"], config=dict(meta["config"]), data_source=str(meta["data_source"]),
+            round=int(meta["round"]),
+            weights=weights,
+            strategy_state=state,
+            records=list(meta["records"]),
+            initial=meta["initial"],
+            config=dict(meta["config"]),
+            data_source=str(meta["data_source"]),
         )
     except (KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as error:
         raise ValueError(f"not a fedmnist checkpoint ({type(error).__name__}: {error})") from None
@@ -90,8 +119,10 @@ def load_checkpoint(path: Path, config: dict[str, Any]) -> Checkpoint:
     if not path.exists():
         legacy = path.with_suffix(".pkl")
         if legacy.exists():
-            raise UserError(f"{legacy} is a pickle from an older fedmnist, which this version does not load "
-                            "(unpickling a file can run code); start the run afresh")
+            raise UserError(
+                f"{legacy} is a pickle from an older fedmnist, which this version does not load "
+                "(unpickling a file can run code); start the run afresh"
+            )
         raise UserError(f"nothing to resume: no checkpoint at {path} (same --out and --rounds as the run?)")
     try:
         checkpoint = read_checkpoint(path)
@@ -101,7 +132,9 @@ def load_checkpoint(path: Path, config: dict[str, Any]) -> Checkpoint:
     defaults = {f.name: f.default for f in fields(ServerSettings)}
     theirs = {key: checkpoint.config.get(key, defaults.get(key)) for key in IDENTITY_KEYS}
     different = [
-        f"{key} {theirs[key]!r} there, {config.get(key)!r} now" for key in IDENTITY_KEYS if theirs[key] != config.get(key)
+        f"{key} {theirs[key]!r} there, {config.get(key)!r} now"
+        for key in IDENTITY_KEYS
+        if theirs[key] != config.get(key)
     ]
     if different:
         raise UserError(f"checkpoint {path} is from a different run: {'; '.join(different)}")
@@ -161,4 +194,4 @@ def _decode(kind: dict[str, Any], arrays: NDArrays) -> Any:
 
 def _numbered(arrays: dict[str, np.ndarray], prefix: str) -> list[str]:
     """The keys ``prefix0``, ``prefix1``, ... in order."""
-    return sorted((key for key in arrays if key.startswith(prefix)), key=lambda key: int(key[len(prefix):]))
+    return sorted((key for key in arrays if key.startswith(prefix)), key=lambda key: int(key[len(prefix) :]))

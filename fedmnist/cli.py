@@ -47,8 +47,11 @@ def require_environment(program: str) -> None:
 
     missing = [name for name in _REQUIRED_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
-        exit_now(EXIT_USER_ERROR, f"error: {program} needs the project's environment, and this Python lacks "
-                 f"{', '.join(missing)}: run ./run.sh once (it sets up .venv), then .venv/bin/python {program} ...")
+        exit_now(
+            EXIT_USER_ERROR,
+            f"error: {program} needs the project's environment, and this Python lacks "
+            f"{', '.join(missing)}: run ./run.sh once (it sets up .venv), then .venv/bin/python {program} ...",
+        )
 
 
 class Parser(argparse.ArgumentParser):
@@ -80,8 +83,8 @@ def dataset_spec(text: str) -> str:
     prefix = config.IDX_PREFIX
     if text in config.DATASETS:
         return text
-    if text.startswith(prefix) and text[len(prefix):].strip():
-        folder = os.path.expanduser(text[len(prefix):])
+    if text.startswith(prefix) and text[len(prefix) :].strip():
+        folder = os.path.expanduser(text[len(prefix) :])
         if not os.path.isdir(folder):  # Checked with the flags, before any earlier results are moved.
             raise argparse.ArgumentTypeError(f"{text}: no such folder")
         return text
@@ -173,8 +176,11 @@ RESUME_COMMAND = "FEDMNIST_RESUME_COMMAND"  # ./run.sh tells its server how the 
 
 # TensorFlow prints these at import whatever its log level (absl logs before its set-up); Ray workers'
 # lines start with their "(pid=N)". Run logs keep them; the console does not.
-_TENSORFLOW_NOTES = ("WARNING: All log messages before absl::InitializeLog()", "I0000 ",
-                     "To enable the following instructions:")
+_TENSORFLOW_NOTES = (
+    "WARNING: All log messages before absl::InitializeLog()",
+    "I0000 ",
+    "To enable the following instructions:",
+)
 _RAY_WORKER_PREFIX = re.compile(r"^(\x1b\[\d+m)?\(pid=\d+\)(\x1b\[0m)? ?")
 
 
@@ -305,9 +311,7 @@ def configure_logging(verbose: bool = False) -> None:
     flower.propagate = False  # Flower has its own console handler; avoid double lines.
     flower.addFilter(_shorten_deprecation_notice)
     flower.addFilter(_drop_user_error_traceback)
-    update_console_handler(
-        level=logging.INFO if verbose else logging.WARNING, colored=sys.stderr.isatty()
-    )
+    update_console_handler(level=logging.INFO if verbose else logging.WARNING, colored=sys.stderr.isatty())
     logging.getLogger("grpc._server").addFilter(_drop_closed_bridge)
     if not verbose:
         threading.excepthook = _one_line_thread_error
@@ -341,7 +345,9 @@ def _one_line_thread_error(args: threading.ExceptHookArgs) -> None:
     name = args.thread.name if args.thread else "?"
     if "Cannot monitor channel state" in str(args.exc_value):
         return  # gRPC's watcher of a channel the retry loop closed: the main thread says what failed.
-    logging.getLogger("fedmnist").warning("background thread %s failed: %s: %s", name, args.exc_type.__name__, args.exc_value)
+    logging.getLogger("fedmnist").warning(
+        "background thread %s failed: %s: %s", name, args.exc_type.__name__, args.exc_value
+    )
 
 
 _noticed: set[str] = set()

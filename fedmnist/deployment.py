@@ -49,7 +49,9 @@ def environment(home: Path, lock: ResultsLock | None, data_home: str | None) -> 
     from fedmnist.run_lock import holder_environment
 
     return {
-        **({DATA_HOME_VARIABLE: data_home} if data_home else {}),  # For the ClientApps (the server's is in the run config).
+        **(
+            {DATA_HOME_VARIABLE: data_home} if data_home else {}
+        ),  # For the ClientApps (the server's is in the run config).
         "FLWR_HOME": str(home),
         # The SuperLink and SuperNodes start Flower's other commands by name.
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -68,20 +70,40 @@ def flower_command(name: str) -> str:
 
 def superlink_command(port: int, certs: Path) -> list[str]:
     """The SuperLink on ``port``: TLS with ``certs``' files, only registered SuperNodes let in."""
-    return [flower_command("flower-superlink"), "--ssl-ca-certfile", str(certs / "ca.pem"),
-            "--ssl-certfile", str(certs / "server.pem"), "--ssl-keyfile", str(certs / "server.key"),
-            "--enable-supernode-auth", "--host", "127.0.0.1", "--port", str(port),
-            "--disable-runtime-dependency-installation"]
+    return [
+        flower_command("flower-superlink"),
+        "--ssl-ca-certfile",
+        str(certs / "ca.pem"),
+        "--ssl-certfile",
+        str(certs / "server.pem"),
+        "--ssl-keyfile",
+        str(certs / "server.key"),
+        "--enable-supernode-auth",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--disable-runtime-dependency-installation",
+    ]
 
 
 def supernode_command(
-    superlink_port: int, runtime_port: int, partition_id: int, num_partitions: int, certs: Path, private_key: Path,
+    superlink_port: int, runtime_port: int, partition_id: int, num_partitions: int, certs: Path, private_key: Path
 ) -> list[str]:
     """The SuperNode of ``partition_id``: it trusts ``certs``' CA and signs its requests with ``private_key``."""
-    return [flower_command("flower-supernode"), "--root-certificates", str(certs / "ca.pem"),
-            "--auth-supernode-private-key", str(private_key), "--superlink", f"127.0.0.1:{superlink_port}",
-            "--port", str(runtime_port),
-            "--node-config", f"partition-id={partition_id} num-partitions={num_partitions}"]
+    return [
+        flower_command("flower-supernode"),
+        "--root-certificates",
+        str(certs / "ca.pem"),
+        "--auth-supernode-private-key",
+        str(private_key),
+        "--superlink",
+        f"127.0.0.1:{superlink_port}",
+        "--port",
+        str(runtime_port),
+        "--node-config",
+        f"partition-id={partition_id} num-partitions={num_partitions}",
+    ]
 
 
 def register_command(public_key: Path) -> list[str]:
@@ -97,8 +119,12 @@ def write_flower_home(home: Path, superlink_port: int, run_config: dict[str, Any
     """``config.toml`` naming the local SuperLink (over TLS), and the run config file; returns the latter's path."""
     import tomli_w  # A Flower dependency.
 
-    connection = {"superlink": {"default": CONNECTION, CONNECTION: {
-        "address": f"127.0.0.1:{superlink_port}", "root-certificates": str(certs / "ca.pem")}}}
+    connection = {
+        "superlink": {
+            "default": CONNECTION,
+            CONNECTION: {"address": f"127.0.0.1:{superlink_port}", "root-certificates": str(certs / "ca.pem")},
+        }
+    }
     (home / "config.toml").write_text(tomli_w.dumps(connection), encoding="utf-8")
     path = home / "run_config.toml"
     path.write_text(tomli_w.dumps(run_config), encoding="utf-8")
@@ -115,16 +141,22 @@ def free_port() -> int:
 def serverapp_pids(superlink_port: int) -> list[int]:
     """The ``flwr-serverapp`` processes of the SuperLink on ``superlink_port`` (at most one per run)."""
     address = f"127.0.0.1:{superlink_port}".encode()
-    return [pid for pid, arguments in process_arguments()
-            if any(a.endswith(b"flwr-serverapp") for a in arguments) and address in arguments]
+    return [
+        pid
+        for pid, arguments in process_arguments()
+        if any(a.endswith(b"flwr-serverapp") for a in arguments) and address in arguments
+    ]
 
 
 def helper_pids(parents: list[int]) -> list[int]:
     """Flower's ``flower-superexec`` helpers of ``parents``: detached, they outlive them by seconds otherwise."""
     wanted = {str(pid).encode() for pid in parents}
-    return [pid for pid, arguments in process_arguments()
-            if any(a.endswith(b"flower-superexec") for a in arguments)
-            and any(a == b"--parent-pid" and b in wanted for a, b in pairwise(arguments))]
+    return [
+        pid
+        for pid, arguments in process_arguments()
+        if any(a.endswith(b"flower-superexec") for a in arguments)
+        and any(a == b"--parent-pid" and b in wanted for a, b in pairwise(arguments))
+    ]
 
 
 def clientapp_pids(runtime_ports: list[int]) -> list[int]:
@@ -134,8 +166,11 @@ def clientapp_pids(runtime_ports: list[int]) -> list[int]:
     watch: one in flight when the run stops would go on alone.
     """
     addresses = {f"127.0.0.1:{port}".encode() for port in runtime_ports}
-    return [pid for pid, arguments in process_arguments()
-            if any(a.endswith(b"flwr-clientapp") for a in arguments) and addresses & set(arguments)]
+    return [
+        pid
+        for pid, arguments in process_arguments()
+        if any(a.endswith(b"flwr-clientapp") for a in arguments) and addresses & set(arguments)
+    ]
 
 
 def process_arguments() -> list[tuple[int, list[bytes]]]:

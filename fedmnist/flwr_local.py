@@ -41,11 +41,22 @@ def flower_home() -> Path:
 def run_flwr(arguments: list[str]) -> int:
     """``flwr ARGUMENTS`` in the project's Flower home, its output without start-up noise; its status."""
     bin_dir = Path(sys.executable).parent  # The venv's: flwr starts flower-superlink by name.
-    environment = {**QUIET_ENVIRONMENT, **os.environ, "FLWR_HOME": str(flower_home()),
-                   "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-                   "PYTHONUNBUFFERED": "1"}  # Into a pipe, flwr's lines would otherwise come in bursts.
-    with subprocess.Popen([str(bin_dir / "flwr"), *arguments], env=environment, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1) as flwr:
+    environment = {
+        **QUIET_ENVIRONMENT,
+        **os.environ,
+        "FLWR_HOME": str(flower_home()),
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONUNBUFFERED": "1",
+    }  # Into a pipe, flwr's lines would otherwise come in bursts.
+    with subprocess.Popen(
+        [str(bin_dir / "flwr"), *arguments],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        bufsize=1,
+    ) as flwr:
         assert flwr.stdout is not None
         # Ctrl-C reaches flwr itself (one process group) and stops it: print its lines to the end.
         # (A handler, not SIG_IGN, which flwr would inherit.) SIGTERM is passed on.
@@ -61,8 +72,11 @@ def run_flwr(arguments: list[str]) -> int:
 def local_superlinks(home: Path) -> list[int]:
     """The SuperLinks ``flwr`` started for Flower home ``home``: they log to its ``local-superlink/``."""
     log_file = str(home / "local-superlink" / "superlink.log").encode()
-    return [pid for pid, arguments in process_arguments()
-            if any(a.endswith(b"flower-superlink") for a in arguments[:2]) and log_file in arguments]
+    return [
+        pid
+        for pid, arguments in process_arguments()
+        if any(a.endswith(b"flower-superlink") for a in arguments[:2]) and log_file in arguments
+    ]
 
 
 def stop_local_superlink(home: Path) -> str:

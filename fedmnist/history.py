@@ -80,8 +80,10 @@ def load_history(path: str | os.PathLike[str]) -> tuple[History, dict[str, Any]]
     path = Path(path)
     summary_path = path.with_suffix(".json")
     if path.suffix == ".pkl" and not summary_path.exists():
-        raise UserError(f"cannot read history {path}: fedmnist reads the summary {summary_path.name} beside it "
-                        "(it never unpickles files), and there is none")
+        raise UserError(
+            f"cannot read history {path}: fedmnist reads the summary {summary_path.name} beside it "
+            "(it never unpickles files), and there is none"
+        )
     try:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:

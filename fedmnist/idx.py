@@ -51,7 +51,9 @@ def find_idx_files(folder: str | Path) -> list[Path]:
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise UserError(f"--dataset idx:{folder}: no such folder")
-    return [_find(folder, f"{prefix}-{kind}") for prefix in _SPLITS for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    return [
+        _find(folder, f"{prefix}-{kind}") for prefix in _SPLITS for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")
+    ]
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -63,8 +65,10 @@ def read_idx(path: Path) -> np.ndarray:
     except OSError as error:
         raise UserError(f"{path}: cannot be read ({error.strerror or error})") from None
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] != UNSIGNED_BYTE:
-        raise UserError(f"{path}: not an IDX file of unsigned bytes (magic number {raw[:4].hex() or 'missing'}, "
-                        f"expected 0000{UNSIGNED_BYTE:02x}0N)")
+        raise UserError(
+            f"{path}: not an IDX file of unsigned bytes (magic number {raw[:4].hex() or 'missing'}, "
+            f"expected 0000{UNSIGNED_BYTE:02x}0N)"
+        )
     dimensions = raw[3]
     header = 4 + 4 * dimensions
     if dimensions == 0 or len(raw) < header:
@@ -73,8 +77,10 @@ def read_idx(path: Path) -> np.ndarray:
     expected = math.prod(shape)
     if len(raw) - header != expected:
         state = "truncated" if len(raw) - header < expected else "longer than its header says"
-        raise UserError(f"{path}: {state}: its header says {' x '.join(map(str, shape))} = {expected:,} values, "
-                        f"it holds {len(raw) - header:,}")
+        raise UserError(
+            f"{path}: {state}: its header says {' x '.join(map(str, shape))} = {expected:,} values, "
+            f"it holds {len(raw) - header:,}"
+        )
     # A copy: arrays over the bytes object would be read-only, a trap for code that shuffles in place.
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape).copy()
 
@@ -92,8 +98,9 @@ def _check_pair(folder: Path, prefix: str, images: np.ndarray, labels: np.ndarra
     """Images of 28 x 28 and one label 0-9 for each; the images flattened to rows of 784."""
     side = math.isqrt(config.IMAGE_PIXELS)
     if images.ndim != 3 or images.shape[1:] != (side, side):
-        raise UserError(f"{folder}/{prefix}-images: images of {' x '.join(map(str, images.shape[1:]))}, "
-                        f"expected {side} x {side}")
+        raise UserError(
+            f"{folder}/{prefix}-images: images of {' x '.join(map(str, images.shape[1:]))}, expected {side} x {side}"
+        )
     if labels.ndim != 1 or len(labels) != len(images):
         raise UserError(f"{folder}/{prefix}: {len(images):,} images but {labels.size:,} labels")
     if labels.size and labels.max() >= config.NUM_CLASSES:

@@ -57,7 +57,10 @@ WARM_UP = "warm-up"  # A get_properties config key: prepare this process for the
 # The run's settings a client needs to cut its rows and build its model, and what it assumes when
 # a server sends none (a stock FedAvg server, as in Flower's tutorials).
 RUN_SETTINGS: dict[str, Scalar] = {
-    "dataset": defaults.DATASET, "seed": defaults.SEED, "partition": defaults.PARTITION, "model": defaults.MODEL,
+    "dataset": defaults.DATASET,
+    "seed": defaults.SEED,
+    "partition": defaults.PARTITION,
+    "model": defaults.MODEL,
 }
 
 
@@ -96,7 +99,10 @@ class MnistClient(NumPyClient):
         metrics["fit_seconds"] = time.perf_counter() - started
         log.info(
             "round %s: trained on %d examples, local accuracy %.1f%%, loss %.3f, %.2f s",
-            config.get("server-round", "?"), len(self.y_train), 100 * result.accuracy, result.loss,
+            config.get("server-round", "?"),
+            len(self.y_train),
+            100 * result.accuracy,
+            result.loss,
             metrics["fit_seconds"],
         )
         return self.trainer.get_weights(), len(self.y_train), metrics
@@ -150,8 +156,9 @@ class ClientCache:
             self.data_seconds += time.perf_counter() - started
         return self._data[dataset]
 
-    def warm_up(self, settings: dict[str, Scalar], partition_id: int, num_partitions: int,
-                config: dict[str, Scalar]) -> None:
+    def warm_up(
+        self, settings: dict[str, Scalar], partition_id: int, num_partitions: int, config: dict[str, Scalar]
+    ) -> None:
         """Do now what this process's first fit and evaluate would: load the data, cut the shares, trace the model.
 
         A simulation worker's first message costs seconds (its TensorFlow
@@ -206,8 +213,15 @@ class PartitionClient(NumPyClient):
     """
 
     def __init__(
-        self, partition_id: int, num_partitions: int, state: RecordDict | None, cache: ClientCache, *,
-        fault: str | None = None, startup_seconds: float | None = None, clips_updates: bool = False,
+        self,
+        partition_id: int,
+        num_partitions: int,
+        state: RecordDict | None,
+        cache: ClientCache,
+        *,
+        fault: str | None = None,
+        startup_seconds: float | None = None,
+        clips_updates: bool = False,
     ) -> None:
         self.partition_id = partition_id
         self.num_partitions = num_partitions
@@ -286,7 +300,9 @@ class PartitionClient(NumPyClient):
         if self.cache.hand_optimizer(model, (self.partition_id, self.num_partitions, run_id)):
             return
         trainer.reset_optimizer()
-        kept, owner = (self.state.get(OPTIMIZER_STATE), self.state.get(STATE_OWNER)) if self.state is not None else (None, None)
+        kept, owner = (
+            (self.state.get(OPTIMIZER_STATE), self.state.get(STATE_OWNER)) if self.state is not None else (None, None)
+        )
         if isinstance(kept, ArrayRecord) and isinstance(owner, ConfigRecord) and owner.get("run-id") == run_id:
             trainer.set_optimizer_state(kept.to_numpy_ndarrays())
 
@@ -297,7 +313,11 @@ def _shuffle_seed(seed: int, partition_id: int, server_round: int) -> Sequence[i
 
 
 def make_client(
-    *, partition_id: int, num_partitions: int, data_home: str | None = None, process_started: float | None = None,
+    *,
+    partition_id: int,
+    num_partitions: int,
+    data_home: str | None = None,
+    process_started: float | None = None,
     fault: str | None = None,
 ) -> PartitionClient:
     """``client.py``'s client: partition ``partition_id`` of ``num_partitions``, its state kept in this process.
@@ -308,10 +328,20 @@ def make_client(
     importlib.import_module("fedmnist.model")  # TensorFlow now, while the server starts, not in round 1.
 
     startup = None if process_started is None else time.perf_counter() - process_started
-    log.info("client %d/%d ready; the server's first message says the data, partition scheme and model",
-             partition_id, num_partitions)
-    return PartitionClient(partition_id, num_partitions, None, ClientCache(data_home), fault=fault,
-                           startup_seconds=startup, clips_updates=True)
+    log.info(
+        "client %d/%d ready; the server's first message says the data, partition scheme and model",
+        partition_id,
+        num_partitions,
+    )
+    return PartitionClient(
+        partition_id,
+        num_partitions,
+        None,
+        ClientCache(data_home),
+        fault=fault,
+        startup_seconds=startup,
+        clips_updates=True,
+    )
 
 
 class SettingsMismatch(UserError):

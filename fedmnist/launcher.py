@@ -72,23 +72,41 @@ def parse_args(argv: list[str]):
         "./run.sh central --help (the centralized reference); "
         "./run.sh flwr ARGS runs Flower's flwr CLI in the project's .flwr/, ./run.sh flwr-stop ends its local SuperLink.",
     )
-    parser.add_argument("--tls", action="store_true",
-                        help="encrypt client-server traffic; makes development certificates in OUT/certs when missing")
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="encrypt client-server traffic; makes development certificates in OUT/certs when missing",
+    )
     if sweep:
         argv = argv[1:]
-        parser.add_argument("--grid", choices=sorted(GRIDS), default="heterogeneity",
-                            help="settings to compare: " + "; ".join(f"{name}: {grid.about}" for name, grid in GRIDS.items())
-                            + " (default: %(default)s)")
+        parser.add_argument(
+            "--grid",
+            choices=sorted(GRIDS),
+            default="heterogeneity",
+            help="settings to compare: "
+            + "; ".join(f"{name}: {grid.about}" for name, grid in GRIDS.items())
+            + " (default: %(default)s)",
+        )
     else:
         parser.set_defaults(grid=None)  # Only a sweep has a grid (setting it for both hid --grid's default).
-        parser.add_argument("--ws-clients", type=non_negative_int, default=0,
-                            help="of --clients, how many join over the dashboard's WebSocket /ws instead of as "
-                            "client.py (browser tabs at /client, examples/ws_client.py); the run waits for them "
-                            "(default: %(default)s)")
-    add_setting_arguments(parser, program=RUN, out=(
-        str(PROJECT_ROOT), "folder for history/, plots/, models/ and logs/ (default: the project folder)"))
-    parser.add_argument("--no-dashboard", action="store_true",
-                        help="do not start the web dashboard (./run.sh dashboard serves it alone later)")
+        parser.add_argument(
+            "--ws-clients",
+            type=non_negative_int,
+            default=0,
+            help="of --clients, how many join over the dashboard's WebSocket /ws instead of as "
+            "client.py (browser tabs at /client, examples/ws_client.py); the run waits for them "
+            "(default: %(default)s)",
+        )
+    add_setting_arguments(
+        parser,
+        program=RUN,
+        out=(str(PROJECT_ROOT), "folder for history/, plots/, models/ and logs/ (default: the project folder)"),
+    )
+    parser.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="do not start the web dashboard (./run.sh dashboard serves it alone later)",
+    )
     add_dashboard_arguments(parser)
     if sweep:  # A grid's own scale (fedavg-paper: 100 clients on the simulation runtime) unless flags say otherwise.
         grid, _ = parser.parse_known_args(argv)
@@ -98,8 +116,10 @@ def parse_args(argv: list[str]):
     if sweep and args.runtime == "deployment":
         parser.error("a sweep needs --runtime classic or simulation (its server runs every setting in a row)")
     if args.tls and args.runtime != "classic":
-        parser.error("--tls needs --runtime classic (the simulation runs in one process; the deployment always "
-                     "uses TLS and SuperNode authentication)")
+        parser.error(
+            "--tls needs --runtime classic (the simulation runs in one process; the deployment always "
+            "uses TLS and SuperNode authentication)"
+        )
     if getattr(args, "ws_clients", 0):
         _check_websocket_clients(parser, args)
     else:
@@ -115,8 +135,10 @@ def _check_websocket_clients(parser: argparse.ArgumentParser, args: argparse.Nam
     if args.no_dashboard:
         parser.error("--ws-clients needs the dashboard: WebSocket clients join at its /ws (drop --no-dashboard)")
     if args.model not in config.DENSE_MODELS:
-        parser.error(f"--ws-clients needs a dense model (WebSocket clients train {' or '.join(config.DENSE_MODELS)}), "
-                     f"not {args.model}")
+        parser.error(
+            f"--ws-clients needs a dense model (WebSocket clients train {' or '.join(config.DENSE_MODELS)}), "
+            f"not {args.model}"
+        )
 
 
 class Launcher:
@@ -168,17 +190,26 @@ class Launcher:
         except OSError as error:
             raise UserError(f"cannot create {self.logs}: {error.strerror or error}") from None
         self._start_dashboard()
-        server = self._start_deployment() if self.args.runtime == "deployment" else self._start("server", self._server_command())
-        self._streamer = threading.Thread(target=_stream, args=(self.logs / "server.log", server, self._log_starts["server"]), daemon=True)
+        server = (
+            self._start_deployment()
+            if self.args.runtime == "deployment"
+            else self._start("server", self._server_command())
+        )
+        self._streamer = threading.Thread(
+            target=_stream, args=(self.logs / "server.log", server, self._log_starts["server"]), daemon=True
+        )
         self._streamer.start()
         if self._local_clients():
             self._wait_until_listening(server)
         for partition_id in range(self._local_clients()):
             self._start(f"client_{partition_id}", self._client_command(partition_id))
         if self.args.ws_clients:
-            print(f"waiting for {self.args.ws_clients} WebSocket client(s): open {self._dashboard_url()}client "
-                  f"in a browser tab each, or run .venv/bin/python examples/ws_client.py --url "
-                  f"ws{self._dashboard_url()[4:]}ws", flush=True)
+            print(
+                f"waiting for {self.args.ws_clients} WebSocket client(s): open {self._dashboard_url()}client "
+                f"in a browser tab each, or run .venv/bin/python examples/ws_client.py --url "
+                f"ws{self._dashboard_url()[4:]}ws",
+                flush=True,
+            )
         self._wait_for_all()
         self._streamer.join(timeout=5)  # Let the last progress lines reach the console.
         print(f"done in {time.monotonic() - started:.1f} s; logs in {self.logs}", flush=True)
@@ -224,30 +255,38 @@ class Launcher:
         keys = ensure_node_keys(self.out / "keys", a.clients)  # Kept: a resumed run's SuperNodes are the same.
         self.flower_home = Path(tempfile.mkdtemp(prefix="fedmnist-flwr-"))
         run_config = deployment.write_flower_home(
-            self.flower_home, a.port, run_config_from({**vars(a), "out": str(self.out)}), self.certs)
+            self.flower_home, a.port, run_config_from({**vars(a), "out": str(self.out)}), self.certs
+        )
         superlink = self._start("superlink", deployment.superlink_command(a.port, self.certs), service=True)
         self._wait_until_listening(superlink)
         self._register_supernodes([public for _, public in keys])
         for partition_id, (private, _) in enumerate(keys):
             self.runtime_ports.append(deployment.free_port())
-            command = deployment.supernode_command(a.port, self.runtime_ports[-1], partition_id, a.clients,
-                                                   self.certs, private)
+            command = deployment.supernode_command(
+                a.port, self.runtime_ports[-1], partition_id, a.clients, self.certs, private
+            )
             self._start(f"client_{partition_id}", command, service=True)
-        print(f"Flower Deployment Runtime: SuperLink on 127.0.0.1:{a.port} (TLS, SuperNode authentication), "
-              f"{a.clients} registered SuperNodes (keys in {self.out / 'keys'}); each message starts a "
-              "flwr-clientapp process", flush=True)
+        print(
+            f"Flower Deployment Runtime: SuperLink on 127.0.0.1:{a.port} (TLS, SuperNode authentication), "
+            f"{a.clients} registered SuperNodes (keys in {self.out / 'keys'}); each message starts a "
+            "flwr-clientapp process",
+            flush=True,
+        )
         return self._start("server", deployment.flwr_run_command(PROJECT_ROOT, run_config))
 
     def _register_supernodes(self, public_keys: list[Path]) -> None:
         """``flwr supernode register`` each public key with the SuperLink, all at once (each takes 3 s here)."""
         from fedmnist import deployment
 
-        registering = [self._spawn(f"register_{index}", deployment.register_command(key))
-                       for index, key in enumerate(public_keys)]
+        registering = [
+            self._spawn(f"register_{index}", deployment.register_command(key)) for index, key in enumerate(public_keys)
+        ]
         for index, process in enumerate(registering):
             if process.wait() != 0:
-                raise UserError(f"could not register SuperNode {index}'s key. "
-                                f"{self._failure(f'register_{index}', process.returncode)}")
+                raise UserError(
+                    f"could not register SuperNode {index}'s key. "
+                    f"{self._failure(f'register_{index}', process.returncode)}"
+                )
             (self.logs / f"register_{index}.log").unlink(missing_ok=True)  # Only a failure's log says anything.
 
     def _stop_serverapp(self) -> None:
@@ -298,15 +337,32 @@ class Launcher:
             raise UserError(f"--dashboard-port and --port are both {a.port}; choose two ports")
         if port_in_use(a.dashboard_host, a.dashboard_port):
             if a.ws_clients:
-                raise UserError(f"dashboard port {a.dashboard_port} is in use, and --ws-clients need this run's "
-                                "dashboard (choose --dashboard-port)")
-            print(f"note: dashboard port {a.dashboard_port} is in use (another dashboard?), so this run starts "
-                  f"none; one serving {self.out} shows this run too (or choose --dashboard-port)", flush=True)
+                raise UserError(
+                    f"dashboard port {a.dashboard_port} is in use, and --ws-clients need this run's "
+                    "dashboard (choose --dashboard-port)"
+                )
+            print(
+                f"note: dashboard port {a.dashboard_port} is in use (another dashboard?), so this run starts "
+                f"none; one serving {self.out} shows this run too (or choose --dashboard-port)",
+                flush=True,
+            )
             return
-        self.dashboard = self._spawn("dashboard", [
-            "-m", "fedmnist.dashboard", "--out", str(self.out), "--dashboard-port", str(a.dashboard_port),
-            "--dashboard-host", a.dashboard_host, "--cors-origins", a.cors_origins, *self._participant_flags(),
-        ])
+        self.dashboard = self._spawn(
+            "dashboard",
+            [
+                "-m",
+                "fedmnist.dashboard",
+                "--out",
+                str(self.out),
+                "--dashboard-port",
+                str(a.dashboard_port),
+                "--dashboard-host",
+                a.dashboard_host,
+                "--cors-origins",
+                a.cors_origins,
+                *self._participant_flags(),
+            ],
+        )
         print(f"dashboard: {self._dashboard_url()} (live; API docs at /docs)", flush=True)
 
     def _local_clients(self) -> int:
@@ -324,9 +380,16 @@ class Launcher:
         if not a.ws_clients:
             return []
         places = ",".join(str(p) for p in range(self._local_clients(), a.clients))
-        return ["--flower-server", f"127.0.0.1:{a.port}", "--ws-partitions", places,
-                "--ws-answer-timeout", str(a.round_timeout), *self._data_home(),
-                *(["--flower-root-cert", str(self.certs / "ca.pem")] if a.tls else [])]
+        return [
+            "--flower-server",
+            f"127.0.0.1:{a.port}",
+            "--ws-partitions",
+            places,
+            "--ws-answer-timeout",
+            str(a.round_timeout),
+            *self._data_home(),
+            *(["--flower-root-cert", str(self.certs / "ca.pem")] if a.tls else []),
+        ]
 
     def _dashboard_url(self) -> str:
         host = self.args.dashboard_host
@@ -336,8 +399,11 @@ class Launcher:
         """Say once if the dashboard stopped: the run goes on without it."""
         if self.dashboard is not None and self.dashboard.poll() is not None and "dashboard" not in reported:
             reported.add("dashboard")
-            print(f"warning: the dashboard stopped; training goes on. {self._failure('dashboard', self.dashboard.returncode)}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"warning: the dashboard stopped; training goes on. {self._failure('dashboard', self.dashboard.returncode)}",
+                file=sys.stderr,
+                flush=True,
+            )
 
     def _keep_dashboard(self) -> None:
         """At a terminal, keep the dashboard up after the run until Ctrl-C, so its page stays readable."""
@@ -370,8 +436,14 @@ class Launcher:
         """``client.py`` for one share: the server sends it everything else (data source, seed, scheme, model)."""
         a = self.args
         return [
-            "client.py", "--server", f"127.0.0.1:{a.port}", "--partition-id", str(partition_id),
-            "--num-partitions", str(a.clients), *self._data_home(),
+            "client.py",
+            "--server",
+            f"127.0.0.1:{a.port}",
+            "--partition-id",
+            str(partition_id),
+            "--num-partitions",
+            str(a.clients),
+            *self._data_home(),
             *(["--root-cert", str(self.certs / "ca.pem")] if a.tls else []),
         ]
 
@@ -398,8 +470,12 @@ class Launcher:
 
             environment.update(flower_environment(self.flower_home, self.lock, self.args.data_home))
         process = subprocess.Popen(
-            [sys.executable, "-u", *arguments], stdout=log_file, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, cwd=PROJECT_ROOT, env=environment,
+            [sys.executable, "-u", *arguments],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=PROJECT_ROOT,
+            env=environment,
             pass_fds=(lock.fd,) if lock else (),
             # Deployment: the terminal's Ctrl-C must reach only this launcher, which stops the
             # ServerApp first (so it saves the completed rounds), then the SuperLink and SuperNodes.
@@ -422,7 +498,7 @@ class Launcher:
         if self.args.dataset.startswith(config.IDX_PREFIX):
             from fedmnist.idx import find_idx_files
 
-            find_idx_files(self.args.dataset[len(config.IDX_PREFIX):])
+            find_idx_files(self.args.dataset[len(config.IDX_PREFIX) :])
 
         checkpoint = RunPaths(self.out, self.args.rounds).checkpoint
         if self.args.resume and not checkpoint.exists():
@@ -493,8 +569,10 @@ class Launcher:
         detail = "\n  ".join(last) if last else "(no output)"
         why = ""
         if name in self.services and name.startswith("client_") and _refused_supernode(log_path):
-            why = (" (the SuperLink refused this SuperNode: its public key is not registered; "
-                   "flwr supernode register KEY.pub, README: A client on another machine)")
+            why = (
+                " (the SuperLink refused this SuperNode: its public key is not registered; "
+                "flwr supernode register KEY.pub, README: A client on another machine)"
+            )
         return f"{name} exited with status {returncode}{why}; last lines of {log_path}:\n  {detail}"
 
 

@@ -22,8 +22,9 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray) -> list[list[int
     ``labels [0, 1, 1]`` with ``predicted [0, 1, 0]`` put one in [0][0], one in
     [1][1] and one in [1][0].
     """
-    counts = np.bincount(labels.astype(np.int64) * config.NUM_CLASSES + predicted.astype(np.int64),
-                         minlength=config.NUM_CLASSES**2)
+    counts = np.bincount(
+        labels.astype(np.int64) * config.NUM_CLASSES + predicted.astype(np.int64), minlength=config.NUM_CLASSES**2
+    )
     return counts.reshape(config.NUM_CLASSES, config.NUM_CLASSES).tolist()
 
 

@@ -66,8 +66,10 @@ _MODEL_LAYERS = {
         layers.Flatten(name="flatten"),
     ],
     # The FedAvg paper's "2NN": two hidden layers of 200 ReLU units, 199,210 parameters.
-    "2nn": lambda: [layers.Dense(width, activation="relu", name=f"hidden{i}")
-                    for i, width in enumerate(config.DENSE_HIDDEN_LAYERS["2nn"], start=1)],
+    "2nn": lambda: [
+        layers.Dense(width, activation="relu", name=f"hidden{i}")
+        for i, width in enumerate(config.DENSE_HIDDEN_LAYERS["2nn"], start=1)
+    ],
     # The FedAvg paper's CNN: 5x5 convolutions of 32 and 64 channels, each followed by 2x2 max
     # pooling, then 512 ReLU units: 1,663,370 parameters, which "same" padding gives (7x7x64 into
     # the dense layer; "valid" padding would give 4x4x64 and 582,026).
@@ -182,8 +184,14 @@ class Trainer:
 
     @tf.function(reduce_retracing=True)
     def _train_epoch(
-        self, x: tf.Tensor, y: tf.Tensor, order: tf.Tensor, batch_size: tf.Tensor,
-        anchor: list[tf.Tensor], mu: tf.Tensor, proximal: bool,
+        self,
+        x: tf.Tensor,
+        y: tf.Tensor,
+        order: tf.Tensor,
+        batch_size: tf.Tensor,
+        anchor: list[tf.Tensor],
+        mu: tf.Tensor,
+        proximal: bool,
     ):
         # `proximal` is a Python bool: TensorFlow traces one graph with the term, one without.
         num_examples = tf.shape(order)[0]

@@ -38,8 +38,9 @@ def ensure_node_keys(folder: str | Path, count: int) -> list[tuple[Path, Path]]:
         private, public = key_paths(folder, partition_id)
         if not (private.exists() and public.exists()):
             key = ec.generate_private_key(ec.SECP384R1())
-            secret = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                       serialization.NoEncryption())
+            secret = key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+            )
             shared = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
             write_bytes_atomic(private, secret, secret=True)
             write_bytes_atomic(public, shared + b"\n")
@@ -53,7 +54,9 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = Parser(prog="./run.sh keys", description=main.__doc__)
     parser.add_argument("--clients", type=positive_int, required=True, help="SuperNodes to make key pairs for")
-    parser.add_argument("--out", default="keys", help="folder for supernode_I and supernode_I.pub (default: %(default)s)")
+    parser.add_argument(
+        "--out", default="keys", help="folder for supernode_I and supernode_I.pub (default: %(default)s)"
+    )
     args = parser.parse_args(argv)
 
     def make() -> None:

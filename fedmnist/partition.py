@@ -69,9 +69,7 @@ def _number(value: str, text: str) -> float:
         raise ValueError(f"expected a number after ':' in {text!r}") from None
 
 
-def partition_rows(
-    labels: np.ndarray, num_partitions: int, scheme: PartitionScheme, seed: int
-) -> list[np.ndarray]:
+def partition_rows(labels: np.ndarray, num_partitions: int, scheme: PartitionScheme, seed: int) -> list[np.ndarray]:
     """Row indices of each client's share of ``labels``: disjoint, sorted, reproducible by ``seed``.
 
     Raises UserError when the scheme cannot give every client at least two rows.
@@ -88,9 +86,7 @@ def partition_rows(
     return _flower_partitions(labels, num_partitions, scheme, seed)
 
 
-def _flower_partitions(
-    labels: np.ndarray, num_partitions: int, scheme: PartitionScheme, seed: int
-) -> list[np.ndarray]:
+def _flower_partitions(labels: np.ndarray, num_partitions: int, scheme: PartitionScheme, seed: int) -> list[np.ndarray]:
     """Cut with Flower Datasets' partitioners, on an in-memory dataset of (row, label)."""
     import numpy as np
     from datasets import Dataset
@@ -98,24 +94,34 @@ def _flower_partitions(
 
     if scheme.kind == DIRICHLET:
         partitioner = DirichletPartitioner(
-            num_partitions=num_partitions, partition_by="label", alpha=scheme.value,
-            min_partition_size=MIN_DIRICHLET_PARTITION, self_balancing=False, seed=seed,
+            num_partitions=num_partitions,
+            partition_by="label",
+            alpha=scheme.value,
+            min_partition_size=MIN_DIRICHLET_PARTITION,
+            self_balancing=False,
+            seed=seed,
         )
     else:
         shards = int(scheme.value)
         if shards * num_partitions > len(labels):
-            raise UserError(f"{shards} shards for each of {num_partitions} clients is more shards than {len(labels)} examples")
+            raise UserError(
+                f"{shards} shards for each of {num_partitions} clients is more shards than {len(labels)} examples"
+            )
         partitioner = ShardPartitioner(
-            num_partitions=num_partitions, partition_by="label", num_shards_per_partition=shards, seed=seed,
+            num_partitions=num_partitions, partition_by="label", num_shards_per_partition=shards, seed=seed
         )
     partitioner.dataset = Dataset.from_dict({"row": np.arange(len(labels)), "label": labels.astype(np.int64)})
     try:
         with warnings.catch_warnings():
             # pyarrow deprecates an option Flower Datasets passes when sorting shards; not ours to fix.
             warnings.filterwarnings("ignore", message="Specifying null_placement", category=FutureWarning)
-            parts = [np.sort(np.asarray(partitioner.load_partition(i)["row"], dtype=np.int64)) for i in range(num_partitions)]
+            parts = [
+                np.sort(np.asarray(partitioner.load_partition(i)["row"], dtype=np.int64)) for i in range(num_partitions)
+            ]
     except ValueError as error:  # E.g. Dirichlet could not give every client MIN rows.
-        raise UserError(f"partition {scheme} of {len(labels)} examples among {num_partitions} clients failed: {error}") from None
+        raise UserError(
+            f"partition {scheme} of {len(labels)} examples among {num_partitions} clients failed: {error}"
+        ) from None
     if min(len(part) for part in parts) < 2:
         raise UserError(f"partition {scheme} leaves a client with fewer than 2 of {len(labels)} examples")
     return parts

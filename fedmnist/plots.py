@@ -49,8 +49,10 @@ def plot_history(history: History, summary: dict[str, Any], out_dir: str | Path)
     into the last half of the rounds, which the first round's jump would
     otherwise squash into a sliver at the top.
     """
-    return [_save(history_figure(history, summary, key, label), Path(out_dir) / f"{stem}.png")
-            for stem, key, label in _FIGURES]
+    return [
+        _save(history_figure(history, summary, key, label), Path(out_dir) / f"{stem}.png")
+        for stem, key, label in _FIGURES
+    ]
 
 
 def history_figure(history: History, summary: dict[str, Any], key: str, label: str) -> Figure:
@@ -85,12 +87,25 @@ def _draw_series(axes: Any, series: list[tuple[str, str, list]], summary: dict[s
     held_out = [(r, v) for r, v in series[0][2] if r > 0]
     if held_out:
         round_number, value = best(held_out, key=lambda point: point[1])
-        axes.plot([round_number], [value], "*", color="gold", markersize=14, markeredgecolor="black",
-                  label=f"best held-out: {value:.3f} at round {round_number}", zorder=5)
+        axes.plot(
+            [round_number],
+            [value],
+            "*",
+            color="gold",
+            markersize=14,
+            markeredgecolor="black",
+            label=f"best held-out: {value:.3f} at round {round_number}",
+            zorder=5,
+        )
     failed = [r["round"] for r in summary.get("rounds", []) if r.get("fit_failures") or r.get("evaluate_failures")]
     for index, server_round in enumerate(failed):
-        axes.axvline(server_round, color="red", alpha=0.25, linewidth=4,
-                     label="round with client failures" if index == 0 else None)
+        axes.axvline(
+            server_round,
+            color="red",
+            alpha=0.25,
+            linewidth=4,
+            label="round with client failures" if index == 0 else None,
+        )
 
 
 def _zoom_to_late_rounds(axes: Any, series: list[tuple[str, str, list]]) -> None:
@@ -123,10 +138,22 @@ def plot_clients(summary: dict[str, Any], out_dir: str | Path) -> Path:
     if many:
         spread = client_spread(records)
         rounds = [n for n, *_ in spread]
-        axes.fill_between(rounds, [p10 for *_, p10, _ in spread], [p90 for *_, p90 in spread], alpha=0.3,
-                          color="tab:blue", label="10th to 90th percentile of the clients")
-        axes.plot(rounds, [median for _, median, *_ in spread], "o-", markersize=3, color="tab:blue",
-                  label=f"median client: {spread[-1][1]:.3f}")
+        axes.fill_between(
+            rounds,
+            [p10 for *_, p10, _ in spread],
+            [p90 for *_, p90 in spread],
+            alpha=0.3,
+            color="tab:blue",
+            label="10th to 90th percentile of the clients",
+        )
+        axes.plot(
+            rounds,
+            [median for _, median, *_ in spread],
+            "o-",
+            markersize=3,
+            color="tab:blue",
+            label=f"median client: {spread[-1][1]:.3f}",
+        )
         sizes = sorted(rows.values())
         shown = f"{len(curves)} clients' accuracy per round (slices of {sizes[0]}-{sizes[-1]} rows)" if sizes else ""
     else:
@@ -148,16 +175,23 @@ def plot_clients(summary: dict[str, Any], out_dir: str | Path) -> Path:
 
 def client_rows(records: list[dict[str, Any]]) -> dict[str, int]:
     """``{"client 0": 50, ...}``: the rows each client last evaluated on (its validation slice)."""
-    return {client_name(client): client["evaluate"]["examples"] for record in records
-            for client in record.get("per_client", []) if "examples" in client.get("evaluate", {})}
+    return {
+        client_name(client): client["evaluate"]["examples"]
+        for record in records
+        for client in record.get("per_client", [])
+        if "examples" in client.get("evaluate", {})
+    }
 
 
 def client_spread(records: list[dict[str, Any]]) -> list[tuple[int, float, float, float]]:
     """``[(round, median, 10th percentile, 90th percentile), ...]`` of the clients' validation accuracy."""
     spread = []
     for record in records:
-        values = [c["evaluate"]["accuracy"] for c in record.get("per_client", [])
-                  if c.get("evaluate", {}).get("accuracy") is not None]
+        values = [
+            c["evaluate"]["accuracy"]
+            for c in record.get("per_client", [])
+            if c.get("evaluate", {}).get("accuracy") is not None
+        ]
         if values:
             p10, median, p90 = np.percentile(values, [10, 50, 90])
             spread.append((record["round"], float(median), float(p10), float(p90)))
@@ -179,8 +213,11 @@ def client_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, fl
 
 def privacy_curve(records: list[dict[str, Any]]) -> list[tuple[int, float, float]]:
     """``[(round, epsilon spent, held-out accuracy), ...]`` of a differentially private run's rounds."""
-    return [(r["round"], r["privacy"]["epsilon"], r["centralized"]["accuracy"]) for r in records
-            if r.get("privacy") and "accuracy" in r.get("centralized", {})]
+    return [
+        (r["round"], r["privacy"]["epsilon"], r["centralized"]["accuracy"])
+        for r in records
+        if r.get("privacy") and "accuracy" in r.get("centralized", {})
+    ]
 
 
 def plot_privacy(summary: dict[str, Any], out_dir: str | Path) -> Path:
@@ -194,13 +231,21 @@ def plot_privacy(summary: dict[str, Any], out_dir: str | Path) -> Path:
     rounds, epsilons, accuracies = zip(*points) if points else ((), (), ())
     axes.plot(epsilons, accuracies, "o-", markersize=3, label=HELD_OUT)
     for index in sorted({0, len(points) // 2, len(points) - 1}) if points else ():
-        axes.annotate(f"round {rounds[index]}", (epsilons[index], accuracies[index]), textcoords="offset points",
-                      xytext=(4, -12), fontsize=8)
+        axes.annotate(
+            f"round {rounds[index]}",
+            (epsilons[index], accuracies[index]),
+            textcoords="offset points",
+            xytext=(4, -12),
+            fontsize=8,
+        )
     spent = summary.get("privacy") or (summary.get("rounds") or [{}])[-1].get("privacy") or {}
     axes.set_xlabel(f"epsilon spent (delta {spent.get('delta', '?')}, {spent.get('accounting', 'RDP')})", fontsize=8)
     axes.set_ylabel("accuracy")
-    axes.set_title(f"accuracy against privacy spent: noise {spent.get('noise_multiplier')}, clipping norm "
-                   f"{spent.get('clipping_norm')} ({spent.get('clipping')} side)\n{describe_run(summary)}", fontsize=9)
+    axes.set_title(
+        f"accuracy against privacy spent: noise {spent.get('noise_multiplier')}, clipping norm "
+        f"{spent.get('clipping_norm')} ({spent.get('clipping')} side)\n{describe_run(summary)}",
+        fontsize=9,
+    )
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
     figure.tight_layout()
@@ -215,20 +260,31 @@ def plot_confusion(confusion: list[list[int]], summary: dict[str, Any], out_dir:
     for true, predicted in np.ndindex(matrix.shape):
         count = matrix[true, predicted]
         if count:
-            axes.text(predicted, true, str(count), ha="center", va="center", fontsize=7,
-                      color="white" if count > matrix.max() / 2 else "black")
+            axes.text(
+                predicted,
+                true,
+                str(count),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if count > matrix.max() / 2 else "black",
+            )
     axes.set_xticks(range(matrix.shape[1]))
     axes.set_yticks(range(matrix.shape[0]))
     axes.set_xlabel("predicted digit")
     axes.set_ylabel("true digit")
     accuracy = np.trace(matrix) / max(1, matrix.sum())
-    axes.set_title(f"held-out confusion matrix, final model: {accuracy:.3f} accurate\n{describe_run(summary)}", fontsize=9)
+    axes.set_title(
+        f"held-out confusion matrix, final model: {accuracy:.3f} accurate\n{describe_run(summary)}", fontsize=9
+    )
     figure.colorbar(image, ax=axes, label="test images")
     figure.tight_layout()
     return _save(figure, Path(out_dir) / "confusion.png")
 
 
-def plot_mistakes(mistakes: list[dict[str, Any]], images: np.ndarray, summary: dict[str, Any], out_dir: str | Path) -> Path:
+def plot_mistakes(
+    mistakes: list[dict[str, Any]], images: np.ndarray, summary: dict[str, Any], out_dir: str | Path
+) -> Path:
     """Draw ``mistakes.png``: held-out digits the final model got wrong, the most confident first.
 
     ``mistakes`` are ``{"index", "true", "predicted", "confidence"}`` (``fedmnist.mistakes``);
@@ -241,13 +297,21 @@ def plot_mistakes(mistakes: list[dict[str, Any]], images: np.ndarray, summary: d
     figure, axes = plt.subplots(figsize=(columns * 1.2, rows * 1.4 + 0.6), dpi=110)
     for number, mistake in enumerate(mistakes):
         top, left = (number // columns) * (tile + gap), (number % columns) * (tile + gap // 2)
-        mosaic[top:top + tile, left:left + tile] = images[mistake["index"]].reshape(tile, tile)
-        axes.text(left + tile / 2, top + tile + gap / 2, f"{mistake['true']} as {mistake['predicted']}, "
-                  f"{confidence_label(mistake['confidence'])}", ha="center", va="center", fontsize=7)
+        mosaic[top : top + tile, left : left + tile] = images[mistake["index"]].reshape(tile, tile)
+        axes.text(
+            left + tile / 2,
+            top + tile + gap / 2,
+            f"{mistake['true']} as {mistake['predicted']}, {confidence_label(mistake['confidence'])}",
+            ha="center",
+            va="center",
+            fontsize=7,
+        )
     axes.imshow(mosaic, cmap="gray_r", interpolation="nearest")
     axes.axis("off")
-    axes.set_title(f"held-out digits the final model gets wrong (true as predicted, confidence)\n{describe_run(summary)}",
-                   fontsize=8)
+    axes.set_title(
+        f"held-out digits the final model gets wrong (true as predicted, confidence)\n{describe_run(summary)}",
+        fontsize=8,
+    )
     figure.tight_layout()
     return _save(figure, Path(out_dir) / "mistakes.png")
 
@@ -304,8 +368,15 @@ def plot_comparison(results: list[dict[str, Any]], title: str, path: str | Path)
         if result["curve"]:
             rounds, values = zip(*result["curve"])
             # Settings that give the same curve (fedavg and fedprox after a round) must not hide each other.
-            axes.plot(rounds, values, _LINE_STYLES[index % len(_LINE_STYLES)], marker=_MARKERS[index % len(_MARKERS)],
-                      markersize=5, fillstyle="none", label=f"{result['setting']}: {values[-1]:.3f}")
+            axes.plot(
+                rounds,
+                values,
+                _LINE_STYLES[index % len(_LINE_STYLES)],
+                marker=_MARKERS[index % len(_MARKERS)],
+                markersize=5,
+                fillstyle="none",
+                label=f"{result['setting']}: {values[-1]:.3f}",
+            )
     axes.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes.set_xlabel("round")
     axes.set_ylabel("held-out accuracy")
@@ -321,7 +392,12 @@ def plot_privacy_utility(results: list[dict[str, Any]], title: str, path: str | 
     figure, axes = plt.subplots(figsize=(9, 5.5), dpi=110)
     for result in results:
         if result.get("epsilon") is None:
-            axes.axhline(result["final"], linestyle="--", color="gray", label=f"{result['setting']} (no DP): {result['final']:.3f}")
+            axes.axhline(
+                result["final"],
+                linestyle="--",
+                color="gray",
+                label=f"{result['setting']} (no DP): {result['final']:.3f}",
+            )
         else:
             axes.plot([result["epsilon"]], [result["final"]], "o", label=f"{result['setting']}: {result['final']:.3f}")
     axes.set_xscale("log")
@@ -355,9 +431,12 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = Parser(prog="python -m fedmnist.plots", description=main.__doc__)
     parser.add_argument("history", nargs="?", help="history/history_<rounds>.json (or the .pkl beside it)")
-    parser.add_argument("--compare", nargs="+", metavar="HISTORY",
-                        help="instead: overlay the held-out accuracy of these runs in one PNG (--out FILE, "
-                        "default comparison.png)")
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="HISTORY",
+        help="instead: overlay the held-out accuracy of these runs in one PNG (--out FILE, default comparison.png)",
+    )
     parser.add_argument("--out", default=None, help="folder for the PNGs (default: plots/ beside history/)")
     args = parser.parse_args(argv)
     if bool(args.history) == bool(args.compare):
@@ -365,8 +444,13 @@ def main(argv: list[str] | None = None) -> None:
 
     def compare() -> None:
         runs = [(path, *load_history(path)) for path in args.compare]
-        results = [{"setting": summary.get("name") or Path(path).stem, "curve": history.metrics_centralized.get("accuracy", [])}
-                   for path, history, summary in runs]
+        results = [
+            {
+                "setting": summary.get("name") or Path(path).stem,
+                "curve": history.metrics_centralized.get("accuracy", []),
+            }
+            for path, history, summary in runs
+        ]
         print(plot_comparison(results, "held-out accuracy per round", args.out or "comparison.png"))
 
     def redraw() -> None:

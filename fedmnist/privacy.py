@@ -49,12 +49,7 @@ from flwr.supercore.differential_privacy import (
     add_gaussian_noise_to_params,
     compute_clip_model_update,
 )
-from flwr.supercore.privacy_accounting import (
-    GaussianPrivacyEvent,
-    NeighboringRelation,
-    PrivacyConfig,
-    SamplingMethod,
-)
+from flwr.supercore.privacy_accounting import GaussianPrivacyEvent, NeighboringRelation, PrivacyConfig, SamplingMethod
 from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
 ACCOUNTING = "RDP of the Gaussian mechanism, one release per round, no sampling amplification (Flower's RdpAccountant)"
@@ -95,17 +90,24 @@ class PrivacyLedger:
     def __init__(self, dp: DpSettings, population: int, releases: int = 0) -> None:
         self.dp = dp
         self.population = population
-        self.accountant = RdpAccountant(PrivacyConfig(
-            target_delta=dp.delta, population_size=population,
-            neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
-            sampling_method=SamplingMethod.NO_AMPLIFICATION, max_epsilon=dp.max_epsilon,
-        ))
+        self.accountant = RdpAccountant(
+            PrivacyConfig(
+                target_delta=dp.delta,
+                population_size=population,
+                neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+                sampling_method=SamplingMethod.NO_AMPLIFICATION,
+                max_epsilon=dp.max_epsilon,
+            )
+        )
         if releases:
             self.accountant.compose(self._event(1), releases)
 
     def _event(self, sample_size: int) -> GaussianPrivacyEvent:
-        return GaussianPrivacyEvent(noise_multiplier=self.dp.noise, sample_size=min(sample_size, self.population),
-                                    population_size=self.population)
+        return GaussianPrivacyEvent(
+            noise_multiplier=self.dp.noise,
+            sample_size=min(sample_size, self.population),
+            population_size=self.population,
+        )
 
     @property
     def epsilon(self) -> float:
@@ -134,14 +136,22 @@ class PrivacyLedger:
 
     def record(self) -> dict[str, Any]:
         """What a round's record says about privacy: ε so far and how it was accounted."""
-        return {"epsilon": self.epsilon, "delta": self.dp.delta, "noise_multiplier": self.dp.noise,
-                "clipping_norm": self.dp.clip, "clipping": self.dp.side, "releases": self.accountant.num_releases,
-                "max_epsilon": self.dp.max_epsilon, "accounting": ACCOUNTING}
+        return {
+            "epsilon": self.epsilon,
+            "delta": self.dp.delta,
+            "noise_multiplier": self.dp.noise,
+            "clipping_norm": self.dp.clip,
+            "clipping": self.dp.side,
+            "releases": self.accountant.num_releases,
+            "max_epsilon": self.dp.max_epsilon,
+            "accounting": ACCOUNTING,
+        }
 
 
 def _noised_mean(
     wrapper: DifferentialPrivacyServerSideFixedClipping | DifferentialPrivacyClientSideFixedClipping,
-    server_round: int, results: list[tuple[ClientProxy, FitRes]],
+    server_round: int,
+    results: list[tuple[ClientProxy, FitRes]],
 ) -> tuple[Parameters | None, dict[str, Scalar]]:
     """The wrapped strategy's mean of the (clipped) ``results`` with equal weights, plus the Gaussian noise.
 
@@ -156,8 +166,9 @@ def _noised_mean(
     equal = [(proxy, replace(result, num_examples=1)) for proxy, result in results]
     parameters, metrics = wrapper.strategy.aggregate_fit(server_round, equal, [])
     if parameters is not None:
-        parameters = add_gaussian_noise_to_params(parameters, wrapper.noise_multiplier, wrapper.clipping_norm,
-                                                  len(results))
+        parameters = add_gaussian_noise_to_params(
+            parameters, wrapper.noise_multiplier, wrapper.clipping_norm, len(results)
+        )
     return parameters, metrics
 
 
@@ -172,9 +183,22 @@ class ServerSideClipping(DifferentialPrivacyServerSideFixedClipping):
     def aggregate_fit(
         self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: list[Any]
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
-        clipped = [(proxy, replace(result, parameters=ndarrays_to_parameters(clip_update(
-            parameters_to_ndarrays(result.parameters), self.current_round_params, {KEY_CLIPPING_NORM: self.clipping_norm},
-        )))) for proxy, result in results]
+        clipped = [
+            (
+                proxy,
+                replace(
+                    result,
+                    parameters=ndarrays_to_parameters(
+                        clip_update(
+                            parameters_to_ndarrays(result.parameters),
+                            self.current_round_params,
+                            {KEY_CLIPPING_NORM: self.clipping_norm},
+                        )
+                    ),
+                ),
+            )
+            for proxy, result in results
+        ]
         return _noised_mean(self, server_round, clipped)
 
 

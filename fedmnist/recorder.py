@@ -85,8 +85,12 @@ class RoundRecorder:
         self._current = {"round": server_round, "connected_clients": connected_clients}
 
     def fitted(
-        self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: Failures,
-        parameters: Parameters | None, metrics: dict[str, Scalar],
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, FitRes]],
+        failures: Failures,
+        parameters: Parameters | None,
+        metrics: dict[str, Scalar],
     ) -> None:
         """The round's training: the results aggregated, the failures (rejected updates among them)."""
         if parameters is not None:
@@ -115,8 +119,12 @@ class RoundRecorder:
     def evaluated_centrally(self, server_round: int, result: tuple[float, dict[str, Scalar]], seconds: float) -> None:
         """The global model on the held-out set; round 0 is the starting model."""
         loss, metrics = result
-        record = {"centralized": dict(metrics), "centralized_seconds": seconds, "loss_centralized": loss,
-                  **(self.centralized_extras() if self.centralized_extras else {})}
+        record = {
+            "centralized": dict(metrics),
+            "centralized_seconds": seconds,
+            "loss_centralized": loss,
+            **(self.centralized_extras() if self.centralized_extras else {}),
+        }
         if server_round:
             self._current.update(record)
             return
@@ -127,8 +135,12 @@ class RoundRecorder:
                 self.live_log.initial(record)
 
     def evaluated(
-        self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]], failures: Failures,
-        loss: float | None, metrics: dict[str, Scalar],
+        self,
+        server_round: int,
+        results: list[tuple[ClientProxy, EvaluateRes]],
+        failures: Failures,
+        loss: float | None,
+        metrics: dict[str, Scalar],
     ) -> dict[str, Any]:
         """The clients' evaluation, the round's last step: finish its record, append it to the log, return it."""
         _log_failures(server_round, "evaluation", failures)
@@ -148,7 +160,9 @@ class RoundRecorder:
             per_client=sorted(self._per_client.values(), key=client_order),
         )
         record["seconds"] = self.clock() - self._round_started
-        local = sum(record.get(key, 0.0) for key in ("client_fit_seconds", "client_evaluate_seconds", "centralized_seconds"))
+        local = sum(
+            record.get(key, 0.0) for key in ("client_fit_seconds", "client_evaluate_seconds", "centralized_seconds")
+        )
         record["coordination_seconds"] = max(0.0, record["seconds"] - local)
         self.rounds.append(record)
         if self.live_log is not None:
@@ -165,17 +179,18 @@ class RoundRecorder:
 def _client_entry(proxy: ClientProxy, result: FitRes | EvaluateRes, stage: str) -> dict[str, Any]:
     """One client's numbers for a stage of the round: examples, accuracy, loss and seconds."""
     metrics = result.metrics
-    numbers = {"examples": result.num_examples, "accuracy": metrics.get("accuracy"), "loss": metrics.get("loss"),
-               "seconds": metrics.get(f"{stage}_seconds")}
+    numbers = {
+        "examples": result.num_examples,
+        "accuracy": metrics.get("accuracy"),
+        "loss": metrics.get("loss"),
+        "seconds": metrics.get(f"{stage}_seconds"),
+    }
     entry: dict[str, Any] = {"cid": proxy.cid, stage: {k: v for k, v in numbers.items() if v is not None}}
     if "partition_id" in metrics:
         entry["partition_id"] = int(metrics["partition_id"])
     if isinstance(metrics.get(config.PARTICIPANT_KEY), str):
         entry["participant"] = metrics[config.PARTICIPANT_KEY]
     return entry
-
-
-
 
 
 def describe_failure(failure: tuple[ClientProxy, FitRes | EvaluateRes] | BaseException) -> str:
@@ -220,12 +235,16 @@ def progress_line(record: dict[str, Any], num_rounds: int, elapsed: float, round
     timed = rounds_timed or done
     left = elapsed / timed * (num_rounds - done) if timed else math.nan
     answered = f" | {record['fit_results']}/{record['connected_clients']} clients" if "fit_results" in record else ""
-    clients = (f" | clients acc {_percent(record.get('evaluate', {}).get('accuracy'))}"
-               f" loss {_number(record.get('evaluate', {}).get('loss'))}")
+    clients = (
+        f" | clients acc {_percent(record.get('evaluate', {}).get('accuracy'))}"
+        f" loss {_number(record.get('evaluate', {}).get('loss'))}"
+    )
     if record.get("fit_results") == 0:  # The clients evaluated an unchanged model: their numbers would look new.
         rejected = record.get("rejected_updates", 0)
-        answered += (f": NO UPDATE ACCEPTED ({rejected} rejected, {record.get('fit_failures', 0) - rejected} failed),"
-                     " model unchanged")
+        answered += (
+            f": NO UPDATE ACCEPTED ({rejected} rejected, {record.get('fit_failures', 0) - rejected} failed),"
+            " model unchanged"
+        )
         clients = ""
     privacy = record.get("privacy")
     spent = f" | epsilon {privacy['epsilon']:.3g} (delta {privacy['delta']:g})" if privacy else ""

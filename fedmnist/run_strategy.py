@@ -235,9 +235,15 @@ class RunStrategy(Strategy):
         last = self.recorder.rounds[-limit:]
         if len(last) < limit or any(record.get("fit_results", 0) for record in last):
             return
-        reasons = Counter(_CLIENT_PREFIX.sub(r"\1", reason) for record in last
-                          for reason in record.get("failure_reasons", []) if not reason.startswith("evaluation: "))
+        reasons = Counter(
+            _CLIENT_PREFIX.sub(r"\1", reason)
+            for record in last
+            for reason in record.get("failure_reasons", [])
+            if not reason.startswith("evaluation: ")
+        )
         said = "; ".join(f"{reason} ({count}x)" if count > 1 else reason for reason, count in reasons.most_common(3))
-        self.stalled = (f"rounds {last[0]['round']}-{last[-1]['round']} accepted no update, so the model stopped "
-                        f"learning ({said or 'no client answered'})")
+        self.stalled = (
+            f"rounds {last[0]['round']}-{last[-1]['round']} accepted no update, so the model stopped "
+            f"learning ({said or 'no client answered'})"
+        )
         raise TrainingStalled(self.stalled)

@@ -79,6 +79,7 @@ def secagg_mod(message: Message, context: Context, call_next: Any) -> Message:
 
 def _weighed_one(call_next: Any) -> Any:
     """``call_next``, its training reply claiming one example: the weight SecAgg+ gives the update."""
+
     def call(message: Message, context: Context) -> Message:
         reply = call_next(message, context)
         if not reply.has_error():
@@ -89,7 +90,7 @@ def _weighed_one(call_next: Any) -> Any:
 
 
 def secagg_federation(
-    grid: Grid, context: Context, shares: int, threshold: int, timeout: float | None, equal_weights: bool,
+    grid: Grid, context: Context, shares: int, threshold: int, timeout: float | None, equal_weights: bool
 ) -> Any:
     """The federation step of a ServerApp whose rounds train through SecAgg+ (``fedmnist.server_run.Federate``).
 
@@ -101,18 +102,26 @@ def secagg_federation(
     from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 
     def federation(server: Server, server_config: ServerConfig) -> History:
-        legacy = LegacyContext(context=context, config=server_config, strategy=SecAggResults(server.strategy),
-                               client_manager=server.client_manager())
+        legacy = LegacyContext(
+            context=context,
+            config=server_config,
+            strategy=SecAggResults(server.strategy),
+            client_manager=server.client_manager(),
+        )
         # The largest example count a client of this run has (the validation's bound); see the module docstring.
         bound = cast("RunStrategy", server.strategy).validator.max_fit_examples  # run_server's strategy.
         assert equal_weights or bound is not None, "a run's validation knows its largest example count"
         max_weight = 1.0 if equal_weights or bound is None else float(bound)
-        workflow = DefaultWorkflow(fit_workflow=SecAggPlusWorkflow(
-            num_shares=shares, reconstruction_threshold=threshold, max_weight=max_weight, timeout=timeout))
+        workflow = DefaultWorkflow(
+            fit_workflow=SecAggPlusWorkflow(
+                num_shares=shares, reconstruction_threshold=threshold, max_weight=max_weight, timeout=timeout
+            )
+        )
         workflow(grid, legacy)
         # The workflow keeps the global model in the context's state, where Server.fit kept it in the server.
-        server.parameters = compat.arrayrecord_to_parameters(legacy.state.array_records[MAIN_PARAMS_RECORD],
-                                                             keep_input=True)
+        server.parameters = compat.arrayrecord_to_parameters(
+            legacy.state.array_records[MAIN_PARAMS_RECORD], keep_input=True
+        )
         return legacy.history
 
     return federation
@@ -159,7 +168,7 @@ class SecAggResults(Strategy):
             if len(arrays) == len(self._dtypes):
                 converted = ndarrays_to_parameters([a.astype(d, copy=False) for a, d in zip(arrays, self._dtypes)])
                 results = [(proxy, replace(result, parameters=converted)) for proxy, result in results]
-        return self.strategy.aggregate_fit(server_round, results, failures[:max(0, self._sampled - len(results))])
+        return self.strategy.aggregate_fit(server_round, results, failures[: max(0, self._sampled - len(results))])
 
     def configure_evaluate(
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
@@ -173,8 +182,10 @@ class SecAggResults(Strategy):
 
     def evaluate(self, server_round: int, parameters: Parameters) -> tuple[float, dict[str, Scalar]] | None:
         if self._unaggregated == server_round:
-            gave_up = SecAggGaveUp("SecAgg+ gave up on the round: too few clients answered in time to unmask "
-                                   "their sum (fewer than --secagg-threshold of some client's neighbours)")
+            gave_up = SecAggGaveUp(
+                "SecAgg+ gave up on the round: too few clients answered in time to unmask "
+                "their sum (fewer than --secagg-threshold of some client's neighbours)"
+            )
             self.aggregate_fit(server_round, [], [gave_up] * self._sampled)
         return self.strategy.evaluate(server_round, parameters)
 

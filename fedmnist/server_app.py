@@ -49,7 +49,9 @@ def main(grid: Grid, context: Context) -> None:
     os.environ.setdefault(RESUME_COMMAND, flwr_resume_command(dict(context.run_config)))
     warnings.filterwarnings("ignore", category=DeprecationWarning)  # Flower's simulation turns them all on.
     try:
-        settings = settings_from_run_config(dict(context.run_config), GRID_RUNTIMES.get(type(grid).__name__, "deployment"))
+        settings = settings_from_run_config(
+            dict(context.run_config), GRID_RUNTIMES.get(type(grid).__name__, "deployment")
+        )
         log.info("results go to %s", Path(settings.out).resolve())
         lock = lock_results(settings.out)  # Held for the run: one run per results folder.
         try:
@@ -106,7 +108,9 @@ def settings_from_run_config(run_config: dict[str, Any], runtime: str) -> Server
     """``ServerSettings`` from a run config; one clear error for an unknown key or a value of the wrong type."""
     defaults = run_config_defaults()
     choices = {flag_name(f.name): f.metadata["choices"] for f in run_config_fields() if f.metadata["choices"]}
-    checks = {flag_name(f.name): f.metadata["type"] for f in run_config_fields() if f.metadata["type"]}  # As the flags'.
+    checks = {
+        flag_name(f.name): f.metadata["type"] for f in run_config_fields() if f.metadata["type"]
+    }  # As the flags'.
     none_as = _none_as()
     unknown = sorted(set(run_config) - set(defaults))
     if unknown:

@@ -88,7 +88,7 @@ def run_server(settings: ServerSettings, process_started: float, federate: Feder
     if settings.tls_dir:
         load_server_certificates(settings.tls_dir)  # Refuse bad certificate files before any work.
     if settings.dataset.startswith(config.IDX_PREFIX):  # Its files exist, before earlier results move.
-        find_idx_files(settings.dataset[len(config.IDX_PREFIX):])
+        find_idx_files(settings.dataset[len(config.IDX_PREFIX) :])
     if not settings.resume:
         archived = archive_earlier_results(paths.root)
         if archived is not None:
@@ -100,8 +100,7 @@ def run_server(settings: ServerSettings, process_started: float, federate: Feder
 
 
 def _run(
-    settings: ServerSettings, process_started: float, paths: RunPaths, checkpoint: Checkpoint | None,
-    federate: Federate,
+    settings: ServerSettings, process_started: float, paths: RunPaths, checkpoint: Checkpoint | None, federate: Federate
 ) -> RunPaths:
     """``run_server`` once its checks passed: data, model, strategy, the rounds through ``federate``, results."""
     data_started = time.perf_counter()
@@ -109,7 +108,9 @@ def _run(
     data_seconds = time.perf_counter() - data_started
     log.info(
         "data: %s, %d training rows for the clients, %d held-out test rows for the server",
-        data.source, len(data.y_train), len(data.y_test),
+        data.source,
+        len(data.y_train),
+        len(data.y_test),
     )
     # The clients cut the same partition from the same seed; the server counts labels, and the
     # largest shares bound the example counts clients may claim (fedmnist.validation).
@@ -125,19 +126,22 @@ def _run(
     # needs the initial model's weights, is built when Flower first asks for it. A runtime
     # that starts workers of its own (the simulation's Ray) has the CPU first: they import
     # TensorFlow too, and round 1 waits for theirs, not for this one (fedmnist.simulation).
-    trainer = ThreadPoolExecutor(max_workers=1).submit(_build_trainer, settings.seed, settings.model,
-                                                       getattr(federate, "workers_starting", None))
+    trainer = ThreadPoolExecutor(max_workers=1).submit(
+        _build_trainer, settings.seed, settings.model, getattr(federate, "workers_starting", None)
+    )
     evaluator = HeldOutEvaluator(trainer, data)
     strategy = RunStrategy(
         lambda: _build_strategy(settings, evaluator, client_config, checkpoint),
         validator=UpdateValidator(
             max_norm_factor=settings.max_update_norm_factor,
-            max_fit_examples=largest - validation_size(largest), max_evaluate_examples=validation_size(largest),
+            max_fit_examples=largest - validation_size(largest),
+            max_evaluate_examples=validation_size(largest),
             # The server enforces the clipping it asked the clients for (fedmnist.privacy).
             max_norm=dp.clip * CLIP_TOLERANCE if dp and dp.side == "client" else None,
         ),
         recorder=RoundRecorder(
-            num_rounds=settings.rounds, log_path=paths.round_log,
+            num_rounds=settings.rounds,
+            log_path=paths.round_log,
             earlier_rounds=checkpoint.records if checkpoint else None,
             initial=checkpoint.initial if checkpoint else None,
             centralized_extras=lambda: {"confusion": evaluator.confusion},
@@ -150,24 +154,40 @@ def _run(
     done = strategy.resumed_after
     started = datetime.now(UTC)
     name = settings.name or (checkpoint.config.get("name") if checkpoint else None) or settings.default_name(started)
-    header: Header = {"config": asdict(settings), "data_source": data.source, "started": started.isoformat(timespec="seconds"),
-              "resumed_after_round": done, "name": name,
-              "label_histograms": histograms.tolist()}  # The dashboard shows them while the run goes.
+    header: Header = {
+        "config": asdict(settings),
+        "data_source": data.source,
+        "started": started.isoformat(timespec="seconds"),
+        "resumed_after_round": done,
+        "name": name,
+        "label_histograms": histograms.tolist(),
+    }  # The dashboard shows them while the run goes.
     LiveLogWriter(paths.round_log).start(header, resume=checkpoint is not None)
     server_ready = time.perf_counter()
 
     def summary_now() -> dict[str, Any]:
         finished = time.perf_counter()
-        return {**_summary(settings, data.source, histograms, recorder, {
-            "server_startup_seconds": server_ready - process_started,
-            "server_data_seconds": data_seconds,
-            "federation_seconds": finished - server_ready,
-            "server_total_seconds": finished - process_started,
-        }), "started": header["started"], "name": name}  # "started" matches the live log's header: readers pair the two.
+        return {
+            **_summary(
+                settings,
+                data.source,
+                histograms,
+                recorder,
+                {
+                    "server_startup_seconds": server_ready - process_started,
+                    "server_data_seconds": data_seconds,
+                    "federation_seconds": finished - server_ready,
+                    "server_total_seconds": finished - process_started,
+                },
+            ),
+            "started": header["started"],
+            "name": name,
+        }  # "started" matches the live log's header: readers pair the two.
 
     try:
-        history, final_weights = _federate(settings, strategy, client_config(0), settings.rounds - done,
-                                           paths.round_log, federate)
+        history, final_weights = _federate(
+            settings, strategy, client_config(0), settings.rounds - done, paths.round_log, federate
+        )
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM (fedmnist.cli.take_back_stop_signals).
         ignore_stop_signals()  # A second Ctrl-C must not cut the saving short.
         strategy.stop()  # Flower may drive the rounds from another thread (the simulation): no round after this.
@@ -180,7 +200,9 @@ def _run(
         log.debug("%s", failed, exc_info=True)  # The traceback, with --verbose.
         raise RunFailed(f"{failed}. {_stop_early(paths, evaluator, recorder, summary_now(), failed)}") from error
     if strategy.stalled:  # A run that trains nothing must not end as finished.
-        raise UserError(f"{strategy.stalled}. {_stop_early(paths, evaluator, recorder, summary_now(), strategy.stalled)}")
+        raise UserError(
+            f"{strategy.stalled}. {_stop_early(paths, evaluator, recorder, summary_now(), strategy.stalled)}"
+        )
     # Flower's History has only this process's rounds (none after a budget stop); ours has all.
     if history is None or checkpoint is not None or strategy.budget_stop:
         history = history_from_records(recorder.rounds, recorder.initial)
@@ -190,15 +212,25 @@ def _run(
     if strategy.budget_stop:
         summary["stopped"] = strategy.budget_stop
         summary["stopped_after_round"] = len(recorder.rounds)
-        log.warning("%s: stopped after round %d of %d; the results are saved", strategy.budget_stop,
-                    len(recorder.rounds), settings.rounds)
+        log.warning(
+            "%s: stopped after round %d of %d; the results are saved",
+            strategy.budget_stop,
+            len(recorder.rounds),
+            settings.rounds,
+        )
     if settings.baseline:
         log.info("training the centralized baseline (--baseline) on the clients' rows ...")
         summary["baseline"] = train_centrally(
             # As many epochs as the federation ran rounds: a budget stop ends it before --rounds.
-            data, num_clients=settings.clients, rounds=len(recorder.rounds), seed=settings.seed,
-            partition=settings.partition, model=settings.model, local_epochs=settings.local_epochs,
-            batch_size=settings.batch_size, learning_rate=settings.learning_rate,
+            data,
+            num_clients=settings.clients,
+            rounds=len(recorder.rounds),
+            seed=settings.seed,
+            partition=settings.partition,
+            model=settings.model,
+            local_epochs=settings.local_epochs,
+            batch_size=settings.batch_size,
+            learning_rate=settings.learning_rate,
         )
         log.info("centralized baseline: held-out accuracy %.3f", summary["baseline"]["accuracy"][-1][1])
     _save_results(paths, evaluator, final_weights, history, summary)
@@ -225,16 +257,25 @@ def _privacy_ledger(dp: DpSettings, population: int, checkpoint: Checkpoint | No
 def _client_config(settings: ServerSettings, data_source: str) -> Callable[[int], dict[str, Scalar]]:
     """The config every fit and evaluate message carries: the run's settings for the clients, and the round."""
     return fit_config(
-        local_epochs=settings.local_epochs, batch_size=settings.batch_size, learning_rate=settings.learning_rate,
-        keep_optimizer=settings.keep_optimizer, partition=settings.partition,
+        local_epochs=settings.local_epochs,
+        batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        keep_optimizer=settings.keep_optimizer,
+        partition=settings.partition,
         run_id=f"{settings.strategy}/{settings.partition}/{time.time():.6f}",  # Unique per server run.
-        client_settings={"num-partitions": settings.clients, "seed": settings.seed, "model": settings.model,
-                         "dataset": data_source},
+        client_settings={
+            "num-partitions": settings.clients,
+            "seed": settings.seed,
+            "model": settings.model,
+            "dataset": data_source,
+        },
     )
 
 
 def _build_strategy(
-    settings: ServerSettings, evaluator: HeldOutEvaluator, client_config: Callable[[int], dict[str, Scalar]],
+    settings: ServerSettings,
+    evaluator: HeldOutEvaluator,
+    client_config: Callable[[int], dict[str, Scalar]],
     checkpoint: Checkpoint | None,
 ) -> Strategy:
     """The configured Flower strategy, starting from the initial model or the checkpoint."""
@@ -270,15 +311,18 @@ def _checkpointer(
         done = recorder.rounds[-1]["round"]
         assert recorder.parameters is not None, "a recorded round has its global model"
         write_text_atomic(paths.mistakes, json.dumps({"round": done, "mistakes": evaluator.mistakes}))
-        save_checkpoint(paths.checkpoint, Checkpoint(
-            round=done,
-            weights=parameters_to_ndarrays(recorder.parameters),
-            strategy_state=strategy_state(run.aggregator),
-            records=recorder.rounds,
-            initial=recorder.initial,
-            config=asdict(settings),
-            data_source=data_source,
-        ))
+        save_checkpoint(
+            paths.checkpoint,
+            Checkpoint(
+                round=done,
+                weights=parameters_to_ndarrays(recorder.parameters),
+                strategy_state=strategy_state(run.aggregator),
+                records=recorder.rounds,
+                initial=recorder.initial,
+                config=asdict(settings),
+                data_source=data_source,
+            ),
+        )
 
     return save
 
@@ -303,8 +347,10 @@ def _stop_early(
 def stopped_sentence(paths: RunPaths, done: int) -> str:
     """What a run stopped after round ``done`` saved, and how to go on."""
     partial = paths.as_partial()
-    return (f"Stopped after round {done} of {paths.rounds}: the completed rounds are saved as {partial.pickle.name}, "
-            f"{partial.json.name} and {partial.model.name}; to continue the run: {resume_command()}")
+    return (
+        f"Stopped after round {done} of {paths.rounds}: the completed rounds are saved as {partial.pickle.name}, "
+        f"{partial.json.name} and {partial.model.name}; to continue the run: {resume_command()}"
+    )
 
 
 def _save_results(
@@ -331,8 +377,11 @@ def _save_results(
         )
 
         folder = paths.plots_dir
-        drawn = [*plot_history(history, summary, folder), plot_label_histograms(summary, folder),
-                 plot_clients(summary, folder)]
+        drawn = [
+            *plot_history(history, summary, folder),
+            plot_label_histograms(summary, folder),
+            plot_clients(summary, folder),
+        ]
         if summary["confusion"]:
             drawn.append(plot_confusion(summary["confusion"], summary, folder))
         if privacy_curve(summary["rounds"]):
@@ -398,8 +447,10 @@ class HeldOutEvaluator:
         model.set_weights(weights)
         result, probabilities = model.evaluate_with_probabilities(self.x_test, self.y_test)
         self.confusion = confusion_matrix(self.y_test, probabilities.argmax(axis=1))
-        self.mistakes = [{**mistake, "pixels": self.pixels[mistake["index"]].tolist()}
-                         for mistake in worst_mistakes(self.y_test, probabilities)]
+        self.mistakes = [
+            {**mistake, "pixels": self.pixels[mistake["index"]].tolist()}
+            for mistake in worst_mistakes(self.y_test, probabilities)
+        ]
         return result.loss, result.accuracy
 
 
@@ -411,7 +462,11 @@ def _save_model(trainer: Trainer, weights: NDArrays, path: Path) -> None:
 
 
 def _federate(
-    settings: ServerSettings, strategy: Strategy, client_config: dict[str, Scalar], num_rounds: int, round_log: Path,
+    settings: ServerSettings,
+    strategy: Strategy,
+    client_config: dict[str, Scalar],
+    num_rounds: int,
+    round_log: Path,
     federate: Federate,
 ) -> tuple[History | None, NDArrays]:
     """Run ``num_rounds`` rounds with ``federate``; return Flower's History (if it gives one) and the final weights.
@@ -420,7 +475,9 @@ def _federate(
     to the live log, so the dashboard shows clients arriving before round 1.
     """
     manager = WaitingClientManager(
-        timeout=settings.client_timeout, expected=settings.clients, minimum=settings.minimum_clients,
+        timeout=settings.client_timeout,
+        expected=settings.clients,
+        minimum=settings.minimum_clients,
         on_change=LiveLogWriter(round_log).connected,
     )
     server_class = ReconnectingServer if settings.keep_clients else AppServer
@@ -444,11 +501,15 @@ def _runtime_federation(settings: ServerSettings) -> AbstractContextManager[Fede
     def classic(server: Server, server_config: ServerConfig) -> History:
         log.info(
             "Flower server on %s (%s): %d rounds, waiting for %d clients",
-            settings.address, "TLS" if settings.tls_dir else "no TLS", settings.rounds, settings.clients,
+            settings.address,
+            "TLS" if settings.tls_dir else "no TLS",
+            settings.rounds,
+            settings.clients,
         )
         certificates = load_server_certificates(settings.tls_dir) if settings.tls_dir else None
-        return start_server(server_address=settings.address, server=server, certificates=certificates,
-                            config=server_config)
+        return start_server(
+            server_address=settings.address, server=server, certificates=certificates, config=server_config
+        )
 
     return nullcontext(classic)
 
@@ -468,9 +529,16 @@ def grid_federation(grid: Grid, context: Context, settings: ServerSettings) -> F
     if settings.secagg:
         from fedmnist.secure_aggregation import secagg_federation
 
-        federation = secagg_federation(grid, context, settings.secagg_shares, settings.secagg_threshold,
-                                       settings.round_timeout, equal_weights=settings.dp_noise is not None)
+        federation = secagg_federation(
+            grid,
+            context,
+            settings.secagg_shares,
+            settings.secagg_threshold,
+            settings.round_timeout,
+            equal_weights=settings.dp_noise is not None,
+        )
     else:
+
         def federation(server: Server, server_config: ServerConfig) -> History:
             return start_grid(grid=grid, server=server, config=server_config)
 

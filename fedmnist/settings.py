@@ -39,8 +39,14 @@ SERVER = "server"  # Only server.py: ./run.sh decides it itself (the interface, 
 
 
 def setting(
-    default: Any, help: str, *, type: Callable[[str], Any] | None = None, choices: tuple[str, ...] | None = None,
-    flag: str | None = RUN, run_config: bool = True, none_as: Any = None,
+    default: Any,
+    help: str,
+    *,
+    type: Callable[[str], Any] | None = None,
+    choices: tuple[str, ...] | None = None,
+    flag: str | None = RUN,
+    run_config: bool = True,
+    none_as: Any = None,
 ) -> Any:
     """A ``ServerSettings`` field: ``default``, and how flags and the run config take it.
 
@@ -50,8 +56,17 @@ def setting(
     connection settings decide it there); ``none_as`` is how a None default
     appears in the run config (TOML has no None).
     """
-    return field(default=default, metadata={"help": help, "type": type, "choices": choices, "flag": flag,
-                                            "run_config": run_config, "none_as": none_as})
+    return field(
+        default=default,
+        metadata={
+            "help": help,
+            "type": type,
+            "choices": choices,
+            "flag": flag,
+            "run_config": run_config,
+            "none_as": none_as,
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -61,89 +76,169 @@ class ServerSettings:
     rounds: int = setting(config.ROUNDS, "federated rounds", type=positive_int)
     clients: int = setting(config.CLIENTS, "clients that train every round", type=positive_int)
     port: int = setting(config.PORT, "server port", type=port_number, run_config=False)
-    host: str = setting(config.SERVER_HOST, "interface to listen on (default: %(default)s, all)", flag=SERVER,
-                        run_config=False)
+    host: str = setting(
+        config.SERVER_HOST, "interface to listen on (default: %(default)s, all)", flag=SERVER, run_config=False
+    )
     out: str = setting(".", "folder that gets history/, models/ and plots/ (default: the current folder)")
-    dataset: str = setting(config.DATASET, "data source: auto = MNIST from OpenML if reachable or cached, else the "
-                           "offline 5k subset; openml; mnist-5k; fashion-mnist (OpenML, else Debian's "
-                           "dataset-fashion-mnist); or idx:DIR, a folder of MNIST's four IDX files (README, Data)",
-                           type=dataset_spec)
+    dataset: str = setting(
+        config.DATASET,
+        "data source: auto = MNIST from OpenML if reachable or cached, else the "
+        "offline 5k subset; openml; mnist-5k; fashion-mnist (OpenML, else Debian's "
+        "dataset-fashion-mnist); or idx:DIR, a folder of MNIST's four IDX files (README, Data)",
+        type=dataset_spec,
+    )
     seed: int = setting(config.SEED, "seed of the client partitions and the initial model", type=int)
-    data_home: str | None = setting(None, "scikit-learn data home for the MNIST cache (default: scikit-learn's)",
-                                    none_as="")
-    partition: str = setting(config.PARTITION, "how training rows are split among clients: iid, dirichlet:ALPHA "
-                             "(label skew, e.g. 0.1) or shards:K (K label-sorted shards each)", type=partition_spec)
-    model: str = setting(config.MODEL, "mlp (784-128-10), dense32 (784-32-10), cnn (small convnet), or the FedAvg "
-                         "paper's 2nn (784-200-200-10) and cnn-paper (two 5x5 convolutions, fc 512)",
-                         choices=config.MODELS)
+    data_home: str | None = setting(
+        None, "scikit-learn data home for the MNIST cache (default: scikit-learn's)", none_as=""
+    )
+    partition: str = setting(
+        config.PARTITION,
+        "how training rows are split among clients: iid, dirichlet:ALPHA "
+        "(label skew, e.g. 0.1) or shards:K (K label-sorted shards each)",
+        type=partition_spec,
+    )
+    model: str = setting(
+        config.MODEL,
+        "mlp (784-128-10), dense32 (784-32-10), cnn (small convnet), or the FedAvg "
+        "paper's 2nn (784-200-200-10) and cnn-paper (two 5x5 convolutions, fc 512)",
+        choices=config.MODELS,
+    )
     strategy: str = setting(config.STRATEGY, "Flower aggregation strategy", choices=config.STRATEGIES)
     fraction_fit: float = setting(config.FRACTION_FIT, "share of the clients trained each round, 0-1", type=fraction)
-    fraction_evaluate: float = setting(config.FRACTION_EVALUATE, "share of the clients that evaluate the global "
-                                       "model each round, 0-1", type=fraction)
-    runtime: str = setting(config.RUNTIME, "classic: a process per client (fastest for a few); simulation: "
-                           "virtual clients on Ray workers, for 100-1,000 clients on one machine; deployment: a "
-                           "SuperLink and a SuperNode per client (README, Runtimes)", choices=config.RUNTIMES,
-                           run_config=False)
+    fraction_evaluate: float = setting(
+        config.FRACTION_EVALUATE, "share of the clients that evaluate the global model each round, 0-1", type=fraction
+    )
+    runtime: str = setting(
+        config.RUNTIME,
+        "classic: a process per client (fastest for a few); simulation: "
+        "virtual clients on Ray workers, for 100-1,000 clients on one machine; deployment: a "
+        "SuperLink and a SuperNode per client (README, Runtimes)",
+        choices=config.RUNTIMES,
+        run_config=False,
+    )
     sim_cpus_per_client: float | None = setting(
-        None, "--runtime simulation: Ray CPUs each virtual client takes while it runs; 1 runs one per core "
-        "(default: one Ray worker per core but one, which the server uses)", type=positive_float, run_config=False)
-    ray_address: str | None = setting(None, "--runtime simulation: join this running Ray cluster (e.g. "
-                                      "10.0.0.5:6379) instead of starting Ray on this machine", run_config=False)
-    proximal_mu: float = setting(config.PROXIMAL_MU, "FedProx's mu, the weight of the proximal term; --strategy "
-                                 "fedprox only", type=non_negative_float)
-    server_momentum: float = setting(config.SERVER_MOMENTUM, "FedAvgM's server momentum, above 0 and at most 1; "
-                                     "--strategy fedavgm only", type=fraction)
-    server_learning_rate: float = setting(config.SERVER_LEARNING_RATE, "FedAvgM's server learning rate; --strategy "
-                                          "fedavgm only", type=positive_float)
+        None,
+        "--runtime simulation: Ray CPUs each virtual client takes while it runs; 1 runs one per core "
+        "(default: one Ray worker per core but one, which the server uses)",
+        type=positive_float,
+        run_config=False,
+    )
+    ray_address: str | None = setting(
+        None,
+        "--runtime simulation: join this running Ray cluster (e.g. "
+        "10.0.0.5:6379) instead of starting Ray on this machine",
+        run_config=False,
+    )
+    proximal_mu: float = setting(
+        config.PROXIMAL_MU,
+        "FedProx's mu, the weight of the proximal term; --strategy fedprox only",
+        type=non_negative_float,
+    )
+    server_momentum: float = setting(
+        config.SERVER_MOMENTUM,
+        "FedAvgM's server momentum, above 0 and at most 1; --strategy fedavgm only",
+        type=fraction,
+    )
+    server_learning_rate: float = setting(
+        config.SERVER_LEARNING_RATE, "FedAvgM's server learning rate; --strategy fedavgm only", type=positive_float
+    )
     min_clients: int | None = setting(
-        None, "clients a round needs to go ahead, so the run survives the others failing (default: all but one, "
+        None,
+        "clients a round needs to go ahead, so the run survives the others failing (default: all but one, "
         "at least 1; the first round waits up to --client-timeout for all, then starts with those present if at "
-        "least this many)", type=positive_int, none_as=0)
-    client_timeout: float = setting(config.CLIENT_WAIT_TIMEOUT, "seconds to wait for the clients to connect",
-                                    type=positive_float, flag=SERVER)
-    round_timeout: float = setting(config.ROUND_TIMEOUT, "seconds a round waits for answers; clients later than "
-                                   "that count as failed", type=positive_float)
-    max_update_norm_factor: float = setting(config.MAX_UPDATE_NORM_FACTOR, "drop client updates farther from the "
-                                            "global model than this many times the round's median",
-                                            type=positive_float)
-    dp_noise: float | None = setting(None, "differential privacy: the Gaussian noise multiplier Z; each round's "
-                                     "average of clipped updates gets noise of std Z x clip / clients averaged "
-                                     "(README, Privacy; default: no DP)", type=positive_float, none_as=0.0)
-    dp_clip: float | None = setting(None, "differential privacy: the norm C every client update is clipped to "
-                                    "(needed with --dp-noise)", type=positive_float, none_as=0.0)
-    dp_side: str = setting(config.DP_SIDE, "differential privacy: where updates are clipped, on the server or by "
-                           "the clients (the server then refuses updates longer than C)", choices=config.DP_SIDES)
-    dp_delta: float = setting(config.DP_DELTA, "differential privacy: the delta the epsilon spent is reported at",
-                              type=probability)
-    dp_max_epsilon: float | None = setting(None, "differential privacy: stop before a round that would spend more "
-                                           "than this epsilon, and save the rounds done (default: no budget)",
-                                           type=positive_float, none_as=0.0)
-    secagg: bool = setting(False, "secure aggregation with Flower's SecAgg+: the server sees only the sum of the "
-                           "sampled clients' updates, never one alone (--runtime simulation or deployment; README, Privacy)")
-    secagg_shares: int = setting(config.SECAGG_SHARES, "--secagg: clients each client's secret shares go to (more "
-                                 "than 2, at most the clients trained per round)", type=positive_int)
-    secagg_threshold: int = setting(config.SECAGG_THRESHOLD, "--secagg: shares needed to unmask a client's update "
-                                    "(at least 2, less than --secagg-shares); more of a client's neighbours than "
-                                    "shares - threshold dropping halts the round", type=positive_int)
-    name: str | None = setting(None, "a name for the run in the dashboard, plots and comparisons (default: its "
-                               "settings and start time, e.g. fedavg-iid-3c-40r-20261129-1355)", type=run_name,
-                               none_as="")
+        "least this many)",
+        type=positive_int,
+        none_as=0,
+    )
+    client_timeout: float = setting(
+        config.CLIENT_WAIT_TIMEOUT, "seconds to wait for the clients to connect", type=positive_float, flag=SERVER
+    )
+    round_timeout: float = setting(
+        config.ROUND_TIMEOUT,
+        "seconds a round waits for answers; clients later than that count as failed",
+        type=positive_float,
+    )
+    max_update_norm_factor: float = setting(
+        config.MAX_UPDATE_NORM_FACTOR,
+        "drop client updates farther from the global model than this many times the round's median",
+        type=positive_float,
+    )
+    dp_noise: float | None = setting(
+        None,
+        "differential privacy: the Gaussian noise multiplier Z; each round's "
+        "average of clipped updates gets noise of std Z x clip / clients averaged "
+        "(README, Privacy; default: no DP)",
+        type=positive_float,
+        none_as=0.0,
+    )
+    dp_clip: float | None = setting(
+        None,
+        "differential privacy: the norm C every client update is clipped to (needed with --dp-noise)",
+        type=positive_float,
+        none_as=0.0,
+    )
+    dp_side: str = setting(
+        config.DP_SIDE,
+        "differential privacy: where updates are clipped, on the server or by "
+        "the clients (the server then refuses updates longer than C)",
+        choices=config.DP_SIDES,
+    )
+    dp_delta: float = setting(
+        config.DP_DELTA, "differential privacy: the delta the epsilon spent is reported at", type=probability
+    )
+    dp_max_epsilon: float | None = setting(
+        None,
+        "differential privacy: stop before a round that would spend more "
+        "than this epsilon, and save the rounds done (default: no budget)",
+        type=positive_float,
+        none_as=0.0,
+    )
+    secagg: bool = setting(
+        False,
+        "secure aggregation with Flower's SecAgg+: the server sees only the sum of the "
+        "sampled clients' updates, never one alone (--runtime simulation or deployment; README, Privacy)",
+    )
+    secagg_shares: int = setting(
+        config.SECAGG_SHARES,
+        "--secagg: clients each client's secret shares go to (more than 2, at most the clients trained per round)",
+        type=positive_int,
+    )
+    secagg_threshold: int = setting(
+        config.SECAGG_THRESHOLD,
+        "--secagg: shares needed to unmask a client's update "
+        "(at least 2, less than --secagg-shares); more of a client's neighbours than "
+        "shares - threshold dropping halts the round",
+        type=positive_int,
+    )
+    name: str | None = setting(
+        None,
+        "a name for the run in the dashboard, plots and comparisons (default: its "
+        "settings and start time, e.g. fedavg-iid-3c-40r-20261129-1355)",
+        type=run_name,
+        none_as="",
+    )
     resume: bool = setting(False, "continue an interrupted run from its last checkpoint in --out (same settings)")
     baseline: bool = setting(False, "also train the model centrally on the clients' rows and plot it for reference")
     local_epochs: int = setting(config.LOCAL_EPOCHS, "local epochs per round, sent to clients", type=positive_int)
     batch_size: int = setting(config.BATCH_SIZE, "local batch size, sent to clients", type=positive_int)
     learning_rate: float = setting(config.LEARNING_RATE, "clients' Adam learning rate", type=positive_float)
-    keep_optimizer: bool = setting(False, "clients keep Adam's step count and moments from round to round instead "
-                                   "of starting Adam afresh each round as FedAvg's clients do (README, Local training)")
-    tls_dir: str | None = setting(None, "serve over TLS with ca.pem, server.pem and server.key from this folder "
-                                  "(./run.sh certs makes them)", flag=SERVER, run_config=False)
+    keep_optimizer: bool = setting(
+        False,
+        "clients keep Adam's step count and moments from round to round instead "
+        "of starting Adam afresh each round as FedAvg's clients do (README, Local training)",
+    )
+    tls_dir: str | None = setting(
+        None,
+        "serve over TLS with ca.pem, server.pem and server.key from this folder (./run.sh certs makes them)",
+        flag=SERVER,
+        run_config=False,
+    )
     # A sweep: ask clients to reconnect for the next run instead of leaving (fedmnist.sweep sets it).
     keep_clients: bool = setting(False, "", flag=None, run_config=False)
 
     def default_name(self, started: datetime) -> str:
         """``fedavg-iid-3c-40r-20261129-1355``: the settings that tell runs apart, and the start (UTC)."""
-        return (f"{self.strategy}-{self.partition.replace(':', '')}-{self.clients}c-{self.rounds}r-"
-                f"{started:%Y%m%d-%H%M}")
+        return f"{self.strategy}-{self.partition.replace(':', '')}-{self.clients}c-{self.rounds}r-{started:%Y%m%d-%H%M}"
 
     @property
     def minimum_clients(self) -> int:
@@ -157,10 +252,29 @@ class ServerSettings:
 
 # What a reader needs to know of a run (the dashboard's Config card): the settings that made its
 # numbers what they are. Paths, ports and timeouts are the rest, folded away.
-_ALWAYS_SHOWN = ("strategy", "model", "dataset", "partition", "rounds", "clients", "min_clients", "local_epochs",
-                 "batch_size", "learning_rate", "seed")
-_SHOWN_WHEN_SET = ("fraction_fit", "fraction_evaluate", "runtime", "max_update_norm_factor", "keep_optimizer",
-                   "baseline", "dp_noise", "secagg")  # Shown when not the default.
+_ALWAYS_SHOWN = (
+    "strategy",
+    "model",
+    "dataset",
+    "partition",
+    "rounds",
+    "clients",
+    "min_clients",
+    "local_epochs",
+    "batch_size",
+    "learning_rate",
+    "seed",
+)
+_SHOWN_WHEN_SET = (
+    "fraction_fit",
+    "fraction_evaluate",
+    "runtime",
+    "max_update_norm_factor",
+    "keep_optimizer",
+    "baseline",
+    "dp_noise",
+    "secagg",
+)  # Shown when not the default.
 _SHOWN_WITH: dict[str, Callable[[ServerSettings], bool]] = {  # Only these runs use them.
     "proximal_mu": lambda run: run.strategy == "fedprox",
     "server_momentum": lambda run: run.strategy == "fedavgm",
@@ -248,8 +362,10 @@ def dp_problem(settings: Any) -> str:
     if settings.dp_max_epsilon is not None and settings.dp_noise is None:
         return "--dp-max-epsilon needs --dp-noise and --dp-clip"
     if settings.dp_noise is not None and settings.strategy not in config.DP_STRATEGIES:
-        return (f"--dp-noise needs --strategy {' or '.join(config.DP_STRATEGIES)}: the privacy accounting holds "
-                f"for a plain mean of clipped updates, which {settings.strategy} is not (README, Privacy)")
+        return (
+            f"--dp-noise needs --strategy {' or '.join(config.DP_STRATEGIES)}: the privacy accounting holds "
+            f"for a plain mean of clipped updates, which {settings.strategy} is not (README, Privacy)"
+        )
     return ""
 
 
@@ -260,15 +376,18 @@ def secagg_problem(settings: Any) -> str:
     if settings.runtime == "classic":
         return "--secagg needs --runtime simulation or deployment: the classic pair has no SecAgg+ workflow"
     if not 2 <= settings.secagg_threshold < settings.secagg_shares:
-        return (f"--secagg-threshold ({settings.secagg_threshold}) must be at least 2 and less than --secagg-shares "
-                f"({settings.secagg_shares})")
+        return (
+            f"--secagg-threshold ({settings.secagg_threshold}) must be at least 2 and less than --secagg-shares "
+            f"({settings.secagg_shares})"
+        )
     trained = max(1, round(settings.fraction_fit * settings.clients))
     if settings.secagg_shares > trained:
-        return (f"--secagg-shares ({settings.secagg_shares}) cannot be more than the clients trained per round "
-                f"({trained}: --fraction-fit x --clients)")
+        return (
+            f"--secagg-shares ({settings.secagg_shares}) cannot be more than the clients trained per round "
+            f"({trained}: --fraction-fit x --clients)"
+        )
     if settings.dp_noise is not None and settings.dp_side != "client":
-        return ("--secagg with --dp-noise needs --dp-side client: under SecAgg+ the server never sees an update "
-                "to clip")
+        return "--secagg with --dp-noise needs --dp-side client: under SecAgg+ the server never sees an update to clip"
     return ""
 
 

@@ -109,7 +109,9 @@ class SimulationFederation:
         self._thread.start()
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None) -> None:
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
         if self._simulation is not None:
             # After the rounds, Flower is stopping its workers; after Ctrl-C, the run's strategy
             # refuses the next step (RunStrategy.stop), so Flower ends the round in flight and stops,
@@ -332,8 +334,9 @@ def _warm_up_workers(grid: Grid, client_config: dict[str, Scalar], settings: Ser
         nodes = grid.get_node_ids()
     for node_id in sorted(nodes)[:count]:
         proxy = GridClientProxy(node_id, grid, grid.run.run_id)
-        threading.Thread(target=_warm_up, args=(proxy, instruction, settings.round_timeout), name="warm-up",
-                         daemon=True).start()
+        threading.Thread(
+            target=_warm_up, args=(proxy, instruction, settings.round_timeout), name="warm-up", daemon=True
+        ).start()
 
 
 def _warm_up(proxy: ClientProxy, instruction: GetPropertiesIns, timeout: float | None) -> None:

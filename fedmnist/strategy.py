@@ -13,16 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flwr.common import Metrics, NDArrays, Scalar, ndarrays_to_parameters
-from flwr.server.strategy import (
-    FedAdam,
-    FedAvg,
-    FedAvgM,
-    FedMedian,
-    FedProx,
-    FedTrimmedAvg,
-    FedYogi,
-    Krum,
-)
+from flwr.server.strategy import FedAdam, FedAvg, FedAvgM, FedMedian, FedProx, FedTrimmedAvg, FedYogi, Krum
 
 from fedmnist import config
 
@@ -158,9 +149,7 @@ def build_strategy(
     )
 
 
-def centralized_evaluate_fn(
-    evaluate: Callable[[NDArrays], tuple[float, float]],
-) -> EvaluateFn:
+def centralized_evaluate_fn(evaluate: Callable[[NDArrays], tuple[float, float]]) -> EvaluateFn:
     """Wrap ``evaluate(weights) -> (loss, accuracy)`` on the held-out set for Flower."""
 
     def evaluate_fn(server_round: int, weights: NDArrays, _: dict[str, Scalar]) -> tuple[float, dict[str, Scalar]]:
@@ -168,4 +157,3 @@ def centralized_evaluate_fn(
         return loss, {"accuracy": accuracy, "loss": loss}
 
     return evaluate_fn
-

@@ -49,9 +49,13 @@ class Setting:
 
     @property
     def name(self) -> str:
-        extras = [self.model or "", f"E={self.local_epochs}" if self.local_epochs else "",
-                  f"B={self.batch_size}" if self.batch_size else "",
-                  f"noise={self.dp_noise:g}" if self.dp_noise else "", f"clip={self.dp_clip:g}" if self.dp_clip else ""]
+        extras = [
+            self.model or "",
+            f"E={self.local_epochs}" if self.local_epochs else "",
+            f"B={self.batch_size}" if self.batch_size else "",
+            f"noise={self.dp_noise:g}" if self.dp_noise else "",
+            f"clip={self.dp_clip:g}" if self.dp_clip else "",
+        ]
         return " ".join([self.strategy, self.partition, *filter(None, extras)])
 
     @property
@@ -76,53 +80,79 @@ class Grid:
 # McMahan et al. 2017 (Communication-Efficient Learning of Deep Networks from Decentralized Data), MNIST,
 # 100 clients, C=0.1: rounds to 97% (2NN) or 99% (CNN) under (model, E, B, partition).
 PAPER_ROUNDS: dict[tuple[str, int, int, str], int] = {
-    ("2nn", 1, 10, "iid"): 87, ("2nn", 1, 10, "shards:2"): 664,
-    ("cnn-paper", 1, 10, "iid"): 34, ("cnn-paper", 1, 10, "shards:2"): 350,
-    ("cnn-paper", 5, 10, "iid"): 20, ("cnn-paper", 5, 10, "shards:2"): 229,
-    ("cnn-paper", 20, 10, "iid"): 18, ("cnn-paper", 20, 10, "shards:2"): 173,
+    ("2nn", 1, 10, "iid"): 87,
+    ("2nn", 1, 10, "shards:2"): 664,
+    ("cnn-paper", 1, 10, "iid"): 34,
+    ("cnn-paper", 1, 10, "shards:2"): 350,
+    ("cnn-paper", 5, 10, "iid"): 20,
+    ("cnn-paper", 5, 10, "shards:2"): 229,
+    ("cnn-paper", 20, 10, "iid"): 18,
+    ("cnn-paper", 20, 10, "shards:2"): 173,
 }
 # The accuracy each model's rows count rounds to. MNIST: the paper's. Fashion-MNIST: 95% of the best
 # held-out accuracy the same model reached trained centrally on the clients' 54,000 rows here
 # (fedmnist.baseline, B=10, Adam, 10 epochs: 88.3% for the 2nn), to a whole point: 0.95 x 88.3 = 84%.
-PAPER_TARGETS: dict[str, dict[str, float]] = {
-    "mnist": {"2nn": 0.97, "cnn-paper": 0.99},
-    "fashion-mnist": {"2nn": 0.84},
-}
+PAPER_TARGETS: dict[str, dict[str, float]] = {"mnist": {"2nn": 0.97, "cnn-paper": 0.99}, "fashion-mnist": {"2nn": 0.84}}
 _PAPER_SCALE = {"runtime": "simulation", "clients": 100, "fraction_fit": 0.1, "fraction_evaluate": 0.1}
 
 GRIDS: dict[str, Grid] = {
     "heterogeneity": Grid(
-        tuple(Setting(strategy, partition) for strategy in ("fedavg", "fedprox")
-              for partition in ("iid", "dirichlet:0.5", "dirichlet:0.1", "shards:2")),
+        tuple(
+            Setting(strategy, partition)
+            for strategy in ("fedavg", "fedprox")
+            for partition in ("iid", "dirichlet:0.5", "dirichlet:0.1", "shards:2")
+        ),
         "label skew from none to pathological, with and without FedProx's proximal term",
     ),
     "momentum": Grid(
-        tuple(Setting(strategy, partition) for strategy in ("fedavg", "fedavgm") for partition in ("iid", "dirichlet:0.1")),
+        tuple(
+            Setting(strategy, partition) for strategy in ("fedavg", "fedavgm") for partition in ("iid", "dirichlet:0.1")
+        ),
         "server-side momentum against the same skew",
     ),
     "quick": Grid((Setting("fedavg", "iid"), Setting("fedavg", "shards:2")), "two settings, for a quick look"),
-    "strategies": Grid(tuple(Setting(strategy, "iid") for strategy in config.STRATEGIES),
-                       "every strategy the app offers, on the same IID data"),
+    "strategies": Grid(
+        tuple(Setting(strategy, "iid") for strategy in config.STRATEGIES),
+        "every strategy the app offers, on the same IID data",
+    ),
     "fedavg-paper": Grid(
-        tuple(Setting("fedavg", partition, "2nn", epochs, 10) for epochs in (1, 5) for partition in ("iid", "shards:2")),
+        tuple(
+            Setting("fedavg", partition, "2nn", epochs, 10) for epochs in (1, 5) for partition in ("iid", "shards:2")
+        ),
         "the FedAvg paper's 2NN table: 100 clients, C=0.1, B=10, E=1 and 5, IID and 2 label shards each",
-        {**_PAPER_SCALE, "rounds": 100}, paper=True,
+        {**_PAPER_SCALE, "rounds": 100},
+        paper=True,
     ),
     "fedavg-paper-cnn": Grid(
-        tuple(Setting("fedavg", partition, "cnn-paper", epochs, 10) for epochs in (1, 5) for partition in ("iid", "shards:2")),
+        tuple(
+            Setting("fedavg", partition, "cnn-paper", epochs, 10)
+            for epochs in (1, 5)
+            for partition in ("iid", "shards:2")
+        ),
         "the same with the paper's CNN (1.7 million weights; here 31-33 s a round at E=1, 126-133 s at E=5)",
-        {**_PAPER_SCALE, "rounds": 50}, paper=True,
+        {**_PAPER_SCALE, "rounds": 50},
+        paper=True,
     ),
     "noniid": Grid(
-        tuple(Setting(strategy, partition, "2nn", 1, 10)
-              for partition in ("shards:2", "dirichlet:0.1") for strategy in ("fedavg", "fedprox", "fedavgm")),
+        tuple(
+            Setting(strategy, partition, "2nn", 1, 10)
+            for partition in ("shards:2", "dirichlet:0.1")
+            for strategy in ("fedavg", "fedprox", "fedavgm")
+        ),
         "the non-IID gap at the paper's scale: fedavg, fedprox and fedavgm under 2 label shards and Dirichlet(0.1), "
         "2nn, E=1, B=10",
-        {**_PAPER_SCALE, "rounds": 100}, paper=True,
+        {**_PAPER_SCALE, "rounds": 100},
+        paper=True,
     ),
     "dp": Grid(
-        (Setting("fedavg", "iid"),
-         *(Setting("fedavg", "iid", dp_noise=noise, dp_clip=clip) for clip in (0.1, 1.0) for noise in (0.1, 0.5, 1.0))),
+        (
+            Setting("fedavg", "iid"),
+            *(
+                Setting("fedavg", "iid", dp_noise=noise, dp_clip=clip)
+                for clip in (0.1, 1.0)
+                for noise in (0.1, 0.5, 1.0)
+            ),
+        ),
         "privacy against accuracy: FedAvg without and with differential privacy (noise multiplier, clipping norm, "
         "server-side clipping), 100 clients, C=0.1, 40 rounds",
         {**_PAPER_SCALE, "rounds": 40},
@@ -156,8 +186,10 @@ def run_sweep(base: ServerSettings, grid: str, process_started: float) -> Path:
     results = []
     for index, setting in enumerate(settings_list, start=1):
         settings = replace(
-            base, **setting.overrides(),
-            out=str(setting_root(base.out, grid, setting)), keep_clients=index < len(settings_list),
+            base,
+            **setting.overrides(),
+            out=str(setting_root(base.out, grid, setting)),
+            keep_clients=index < len(settings_list),
         )
         _wait_for_free_port(settings.address)
         log.info("sweep %d/%d: %s", index, len(settings_list), setting.name)
@@ -185,8 +217,11 @@ def _result(setting: Setting, summary: dict[str, Any], seconds: float, paper: bo
     target = target_for(summary["data_source"], run["model"]) if paper else TARGET_ACCURACY
     reached = [r for r, accuracy in curve if r > 0 and accuracy >= target]
     trained = [accuracy for r, accuracy in curve if r > 0]
-    paper_rounds = PAPER_ROUNDS.get((run["model"], run["local_epochs"], run["batch_size"], run["partition"])) \
-        if run["strategy"] == "fedavg" else None  # The paper ran FedAvg only.
+    paper_rounds = (
+        PAPER_ROUNDS.get((run["model"], run["local_epochs"], run["batch_size"], run["partition"]))
+        if run["strategy"] == "fedavg"
+        else None
+    )  # The paper ran FedAvg only.
     return {
         "setting": setting.name,
         "curve": curve,
@@ -207,10 +242,24 @@ def _result(setting: Setting, summary: dict[str, Any], seconds: float, paper: bo
 def comparison_table(results: list[dict[str, Any]], paper: bool = False) -> str:
     """The Markdown table: one row per setting; ``paper`` adds the target and the paper's rounds to it."""
     if paper:
-        header = ["setting", "target", "rounds to target", "paper (MNIST)", "final accuracy", "mean of last 10",
-                  "best accuracy", "wall time (s)"]
+        header = [
+            "setting",
+            "target",
+            "rounds to target",
+            "paper (MNIST)",
+            "final accuracy",
+            "mean of last 10",
+            "best accuracy",
+            "wall time (s)",
+        ]
     else:
-        header = ["setting", "final accuracy", "best accuracy", f"first round >= {TARGET_ACCURACY:.0%}", "wall time (s)"]
+        header = [
+            "setting",
+            "final accuracy",
+            "best accuracy",
+            f"first round >= {TARGET_ACCURACY:.0%}",
+            "wall time (s)",
+        ]
     private = any(result.get("epsilon") is not None for result in results)
     if private:
         header.insert(1, "epsilon spent (delta)")
@@ -220,12 +269,24 @@ def comparison_table(results: list[dict[str, Any]], paper: bool = False) -> str:
         reached = str(first) if first is not None else f"not in {result.get('rounds', '?')}"
         if paper:
             known = result["paper_rounds"]
-            cells = [result["setting"], f"{result['target']:.0%}", reached, str(known) if known else "not reported",
-                     f"{result['final']:.3f}", f"{result['last_10_mean']:.3f}", f"{result['best']:.3f}",
-                     f"{result['seconds']:.1f}"]
+            cells = [
+                result["setting"],
+                f"{result['target']:.0%}",
+                reached,
+                str(known) if known else "not reported",
+                f"{result['final']:.3f}",
+                f"{result['last_10_mean']:.3f}",
+                f"{result['best']:.3f}",
+                f"{result['seconds']:.1f}",
+            ]
         else:
-            cells = [result["setting"], f"{result['final']:.3f}", f"{result['best']:.3f}", reached,
-                     f"{result['seconds']:.1f}"]
+            cells = [
+                result["setting"],
+                f"{result['final']:.3f}",
+                f"{result['best']:.3f}",
+                reached,
+                f"{result['seconds']:.1f}",
+            ]
         if private:
             epsilon = result.get("epsilon")
             cells.insert(1, "no DP" if epsilon is None else f"{epsilon:.3g} ({result['delta']:g})")

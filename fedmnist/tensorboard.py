@@ -18,7 +18,14 @@ from fedmnist.records import client_name
 
 # Round-record sections and the tag group each becomes.
 _GROUPS = (("centralized", "held_out"), ("evaluate", "clients_validation"), ("fit", "clients_training"))
-_ROUND_NUMBERS = ("seconds", "connected_clients", "fit_results", "fit_failures", "evaluate_results", "evaluate_failures")
+_ROUND_NUMBERS = (
+    "seconds",
+    "connected_clients",
+    "fit_results",
+    "fit_failures",
+    "evaluate_results",
+    "evaluate_failures",
+)
 
 
 def write_scalars(folder: str | Path, summary: dict[str, Any]) -> Path:

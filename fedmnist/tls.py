@@ -39,16 +39,24 @@ def generate_certificates(
     ca_key, server_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fedmnist development CA")])
     ca_cert = (
-        x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name).public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number()).not_valid_before(now)
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
         .not_valid_after(now + datetime.timedelta(days=valid_days))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
     server_cert = (
-        x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
-        .issuer_name(ca_name).public_key(server_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now).not_valid_after(now + datetime.timedelta(days=valid_days))
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)]))
+        .issuer_name(ca_name)
+        .public_key(server_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=valid_days))
         .add_extension(x509.SubjectAlternativeName(_alternative_names(host)), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
@@ -105,11 +113,15 @@ def _check_dates(path: Path, certificate: object) -> None:
     """Refuse a certificate that is expired or not valid yet: every client would fail its handshake."""
     now = datetime.datetime.now(datetime.UTC)
     if now > certificate.not_valid_after_utc:  # type: ignore[attr-defined]
-        raise UserError(f"{path} expired on {certificate.not_valid_after_utc:%Y-%m-%d}; "  # type: ignore[attr-defined]
-                        "make new certificates (./run.sh certs)")
+        raise UserError(
+            f"{path} expired on {certificate.not_valid_after_utc:%Y-%m-%d}; "  # type: ignore[attr-defined]
+            "make new certificates (./run.sh certs)"
+        )
     if now < certificate.not_valid_before_utc:  # type: ignore[attr-defined]
-        raise UserError(f"{path} is not valid before {certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC "  # type: ignore[attr-defined]
-                        "(is this machine's clock right?)")
+        raise UserError(
+            f"{path} is not valid before {certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC "  # type: ignore[attr-defined]
+            "(is this machine's clock right?)"
+        )
 
 
 def speaks_tls(server_address: str, timeout: float = 2.0) -> bool | None:
@@ -125,8 +137,10 @@ def speaks_tls(server_address: str, timeout: float = 2.0) -> bool | None:
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     context.set_alpn_protocols(["h2"])  # gRPC servers refuse TLS without HTTP/2.
     try:
-        with (socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw,
-              context.wrap_socket(raw, server_hostname=host.strip("[]"))):
+        with (
+            socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw,
+            context.wrap_socket(raw, server_hostname=host.strip("[]")),
+        ):
             return True
     except ssl.SSLError:
         return False
@@ -158,8 +172,12 @@ def main(argv: list[str] | None = None) -> None:
     from fedmnist.cli import Parser, run_cli
 
     parser = Parser(prog="./run.sh certs", description=main.__doc__)
-    parser.add_argument("--host", default="localhost", help="server name or IP clients connect to (default: %(default)s)")
-    parser.add_argument("--out", default="certs", help="folder for ca.pem, server.pem, server.key (default: %(default)s)")
+    parser.add_argument(
+        "--host", default="localhost", help="server name or IP clients connect to (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--out", default="certs", help="folder for ca.pem, server.pem, server.key (default: %(default)s)"
+    )
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
 
     def make() -> None:

@@ -111,9 +111,15 @@ class UpdateValidator:
             if claims.get(proxy.cid, 0) > result.num_examples:
                 level = logging.DEBUG if proxy.cid in self._capped else logging.WARNING
                 self._capped.add(proxy.cid)
-                log.log(level, "%s claims %d examples; weighted as %d (at most the largest share of the "
-                        "partition and %g x the median of the others'; said once per client)",
-                        client_name(proxy, result), claims[proxy.cid], result.num_examples, self.max_examples_factor)
+                log.log(
+                    level,
+                    "%s claims %d examples; weighted as %d (at most the largest share of the "
+                    "partition and %g x the median of the others'; said once per client)",
+                    client_name(proxy, result),
+                    claims[proxy.cid],
+                    result.num_examples,
+                    self.max_examples_factor,
+                )
 
 
 def client_name(proxy: ClientProxy, result: FitRes | EvaluateRes | None = None) -> str:
@@ -127,7 +133,9 @@ def client_name(proxy: ClientProxy, result: FitRes | EvaluateRes | None = None) 
     partition_id, participant = metrics.get("partition_id"), metrics.get(config.PARTICIPANT_KEY)
     entry: dict[str, object] = {"cid": proxy.cid}
     if isinstance(partition_id, int) and not isinstance(partition_id, bool):  # A hostile client may send anything.
-        entry.update(partition_id=partition_id, participant=_show(participant)[1:-1] if isinstance(participant, str) else None)
+        entry.update(
+            partition_id=partition_id, participant=_show(participant)[1:-1] if isinstance(participant, str) else None
+        )
     return records.client_name(entry)
 
 
@@ -157,7 +165,9 @@ def validate_updates(
         problem = problem or _form_problem(weights, global_weights)
         distance = update_norm(weights, global_weights) if not problem else 0.0
         if not problem and max_norm is not None and distance > max_norm:
-            problem = f"update norm {distance:.3g} is longer than the clipping norm allows ({max_norm:.3g}): not clipped"
+            problem = (
+                f"update norm {distance:.3g} is longer than the clipping norm allows ({max_norm:.3g}): not clipped"
+            )
         if problem:
             rejected.append(RejectedUpdate(f"{client_name(proxy, result)}: {problem}"))
             continue
@@ -169,10 +179,12 @@ def validate_updates(
     accepted = []
     for (proxy, result), distance in zip(well_formed, distances):
         if median > 0 and distance > max_norm_factor * median:
-            rejected.append(RejectedUpdate(
-                f"{client_name(proxy, result)}: update norm {distance:.3g} is more than "
-                f"{max_norm_factor:g} x the round's median {median:.3g}"
-            ))
+            rejected.append(
+                RejectedUpdate(
+                    f"{client_name(proxy, result)}: update norm {distance:.3g} is more than "
+                    f"{max_norm_factor:g} x the round's median {median:.3g}"
+                )
+            )
         else:
             accepted.append((proxy, result))
     return cap_examples(accepted, max_examples_factor, max_examples), rejected
@@ -225,7 +237,7 @@ def cap_examples(
     counts = [result.num_examples for _, result in results]
     capped = []
     for index, (proxy, result) in enumerate(results):
-        others = counts[:index] + counts[index + 1:]
+        others = counts[:index] + counts[index + 1 :]
         limit = max(1, math.floor(factor * float(np.median(others)))) if others else result.num_examples
         limit = min(limit, ceiling) if ceiling else limit
         if result.num_examples > limit:

@@ -55,15 +55,25 @@ def mnist_5k(data_home: str) -> MnistData:
 def run_script(*args: str, timeout: float = 120, **kwargs) -> subprocess.CompletedProcess:
     """Run a project script with this interpreter; capture text output."""
     return subprocess.run(
-        [sys.executable, *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=timeout,
-        stdin=subprocess.DEVNULL, **kwargs,
+        [sys.executable, *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        **kwargs,
     )
 
 
 def run_sh(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """``./run.sh ARGS`` as a user types it; capture text output."""
-    return subprocess.run(["bash", str(PROJECT_ROOT / "run.sh"), *args], capture_output=True, text=True,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        ["bash", str(PROJECT_ROOT / "run.sh"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @dataclass(frozen=True)
@@ -79,8 +89,23 @@ def classic_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> Fin
     The smoke test reads every output it wrote; the other runtimes' tests compare their results with it.
     """
     out = tmp_path_factory.mktemp("classic")
-    result = run_sh("--rounds", "2", "--clients", "3", "--port", str(free_port()), "--dataset", "mnist-5k",
-                    "--out", str(out), "--data-home", data_home, "--baseline", "--name", "two-round check")
+    result = run_sh(
+        "--rounds",
+        "2",
+        "--clients",
+        "3",
+        "--port",
+        str(free_port()),
+        "--dataset",
+        "mnist-5k",
+        "--out",
+        str(out),
+        "--data-home",
+        data_home,
+        "--baseline",
+        "--name",
+        "two-round check",
+    )
     return FinishedRun(out, result)
 
 
@@ -94,7 +119,10 @@ def start_script(*args: str, log: Path) -> subprocess.Popen:
     """Start a project script in the background, its output going to ``log``."""
     with open(log, "wb") as handle:
         return subprocess.Popen(
-            [sys.executable, "-u", *args], cwd=PROJECT_ROOT, stdout=handle, stderr=subprocess.STDOUT,
+            [sys.executable, "-u", *args],
+            cwd=PROJECT_ROOT,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
 
@@ -117,7 +145,8 @@ def assert_the_strategy_trains_every_round(summary: dict, strategy: str, clients
     assert summary["config"]["strategy"] == strategy
     records = summary["rounds"]
     assert [(r["round"], r["fit_results"], r["rejected_updates"], r["fit_failures"]) for r in records] == [
-        (n, clients, 0, 0) for n in range(1, rounds + 1)], strategy
+        (n, clients, 0, 0) for n in range(1, rounds + 1)
+    ], strategy
     accuracy = [a for _, a in summary["history"]["metrics_centralized"]["accuracy"]]
     assert accuracy[0] < accuracy[1] < accuracy[-1], (strategy, accuracy)
     assert all(r["evaluate"]["accuracy"] > 0 for r in records)  # Weighted metrics kept.

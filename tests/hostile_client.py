@@ -50,7 +50,15 @@ class HostileClient(NumPyClient):
         return 1.0, HONEST_EXAMPLES, {"accuracy": 0.5, "loss": 1.0}
 
 
-ATTACKS = ("honest", "string-metric", "zero-model-huge-count", "negative-count", "zero-count", "nan-loss", "no-accuracy")
+ATTACKS = (
+    "honest",
+    "string-metric",
+    "zero-model-huge-count",
+    "negative-count",
+    "zero-count",
+    "nan-loss",
+    "no-accuracy",
+)
 
 
 def main(address: str, attacks: list[str]) -> None:

@@ -25,29 +25,66 @@ def write_openml_cache(data_home: str | Path, x: np.ndarray, y: np.ndarray, name
     root = Path(data_home) / "openml" / "openml.org"
     arff = _arff(x, y, name).encode("utf-8")
     # scikit-learn looks names up in lower case (OpenML's are case-insensitive).
-    _write(root, f"api/v1/json/data/list/data_name/{name.lower()}/limit/2/data_version/1", _json({
-        "data": {"dataset": [{"did": data_id, "name": name, "version": 1, "status": "active",
-                              "format": "ARFF", "file_id": file_id}]},
-    }))
-    _write(root, f"api/v1/json/data/{data_id}", _json({"data_set_description": {
-        "id": str(data_id), "name": name, "version": "1", "format": "ARFF", "status": "active",
-        "description": f"A test slice of {name}.", "url": f"https://api.openml.org/data/v1/download/{file_id}/{name}.arff",
-        "file_id": str(file_id),
-        "default_target_attribute": "class", "md5_checksum": hashlib.md5(arff).hexdigest(),
-    }}))
+    _write(
+        root,
+        f"api/v1/json/data/list/data_name/{name.lower()}/limit/2/data_version/1",
+        _json(
+            {
+                "data": {
+                    "dataset": [
+                        {
+                            "did": data_id,
+                            "name": name,
+                            "version": 1,
+                            "status": "active",
+                            "format": "ARFF",
+                            "file_id": file_id,
+                        }
+                    ]
+                }
+            }
+        ),
+    )
+    _write(
+        root,
+        f"api/v1/json/data/{data_id}",
+        _json(
+            {
+                "data_set_description": {
+                    "id": str(data_id),
+                    "name": name,
+                    "version": "1",
+                    "format": "ARFF",
+                    "status": "active",
+                    "description": f"A test slice of {name}.",
+                    "url": f"https://api.openml.org/data/v1/download/{file_id}/{name}.arff",
+                    "file_id": str(file_id),
+                    "default_target_attribute": "class",
+                    "md5_checksum": hashlib.md5(arff).hexdigest(),
+                }
+            }
+        ),
+    )
     features = [_feature(i, f"pixel{i + 1}", "numeric", target=False) for i in range(x.shape[1])]
     features.append(_feature(x.shape[1], "class", "nominal", target=True))
     _write(root, f"api/v1/json/data/features/{data_id}", _json({"data_features": {"feature": features}}))
-    _write(root, f"api/v1/json/data/qualities/{data_id}", _json({
-        "data_qualities": {"quality": [{"name": "NumberOfInstances", "value": f"{len(y)}.0"}]},
-    }))
+    _write(
+        root,
+        f"api/v1/json/data/qualities/{data_id}",
+        _json({"data_qualities": {"quality": [{"name": "NumberOfInstances", "value": f"{len(y)}.0"}]}}),
+    )
     return _write(root, f"data/v1/download/{file_id}/{name}.arff", arff)
 
 
 def _feature(index: int, name: str, kind: str, *, target: bool) -> dict[str, object]:
     feature: dict[str, object] = {
-        "index": str(index), "name": name, "data_type": kind, "is_target": str(target).lower(),
-        "is_ignore": "false", "is_row_identifier": "false", "number_of_missing_values": "0",
+        "index": str(index),
+        "name": name,
+        "data_type": kind,
+        "is_target": str(target).lower(),
+        "is_ignore": "false",
+        "is_row_identifier": "false",
+        "number_of_missing_values": "0",
     }
     if target:
         feature["nominal_values"] = [str(digit) for digit in range(10)]

@@ -21,14 +21,32 @@ def test_union_holds_every_clients_training_rows_but_no_validation_rows(mnist_5k
 @pytest.mark.slow
 def test_run_sh_central_prints_the_reference_the_readme_quotes(data_home: str) -> None:
     """``./run.sh central``: the command behind the README's central reference (88.3%), on a small slice."""
-    done = subprocess.run([str(PROJECT_ROOT / "run.sh"), "central", "--dataset", "mnist-5k", "--data-home", data_home,
-                           "--clients", "3", "--model", "dense32", "--epochs", "2"],
-                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [
+            str(PROJECT_ROOT / "run.sh"),
+            "central",
+            "--dataset",
+            "mnist-5k",
+            "--data-home",
+            data_home,
+            "--clients",
+            "3",
+            "--model",
+            "dense32",
+            "--epochs",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     lines = done.stdout.splitlines()
     assert lines[0] == "mnist-5k: the rows of 3 clients, dense32, batch 32, Adam 0.001"
-    matches = [re.fullmatch(rf"epoch {n}/2: held-out accuracy (\d+\.\d)%", line)
-               for n, line in enumerate(lines[1:3], start=1)]
+    matches = [
+        re.fullmatch(rf"epoch {n}/2: held-out accuracy (\d+\.\d)%", line) for n, line in enumerate(lines[1:3], start=1)
+    ]
     epochs = [float(match[1]) for match in matches if match]
     assert len(epochs) == 2, lines
     assert 50 < epochs[0] < epochs[1]
@@ -37,8 +55,7 @@ def test_run_sh_central_prints_the_reference_the_readme_quotes(data_home: str) -
 
 def test_the_readme_quotes_the_central_reference_with_its_command() -> None:
     readme = (PROJECT_ROOT / "README.md").read_text()
-    assert ("./run.sh central --dataset fashion-mnist --clients 100 --model 2nn --batch-size 10 --epochs 10"
-            in readme)
+    assert "./run.sh central --dataset fashion-mnist --clients 100 --model 2nn --batch-size 10 --epochs 10" in readme
 
 
 def test_train_centrally_reports_a_curve_per_round_that_learns(mnist_5k) -> None:

@@ -11,13 +11,7 @@ import pytest
 from flwr.common import parameters_to_ndarrays
 from flwr.server.strategy import FedAdam, FedAvgM
 
-from fedmnist.checkpoint import (
-    Checkpoint,
-    load_checkpoint,
-    restore_strategy_state,
-    save_checkpoint,
-    strategy_state,
-)
+from fedmnist.checkpoint import Checkpoint, load_checkpoint, restore_strategy_state, save_checkpoint, strategy_state
 from fedmnist.errors import UserError
 from fedmnist.settings import ServerSettings
 from fedmnist.strategy import build_strategy
@@ -26,8 +20,15 @@ WEIGHTS = [np.ones((2, 2), np.float32), np.zeros(2, np.float32)]
 
 
 def checkpoint_of(settings: ServerSettings, round_done: int = 2) -> Checkpoint:
-    return Checkpoint(round=round_done, weights=WEIGHTS, strategy_state={}, records=[{"round": 1}, {"round": 2}],
-                      initial=None, config=asdict(settings), data_source="mnist-5k")
+    return Checkpoint(
+        round=round_done,
+        weights=WEIGHTS,
+        strategy_state={},
+        records=[{"round": 1}, {"round": 2}],
+        initial=None,
+        config=asdict(settings),
+        data_source="mnist-5k",
+    )
 
 
 def test_a_run_is_named_after_its_settings_and_start_unless_named() -> None:
@@ -49,7 +50,9 @@ def test_checkpoint_round_trip(tmp_path: Path) -> None:
 def test_resume_refuses_a_checkpoint_of_another_run(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "c.pkl", checkpoint_of(ServerSettings(rounds=4, model="mlp")))
     now = asdict(ServerSettings(rounds=4, model="cnn", partition="shards:2"))
-    with pytest.raises(UserError, match="different run: partition 'iid' there, 'shards:2' now; model 'mlp' there, 'cnn' now"):
+    with pytest.raises(
+        UserError, match="different run: partition 'iid' there, 'shards:2' now; model 'mlp' there, 'cnn' now"
+    ):
         load_checkpoint(tmp_path / "c.pkl", now)
 
 
@@ -106,6 +109,7 @@ def test_fedadam_state_survives_a_restart() -> None:
     before.m_t = [np.full((2, 2), 0.5, np.float32), np.full(2, 0.25, np.float32)]  # As after some rounds.
     state = strategy_state(before)
     assert "m_t" in state and "evaluate_fn" not in state  # Data, not callbacks.
+
     def evaluate_fn(server_round, weights, config):
         return 0.0, {}
 

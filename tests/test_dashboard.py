@@ -40,13 +40,24 @@ WEIGHTS = [np.arange(6, dtype="float32").reshape(2, 3), np.array([0.5, -1.0, 2.0
 def record(round_number: int, accuracy: float, *, failures: int = 0) -> dict:
     """A round record as RecordingStrategy writes it."""
     return {
-        "round": round_number, "connected_clients": 2, "fit": {"accuracy": accuracy + 0.02, "loss": 0.3},
-        "fit_results": 2 - failures, "fit_failures": failures, "rejected_updates": failures,
-        "failure_reasons": ["update rejected: not finite"] * failures, "client_fit_seconds": 0.05,
-        "centralized": {"accuracy": accuracy, "loss": 1 - accuracy}, "loss_centralized": 1 - accuracy,
-        "centralized_seconds": 0.01, "loss_distributed": 1.1 - accuracy,
-        "evaluate": {"accuracy": accuracy - 0.01, "loss": 1.1 - accuracy}, "evaluate_results": 2,
-        "evaluate_failures": 0, "client_evaluate_seconds": 0.02, "seconds": 0.1, "coordination_seconds": 0.02,
+        "round": round_number,
+        "connected_clients": 2,
+        "fit": {"accuracy": accuracy + 0.02, "loss": 0.3},
+        "fit_results": 2 - failures,
+        "fit_failures": failures,
+        "rejected_updates": failures,
+        "failure_reasons": ["update rejected: not finite"] * failures,
+        "client_fit_seconds": 0.05,
+        "centralized": {"accuracy": accuracy, "loss": 1 - accuracy},
+        "loss_centralized": 1 - accuracy,
+        "centralized_seconds": 0.01,
+        "loss_distributed": 1.1 - accuracy,
+        "evaluate": {"accuracy": accuracy - 0.01, "loss": 1.1 - accuracy},
+        "evaluate_results": 2,
+        "evaluate_failures": 0,
+        "client_evaluate_seconds": 0.02,
+        "seconds": 0.1,
+        "coordination_seconds": 0.02,
     }
 
 
@@ -66,17 +77,32 @@ class RunWriter:
     def round(self, accuracy: float, **kwargs) -> None:
         self.records.append(record(len(self.records) + 1, accuracy, **kwargs))
         self.log.round(self.records[-1])
-        save_checkpoint(self.paths.checkpoint, Checkpoint(
-            round=len(self.records), weights=[w * len(self.records) for w in WEIGHTS], strategy_state={},
-            records=self.records, initial=INITIAL, config=self.config, data_source="mnist-5k",
-        ))
+        save_checkpoint(
+            self.paths.checkpoint,
+            Checkpoint(
+                round=len(self.records),
+                weights=[w * len(self.records) for w in WEIGHTS],
+                strategy_state={},
+                records=self.records,
+                initial=INITIAL,
+                config=self.config,
+                data_source="mnist-5k",
+            ),
+        )
 
     def connected(self, count: int) -> None:
         self.log.connected(count)
 
     def finish(self, **extra) -> None:
-        summary = {"config": self.config, "data_source": "mnist-5k", "finished": "2026-11-27T10:01:00+00:00",
-                   "initial": INITIAL, "rounds": self.records, "started": self.started, **extra}
+        summary = {
+            "config": self.config,
+            "data_source": "mnist-5k",
+            "finished": "2026-11-27T10:01:00+00:00",
+            "initial": INITIAL,
+            "rounds": self.records,
+            "started": self.started,
+            **extra,
+        }
         save_history(self.paths, history_from_records(self.records, INITIAL), summary)
 
 
@@ -112,15 +138,23 @@ def test_earlier_runs_kept_under_runs_are_listed_and_symlinks_out_are_not_follow
     writer.paths.round_log.symlink_to(outside / "history" / "history_5.jsonl")
 
     runs = find_runs(tmp_path)
-    assert sorted(runs) == ["history_3", "runs/2026-11-27T10-00-00_history_3/history_3",
-                            "runs/2026-11-27T11-00-00_history_2/sweep/quick/fedavg_iid/history_2"]
+    assert sorted(runs) == [
+        "history_3",
+        "runs/2026-11-27T10-00-00_history_3/history_3",
+        "runs/2026-11-27T11-00-00_history_2/sweep/quick/fedavg_iid/history_2",
+    ]
     assert "runs/file-link/history_4" not in runs  # Its only file points out of the folder.
 
 
 def test_a_stopped_runs_partial_summary_is_read(tmp_path: Path) -> None:
     writer = RunWriter(tmp_path)
     writer.round(0.8)
-    summary = {"config": writer.config, "rounds": writer.records, "started": writer.started, "interrupted_after_round": 1}
+    summary = {
+        "config": writer.config,
+        "rounds": writer.records,
+        "started": writer.started,
+        "interrupted_after_round": 1,
+    }
     save_history(writer.paths.as_partial(), history_from_records(writer.records, INITIAL), summary)
     assert read_run(find_runs(tmp_path)["history_3"]).status == "interrupted"
 
@@ -150,8 +184,9 @@ def test_an_interrupted_run_then_resumed_reads_as_running(tmp_path: Path) -> Non
     assert read_run(run).status == "interrupted"
 
     # --resume appends its own header: the summary's start no longer matches the log's last one.
-    writer.log.start({"config": writer.config, "resumed_after_round": 1, "started": "2026-11-27T10:05:00+00:00"},
-                     resume=True)
+    writer.log.start(
+        {"config": writer.config, "resumed_after_round": 1, "started": "2026-11-27T10:05:00+00:00"}, resume=True
+    )
     resumed = read_run(run)
     assert resumed.status == "running" and resumed.started == "2026-11-27T10:00:00+00:00"
 
@@ -220,7 +255,8 @@ def test_api_lists_runs_newest_first_with_their_latest_accuracy(tmp_path: Path, 
 
     runs = client.get("/api/runs").json()
     assert [(r["id"], r["status"], r["rounds_done"], r["rounds_total"]) for r in runs] == [
-        ("history_3", "running", 1, 3), ("sweep/quick/fedavg_iid/history_2", "finished", 1, 2),
+        ("history_3", "running", 1, 3),
+        ("sweep/quick/fedavg_iid/history_2", "finished", 1, 2),
     ]
     assert runs[0]["accuracy_centralized"] == 0.8 and runs[0]["data_source"] == "mnist-5k"
 
@@ -232,7 +268,11 @@ def test_api_run_detail_has_config_round_zero_and_every_round(tmp_path: Path, cl
     detail = client.get("/api/runs/history_3").json()
     assert detail["config"] == writer.config and detail["initial"] == {"accuracy": 0.1, "loss": 2.3}
     first, second = detail["rounds"]
-    assert (first["round"], first["accuracy_centralized"], first["accuracy_distributed"]) == (1, 0.8, pytest.approx(0.79))
+    assert (first["round"], first["accuracy_centralized"], first["accuracy_distributed"]) == (
+        1,
+        0.8,
+        pytest.approx(0.79),
+    )
     assert (second["fit_results"], second["fit_failures"], second["rejected_updates"]) == (1, 1, 1)
     assert second["failure_reasons"] == ["update rejected: not finite"]
     assert second["connected_clients"] == 2 and second["fit_metrics"]["accuracy"] == pytest.approx(0.92)
@@ -251,7 +291,9 @@ def test_api_sends_nan_as_null(tmp_path: Path, client: TestClient) -> None:
 def test_unknown_run_and_path_are_404_json(tmp_path: Path, client: TestClient) -> None:
     RunWriter(tmp_path)
     response = client.get("/api/runs/history_7")
-    assert response.status_code == 404 and response.json() == {"detail": "unknown run 'history_7'; GET /api/runs lists them"}
+    assert response.status_code == 404 and response.json() == {
+        "detail": "unknown run 'history_7'; GET /api/runs lists them"
+    }
     assert client.get("/api/model/latest", params={"run": "nope"}).status_code == 404
     assert client.get("/api/nothing-here").json() == {"detail": "Not Found"}
 
@@ -271,10 +313,18 @@ def test_model_latest_as_json_arrays_with_shape_and_dtype(tmp_path: Path, client
 
 def test_model_latest_sends_a_diverged_models_nan_weights_as_null(tmp_path: Path, client: TestClient) -> None:
     writer = RunWriter(tmp_path)
-    save_checkpoint(writer.paths.checkpoint, Checkpoint(
-        round=1, weights=[np.array([1.0, np.nan, -np.inf], dtype="float32")], strategy_state={}, records=[],
-        initial=None, config=writer.config, data_source="mnist-5k",
-    ))
+    save_checkpoint(
+        writer.paths.checkpoint,
+        Checkpoint(
+            round=1,
+            weights=[np.array([1.0, np.nan, -np.inf], dtype="float32")],
+            strategy_state={},
+            records=[],
+            initial=None,
+            config=writer.config,
+            data_source="mnist-5k",
+        ),
+    )
     assert client.get("/api/model/latest").json()["tensors"][0]["values"] == [1.0, None, None]
 
 
@@ -285,10 +335,18 @@ def test_model_latest_as_keras_file_built_while_running_then_the_runs_own(tmp_pa
 
     writer = RunWriter(tmp_path)
     real = build_model(1, "mlp").get_weights()  # The checkpoint must fit the run's model.
-    save_checkpoint(writer.paths.checkpoint, Checkpoint(
-        round=1, weights=real, strategy_state={}, records=[record(1, 0.8)], initial=INITIAL, config=writer.config,
-        data_source="mnist-5k",
-    ))
+    save_checkpoint(
+        writer.paths.checkpoint,
+        Checkpoint(
+            round=1,
+            weights=real,
+            strategy_state={},
+            records=[record(1, 0.8)],
+            initial=INITIAL,
+            config=writer.config,
+            data_source="mnist-5k",
+        ),
+    )
     response = client.get("/api/model/latest", params={"format": "keras"})
     assert response.status_code == 200 and "history_3-round1.keras" in response.headers["content-disposition"]
     built = tmp_path / "built.keras"
@@ -321,30 +379,46 @@ def test_round_records_carry_each_client_the_confusion_matrix_and_the_label_hist
     tmp_path: Path, client: TestClient
 ) -> None:
     writer = RunWriter(tmp_path, rounds=3)
-    writer.records.append({**record(1, 0.8), "confusion": [[1, 0], [2, 3]], "per_client": [
-        {"cid": "abcdef123", "partition_id": 1, "fit": {"examples": 450, "accuracy": 0.7},
-         "evaluate": {"accuracy": 0.75, "loss": 0.6}}]})
+    writer.records.append(
+        {
+            **record(1, 0.8),
+            "confusion": [[1, 0], [2, 3]],
+            "per_client": [
+                {
+                    "cid": "abcdef123",
+                    "partition_id": 1,
+                    "fit": {"examples": 450, "accuracy": 0.7},
+                    "evaluate": {"accuracy": 0.75, "loss": 0.6},
+                }
+            ],
+        }
+    )
     writer.log.round(writer.records[-1])
     writer.finish(label_histograms=[[5, 1], [0, 4]])
     detail = client.get("/api/runs/history_3").json()
     assert detail["label_histograms"] == [[5, 1], [0, 4]]
     round_one = detail["rounds"][0]
     assert round_one["confusion"] == [[1, 0], [2, 3]]
-    assert round_one["clients"] == [{"name": "client 1", "partition_id": 1, "examples": 450, "fit_accuracy": 0.7,
-                                     "accuracy": 0.75, "loss": 0.6}]
+    assert round_one["clients"] == [
+        {"name": "client 1", "partition_id": 1, "examples": 450, "fit_accuracy": 0.7, "accuracy": 0.75, "loss": 0.6}
+    ]
 
 
 def test_docs_describe_every_endpoint_with_typed_models_and_load_no_cdn(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
     assert set(spec["paths"]) == {"/api/runs", "/api/runs/{run_id}", "/api/model/latest", "/api/file"}
-    ok = {path: spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
-          for path in spec["paths"] if path != "/api/file"}
+    ok = {
+        path: spec["paths"][path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        for path in spec["paths"]
+        if path != "/api/file"
+    }
     assert "image/png" in spec["paths"]["/api/file"]["get"]["responses"]["200"]["content"]
     assert ok["/api/runs"]["items"]["$ref"].endswith("/RunInfo")
     assert ok["/api/runs/{run_id}"]["$ref"].endswith("/RunDetail")
     assert ok["/api/model/latest"]["$ref"].endswith("/ModelWeights")
     assert spec["paths"]["/api/runs/{run_id}"]["get"]["responses"]["404"]["content"]["application/json"]["schema"][
-        "$ref"].endswith("/ErrorResponse")
+        "$ref"
+    ].endswith("/ErrorResponse")
     assert "WS /ws" in spec["info"]["description"]
     for page in ("/docs", "/redoc"):
         html = client.get(page).text
@@ -365,12 +439,19 @@ def test_page_and_its_scripts_are_served_from_the_package(client: TestClient) ->
 
 def test_cors_allows_any_origin_by_default_and_only_listed_ones_when_given(tmp_path: Path, client: TestClient) -> None:
     RunWriter(tmp_path)
-    assert client.get("/api/runs", headers={"Origin": "http://elsewhere:3000"}).headers["access-control-allow-origin"] == "*"
+    assert (
+        client.get("/api/runs", headers={"Origin": "http://elsewhere:3000"}).headers["access-control-allow-origin"]
+        == "*"
+    )
     with TestClient(create_app(tmp_path, cors_origins=["http://localhost:3000"])) as strict:
         allowed = strict.get("/api/runs", headers={"Origin": "http://localhost:3000"})
         assert allowed.headers["access-control-allow-origin"] == "http://localhost:3000"
-        assert "access-control-allow-origin" not in strict.get("/api/runs", headers={"Origin": "http://evil.test"}).headers
-        preflight = strict.options("/api/runs", headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "GET"})
+        assert (
+            "access-control-allow-origin" not in strict.get("/api/runs", headers={"Origin": "http://evil.test"}).headers
+        )
+        preflight = strict.options(
+            "/api/runs", headers={"Origin": "http://localhost:3000", "Access-Control-Request-Method": "GET"}
+        )
         assert preflight.status_code == 200
 
 
@@ -421,7 +502,9 @@ def test_ws_sends_a_snapshot_then_a_round_event_per_round_then_the_status(tmp_pa
         writer.round(0.93)
         events = [receive(socket), receive(socket)]
         assert [(e["type"], e["record"]["round"], e["run_id"]) for e in events] == [
-            ("round", 2, "history_3"), ("round", 3, "history_3")]
+            ("round", 2, "history_3"),
+            ("round", 3, "history_3"),
+        ]
         assert events[1]["record"]["accuracy_centralized"] == 0.93 and events[1]["rounds_total"] == 3
         writer.finish()
         status = receive(socket)
@@ -437,7 +520,10 @@ def test_ws_follows_the_newest_run_and_sends_a_snapshot_when_one_starts(tmp_path
         bump_mtime(second.paths.round_log, 1)
         event = receive(socket)
         assert (event["type"], event["run"]["id"], event["run"]["status"]) == (
-            "snapshot", "sweep/quick/fedprox_iid/history_2", "waiting")
+            "snapshot",
+            "sweep/quick/fedprox_iid/history_2",
+            "waiting",
+        )
 
 
 def test_ws_answers_malformed_messages_with_errors_and_stays_usable(tmp_path: Path, served: str) -> None:
@@ -446,10 +532,13 @@ def test_ws_answers_malformed_messages_with_errors_and_stays_usable(tmp_path: Pa
         assert receive(socket) == {"type": "error", "error": "unknown run 'history_9'; following the current run"}
         assert receive(socket)["run"]["id"] == "history_3"
         malformed: list[tuple[str | bytes, str]] = [
-            ("{not json", "not JSON"), ("[1, 2]", 'expected a JSON object with a "type"'),
+            ("{not json", "not JSON"),
+            ("[1, 2]", 'expected a JSON object with a "type"'),
             ('{"type": "dance"}', "unknown message type 'dance'"),
-            ('{"type": "subscribe", "run": "history_9"}', "unknown run 'history_9'"), (b"\x00\x01", "not bytes"),
-            ("1" * 5000, "not usable JSON: ValueError"), ("[" * 100_000, "not usable JSON: RecursionError"),
+            ('{"type": "subscribe", "run": "history_9"}', "unknown run 'history_9'"),
+            (b"\x00\x01", "not bytes"),
+            ("1" * 5000, "not usable JSON: ValueError"),
+            ("[" * 100_000, "not usable JSON: RecursionError"),
         ]
         for message, error in malformed:
             socket.send(message)
@@ -471,8 +560,10 @@ def test_ws_closes_on_an_oversized_frame_and_refuses_huge_headers(served: str) -
             receive(socket)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # "Message too big".
     # The server answers 431/400 or drops the connection; it never reads 1 MB of headers.
-    with (pytest.raises((WebSocketException, OSError)),
-          connect(f"{served}/ws/events", proxy=None, additional_headers={"X-Big": "y" * (1024 * 1024)}) as socket):
+    with (
+        pytest.raises((WebSocketException, OSError)),
+        connect(f"{served}/ws/events", proxy=None, additional_headers={"X-Big": "y" * (1024 * 1024)}) as socket,
+    ):
         receive(socket)
 
 
@@ -518,7 +609,9 @@ def test_dashboard_command_reports_a_missing_folder_and_a_busy_port_in_one_line(
     assert missing.returncode == 2 and missing.stderr.strip() == f"error: no such folder: {tmp_path / 'nope'}"
     port = free_port()
     with create_server(("127.0.0.1", port)):  # Something else listens there.
-        result = run_script("-m", "fedmnist.dashboard", "--out", str(tmp_path), "--dashboard-port", str(port), timeout=60)
+        result = run_script(
+            "-m", "fedmnist.dashboard", "--out", str(tmp_path), "--dashboard-port", str(port), timeout=60
+        )
     assert result.returncode == 2 and "port" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
@@ -531,8 +624,15 @@ def test_dashboard_command_serves_a_finished_run(tmp_path: Path) -> None:
     writer.round(0.8)
     writer.finish()
     port = free_port()
-    process = start_script("-m", "fedmnist.dashboard", "--out", str(tmp_path / "history"), "--dashboard-port", str(port),
-                           log=tmp_path / "dashboard.log")
+    process = start_script(
+        "-m",
+        "fedmnist.dashboard",
+        "--out",
+        str(tmp_path / "history"),
+        "--dashboard-port",
+        str(port),
+        log=tmp_path / "dashboard.log",
+    )
     try:
         wait_for_port(port, process, timeout=60)
         runs = httpx.get(f"http://127.0.0.1:{port}/api/runs", timeout=10).json()
@@ -548,10 +648,27 @@ def test_the_config_card_shows_what_shaped_the_run_and_only_the_settings_it_used
 
     from fedmnist.settings import ServerSettings, settings_from, shaping_settings
 
-    core: dict[str, Any] = {"strategy": "fedprox", "model": "mlp", "dataset": "mnist-5k", "partition": "iid", "rounds": 5,
-            "clients": 4, "min_clients": 2, "local_epochs": 1, "batch_size": 32, "learning_rate": 0.001, "seed": 42}
+    core: dict[str, Any] = {
+        "strategy": "fedprox",
+        "model": "mlp",
+        "dataset": "mnist-5k",
+        "partition": "iid",
+        "rounds": 5,
+        "clients": 4,
+        "min_clients": 2,
+        "local_epochs": 1,
+        "batch_size": 32,
+        "learning_rate": 0.001,
+        "seed": 42,
+    }
     saved = asdict(ServerSettings(**{**core, "dp_noise": 0.5, "dp_clip": 0.1, "server_momentum": 0.5}))
     assert shaping_settings(settings_from({**saved, "a_setting_from_later": 1})) == {
-        **core, "dp_noise": 0.5, "proximal_mu": 0.01, "dp_clip": 0.1, "dp_side": "server", "dp_delta": 1e-05}
+        **core,
+        "dp_noise": 0.5,
+        "proximal_mu": 0.01,
+        "dp_clip": 0.1,
+        "dp_side": "server",
+        "dp_delta": 1e-05,
+    }
     plain = shaping_settings(ServerSettings(clients=3))  # FedAvg, no DP: no momentum, no mu, no DP rows.
     assert plain["min_clients"] == "2 (all but one)" and len(plain) == len(core)

@@ -20,16 +20,41 @@ pytestmark = pytest.mark.slow  # Real processes for whole runs: the full tier (.
 CHROMIUM = Path("/usr/bin/chromium")  # Debian's package; ./test.sh installs it where missing.
 # Flags for a sandbox-less, offline machine: without the networking ones Chromium keeps
 # trying to reach Google's services, and every attempt is refused here.
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def start_run_sh(tmp_path: Path, data_home: str, *args: str) -> subprocess.Popen:
     """``./run.sh`` for 3 rounds of 2 clients on the offline data, in the background."""
     return subprocess.Popen(
-        ["bash", str(PROJECT_ROOT / "run.sh"), "--rounds", "3", "--clients", "2", "--port", str(free_port()),
-         "--dataset", "mnist-5k", "--data-home", data_home, "--out", str(tmp_path), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        [
+            "bash",
+            str(PROJECT_ROOT / "run.sh"),
+            "--rounds",
+            "3",
+            "--clients",
+            "2",
+            "--port",
+            str(free_port()),
+            "--dataset",
+            "mnist-5k",
+            "--data-home",
+            data_home,
+            "--out",
+            str(tmp_path),
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -87,8 +112,15 @@ def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home:
     # A dashboard of its own on the run's folder, as `./run.sh dashboard` starts it. The run
     # finds the port taken, starts none, and this one shows the run all the same.
     port = free_port()
-    dashboard = start_script("-m", "fedmnist.dashboard", "--out", str(tmp_path), "--dashboard-port", str(port),
-                             log=tmp_path / "dashboard.log")
+    dashboard = start_script(
+        "-m",
+        "fedmnist.dashboard",
+        "--out",
+        str(tmp_path),
+        "--dashboard-port",
+        str(port),
+        log=tmp_path / "dashboard.log",
+    )
     try:
         wait_for_port(port, dashboard, timeout=60)
         run = start_run_sh(tmp_path, data_home, "--dashboard-port", str(port))
@@ -107,8 +139,9 @@ def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home:
             clients = page.evaluate("fedmnistDashboard.charts.accuracy.data.datasets[1].data")
             round_text = page.text_content("#round")
             # The panels a person reads after a run: best round, each client, labels, confusion, files.
-            page.wait_for_function("document.querySelector('#file-list a[href*=\"plots%2Fmistakes.png\"]') !== null",
-                                   timeout=30_000)
+            page.wait_for_function(
+                "document.querySelector('#file-list a[href*=\"plots%2Fmistakes.png\"]') !== null", timeout=30_000
+            )
             panels = page.evaluate("""() => ({
                 best: document.getElementById('best-accuracy').textContent,
                 bestRound: document.getElementById('best-round').textContent,
@@ -140,7 +173,9 @@ def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home:
             page.wait_for_timeout(500)  # Chart.js resizes its canvases on the next frames.
             page.screenshot(path=str(tmp_path / "dashboard-phone.png"), full_page=True)
             phone_overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
-            wide = page.evaluate("[...document.querySelectorAll('*')].filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1).map((e) => e.tagName + '#' + e.id + '.' + e.className).slice(0, 8)")
+            wide = page.evaluate(
+                "[...document.querySelectorAll('*')].filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1).map((e) => e.tagName + '#' + e.id + '.' + e.className).slice(0, 8)"
+            )
             page_errors = list(errors)  # ReDoc below asks the internet for its footer logo, in vain.
             # The API docs render offline too: Swagger UI lists every endpoint, ReDoc its title.
             page.goto(f"http://127.0.0.1:{port}/docs")
@@ -157,21 +192,38 @@ def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home:
     assert held_out[0] < 0.3 and all(value > 0.5 for value in held_out[1:])
     assert clients[0] is None and all(value > 0.5 for value in clients[1:])  # Clients evaluate from round 1.
     assert page_errors == []
-    assert panels["best"].endswith("%") and panels["bestRound"].startswith("at round ") and panels["bestRound"].endswith(" of 3")
+    assert (
+        panels["best"].endswith("%")
+        and panels["bestRound"].startswith("at round ")
+        and panels["bestRound"].endswith(" of 3")
+    )
     assert panels["wall"].endswith(" s") or "min" in panels["wall"]
     assert panels["clientLines"] == [["client 0", 3], ["client 1", 3]]  # One line per client, every round.
     assert panels["labelBars"] == 10 and panels["labelClients"] == ["0", "1"]  # Ten digits, two clients.
     assert panels["confusionRows"] == 11 and "after round 3" in panels["confusionCaption"]
-    assert {"plots/accuracy.png", "plots/clients.png", "plots/confusion.png", "history/history_3.json"} <= set(panels["files"])
+    assert {"plots/accuracy.png", "plots/clients.png", "plots/confusion.png", "history/history_3.json"} <= set(
+        panels["files"]
+    )
     assert "Local epochs" in panels["config"] and "local_epochs" not in panels["config"]
     # The Config card: what shaped this run first, every setting folded away, none shown as "not given".
-    assert panels["shaped"] == [["Strategy", "fedavg"], ["Model", "mlp"], ["Dataset", "mnist-5k"], ["Partition", "iid"],
-                                ["Rounds", "3"], ["Clients", "2"], ["Min clients", "1 (all but one)"],
-                                ["Local epochs", "1"], ["Batch size", "32"], ["Learning rate", "0.001"], ["Seed", "42"]]
+    assert panels["shaped"] == [
+        ["Strategy", "fedavg"],
+        ["Model", "mlp"],
+        ["Dataset", "mnist-5k"],
+        ["Partition", "iid"],
+        ["Rounds", "3"],
+        ["Clients", "2"],
+        ["Min clients", "1 (all but one)"],
+        ["Local epochs", "1"],
+        ["Batch size", "32"],
+        ["Learning rate", "0.001"],
+        ["Seed", "42"],
+    ]
     assert panels["folded"] and panels["every"]["Name"].startswith("fedavg-iid-2c-3r-")
     assert panels["every"]["Min clients"] == "1 (all but one)" and len(panels["every"]) > 30
     assert panels["roundSteps"] == [1, 1, 2, 5, 10, 100]  # Round ticks 0, 5, 10... for 40 rounds, not 0, 14, 28.
     from matplotlib.colors import to_hex  # clients.png's colours, in the same order.
+
     assert panels["clientColours"] == [to_hex(f"C{i}") for i in range(2)]
     assert panels["accuracyMin"] > 0.3  # The axis fits rounds 1-3, not round 0's ~10%.
     assert panels["mistakes"] == 16 and "after round 3" in panels["mistakesCaption"]
@@ -187,8 +239,13 @@ def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home:
 def test_run_sh_refuses_the_same_port_for_flower_and_the_dashboard(tmp_path: Path) -> None:
     result = subprocess.run(
         ["bash", str(PROJECT_ROOT / "run.sh"), "--port", "18555", "--dashboard-port", "18555", "--out", str(tmp_path)],
-        capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=120,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
     )
     assert result.returncode == 2
     # The last line: a first ./run.sh in a fresh clone also says it installs requirements.txt.
-    assert result.stderr.strip().splitlines()[-1] == "error: --dashboard-port and --port are both 18555; choose two ports"
+    assert (
+        result.stderr.strip().splitlines()[-1] == "error: --dashboard-port and --port are both 18555; choose two ports"
+    )

@@ -55,8 +55,10 @@ def test_client_data_keeps_a_validation_slice_and_clients_do_not_overlap(mnist_5
 def test_rows_cut_once_for_many_clients_are_the_rows_each_client_cuts_alone(mnist_5k) -> None:
     shares = client_shares(mnist_5k, 4, 3, "shards:2")
     for partition_id in range(4):
-        alone, cut = client_data(mnist_5k, partition_id, 4, 3, partition="shards:2"), share_data(mnist_5k, shares,
-                                                                                                    partition_id, 3)
+        alone, cut = (
+            client_data(mnist_5k, partition_id, 4, 3, partition="shards:2"),
+            share_data(mnist_5k, shares, partition_id, 3),
+        )
         assert np.array_equal(alone.y_train, cut.y_train) and np.array_equal(alone.x_val, cut.x_val)
         assert len(np.unique(alone.y_train)) <= 4  # Two shards of sorted labels (an IID share has all 10).
     with pytest.raises(UserError, match="partition-id must be in 0..3, got 4"):
@@ -77,8 +79,9 @@ def test_to_float_scales_pixels_to_unit_interval() -> None:
 
 
 @pytest.mark.parametrize("given", [None, "explicit", "~/tilde"])
-def test_the_data_home_follows_scikit_learns_rule(given: str | None, tmp_path: Path,
-                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_data_home_follows_scikit_learns_rule(
+    given: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from sklearn.datasets import get_data_home
 
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -162,4 +165,3 @@ def test_parsed_openml_is_reused_without_the_arff(tmp_path: Path, mnist_5k) -> N
     load_mnist(OPENML, str(tmp_path))
     arff.unlink()  # Only our npz cache is left: no parsing, no network.
     np.testing.assert_array_equal(load_mnist(OPENML, str(tmp_path)).x_test, x[60:])
-

@@ -54,8 +54,10 @@ def test_run_sh_trains_two_rounds_and_writes_every_output(classic_run: FinishedR
     assert summary["timings"]["client_startup_seconds"] > 0
     lines = (tmp_path / "history" / "history_2.jsonl").read_text().splitlines()
     entries = [json.loads(line) for line in lines]
-    kinds = ["round" if "round" in e else "initial" if "initial" in e else "header" if "config" in e else "clients"
-             for e in entries]
+    kinds = [
+        "round" if "round" in e else "initial" if "initial" in e else "header" if "config" in e else "clients"
+        for e in entries
+    ]
     assert [kind for kind in kinds if kind != "clients"] == ["header", "initial", "round", "round"]
     assert [e["connected_clients"] for e in entries if "round" not in e and "connected_clients" in e][:2] == [1, 2]
     assert entries[kinds.index("initial")]["initial"]["centralized"]["accuracy"] == centralized[0][1]
@@ -64,8 +66,16 @@ def test_run_sh_trains_two_rounds_and_writes_every_output(classic_run: FinishedR
     assert [r for r, _ in summary["baseline"]["accuracy"]] == [0, 1, 2]  # --baseline, one point per round.
     histograms = summary["label_histograms"]
     assert len(histograms) == 3 and sum(map(sum, histograms)) == 4000  # Every training row, once.
-    for name in ("models/global_2.keras", "plots/accuracy.png", "plots/loss.png", "plots/label_histogram.png",
-                 "plots/clients.png", "plots/confusion.png", "plots/mistakes.png", "logs/client_1.log"):
+    for name in (
+        "models/global_2.keras",
+        "plots/accuracy.png",
+        "plots/loss.png",
+        "plots/label_histogram.png",
+        "plots/clients.png",
+        "plots/confusion.png",
+        "plots/mistakes.png",
+        "logs/client_1.log",
+    ):
         assert (tmp_path / name).stat().st_size > 0, name
     # Each client's own numbers per round, by partition, and the held-out confusion matrix.
     for record in summary["rounds"]:
@@ -74,7 +84,9 @@ def test_run_sh_trains_two_rounds_and_writes_every_output(classic_run: FinishedR
         assert [client["fit"]["examples"] for client in record["per_client"]] == [1201, 1200, 1200]
         assert all(0 < client["evaluate"]["accuracy"] <= 1 for client in record["per_client"])
         confusion = np.array(record["confusion"])
-        assert confusion.sum() == 1000 and np.trace(confusion) / 1000 == pytest.approx(record["centralized"]["accuracy"])
+        assert confusion.sum() == 1000 and np.trace(confusion) / 1000 == pytest.approx(
+            record["centralized"]["accuracy"]
+        )
     assert summary["confusion"] == summary["rounds"][-1]["confusion"]
     mistakes = json.loads((tmp_path / "history" / "mistakes_2.json").read_text())
     assert mistakes["round"] == 2 and len(mistakes["mistakes"]) == 24
@@ -90,8 +102,25 @@ def test_run_sh_trains_two_rounds_and_writes_every_output(classic_run: FinishedR
 def tls_shards_cnn_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> FinishedRun:
     """One round of ``./run.sh --tls``, 3 clients on 2 label shards each, the CNN: three tests read it."""
     out = tmp_path_factory.mktemp("tls_shards_cnn")
-    result = run_sh("--tls", "--rounds", "1", "--clients", "3", "--port", str(free_port()), "--dataset", "mnist-5k",
-                    "--partition", "shards:2", "--model", "cnn", "--out", str(out), "--data-home", data_home)
+    result = run_sh(
+        "--tls",
+        "--rounds",
+        "1",
+        "--clients",
+        "3",
+        "--port",
+        str(free_port()),
+        "--dataset",
+        "mnist-5k",
+        "--partition",
+        "shards:2",
+        "--model",
+        "cnn",
+        "--out",
+        str(out),
+        "--data-home",
+        data_home,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     return FinishedRun(out, result)
 
@@ -122,8 +151,15 @@ def test_client_works_against_a_stock_fedavg_server(tmp_path: Path, data_home: s
     port = str(free_port())
     server = start_script("tests/stock_server.py", port, "1", log=tmp_path / "server.log")
     client = run_script(
-        "client.py", "--server", f"127.0.0.1:{port}", "--partition-id", "0", "--num-partitions", "1",
-        "--data-home", data_home,  # The stock server sends no settings: the client's defaults apply.
+        "client.py",
+        "--server",
+        f"127.0.0.1:{port}",
+        "--partition-id",
+        "0",
+        "--num-partitions",
+        "1",
+        "--data-home",
+        data_home,  # The stock server sends no settings: the client's defaults apply.
     )
     assert client.returncode == 0, client.stderr
     assert server.wait(timeout=60) == 0
@@ -134,8 +170,16 @@ def test_client_waits_for_a_server_that_starts_later(tmp_path: Path, data_home: 
     import time
 
     port = str(free_port())
-    client = start_script("client.py", "--server", f"127.0.0.1:{port}", "--num-partitions", "1",
-                          "--data-home", data_home, log=tmp_path / "client.log")
+    client = start_script(
+        "client.py",
+        "--server",
+        f"127.0.0.1:{port}",
+        "--num-partitions",
+        "1",
+        "--data-home",
+        data_home,
+        log=tmp_path / "client.log",
+    )
     time.sleep(8)  # The client is up and retrying by now (TensorFlow takes about 5 s to import).
     assert client.poll() is None
     server = start_script("tests/stock_server.py", port, "1", log=tmp_path / "server.log")
@@ -143,9 +187,7 @@ def test_client_waits_for_a_server_that_starts_later(tmp_path: Path, data_home: 
 
 
 def test_client_without_server_exits_with_a_clear_error() -> None:
-    result = run_script(
-        "client.py", "--server", f"127.0.0.1:{free_port()}", "--connect-timeout", "2",
-    )
+    result = run_script("client.py", "--server", f"127.0.0.1:{free_port()}", "--connect-timeout", "2")
     assert result.returncode == 2
     assert "error: lost or could not reach the Flower server" in result.stderr
     assert "Traceback" not in result.stderr and "background thread" not in result.stderr, result.stderr
@@ -164,8 +206,18 @@ def test_server_on_a_busy_port_exits_with_a_clear_error(tmp_path: Path) -> None:
 
 def test_server_gives_up_when_clients_never_come(tmp_path: Path, data_home: str) -> None:
     result = run_script(
-        "server.py", "--port", str(free_port()), "--out", str(tmp_path), "--dataset", "mnist-5k",
-        "--data-home", data_home, "--client-timeout", "1", timeout=120,
+        "server.py",
+        "--port",
+        str(free_port()),
+        "--out",
+        str(tmp_path),
+        "--dataset",
+        "mnist-5k",
+        "--data-home",
+        data_home,
+        "--client-timeout",
+        "1",
+        timeout=120,
     )
     assert result.returncode == 2
     assert "error: only 0 of 3 clients connected within 1 s" in result.stderr
@@ -174,8 +226,18 @@ def test_server_gives_up_when_clients_never_come(tmp_path: Path, data_home: str)
 
 def test_run_sh_reports_a_failing_process_and_stops(tmp_path: Path, data_home: str) -> None:
     (tmp_path / "history").write_text("a file where the history folder should be")
-    result = run_sh("--rounds", "1", "--port", str(free_port()), "--dataset", "mnist-5k",
-                    "--out", str(tmp_path), "--data-home", data_home)
+    result = run_sh(
+        "--rounds",
+        "1",
+        "--port",
+        str(free_port()),
+        "--dataset",
+        "mnist-5k",
+        "--out",
+        str(tmp_path),
+        "--data-home",
+        data_home,
+    )
     assert result.returncode == 2
     output = result.stdout + result.stderr
     # The server's own error line, streamed once; ./run.sh does not repeat it with the log's last lines.
@@ -189,7 +251,10 @@ def test_run_sh_reports_a_failing_process_and_stops(tmp_path: Path, data_home: s
         (["server.py", "--rounds", "0"], "--rounds: must be at least 1, got 0"),
         (["server.py", "--clients", "zero"], "--clients: expected a whole number, got 'zero'"),
         (["server.py", "--port", "70000"], "--port: port must be in 1-65535, got 70000"),
-        (["server.py", "--dataset", "cifar"], "--dataset: choose one of auto, openml, mnist-5k, fashion-mnist or idx:DIR, got 'cifar'"),
+        (
+            ["server.py", "--dataset", "cifar"],
+            "--dataset: choose one of auto, openml, mnist-5k, fashion-mnist or idx:DIR, got 'cifar'",
+        ),
         (["client.py", "--server", "localhost"], "--server: expected HOST:PORT, got 'localhost'"),
         (["client.py", "--server", "localhost:0"], "--server: port must be in 1-65535, got 0"),
         (["client.py", "--partition-id", "3", "--num-partitions", "3"], "must be below --num-partitions"),
@@ -207,28 +272,45 @@ def test_run_sh_reports_a_failing_process_and_stops(tmp_path: Path, data_home: s
         (["-m", "fedmnist.launcher", "--ws-clients", "4"], "--ws-clients (4) cannot be more than --clients (3)"),
         (["-m", "fedmnist.launcher", "--ws-clients", "1", "--model", "cnn"], "--ws-clients needs a dense model"),
         (["-m", "fedmnist.launcher", "--ws-clients", "1", "--no-dashboard"], "--ws-clients needs the dashboard"),
-        (["-m", "fedmnist.launcher", "--ws-clients", "1", "--runtime", "simulation"], "--ws-clients needs --runtime classic"),
+        (
+            ["-m", "fedmnist.launcher", "--ws-clients", "1", "--runtime", "simulation"],
+            "--ws-clients needs --runtime classic",
+        ),
         (["server.py", "--ray-address", "10.0.0.5:6379"], "--ray-address needs --runtime simulation"),
         (["server.py", "--runtime", "simulation", "--tls-dir", "certs"], "--tls-dir needs --runtime classic"),
         (["-m", "fedmnist.launcher", "--runtime", "simulation", "--tls"], "--tls needs --runtime classic"),
         (["-m", "fedmnist.launcher", "--runtime", "deployment", "--tls"], "--tls needs --runtime classic"),
-        (["-m", "fedmnist.launcher", "--runtime", "deployment", "--ws-clients", "1"], "--ws-clients needs --runtime classic"),
+        (
+            ["-m", "fedmnist.launcher", "--runtime", "deployment", "--ws-clients", "1"],
+            "--ws-clients needs --runtime classic",
+        ),
         (["server.py", "--runtime", "deployment"], "--runtime deployment runs the ServerApp under a SuperLink"),
-        (["-m", "fedmnist.launcher", "sweep", "--runtime", "deployment"], "a sweep needs --runtime classic or simulation"),
+        (
+            ["-m", "fedmnist.launcher", "sweep", "--runtime", "deployment"],
+            "a sweep needs --runtime classic or simulation",
+        ),
         (["-m", "fedmnist.dashboard", "--ws-partitions", "1,1"], "--ws-partitions: expected distinct partition ids"),
         (["-m", "fedmnist.launcher", "--dp-noise", "1"], "--dp-noise and --dp-clip go together"),
-        (["server.py", "--dp-noise", "1", "--dp-clip", "1", "--strategy", "fedavgm"],
-         "--dp-noise needs --strategy fedavg or fedprox"),
+        (
+            ["server.py", "--dp-noise", "1", "--dp-clip", "1", "--strategy", "fedavgm"],
+            "--dp-noise needs --strategy fedavg or fedprox",
+        ),
         (["server.py", "--dp-max-epsilon", "8"], "--dp-max-epsilon needs --dp-noise and --dp-clip"),
         (["-m", "fedmnist.launcher", "--dp-delta", "1"], "--dp-delta: must be greater than 0 and less than 1"),
         (["-m", "fedmnist.launcher", "--dp-clip", "inf"], "--dp-clip: must be a finite number greater than 0"),
         (["-m", "fedmnist.launcher", "--secagg"], "--secagg needs --runtime simulation or deployment"),
-        (["server.py", "--runtime", "simulation", "--secagg", "--secagg-threshold", "3"],
-         "--secagg-threshold (3) must be at least 2 and less than --secagg-shares (3)"),
-        (["server.py", "--runtime", "simulation", "--secagg", "--clients", "10", "--fraction-fit", "0.2"],
-         "--secagg-shares (3) cannot be more than the clients trained per round (2"),
-        (["server.py", "--runtime", "simulation", "--secagg", "--dp-noise", "1", "--dp-clip", "1"],
-         "--secagg with --dp-noise needs --dp-side client"),
+        (
+            ["server.py", "--runtime", "simulation", "--secagg", "--secagg-threshold", "3"],
+            "--secagg-threshold (3) must be at least 2 and less than --secagg-shares (3)",
+        ),
+        (
+            ["server.py", "--runtime", "simulation", "--secagg", "--clients", "10", "--fraction-fit", "0.2"],
+            "--secagg-shares (3) cannot be more than the clients trained per round (2",
+        ),
+        (
+            ["server.py", "--runtime", "simulation", "--secagg", "--dp-noise", "1", "--dp-clip", "1"],
+            "--secagg with --dp-noise needs --dp-side client",
+        ),
         (["client.py", "--fault", "drop-at-round:2"], "drop-at-round:N is for ClientApps"),
         # No abbreviations: --client is not --clients, --round is not --rounds.
         (["-m", "fedmnist.launcher", "--client", "5"], "unrecognized arguments: --client 5"),
@@ -284,11 +366,26 @@ def test_ctrl_c_stops_every_process_run_sh_started(tmp_path: Path, data_home: st
     import time
 
     port = free_port()
-    args = ["--rounds", "10", "--clients", "2", "--dataset", "mnist-5k", "--out", str(tmp_path),
-            "--data-home", data_home, "--no-dashboard"]
+    args = [
+        "--rounds",
+        "10",
+        "--clients",
+        "2",
+        "--dataset",
+        "mnist-5k",
+        "--out",
+        str(tmp_path),
+        "--data-home",
+        data_home,
+        "--no-dashboard",
+    ]
     launcher = subprocess.Popen(
         ["bash", str(PROJECT_ROOT / "run.sh"), "--port", str(port), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     for line in stream(launcher.stdout):  # Wait until training is under way.
         if "round 2/10" in line:
@@ -316,8 +413,9 @@ def test_ctrl_c_stops_every_process_run_sh_started(tmp_path: Path, data_home: st
     # The stop message gives the exact command that continues the run: run it as printed.
     command = output.split("to continue the run: ")[1].splitlines()[0]
     assert command == shlex.join(["./run.sh", "--port", str(port), *args, "--resume"])
-    resumed = subprocess.run(shlex.split(command), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300,
-                             stdin=subprocess.DEVNULL)
+    resumed = subprocess.run(
+        shlex.split(command), cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+    )
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     summary = json.loads((tmp_path / "history" / "history_10.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == list(range(1, 11))
@@ -327,8 +425,24 @@ def test_ctrl_c_stops_every_process_run_sh_started(tmp_path: Path, data_home: st
 
 def test_every_strategy_runs_two_rounds_in_one_sweep_with_the_same_processes(tmp_path: Path, data_home: str) -> None:
     """``./run.sh sweep --grid strategies``: each of the eight strategies trains in both rounds (the second shows whether updates still count), served by one set of processes."""
-    result = run_sh("sweep", "--grid", "strategies", "--rounds", "2", "--clients", "3", "--port", str(free_port()),
-                    "--dataset", "mnist-5k", "--out", str(tmp_path), "--data-home", data_home, timeout=600)
+    result = run_sh(
+        "sweep",
+        "--grid",
+        "strategies",
+        "--rounds",
+        "2",
+        "--clients",
+        "3",
+        "--port",
+        str(free_port()),
+        "--dataset",
+        "mnist-5k",
+        "--out",
+        str(tmp_path),
+        "--data-home",
+        data_home,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     root = tmp_path / "sweep" / "strategies"
     table = (root / "comparison.md").read_text()
@@ -346,10 +460,29 @@ def test_server_killed_mid_run_resumes_to_the_final_round(tmp_path: Path, data_h
     import subprocess
 
     port = free_port()
-    args = ["--rounds", "4", "--clients", "2", "--dataset", "mnist-5k", "--local-epochs", "30",
-            "--strategy", "fedavgm", "--out", str(tmp_path), "--data-home", data_home]
-    first = subprocess.Popen(["bash", str(PROJECT_ROOT / "run.sh"), "--port", str(port), *args],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    args = [
+        "--rounds",
+        "4",
+        "--clients",
+        "2",
+        "--dataset",
+        "mnist-5k",
+        "--local-epochs",
+        "30",
+        "--strategy",
+        "fedavgm",
+        "--out",
+        str(tmp_path),
+        "--data-home",
+        data_home,
+    ]
+    first = subprocess.Popen(
+        ["bash", str(PROJECT_ROOT / "run.sh"), "--port", str(port), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     for line in stream(first.stdout):
         if "round 2/4" in line:
             break
@@ -365,8 +498,11 @@ def test_server_killed_mid_run_resumes_to_the_final_round(tmp_path: Path, data_h
         history = pickle.load(handle)
     assert [r for r, _ in history.metrics_centralized["accuracy"]] == [0, 1, 2, 3, 4]
     assert [r for r, _ in history.losses_distributed] == [1, 2, 3, 4]
-    headers = [json.loads(line) for line in (tmp_path / "history" / "history_4.jsonl").read_text().splitlines()
-               if "config" in line]
+    headers = [
+        json.loads(line)
+        for line in (tmp_path / "history" / "history_4.jsonl").read_text().splitlines()
+        if "config" in line
+    ]
     assert headers[0]["resumed_after_round"] == 0 and 2 <= headers[-1]["resumed_after_round"] <= 3
 
 
@@ -382,8 +518,21 @@ def os_kill(pid: int, sig: int) -> None:
 
 def test_fedavg_paper_sweep_writes_its_table_on_a_one_round_simulation(tmp_path: Path, data_home: str) -> None:
     """The paper's grid at its own scale (100 virtual clients, C=0.1, B=10, E=1 and 5), one round each."""
-    result = run_sh("sweep", "--grid", "fedavg-paper", "--rounds", "1", "--dataset", "mnist-5k",
-                    "--no-dashboard", "--out", str(tmp_path), "--data-home", data_home, timeout=600)
+    result = run_sh(
+        "sweep",
+        "--grid",
+        "fedavg-paper",
+        "--rounds",
+        "1",
+        "--dataset",
+        "mnist-5k",
+        "--no-dashboard",
+        "--out",
+        str(tmp_path),
+        "--data-home",
+        data_home,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     root = tmp_path / "sweep" / "fedavg-paper"
     rows = [line for line in (root / "comparison.md").read_text().splitlines() if line.startswith("| fedavg")]
@@ -397,7 +546,12 @@ def test_fedavg_paper_sweep_writes_its_table_on_a_one_round_simulation(tmp_path:
     summary = json.loads((root / "fedavg_shards-2_2nn_E5_B10" / "history" / "history_1.json").read_text())
     run = summary["config"]
     assert (run["runtime"], run["clients"], run["model"], run["local_epochs"], run["batch_size"]) == (
-        "simulation", 100, "2nn", 5, 10)
+        "simulation",
+        100,
+        "2nn",
+        5,
+        10,
+    )
     assert summary["rounds"][0]["fit_results"] == 10  # C=0.1 of 100.
     assert (root / "comparison.png").stat().st_size > 10_000
 
@@ -405,7 +559,10 @@ def test_fedavg_paper_sweep_writes_its_table_on_a_one_round_simulation(tmp_path:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--partition", "shards:1500", "--clients", "3"], "1500 shards for each of 3 clients is more shards than 4000 examples"),
+        (
+            ["--partition", "shards:1500", "--clients", "3"],
+            "1500 shards for each of 3 clients is more shards than 4000 examples",
+        ),
         (["--clients", "2500"], "cannot split 4000 examples among 2500 clients"),
         (["--resume"], "nothing to resume: no checkpoint at"),
         (["--dp-noise", "0.3", "--dp-clip", "1", "--dp-max-epsilon", "1"], "no round can run; raise --dp-max-epsilon"),
@@ -414,8 +571,19 @@ def test_fedavg_paper_sweep_writes_its_table_on_a_one_round_simulation(tmp_path:
 def test_server_refuses_impossible_runs_before_writing_anything(
     tmp_path: Path, data_home: str, args: list[str], message: str
 ) -> None:
-    result = run_script("server.py", "--port", str(free_port()), "--dataset", "mnist-5k", "--data-home", data_home,
-                        "--out", str(tmp_path), *args, timeout=120)
+    result = run_script(
+        "server.py",
+        "--port",
+        str(free_port()),
+        "--dataset",
+        "mnist-5k",
+        "--data-home",
+        data_home,
+        "--out",
+        str(tmp_path),
+        *args,
+        timeout=120,
+    )
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not list((tmp_path / "history").glob("*")) and not list((tmp_path / "models").glob("*"))
@@ -427,9 +595,28 @@ def test_run_survives_a_client_killed_mid_run(tmp_path: Path, data_home: str) ->
 
     port = free_port()
     launcher = subprocess.Popen(
-        ["bash", str(PROJECT_ROOT / "run.sh"), "--rounds", "12", "--clients", "3", "--port", str(port),
-         "--dataset", "mnist-5k", "--local-epochs", "10", "--out", str(tmp_path), "--data-home", data_home],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        [
+            "bash",
+            str(PROJECT_ROOT / "run.sh"),
+            "--rounds",
+            "12",
+            "--clients",
+            "3",
+            "--port",
+            str(port),
+            "--dataset",
+            "mnist-5k",
+            "--local-epochs",
+            "10",
+            "--out",
+            str(tmp_path),
+            "--data-home",
+            data_home,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
     )
     for line in stream(launcher.stdout):
         if "round 3/12" in line:
@@ -455,12 +642,36 @@ def _command(pid: int) -> str:
 def test_hostile_updates_are_rejected_and_training_goes_on(tmp_path: Path, data_home: str) -> None:
     port = str(free_port())
     common = ["--dataset", "mnist-5k", "--data-home", data_home]
-    server = start_script("server.py", "--port", port, "--rounds", "3", "--clients", "5", "--min-clients", "5",
-                          "--out", str(tmp_path), *common, log=tmp_path / "server.log")
+    server = start_script(
+        "server.py",
+        "--port",
+        port,
+        "--rounds",
+        "3",
+        "--clients",
+        "5",
+        "--min-clients",
+        "5",
+        "--out",
+        str(tmp_path),
+        *common,
+        log=tmp_path / "server.log",
+    )
     faults = [[], [], ["--fault", "nan"], ["--fault", "shape"], ["--fault", "scale"]]
     clients = [
-        start_script("client.py", "--server", f"127.0.0.1:{port}", "--partition-id", str(i), "--num-partitions", "5",
-                     "--data-home", data_home, *fault, log=tmp_path / f"client_{i}.log")
+        start_script(
+            "client.py",
+            "--server",
+            f"127.0.0.1:{port}",
+            "--partition-id",
+            str(i),
+            "--num-partitions",
+            "5",
+            "--data-home",
+            data_home,
+            *fault,
+            log=tmp_path / f"client_{i}.log",
+        )
         for i, fault in enumerate(faults)
     ]
     assert server.wait(timeout=180) == 0, (tmp_path / "server.log").read_text()[-2000:]
@@ -479,11 +690,31 @@ def test_hostile_updates_are_rejected_and_training_goes_on(tmp_path: Path, data_
 def test_client_crashing_at_a_round_leaves_the_others_to_finish(tmp_path: Path, data_home: str) -> None:
     port = str(free_port())
     common = ["--dataset", "mnist-5k", "--data-home", data_home]
-    server = start_script("server.py", "--port", port, "--rounds", "4", "--clients", "3", "--out", str(tmp_path),
-                          *common, log=tmp_path / "server.log")
+    server = start_script(
+        "server.py",
+        "--port",
+        port,
+        "--rounds",
+        "4",
+        "--clients",
+        "3",
+        "--out",
+        str(tmp_path),
+        *common,
+        log=tmp_path / "server.log",
+    )
     clients = [
-        start_script("client.py", "--server", f"127.0.0.1:{port}", "--partition-id", str(i), "--data-home", data_home, *fault,
-                     log=tmp_path / f"client_{i}.log")
+        start_script(
+            "client.py",
+            "--server",
+            f"127.0.0.1:{port}",
+            "--partition-id",
+            str(i),
+            "--data-home",
+            data_home,
+            *fault,
+            log=tmp_path / f"client_{i}.log",
+        )
         for i, fault in enumerate([[], [], ["--fault", "crash-at-round:2"]])
     ]
     assert server.wait(timeout=180) == 0, (tmp_path / "server.log").read_text()[-2000:]
@@ -491,7 +722,10 @@ def test_client_crashing_at_a_round_leaves_the_others_to_finish(tmp_path: Path, 
     records = json.loads((tmp_path / "history" / "history_4.json").read_text())["rounds"]
     assert [r["fit_results"] for r in records] == [3, 2, 2, 2] and records[1]["fit_failures"] == 1
     # The old server recorded the crash as [""] and server.py's console never mentioned it.
-    assert records[1]["failure_reasons"][0] == "a client disconnected during the round (crashed, stopped or lost its connection)"
+    assert (
+        records[1]["failure_reasons"][0]
+        == "a client disconnected during the round (crashed, stopped or lost its connection)"
+    )
     assert "round 2: training failed: a client disconnected" in (tmp_path / "server.log").read_text()
 
 
@@ -509,20 +743,55 @@ def test_client_with_the_wrong_ca_or_no_tls_cannot_connect(tmp_path: Path, data_
     generate_certificates(tmp_path / "other", "localhost")
     port = str(free_port())
     common = ["--dataset", "mnist-5k", "--data-home", data_home]
-    server = start_script("server.py", "--port", port, "--clients", "1", "--tls-dir", str(tmp_path / "real"),
-                          "--out", str(tmp_path), *common, log=tmp_path / "server.log")
+    server = start_script(
+        "server.py",
+        "--port",
+        port,
+        "--clients",
+        "1",
+        "--tls-dir",
+        str(tmp_path / "real"),
+        "--out",
+        str(tmp_path),
+        *common,
+        log=tmp_path / "server.log",
+    )
     try:
         for extra in (["--root-cert", str(tmp_path / "other" / "ca.pem")], []):
-            result = run_script("client.py", "--server", f"127.0.0.1:{port}", "--num-partitions", "1",
-                                "--connect-timeout", "3", "--data-home", data_home, *extra, timeout=120)
+            result = run_script(
+                "client.py",
+                "--server",
+                f"127.0.0.1:{port}",
+                "--num-partitions",
+                "1",
+                "--connect-timeout",
+                "3",
+                "--data-home",
+                data_home,
+                *extra,
+                timeout=120,
+            )
             assert result.returncode == 2, result.stderr
             assert "could not reach the Flower server" in result.stderr and "Traceback" not in result.stderr
             assert "background thread" not in result.stderr  # One line, not gRPC's thread noise.
         assert "the server requires TLS: pass --root-cert" in result.stderr  # The plaintext client is told why.
-        assert "With TLS" in run_script(
-            "client.py", "--server", f"127.0.0.1:{port}", "--num-partitions", "1", "--connect-timeout", "3",
-            "--root-cert", str(tmp_path / "other" / "ca.pem"), "--data-home", data_home, timeout=120,
-        ).stderr
+        assert (
+            "With TLS"
+            in run_script(
+                "client.py",
+                "--server",
+                f"127.0.0.1:{port}",
+                "--num-partitions",
+                "1",
+                "--connect-timeout",
+                "3",
+                "--root-cert",
+                str(tmp_path / "other" / "ca.pem"),
+                "--data-home",
+                data_home,
+                timeout=120,
+            ).stderr
+        )
         assert server.poll() is None  # Nothing got in: the server is still waiting for a client.
     finally:
         server.kill()
@@ -534,8 +803,23 @@ def test_restarted_client_rejoins_later_rounds(tmp_path: Path, data_home: str) -
 
     port = str(free_port())
     common = ["--dataset", "mnist-5k", "--data-home", data_home]
-    server = start_script("server.py", "--port", port, "--rounds", "20", "--clients", "2", "--min-clients", "1",
-                          "--local-epochs", "10", "--out", str(tmp_path), *common, log=tmp_path / "server.log")
+    server = start_script(
+        "server.py",
+        "--port",
+        port,
+        "--rounds",
+        "20",
+        "--clients",
+        "2",
+        "--min-clients",
+        "1",
+        "--local-epochs",
+        "10",
+        "--out",
+        str(tmp_path),
+        *common,
+        log=tmp_path / "server.log",
+    )
     client_args = ["client.py", "--server", f"127.0.0.1:{port}", "--num-partitions", "2", "--data-home", data_home]
     first = start_script(*client_args, "--partition-id", "0", log=tmp_path / "client_0.log")
     doomed = start_script(*client_args, "--partition-id", "1", log=tmp_path / "client_1.log")
@@ -560,11 +844,33 @@ def test_hostile_clients_cannot_stop_or_take_over_the_federation(tmp_path: Path,
     port = str(free_port())
     common = ["--dataset", "mnist-5k", "--data-home", data_home]
     clients = 1 + len(ATTACKS)
-    server = start_script("server.py", "--port", port, "--rounds", "2", "--clients", str(clients),
-                          "--max-update-norm-factor", "1000", "--out", str(tmp_path), *common,
-                          log=tmp_path / "server.log")
-    real = start_script("client.py", "--server", f"127.0.0.1:{port}", "--partition-id", "0",
-                        "--num-partitions", str(clients), "--data-home", data_home, log=tmp_path / "client.log")
+    server = start_script(
+        "server.py",
+        "--port",
+        port,
+        "--rounds",
+        "2",
+        "--clients",
+        str(clients),
+        "--max-update-norm-factor",
+        "1000",
+        "--out",
+        str(tmp_path),
+        *common,
+        log=tmp_path / "server.log",
+    )
+    real = start_script(
+        "client.py",
+        "--server",
+        f"127.0.0.1:{port}",
+        "--partition-id",
+        "0",
+        "--num-partitions",
+        str(clients),
+        "--data-home",
+        data_home,
+        log=tmp_path / "client.log",
+    )
     wait_for_port(int(port), server)  # Flower's own client gives up on a server not listening yet.
     hostile = start_script("tests/hostile_client.py", f"127.0.0.1:{port}", *ATTACKS, log=tmp_path / "hostile.log")
     assert server.wait(timeout=180) == 0, (tmp_path / "server.log").read_text()[-3000:]
@@ -594,12 +900,47 @@ def test_clients_that_never_come_or_differ_in_settings_do_not_stop_the_run(tmp_p
     # overlapping rows). The run starts with the two present and refuses the second at round 1.
     port = str(free_port())
     common = ["--dataset", "mnist-5k", "--data-home", data_home]
-    server = start_script("server.py", "--port", port, "--rounds", "2", "--clients", "3", "--min-clients", "1",
-                          "--client-timeout", "15", "--out", str(tmp_path), *common, log=tmp_path / "server.log")
-    good = start_script("client.py", "--server", f"127.0.0.1:{port}", "--partition-id", "0", "--num-partitions", "3",
-                        "--data-home", data_home, log=tmp_path / "good.log")
-    wrong = run_script("client.py", "--server", f"127.0.0.1:{port}", "--partition-id", "1", "--num-partitions", "5",
-                       "--data-home", data_home, timeout=120)
+    server = start_script(
+        "server.py",
+        "--port",
+        port,
+        "--rounds",
+        "2",
+        "--clients",
+        "3",
+        "--min-clients",
+        "1",
+        "--client-timeout",
+        "15",
+        "--out",
+        str(tmp_path),
+        *common,
+        log=tmp_path / "server.log",
+    )
+    good = start_script(
+        "client.py",
+        "--server",
+        f"127.0.0.1:{port}",
+        "--partition-id",
+        "0",
+        "--num-partitions",
+        "3",
+        "--data-home",
+        data_home,
+        log=tmp_path / "good.log",
+    )
+    wrong = run_script(
+        "client.py",
+        "--server",
+        f"127.0.0.1:{port}",
+        "--partition-id",
+        "1",
+        "--num-partitions",
+        "5",
+        "--data-home",
+        data_home,
+        timeout=120,
+    )
     assert wrong.returncode == 2 and "Traceback" not in wrong.stderr, wrong.stderr
     assert "settings differ from the server's (num-partitions 5 here, 3 on the server)" in wrong.stderr
     assert server.wait(timeout=120) == 0 and good.wait(timeout=30) == 0

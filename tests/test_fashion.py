@@ -25,8 +25,12 @@ def _rows(data: MnistData) -> tuple[np.ndarray, np.ndarray]:
 
 def _assert_same(data: MnistData, expected: MnistData) -> None:
     assert data.source == FASHION
-    for mine, theirs in ((data.x_train, expected.x_train), (data.y_train, expected.y_train),
-                         (data.x_test, expected.x_test), (data.y_test, expected.y_test)):
+    for mine, theirs in (
+        (data.x_train, expected.x_train),
+        (data.y_train, expected.y_train),
+        (data.x_test, expected.x_test),
+        (data.y_test, expected.y_test),
+    ):
         np.testing.assert_array_equal(mine, theirs)
 
 
@@ -44,8 +48,11 @@ def test_fashion_comes_from_openml_through_scikit_learns_cache_and_is_cached(
 def test_offline_fashion_reads_debians_idx_files_and_caches_them(
     tmp_path: Path, slice_: MnistData, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    debian = write_folder(tmp_path / "usr-share-datasets-fashion-mnist", slice_, gz=(
-        "train-images", "train-labels", "t10k-images", "t10k-labels"))  # Debian ships them gzipped.
+    debian = write_folder(
+        tmp_path / "usr-share-datasets-fashion-mnist",
+        slice_,
+        gz=("train-images", "train-labels", "t10k-images", "t10k-labels"),
+    )  # Debian ships them gzipped.
     monkeypatch.setattr(config, "FASHION_IDX_FOLDER", str(debian))
     _assert_same(load_mnist(FASHION, str(tmp_path)), slice_)
     assert "OFFLINE" in caplog.text and "dataset-fashion-mnist" in caplog.text
@@ -67,8 +74,10 @@ def test_auto_never_turns_into_fashion(tmp_path: Path, slice_: MnistData) -> Non
     assert load_mnist("auto", str(tmp_path)).source == "mnist-5k"  # MNIST's offline fallback, not the clothes.
 
 
-@pytest.mark.skipif(not Path(config.FASHION_IDX_FOLDER).is_dir(),
-                    reason="Debian's dataset-fashion-mnist is not installed (./test.sh installs it as root)")
+@pytest.mark.skipif(
+    not Path(config.FASHION_IDX_FOLDER).is_dir(),
+    reason="Debian's dataset-fashion-mnist is not installed (./test.sh installs it as root)",
+)
 @pytest.mark.slow
 def test_debians_fashion_mnist_has_the_official_60k_10k_split(tmp_path: Path) -> None:
     data = load_mnist(FASHION, str(tmp_path))

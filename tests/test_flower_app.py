@@ -38,13 +38,21 @@ def test_the_dependencies_are_requirements_txts_pins() -> None:
 
 
 def test_run_config_values_become_settings() -> None:
-    settings = settings_from_run_config({"rounds": 5, "model": "dense32", "learning-rate": 1, "name": "",
-                                         "min-clients": 0, "data-home": "/data"}, "deployment")
-    assert (settings.rounds, settings.model, settings.learning_rate, settings.runtime) == (5, "dense32", 1.0, "deployment")
+    settings = settings_from_run_config(
+        {"rounds": 5, "model": "dense32", "learning-rate": 1, "name": "", "min-clients": 0, "data-home": "/data"},
+        "deployment",
+    )
+    assert (settings.rounds, settings.model, settings.learning_rate, settings.runtime) == (
+        5,
+        "dense32",
+        1.0,
+        "deployment",
+    )
     assert (settings.name, settings.min_clients, settings.data_home) == (None, None, "/data")  # "" and 0: not set.
     flags = {"rounds": 7, "clients": 4, "name": None, "min_clients": 2, "out": "/results", "port": 9}
     assert settings_from_run_config(run_config_from(flags), "deployment") == ServerSettings(
-        rounds=7, clients=4, min_clients=2, out="/results", runtime="deployment")
+        rounds=7, clients=4, min_clients=2, out="/results", runtime="deployment"
+    )
 
 
 def test_a_run_flwr_started_is_continued_with_flwr_and_the_same_run_config() -> None:
@@ -55,19 +63,25 @@ def test_a_run_flwr_started_is_continued_with_flwr_and_the_same_run_config() -> 
     assert arguments[-1] == "rounds=5 out='/r s' model='dense32' keep-optimizer=true resume=true"  # TOML values.
 
 
-@pytest.mark.parametrize(("run_config", "message"), [
-    ({"round": 5}, "unknown run config key(s) round"),
-    ({"rounds": "5"}, "run config rounds = '5': expected a whole number"),
-    ({"rounds": 2.5}, "expected a whole number"),
-    ({"baseline": 1}, "expected true or false"),
-    ({"rounds": True}, "expected a whole number"),
-    ({"model": 3}, "expected a string"),
-    ({"model": "resnet"}, "run config model = 'resnet': choose one of mlp, dense32, cnn"),
-    ({"partition": "dirichlet:0"}, "run config partition = 'dirichlet:0': dirichlet alpha must be greater than 0"),
-    ({"rounds": 0}, "run config rounds = 0: must be at least 1"),  # The flags' own checks, for every setting.
-    ({"fraction-fit": 1.5}, "run config fraction-fit = 1.5: must be greater than 0 and at most 1"),
-    ({"dataset": "imagenet"}, "run config dataset = 'imagenet': choose one of auto, openml, mnist-5k, fashion-mnist or idx:DIR"),
-])
+@pytest.mark.parametrize(
+    ("run_config", "message"),
+    [
+        ({"round": 5}, "unknown run config key(s) round"),
+        ({"rounds": "5"}, "run config rounds = '5': expected a whole number"),
+        ({"rounds": 2.5}, "expected a whole number"),
+        ({"baseline": 1}, "expected true or false"),
+        ({"rounds": True}, "expected a whole number"),
+        ({"model": 3}, "expected a string"),
+        ({"model": "resnet"}, "run config model = 'resnet': choose one of mlp, dense32, cnn"),
+        ({"partition": "dirichlet:0"}, "run config partition = 'dirichlet:0': dirichlet alpha must be greater than 0"),
+        ({"rounds": 0}, "run config rounds = 0: must be at least 1"),  # The flags' own checks, for every setting.
+        ({"fraction-fit": 1.5}, "run config fraction-fit = 1.5: must be greater than 0 and at most 1"),
+        (
+            {"dataset": "imagenet"},
+            "run config dataset = 'imagenet': choose one of auto, openml, mnist-5k, fashion-mnist or idx:DIR",
+        ),
+    ],
+)
 def test_bad_run_config_values_get_one_clear_error(run_config: dict, message: str) -> None:
     with pytest.raises(UserError, match=re.escape(message)):
         settings_from_run_config(run_config, "simulation")
@@ -80,15 +94,35 @@ def test_run_sh_hands_every_setting_to_server_py() -> None:
     import server
     from fedmnist.launcher import Launcher, parse_args
 
-    args = parse_args(["--rounds", "7", "--min-clients", "2", "--name", "a b", "--baseline", "--partition", "shards:2",
-                       "--fraction-evaluate", "0.5", "--runtime", "simulation", "--learning-rate", "0.01",
-                       "--out", "relative/out"])
+    args = parse_args(
+        [
+            "--rounds",
+            "7",
+            "--min-clients",
+            "2",
+            "--name",
+            "a b",
+            "--baseline",
+            "--partition",
+            "shards:2",
+            "--fraction-evaluate",
+            "0.5",
+            "--runtime",
+            "simulation",
+            "--learning-rate",
+            "0.01",
+            "--out",
+            "relative/out",
+        ]
+    )
     launcher = Launcher(args)
     received = vars(server.parse_args(launcher._server_command()[1:]))
     shared = [field.name for field in fields(ServerSettings) if hasattr(args, field.name)]
     assert len(shared) >= 20
-    assert {name: received[name] for name in shared} == {**{name: getattr(args, name) for name in shared},
-                                                         "out": str(launcher.out)}
+    assert {name: received[name] for name in shared} == {
+        **{name: getattr(args, name) for name in shared},
+        "out": str(launcher.out),
+    }
 
 
 def test_each_setting_is_declared_once_and_every_interface_follows() -> None:

@@ -16,8 +16,10 @@ from conftest import PROJECT_ROOT
 
 def test_flowers_simulation_imports_while_tensorflow_is_blocked() -> None:
     """fedmnist.simulation imports run_simulation with sys.modules["tensorflow"] = None (TensorFlow comes later)."""
-    code = ("import sys; sys.modules['tensorflow'] = None; from flwr.simulation import run_simulation; "
-            "assert sys.modules['tensorflow'] is None; print(run_simulation.__name__)")
+    code = (
+        "import sys; sys.modules['tensorflow'] = None; from flwr.simulation import run_simulation; "
+        "assert sys.modules['tensorflow'] is None; print(run_simulation.__name__)"
+    )
     done = subprocess.run([sys.executable, "-c", code], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120)
     assert (done.returncode, done.stdout.strip()) == (0, "run_simulation"), done.stderr[-2000:]
 
@@ -59,10 +61,17 @@ def test_flowers_supercore_privacy_modules_have_what_fedmnist_privacy_imports() 
     import importlib
 
     wanted = {
-        "flwr.supercore.differential_privacy": ("KEY_CLIPPING_NORM", "add_gaussian_noise_to_params",
-                                                "compute_clip_model_update"),
-        "flwr.supercore.privacy_accounting": ("GaussianPrivacyEvent", "NeighboringRelation", "PrivacyConfig",
-                                              "SamplingMethod"),
+        "flwr.supercore.differential_privacy": (
+            "KEY_CLIPPING_NORM",
+            "add_gaussian_noise_to_params",
+            "compute_clip_model_update",
+        ),
+        "flwr.supercore.privacy_accounting": (
+            "GaussianPrivacyEvent",
+            "NeighboringRelation",
+            "PrivacyConfig",
+            "SamplingMethod",
+        ),
         "flwr.supercore.privacy_accounting.rdp_accountant": ("RdpAccountant",),
     }
     for module, names in wanted.items():

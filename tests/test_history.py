@@ -11,13 +11,7 @@ from flwr.server.history import History
 
 from fedmnist.atomic import write_atomic, write_text_atomic
 from fedmnist.errors import UserError
-from fedmnist.history import (
-    RunPaths,
-    history_from_dict,
-    history_to_dict,
-    load_history,
-    save_history,
-)
+from fedmnist.history import RunPaths, history_from_dict, history_to_dict, load_history, save_history
 from fedmnist.live_log import LiveLogWriter, read_live_log
 
 

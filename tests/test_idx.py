@@ -15,8 +15,12 @@ from conftest import free_port, run_script
 from fedmnist.data import MnistData, load_mnist
 from fedmnist.errors import UserError
 
-NAMES = {"train-images": "train-images-idx3-ubyte", "train-labels": "train-labels-idx1-ubyte",
-         "t10k-images": "t10k-images-idx3-ubyte", "t10k-labels": "t10k-labels-idx1-ubyte"}
+NAMES = {
+    "train-images": "train-images-idx3-ubyte",
+    "train-labels": "train-labels-idx1-ubyte",
+    "t10k-images": "t10k-images-idx3-ubyte",
+    "t10k-labels": "t10k-labels-idx1-ubyte",
+}
 
 
 def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
@@ -27,8 +31,12 @@ def idx_bytes(array: np.ndarray, type_code: int = 0x08) -> bytes:
 def write_folder(folder: Path, data: MnistData, *, gz: tuple[str, ...] = (), names: dict[str, str] = NAMES) -> Path:
     """The four files of ``data`` in ``folder``; those named in ``gz`` gzipped."""
     folder.mkdir(parents=True, exist_ok=True)
-    arrays = {"train-images": data.x_train.reshape(-1, 28, 28), "train-labels": data.y_train,
-              "t10k-images": data.x_test.reshape(-1, 28, 28), "t10k-labels": data.y_test}
+    arrays = {
+        "train-images": data.x_train.reshape(-1, 28, 28),
+        "train-labels": data.y_train,
+        "t10k-images": data.x_test.reshape(-1, 28, 28),
+        "t10k-labels": data.y_test,
+    }
     for part, array in arrays.items():
         raw = idx_bytes(np.ascontiguousarray(array, dtype=np.uint8))
         if part in gz:
@@ -47,8 +55,12 @@ def test_plain_and_gzipped_files_load_with_the_official_split(tmp_path: Path, sm
     folder = write_folder(tmp_path / "raw", small, gz=("train-images", "t10k-labels"))
     data = load_mnist(f"idx:{folder}")
     assert data.source == f"idx:{folder.resolve()}"  # Absolute: every client reads the same files.
-    for mine, theirs in ((data.x_train, small.x_train), (data.y_train, small.y_train),
-                         (data.x_test, small.x_test), (data.y_test, small.y_test)):
+    for mine, theirs in (
+        (data.x_train, small.x_train),
+        (data.y_train, small.y_train),
+        (data.x_test, small.x_test),
+        (data.y_test, small.y_test),
+    ):
         assert mine.dtype == np.uint8 and np.array_equal(mine, theirs)
 
 
@@ -63,24 +75,44 @@ def _spoil(folder: Path, name: str, change) -> None:
     path.write_bytes(change(path.read_bytes()))
 
 
-@pytest.mark.parametrize(("spoil", "message"), [
-    (lambda f: _spoil(f, NAMES["train-images"], lambda b: b"\x08\x03" + b[2:]),
-     "train-images-idx3-ubyte: not an IDX file of unsigned bytes (magic number 08030803"),
-    (lambda f: _spoil(f, NAMES["train-labels"], lambda b: b[:2] + b"\x0d" + b[3:]),  # float32 type code
-     "train-labels-idx1-ubyte: not an IDX file of unsigned bytes"),
-    (lambda f: _spoil(f, NAMES["t10k-images"], lambda b: b[:-100]),
-     "t10k-images-idx3-ubyte: truncated: its header says 12 x 28 x 28 = 9,408 values, it holds 9,308"),
-    (lambda f: _spoil(f, NAMES["t10k-labels"], lambda b: b + b"\x01"),
-     "t10k-labels-idx1-ubyte: longer than its header says: its header says 12 = 12 values, it holds 13"),
-    (lambda f: _spoil(f, NAMES["train-labels"], lambda b: b[:6]), "IDX header cut short (6 bytes for 1 dimensions)"),
-    (lambda f: (f / NAMES["train-labels"]).write_bytes(idx_bytes(np.zeros(29, np.uint8))),
-     "train: 30 images but 29 labels"),
-    (lambda f: (f / NAMES["t10k-labels"]).write_bytes(idx_bytes(np.full(12, 10, np.uint8))),
-     "t10k-labels: label 10 found, expected 0-9"),
-    (lambda f: (f / NAMES["t10k-images"]).write_bytes(idx_bytes(np.zeros((12, 32, 32), np.uint8))),
-     "t10k-images: images of 32 x 32, expected 28 x 28"),
-    (lambda f: (f / NAMES["t10k-labels"]).unlink(), "t10k-labels-idx1-ubyte[.gz] is missing"),
-])
+@pytest.mark.parametrize(
+    ("spoil", "message"),
+    [
+        (
+            lambda f: _spoil(f, NAMES["train-images"], lambda b: b"\x08\x03" + b[2:]),
+            "train-images-idx3-ubyte: not an IDX file of unsigned bytes (magic number 08030803",
+        ),
+        (
+            lambda f: _spoil(f, NAMES["train-labels"], lambda b: b[:2] + b"\x0d" + b[3:]),  # float32 type code
+            "train-labels-idx1-ubyte: not an IDX file of unsigned bytes",
+        ),
+        (
+            lambda f: _spoil(f, NAMES["t10k-images"], lambda b: b[:-100]),
+            "t10k-images-idx3-ubyte: truncated: its header says 12 x 28 x 28 = 9,408 values, it holds 9,308",
+        ),
+        (
+            lambda f: _spoil(f, NAMES["t10k-labels"], lambda b: b + b"\x01"),
+            "t10k-labels-idx1-ubyte: longer than its header says: its header says 12 = 12 values, it holds 13",
+        ),
+        (
+            lambda f: _spoil(f, NAMES["train-labels"], lambda b: b[:6]),
+            "IDX header cut short (6 bytes for 1 dimensions)",
+        ),
+        (
+            lambda f: (f / NAMES["train-labels"]).write_bytes(idx_bytes(np.zeros(29, np.uint8))),
+            "train: 30 images but 29 labels",
+        ),
+        (
+            lambda f: (f / NAMES["t10k-labels"]).write_bytes(idx_bytes(np.full(12, 10, np.uint8))),
+            "t10k-labels: label 10 found, expected 0-9",
+        ),
+        (
+            lambda f: (f / NAMES["t10k-images"]).write_bytes(idx_bytes(np.zeros((12, 32, 32), np.uint8))),
+            "t10k-images: images of 32 x 32, expected 28 x 28",
+        ),
+        (lambda f: (f / NAMES["t10k-labels"]).unlink(), "t10k-labels-idx1-ubyte[.gz] is missing"),
+    ],
+)
 def test_each_kind_of_bad_file_gets_one_line_naming_it(tmp_path: Path, small: MnistData, spoil, message: str) -> None:
     folder = write_folder(tmp_path / "raw", small)
     spoil(folder)
@@ -103,8 +135,22 @@ def test_a_run_trains_on_idx_files_and_a_bad_folder_exits_with_one_line(tmp_path
     """The whole 5k set written as IDX files: the server and its clients read them, no cache, no network."""
     folder = write_folder(tmp_path / "MNIST" / "raw", mnist_5k, gz=tuple(NAMES))  # torchvision's layout
     out = tmp_path / "out"
-    done = run_script("-m", "fedmnist.launcher", "--rounds", "1", "--clients", "2", "--dataset", f"idx:{folder}",
-                      "--port", str(free_port()), "--no-dashboard", "--out", str(out), timeout=300)
+    done = run_script(
+        "-m",
+        "fedmnist.launcher",
+        "--rounds",
+        "1",
+        "--clients",
+        "2",
+        "--dataset",
+        f"idx:{folder}",
+        "--port",
+        str(free_port()),
+        "--no-dashboard",
+        "--out",
+        str(out),
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     summary = json.loads((out / "history" / "history_1.json").read_text())
     assert summary["data_source"] == f"idx:{folder}"

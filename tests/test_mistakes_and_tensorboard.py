@@ -38,10 +38,22 @@ def test_worst_mistakes_are_the_surest_wrong_answers_first() -> None:
 SUMMARY = {
     "initial": {"centralized": {"accuracy": 0.11, "loss": 2.3}},
     "rounds": [
-        {"round": 1, "centralized": {"accuracy": 0.8}, "evaluate": {"accuracy": 0.78, "loss": float("nan")},
-         "fit": {"accuracy": 0.75}, "seconds": 0.5, "fit_results": 2,
-         "per_client": [{"cid": "x", "partition_id": 1, "fit": {"accuracy": 0.7, "examples": 450},
-                         "evaluate": {"accuracy": 0.77}}]},
+        {
+            "round": 1,
+            "centralized": {"accuracy": 0.8},
+            "evaluate": {"accuracy": 0.78, "loss": float("nan")},
+            "fit": {"accuracy": 0.75},
+            "seconds": 0.5,
+            "fit_results": 2,
+            "per_client": [
+                {
+                    "cid": "x",
+                    "partition_id": 1,
+                    "fit": {"accuracy": 0.7, "examples": 450},
+                    "evaluate": {"accuracy": 0.77},
+                }
+            ],
+        },
         {"round": 2, "centralized": {"accuracy": 0.9}, "seconds": 0.4},
     ],
 }

@@ -27,13 +27,16 @@ def test_model_maps_pixels_to_class_probabilities() -> None:
     assert [w.shape for w in model.get_weights()] == [(784, 128), (128,), (128, 10), (10,)]
 
 
-@pytest.mark.parametrize(("name", "shapes"), [
-    ("mlp", [(784, 128), (128,), (128, 10), (10,)]),
-    ("dense32", [(784, 32), (32,), (32, 10), (10,)]),
-    ("cnn", [(3, 3, 1, 8), (8,), (3, 3, 8, 16), (16,), (400, 10), (10,)]),
-    ("2nn", [(784, 200), (200,), (200, 200), (200,), (200, 10), (10,)]),
-    ("cnn-paper", [(5, 5, 1, 32), (32,), (5, 5, 32, 64), (64,), (3136, 512), (512,), (512, 10), (10,)]),
-])
+@pytest.mark.parametrize(
+    ("name", "shapes"),
+    [
+        ("mlp", [(784, 128), (128,), (128, 10), (10,)]),
+        ("dense32", [(784, 32), (32,), (32, 10), (10,)]),
+        ("cnn", [(3, 3, 1, 8), (8,), (3, 3, 8, 16), (16,), (400, 10), (10,)]),
+        ("2nn", [(784, 200), (200,), (200, 200), (200,), (200, 10), (10,)]),
+        ("cnn-paper", [(5, 5, 1, 32), (32,), (5, 5, 32, 64), (64,), (3136, 512), (512,), (512, 10), (10,)]),
+    ],
+)
 def test_each_model_takes_flat_pixels_and_gives_probabilities(name: str, shapes: list) -> None:
     model = build_model(seed=0, name=name)
     probabilities = model(np.zeros((2, 784), np.float32)).numpy()
@@ -108,8 +111,15 @@ def test_client_evaluate_reports_loss_examples_and_accuracy(share) -> None:
 
 def test_a_client_takes_its_data_and_model_from_the_servers_config(data_home: str) -> None:
     client = make_client(partition_id=1, num_partitions=5, data_home=data_home, process_started=0.0)
-    config: dict[str, Scalar] = {"dataset": "mnist-5k", "seed": 7, "partition": "shards:2", "model": "dense32", "num-partitions": 5,
-              "run-id": "a", "server-round": 1}
+    config: dict[str, Scalar] = {
+        "dataset": "mnist-5k",
+        "seed": 7,
+        "partition": "shards:2",
+        "model": "dense32",
+        "num-partitions": 5,
+        "run-id": "a",
+        "server-round": 1,
+    }
     start = client.get_parameters(config)
     assert [w.shape for w in start] == [(784, 32), (32,), (32, 10), (10,)]  # dense32, as the server said.
     _, num_examples, metrics = client.fit(start, config)

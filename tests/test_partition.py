@@ -26,8 +26,11 @@ def skew(labels: np.ndarray, parts: list[np.ndarray]) -> float:
 
 @pytest.mark.parametrize(
     ("text", "scheme"),
-    [("iid", PartitionScheme(IID)), ("dirichlet:0.1", PartitionScheme(DIRICHLET, 0.1)),
-     ("Shards:2", PartitionScheme(SHARDS, 2))],
+    [
+        ("iid", PartitionScheme(IID)),
+        ("dirichlet:0.1", PartitionScheme(DIRICHLET, 0.1)),
+        ("Shards:2", PartitionScheme(SHARDS, 2)),
+    ],
 )
 def test_parse_partition(text: str, scheme: PartitionScheme) -> None:
     assert parse_partition(text) == scheme
@@ -36,9 +39,15 @@ def test_parse_partition(text: str, scheme: PartitionScheme) -> None:
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("dirichlet:0", "alpha must be greater than 0"), ("dirichlet:-1", "alpha must be greater than 0"),
-     ("shards:1.5", "whole number"), ("shards:0", "whole number"), ("dirichlet:abc", "expected a number"),
-     ("label-skew", "unknown partition"), ("iid:3", "unknown partition")],
+    [
+        ("dirichlet:0", "alpha must be greater than 0"),
+        ("dirichlet:-1", "alpha must be greater than 0"),
+        ("shards:1.5", "whole number"),
+        ("shards:0", "whole number"),
+        ("dirichlet:abc", "expected a number"),
+        ("label-skew", "unknown partition"),
+        ("iid:3", "unknown partition"),
+    ],
 )
 def test_parse_partition_rejects_bad_values(text: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
@@ -59,8 +68,10 @@ def test_partitions_are_disjoint_complete_and_reproducible(mnist_5k, text: str) 
 
 def test_label_skew_grows_as_alpha_falls(mnist_5k) -> None:
     labels = mnist_5k.y_train
-    measured = {text: skew(labels, partition_rows(labels, 5, parse_partition(text), seed=0))
-                for text in ("iid", "dirichlet:100", "dirichlet:1", "dirichlet:0.1")}
+    measured = {
+        text: skew(labels, partition_rows(labels, 5, parse_partition(text), seed=0))
+        for text in ("iid", "dirichlet:100", "dirichlet:1", "dirichlet:0.1")
+    }
     assert measured["iid"] < 0.05 and measured["dirichlet:100"] < 0.1
     assert measured["dirichlet:100"] < measured["dirichlet:1"] < measured["dirichlet:0.1"]
     assert measured["dirichlet:0.1"] > 0.5

@@ -91,16 +91,28 @@ def test_a_one_round_title_says_round() -> None:
 
 
 RECORDS = [
-    {"round": 1, "per_client": [{"cid": "a", "partition_id": 0, "evaluate": {"accuracy": 0.8}},
-                                {"cid": "b", "partition_id": 1, "evaluate": {"accuracy": 0.4}}]},
-    {"round": 2, "per_client": [{"cid": "a", "partition_id": 0, "evaluate": {"accuracy": 0.85}},
-                                {"cid": "zz9-foreign", "evaluate": {"accuracy": 0.5}}]},
+    {
+        "round": 1,
+        "per_client": [
+            {"cid": "a", "partition_id": 0, "evaluate": {"accuracy": 0.8}},
+            {"cid": "b", "partition_id": 1, "evaluate": {"accuracy": 0.4}},
+        ],
+    },
+    {
+        "round": 2,
+        "per_client": [
+            {"cid": "a", "partition_id": 0, "evaluate": {"accuracy": 0.85}},
+            {"cid": "zz9-foreign", "evaluate": {"accuracy": 0.5}},
+        ],
+    },
 ]
 
 
 def test_each_clients_curve_is_kept_apart(tmp_path: Path) -> None:
     assert client_curves(RECORDS) == {
-        "client 0": [(1, 0.8), (2, 0.85)], "client 1": [(1, 0.4)], "client zz9-fo": [(2, 0.5)],
+        "client 0": [(1, 0.8), (2, 0.85)],
+        "client 1": [(1, 0.4)],
+        "client zz9-fo": [(2, 0.5)],
     }
     assert plot_clients({**SUMMARY, "rounds": RECORDS}, tmp_path).stat().st_size > 10_000
 
@@ -120,8 +132,15 @@ def test_command_compares_runs_by_name_in_one_png(tmp_path: Path, capsys) -> Non
     for rounds, name in ((2, "fedavg-iid"), (3, "fedprox-shards2")):
         save_history(RunPaths(tmp_path / name, rounds), sample_history(), {**SUMMARY, "name": name})
     out = tmp_path / "both.png"
-    main(["--compare", str(tmp_path / "fedavg-iid" / "history" / "history_2.json"),
-          str(tmp_path / "fedprox-shards2" / "history" / "history_3.json"), "--out", str(out)])
+    main(
+        [
+            "--compare",
+            str(tmp_path / "fedavg-iid" / "history" / "history_2.json"),
+            str(tmp_path / "fedprox-shards2" / "history" / "history_3.json"),
+            "--out",
+            str(out),
+        ]
+    )
     assert capsys.readouterr().out.strip() == str(out) and out.stat().st_size > 10_000
 
 
@@ -142,8 +161,15 @@ def test_a_thousand_clients_give_pictures_of_a_readable_size(tmp_path: Path) -> 
 
     clients = 1000
     histograms = [[4 if digit == client % 10 else 0 for digit in range(10)] for client in range(clients)]
-    rounds = [{"round": r, "per_client": [{"cid": str(c), "partition_id": c, "evaluate": {"accuracy": 0.1 * r}}
-                                          for c in range(r, clients, 100)]} for r in (1, 2)]
+    rounds = [
+        {
+            "round": r,
+            "per_client": [
+                {"cid": str(c), "partition_id": c, "evaluate": {"accuracy": 0.1 * r}} for c in range(r, clients, 100)
+            ],
+        }
+        for r in (1, 2)
+    ]
     summary = {**SUMMARY, "label_histograms": histograms, "rounds": rounds}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # E.g. "Tight layout not applied" under a 10-entry legend.
@@ -154,23 +180,30 @@ def test_a_thousand_clients_give_pictures_of_a_readable_size(tmp_path: Path) -> 
 
 def test_many_clients_are_drawn_as_their_median_and_10th_to_90th_percentile() -> None:
     """Eleven clients at 0.0, 0.1, ..., 1.0: median 0.5, 10th percentile 0.1, 90th 0.9 (linear interpolation)."""
-    per_client = [{"cid": str(c), "partition_id": c, "evaluate": {"accuracy": c / 10, "examples": 4 + c}}
-                  for c in range(11)]
+    per_client = [
+        {"cid": str(c), "partition_id": c, "evaluate": {"accuracy": c / 10, "examples": 4 + c}} for c in range(11)
+    ]
     records = [{"round": 1, "per_client": per_client}]
     [(round_number, median, p10, p90)] = client_spread(records)
     assert round_number == 1 and (round(median, 9), round(p10, 9), round(p90, 9)) == (0.5, 0.1, 0.9)
     assert client_rows(records)["client 0"] == 4 and client_rows(records)["client 10"] == 14
 
 
-def test_a_clients_legend_says_how_many_rows_its_accuracy_is_of(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_clients_legend_says_how_many_rows_its_accuracy_is_of(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import matplotlib.pyplot as plt
 
-    records = [{"round": 1, "per_client": [{"cid": "a", "partition_id": 0, "evaluate": {"accuracy": 0.75, "examples": 4}}]}]
+    records = [
+        {"round": 1, "per_client": [{"cid": "a", "partition_id": 0, "evaluate": {"accuracy": 0.75, "examples": 4}}]}
+    ]
     captured = []
     real_save = plt.Figure.savefig
 
     def save(figure, *args, **kwargs):  # The legend's texts, read before the figure is closed.
-        captured.extend(text.get_text() for axes in figure.axes if axes.get_legend() for text in axes.get_legend().get_texts())
+        captured.extend(
+            text.get_text() for axes in figure.axes if axes.get_legend() for text in axes.get_legend().get_texts()
+        )
         return real_save(figure, *args, **kwargs)
 
     monkeypatch.setattr(plt.Figure, "savefig", save)
@@ -183,7 +216,8 @@ def test_confidence_is_rounded_down_so_only_a_certain_prediction_reads_100_perce
 
 
 def test_a_comparison_of_few_rounds_has_whole_round_ticks_and_a_style_per_setting(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import matplotlib.pyplot as plt
 
     results = [{"setting": name, "curve": [(1, 0.8), (2, 0.9)]} for name in ("fedavg", "fedprox")]  # Identical.

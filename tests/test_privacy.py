@@ -15,14 +15,7 @@ from flwr.server.strategy import FedAvg
 
 from conftest import IdleClient, free_port, start_script
 from fedmnist.live_log import read_live_log
-from fedmnist.privacy import (
-    DpSettings,
-    PrivacyBudgetSpent,
-    PrivacyLedger,
-    clip_update,
-    clipping_mod,
-    private,
-)
+from fedmnist.privacy import DpSettings, PrivacyBudgetSpent, PrivacyLedger, clip_update, clipping_mod, private
 from fedmnist.validation import update_norm, validate_updates
 
 GLOBAL = [np.zeros((300, 100), np.float32), np.zeros(100, np.float32)]  # 30,100 weights: enough for statistics.
@@ -122,9 +115,20 @@ def test_the_clientapps_mod_clips_with_flowers_mod_only_when_the_server_asks() -
     def norm_after(config: dict) -> float:
         content = fitins_to_recorddict(FitIns(ndarrays_to_parameters(GLOBAL), config), keep_input=True)
         # A message as a ClientApp receives it, metadata and all, which Flower's public overloads leave out.
-        message = Message(content, metadata=Metadata(run_id=1, message_id="1", src_node_id=0, dst_node_id=1,  # type: ignore[call-overload]
-                                                     reply_to_message_id="", group_id="1", created_at=0.0,
-                                                     ttl=60.0, message_type="train"))
+        message = Message(
+            content,
+            metadata=Metadata(
+                run_id=1,
+                message_id="1",
+                src_node_id=0,
+                dst_node_id=1,  # type: ignore[call-overload]
+                reply_to_message_id="",
+                group_id="1",
+                created_at=0.0,
+                ttl=60.0,
+                message_type="train",
+            ),
+        )
         reply = clipping_mod(message, Context(1, 1, {}, RecordDict(), {}), train)
         return update_norm(parameters_to_ndarrays(recorddict_to_fitres(reply.content, True).parameters), GLOBAL)
 
@@ -133,29 +137,67 @@ def test_the_clientapps_mod_clips_with_flowers_mod_only_when_the_server_asks() -
 
 
 def test_the_server_refuses_an_update_longer_than_the_clipping_norm_it_asked_for() -> None:
-    results: list[tuple[ClientProxy, FitRes]] = [(IdleClient("good"), _result(_update(0.5, seed=3), 10)),
-               (IdleClient("bad"), _result(_update(0.9, seed=4), 10))]
+    results: list[tuple[ClientProxy, FitRes]] = [
+        (IdleClient("good"), _result(_update(0.5, seed=3), 10)),
+        (IdleClient("bad"), _result(_update(0.9, seed=4), 10)),
+    ]
     accepted, rejected = validate_updates(results, GLOBAL, max_norm_factor=5.0, max_norm=0.5 * 1.01)
     assert [proxy.cid for proxy, _ in accepted] == ["good"]
     assert [str(error) for error in rejected] == [
-        "client bad: update norm 0.9 is longer than the clipping norm allows (0.505): not clipped"]
+        "client bad: update norm 0.9 is longer than the clipping norm allows (0.505): not clipped"
+    ]
 
 
 @pytest.mark.slow
-def test_classic_clients_clip_a_hostile_one_is_refused_and_the_budget_stops_the_run(tmp_path: Path, data_home: str) -> None:
+def test_classic_clients_clip_a_hostile_one_is_refused_and_the_budget_stops_the_run(
+    tmp_path: Path, data_home: str
+) -> None:
     """Client-side DP on the classic pair: client.py clips (no mods there), the server enforces it and accounts.
 
     noise 1, no sampling credit: epsilon 4.73, 7.08, 9.01, then 10.7 > 10, so round 4 never starts.
     """
     port = str(free_port())
     common = ["--dataset", "mnist-5k", "--data-home", data_home]
-    server = start_script("server.py", "--port", port, "--rounds", "5", "--clients", "3", "--min-clients", "3",
-                          "--model", "dense32", "--dp-noise", "1", "--dp-clip", "0.05", "--dp-side", "client",
-                          "--dp-max-epsilon", "10", "--baseline", "--out", str(tmp_path), *common,
-                          log=tmp_path / "server.log")
+    server = start_script(
+        "server.py",
+        "--port",
+        port,
+        "--rounds",
+        "5",
+        "--clients",
+        "3",
+        "--min-clients",
+        "3",
+        "--model",
+        "dense32",
+        "--dp-noise",
+        "1",
+        "--dp-clip",
+        "0.05",
+        "--dp-side",
+        "client",
+        "--dp-max-epsilon",
+        "10",
+        "--baseline",
+        "--out",
+        str(tmp_path),
+        *common,
+        log=tmp_path / "server.log",
+    )
     clients = [
-        start_script("client.py", "--server", f"127.0.0.1:{port}", "--partition-id", str(i), "--num-partitions", "3",
-                     "--data-home", data_home, *fault, log=tmp_path / f"client_{i}.log")
+        start_script(
+            "client.py",
+            "--server",
+            f"127.0.0.1:{port}",
+            "--partition-id",
+            str(i),
+            "--num-partitions",
+            "3",
+            "--data-home",
+            data_home,
+            *fault,
+            log=tmp_path / f"client_{i}.log",
+        )
         for i, fault in enumerate([[], [], ["--fault", "scale"]])  # Scales its update after clipping it.
     ]
     assert server.wait(timeout=180) == 0, (tmp_path / "server.log").read_text()[-2000:]
@@ -189,6 +231,6 @@ def test_the_dashboard_reads_each_rounds_privacy_and_shows_it_only_for_private_r
     assert shown is not None and shown.epsilon == pytest.approx(4.7285, rel=1e-4)
     assert (shown.clipping, shown.clipping_norm, shown.max_epsilon, shown.releases) == ("client", 0.5, 20.0, 1)
     assert RoundRecord.from_record({"round": 1}).privacy is None
-    page = (Path(__file__).parent.parent / "fedmnist" / "dashboard" / "static")
+    page = Path(__file__).parent.parent / "fedmnist" / "dashboard" / "static"
     assert 'id="privacy-card" hidden' in (page / "index.html").read_text()
     assert '$("privacy-card").hidden = !privacy' in (page / "dashboard.js").read_text()

@@ -32,9 +32,10 @@ def test_secrets_are_owner_only_while_written_not_only_after_the_move(tmp_path: 
     modes_while_written = []
     previous = os.umask(0o022)
     try:
-        write_atomic(tmp_path / "key", lambda handle: modes_while_written.append(os.fstat(handle.fileno()).st_mode),
-                     secret=True)
-        (private, public), = ensure_node_keys(tmp_path / "keys", 1)
+        write_atomic(
+            tmp_path / "key", lambda handle: modes_while_written.append(os.fstat(handle.fileno()).st_mode), secret=True
+        )
+        ((private, public),) = ensure_node_keys(tmp_path / "keys", 1)
         generate_certificates(tmp_path / "certs", "localhost")
     finally:
         os.umask(previous)
@@ -48,7 +49,8 @@ def test_secrets_are_owner_only_while_written_not_only_after_the_move(tmp_path: 
 def test_an_earlier_run_is_moved_to_runs_and_stale_temporaries_are_removed(tmp_path: Path) -> None:
     (tmp_path / "history").mkdir()
     (tmp_path / "history" / "history_40.jsonl").write_text(
-        json.dumps({"config": {}, "started": "2026-11-29T13:55:02+00:00"}) + "\n")
+        json.dumps({"config": {}, "started": "2026-11-29T13:55:02+00:00"}) + "\n"
+    )
     (tmp_path / "plots").mkdir()
     (tmp_path / "plots" / "accuracy.png").write_bytes(b"png")
     (tmp_path / "checkpoints").mkdir()
@@ -67,9 +69,19 @@ def test_a_held_lock_refuses_a_second_run_and_a_dead_one_does_not(tmp_path: Path
     import subprocess
     import sys
 
-    holder = subprocess.Popen([sys.executable, "-c", ("import sys, time; from fedmnist.run_lock import lock_results; "
-                               f"lock_results({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)")],
-                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time; from fedmnist.run_lock import lock_results; "
+                f"lock_results({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert stream(holder.stdout).readline().strip() == "held"
     with pytest.raises(ResultsInUse, match=rf"is in use by another run \(pid {holder.pid}, started "):
         lock_results(tmp_path)
@@ -142,11 +154,26 @@ def test_a_disk_that_fills_during_a_run_ends_it_with_one_line_and_no_half_files(
 ) -> None:
     # The first checkpoint (about 400 KB) does not fit: the old server hung for ever here.
     port = free_port()
-    server = start_script("server.py", "--port", str(port), "--rounds", "3", "--clients", "2", "--dataset", "mnist-5k",
-                          "--data-home", data_home, "--out", str(full_disk), log=tmp_path / "server.log")
+    server = start_script(
+        "server.py",
+        "--port",
+        str(port),
+        "--rounds",
+        "3",
+        "--clients",
+        "2",
+        "--dataset",
+        "mnist-5k",
+        "--data-home",
+        data_home,
+        "--out",
+        str(full_disk),
+        log=tmp_path / "server.log",
+    )
     wait_for_port(port, server)
-    clients = start_script("tests/hostile_client.py", f"127.0.0.1:{port}", "honest", "honest",
-                           log=tmp_path / "clients.log")
+    clients = start_script(
+        "tests/hostile_client.py", f"127.0.0.1:{port}", "honest", "honest", log=tmp_path / "clients.log"
+    )
     assert server.wait(timeout=120) == 2
     clients.kill()
     output = (tmp_path / "server.log").read_text()
@@ -162,13 +189,28 @@ def test_run_sh_refuses_a_folder_a_live_run_uses_before_touching_it(tmp_path: Pa
     import sys
 
     root = Path(__file__).resolve().parent.parent
-    holder = subprocess.Popen([sys.executable, "-c", ("import time; from fedmnist.run_lock import lock_results; "
-                               f"lock_results({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)")],
-                              stdout=subprocess.PIPE, text=True, cwd=root)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import time; from fedmnist.run_lock import lock_results; "
+                f"lock_results({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)"
+            ),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=root,
+    )
     try:
         assert stream(holder.stdout).readline().strip() == "held"
-        result = subprocess.run(["bash", str(root / "run.sh"), "--out", str(tmp_path), "--port", str(free_port()),
-                                 "--no-dashboard"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        result = subprocess.run(
+            ["bash", str(root / "run.sh"), "--out", str(tmp_path), "--port", str(free_port()), "--no-dashboard"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
     finally:
         holder.kill()
     assert result.returncode == 2 and f"is in use by another run (pid {holder.pid}" in result.stderr, result.stderr
@@ -180,8 +222,16 @@ def test_server_outside_its_environment_says_so_in_one_line() -> None:
     import sys
 
     # -S: no site-packages, as with a plain python3 that has none of the project's packages.
-    result = subprocess.run([sys.executable, "-S", "server.py", "--rounds", "3"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parent.parent, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-S", "server.py", "--rounds", "3"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+        timeout=60,
+    )
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: server.py needs the project's environment") and ".venv/bin/python" in result.stderr
+    assert (
+        result.stderr.startswith("error: server.py needs the project's environment")
+        and ".venv/bin/python" in result.stderr
+    )
     assert len(result.stderr.strip().splitlines()) == 1

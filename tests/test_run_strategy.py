@@ -32,9 +32,14 @@ class SpyAggregator(FedAvg):
     """FedAvg that notes the rounds and results it is given."""
 
     def __init__(self) -> None:
-        super().__init__(min_fit_clients=0, min_evaluate_clients=0, min_available_clients=0, fraction_evaluate=0.0,
-                         initial_parameters=ndarrays_to_parameters(WEIGHTS),
-                         evaluate_fn=lambda rnd, weights, cfg: (0.5, {"accuracy": 0.25}))
+        super().__init__(
+            min_fit_clients=0,
+            min_evaluate_clients=0,
+            min_available_clients=0,
+            fraction_evaluate=0.0,
+            initial_parameters=ndarrays_to_parameters(WEIGHTS),
+            evaluate_fn=lambda rnd, weights, cfg: (0.5, {"accuracy": 0.25}),
+        )
         self.calls: list[tuple[str, int, list[str]]] = []
 
     def aggregate_fit(self, server_round, results, failures):
@@ -47,8 +52,12 @@ class SpyAggregator(FedAvg):
 
 
 def run_strategy(tmp_path: Path, aggregator: FedAvg, **kwargs) -> RunStrategy:
-    return RunStrategy(lambda: aggregator, validator=UpdateValidator(),
-                       recorder=RoundRecorder(num_rounds=8, log_path=tmp_path / "history_8.jsonl"), **kwargs)
+    return RunStrategy(
+        lambda: aggregator,
+        validator=UpdateValidator(),
+        recorder=RoundRecorder(num_rounds=8, log_path=tmp_path / "history_8.jsonl"),
+        **kwargs,
+    )
 
 
 def test_the_aggregator_is_built_on_first_use_only() -> None:
@@ -112,8 +121,10 @@ def test_rejected_evaluations_are_failures_and_do_not_reach_the_aggregator(tmp_p
     assert parameters is not None
     strategy.configure_fit(1, parameters, SimpleClientManager())
     strategy.aggregate_fit(1, [fit_result("a", 1.0)], [])
-    evaluations: list[tuple[ClientProxy, EvaluateRes]] = [(IdleClient("a"), EvaluateRes(OK, 0.5, 10, {"accuracy": 0.75})),
-                   (IdleClient("nan"), EvaluateRes(OK, float("nan"), 10, {"accuracy": 0.1}))]
+    evaluations: list[tuple[ClientProxy, EvaluateRes]] = [
+        (IdleClient("a"), EvaluateRes(OK, 0.5, 10, {"accuracy": 0.75})),
+        (IdleClient("nan"), EvaluateRes(OK, float("nan"), 10, {"accuracy": 0.1})),
+    ]
     loss, _ = strategy.aggregate_evaluate(1, evaluations, [])
     assert loss == 0.5  # Only client a's loss was aggregated.
     record = strategy.recorder.rounds[0]
@@ -145,13 +156,14 @@ def test_stop_lets_the_round_being_recorded_finish_then_refuses_every_later_step
     stopper.join(5)
     flower.join(5)
     assert [record["round"] for record in strategy.recorder.rounds] == [1]
-    for step in (lambda: strategy.configure_fit(2, new_parameters, SimpleClientManager()),
-                 lambda: strategy.aggregate_fit(2, [fit_result("a", 2.0)], []),
-                 lambda: strategy.evaluate(2, new_parameters),
-                 lambda: strategy.configure_evaluate(2, new_parameters, SimpleClientManager()),
-                 lambda: strategy.aggregate_evaluate(2, [], [])):
+    for step in (
+        lambda: strategy.configure_fit(2, new_parameters, SimpleClientManager()),
+        lambda: strategy.aggregate_fit(2, [fit_result("a", 2.0)], []),
+        lambda: strategy.evaluate(2, new_parameters),
+        lambda: strategy.configure_evaluate(2, new_parameters, SimpleClientManager()),
+        lambda: strategy.aggregate_evaluate(2, [], []),
+    ):
         with pytest.raises(RunStopped):
             step()
     assert [record["round"] for record in strategy.recorder.rounds] == [1]
     assert strategy.recorder.parameters is new_parameters  # Round 2's update never reached the record.
-

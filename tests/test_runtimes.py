@@ -19,7 +19,15 @@ from flwr.app import ArrayRecord, RecordDict
 from flwr.client import NumPyClient
 from flwr.common import Context, Scalar
 
-from conftest import PROJECT_ROOT, FinishedRun, assert_the_strategy_trains_every_round, free_port, run_script, stream, wait_for_port
+from conftest import (
+    PROJECT_ROOT,
+    FinishedRun,
+    assert_the_strategy_trains_every_round,
+    free_port,
+    run_script,
+    stream,
+    wait_for_port,
+)
 from fedmnist import flwr_local
 from fedmnist.data import client_shares
 from fedmnist.faults import FAULTS_VARIABLE
@@ -39,24 +47,53 @@ def result_files(out: Path) -> set[str]:
     Not its logs, nor the credentials a deployment makes (certs/, keys/), nor the lock a run holds on its
     folder (a sweep's is its own folder's): they are not results.
     """
-    return {str((path.parent if "tensorboard" in path.parts else path).relative_to(out))
-            for path in out.rglob("*")
-            if path.is_file() and path.name != LOCK_FILE and not {"logs", "certs", "keys"} & set(path.parts)}
+    return {
+        str((path.parent if "tensorboard" in path.parts else path).relative_to(out))
+        for path in out.rglob("*")
+        if path.is_file() and path.name != LOCK_FILE and not {"logs", "certs", "keys"} & set(path.parts)
+    }
 
 
 def simulate(out: Path, data_home: str, *args: str, timeout: float = 300, faults: str = "") -> dict:
     """``server.py --runtime simulation``; ``faults`` for the virtual clients (``FEDMNIST_FAULTS``, fedmnist.faults)."""
-    done = run_script("server.py", "--runtime", "simulation", "--dataset", "mnist-5k", "--data-home", data_home,
-                      "--out", str(out), *args, timeout=timeout, env={**os.environ, FAULTS_VARIABLE: faults})
+    done = run_script(
+        "server.py",
+        "--runtime",
+        "simulation",
+        "--dataset",
+        "mnist-5k",
+        "--data-home",
+        data_home,
+        "--out",
+        str(out),
+        *args,
+        timeout=timeout,
+        env={**os.environ, FAULTS_VARIABLE: faults},
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Traceback" not in done.stderr
     return json.loads(next((out / "history").glob("history_*.json")).read_text())
 
 
 def run_sh(out: Path, data_home: str, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
-    done = subprocess.run(["bash", str(PROJECT_ROOT / "run.sh"), *args, "--data-home", data_home, "--no-dashboard",
-                           "--port", str(free_port()), "--out", str(out)],
-                          capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [
+            "bash",
+            str(PROJECT_ROOT / "run.sh"),
+            *args,
+            "--data-home",
+            data_home,
+            "--no-dashboard",
+            "--port",
+            str(free_port()),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -97,17 +134,33 @@ def test_every_strategy_trains_every_round_on_the_simulation_runtime(simulated_s
 
 
 def test_a_run_whose_rounds_accept_no_update_stops_with_one_error_and_saves_its_rounds(
-    tmp_path: Path, data_home: str,
+    tmp_path: Path, data_home: str
 ) -> None:
     """Every client sends NaN: three rounds in a row accept nothing, and the run ends with status 2, not finished."""
-    done = run_script("server.py", "--runtime", "simulation", "--dataset", "mnist-5k", "--data-home", data_home,
-                      "--out", str(tmp_path), "--clients", "3", "--rounds", "6", timeout=300,
-                      env={**os.environ, FAULTS_VARIABLE: "0=nan,1=nan,2=nan"})
+    done = run_script(
+        "server.py",
+        "--runtime",
+        "simulation",
+        "--dataset",
+        "mnist-5k",
+        "--data-home",
+        data_home,
+        "--out",
+        str(tmp_path),
+        "--clients",
+        "3",
+        "--rounds",
+        "6",
+        timeout=300,
+        env={**os.environ, FAULTS_VARIABLE: "0=nan,1=nan,2=nan"},
+    )
     assert done.returncode == 2, done.stdout[-3000:] + done.stderr[-3000:]
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert errors == [done.stderr.strip().splitlines()[-1]] and "Traceback" not in done.stderr
-    assert errors[0].startswith("error: rounds 1-3 accepted no update, so the model stopped learning "
-                                "(rejected: array 0 has non-finite values (9x)). Stopped after round 3 of 6")
+    assert errors[0].startswith(
+        "error: rounds 1-3 accepted no update, so the model stopped learning "
+        "(rejected: array 0 has non-finite values (9x)). Stopped after round 3 of 6"
+    )
     for n in (1, 2, 3):
         assert f"round {n}/6 | held-out acc" in done.stderr
         assert "0/3 clients: NO UPDATE ACCEPTED (3 rejected, 0 failed), model unchanged |" in done.stderr
@@ -119,20 +172,44 @@ def test_a_run_whose_rounds_accept_no_update_stops_with_one_error_and_saves_its_
 
 
 def test_a_virtual_client_that_crashes_is_gone_from_then_on_and_its_ray_worker_serves_the_others(
-    tmp_path: Path, data_home: str,
+    tmp_path: Path, data_home: str
 ) -> None:
     """``crash-at-round:2`` on a ClientApp fails its messages from round 2 on; exiting would end a shared worker."""
-    done = run_script("server.py", "--runtime", "simulation", "--dataset", "mnist-5k", "--data-home", data_home,
-                      "--out", str(tmp_path), "--clients", "4", "--rounds", "3", "--model", "dense32",
-                      "--min-clients", "3", timeout=300, env={**os.environ, FAULTS_VARIABLE: "3=crash-at-round:2"})
+    done = run_script(
+        "server.py",
+        "--runtime",
+        "simulation",
+        "--dataset",
+        "mnist-5k",
+        "--data-home",
+        data_home,
+        "--out",
+        str(tmp_path),
+        "--clients",
+        "4",
+        "--rounds",
+        "3",
+        "--model",
+        "dense32",
+        "--min-clients",
+        "3",
+        timeout=300,
+        env={**os.environ, FAULTS_VARIABLE: "3=crash-at-round:2"},
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "worker died" not in done.stderr.lower() and "Traceback" not in done.stderr
     rounds = json.loads((tmp_path / "history" / "history_3.json").read_text())["rounds"]
     assert [(r["fit_results"], r["fit_failures"], r["evaluate_results"], r["rejected_updates"]) for r in rounds] == [
-        (4, 0, 4, 0), (3, 1, 3, 0), (3, 1, 3, 0)]
+        (4, 0, 4, 0),
+        (3, 1, 3, 0),
+        (3, 1, 3, 0),
+    ]
     assert all("fault injected: crashed at round 2" in r["failure_reasons"][0] for r in rounds[1:])
     assert [sorted(c["partition_id"] for c in r["per_client"] if "fit" in c) for r in rounds] == [
-        [0, 1, 2, 3], [0, 1, 2], [0, 1, 2]]
+        [0, 1, 2, 3],
+        [0, 1, 2],
+        [0, 1, 2],
+    ]
     import keras
 
     saved = keras.saving.load_model(tmp_path / "models" / "global_3.keras")  # --model dense32, as the server chose.
@@ -157,7 +234,7 @@ def simulate_drop_out(out: Path, data_home: str, *args: str) -> tuple[dict, list
 
 
 def test_secagg_gives_plain_fedavgs_model_and_tolerates_a_client_dropping_out_mid_protocol(
-    tmp_path: Path, data_home: str,
+    tmp_path: Path, data_home: str
 ) -> None:
     """SecAgg+ (3 shares, threshold 2), 5 clients: the server never sees one update, yet gets plain FedAvg's model.
 
@@ -176,7 +253,7 @@ def test_secagg_gives_plain_fedavgs_model_and_tolerates_a_client_dropping_out_mi
 
 
 def test_a_deployment_run_with_secagg_stopped_by_ctrl_c_resumes_and_writes_what_a_classic_run_writes(
-    tmp_path: Path, data_home: str, classic_run: FinishedRun,
+    tmp_path: Path, data_home: str, classic_run: FinishedRun
 ) -> None:
     """./run.sh --runtime deployment: a SuperLink, 3 SuperNodes, the ServerApp and ClientApp; all stopped after.
 
@@ -186,11 +263,25 @@ def test_a_deployment_run_with_secagg_stopped_by_ctrl_c_resumes_and_writes_what_
     """
     import signal
 
-    args = [*SMALL_RUN, "--runtime", "deployment", "--secagg", "--data-home", data_home, "--out", str(tmp_path),
-            "--no-dashboard"]
-    launcher = subprocess.Popen(["bash", str(PROJECT_ROOT / "run.sh"), "--port", str(free_port()), *args],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+    args = [
+        *SMALL_RUN,
+        "--runtime",
+        "deployment",
+        "--secagg",
+        "--data-home",
+        data_home,
+        "--out",
+        str(tmp_path),
+        "--no-dashboard",
+    ]
+    launcher = subprocess.Popen(
+        ["bash", str(PROJECT_ROOT / "run.sh"), "--port", str(free_port()), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     said = []
     for line in stream(launcher.stdout):
         said.append(line)
@@ -207,8 +298,13 @@ def test_a_deployment_run_with_secagg_stopped_by_ctrl_c_resumes_and_writes_what_
     left = flower_processes_of(data_home)
     assert not left, f"Ctrl-C left Flower processes running: {left}"
 
-    done = subprocess.run(["bash", str(PROJECT_ROOT / "run.sh"), "--port", str(free_port()), *args, "--resume"],
-                          capture_output=True, text=True, timeout=400, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        ["bash", str(PROJECT_ROOT / "run.sh"), "--port", str(free_port()), *args, "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Traceback" not in done.stdout + done.stderr
     assert "resuming after round 1 of 2" in done.stdout and "round 2/2" in done.stdout
@@ -216,8 +312,11 @@ def test_a_deployment_run_with_secagg_stopped_by_ctrl_c_resumes_and_writes_what_
     summary = json.loads((tmp_path / "history" / "history_2.json").read_text())
     assert_like_the_classic_run(summary, tmp_path, classic_run, "deployment")  # No partial files left either.
     assert summary["config"]["secagg"]
-    assert {p.name for p in (tmp_path / "logs").iterdir()} == {"server.log", "superlink.log", *(
-        f"client_{i}.log" for i in range(3))}
+    assert {p.name for p in (tmp_path / "logs").iterdir()} == {
+        "server.log",
+        "superlink.log",
+        *(f"client_{i}.log" for i in range(3)),
+    }
     assert not flower_processes_of(data_home), "the run left Flower processes running"
     assert (tmp_path / "certs" / "ca.pem").exists() and len(list((tmp_path / "keys").glob("supernode_*.pub"))) == 3
 
@@ -229,21 +328,28 @@ def test_a_supernode_whose_key_is_not_registered_is_refused(tmp_path: Path) -> N
     from fedmnist.tls import generate_certificates
 
     generate_certificates(tmp_path / "certs", "localhost")
-    (private, _), = ensure_node_keys(tmp_path / "keys", 1)  # Made, but never registered.
+    ((private, _),) = ensure_node_keys(tmp_path / "keys", 1)  # Made, but never registered.
     home = tmp_path / "flwr"
     home.mkdir()
     environment = {**os.environ, **deployment.environment(home, None, None)}
     port = free_port()
     with open(tmp_path / "superlink.log", "wb") as log:
-        superlink = subprocess.Popen([sys.executable, *deployment.superlink_command(port, tmp_path / "certs")],
-                                     stdout=log, stderr=subprocess.STDOUT, env=environment)
+        superlink = subprocess.Popen(
+            [sys.executable, *deployment.superlink_command(port, tmp_path / "certs")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=environment,
+        )
     try:
         wait_for_port(port, superlink, timeout=60)
         # Its output to a file: Flower's detached helpers would hold a pipe open after it ends.
         with open(tmp_path / "supernode.log", "wb") as log:
             stranger = subprocess.Popen(
                 [sys.executable, *deployment.supernode_command(port, free_port(), 0, 1, tmp_path / "certs", private)],
-                stdout=log, stderr=subprocess.STDOUT, env=environment)
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=environment,
+            )
         assert stranger.wait(timeout=120) != 0
     finally:
         superlink.terminate()
@@ -276,33 +382,70 @@ def flower_processes_of(marker: object, programs: tuple[bytes, ...] = FLOWER_PRO
 
 
 def test_flwr_run_runs_the_app_on_a_local_simulation_and_flwr_stop_ends_exactly_its_superlink(
-        tmp_path: Path, data_home: str) -> None:
+    tmp_path: Path, data_home: str
+) -> None:
     """``./run.sh flwr run .`` as the README shows it, on the SuperLink flwr starts itself; then ``./run.sh flwr-stop``."""
     home, user_home = tmp_path / "flwr-home", tmp_path / "user"
-    environment = {**os.environ, "FLWR_HOME": str(home), "HOME": str(user_home),
-                   "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()),
-                   "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()), "FEDMNIST_DATA_HOME": data_home,
-                   "FLWR_DISABLE_UPDATE_CHECK": "1"}
+    environment = {
+        **os.environ,
+        "FLWR_HOME": str(home),
+        "HOME": str(user_home),
+        "FLWR_LOCAL_SUPERLINK_HTTP_API_PORT": str(free_port()),
+        "FLWR_LOCAL_CONTROL_API_PORT": str(free_port()),
+        "FEDMNIST_DATA_HOME": data_home,
+        "FLWR_DISABLE_UPDATE_CHECK": "1",
+    }
     for name in ("TF_CPP_MIN_LOG_LEVEL", "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO"):  # ./run.sh flwr sets these.
         environment.pop(name, None)
     out = tmp_path / "out"
     # Another SuperLink, as if another project's: flwr-stop must leave it running.
     (tmp_path / "other" / "local-superlink").mkdir(parents=True)
-    other = subprocess.Popen([str(Path(sys.executable).parent / "flower-superlink"), "--insecure", "--simulation",
-                              "--port", str(free_port()), "--control-api-address", f"127.0.0.1:{free_port()}",
-                              "--fleet-api-address", f"127.0.0.1:{free_port()}",
-                              "--log-file", str(tmp_path / "other" / "local-superlink" / "superlink.log")],
-                             env={**environment, "FLWR_HOME": str(tmp_path / "other"),
-                                  "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"},
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    other = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "flower-superlink"),
+            "--insecure",
+            "--simulation",
+            "--port",
+            str(free_port()),
+            "--control-api-address",
+            f"127.0.0.1:{free_port()}",
+            "--fleet-api-address",
+            f"127.0.0.1:{free_port()}",
+            "--log-file",
+            str(tmp_path / "other" / "local-superlink" / "superlink.log"),
+        ],
+        env={
+            **environment,
+            "FLWR_HOME": str(tmp_path / "other"),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        },
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         done = subprocess.run(
-            [str(PROJECT_ROOT / "run.sh"), "flwr", "run", ".", "--stream", "--federation-config", "num-supernodes=2",
-             "--run-config", f"rounds=2 clients=2 model='dense32' dataset='mnist-5k' out='{out}' data-home='{data_home}'"],
-            cwd=PROJECT_ROOT, env=environment, capture_output=True, text=True, timeout=400, stdin=subprocess.DEVNULL)
+            [
+                str(PROJECT_ROOT / "run.sh"),
+                "flwr",
+                "run",
+                ".",
+                "--stream",
+                "--federation-config",
+                "num-supernodes=2",
+                "--run-config",
+                f"rounds=2 clients=2 model='dense32' dataset='mnist-5k' out='{out}' data-home='{data_home}'",
+            ],
+            cwd=PROJECT_ROOT,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=400,
+            stdin=subprocess.DEVNULL,
+        )
         running = flwr_local.local_superlinks(home)
-        stopped = subprocess.run([str(PROJECT_ROOT / "run.sh"), "flwr-stop"], env=environment, capture_output=True,
-                                 text=True, timeout=60)
+        stopped = subprocess.run(
+            [str(PROJECT_ROOT / "run.sh"), "flwr-stop"], env=environment, capture_output=True, text=True, timeout=60
+        )
         left = flower_processes_of(home)
         assert other.poll() is None, "flwr-stop ended a SuperLink that is not this project's"
     finally:
@@ -323,13 +466,15 @@ def test_flwr_run_runs_the_app_on_a_local_simulation_and_flwr_stop_ends_exactly_
     assert stopped.returncode == 0 and stopped.stdout.startswith("stopped the local SuperLink of"), stopped
     assert not left, "the local SuperLink or its helpers are still running"
     assert (home / "config.toml").is_file() and not (user_home / ".flwr").exists()
-    again = subprocess.run([str(PROJECT_ROOT / "run.sh"), "flwr-stop"], env=environment, capture_output=True,
-                           text=True, timeout=60)
+    again = subprocess.run(
+        [str(PROJECT_ROOT / "run.sh"), "flwr-stop"], env=environment, capture_output=True, text=True, timeout=60
+    )
     assert (again.returncode, again.stdout.strip()) == (0, f"no local SuperLink of {home} is running")
 
 
 def test_flwr_files_go_to_the_projects_own_folder_unless_flwr_home_says_otherwise(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("FLWR_HOME", raising=False)
     assert flwr_local.flower_home() == PROJECT_ROOT / ".flwr"
     monkeypatch.setenv("FLWR_HOME", "/somewhere")
@@ -337,8 +482,9 @@ def test_flwr_files_go_to_the_projects_own_folder_unless_flwr_home_says_otherwis
 
 
 def test_a_hundred_virtual_clients_with_a_tenth_sampled_each_round(tmp_path: Path, data_home: str) -> None:
-    summary = simulate(tmp_path, data_home, "--clients", "100", "--rounds", "2", "--fraction-fit", "0.1",
-                       "--fraction-evaluate", "0.1")
+    summary = simulate(
+        tmp_path, data_home, "--clients", "100", "--rounds", "2", "--fraction-fit", "0.1", "--fraction-evaluate", "0.1"
+    )
     rounds = summary["rounds"]
     assert [(r["fit_results"], r["evaluate_results"], r["connected_clients"]) for r in rounds] == [(10, 10, 100)] * 2
     trained = [c["partition_id"] for c in rounds[0]["per_client"] if "fit" in c]
@@ -397,15 +543,28 @@ def test_a_worker_cuts_the_rows_once_for_all_its_clients(data_home: str, monkeyp
     assert len(cuts) == 2  # Another way of cutting is cut again.
 
 
-def test_a_clientapp_client_keeps_its_adam_state_in_context_state(data_home: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_clientapp_client_keeps_its_adam_state_in_context_state(
+    data_home: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With keep-optimizer, Adam's step count goes on across messages of one run, and starts afresh for another run."""
     from fedmnist import client_app
 
     monkeypatch.setattr(client_app._CACHE, "data_home", data_home)  # What FEDMNIST_DATA_HOME sets in a worker.
-    context = Context(run_id=1, node_id=1, node_config={"partition-id": 2, "num-partitions": 10},
-                      state=RecordDict(), run_config={})
-    config: dict[str, Scalar] = {"dataset": "mnist-5k", "seed": 1, "partition": "iid", "model": "dense32", "run-id": "a",
-              "local-epochs": 1, "batch-size": 32, "learning-rate": 0.001, "server-round": 1, "keep-optimizer": True}
+    context = Context(
+        run_id=1, node_id=1, node_config={"partition-id": 2, "num-partitions": 10}, state=RecordDict(), run_config={}
+    )
+    config: dict[str, Scalar] = {
+        "dataset": "mnist-5k",
+        "seed": 1,
+        "partition": "iid",
+        "model": "dense32",
+        "run-id": "a",
+        "local-epochs": 1,
+        "batch-size": 32,
+        "learning-rate": 0.001,
+        "server-round": 1,
+        "keep-optimizer": True,
+    }
     weights = ClientCache().trainer("dense32", 1).get_weights()
 
     def steps_after_fit(run_id: str) -> int:
@@ -416,29 +575,47 @@ def test_a_clientapp_client_keeps_its_adam_state_in_context_state(data_home: str
     assert first == 12  # 360 training rows of 400 (10% validation), batches of 32.
     assert steps_after_fit("a") == 2 * first
     # Another client on the same worker between two of this client's messages: each keeps its own Adam.
-    other = Context(run_id=1, node_id=2, node_config={"partition-id": 3, "num-partitions": 10},
-                    state=RecordDict(), run_config={})
+    other = Context(
+        run_id=1, node_id=2, node_config={"partition-id": 3, "num-partitions": 10}, state=RecordDict(), run_config={}
+    )
     clientapp_client(other).fit(weights, config)
     assert adam_steps(other.state) == first
     assert steps_after_fit("a") == 3 * first
     assert steps_after_fit("b") == first
 
 
-def test_by_default_each_fit_starts_adam_afresh_and_keeps_nothing(data_home: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_by_default_each_fit_starts_adam_afresh_and_keeps_nothing(
+    data_home: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """FedAvg's clients: every round's local training starts a new Adam, even right after a client that kept its own."""
     from fedmnist import client_app
 
     monkeypatch.setattr(client_app._CACHE, "data_home", data_home)
-    config: dict[str, Scalar] = {"dataset": "mnist-5k", "seed": 1, "partition": "iid", "model": "dense32", "run-id": "c",
-              "local-epochs": 1, "batch-size": 32, "learning-rate": 0.001, "server-round": 1}
+    config: dict[str, Scalar] = {
+        "dataset": "mnist-5k",
+        "seed": 1,
+        "partition": "iid",
+        "model": "dense32",
+        "run-id": "c",
+        "local-epochs": 1,
+        "batch-size": 32,
+        "learning-rate": 0.001,
+        "server-round": 1,
+    }
     weights = ClientCache().trainer("dense32", 1).get_weights()
     trainer = client_app._CACHE.trainer("dense32", 1)
-    keeper = Context(run_id=1, node_id=3, node_config={"partition-id": 4, "num-partitions": 10},
-                     state=RecordDict(), run_config={})
+    keeper = Context(
+        run_id=1, node_id=3, node_config={"partition-id": 4, "num-partitions": 10}, state=RecordDict(), run_config={}
+    )
     clientapp_client(keeper).fit(weights, {**config, "keep-optimizer": True})
     for _ in range(2):  # Twice the same client: the second fit must not go on from the first.
-        context = Context(run_id=1, node_id=1, node_config={"partition-id": 2, "num-partitions": 10},
-                          state=RecordDict(), run_config={})
+        context = Context(
+            run_id=1,
+            node_id=1,
+            node_config={"partition-id": 2, "num-partitions": 10},
+            state=RecordDict(),
+            run_config={},
+        )
         clientapp_client(context).fit(weights, config)
         assert int(trainer.optimizer.iterations.numpy()) == 12  # One round's batches: 360 rows / 32.
         assert not context.state  # Nothing to keep between rounds.
@@ -451,8 +628,18 @@ def test_a_warm_up_traces_the_model_ahead_and_leaves_the_training_as_it_was(data
     """The simulation's warm-up message (fedmnist.simulation.warm_up_workers): round 1's work, done ahead, then forgotten."""
     from fedmnist.keras_client import WARM_UP, PartitionClient
 
-    config: dict[str, Scalar] = {"dataset": "mnist-5k", "seed": 1, "partition": "iid", "model": "dense32", "run-id": "w",
-              "local-epochs": 2, "batch-size": 32, "learning-rate": 0.001, "server-round": 1, "keep-optimizer": True}
+    config: dict[str, Scalar] = {
+        "dataset": "mnist-5k",
+        "seed": 1,
+        "partition": "iid",
+        "model": "dense32",
+        "run-id": "w",
+        "local-epochs": 2,
+        "batch-size": 32,
+        "learning-rate": 0.001,
+        "server-round": 1,
+        "keep-optimizer": True,
+    }
     weights = ClientCache().trainer("dense32", 1).get_weights()
     warm_cache = ClientCache(data_home)
     warm = PartitionClient(2, 10, RecordDict(), warm_cache)
@@ -475,7 +662,9 @@ def test_a_warm_up_traces_the_model_ahead_and_leaves_the_training_as_it_was(data
     assert warm_metrics["warm_up_seconds"] == warm_cache.warm_up_seconds and "warm_up_seconds" not in cold_metrics
 
 
-def test_sigterm_on_a_simulation_saves_its_rounds_stops_ray_and_resume_finishes_it(tmp_path: Path, data_home: str) -> None:
+def test_sigterm_on_a_simulation_saves_its_rounds_stops_ray_and_resume_finishes_it(
+    tmp_path: Path, data_home: str
+) -> None:
     """SIGTERM to ./run.sh mid-round (a CI timeout, ``kill``), which stops the server with SIGTERM in turn.
 
     One sentence, no traceback, no round recorded after the stop, no Ray process left. Before,
@@ -484,11 +673,36 @@ def test_sigterm_on_a_simulation_saves_its_rounds_stops_ray_and_resume_finishes_
     """
     import signal
 
-    args = [str(PROJECT_ROOT / "run.sh"), "--runtime", "simulation", "--clients", "20", "--no-dashboard",
-            "--fraction-fit", "0.5", "--fraction-evaluate", "0.5", "--rounds", "4", "--model", "dense32",
-            "--dataset", "mnist-5k", "--data-home", data_home, "--out", str(tmp_path)]
-    launcher = subprocess.Popen(["bash", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
+    args = [
+        str(PROJECT_ROOT / "run.sh"),
+        "--runtime",
+        "simulation",
+        "--clients",
+        "20",
+        "--no-dashboard",
+        "--fraction-fit",
+        "0.5",
+        "--fraction-evaluate",
+        "0.5",
+        "--rounds",
+        "4",
+        "--model",
+        "dense32",
+        "--dataset",
+        "mnist-5k",
+        "--data-home",
+        data_home,
+        "--out",
+        str(tmp_path),
+    ]
+    launcher = subprocess.Popen(
+        ["bash", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     for line in stream(launcher.stdout):
         if "round 1/4" in line:
             break
@@ -499,18 +713,22 @@ def test_sigterm_on_a_simulation_saves_its_rounds_stops_ray_and_resume_finishes_
     assert f"Stopped after round {stopped} of 4" in output and "Traceback" not in output, output
     assert "SIGTERM received" not in output, output  # Ray's report of the signal it had taken.
     assert (tmp_path / "plots" / "accuracy.png").exists()  # Saving went on to the end.
-    assert stopped < 4 and [r["round"] for r in read_live_log(tmp_path / "history" / "history_4.jsonl").records] == \
-        list(range(1, stopped + 1))  # Flower's thread recorded no round after the stop.
+    assert stopped < 4 and [
+        r["round"] for r in read_live_log(tmp_path / "history" / "history_4.jsonl").records
+    ] == list(range(1, stopped + 1))  # Flower's thread recorded no round after the stop.
     assert not flower_processes_of(data_home, RAY_PROGRAMS), "Ctrl-C left Ray processes running"
 
-    done = subprocess.run(["bash", *args, "--resume"], capture_output=True, text=True, timeout=300,
-                          stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        ["bash", *args, "--resume"], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     summary = json.loads((tmp_path / "history" / "history_4.json").read_text())
     assert [r["round"] for r in summary["rounds"]] == list(range(1, 5))
 
 
-def test_a_stop_during_a_long_round_ends_the_simulation_within_the_launchers_grace(tmp_path: Path, data_home: str) -> None:
+def test_a_stop_during_a_long_round_ends_the_simulation_within_the_launchers_grace(
+    tmp_path: Path, data_home: str
+) -> None:
     """A round of about a minute in flight (cnn-paper at E=5 takes two): the server must not wait for it.
 
     Before, it joined Flower's thread until the round ended; ./run.sh killed it after its 30 s of
@@ -520,11 +738,35 @@ def test_a_stop_during_a_long_round_ends_the_simulation_within_the_launchers_gra
 
     from fedmnist.launcher import SERVER_STOP_SECONDS
 
-    args = [sys.executable, str(PROJECT_ROOT / "server.py"), "--runtime", "simulation", "--clients", "2",
-            "--rounds", "2", "--local-epochs", "100", "--batch-size", "10", "--dataset", "mnist-5k",
-            "--data-home", data_home, "--out", str(tmp_path)]
-    server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              stdin=subprocess.DEVNULL, start_new_session=True, cwd=PROJECT_ROOT)
+    args = [
+        sys.executable,
+        str(PROJECT_ROOT / "server.py"),
+        "--runtime",
+        "simulation",
+        "--clients",
+        "2",
+        "--rounds",
+        "2",
+        "--local-epochs",
+        "100",
+        "--batch-size",
+        "10",
+        "--dataset",
+        "mnist-5k",
+        "--data-home",
+        data_home,
+        "--out",
+        str(tmp_path),
+    ]
+    server = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=PROJECT_ROOT,
+    )
     for line in stream(server.stdout):
         if "starting global model" in line:
             break
@@ -539,7 +781,9 @@ def test_a_stop_during_a_long_round_ends_the_simulation_within_the_launchers_gra
     assert not flower_processes_of(data_home, RAY_PROGRAMS), "the stop left Ray processes running"
 
 
-def test_a_stop_while_ray_starts_ends_the_run_without_starting_flowers_simulation(tmp_path: Path, data_home: str) -> None:
+def test_a_stop_while_ray_starts_ends_the_run_without_starting_flowers_simulation(
+    tmp_path: Path, data_home: str
+) -> None:
     """SIGTERM seconds into a simulation, before Ray is up (6-7 s here): the rounds must never start.
 
     Flower's simulation is imported in a thread of its own while Ray starts; before, that thread
@@ -547,10 +791,31 @@ def test_a_stop_while_ray_starts_ends_the_run_without_starting_flowers_simulatio
     """
     import signal
 
-    args = [sys.executable, str(PROJECT_ROOT / "server.py"), "--runtime", "simulation", "--clients", "10",
-            "--rounds", "2", "--dataset", "mnist-5k", "--data-home", data_home, "--out", str(tmp_path)]
-    server = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              stdin=subprocess.DEVNULL, start_new_session=True, cwd=PROJECT_ROOT)
+    args = [
+        sys.executable,
+        str(PROJECT_ROOT / "server.py"),
+        "--runtime",
+        "simulation",
+        "--clients",
+        "10",
+        "--rounds",
+        "2",
+        "--dataset",
+        "mnist-5k",
+        "--data-home",
+        data_home,
+        "--out",
+        str(tmp_path),
+    ]
+    server = subprocess.Popen(
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=PROJECT_ROOT,
+    )
     for line in stream(server.stdout):
         if line.startswith("INFO    data:"):  # Ray is starting.
             break
@@ -564,7 +829,7 @@ def test_a_stop_while_ray_starts_ends_the_run_without_starting_flowers_simulatio
 
 
 def test_client_side_dp_with_secagg_clips_with_flowers_mod_and_a_round_secagg_gives_up_spends_nothing(
-    tmp_path: Path, data_home: str,
+    tmp_path: Path, data_home: str
 ) -> None:
     """The ClientApp clips with Flower's fixedclipping_mod, then SecAgg+ masks the clipped update, weighed 1.
 
@@ -572,12 +837,30 @@ def test_client_side_dp_with_secagg_clips_with_flowers_mod_and_a_round_secagg_gi
     the sum, so no update reaches the model, the round says why, and no
     privacy is spent on it. Round 3 trains again.
     """
-    summary = simulate(tmp_path, data_home, "--clients", "4", "--rounds", "3", "--model", "dense32",
-                       "--dp-noise", "0.1", "--dp-clip", "0.05", "--dp-side", "client", "--secagg",
-                       faults="1=drop-at-round:2,2=drop-at-round:2,3=drop-at-round:2")
+    summary = simulate(
+        tmp_path,
+        data_home,
+        "--clients",
+        "4",
+        "--rounds",
+        "3",
+        "--model",
+        "dense32",
+        "--dp-noise",
+        "0.1",
+        "--dp-clip",
+        "0.05",
+        "--dp-side",
+        "client",
+        "--secagg",
+        faults="1=drop-at-round:2,2=drop-at-round:2,3=drop-at-round:2",
+    )
     rounds = summary["rounds"]
     assert [(r["fit_results"], r["fit_failures"], r["rejected_updates"]) for r in rounds] == [
-        (4, 0, 0), (0, 4, 0), (4, 0, 0)], rounds[0]["failure_reasons"]
+        (4, 0, 0),
+        (0, 4, 0),
+        (4, 0, 0),
+    ], rounds[0]["failure_reasons"]
     assert "SecAgg+ gave up on the round" in rounds[1]["failure_reasons"][0]
     assert [r["privacy"]["releases"] for r in rounds] == [1, 1, 2] and rounds[-1]["privacy"]["clipping"] == "client"
     assert summary["privacy"]["epsilon"] == rounds[-1]["privacy"]["epsilon"] > rounds[0]["privacy"]["epsilon"]

@@ -39,8 +39,13 @@ _WAITER = textwrap.dedent("""
 
 def _stop_time(wait: str) -> float:
     """Seconds from SIGTERM to the waiter's end after its KeyboardInterrupt; fails if that takes over 10 s."""
-    waiter = subprocess.Popen([sys.executable, "-c", _WAITER.format(wait=wait)], cwd=PROJECT_ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    waiter = subprocess.Popen(
+        [sys.executable, "-c", _WAITER.format(wait=wait)],
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert stream(waiter.stdout).readline().strip() == "waiting"
         sent = time.monotonic()

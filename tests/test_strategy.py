@@ -36,8 +36,11 @@ def test_weighted_average_differs_from_plain_mean() -> None:
 def test_weighted_average_uses_the_clients_that_reported_each_key_and_skips_timings() -> None:
     # One client leaving "accuracy" out must not erase the round's accuracy for everyone:
     # accuracy (2 * 0.5 + 6 * 0.9) / 8 = 0.8 from the two that sent it; loss from the one that did.
-    metrics: list[tuple[int, dict[str, Scalar]]] = [(2, {"accuracy": 0.5, "fit_seconds": 3.0}), (6, {"accuracy": 0.9}),
-                                                    (4, {"loss": 1.0})]
+    metrics: list[tuple[int, dict[str, Scalar]]] = [
+        (2, {"accuracy": 0.5, "fit_seconds": 3.0}),
+        (6, {"accuracy": 0.9}),
+        (4, {"loss": 1.0}),
+    ]
     assert weighted_average(metrics) == pytest.approx({"accuracy": 0.8, "loss": 1.0})
     assert reporting_clients([values for _, values in metrics]) == {"accuracy": 2, "loss": 1}
 
@@ -64,10 +67,16 @@ def test_build_strategy_is_fedavg_over_all_clients_with_weighted_metrics() -> No
 
 
 def test_fit_config_carries_round_and_local_settings() -> None:
-    assert fit_config(local_epochs=2, batch_size=16, learning_rate=0.01, keep_optimizer=True, partition="shards:2",
-                      run_id="a")(7) == {
-        "server-round": 7, "local-epochs": 2, "batch-size": 16, "learning-rate": 0.01, "keep-optimizer": True,
-        "partition": "shards:2", "run-id": "a",
+    assert fit_config(
+        local_epochs=2, batch_size=16, learning_rate=0.01, keep_optimizer=True, partition="shards:2", run_id="a"
+    )(7) == {
+        "server-round": 7,
+        "local-epochs": 2,
+        "batch-size": 16,
+        "learning-rate": 0.01,
+        "keep-optimizer": True,
+        "partition": "shards:2",
+        "run-id": "a",
     }
 
 
@@ -101,8 +110,9 @@ def test_fedavgm_takes_the_server_momentum_and_learning_rate_it_is_given() -> No
     default = build_strategy(name="fedavgm", num_clients=2, initial_weights=WEIGHTS)
     assert isinstance(default, FedAvgM)
     assert (default.server_momentum, default.server_learning_rate) == (0.9, 1.0)
-    tuned = build_strategy(name="fedavgm", num_clients=2, initial_weights=WEIGHTS, server_momentum=0.5,
-                           server_learning_rate=0.3)
+    tuned = build_strategy(
+        name="fedavgm", num_clients=2, initial_weights=WEIGHTS, server_momentum=0.5, server_learning_rate=0.3
+    )
     assert isinstance(tuned, FedAvgM)
     assert (tuned.server_momentum, tuned.server_learning_rate) == (0.5, 0.3)
 
@@ -110,7 +120,9 @@ def test_fedavgm_takes_the_server_momentum_and_learning_rate_it_is_given() -> No
 def test_the_readme_lists_exactly_the_strategies_and_models_the_suite_proves_train() -> None:
     """The README's flag table names what the sweep test (every strategy trains every round) and the model tests run."""
     lines = (PROJECT_ROOT / "README.md").read_text().splitlines()
-    rows = {flag: next(line.split("|")[3] for line in lines if line.startswith(f"| {flag} | `"))
-            for flag in ("`--strategy`", "`--model`")}
+    rows = {
+        flag: next(line.split("|")[3] for line in lines if line.startswith(f"| {flag} | `"))
+        for flag in ("`--strategy`", "`--model`")
+    }
     assert re.findall(r"`([\w-]+)`", rows["`--strategy`"]) == list(config.STRATEGIES)
     assert re.findall(r"`([\w-]+)`", rows["`--model`"]) == list(config.MODELS)

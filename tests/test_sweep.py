@@ -31,11 +31,19 @@ def test_comparison_table_by_hand() -> None:
 def test_fedavg_paper_grid_is_the_papers_2nn_setup_at_its_scale() -> None:
     grid = GRIDS["fedavg-paper"]
     assert [s.name for s in grid.settings] == [
-        "fedavg iid 2nn E=1 B=10", "fedavg shards:2 2nn E=1 B=10", "fedavg iid 2nn E=5 B=10", "fedavg shards:2 2nn E=5 B=10",
+        "fedavg iid 2nn E=1 B=10",
+        "fedavg shards:2 2nn E=1 B=10",
+        "fedavg iid 2nn E=5 B=10",
+        "fedavg shards:2 2nn E=5 B=10",
     ]
     assert grid.settings[1].folder == "fedavg_shards-2_2nn_E1_B10"
-    assert grid.settings[1].overrides() == {"strategy": "fedavg", "partition": "shards:2", "model": "2nn",
-                                            "local_epochs": 1, "batch_size": 10}
+    assert grid.settings[1].overrides() == {
+        "strategy": "fedavg",
+        "partition": "shards:2",
+        "model": "2nn",
+        "local_epochs": 1,
+        "batch_size": 10,
+    }
     args = parse_args(["sweep", "--grid", "fedavg-paper"])
     assert (args.runtime, args.clients, args.fraction_fit, args.fraction_evaluate) == ("simulation", 100, 0.1, 0.1)
     assert parse_args(["sweep", "--grid", "fedavg-paper", "--clients", "10"]).clients == 10  # Flags still win.
@@ -46,7 +54,10 @@ def test_fedavg_paper_grid_is_the_papers_2nn_setup_at_its_scale() -> None:
 def test_noniid_grid_compares_three_strategies_under_two_skews_at_the_papers_scale() -> None:
     grid = GRIDS["noniid"]
     assert {(s.strategy, s.partition) for s in grid.settings} == {
-        (strategy, partition) for strategy in ("fedavg", "fedprox", "fedavgm") for partition in ("shards:2", "dirichlet:0.1")}
+        (strategy, partition)
+        for strategy in ("fedavg", "fedprox", "fedavgm")
+        for partition in ("shards:2", "dirichlet:0.1")
+    }
     assert {(s.model, s.local_epochs, s.batch_size) for s in grid.settings} == {("2nn", 1, 10)}
     assert parse_args(["sweep", "--grid", "noniid"]).clients == 100
 
@@ -59,24 +70,59 @@ def test_dp_grid_compares_no_dp_with_six_noise_and_clip_pairs_and_its_table_show
     assert grid.settings[1].overrides() == {"strategy": "fedavg", "partition": "iid", "dp_noise": 0.1, "dp_clip": 0.1}
     assert parse_args(["sweep", "--grid", "dp"]).runtime == "simulation"
     results = [
-        {"setting": "fedavg iid", "final": 0.74, "best": 0.75, "first_round_at_target": None, "seconds": 30.0,
-         "epsilon": None, "delta": None},
-        {"setting": "fedavg iid noise=1 clip=0.1", "final": 0.3, "best": 0.31, "first_round_at_target": None,
-         "seconds": 31.0, "epsilon": 48.83, "delta": 1e-5},
+        {
+            "setting": "fedavg iid",
+            "final": 0.74,
+            "best": 0.75,
+            "first_round_at_target": None,
+            "seconds": 30.0,
+            "epsilon": None,
+            "delta": None,
+        },
+        {
+            "setting": "fedavg iid noise=1 clip=0.1",
+            "final": 0.3,
+            "best": 0.31,
+            "first_round_at_target": None,
+            "seconds": 31.0,
+            "epsilon": 48.83,
+            "delta": 1e-5,
+        },
     ]
     assert comparison_table(results).splitlines()[::2] == [
         "| setting | epsilon spent (delta) | final accuracy | best accuracy | first round >= 90% | wall time (s) |",
         "| fedavg iid | no DP | 0.740 | 0.750 | not in ? | 30.0 |",
     ]
-    assert comparison_table(results).splitlines()[3] == "| fedavg iid noise=1 clip=0.1 | 48.8 (1e-05) | 0.300 | 0.310 | not in ? | 31.0 |"
+    assert (
+        comparison_table(results).splitlines()[3]
+        == "| fedavg iid noise=1 clip=0.1 | 48.8 (1e-05) | 0.300 | 0.310 | not in ? | 31.0 |"
+    )
 
 
 def test_paper_table_by_hand() -> None:
     results = [
-        {"setting": "fedavg iid 2nn E=1 B=10", "target": 0.84, "first_round_at_target": 37, "rounds": 100,
-         "paper_rounds": 87, "final": 0.8712, "last_10_mean": 0.8655, "best": 0.8731, "seconds": 301.26},
-        {"setting": "fedavg shards:2 2nn E=5 B=10", "target": 0.84, "first_round_at_target": None, "rounds": 100,
-         "paper_rounds": None, "final": 0.7, "last_10_mean": 0.6849, "best": 0.75, "seconds": 800.0},
+        {
+            "setting": "fedavg iid 2nn E=1 B=10",
+            "target": 0.84,
+            "first_round_at_target": 37,
+            "rounds": 100,
+            "paper_rounds": 87,
+            "final": 0.8712,
+            "last_10_mean": 0.8655,
+            "best": 0.8731,
+            "seconds": 301.26,
+        },
+        {
+            "setting": "fedavg shards:2 2nn E=5 B=10",
+            "target": 0.84,
+            "first_round_at_target": None,
+            "rounds": 100,
+            "paper_rounds": None,
+            "final": 0.7,
+            "last_10_mean": 0.6849,
+            "best": 0.75,
+            "seconds": 800.0,
+        },
     ]
     assert comparison_table(results, paper=True).splitlines() == [
         "| setting | target | rounds to target | paper (MNIST) | final accuracy | mean of last 10 | best accuracy | wall time (s) |",
@@ -88,7 +134,13 @@ def test_paper_table_by_hand() -> None:
 
 def test_client_starts_afresh_when_the_run_changes(data_home: str) -> None:
     client = make_client(partition_id=0, num_partitions=5, data_home=data_home)
-    config: dict[str, Scalar] = {"dataset": "mnist-5k", "model": "dense32", "num-partitions": 5, "server-round": 1, "keep-optimizer": True}
+    config: dict[str, Scalar] = {
+        "dataset": "mnist-5k",
+        "model": "dense32",
+        "num-partitions": 5,
+        "server-round": 1,
+        "keep-optimizer": True,
+    }
     start = client.get_parameters(config)
 
     def fit(run_id: str, partition: str) -> tuple[int, set[int]]:

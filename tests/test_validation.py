@@ -23,11 +23,20 @@ GLOBAL = [np.zeros((2, 2), np.float32), np.zeros(2, np.float32)]
 class Proxy(ClientProxy):
     """Only the id matters here: validation never talks to the client."""
 
-    def get_properties(self, *args, **kwargs): raise NotImplementedError
-    def get_parameters(self, *args, **kwargs): raise NotImplementedError
-    def fit(self, *args, **kwargs): raise NotImplementedError
-    def evaluate(self, *args, **kwargs): raise NotImplementedError
-    def reconnect(self, *args, **kwargs): raise NotImplementedError
+    def get_properties(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def get_parameters(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def fit(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def evaluate(self, *args, **kwargs):
+        raise NotImplementedError
+
+    def reconnect(self, *args, **kwargs):
+        raise NotImplementedError
 
 
 def result(cid: str, weights: list[np.ndarray], num_examples: int = 10, metrics: dict | None = None):
@@ -122,7 +131,11 @@ def test_every_fault_is_caught_by_validation() -> None:
     ],
 )
 def test_results_with_bad_counts_or_metrics_are_rejected(num_examples: int, metrics: dict, reason: str) -> None:
-    results = [result("good1", honest(0.1)), result("good2", honest(0.12)), result("bad", honest(0.1), num_examples, metrics)]
+    results = [
+        result("good1", honest(0.1)),
+        result("good2", honest(0.12)),
+        result("bad", honest(0.1), num_examples, metrics),
+    ]
     accepted, rejected = validate_updates(results, GLOBAL, 5.0)
     assert [p.cid for p, _ in accepted] == ["good1", "good2"]
     assert [str(error) for error in rejected] == [f"client bad: {reason}"]
@@ -161,7 +174,8 @@ def test_a_zero_model_with_a_huge_count_cannot_wipe_the_average() -> None:
 
 def test_evaluations_with_bad_loss_counts_or_metrics_are_rejected() -> None:
     results = [
-        evaluation("good"), evaluation("nan-loss", loss=float("nan"), metrics={"accuracy": 0.9, "partition_id": 1}),
+        evaluation("good"),
+        evaluation("nan-loss", loss=float("nan"), metrics={"accuracy": 0.9, "partition_id": 1}),
         evaluation("zero", num_examples=0),
         evaluation("text", metrics={"accuracy": "high", "partition_id": 3, "participant": "alice"}),
         evaluation("no-accuracy", metrics={"loss": 0.4}),
@@ -188,6 +202,9 @@ def test_a_capped_count_is_reported_once_per_client(caplog: pytest.LogCaptureFix
         for server_round in (1, 2, 3):
             accepted, _ = validator.check_updates(server_round, results)
             assert [res.num_examples for _, res in accepted] == [50, 40]
-    warnings = [record.getMessage() for record in caplog.records
-                if record.name == "fedmnist.validation" and record.levelno == logging.WARNING]
+    warnings = [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "fedmnist.validation" and record.levelno == logging.WARNING
+    ]
     assert warnings == [warnings[0]] and warnings[0].startswith("client a claims 100 examples; weighted as 50")

@@ -33,8 +33,14 @@ def receive_type(socket: ClientConnection, kind: str, timeout: float = 120) -> d
 
 
 def start_ws_client(url: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, WS_CLIENT, "--url", url, *args], cwd=PROJECT_ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, WS_CLIENT, "--url", url, *args],
+        cwd=PROJECT_ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def history(out: Path, rounds: int) -> dict[str, Any]:
@@ -44,12 +50,44 @@ def history(out: Path, rounds: int) -> dict[str, Any]:
 def test_the_protocol_against_a_real_server(tmp_path: Path, data_home: str) -> None:
     flower_port, port = free_port(), free_port()
     server = start_script(
-        "server.py", "--rounds", "4", "--clients", "2", "--min-clients", "1", "--port", str(flower_port),
-        "--dataset", "mnist-5k", "--data-home", data_home, "--out", str(tmp_path), "--model", "dense32",
-        "--round-timeout", "60", log=tmp_path / "server.log")
+        "server.py",
+        "--rounds",
+        "4",
+        "--clients",
+        "2",
+        "--min-clients",
+        "1",
+        "--port",
+        str(flower_port),
+        "--dataset",
+        "mnist-5k",
+        "--data-home",
+        data_home,
+        "--out",
+        str(tmp_path),
+        "--model",
+        "dense32",
+        "--round-timeout",
+        "60",
+        log=tmp_path / "server.log",
+    )
     dashboard = start_script(
-        "-m", "fedmnist.dashboard", "--out", str(tmp_path), "--dashboard-port", str(port), "--flower-server",
-        f"127.0.0.1:{flower_port}", "--ws-partitions", "0,1", "--data-home", data_home, "--ws-answer-timeout", "5", log=tmp_path / "dashboard.log")
+        "-m",
+        "fedmnist.dashboard",
+        "--out",
+        str(tmp_path),
+        "--dashboard-port",
+        str(port),
+        "--flower-server",
+        f"127.0.0.1:{flower_port}",
+        "--ws-partitions",
+        "0,1",
+        "--data-home",
+        data_home,
+        "--ws-answer-timeout",
+        "5",
+        log=tmp_path / "dashboard.log",
+    )
     url = f"ws://127.0.0.1:{port}/ws"
     numpy_client = None
     try:
@@ -86,8 +124,13 @@ def test_the_protocol_against_a_real_server(tmp_path: Path, data_home: str) -> N
             fit = receive_type(socket, "fit")
             assert fit["round"] == 1 and [t["shape"] for t in fit["weights"]] == [[784, 32], [32], [32, 10], [10]]
             assert fit["config"]["model"] == "dense32" and fit["config"]["local-epochs"] == 1
-            answer = {"type": "fit_result", "round": 1, "weights": fit["weights"][:2], "num_examples": 100,
-                      "metrics": {"accuracy": 0.5, "loss": 1.0}}
+            answer = {
+                "type": "fit_result",
+                "round": 1,
+                "weights": fit["weights"][:2],
+                "num_examples": 100,
+                "metrics": {"accuracy": 0.5, "loss": 1.0},
+            }
             socket.send(json.dumps(answer))
             assert receive_type(socket, "error")["error"] == "weights: expected 4 tensors, got 2"
             bad = [dict(t) for t in fit["weights"]]
@@ -96,8 +139,17 @@ def test_the_protocol_against_a_real_server(tmp_path: Path, data_home: str) -> N
             assert receive_type(socket, "error")["error"] == "weights.3: values must be numbers"
             socket.send(json.dumps({**answer, "weights": fit["weights"]}))
             evaluate = receive_type(socket, "evaluate")
-            socket.send(json.dumps({"type": "evaluate_result", "round": 1, "loss": 2.0, "num_examples": 50,
-                                    "metrics": {"accuracy": 0.25}}))
+            socket.send(
+                json.dumps(
+                    {
+                        "type": "evaluate_result",
+                        "round": 1,
+                        "loss": 2.0,
+                        "num_examples": 50,
+                        "metrics": {"accuracy": 0.25},
+                    }
+                )
+            )
 
             # Round 2: NaN weights reach the server's update validation, which rejects them.
             fit = receive_type(socket, "fit")
@@ -105,15 +157,33 @@ def test_the_protocol_against_a_real_server(tmp_path: Path, data_home: str) -> N
             nan_weights = [{**t, "values": (np.full(t["shape"], np.nan)).tolist()} for t in fit["weights"]]
             socket.send(json.dumps({**answer, "round": 2, "weights": nan_weights}))
             evaluate = receive_type(socket, "evaluate")
-            socket.send(json.dumps({"type": "evaluate_result", "round": evaluate["round"], "loss": 2.0,
-                                    "num_examples": 50, "metrics": {"accuracy": 0.25}}))
+            socket.send(
+                json.dumps(
+                    {
+                        "type": "evaluate_result",
+                        "round": evaluate["round"],
+                        "loss": 2.0,
+                        "num_examples": 50,
+                        "metrics": {"accuracy": 0.25},
+                    }
+                )
+            )
             # Round 3: no answer in time is a failure for this round only.
             assert receive_type(socket, "fit")["round"] == 3
             timeout_error = receive_type(socket, "error", timeout=30)["error"]
             assert timeout_error == "no fit_result for round 3 within 5 s; the round counts it as a failure"
             evaluate = receive_type(socket, "evaluate")
-            socket.send(json.dumps({"type": "evaluate_result", "round": 3, "loss": 2.0, "num_examples": 50,
-                                    "metrics": {"accuracy": 0.25}}))
+            socket.send(
+                json.dumps(
+                    {
+                        "type": "evaluate_result",
+                        "round": 3,
+                        "loss": 2.0,
+                        "num_examples": 50,
+                        "metrics": {"accuracy": 0.25},
+                    }
+                )
+            )
             # Round 4: leave mid-round.
             assert receive_type(socket, "fit")["round"] == 4
         numpy_output, _ = numpy_client.communicate(timeout=120)
@@ -143,17 +213,42 @@ def test_the_protocol_against_a_real_server(tmp_path: Path, data_home: str) -> N
 def start_run_with_ws_clients(out: Path, data_home: str, port: int, *args: str) -> subprocess.Popen:
     """``./run.sh`` for 3 rounds of 3 clients, 2 of them WebSocket participants, in the background."""
     return subprocess.Popen(
-        ["bash", str(PROJECT_ROOT / "run.sh"), "--rounds", "3", "--clients", "3", "--ws-clients", "2",
-         "--model", "dense32", "--port", str(free_port()), "--dashboard-port", str(port), "--dataset", "mnist-5k",
-         "--data-home", data_home, "--out", str(out), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        [
+            "bash",
+            str(PROJECT_ROOT / "run.sh"),
+            "--rounds",
+            "3",
+            "--clients",
+            "3",
+            "--ws-clients",
+            "2",
+            "--model",
+            "dense32",
+            "--port",
+            str(free_port()),
+            "--dashboard-port",
+            str(port),
+            "--dataset",
+            "mnist-5k",
+            "--data-home",
+            data_home,
+            "--out",
+            str(out),
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
     )
 
 
 def assert_three_clients_trained(out: Path) -> None:
     rounds = history(out, 3)["rounds"]
-    assert [(r["fit_results"], r["rejected_updates"], r["fit_failures"], r["evaluate_results"], r["connected_clients"])
-            for r in rounds] == [(3, 0, 0, 3, 3)] * 3  # Every update accepted, the WebSocket clients' too.
+    assert [
+        (r["fit_results"], r["rejected_updates"], r["fit_failures"], r["evaluate_results"], r["connected_clients"])
+        for r in rounds
+    ] == [(3, 0, 0, 3, 3)] * 3  # Every update accepted, the WebSocket clients' too.
     assert sorted(c["partition_id"] for c in rounds[-1]["per_client"]) == [0, 1, 2]
     accuracy = [r["centralized"]["accuracy"] for r in rounds]
     assert accuracy[-1] > 0.7 and accuracy[0] < accuracy[-1]
@@ -198,10 +293,14 @@ def test_two_browser_tabs_and_a_client_py_finish_a_run(tmp_path: Path, data_home
                 tab.goto(f"http://127.0.0.1:{port}/client?name=tab%20{number}")
                 tabs.append(tab)
             for tab in tabs:
-                tab.wait_for_function("document.getElementById('status').dataset.state === 'finished'",
-                                      timeout=180_000)
-            rows = [tab.evaluate("[...document.querySelectorAll('#rounds tbody tr')].map((tr) => "
-                                 "[...tr.children].map((td) => td.textContent))") for tab in tabs]
+                tab.wait_for_function("document.getElementById('status').dataset.state === 'finished'", timeout=180_000)
+            rows = [
+                tab.evaluate(
+                    "[...document.querySelectorAll('#rounds tbody tr')].map((tr) => "
+                    "[...tr.children].map((td) => td.textContent))"
+                )
+                for tab in tabs
+            ]
             partitions = sorted(str(tab.text_content("#partition")) for tab in tabs)
             tabs[0].screenshot(path=str(tmp_path / "browser-client.png"), full_page=True)
             browser.close()

@@ -40,15 +40,20 @@ def tensor(values: list[Any], shape: list[int]) -> Tensor:
     return Tensor(shape=shape, dtype="float32", values=values)
 
 
-@pytest.mark.parametrize(("text", "error"), [
-    ("[1, 2]", 'expected a JSON object with a "type"'),
-    ('{"type": "dance"}', "Input tag 'dance' found using 'type' does not match"),
-    ('{"type": "evaluate_result", "round": 1, "loss": 0.5}', "evaluate_result.num_examples: Field required"),
-    ('{"type": "fit_result", "round": 1, "weights": [], "num_examples": 5, "metrics": {"accuracy": "high"}}',
-     "fit_result.metrics.accuracy: Input should be a valid number"),
-    ('{"type": "join", "name": "' + "n" * 65 + '"}', "join.name: String should have at most 64 characters"),
-    ('{"type": "ping", "x": ' + "9" * 5000 + "}", "not usable JSON: ValueError"),
-])
+@pytest.mark.parametrize(
+    ("text", "error"),
+    [
+        ("[1, 2]", 'expected a JSON object with a "type"'),
+        ('{"type": "dance"}', "Input tag 'dance' found using 'type' does not match"),
+        ('{"type": "evaluate_result", "round": 1, "loss": 0.5}', "evaluate_result.num_examples: Field required"),
+        (
+            '{"type": "fit_result", "round": 1, "weights": [], "num_examples": 5, "metrics": {"accuracy": "high"}}',
+            "fit_result.metrics.accuracy: Input should be a valid number",
+        ),
+        ('{"type": "join", "name": "' + "n" * 65 + '"}', "join.name: String should have at most 64 characters"),
+        ('{"type": "ping", "x": ' + "9" * 5000 + "}", "not usable JSON: ValueError"),
+    ],
+)
 def test_a_bad_message_is_named_in_one_line(text: str, error: str) -> None:
     with pytest.raises(BadMessage) as raised:
         parse_participant_message(text)
@@ -58,19 +63,29 @@ def test_a_bad_message_is_named_in_one_line(text: str, error: str) -> None:
 def test_a_good_answer_parses_and_nan_is_left_for_the_servers_validation() -> None:
     message = parse_participant_message('{"type": "evaluate_result", "round": 2, "loss": NaN, "num_examples": 7}')
     assert isinstance(message, EvaluateResultMessage) and message.num_examples == 7 and np.isnan(message.loss)
-    weights = arrays([tensor([[float("nan")] * 32] * 784, [784, 32]), tensor([0] * 32, [32]),
-                      tensor([[1.5] * 10] * 32, [32, 10]), tensor(list(range(10)), [10])], DENSE32)
+    weights = arrays(
+        [
+            tensor([[float("nan")] * 32] * 784, [784, 32]),
+            tensor([0] * 32, [32]),
+            tensor([[1.5] * 10] * 32, [32, 10]),
+            tensor(list(range(10)), [10]),
+        ],
+        DENSE32,
+    )
     assert [w.dtype for w in weights] == [np.float32] * 4 and np.isnan(weights[0]).all() and weights[3][9] == 9.0
 
 
-@pytest.mark.parametrize(("sent", "expected", "error"), [
-    ([tensor([1.0] * 10, [10])], [(10,), (10,)], "weights: expected 2 tensors, got 1"),
-    ([tensor([1.0] * 9, [9])], [(10,)], "weights.0: expected shape [10], got [9]"),
-    ([tensor([[1.0], [1.0, 2.0]] + [[1.0]] * 8, [10])], [(10,)], "weights.0: values are not a rectangular array"),
-    ([tensor([True] * 10, [10])], [(10,)], "weights.0: values must be numbers"),
-    ([tensor(["1.5"] * 10, [10])], [(10,)], "weights.0: values must be numbers"),
-    ([tensor([1.0] * 10, [5, 2])], [(10,)], "weights.0: the shape field says [5, 2], the values are [10]"),
-])
+@pytest.mark.parametrize(
+    ("sent", "expected", "error"),
+    [
+        ([tensor([1.0] * 10, [10])], [(10,), (10,)], "weights: expected 2 tensors, got 1"),
+        ([tensor([1.0] * 9, [9])], [(10,)], "weights.0: expected shape [10], got [9]"),
+        ([tensor([[1.0], [1.0, 2.0]] + [[1.0]] * 8, [10])], [(10,)], "weights.0: values are not a rectangular array"),
+        ([tensor([True] * 10, [10])], [(10,)], "weights.0: values must be numbers"),
+        ([tensor(["1.5"] * 10, [10])], [(10,)], "weights.0: values must be numbers"),
+        ([tensor([1.0] * 10, [5, 2])], [(10,)], "weights.0: the shape field says [5, 2], the values are [10]"),
+    ],
+)
 def test_weights_must_have_the_shapes_that_were_sent(
     sent: list[Tensor], expected: list[tuple[int, ...]], error: str
 ) -> None:
@@ -91,9 +106,15 @@ def test_only_dense_networks_from_784_pixels_to_10_classes_are_read_off_the_shap
 def test_the_size_cap_holds_the_largest_fit_result_python_and_javascript_write() -> None:
     # The mlp's 101,770 weights, each a float32 written at full double precision, negative and small.
     weights = [np.full(shape, -1.2345678e-05, np.float32) for shape in [(784, 128), (128,), (128, 10), (10,)]]
-    answer = json.dumps({"type": "fit_result", "round": 40, "num_examples": 60000,
-                         "weights": [{"shape": list(w.shape), "dtype": "float32", "values": w.tolist()} for w in weights],
-                         "metrics": {"accuracy": 0.123456789, "loss": 1.23456789}})
+    answer = json.dumps(
+        {
+            "type": "fit_result",
+            "round": 40,
+            "num_examples": 60000,
+            "weights": [{"shape": list(w.shape), "dtype": "float32", "values": w.tolist()} for w in weights],
+            "metrics": {"accuracy": 0.123456789, "loss": 1.23456789},
+        }
+    )
     weight_count = sum(w.size for w in weights)
     assert weight_count == 101_770
     assert len(answer) < message_cap(weight_count) < 1.3 * len(answer)  # Room, but not much more.
@@ -129,8 +150,17 @@ def test_the_data_message_holds_exactly_the_rows_client_py_trains_on(mnist_5k: M
 def test_docs_list_the_websocket_message_schemas(tmp_path: Path) -> None:
     spec = TestClient(create_app(tmp_path)).get("/openapi.json").json()
     schemas = spec["components"]["schemas"]
-    for name in ("JoinMessage", "WelcomeMessage", "DataMessage", "FitMessage", "FitResultMessage",
-                 "EvaluateMessage", "EvaluateResultMessage", "EndMessage", "ParticipantError"):
+    for name in (
+        "JoinMessage",
+        "WelcomeMessage",
+        "DataMessage",
+        "FitMessage",
+        "FitResultMessage",
+        "EvaluateMessage",
+        "EvaluateResultMessage",
+        "EndMessage",
+        "ParticipantError",
+    ):
         assert name in schemas
     assert schemas["FitResultMessage"]["properties"]["weights"]["items"] == {"$ref": "#/components/schemas/Tensor"}
     assert "WS /ws/events" in spec["info"]["description"]
@@ -152,9 +182,12 @@ def test_a_participant_whose_flower_server_never_comes_is_told_and_let_go(tmp_pa
         socket.send_text('{"type": "join"}')
         assert socket.receive_json()["type"] == "welcome"
         end = socket.receive_json()
-    assert end == {"type": "end", "finished": False,
-                   "reason": f"could not reach the Flower server at {federation.flower_server} within 1 s "
-                             "(UNAVAILABLE); is its run going?"}
+    assert end == {
+        "type": "end",
+        "finished": False,
+        "reason": f"could not reach the Flower server at {federation.flower_server} within 1 s "
+        "(UNAVAILABLE); is its run going?",
+    }
     assert federation.take_place(None) == 0  # The place is free again.
 
 

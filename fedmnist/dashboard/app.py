@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 # How a closed connection shows when we send or receive: Starlette's disconnect, its
 # "Unexpected ASGI message" RuntimeError, or uvicorn's ClientDisconnected (an OSError).
 _CLOSED = (WebSocketDisconnect, RuntimeError, OSError)
-NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorResponse, "description": "No such run, or no weights yet"}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorResponse, "description": "No such run, or no weights yet"}
+}
 
 DESCRIPTION = """
 Watch and query fedmnist runs. The dashboard reads the files the Flower server
@@ -118,7 +120,9 @@ def create_app(
         """A federated client in the browser (TensorFlow.js), joining over /ws."""
         return FileResponse(STATIC / "client.html")
 
-    @app.get("/api/runs", response_model=list[RunInfo], tags=["runs"], summary="Every run, the most recently updated first")
+    @app.get(
+        "/api/runs", response_model=list[RunInfo], tags=["runs"], summary="Every run, the most recently updated first"
+    )
     def list_runs() -> list[RunInfo]:
         infos = []
         for run in find_runs(base).values():
@@ -128,35 +132,62 @@ def create_app(
                 continue
         return infos
 
-    @app.get("/api/runs/{run_id:path}", response_model=RunDetail, responses=NOT_FOUND, tags=["runs"],
-             summary="One run: its config and every finished round")
+    @app.get(
+        "/api/runs/{run_id:path}",
+        response_model=RunDetail,
+        responses=NOT_FOUND,
+        tags=["runs"],
+        summary="One run: its config and every finished round",
+    )
     def get_run(run_id: str) -> RunDetail:
         try:
             return RunDetail.from_snapshot(read_run(find(run_id)))
         except RunGone:
             raise HTTPException(404, f"run {run_id!r} has no files any more") from None
 
-    @app.get("/api/file", tags=["runs"], summary="One of a run's pictures or result files (RunDetail.files)",
-             responses={**NOT_FOUND, 200: {"content": {"image/png": {}, "application/json": {}, "application/octet-stream": {}},
-                                           "description": "The file as the server wrote it"}})
-    def run_file(run: str = Query(description="Run id"), name: str = Query(description="A name from RunDetail.files, "
-                                                                                      "e.g. plots/accuracy.png")):
+    @app.get(
+        "/api/file",
+        tags=["runs"],
+        summary="One of a run's pictures or result files (RunDetail.files)",
+        responses={
+            **NOT_FOUND,
+            200: {
+                "content": {"image/png": {}, "application/json": {}, "application/octet-stream": {}},
+                "description": "The file as the server wrote it",
+            },
+        },
+    )
+    def run_file(
+        run: str = Query(description="Run id"),
+        name: str = Query(description="A name from RunDetail.files, e.g. plots/accuracy.png"),
+    ):
         files = find(run).files()  # Only the run's own files, inside the dashboard's folder.
         if name not in files:
             raise HTTPException(404, f"run {run!r} has no file {name!r}; RunDetail.files lists them")
         path = files[name]
         media = {".png": "image/png", ".json": "application/json", ".jsonl": "application/json"}.get(path.suffix)
-        return FileResponse(path, media_type=media or "application/octet-stream",
-                            filename=None if media == "image/png" else path.name)
+        return FileResponse(
+            path, media_type=media or "application/octet-stream", filename=None if media == "image/png" else path.name
+        )
 
     @app.get(
-        "/api/model/latest", response_model=ModelWeights, tags=["model"], summary="The latest global weights of a run",
-        responses={**NOT_FOUND, 200: {"content": {"application/octet-stream": {}},
-                                      "description": "ModelWeights as JSON, or the .keras file with format=keras"}},
+        "/api/model/latest",
+        response_model=ModelWeights,
+        tags=["model"],
+        summary="The latest global weights of a run",
+        responses={
+            **NOT_FOUND,
+            200: {
+                "content": {"application/octet-stream": {}},
+                "description": "ModelWeights as JSON, or the .keras file with format=keras",
+            },
+        },
     )
     async def model_latest(
         run: str | None = Query(None, description="Run id; default: the current run"),
-        format: Literal["json", "keras"] = Query("json", description="json: arrays with shape and dtype; keras: a .keras file"),
+        format: Literal["json", "keras"] = Query(
+            "json", description="json: arrays with shape and dtype; keras: a .keras file"
+        ),
     ):
         found = find(run)
         try:
@@ -166,8 +197,11 @@ def create_app(
             path, round_number = await run_in_threadpool(keras_files.path, found)
         except NoWeights as error:
             raise HTTPException(404, str(error)) from None
-        return FileResponse(path, media_type="application/octet-stream",
-                            filename=f"{found.id.replace('/', '-')}-round{round_number}.keras")
+        return FileResponse(
+            path,
+            media_type="application/octet-stream",
+            filename=f"{found.id.replace('/', '-')}-round{round_number}.keras",
+        )
 
     @app.websocket("/ws")
     async def participate(websocket: WebSocket) -> None:
@@ -263,8 +297,9 @@ def _add_message_schemas(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = generate()
-            _, definitions = models_json_schema([(model, "validation") for model in MESSAGE_MODELS],
-                                                ref_template="#/components/schemas/{model}")
+            _, definitions = models_json_schema(
+                [(model, "validation") for model in MESSAGE_MODELS], ref_template="#/components/schemas/{model}"
+            )
             schema.setdefault("components", {}).setdefault("schemas", {}).update(definitions["$defs"])
         return app.openapi_schema  # type: ignore[return-value]
 
@@ -279,4 +314,3 @@ async def _accept(websocket: WebSocket, origins: list[str]) -> bool:
         return False
     await websocket.accept()
     return True
-

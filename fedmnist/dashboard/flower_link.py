@@ -58,8 +58,10 @@ class FlowerLink:
     """
 
     def __init__(self, address: str, root_certificate: bytes | None = None) -> None:
-        options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                   ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+        options = [
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ]
         if root_certificate is None:
             self._channel = grpc.insecure_channel(address, options=options)
         else:

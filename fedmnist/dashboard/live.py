@@ -65,17 +65,25 @@ class RunFollower:
         except RunGone:
             return [self.snapshot()]
         before, self._sent = self._sent, now
-        if (before is None or now.started != before.started or len(now.records) < len(before.records)
-                or (before.initial is None and now.initial is not None)):
+        if (
+            before is None
+            or now.started != before.started
+            or len(now.records) < len(before.records)
+            or (before.initial is None and now.initial is not None)
+        ):
             return [self.snapshot()]  # A new run in the same files, or its round 0 arrived.
         events = []
         if now.connected_clients != before.connected_clients and now.connected_clients is not None:
-            events.append(ClientsEvent(run_id=run.id, connected_clients=now.connected_clients,
-                                       expected=now.config.get("clients")).model_dump(mode="json"))
+            events.append(
+                ClientsEvent(
+                    run_id=run.id, connected_clients=now.connected_clients, expected=now.config.get("clients")
+                ).model_dump(mode="json")
+            )
         events += [
-            RoundEvent(run_id=run.id, status=now.status, rounds_total=now.rounds_total,
-                       record=RoundRecord.from_record(record)).model_dump(mode="json")
-            for record in now.records[len(before.records):]
+            RoundEvent(
+                run_id=run.id, status=now.status, rounds_total=now.rounds_total, record=RoundRecord.from_record(record)
+            ).model_dump(mode="json")
+            for record in now.records[len(before.records) :]
         ]
         if now.status != before.status and now.status in ("finished", "interrupted"):
             events.append(StatusEvent(run=RunInfo.from_snapshot(now)).model_dump(mode="json"))

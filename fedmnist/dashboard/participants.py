@@ -79,8 +79,10 @@ class Federation:
     def take_place(self, wanted: int | None) -> int:
         """A free partition id (``wanted`` if given and free); BadMessage when there is none."""
         if not self._places:
-            raise BadMessage("this dashboard keeps no places for WebSocket clients: start the run with "
-                             "./run.sh --ws-clients K (or the dashboard with --ws-partitions)")
+            raise BadMessage(
+                "this dashboard keeps no places for WebSocket clients: start the run with "
+                "./run.sh --ws-clients K (or the dashboard with --ws-partitions)"
+            )
         free = [place for place in self._places if place not in self._taken]
         if wanted is not None and wanted not in free:
             raise BadMessage(f"partition {wanted} is not free for WebSocket clients; free: {free or 'none'}")
@@ -99,14 +101,21 @@ class Federation:
             dataset, num_partitions = str(run_config["dataset"]), int(run_config["num-partitions"])
             seed, scheme = int(run_config["seed"]), str(run_config["partition"])
         except (KeyError, ValueError) as error:
-            raise UserError(f"the server's round config lacks the run's data settings ({error}); "
-                            "is it fedmnist's server.py?") from None
+            raise UserError(
+                f"the server's round config lacks the run's data settings ({error}); is it fedmnist's server.py?"
+            ) from None
         with self._data_lock:  # Two participants joining at once load the data once.
             if dataset not in self._data:
                 self._data[dataset] = load_mnist(dataset, self.data_home)
         share = client_data(self._data[dataset], partition_id, num_partitions, seed, partition=scheme)
-        return DataMessage(partition=partition_id, num_partitions=num_partitions, scheme=scheme, dataset=dataset,
-                           train=rows(share.x_train, share.y_train), validation=rows(share.x_val, share.y_val))
+        return DataMessage(
+            partition=partition_id,
+            num_partitions=num_partitions,
+            scheme=scheme,
+            dataset=dataset,
+            train=rows(share.x_train, share.y_train),
+            validation=rows(share.x_val, share.y_val),
+        )
 
 
 @dataclass
@@ -130,8 +139,13 @@ class Participant:
     the server's instructions. ``send`` and ``close`` write to the socket.
     """
 
-    def __init__(self, federation: Federation, send: Callable[[dict[str, Any]], Awaitable[None]],
-                 close: Callable[[], Awaitable[None]], name: str = "participant") -> None:
+    def __init__(
+        self,
+        federation: Federation,
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+        close: Callable[[], Awaitable[None]],
+        name: str = "participant",
+    ) -> None:
         self.federation = federation
         self.message_cap = MESSAGE_OVERHEAD  # Grows to fit the model's weights once they are known.
         self.place: int | None = None
@@ -182,8 +196,9 @@ class Participant:
         print(f"{self.name} joined as partition {self.place}", flush=True)
         await self.send(WelcomeMessage(partition=self.place, flower_server=self.federation.flower_server))
         loop = asyncio.get_running_loop()
-        threading.Thread(target=self._read_instructions, args=(loop,), daemon=True,
-                         name=f"flower-link-{self.place}").start()
+        threading.Thread(
+            target=self._read_instructions, args=(loop,), daemon=True, name=f"flower-link-{self.place}"
+        ).start()
         self._relay = asyncio.create_task(self._relay_instructions())
 
     def _take_answer(self, message: FitResultMessage | EvaluateResultMessage) -> None:
@@ -198,6 +213,7 @@ class Participant:
 
     def _read_instructions(self, loop: asyncio.AbstractEventLoop) -> None:
         """In a thread: connect (retrying while the server is not up yet) and queue every instruction."""
+
         def post(item: Instruction | None | _LinkLost) -> None:
             loop.call_soon_threadsafe(self._instructions.put_nowait, item)
 
@@ -220,9 +236,14 @@ class Participant:
                 code = error.code()
                 if heard or code != grpc.StatusCode.UNAVAILABLE or time.monotonic() > deadline:
                     server = self.federation.flower_server
-                    post(_LinkLost(f"lost the Flower server at {server} ({code.name})" if heard else
-                                   f"could not reach the Flower server at {server} within "
-                                   f"{self.federation.connect_timeout:g} s ({code.name}); is its run going?"))
+                    post(
+                        _LinkLost(
+                            f"lost the Flower server at {server} ({code.name})"
+                            if heard
+                            else f"could not reach the Flower server at {server} within "
+                            f"{self.federation.connect_timeout:g} s ({code.name}); is its run going?"
+                        )
+                    )
                     return
             self._link.close()
             time.sleep(RETRY_SECONDS)
@@ -252,23 +273,30 @@ class Participant:
         self.message_cap = message_cap(sum(int(np.prod(shape)) for shape in shapes))
         message_type = FitMessage if instruction.kind == "fit" else EvaluateMessage
         started = time.perf_counter()
-        await self.send(message_type(round=round_number, weights=tensors(instruction.weights),
-                                     config=dict(instruction.config)))
+        await self.send(
+            message_type(round=round_number, weights=tensors(instruction.weights), config=dict(instruction.config))
+        )
         try:
             answer, weights = await asyncio.wait_for(future, self.federation.answer_timeout)
         except TimeoutError:
             self._pending = None
-            reason = f"no {instruction.kind}_result for round {round_number} within {self.federation.answer_timeout:g} s"
+            reason = (
+                f"no {instruction.kind}_result for round {round_number} within {self.federation.answer_timeout:g} s"
+            )
             self._link.send_failure(instruction.kind, reason)
             await self.send(ParticipantError(error=f"{reason}; the round counts it as a failure"))
             return True
-        metrics = {**answer.metrics, "partition_id": self.place,
-                   config.PARTICIPANT_KEY: self.name[:config.PARTICIPANT_NAME_CHARS],
-                   f"{instruction.kind}_seconds": time.perf_counter() - started}
+        metrics = {
+            **answer.metrics,
+            "partition_id": self.place,
+            config.PARTICIPANT_KEY: self.name[: config.PARTICIPANT_NAME_CHARS],
+            f"{instruction.kind}_seconds": time.perf_counter() - started,
+        }
         if isinstance(answer, FitResultMessage):
             # Client-side DP: the seat clips for its participant, as client.py clips for itself.
-            self._link.send_fit(clip_update(weights, instruction.weights, instruction.config), answer.num_examples,
-                                metrics)
+            self._link.send_fit(
+                clip_update(weights, instruction.weights, instruction.config), answer.num_examples, metrics
+            )
         else:  # The loss is a metric too, as client.py reports it.
             self._link.send_evaluate(answer.loss, answer.num_examples, {**metrics, "loss": answer.loss})
         return True
@@ -279,8 +307,10 @@ class Participant:
             return ""
         if dense_layer_sizes(shapes) is None:
             model = str(instruction.config.get("model", "?"))
-            return (f"this run's model ({model}) is not a dense network; WebSocket clients train dense models: "
-                    f"start the run with --model {' or --model '.join(config.DENSE_MODELS)}")
+            return (
+                f"this run's model ({model}) is not a dense network; WebSocket clients train dense models: "
+                f"start the run with --model {' or --model '.join(config.DENSE_MODELS)}"
+            )
         assert self.place is not None, "a participant is given its place before the server's first instruction"
         try:
             data = await run_in_threadpool(self.federation.partition, self.place, dict(instruction.config))

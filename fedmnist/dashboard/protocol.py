@@ -139,8 +139,9 @@ class EndMessage(BaseModel):
 
     type: Literal["end"] = "end"
     reason: str
-    finished: bool = Field(description="True when the run completed; False when this participant could not "
-                           "take part or lost the server.")
+    finished: bool = Field(
+        description="True when the run completed; False when this participant could not take part or lost the server."
+    )
 
 
 class ParticipantError(BaseModel):
@@ -155,8 +156,18 @@ class PongMessage(BaseModel):
 
 
 MESSAGE_MODELS: tuple[type[BaseModel], ...] = (
-    JoinMessage, FitResultMessage, EvaluateResultMessage, PingMessage,
-    WelcomeMessage, Rows, DataMessage, FitMessage, EvaluateMessage, EndMessage, ParticipantError, PongMessage,
+    JoinMessage,
+    FitResultMessage,
+    EvaluateResultMessage,
+    PingMessage,
+    WelcomeMessage,
+    Rows,
+    DataMessage,
+    FitMessage,
+    EvaluateMessage,
+    EndMessage,
+    ParticipantError,
+    PongMessage,
 )
 
 
@@ -233,5 +244,8 @@ def message_cap(weight_count: int) -> int:
 
 def rows(pixels: np.ndarray, labels: np.ndarray) -> Rows:
     """Images (n x 784 uint8) and labels as the protocol sends them."""
-    return Rows(count=len(labels), pixels=base64.b64encode(np.ascontiguousarray(pixels, np.uint8).tobytes()).decode("ascii"),
-                labels=[int(label) for label in labels])
+    return Rows(
+        count=len(labels),
+        pixels=base64.b64encode(np.ascontiguousarray(pixels, np.uint8).tobytes()).decode("ascii"),
+        labels=[int(label) for label in labels],
+    )

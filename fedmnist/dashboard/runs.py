@@ -55,8 +55,17 @@ class Run:
     def files(self) -> dict[str, Path]:
         """The run's pictures and result files a person may download, by name relative to its folder."""
         paths, partial = self.paths, self.paths.as_partial()
-        candidates = [*sorted(paths.plots_dir.glob("*.png")), paths.round_log, paths.json, paths.pickle, paths.mistakes,
-                      partial.json, partial.pickle, paths.model, partial.model]
+        candidates = [
+            *sorted(paths.plots_dir.glob("*.png")),
+            paths.round_log,
+            paths.json,
+            paths.pickle,
+            paths.mistakes,
+            partial.json,
+            partial.pickle,
+            paths.model,
+            partial.model,
+        ]
         return {path.relative_to(paths.root).as_posix(): path for path in candidates if self.contains(path)}
 
     def signature(self) -> tuple[Any, ...]:
@@ -130,8 +139,12 @@ def read_run(run: Run) -> RunSnapshot:
     header: dict[str, Any] = dict(log.header)  # Overlaid with the summary's fields below.
     initial, records = log.initial, log.records
     summary = _read_json(summary_path) if summary_path is not None and summary_time is not None else None
-    if summary is not None and summary_time is not None and log_time is not None \
-            and not _same_run(summary, summary_time, log, log_time):
+    if (
+        summary is not None
+        and summary_time is not None
+        and log_time is not None
+        and not _same_run(summary, summary_time, log, log_time)
+    ):
         summary = None  # It belongs to an earlier run, or to this run before it was resumed.
     if summary is not None:
         status: Status = "interrupted" if "interrupted_after_round" in summary else "finished"
@@ -142,12 +155,19 @@ def read_run(run: Run) -> RunSnapshot:
     else:
         status = "running" if records else "waiting"
     return RunSnapshot(
-        run=run, status=status, config=dict(header.get("config") or {}),
-        data_source=header.get("data_source"), started=header.get("started"),
+        run=run,
+        status=status,
+        config=dict(header.get("config") or {}),
+        data_source=header.get("data_source"),
+        started=header.get("started"),
         finished=summary.get("finished") if summary else None,
         updated=max(time for time in (log_time, summary_time) if time is not None) / 1e9,
-        initial=finite(initial) or None, records=finite(_by_round(records)), connected_clients=log.connected_clients,
-        label_histograms=header.get("label_histograms"), files=sorted(run.files()), name=header.get("name"),
+        initial=finite(initial) or None,
+        records=finite(_by_round(records)),
+        connected_clients=log.connected_clients,
+        label_histograms=header.get("label_histograms"),
+        files=sorted(run.files()),
+        name=header.get("name"),
     )
 
 

@@ -44,8 +44,14 @@ class ClientResult(BaseModel):
     @classmethod
     def from_entry(cls, entry: dict[str, Any]) -> ClientResult:
         fit, evaluate = entry.get("fit") or {}, entry.get("evaluate") or {}
-        return cls(name=client_name(entry), partition_id=entry.get("partition_id"), examples=fit.get("examples"),
-                   fit_accuracy=fit.get("accuracy"), accuracy=evaluate.get("accuracy"), loss=evaluate.get("loss"))
+        return cls(
+            name=client_name(entry),
+            partition_id=entry.get("partition_id"),
+            examples=fit.get("examples"),
+            fit_accuracy=fit.get("accuracy"),
+            accuracy=evaluate.get("accuracy"),
+            loss=evaluate.get("loss"),
+        )
 
 
 class PrivacySpent(BaseModel):
@@ -72,8 +78,12 @@ class RoundRecord(BaseModel):
     connected_clients: int | None = Field(None, description="Clients connected as the round began.")
     fit_results: int = Field(0, description="Clients whose training update was aggregated.")
     fit_failures: int = Field(0, description="Training failures: errors, timeouts and rejected updates.")
-    rejected_updates: int = Field(0, description="Updates dropped by the server's checks (NaN, shape, norm, metrics, counts).")
-    rejected_evaluations: int = Field(0, description="Evaluations dropped by the server's checks (loss, metrics, counts).")
+    rejected_updates: int = Field(
+        0, description="Updates dropped by the server's checks (NaN, shape, norm, metrics, counts)."
+    )
+    rejected_evaluations: int = Field(
+        0, description="Evaluations dropped by the server's checks (loss, metrics, counts)."
+    )
     evaluate_results: int = 0
     evaluate_failures: int = 0
     failure_reasons: list[str] = Field(default_factory=list, description="Up to 10 failure messages.")
@@ -82,15 +92,18 @@ class RoundRecord(BaseModel):
     fit_metrics: dict[str, float | None] = Field(default_factory=dict, description="Aggregated fit metrics.")
     clients: list[ClientResult] = Field(default_factory=list, description="Each client's own numbers.")
     confusion: list[list[int]] | None = Field(
-        None, description="The new global model on the held-out rows: counts of (true digit, predicted digit).")
+        None, description="The new global model on the held-out rows: counts of (true digit, predicted digit)."
+    )
     privacy: PrivacySpent | None = Field(None, description="Differential privacy spent so far (DP runs only).")
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> RoundRecord:
         evaluate, centralized = record.get("evaluate") or {}, record.get("centralized") or {}
         return cls(
-            accuracy_distributed=evaluate.get("accuracy"), accuracy_centralized=centralized.get("accuracy"),
-            loss_distributed=record.get("loss_distributed"), loss_centralized=record.get("loss_centralized"),
+            accuracy_distributed=evaluate.get("accuracy"),
+            accuracy_centralized=centralized.get("accuracy"),
+            loss_distributed=record.get("loss_distributed"),
+            loss_centralized=record.get("loss_centralized"),
             fit_metrics=record.get("fit") or {},
             clients=[ClientResult.from_entry(entry) for entry in record.get("per_client") or []],
             confusion=record.get("confusion"),
@@ -99,16 +112,30 @@ class RoundRecord(BaseModel):
         )
 
 
-_RECORD_KEYS = ("round", "connected_clients", "fit_results", "fit_failures", "rejected_updates", "rejected_evaluations",
-                "evaluate_results", "evaluate_failures", "failure_reasons", "seconds", "coordination_seconds")
+_RECORD_KEYS = (
+    "round",
+    "connected_clients",
+    "fit_results",
+    "fit_failures",
+    "rejected_updates",
+    "rejected_evaluations",
+    "evaluate_results",
+    "evaluate_failures",
+    "failure_reasons",
+    "seconds",
+    "coordination_seconds",
+)
 
 
 class RunInfo(BaseModel):
     """A run in the list of runs."""
 
     id: str = Field(examples=["history_40"], description="Use it in /api/runs/{id} and the WebSocket.")
-    name: str | None = Field(None, examples=["fedavg-iid-3c-40r-20261129-1355"],
-                             description="--name, or derived from the settings and the start time.")
+    name: str | None = Field(
+        None,
+        examples=["fedavg-iid-3c-40r-20261129-1355"],
+        description="--name, or derived from the settings and the start time.",
+    )
     status: Status = Field(description="waiting (for clients), running, finished or interrupted.")
     rounds_done: int
     rounds_total: int
@@ -129,11 +156,19 @@ class RunInfo(BaseModel):
         config = snapshot.config
         last = RoundRecord.from_record(snapshot.records[-1]) if snapshot.records else None
         return cls(
-            id=snapshot.run.id, name=snapshot.name, status=snapshot.status, rounds_done=len(snapshot.records),
-            rounds_total=snapshot.rounds_total, strategy=config.get("strategy"), model=config.get("model"),
-            partition=config.get("partition"), clients=config.get("clients"), data_source=snapshot.data_source,
+            id=snapshot.run.id,
+            name=snapshot.name,
+            status=snapshot.status,
+            rounds_done=len(snapshot.records),
+            rounds_total=snapshot.rounds_total,
+            strategy=config.get("strategy"),
+            model=config.get("model"),
+            partition=config.get("partition"),
+            clients=config.get("clients"),
+            data_source=snapshot.data_source,
             connected_clients=snapshot.connected_clients,
-            started=snapshot.started, finished=snapshot.finished,
+            started=snapshot.started,
+            finished=snapshot.finished,
             updated=datetime.fromtimestamp(snapshot.updated, UTC).isoformat(timespec="seconds"),
             accuracy_centralized=last.accuracy_centralized if last else None,
             accuracy_distributed=last.accuracy_distributed if last else None,
@@ -144,8 +179,10 @@ class RunDetail(RunInfo):
     """A run with its effective config and every finished round."""
 
     config: dict[str, Any] = Field(description="The server's settings for the run (server.py flags).")
-    shaped_by: dict[str, Any] = Field(description="Of ``config``, the settings that shaped this run, in a reader's "
-                                      "order (the rest are paths, ports and timeouts); min_clients as it came to.")
+    shaped_by: dict[str, Any] = Field(
+        description="Of ``config``, the settings that shaped this run, in a reader's "
+        "order (the rest are paths, ports and timeouts); min_clients as it came to."
+    )
     initial: Evaluation | None = Field(description="The starting model on the held-out rows (round 0).")
     rounds: list[RoundRecord]
     label_histograms: list[list[int]] | None = Field(description="Examples of each digit (columns) per client (rows).")
@@ -155,13 +192,17 @@ class RunDetail(RunInfo):
     def from_snapshot(cls, snapshot: RunSnapshot) -> RunDetail:
         initial = snapshot.initial
         return cls(
-            **RunInfo.from_snapshot(snapshot).model_dump(), config=snapshot.config,
+            **RunInfo.from_snapshot(snapshot).model_dump(),
+            config=snapshot.config,
             shaped_by=shaping_settings(settings_from(snapshot.config)) if snapshot.config else {},
             initial=Evaluation(
-                accuracy=(initial.get("centralized") or {}).get("accuracy"), loss=initial.get("loss_centralized"),
-            ) if initial else None,
+                accuracy=(initial.get("centralized") or {}).get("accuracy"), loss=initial.get("loss_centralized")
+            )
+            if initial
+            else None,
             rounds=[RoundRecord.from_record(record) for record in snapshot.records],
-            label_histograms=snapshot.label_histograms, files=snapshot.files,
+            label_histograms=snapshot.label_histograms,
+            files=snapshot.files,
         )
 
 

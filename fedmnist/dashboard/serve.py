@@ -33,13 +33,24 @@ if TYPE_CHECKING:
 
 def add_dashboard_arguments(parser: argparse.ArgumentParser) -> None:
     """Where the dashboard listens and who may call it: shared with ``./run.sh``."""
-    parser.add_argument("--dashboard-port", type=port_number, default=config.DASHBOARD_PORT,
-                        help="port of the web dashboard and API (default: %(default)s)")
-    parser.add_argument("--dashboard-host", default=config.DASHBOARD_HOST,
-                        help="interface the dashboard listens on; 0.0.0.0 shows it to the network (default: %(default)s)")
-    parser.add_argument("--cors-origins", type=origin_list, default=config.CORS_ORIGINS,
-                        help="comma-separated origins (scheme://host:port) whose pages may call the API and "
-                        "WebSockets, or * for any (default: %(default)s, fine for local use)")
+    parser.add_argument(
+        "--dashboard-port",
+        type=port_number,
+        default=config.DASHBOARD_PORT,
+        help="port of the web dashboard and API (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--dashboard-host",
+        default=config.DASHBOARD_HOST,
+        help="interface the dashboard listens on; 0.0.0.0 shows it to the network (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cors-origins",
+        type=origin_list,
+        default=config.CORS_ORIGINS,
+        help="comma-separated origins (scheme://host:port) whose pages may call the API and "
+        "WebSockets, or * for any (default: %(default)s, fine for local use)",
+    )
 
 
 def origin_list(text: str) -> str:
@@ -56,23 +67,41 @@ def origin_list(text: str) -> str:
     return ",".join(origins)
 
 
-def parse_args(argv: list[str], out_default: str = ".", prog: str = "python -m fedmnist.dashboard") -> argparse.Namespace:
+def parse_args(
+    argv: list[str], out_default: str = ".", prog: str = "python -m fedmnist.dashboard"
+) -> argparse.Namespace:
     parser = Parser(prog=prog, description="Serve the fedmnist dashboard and web API for the runs in a folder.")
-    parser.add_argument("--out", default=out_default,
-                        help="a run's --out folder (its history/ and sweep/ runs) or a history/ folder (default: %(default)s)")
+    parser.add_argument(
+        "--out",
+        default=out_default,
+        help="a run's --out folder (its history/ and sweep/ runs) or a history/ folder (default: %(default)s)",
+    )
     add_dashboard_arguments(parser)
     places = parser.add_argument_group("WebSocket clients (WS /ws): ./run.sh --ws-clients sets these")
-    places.add_argument("--flower-server", type=server_address, default=config.CLIENT_SERVER_ADDRESS,
-                        help="the Flower server WebSocket clients join (default: %(default)s)")
-    places.add_argument("--ws-partitions", type=partition_ids, default=(),
-                        help="comma-separated partition ids WebSocket clients may take, one each (default: none, "
-                        "so every join is refused)")
-    places.add_argument("--flower-root-cert", default=None,
-                        help="CA certificate (ca.pem) of a Flower server that uses TLS")
+    places.add_argument(
+        "--flower-server",
+        type=server_address,
+        default=config.CLIENT_SERVER_ADDRESS,
+        help="the Flower server WebSocket clients join (default: %(default)s)",
+    )
+    places.add_argument(
+        "--ws-partitions",
+        type=partition_ids,
+        default=(),
+        help="comma-separated partition ids WebSocket clients may take, one each (default: none, "
+        "so every join is refused)",
+    )
+    places.add_argument(
+        "--flower-root-cert", default=None, help="CA certificate (ca.pem) of a Flower server that uses TLS"
+    )
     places.add_argument("--data-home", default=None, help="where the MNIST cache is (default: scikit-learn's)")
-    places.add_argument("--ws-answer-timeout", type=positive_float, default=config.ROUND_TIMEOUT,
-                        help="seconds a WebSocket client has to answer an instruction; later, the round counts "
-                        "it as failed (default: %(default)s)")
+    places.add_argument(
+        "--ws-answer-timeout",
+        type=positive_float,
+        default=config.ROUND_TIMEOUT,
+        help="seconds a WebSocket client has to answer an instruction; later, the round counts "
+        "it as failed (default: %(default)s)",
+    )
     return parser.parse_args(argv)
 
 
@@ -93,8 +122,13 @@ def federation(args: argparse.Namespace) -> Federation:
     from fedmnist.tls import load_root_certificate
 
     root = load_root_certificate(args.flower_root_cert) if args.flower_root_cert else None
-    return Federation(flower_server=args.flower_server, partitions=args.ws_partitions, root_certificate=root,
-                      data_home=args.data_home, answer_timeout=args.ws_answer_timeout)
+    return Federation(
+        flower_server=args.flower_server,
+        partitions=args.ws_partitions,
+        root_certificate=root,
+        data_home=args.data_home,
+        answer_timeout=args.ws_answer_timeout,
+    )
 
 
 def serve(out: str, host: str, port: int, cors_origins: str, places: Federation | None = None) -> None:
@@ -131,8 +165,14 @@ def uvicorn_server(app: Any, host: str, port: int) -> uvicorn.Server:  # Any ASG
     largest_dense = max(config.dense_weight_count(model) for model in config.DENSE_MODELS)
     # uvicorn's default "websockets" protocol uses that library's deprecated legacy API; h11 caps headers.
     server_config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", ws="websockets-sansio", ws_max_size=message_cap(largest_dense),
-        http="h11", h11_max_incomplete_event_size=config.MAX_HEADER_BYTES,
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        ws="websockets-sansio",
+        ws_max_size=message_cap(largest_dense),
+        http="h11",
+        h11_max_incomplete_event_size=config.MAX_HEADER_BYTES,
     )
     return uvicorn.Server(server_config)
 
@@ -147,4 +187,3 @@ def port_in_use(host: str, port: int) -> bool:
 def main(argv: list[str] | None = None, out_default: str = ".", prog: str = "python -m fedmnist.dashboard") -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv, out_default, prog)
     run_cli(lambda: serve(args.out, args.dashboard_host, args.dashboard_port, args.cors_origins, federation(args)))
-

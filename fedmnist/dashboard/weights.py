@@ -32,8 +32,12 @@ class LatestWeights:
 
     def document(self, run_id: str) -> ModelWeights:
         return ModelWeights(
-            run_id=run_id, round=self.round, model=self.model,
-            tensors=[Tensor(shape=list(array.shape), dtype=str(array.dtype), values=_values(array)) for array in self.weights],
+            run_id=run_id,
+            round=self.round,
+            model=self.model,
+            tensors=[
+                Tensor(shape=list(array.shape), dtype=str(array.dtype), values=_values(array)) for array in self.weights
+            ],
         )
 
 
