@@ -109,6 +109,37 @@ def classic_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> Fin
     return FinishedRun(out, result)
 
 
+def on_5k(out: Path | str, data_home: str) -> list[str]:
+    """A small run's data and results flags: the 5k MNIST sample from ``data_home``, results in ``out``."""
+    return ["--dataset", "mnist-5k", "--out", str(out), "--data-home", data_home]
+
+
+def start_watched(command: list[str], *, merge_stderr: bool = False) -> subprocess.Popen:
+    """Start ``command`` in the project folder, its output in pipes the test reads, in a session of its own.
+
+    Its own session: a test can signal its whole process group as a terminal's Ctrl-C does.
+    """
+    return subprocess.Popen(
+        command,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def read_until(process: subprocess.Popen, text: str) -> str:
+    """Read ``process``'s output up to and including the first line holding ``text``; return what was read."""
+    said = []
+    for line in stream(process.stdout):
+        said.append(line)
+        if text in line:
+            break
+    return "".join(said)
+
+
 def stream(handle: IO[str] | None) -> IO[str]:
     """A process's stdout or stderr, which Popen types as optional: there when the test asked for a PIPE."""
     assert handle is not None, "the process was started with stdout/stderr=subprocess.PIPE"

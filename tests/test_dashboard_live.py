@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from websockets.sync.client import connect
 
-from conftest import PROJECT_ROOT, free_port, start_script, wait_for_port
+from conftest import PROJECT_ROOT, free_port, on_5k, start_script, start_watched, wait_for_port
 
 pytestmark = pytest.mark.slow  # Real processes for whole runs: the full tier (./test.sh), not --fast.
 
@@ -33,7 +33,7 @@ CHROMIUM_FLAGS = [
 
 def start_run_sh(tmp_path: Path, data_home: str, *args: str) -> subprocess.Popen:
     """``./run.sh`` for 3 rounds of 2 clients on the offline data, in the background."""
-    return subprocess.Popen(
+    return start_watched(
         [
             "bash",
             str(PROJECT_ROOT / "run.sh"),
@@ -43,18 +43,9 @@ def start_run_sh(tmp_path: Path, data_home: str, *args: str) -> subprocess.Popen
             "2",
             "--port",
             str(free_port()),
-            "--dataset",
-            "mnist-5k",
-            "--data-home",
-            data_home,
-            "--out",
-            str(tmp_path),
+            *on_5k(tmp_path, data_home),
             *args,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
+        ]
     )
 
 

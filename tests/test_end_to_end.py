@@ -18,9 +18,12 @@ from conftest import (
     FinishedRun,
     assert_the_strategy_trains_every_round,
     free_port,
+    on_5k,
+    read_until,
     run_script,
     run_sh,
     start_script,
+    start_watched,
     stream,
     wait_for_port,
 )
@@ -206,18 +209,7 @@ def test_server_on_a_busy_port_exits_with_a_clear_error(tmp_path: Path) -> None:
 
 def test_server_gives_up_when_clients_never_come(tmp_path: Path, data_home: str) -> None:
     result = run_script(
-        "server.py",
-        "--port",
-        str(free_port()),
-        "--out",
-        str(tmp_path),
-        "--dataset",
-        "mnist-5k",
-        "--data-home",
-        data_home,
-        "--client-timeout",
-        "1",
-        timeout=120,
+        "server.py", "--port", str(free_port()), *on_5k(tmp_path, data_home), "--client-timeout", "1", timeout=120
     )
     assert result.returncode == 2
     assert "error: only 0 of 3 clients connected within 1 s" in result.stderr
@@ -226,18 +218,7 @@ def test_server_gives_up_when_clients_never_come(tmp_path: Path, data_home: str)
 
 def test_run_sh_reports_a_failing_process_and_stops(tmp_path: Path, data_home: str) -> None:
     (tmp_path / "history").write_text("a file where the history folder should be")
-    result = run_sh(
-        "--rounds",
-        "1",
-        "--port",
-        str(free_port()),
-        "--dataset",
-        "mnist-5k",
-        "--out",
-        str(tmp_path),
-        "--data-home",
-        data_home,
-    )
+    result = run_sh("--rounds", "1", "--port", str(free_port()), *on_5k(tmp_path, data_home))
     assert result.returncode == 2
     output = result.stdout + result.stderr
     # The server's own error line, streamed once; ./run.sh does not repeat it with the log's last lines.
@@ -366,30 +347,9 @@ def test_ctrl_c_stops_every_process_run_sh_started(tmp_path: Path, data_home: st
     import time
 
     port = free_port()
-    args = [
-        "--rounds",
-        "10",
-        "--clients",
-        "2",
-        "--dataset",
-        "mnist-5k",
-        "--out",
-        str(tmp_path),
-        "--data-home",
-        data_home,
-        "--no-dashboard",
-    ]
-    launcher = subprocess.Popen(
-        ["bash", str(PROJECT_ROOT / "run.sh"), "--port", str(port), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    for line in stream(launcher.stdout):  # Wait until training is under way.
-        if "round 2/10" in line:
-            break
+    args = ["--rounds", "10", "--clients", "2", *on_5k(tmp_path, data_home), "--no-dashboard"]
+    launcher = start_watched(["bash", str(PROJECT_ROOT / "run.sh"), "--port", str(port), *args])
+    read_until(launcher, "round 2/10")  # Wait until training is under way.
     assert len(_processes_of_run(port)) == 4  # Launcher, server and two clients.
     os.killpg(launcher.pid, signal.SIGINT)  # As a terminal's Ctrl-C does: to every process of the group.
     assert launcher.wait(timeout=30) != 0
@@ -435,12 +395,7 @@ def test_every_strategy_runs_two_rounds_in_one_sweep_with_the_same_processes(tmp
         "3",
         "--port",
         str(free_port()),
-        "--dataset",
-        "mnist-5k",
-        "--out",
-        str(tmp_path),
-        "--data-home",
-        data_home,
+        *on_5k(tmp_path, data_home),
         timeout=600,
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -457,7 +412,6 @@ def test_every_strategy_runs_two_rounds_in_one_sweep_with_the_same_processes(tmp
 
 def test_server_killed_mid_run_resumes_to_the_final_round(tmp_path: Path, data_home: str) -> None:
     import signal
-    import subprocess
 
     port = free_port()
     args = [
@@ -476,16 +430,8 @@ def test_server_killed_mid_run_resumes_to_the_final_round(tmp_path: Path, data_h
         "--data-home",
         data_home,
     ]
-    first = subprocess.Popen(
-        ["bash", str(PROJECT_ROOT / "run.sh"), "--port", str(port), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-    )
-    for line in stream(first.stdout):
-        if "round 2/4" in line:
-            break
+    first = start_watched(["bash", str(PROJECT_ROOT / "run.sh"), "--port", str(port), *args])
+    read_until(first, "round 2/4")
     server = [pid for pid in _processes_of_run(port) if _is_server(pid)]
     assert len(server) == 1
     os_kill(server[0], signal.SIGKILL)
@@ -571,19 +517,7 @@ def test_fedavg_paper_sweep_writes_its_table_on_a_one_round_simulation(tmp_path:
 def test_server_refuses_impossible_runs_before_writing_anything(
     tmp_path: Path, data_home: str, args: list[str], message: str
 ) -> None:
-    result = run_script(
-        "server.py",
-        "--port",
-        str(free_port()),
-        "--dataset",
-        "mnist-5k",
-        "--data-home",
-        data_home,
-        "--out",
-        str(tmp_path),
-        *args,
-        timeout=120,
-    )
+    result = run_script("server.py", "--port", str(free_port()), *on_5k(tmp_path, data_home), *args, timeout=120)
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert not list((tmp_path / "history").glob("*")) and not list((tmp_path / "models").glob("*"))
@@ -591,10 +525,9 @@ def test_server_refuses_impossible_runs_before_writing_anything(
 
 def test_run_survives_a_client_killed_mid_run(tmp_path: Path, data_home: str) -> None:
     import signal
-    import subprocess
 
     port = free_port()
-    launcher = subprocess.Popen(
+    launcher = start_watched(
         [
             "bash",
             str(PROJECT_ROOT / "run.sh"),
@@ -612,15 +545,9 @@ def test_run_survives_a_client_killed_mid_run(tmp_path: Path, data_home: str) ->
             str(tmp_path),
             "--data-home",
             data_home,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
+        ]
     )
-    for line in stream(launcher.stdout):
-        if "round 3/12" in line:
-            break
+    read_until(launcher, "round 3/12")
     clients = [pid for pid in _processes_of_run(port) if str(PROJECT_ROOT / "client.py") in _command(pid)]
     os_kill(clients[0], signal.SIGKILL)
     _, stderr = launcher.communicate(timeout=180)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, run_script, start_script, stream, wait_for_port
+from conftest import free_port, on_5k, run_script, start_script, stream, wait_for_port
 from fedmnist.archive import archive_earlier_results
 from fedmnist.atomic import write_atomic, write_text_atomic
 from fedmnist.launcher import parse_args
@@ -162,12 +162,7 @@ def test_a_disk_that_fills_during_a_run_ends_it_with_one_line_and_no_half_files(
         "3",
         "--clients",
         "2",
-        "--dataset",
-        "mnist-5k",
-        "--data-home",
-        data_home,
-        "--out",
-        str(full_disk),
+        *on_5k(full_disk, data_home),
         log=tmp_path / "server.log",
     )
     wait_for_port(port, server)

@@ -24,7 +24,10 @@ from conftest import (
     FinishedRun,
     assert_the_strategy_trains_every_round,
     free_port,
+    on_5k,
+    read_until,
     run_script,
+    start_watched,
     stream,
     wait_for_port,
 )
@@ -60,12 +63,7 @@ def simulate(out: Path, data_home: str, *args: str, timeout: float = 300, faults
         "server.py",
         "--runtime",
         "simulation",
-        "--dataset",
-        "mnist-5k",
-        "--data-home",
-        data_home,
-        "--out",
-        str(out),
+        *on_5k(out, data_home),
         *args,
         timeout=timeout,
         env={**os.environ, FAULTS_VARIABLE: faults},
@@ -141,12 +139,7 @@ def test_a_run_whose_rounds_accept_no_update_stops_with_one_error_and_saves_its_
         "server.py",
         "--runtime",
         "simulation",
-        "--dataset",
-        "mnist-5k",
-        "--data-home",
-        data_home,
-        "--out",
-        str(tmp_path),
+        *on_5k(tmp_path, data_home),
         "--clients",
         "3",
         "--rounds",
@@ -179,12 +172,7 @@ def test_a_virtual_client_that_crashes_is_gone_from_then_on_and_its_ray_worker_s
         "server.py",
         "--runtime",
         "simulation",
-        "--dataset",
-        "mnist-5k",
-        "--data-home",
-        data_home,
-        "--out",
-        str(tmp_path),
+        *on_5k(tmp_path, data_home),
         "--clients",
         "4",
         "--rounds",
@@ -274,22 +262,11 @@ def test_a_deployment_run_with_secagg_stopped_by_ctrl_c_resumes_and_writes_what_
         str(tmp_path),
         "--no-dashboard",
     ]
-    launcher = subprocess.Popen(
-        ["bash", str(PROJECT_ROOT / "run.sh"), "--port", str(free_port()), *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    said = []
-    for line in stream(launcher.stdout):
-        said.append(line)
-        if "round 1/2" in line:
-            break
+    launcher = start_watched(["bash", str(PROJECT_ROOT / "run.sh"), "--port", str(free_port()), *args])
+    said = read_until(launcher, "round 1/2")
     os.killpg(launcher.pid, signal.SIGINT)  # As a terminal's Ctrl-C does.
     assert launcher.wait(timeout=90) != 0
-    output = "".join(said) + stream(launcher.stdout).read() + stream(launcher.stderr).read()
+    output = said + stream(launcher.stdout).read() + stream(launcher.stderr).read()
     assert "Flower Deployment Runtime: SuperLink on" in output and "Traceback" not in output, output
     # TLS and SuperNode authentication: the CA the SuperNodes trusted, the key pairs registered.
     assert "(TLS, SuperNode authentication), 3 registered SuperNodes" in output
@@ -688,24 +665,10 @@ def test_sigterm_on_a_simulation_saves_its_rounds_stops_ray_and_resume_finishes_
         "4",
         "--model",
         "dense32",
-        "--dataset",
-        "mnist-5k",
-        "--data-home",
-        data_home,
-        "--out",
-        str(tmp_path),
+        *on_5k(tmp_path, data_home),
     ]
-    launcher = subprocess.Popen(
-        ["bash", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    for line in stream(launcher.stdout):
-        if "round 1/4" in line:
-            break
+    launcher = start_watched(["bash", *args], merge_stderr=True)
+    read_until(launcher, "round 1/4")
     os.kill(launcher.pid, signal.SIGTERM)  # Round 2 is under way: its 10 clients' messages are in flight.
     assert launcher.wait(timeout=120) == 130
     output = stream(launcher.stdout).read()
@@ -751,25 +714,10 @@ def test_a_stop_during_a_long_round_ends_the_simulation_within_the_launchers_gra
         "100",
         "--batch-size",
         "10",
-        "--dataset",
-        "mnist-5k",
-        "--data-home",
-        data_home,
-        "--out",
-        str(tmp_path),
+        *on_5k(tmp_path, data_home),
     ]
-    server = subprocess.Popen(
-        args,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        cwd=PROJECT_ROOT,
-    )
-    for line in stream(server.stdout):
-        if "starting global model" in line:
-            break
+    server = start_watched(args, merge_stderr=True)
+    read_until(server, "starting global model")
     time.sleep(3)  # Round 1 is under way: 2 x 18,000 steps of 10 images.
     stopped = time.monotonic()
     os.kill(server.pid, signal.SIGTERM)
@@ -800,22 +748,9 @@ def test_a_stop_while_ray_starts_ends_the_run_without_starting_flowers_simulatio
         "10",
         "--rounds",
         "2",
-        "--dataset",
-        "mnist-5k",
-        "--data-home",
-        data_home,
-        "--out",
-        str(tmp_path),
+        *on_5k(tmp_path, data_home),
     ]
-    server = subprocess.Popen(
-        args,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        cwd=PROJECT_ROOT,
-    )
+    server = start_watched(args, merge_stderr=True)
     for line in stream(server.stdout):
         if line.startswith("INFO    data:"):  # Ray is starting.
             break

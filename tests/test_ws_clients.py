@@ -14,7 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import PROJECT_ROOT, free_port, start_script, wait_for_port
+from conftest import PROJECT_ROOT, free_port, on_5k, start_script, wait_for_port
 from test_dashboard_live import CHROMIUM, CHROMIUM_FLAGS, finish
 
 pytestmark = pytest.mark.slow  # Real processes for whole runs: the full tier (./test.sh), not --fast.
@@ -59,12 +59,7 @@ def test_the_protocol_against_a_real_server(tmp_path: Path, data_home: str) -> N
         "1",
         "--port",
         str(flower_port),
-        "--dataset",
-        "mnist-5k",
-        "--data-home",
-        data_home,
-        "--out",
-        str(tmp_path),
+        *on_5k(tmp_path, data_home),
         "--model",
         "dense32",
         "--round-timeout",
@@ -228,12 +223,7 @@ def start_run_with_ws_clients(out: Path, data_home: str, port: int, *args: str) 
             str(free_port()),
             "--dashboard-port",
             str(port),
-            "--dataset",
-            "mnist-5k",
-            "--data-home",
-            data_home,
-            "--out",
-            str(out),
+            *on_5k(out, data_home),
             *args,
         ],
         stdout=subprocess.PIPE,
