@@ -162,8 +162,9 @@ def helper_pids(parents: list[int]) -> list[int]:
 def clientapp_pids(runtime_ports: list[int]) -> list[int]:
     """The ``flwr-clientapp`` processes of the SuperNodes whose runtime API is on ``runtime_ports``.
 
-    A SuperNode's helper starts one per message in a session of its own, and without a parent to
-    watch: one in flight when the run stops would go on alone.
+    A SuperNode's helper starts one per message, in a session of its own. It watches that helper
+    (``--parent-pid``), yet one in flight when the run stopped was still running 90 minutes later
+    (measured, Flower 1.42): the launcher stops them itself.
     """
     addresses = {f"127.0.0.1:{port}".encode() for port in runtime_ports}
     return [
