@@ -16,8 +16,7 @@ PROCESS_STARTED = time.perf_counter()
 import argparse
 import sys
 
-from fedmnist import config
-from fedmnist.cli import (
+from fedmnist.common.cli import (
     Parser,
     configure_logging,
     exit_now,
@@ -28,11 +27,12 @@ from fedmnist.cli import (
     run_cli,
     server_address,
 )
-from fedmnist.settings import add_data_home_argument
+from fedmnist.settings import defaults
+from fedmnist.settings.server_settings import add_data_home_argument
 
 
 def fault_spec(text: str) -> str:
-    from fedmnist.faults import DROP, parse_fault  # NumPy: not needed for --help.
+    from fedmnist.client.faults import DROP, parse_fault  # NumPy: not needed for --help.
 
     try:
         fault = parse_fault(text)
@@ -48,7 +48,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--server",
         type=server_address,
-        default=config.CLIENT_SERVER_ADDRESS,
+        default=defaults.CLIENT_SERVER_ADDRESS,
         help="server HOST:PORT (default: %(default)s)",
     )
     parser.add_argument(
@@ -60,14 +60,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--num-partitions",
         type=positive_int,
-        default=config.CLIENTS,
+        default=defaults.CLIENTS,
         help="how many shares the training rows are cut into: the server's --clients (default: %(default)s)",
     )
     add_data_home_argument(parser)
     parser.add_argument(
         "--connect-timeout",
         type=positive_float,
-        default=config.CONNECT_TIMEOUT,
+        default=defaults.CONNECT_TIMEOUT,
         help="seconds to keep retrying an unreachable server (default: %(default)s)",
     )
     parser.add_argument(
@@ -90,8 +90,8 @@ def main(argv: list[str]) -> None:
     require_environment("client.py")
     args = parse_args(argv)
     configure_logging(args.verbose)
-    from fedmnist.keras_client import make_client, run_client
-    from fedmnist.tls import load_root_certificate
+    from fedmnist.client.flower_client import make_client, run_client
+    from fedmnist.launch.tls import load_root_certificate
 
     def serve() -> None:
         client = make_client(

@@ -12,7 +12,7 @@ export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 
 if [ "${1:-}" != flwr ]; then  # ./run.sh flwr ... --help is flwr's own help, from .venv.
     for arg in "$@"; do  # --help needs no set-up: the launcher parses flags with the standard library.
-        case "$arg" in -h|--help) exec python3 -m fedmnist.launcher "$@" ;; esac
+        case "$arg" in -h|--help) exec python3 -m fedmnist.launch.launcher "$@" ;; esac
     done
 fi
 
@@ -27,9 +27,9 @@ fi
 # standard library. Status 2 is a flag error (already explained); anything else, e.g. no python3, is
 # left to the set-up below to report.
 status=0
-FEDMNIST_CHECK_ONLY=1 python3 -m fedmnist.launcher "$@" || status=$?
+FEDMNIST_CHECK_ONLY=1 python3 -m fedmnist.launch.launcher "$@" || status=$?
 [ "$status" -eq 2 ] && exit 2
 
 source "$root/scripts/venv.sh"
 ensure_venv requirements.txt
-exec python -m fedmnist.launcher "$@"
+exec python -m fedmnist.launch.launcher "$@"

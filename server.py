@@ -14,14 +14,23 @@ PROCESS_STARTED = time.perf_counter()
 import argparse
 import sys
 
-from fedmnist.cli import Parser, configure_logging, exit_now, require_environment, run_cli, take_back_stop_signals
-from fedmnist.settings import SERVER, ServerSettings, add_setting_arguments, check_setting_arguments
+from fedmnist.common.cli import (
+    Parser,
+    configure_logging,
+    exit_now,
+    require_environment,
+    run_cli,
+    take_back_stop_signals,
+)
+from fedmnist.settings.server_settings import SERVER, ServerSettings, add_setting_arguments, check_setting_arguments
 from fedmnist.sweep import GRIDS
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = Parser(prog="server.py", description="Run the Flower server (FedAvg) for federated MNIST.")
-    add_setting_arguments(parser, program=SERVER)  # One flag per ServerSettings field (fedmnist.settings).
+    add_setting_arguments(
+        parser, program=SERVER
+    )  # One flag per ServerSettings field (fedmnist.settings.server_settings).
     parser.add_argument(
         "--sweep",
         choices=sorted(GRIDS),
@@ -46,8 +55,8 @@ def main(argv: list[str]) -> None:
     take_back_stop_signals()  # Ctrl-C and SIGTERM: save the completed rounds, then leave.
     args = parse_args(argv)
     configure_logging(args.verbose)
-    from fedmnist.run_lock import lock_results
-    from fedmnist.server_run import run_server
+    from fedmnist.results.run_lock import lock_results
+    from fedmnist.server.run import run_server
 
     settings = ServerSettings(**{key: value for key, value in vars(args).items() if key not in ("verbose", "sweep")})
 

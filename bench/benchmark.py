@@ -30,8 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from fedmnist import config
-from fedmnist.data import MNIST_5K, load_mnist
+from fedmnist.data.sources import MNIST_5K, load_mnist
+from fedmnist.settings import defaults
 from processes import free_port, start_quietly, wait_for_port
 
 RESULTS = ROOT / "bench" / "results"
@@ -107,12 +107,12 @@ def run_peer(rounds: int, clients: int) -> dict:
 
 def central_baseline(rounds: int, clients: int) -> dict:
     """The same model on the union of the clients' training rows, one epoch per round."""
-    from fedmnist.baseline import train_centrally, union_of_client_rows
+    from fedmnist.server.baseline import train_centrally, union_of_client_rows
 
     data = load_mnist(MNIST_5K)
     curves = train_centrally(data, num_clients=clients, rounds=rounds)
-    rows = len(union_of_client_rows(data, clients, config.SEED)[1])
-    return {"training_rows": rows, "epochs": rounds * config.LOCAL_EPOCHS, "accuracy": curves["accuracy"][-1][1]}
+    rows = len(union_of_client_rows(data, clients, defaults.SEED)[1])
+    return {"training_rows": rows, "epochs": rounds * defaults.LOCAL_EPOCHS, "accuracy": curves["accuracy"][-1][1]}
 
 
 def report(runs: list[dict], peers: list[dict], central: dict) -> tuple[dict, list[tuple[str, bool, str]]]:
@@ -167,8 +167,8 @@ def report(runs: list[dict], peers: list[dict], central: dict) -> tuple[dict, li
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     parser.add_argument("--repeats", type=int, default=3, help="runs of each side, alternating (default: 3)")
-    parser.add_argument("--rounds", type=int, default=config.ROUNDS)
-    parser.add_argument("--clients", type=int, default=config.CLIENTS)
+    parser.add_argument("--rounds", type=int, default=defaults.ROUNDS)
+    parser.add_argument("--clients", type=int, default=defaults.CLIENTS)
     args = parser.parse_args()
     load_mnist(MNIST_5K)  # Fill the cache first, so neither side pays for it.
     runs, peers = [], []

@@ -26,17 +26,17 @@ from flwr.server import ServerApp, ServerAppComponents, ServerConfig
 from flwr.server.strategy import FedAvg
 from flwr.simulation import run_simulation
 
-from fedmnist import config
-from fedmnist.data import MNIST_5K, client_data, load_mnist, to_float
-from fedmnist.model import build_model
+from fedmnist.data.sources import MNIST_5K, client_data, load_mnist, to_float
+from fedmnist.model.keras_model import build_model
+from fedmnist.settings import defaults
 
 MNIST = load_mnist(MNIST_5K)
 
 
 def compiled_model() -> keras.Model:
-    model = build_model(config.SEED)
+    model = build_model(defaults.SEED)
     model.compile(
-        optimizer=keras.optimizers.Adam(config.LEARNING_RATE),
+        optimizer=keras.optimizers.Adam(defaults.LEARNING_RATE),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -46,13 +46,15 @@ def compiled_model() -> keras.Model:
 class KerasClient(NumPyClient):
     def __init__(self, partition_id: int, num_partitions: int) -> None:
         self.model = compiled_model()
-        share = client_data(MNIST, partition_id, num_partitions, config.SEED)
+        share = client_data(MNIST, partition_id, num_partitions, defaults.SEED)
         self.x_train, self.y_train = to_float(share.x_train), share.y_train
         self.x_val, self.y_val = to_float(share.x_val), share.y_val
 
     def fit(self, parameters, _config):
         self.model.set_weights(parameters)
-        self.model.fit(self.x_train, self.y_train, epochs=config.LOCAL_EPOCHS, batch_size=config.BATCH_SIZE, verbose=0)
+        self.model.fit(
+            self.x_train, self.y_train, epochs=defaults.LOCAL_EPOCHS, batch_size=defaults.BATCH_SIZE, verbose=0
+        )
         return self.model.get_weights(), len(self.y_train), {}
 
     def evaluate(self, parameters, _config):

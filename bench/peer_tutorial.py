@@ -35,7 +35,7 @@ def server(port: str, rounds: str, clients: str) -> None:
 def client(port: str, partition: str, clients: str) -> None:
     import keras
 
-    from fedmnist.data import client_data, load_mnist, to_float
+    from fedmnist.data.sources import client_data, load_mnist, to_float
 
     share = client_data(load_mnist("mnist-5k"), int(partition), int(clients))
     x_train, y_train = to_float(share.x_train), share.y_train

@@ -11,7 +11,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # The project, for scripts run as bench/NAME.py.
-from fedmnist.deployment import free_port  # noqa: F401  (re-exported for the benchmarks and tests)
+from fedmnist.runtimes.deployment import free_port  # noqa: F401  (re-exported for the benchmarks and tests)
 
 
 def start_quietly(arguments: list[str], **options: Any) -> subprocess.Popen[bytes]:

@@ -18,13 +18,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fedmnist import config
-from fedmnist.archive import archive_earlier_results
-from fedmnist.atomic import write_text_atomic
-from fedmnist.errors import UserError
+from fedmnist.common.atomic import write_text_atomic
+from fedmnist.common.errors import UserError
+from fedmnist.results.archive import archive_earlier_results
+from fedmnist.settings import defaults
 
 if TYPE_CHECKING:
-    from fedmnist.settings import ServerSettings
+    from fedmnist.settings.server_settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ PAPER_ROUNDS: dict[tuple[str, int, int, str], int] = {
 }
 # The accuracy each model's rows count rounds to. MNIST: the paper's. Fashion-MNIST: 95% of the best
 # held-out accuracy the same model reached trained centrally on the clients' 54,000 rows here
-# (fedmnist.baseline, B=10, Adam, 10 epochs: 88.3% for the 2nn), to a whole point: 0.95 x 88.3 = 84%.
+# (fedmnist.server.baseline, B=10, Adam, 10 epochs: 88.3% for the 2nn), to a whole point: 0.95 x 88.3 = 84%.
 PAPER_TARGETS: dict[str, dict[str, float]] = {"mnist": {"2nn": 0.97, "cnn-paper": 0.99}, "fashion-mnist": {"2nn": 0.84}}
 _PAPER_SCALE = {"runtime": "simulation", "clients": 100, "fraction_fit": 0.1, "fraction_evaluate": 0.1}
 
@@ -112,7 +112,7 @@ GRIDS: dict[str, Grid] = {
     ),
     "quick": Grid((Setting("fedavg", "iid"), Setting("fedavg", "shards:2")), "two settings, for a quick look"),
     "strategies": Grid(
-        tuple(Setting(strategy, "iid") for strategy in config.STRATEGIES),
+        tuple(Setting(strategy, "iid") for strategy in defaults.STRATEGIES),
         "every strategy the app offers, on the same IID data",
     ),
     "fedavg-paper": Grid(
@@ -176,7 +176,7 @@ def setting_root(out: str | Path, grid: str, setting: Setting) -> Path:
 
 def run_sweep(base: ServerSettings, grid: str, process_started: float) -> Path:
     """Run every setting of ``grid`` on the clients already connected; return the comparison table."""
-    from fedmnist.server_run import run_server
+    from fedmnist.server.run import run_server
 
     settings_list = GRIDS[grid].settings
     if not base.resume:
@@ -296,7 +296,7 @@ def comparison_table(results: list[dict[str, Any]], paper: bool = False) -> str:
 
 def write_comparison(folder: Path, grid: str, results: list[dict[str, Any]]) -> Path:
     """``comparison.md``, ``comparison.json`` and ``comparison.png`` in ``folder``; returns the table's path."""
-    from fedmnist.plots import plot_comparison, plot_privacy_utility
+    from fedmnist.results.plots import plot_comparison, plot_privacy_utility
 
     table = folder / "comparison.md"
     markdown = comparison_table(results, GRIDS[grid].paper)

@@ -12,7 +12,7 @@ from typing import IO, Any
 import pytest
 from flwr.server.client_proxy import ClientProxy
 
-from fedmnist.data import MNIST_5K, MnistData, load_mnist
+from fedmnist.data.sources import MNIST_5K, MnistData, load_mnist
 from processes import free_port, wait_for_port  # noqa: F401  (re-exported for the tests)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from conftest import PROJECT_ROOT
-from fedmnist.baseline import train_centrally, union_of_client_rows
+from fedmnist.server.baseline import train_centrally, union_of_client_rows
 
 
 def test_union_holds_every_clients_training_rows_but_no_validation_rows(mnist_5k) -> None:

@@ -11,10 +11,16 @@ import pytest
 from flwr.common import parameters_to_ndarrays
 from flwr.server.strategy import FedAdam, FedAvgM
 
-from fedmnist.checkpoint import Checkpoint, load_checkpoint, restore_strategy_state, save_checkpoint, strategy_state
-from fedmnist.errors import UserError
-from fedmnist.settings import ServerSettings
-from fedmnist.strategy import build_strategy
+from fedmnist.common.errors import UserError
+from fedmnist.results.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    restore_strategy_state,
+    save_checkpoint,
+    strategy_state,
+)
+from fedmnist.server.strategies import build_strategy
+from fedmnist.settings.server_settings import ServerSettings
 
 WEIGHTS = [np.ones((2, 2), np.float32), np.zeros(2, np.float32)]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import IdleClient
-from fedmnist.client_manager import ClientsDidNotConnect, WaitingClientManager
+from fedmnist.server.client_manager import ClientsDidNotConnect, WaitingClientManager
 
 
 def test_every_arrival_and_departure_reports_the_count_once() -> None:

@@ -1,7 +1,7 @@
 """The dashboard's reading of run files, its API and its WebSockets, on run folders written here.
 
-The folders are written with the server's own writers (``fedmnist.history``,
-``fedmnist.checkpoint``), in the format a real run leaves; test_dashboard_live.py
+The folders are written with the server's own writers (``fedmnist.results.history``,
+``fedmnist.results.checkpoint``), in the format a real run leaves; test_dashboard_live.py
 runs real federations.
 """
 
@@ -25,13 +25,13 @@ from websockets.sync.client import connect
 from websockets.typing import Origin
 
 from conftest import free_port, run_script, wait_for_port
-from fedmnist.checkpoint import Checkpoint, save_checkpoint
 from fedmnist.dashboard.app import create_app
 from fedmnist.dashboard.runs import find_runs, read_run
 from fedmnist.dashboard.serve import origin_list, uvicorn_server
-from fedmnist.history import history_from_records, save_history
-from fedmnist.live_log import LiveLogWriter
-from fedmnist.paths import RunPaths
+from fedmnist.results.checkpoint import Checkpoint, save_checkpoint
+from fedmnist.results.history import history_from_records, save_history
+from fedmnist.results.live_log import LiveLogWriter
+from fedmnist.results.paths import RunPaths
 
 INITIAL = {"centralized": {"accuracy": 0.1}, "loss_centralized": 2.3, "centralized_seconds": 0.01}
 WEIGHTS = [np.arange(6, dtype="float32").reshape(2, 3), np.array([0.5, -1.0, 2.0], dtype="float32")]
@@ -331,7 +331,7 @@ def test_model_latest_sends_a_diverged_models_nan_weights_as_null(tmp_path: Path
 def test_model_latest_as_keras_file_built_while_running_then_the_runs_own(tmp_path: Path, client: TestClient) -> None:
     import keras
 
-    from fedmnist.model import build_model, save_model
+    from fedmnist.model.keras_model import build_model, save_model
 
     writer = RunWriter(tmp_path)
     real = build_model(1, "mlp").get_weights()  # The checkpoint must fit the run's model.
@@ -646,7 +646,7 @@ def test_dashboard_command_serves_a_finished_run(tmp_path: Path) -> None:
 def test_the_config_card_shows_what_shaped_the_run_and_only_the_settings_it_used() -> None:
     from dataclasses import asdict
 
-    from fedmnist.settings import ServerSettings, settings_from, shaping_settings
+    from fedmnist.settings.server_settings import ServerSettings, settings_from, shaping_settings
 
     core: dict[str, Any] = {
         "strategy": "fedprox",

@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedmnist.data import (
+from fedmnist.common.errors import UserError
+from fedmnist.data.partition import IID, PartitionScheme, partition_rows
+from fedmnist.data.sources import (
     MNIST_5K,
     OPENML,
     OpenMLUnavailable,
@@ -19,8 +21,6 @@ from fedmnist.data import (
     sklearn_data_home,
     to_float,
 )
-from fedmnist.errors import UserError
-from fedmnist.partition import IID, PartitionScheme, partition_rows
 from openml_cache import write_openml_cache
 
 

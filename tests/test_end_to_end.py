@@ -27,8 +27,8 @@ from conftest import (
     stream,
     wait_for_port,
 )
-from fedmnist import config
-from fedmnist.history import history_from_records, history_to_dict
+from fedmnist.results.history import history_from_records, history_to_dict
+from fedmnist.settings import defaults
 
 pytestmark = pytest.mark.slow  # Real processes for whole runs: the full tier (./test.sh), not --fast.
 
@@ -239,47 +239,53 @@ def test_run_sh_reports_a_failing_process_and_stops(tmp_path: Path, data_home: s
         (["client.py", "--server", "localhost"], "--server: expected HOST:PORT, got 'localhost'"),
         (["client.py", "--server", "localhost:0"], "--server: port must be in 1-65535, got 0"),
         (["client.py", "--partition-id", "3", "--num-partitions", "3"], "must be below --num-partitions"),
-        (["-m", "fedmnist.launcher", "--clients", "-1"], "--clients: must be at least 1, got -1"),
-        (["-m", "fedmnist.plots", "/nonexistent/history_40.pkl"], "cannot read history"),
-        (["-m", "fedmnist.launcher", "--clients", "100000", "--out", "/tmp"], "100000 clients and a server need about"),
+        (["-m", "fedmnist.launch.launcher", "--clients", "-1"], "--clients: must be at least 1, got -1"),
+        (["-m", "fedmnist.results.plots", "/nonexistent/history_40.pkl"], "cannot read history"),
+        (
+            ["-m", "fedmnist.launch.launcher", "--clients", "100000", "--out", "/tmp"],
+            "100000 clients and a server need about",
+        ),
         (["server.py", "--partition", "dirichlet:0"], "--partition: dirichlet alpha must be greater than 0, got 0"),
         (["server.py", "--partition", "labels"], "--partition: unknown partition 'labels'"),
         (["client.py", "--model", "mlp"], "unrecognized arguments: --model mlp"),  # The server's setting now.
         (["server.py", "--strategy", "fedsgd"], "--strategy: invalid choice: 'fedsgd'"),
         (["server.py", "--model", "resnet"], "--model: invalid choice: 'resnet'"),
-        (["-m", "fedmnist.launcher", "sweep", "--grid", "huge"], "--grid: invalid choice: 'huge'"),
-        (["-m", "fedmnist.launcher", "--fraction-fit", "1.5"], "--fraction-fit: must be greater than 0 and at most 1"),
-        (["server.py", "--name", " "], "--name: expected one printable line of 1-80 characters"),
-        (["-m", "fedmnist.launcher", "--ws-clients", "4"], "--ws-clients (4) cannot be more than --clients (3)"),
-        (["-m", "fedmnist.launcher", "--ws-clients", "1", "--model", "cnn"], "--ws-clients needs a dense model"),
-        (["-m", "fedmnist.launcher", "--ws-clients", "1", "--no-dashboard"], "--ws-clients needs the dashboard"),
+        (["-m", "fedmnist.launch.launcher", "sweep", "--grid", "huge"], "--grid: invalid choice: 'huge'"),
         (
-            ["-m", "fedmnist.launcher", "--ws-clients", "1", "--runtime", "simulation"],
+            ["-m", "fedmnist.launch.launcher", "--fraction-fit", "1.5"],
+            "--fraction-fit: must be greater than 0 and at most 1",
+        ),
+        (["server.py", "--name", " "], "--name: expected one printable line of 1-80 characters"),
+        (["-m", "fedmnist.launch.launcher", "--ws-clients", "4"], "--ws-clients (4) cannot be more than --clients (3)"),
+        (["-m", "fedmnist.launch.launcher", "--ws-clients", "1", "--model", "cnn"], "--ws-clients needs a dense model"),
+        (["-m", "fedmnist.launch.launcher", "--ws-clients", "1", "--no-dashboard"], "--ws-clients needs the dashboard"),
+        (
+            ["-m", "fedmnist.launch.launcher", "--ws-clients", "1", "--runtime", "simulation"],
             "--ws-clients needs --runtime classic",
         ),
         (["server.py", "--ray-address", "10.0.0.5:6379"], "--ray-address needs --runtime simulation"),
         (["server.py", "--runtime", "simulation", "--tls-dir", "certs"], "--tls-dir needs --runtime classic"),
-        (["-m", "fedmnist.launcher", "--runtime", "simulation", "--tls"], "--tls needs --runtime classic"),
-        (["-m", "fedmnist.launcher", "--runtime", "deployment", "--tls"], "--tls needs --runtime classic"),
+        (["-m", "fedmnist.launch.launcher", "--runtime", "simulation", "--tls"], "--tls needs --runtime classic"),
+        (["-m", "fedmnist.launch.launcher", "--runtime", "deployment", "--tls"], "--tls needs --runtime classic"),
         (
-            ["-m", "fedmnist.launcher", "--runtime", "deployment", "--ws-clients", "1"],
+            ["-m", "fedmnist.launch.launcher", "--runtime", "deployment", "--ws-clients", "1"],
             "--ws-clients needs --runtime classic",
         ),
         (["server.py", "--runtime", "deployment"], "--runtime deployment runs the ServerApp under a SuperLink"),
         (
-            ["-m", "fedmnist.launcher", "sweep", "--runtime", "deployment"],
+            ["-m", "fedmnist.launch.launcher", "sweep", "--runtime", "deployment"],
             "a sweep needs --runtime classic or simulation",
         ),
         (["-m", "fedmnist.dashboard", "--ws-partitions", "1,1"], "--ws-partitions: expected distinct partition ids"),
-        (["-m", "fedmnist.launcher", "--dp-noise", "1"], "--dp-noise and --dp-clip go together"),
+        (["-m", "fedmnist.launch.launcher", "--dp-noise", "1"], "--dp-noise and --dp-clip go together"),
         (
             ["server.py", "--dp-noise", "1", "--dp-clip", "1", "--strategy", "fedavgm"],
             "--dp-noise needs --strategy fedavg or fedprox",
         ),
         (["server.py", "--dp-max-epsilon", "8"], "--dp-max-epsilon needs --dp-noise and --dp-clip"),
-        (["-m", "fedmnist.launcher", "--dp-delta", "1"], "--dp-delta: must be greater than 0 and less than 1"),
-        (["-m", "fedmnist.launcher", "--dp-clip", "inf"], "--dp-clip: must be a finite number greater than 0"),
-        (["-m", "fedmnist.launcher", "--secagg"], "--secagg needs --runtime simulation or deployment"),
+        (["-m", "fedmnist.launch.launcher", "--dp-delta", "1"], "--dp-delta: must be greater than 0 and less than 1"),
+        (["-m", "fedmnist.launch.launcher", "--dp-clip", "inf"], "--dp-clip: must be a finite number greater than 0"),
+        (["-m", "fedmnist.launch.launcher", "--secagg"], "--secagg needs --runtime simulation or deployment"),
         (
             ["server.py", "--runtime", "simulation", "--secagg", "--secagg-threshold", "3"],
             "--secagg-threshold (3) must be at least 2 and less than --secagg-shares (3)",
@@ -294,10 +300,10 @@ def test_run_sh_reports_a_failing_process_and_stops(tmp_path: Path, data_home: s
         ),
         (["client.py", "--fault", "drop-at-round:2"], "drop-at-round:N is for ClientApps"),
         # No abbreviations: --client is not --clients, --round is not --rounds.
-        (["-m", "fedmnist.launcher", "--client", "5"], "unrecognized arguments: --client 5"),
+        (["-m", "fedmnist.launch.launcher", "--client", "5"], "unrecognized arguments: --client 5"),
         (["server.py", "--round", "2"], "unrecognized arguments: --round 2"),
         (["client.py", "--partition", "1"], "unrecognized arguments: --partition 1"),
-        (["-m", "fedmnist.launcher", "--dataset", "idx:/no/such/folder"], "idx:/no/such/folder: no such folder"),
+        (["-m", "fedmnist.launch.launcher", "--dataset", "idx:/no/such/folder"], "idx:/no/such/folder: no such folder"),
     ],
 )
 def test_bad_input_gives_one_clear_line(args: list[str], message: str) -> None:
@@ -334,7 +340,7 @@ def _processes_of_run(port: int) -> list[int]:
             command = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
         except OSError:
             continue
-        names = ("fedmnist.launcher", str(PROJECT_ROOT / "server.py"), str(PROJECT_ROOT / "client.py"))
+        names = ("fedmnist.launch.launcher", str(PROJECT_ROOT / "server.py"), str(PROJECT_ROOT / "client.py"))
         if any(name in command for name in names) and any(str(port) in arg for arg in command):
             pids.append(int(entry.name))
     return pids
@@ -402,7 +408,7 @@ def test_every_strategy_runs_two_rounds_in_one_sweep_with_the_same_processes(tmp
     root = tmp_path / "sweep" / "strategies"
     table = (root / "comparison.md").read_text()
     assert (root / "comparison.png").stat().st_size > 10_000
-    for index, strategy in enumerate(config.STRATEGIES, start=1):
+    for index, strategy in enumerate(defaults.STRATEGIES, start=1):
         assert f"sweep {index}/8: {strategy} iid" in result.stdout and f"| {strategy} iid |" in table
         summary = json.loads((root / f"{strategy}_iid" / "history" / "history_2.json").read_text())
         assert_the_strategy_trains_every_round(summary, strategy, clients=3, rounds=2)
@@ -664,7 +670,7 @@ def test_server_holds_fifty_clients_through_five_rounds(tmp_path: Path, data_hom
 
 
 def test_client_with_the_wrong_ca_or_no_tls_cannot_connect(tmp_path: Path, data_home: str) -> None:
-    from fedmnist.tls import generate_certificates
+    from fedmnist.launch.tls import generate_certificates
 
     generate_certificates(tmp_path / "real", "localhost")
     generate_certificates(tmp_path / "other", "localhost")

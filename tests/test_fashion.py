@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedmnist import config
-from fedmnist.data import FASHION, MnistData, OpenMLUnavailable, cache_path, load_mnist
+from fedmnist.data.sources import FASHION, MnistData, OpenMLUnavailable, cache_path, load_mnist
+from fedmnist.settings import defaults
 from openml_cache import write_openml_cache
 from test_idx import write_folder
 
@@ -37,7 +37,7 @@ def _assert_same(data: MnistData, expected: MnistData) -> None:
 def test_fashion_comes_from_openml_through_scikit_learns_cache_and_is_cached(
     tmp_path: Path, slice_: MnistData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(config, "FASHION_IDX_FOLDER", str(tmp_path / "no-debian-package"))
+    monkeypatch.setattr(defaults, "FASHION_IDX_FOLDER", str(tmp_path / "no-debian-package"))
     arff = write_openml_cache(tmp_path, *_rows(slice_), name="Fashion-MNIST")
     _assert_same(load_mnist(FASHION, str(tmp_path)), slice_)
     arff.unlink()  # From now on only the app's own npz cache is left.
@@ -53,7 +53,7 @@ def test_offline_fashion_reads_debians_idx_files_and_caches_them(
         slice_,
         gz=("train-images", "train-labels", "t10k-images", "t10k-labels"),
     )  # Debian ships them gzipped.
-    monkeypatch.setattr(config, "FASHION_IDX_FOLDER", str(debian))
+    monkeypatch.setattr(defaults, "FASHION_IDX_FOLDER", str(debian))
     _assert_same(load_mnist(FASHION, str(tmp_path)), slice_)
     assert "OFFLINE" in caplog.text and "dataset-fashion-mnist" in caplog.text
     assert cache_path(FASHION, str(tmp_path)).exists()
@@ -62,7 +62,7 @@ def test_offline_fashion_reads_debians_idx_files_and_caches_them(
 def test_offline_fashion_without_debians_package_says_how_to_get_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(config, "FASHION_IDX_FOLDER", str(tmp_path / "absent"))
+    monkeypatch.setattr(defaults, "FASHION_IDX_FOLDER", str(tmp_path / "absent"))
     with pytest.raises(OpenMLUnavailable, match="apt-get install dataset-fashion-mnist") as raised:
         load_mnist(FASHION, str(tmp_path))
     assert "\n" not in str(raised.value)
@@ -75,7 +75,7 @@ def test_auto_never_turns_into_fashion(tmp_path: Path, slice_: MnistData) -> Non
 
 
 @pytest.mark.skipif(
-    not Path(config.FASHION_IDX_FOLDER).is_dir(),
+    not Path(defaults.FASHION_IDX_FOLDER).is_dir(),
     reason="Debian's dataset-fashion-mnist is not installed (./test.sh installs it as root)",
 )
 @pytest.mark.slow

@@ -12,9 +12,14 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import ServerApp
 
 from conftest import PROJECT_ROOT
-from fedmnist.errors import UserError
-from fedmnist.server_app import flwr_resume_command, run_config_defaults, run_config_from, settings_from_run_config
-from fedmnist.settings import ServerSettings
+from fedmnist.common.errors import UserError
+from fedmnist.runtimes.server_app import (
+    flwr_resume_command,
+    run_config_defaults,
+    run_config_from,
+    settings_from_run_config,
+)
+from fedmnist.settings.server_settings import ServerSettings
 
 PYPROJECT = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())
 
@@ -92,7 +97,7 @@ def test_run_sh_hands_every_setting_to_server_py() -> None:
     from dataclasses import fields
 
     import server
-    from fedmnist.launcher import Launcher, parse_args
+    from fedmnist.launch.launcher import Launcher, parse_args
 
     args = parse_args(
         [
@@ -130,8 +135,8 @@ def test_each_setting_is_declared_once_and_every_interface_follows() -> None:
     from dataclasses import fields
 
     import server
-    from fedmnist.launcher import parse_args
-    from fedmnist.settings import RUN, SERVER
+    from fedmnist.launch.launcher import parse_args
+    from fedmnist.settings.server_settings import RUN, SERVER
 
     server_flags = set(vars(server.parse_args([])))
     launcher_flags = set(vars(parse_args([])))

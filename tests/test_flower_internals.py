@@ -15,7 +15,7 @@ from conftest import PROJECT_ROOT
 
 
 def test_flowers_simulation_imports_while_tensorflow_is_blocked() -> None:
-    """fedmnist.simulation imports run_simulation with sys.modules["tensorflow"] = None (TensorFlow comes later)."""
+    """fedmnist.runtimes.simulation imports run_simulation with sys.modules["tensorflow"] = None (TensorFlow comes later)."""
     code = (
         "import sys; sys.modules['tensorflow'] = None; from flwr.simulation import run_simulation; "
         "assert sys.modules['tensorflow'] is None; print(run_simulation.__name__)"
@@ -25,14 +25,14 @@ def test_flowers_simulation_imports_while_tensorflow_is_blocked() -> None:
 
 
 def test_rays_private_state_lists_actors() -> None:
-    """fedmnist.simulation._kill_local_workers reads ray._private.state.actors() (ActorClassName, State, Pid)."""
+    """fedmnist.runtimes.simulation._kill_local_workers reads ray._private.state.actors() (ActorClassName, State, Pid)."""
     from ray._private import state
 
     assert callable(state.actors) and "actor_id" in inspect.signature(state.actors).parameters
 
 
 def test_flowers_server_keeps_its_client_manager_and_can_reconnect_clients() -> None:
-    """fedmnist.server_run.ReconnectingServer: Server._client_manager, disconnect_all_clients, reconnect_clients."""
+    """fedmnist.server.run.ReconnectingServer: Server._client_manager, disconnect_all_clients, reconnect_clients."""
     from flwr.server.client_manager import SimpleClientManager
     from flwr.server.server import Server, reconnect_clients
     from flwr.server.strategy import FedAvg
@@ -45,7 +45,7 @@ def test_flowers_server_keeps_its_client_manager_and_can_reconnect_clients() -> 
 
 
 def test_flowers_supercore_address_helper_sees_a_listening_port() -> None:
-    """fedmnist.server_run and fedmnist.sweep wait for a free port with flwr.supercore.address.is_port_in_use."""
+    """fedmnist.server.run and fedmnist.sweep wait for a free port with flwr.supercore.address.is_port_in_use."""
     from flwr.supercore.address import is_port_in_use
 
     with socket.socket() as listening:
@@ -57,7 +57,7 @@ def test_flowers_supercore_address_helper_sees_a_listening_port() -> None:
 
 
 def test_flowers_supercore_privacy_modules_have_what_fedmnist_privacy_imports() -> None:
-    """fedmnist.privacy clips, adds noise and accounts with flwr.supercore's helpers (not a public API)."""
+    """fedmnist.privacy.dp clips, adds noise and accounts with flwr.supercore's helpers (not a public API)."""
     import importlib
 
     wanted = {
@@ -81,13 +81,13 @@ def test_flowers_supercore_privacy_modules_have_what_fedmnist_privacy_imports() 
 
 
 def test_the_legacy_messages_keep_the_fit_config_and_example_count_where_the_mods_look() -> None:
-    """fedmnist.privacy's clipping mod reads "fitins.config"; fedmnist.secure_aggregation writes "fitres.num_examples"."""
+    """fedmnist.privacy.dp's clipping mod reads "fitins.config"; fedmnist.privacy.secagg writes "fitres.num_examples"."""
     import numpy as np
     from flwr.common import Code, FitIns, FitRes, Status, ndarrays_to_parameters
     from flwr.compat.common.recorddict_compat import fitins_to_recorddict, fitres_to_recorddict
 
-    from fedmnist.privacy import FIT_CONFIG
-    from fedmnist.secure_aggregation import FIT_EXAMPLES
+    from fedmnist.privacy.dp import FIT_CONFIG
+    from fedmnist.privacy.secagg import FIT_EXAMPLES
 
     parameters = ndarrays_to_parameters([np.zeros(2, np.float32)])
     sent = fitins_to_recorddict(FitIns(parameters, {"clipping_norm": 0.5}), keep_input=True)

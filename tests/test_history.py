@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from flwr.server.history import History
 
-from fedmnist.atomic import write_atomic, write_text_atomic
-from fedmnist.errors import UserError
-from fedmnist.history import RunPaths, history_from_dict, history_to_dict, load_history, save_history
-from fedmnist.live_log import LiveLogWriter, read_live_log
+from fedmnist.common.atomic import write_atomic, write_text_atomic
+from fedmnist.common.errors import UserError
+from fedmnist.results.history import RunPaths, history_from_dict, history_to_dict, load_history, save_history
+from fedmnist.results.live_log import LiveLogWriter, read_live_log
 
 
 def sample_history() -> History:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from conftest import free_port, run_script
-from fedmnist.data import MnistData, load_mnist
-from fedmnist.errors import UserError
+from fedmnist.common.errors import UserError
+from fedmnist.data.sources import MnistData, load_mnist
 
 NAMES = {
     "train-images": "train-images-idx3-ubyte",
@@ -137,7 +137,7 @@ def test_a_run_trains_on_idx_files_and_a_bad_folder_exits_with_one_line(tmp_path
     out = tmp_path / "out"
     done = run_script(
         "-m",
-        "fedmnist.launcher",
+        "fedmnist.launch.launcher",
         "--rounds",
         "1",
         "--clients",

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fedmnist.mistakes import confusion_matrix, worst_mistakes
-from fedmnist.tensorboard import scalars, write_scalars
+from fedmnist.results.tensorboard import scalars, write_scalars
+from fedmnist.server.mistakes import confusion_matrix, worst_mistakes
 
 
 def probabilities_for(predicted: list[int], confidence: list[float]) -> np.ndarray:

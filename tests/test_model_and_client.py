@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from flwr.common import Scalar
 
-from fedmnist.data import client_data, to_float
-from fedmnist.keras_client import RUN_SETTINGS, MnistClient, SettingsMismatch, make_client
-from fedmnist.model import Trainer, build_model, proximal_term, save_model
+from fedmnist.client.flower_client import RUN_SETTINGS, MnistClient, SettingsMismatch, make_client
+from fedmnist.data.sources import client_data, to_float
+from fedmnist.model.keras_model import Trainer, build_model, proximal_term, save_model
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedmnist.errors import UserError
-from fedmnist.partition import (
+from fedmnist.common.errors import UserError
+from fedmnist.data.partition import (
     DIRICHLET,
     IID,
     SHARDS,

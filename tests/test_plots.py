@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from fedmnist.history import save_history
-from fedmnist.paths import RunPaths
-from fedmnist.plots import (
+from fedmnist.results.history import save_history
+from fedmnist.results.paths import RunPaths
+from fedmnist.results.plots import (
     HELD_OUT,
     TRAINING,
     VALIDATION,

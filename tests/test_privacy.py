@@ -1,4 +1,4 @@
-"""Differential privacy: clipping, noise, accounting and the budget (fedmnist.privacy), and runs that use them."""
+"""Differential privacy: clipping, noise, accounting and the budget (fedmnist.privacy.dp), and runs that use them."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
 from conftest import IdleClient, free_port, start_script
-from fedmnist.live_log import read_live_log
-from fedmnist.privacy import DpSettings, PrivacyBudgetSpent, PrivacyLedger, clip_update, clipping_mod, private
-from fedmnist.validation import update_norm, validate_updates
+from fedmnist.privacy.dp import DpSettings, PrivacyBudgetSpent, PrivacyLedger, clip_update, clipping_mod, private
+from fedmnist.results.live_log import read_live_log
+from fedmnist.server.validation import update_norm, validate_updates
 
 GLOBAL = [np.zeros((300, 100), np.float32), np.zeros(100, np.float32)]  # 30,100 weights: enough for statistics.
 

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 
 from conftest import free_port, on_5k, run_script, start_script, stream, wait_for_port
-from fedmnist.archive import archive_earlier_results
-from fedmnist.atomic import write_atomic, write_text_atomic
-from fedmnist.launcher import parse_args
-from fedmnist.run_lock import ResultsInUse, lock_results
+from fedmnist.common.atomic import write_atomic, write_text_atomic
+from fedmnist.launch.launcher import parse_args
+from fedmnist.results.archive import archive_earlier_results
+from fedmnist.results.run_lock import ResultsInUse, lock_results
 
 
 def test_result_files_get_the_mode_the_umask_gives(tmp_path: Path) -> None:
@@ -26,8 +26,8 @@ def test_result_files_get_the_mode_the_umask_gives(tmp_path: Path) -> None:
 
 
 def test_secrets_are_owner_only_while_written_not_only_after_the_move(tmp_path: Path) -> None:
-    from fedmnist.node_keys import ensure_node_keys
-    from fedmnist.tls import KEY_FILE, generate_certificates
+    from fedmnist.launch.node_keys import ensure_node_keys
+    from fedmnist.launch.tls import KEY_FILE, generate_certificates
 
     modes_while_written = []
     previous = os.umask(0o022)
@@ -74,7 +74,7 @@ def test_a_held_lock_refuses_a_second_run_and_a_dead_one_does_not(tmp_path: Path
             sys.executable,
             "-c",
             (
-                "import sys, time; from fedmnist.run_lock import lock_results; "
+                "import sys, time; from fedmnist.results.run_lock import lock_results; "
                 f"lock_results({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)"
             ),
         ],
@@ -189,7 +189,7 @@ def test_run_sh_refuses_a_folder_a_live_run_uses_before_touching_it(tmp_path: Pa
             sys.executable,
             "-c",
             (
-                "import time; from fedmnist.run_lock import lock_results; "
+                "import time; from fedmnist.results.run_lock import lock_results; "
                 f"lock_results({str(tmp_path)!r}); print('held', flush=True); time.sleep(60)"
             ),
         ],

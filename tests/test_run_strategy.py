@@ -14,11 +14,11 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
 from conftest import IdleClient
-from fedmnist.live_log import read_live_log
-from fedmnist.recorder import RoundRecorder
-from fedmnist.run_strategy import RunStopped, RunStrategy
-from fedmnist.strategy import build_strategy
-from fedmnist.validation import UpdateValidator
+from fedmnist.results.live_log import read_live_log
+from fedmnist.results.recorder import RoundRecorder
+from fedmnist.server.run_strategy import RunStopped, RunStrategy
+from fedmnist.server.strategies import build_strategy
+from fedmnist.server.validation import UpdateValidator
 
 OK = Status(code=Code.OK, message="")
 WEIGHTS = [np.zeros(2, np.float32)]

@@ -31,12 +31,12 @@ from conftest import (
     stream,
     wait_for_port,
 )
-from fedmnist import flwr_local
-from fedmnist.data import client_shares
-from fedmnist.faults import FAULTS_VARIABLE
-from fedmnist.keras_client import ClientCache
-from fedmnist.live_log import read_live_log
-from fedmnist.run_lock import LOCK_FILE
+from fedmnist.client.faults import FAULTS_VARIABLE
+from fedmnist.client.flower_client import ClientCache
+from fedmnist.data.sources import client_shares
+from fedmnist.results.live_log import read_live_log
+from fedmnist.results.run_lock import LOCK_FILE
+from fedmnist.runtimes import flwr_local
 
 pytestmark = pytest.mark.slow  # Real processes for whole runs: the full tier (./test.sh), not --fast.
 
@@ -58,7 +58,7 @@ def result_files(out: Path) -> set[str]:
 
 
 def simulate(out: Path, data_home: str, *args: str, timeout: float = 300, faults: str = "") -> dict:
-    """``server.py --runtime simulation``; ``faults`` for the virtual clients (``FEDMNIST_FAULTS``, fedmnist.faults)."""
+    """``server.py --runtime simulation``; ``faults`` for the virtual clients (``FEDMNIST_FAULTS``, fedmnist.client.faults)."""
     done = run_script(
         "server.py",
         "--runtime",
@@ -123,9 +123,9 @@ def simulated_strategies(tmp_path_factory: pytest.TempPathFactory, data_home: st
 
 def test_every_strategy_trains_every_round_on_the_simulation_runtime(simulated_strategies: Path) -> None:
     """The strategies grid as a simulation: each of the eight aggregates every update of both rounds."""
-    from fedmnist import config
+    from fedmnist.settings import defaults
 
-    for strategy in config.STRATEGIES:
+    for strategy in defaults.STRATEGIES:
         summary = json.loads((simulated_strategies / f"{strategy}_iid" / "history" / "history_2.json").read_text())
         assert summary["config"]["runtime"] == "simulation"
         assert_the_strategy_trains_every_round(summary, strategy, clients=3, rounds=2)
@@ -300,9 +300,9 @@ def test_a_deployment_run_with_secagg_stopped_by_ctrl_c_resumes_and_writes_what_
 
 def test_a_supernode_whose_key_is_not_registered_is_refused(tmp_path: Path) -> None:
     """A SuperLink with SuperNode authentication (as ./run.sh --runtime deployment starts it) lets no stranger in."""
-    from fedmnist import deployment
-    from fedmnist.node_keys import ensure_node_keys
-    from fedmnist.tls import generate_certificates
+    from fedmnist.launch.node_keys import ensure_node_keys
+    from fedmnist.launch.tls import generate_certificates
+    from fedmnist.runtimes import deployment
 
     generate_certificates(tmp_path / "certs", "localhost")
     ((private, _),) = ensure_node_keys(tmp_path / "keys", 1)  # Made, but never registered.
@@ -473,14 +473,14 @@ def test_a_hundred_virtual_clients_with_a_tenth_sampled_each_round(tmp_path: Pat
 
 def clientapp_client(context: Context) -> NumPyClient:
     """The NumPyClient the ClientApp's client_fn makes for ``context``, as Flower's wrapper holds it."""
-    from fedmnist import client_app
+    from fedmnist.client import client_app
 
     return client_app.client_fn(context).numpy_client  # type: ignore[attr-defined]  # Set by NumPyClient.to_client().
 
 
 def adam_steps(state: RecordDict) -> int:
     """Adam's step count a ClientApp client kept in its ``context.state``."""
-    from fedmnist.keras_client import OPTIMIZER_STATE
+    from fedmnist.client.flower_client import OPTIMIZER_STATE
 
     kept = state[OPTIMIZER_STATE]
     assert isinstance(kept, ArrayRecord)
@@ -500,8 +500,8 @@ def test_a_worker_keeps_one_trainer_and_each_clients_rows(data_home: str) -> Non
 
 def test_a_worker_cuts_the_rows_once_for_all_its_clients(data_home: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Flower Datasets took 10 s to cut 60,000 rows into 100 shards:2 shares; doing it per client stalled rounds."""
-    from fedmnist import keras_client
-    from fedmnist.data import client_data
+    from fedmnist.client import flower_client
+    from fedmnist.data.sources import client_data
 
     cuts: list[tuple[Any, ...]] = []
 
@@ -509,7 +509,7 @@ def test_a_worker_cuts_the_rows_once_for_all_its_clients(data_home: str, monkeyp
         cuts.append(args)
         return client_shares(*args)
 
-    monkeypatch.setattr(keras_client, "client_shares", counted_cut)
+    monkeypatch.setattr(flower_client, "client_shares", counted_cut)
     cache = ClientCache(data_home)
     settings: dict[str, Scalar] = {"dataset": "mnist-5k", "seed": 1, "partition": "shards:2", "model": "dense32"}
     clients = [cache.client(settings, partition_id, 20) for partition_id in (0, 7, 19)]
@@ -524,7 +524,7 @@ def test_a_clientapp_client_keeps_its_adam_state_in_context_state(
     data_home: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With keep-optimizer, Adam's step count goes on across messages of one run, and starts afresh for another run."""
-    from fedmnist import client_app
+    from fedmnist.client import client_app
 
     monkeypatch.setattr(client_app._CACHE, "data_home", data_home)  # What FEDMNIST_DATA_HOME sets in a worker.
     context = Context(
@@ -565,7 +565,7 @@ def test_by_default_each_fit_starts_adam_afresh_and_keeps_nothing(
     data_home: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """FedAvg's clients: every round's local training starts a new Adam, even right after a client that kept its own."""
-    from fedmnist import client_app
+    from fedmnist.client import client_app
 
     monkeypatch.setattr(client_app._CACHE, "data_home", data_home)
     config: dict[str, Scalar] = {
@@ -602,8 +602,8 @@ def test_by_default_each_fit_starts_adam_afresh_and_keeps_nothing(
 
 
 def test_a_warm_up_traces_the_model_ahead_and_leaves_the_training_as_it_was(data_home: str) -> None:
-    """The simulation's warm-up message (fedmnist.simulation.warm_up_workers): round 1's work, done ahead, then forgotten."""
-    from fedmnist.keras_client import WARM_UP, PartitionClient
+    """The simulation's warm-up message (fedmnist.runtimes.simulation.warm_up_workers): round 1's work, done ahead, then forgotten."""
+    from fedmnist.client.flower_client import WARM_UP, PartitionClient
 
     config: dict[str, Scalar] = {
         "dataset": "mnist-5k",
@@ -699,7 +699,7 @@ def test_a_stop_during_a_long_round_ends_the_simulation_within_the_launchers_gra
     """
     import signal
 
-    from fedmnist.launcher import SERVER_STOP_SECONDS
+    from fedmnist.launch.launcher import SERVER_STOP_SECONDS
 
     args = [
         sys.executable,

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from fedmnist.settings import ServerSettings
-from fedmnist.simulation import RAY_STEPS_PER_CPU, cpus_per_client, simulation_workers
+from fedmnist.runtimes.simulation import RAY_STEPS_PER_CPU, cpus_per_client, simulation_workers
+from fedmnist.settings.server_settings import ServerSettings
 
 
 @pytest.mark.parametrize("cores", [1, 2, 3, 4, 7, 8, 12, 16, 64])

@@ -22,7 +22,7 @@ from conftest import PROJECT_ROOT, stream
 _WAITER = textwrap.dedent("""
     import signal, subprocess, sys, threading, time
     from concurrent.futures import Future
-    from fedmnist.cli import take_back_stop_signals, wait_for, wait_for_process
+    from fedmnist.common.cli import take_back_stop_signals, wait_for, wait_for_process
 
     take_back_stop_signals()
     threading.Thread(target=time.sleep, args=(30,), daemon=True).start()  # Created unblocked: it takes the signal.

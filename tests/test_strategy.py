@@ -11,8 +11,7 @@ from flwr.server.client_manager import SimpleClientManager
 from flwr.server.strategy import FedAvg, FedAvgM, FedProx
 
 from conftest import PROJECT_ROOT
-from fedmnist import config
-from fedmnist.strategy import (
+from fedmnist.server.strategies import (
     STRATEGIES,
     build_strategy,
     centralized_evaluate_fn,
@@ -20,6 +19,7 @@ from fedmnist.strategy import (
     reporting_clients,
     weighted_average,
 )
+from fedmnist.settings import defaults
 
 
 def test_weighted_average_weights_by_examples() -> None:
@@ -86,7 +86,7 @@ def test_centralized_evaluate_fn_reports_loss_and_accuracy() -> None:
 
 
 def test_every_strategy_name_builds_its_flower_class_with_our_metrics() -> None:
-    assert tuple(STRATEGIES) == config.STRATEGIES
+    assert tuple(STRATEGIES) == defaults.STRATEGIES
     for name, strategy_class in STRATEGIES.items():
         strategy = build_strategy(name=name, num_clients=4, initial_weights=WEIGHTS)
         assert type(strategy) is strategy_class
@@ -124,5 +124,5 @@ def test_the_readme_lists_exactly_the_strategies_and_models_the_suite_proves_tra
         flag: next(line.split("|")[3] for line in lines if line.startswith(f"| {flag} | `"))
         for flag in ("`--strategy`", "`--model`")
     }
-    assert re.findall(r"`([\w-]+)`", rows["`--strategy`"]) == list(config.STRATEGIES)
-    assert re.findall(r"`([\w-]+)`", rows["`--model`"]) == list(config.MODELS)
+    assert re.findall(r"`([\w-]+)`", rows["`--strategy`"]) == list(defaults.STRATEGIES)
+    assert re.findall(r"`([\w-]+)`", rows["`--model`"]) == list(defaults.MODELS)

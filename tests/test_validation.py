@@ -7,8 +7,8 @@ import pytest
 from flwr.common import Code, EvaluateRes, FitRes, Parameters, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server.client_proxy import ClientProxy
 
-from fedmnist.faults import FAULTS_VARIABLE, InjectedDrop, corrupt, fail_if_due, node_fault, parse_fault
-from fedmnist.validation import (
+from fedmnist.client.faults import FAULTS_VARIABLE, InjectedDrop, corrupt, fail_if_due, node_fault, parse_fault
+from fedmnist.server.validation import (
     RejectedResult,
     RejectedUpdate,
     cap_examples,
@@ -193,18 +193,18 @@ def test_evaluations_with_bad_loss_counts_or_metrics_are_rejected() -> None:
 def test_a_capped_count_is_reported_once_per_client(caplog: pytest.LogCaptureFixture) -> None:
     import logging
 
-    from fedmnist.validation import UpdateValidator
+    from fedmnist.server.validation import UpdateValidator
 
     validator = UpdateValidator(max_fit_examples=50)
     validator.start_round(ndarrays_to_parameters(GLOBAL))
     results = [result("a", honest(0.1), 100), result("b", honest(0.12), 40)]
-    with caplog.at_level(logging.WARNING, logger="fedmnist.validation"):
+    with caplog.at_level(logging.WARNING, logger="fedmnist.server.validation"):
         for server_round in (1, 2, 3):
             accepted, _ = validator.check_updates(server_round, results)
             assert [res.num_examples for _, res in accepted] == [50, 40]
     warnings = [
         record.getMessage()
         for record in caplog.records
-        if record.name == "fedmnist.validation" and record.levelno == logging.WARNING
+        if record.name == "fedmnist.server.validation" and record.levelno == logging.WARNING
     ]
     assert warnings == [warnings[0]] and warnings[0].startswith("client a claims 100 examples; weighted as 50")

@@ -24,7 +24,7 @@ from fedmnist.dashboard.protocol import (
     rows,
 )
 from fedmnist.dashboard.schemas import Tensor
-from fedmnist.data import MnistData, to_float
+from fedmnist.data.sources import MnistData, to_float
 
 DENSE32 = [(784, 32), (32,), (32, 10), (10,)]
 
@@ -135,7 +135,7 @@ def test_places_go_lowest_first_and_come_back_when_freed() -> None:
 
 
 def test_the_data_message_holds_exactly_the_rows_client_py_trains_on(mnist_5k: MnistData, data_home: str) -> None:
-    from fedmnist.data import client_data
+    from fedmnist.data.sources import client_data
 
     federation = Federation(partitions=[1], data_home=data_home)
     config = {"dataset": "mnist-5k", "num-partitions": 3, "seed": 7, "partition": "shards:2", "model": "dense32"}
@@ -193,15 +193,15 @@ def test_a_participant_whose_flower_server_never_comes_is_told_and_let_go(tmp_pa
 
 def test_every_dense_model_fits_the_dashboards_message_cap() -> None:
     """WebSocket clients train every dense model, the paper's 2nn (199,210 weights) too; its answers fit the cap."""
-    from fedmnist import config
     from fedmnist.dashboard.serve import uvicorn_server
-    from fedmnist.model import build_model
+    from fedmnist.model.keras_model import build_model
+    from fedmnist.settings import defaults
 
-    assert set(config.DENSE_MODELS) == {"mlp", "dense32", "2nn"}
+    assert set(defaults.DENSE_MODELS) == {"mlp", "dense32", "2nn"}
     cap = uvicorn_server(object(), "127.0.0.1", 0).config.ws_max_size
-    for model in config.DENSE_MODELS:
+    for model in defaults.DENSE_MODELS:
         weights = build_model(0, model).get_weights()
-        assert config.dense_weight_count(model) == sum(w.size for w in weights), model
+        assert defaults.dense_weight_count(model) == sum(w.size for w in weights), model
         assert dense_layer_sizes([w.shape for w in weights]) is not None, model
         assert cap >= message_cap(sum(w.size for w in weights)), model
 
@@ -213,7 +213,7 @@ def test_numpy_client_forward_pass_gradients_and_adam_step_match_keras(mnist_5k:
     import keras
     import tensorflow as tf
 
-    from fedmnist.model import build_model
+    from fedmnist.model.keras_model import build_model
 
     ws_client = load_ws_client()
     model = build_model(3, "dense32")

@@ -23,13 +23,13 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from pydantic.json_schema import models_json_schema
 
-from fedmnist import config
 from fedmnist.dashboard.live import Event, RunFollower, error_event
 from fedmnist.dashboard.participants import Federation, Participant
 from fedmnist.dashboard.protocol import MESSAGE_MODELS, ParticipantError
 from fedmnist.dashboard.runs import Run, RunGone, find_runs, read_run
 from fedmnist.dashboard.schemas import ErrorResponse, ModelWeights, RunDetail, RunInfo
 from fedmnist.dashboard.weights import KerasFiles, NoWeights, latest_weights
+from fedmnist.settings import defaults
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def create_app(
     *,
     cors_origins: list[str] | None = None,
     federation: Federation | None = None,
-    poll_seconds: float = config.DASHBOARD_POLL_SECONDS,
+    poll_seconds: float = defaults.DASHBOARD_POLL_SECONDS,
 ) -> FastAPI:
     """The dashboard for the runs under ``base``; ``cors_origins`` defaults to any origin.
 
@@ -246,7 +246,7 @@ def create_app(
                 await send(lambda: [error_event(f"unknown run {run!r}; following the current run")])
             await send(lambda: [follower.snapshot()])
             pusher = asyncio.create_task(push())
-            async for text in _texts(websocket, lambda: config.WS_MAX_BYTES):
+            async for text in _texts(websocket, lambda: defaults.WS_MAX_BYTES):
                 if text is None:
                     await send(lambda: [error_event("send JSON text, not bytes")])
                 else:

@@ -24,7 +24,7 @@ import numpy as np
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel
 
-from fedmnist import config
+from fedmnist.common.errors import UserError
 from fedmnist.dashboard.flower_link import FlowerLink, Instruction
 from fedmnist.dashboard.protocol import (
     MESSAGE_OVERHEAD,
@@ -46,9 +46,9 @@ from fedmnist.dashboard.protocol import (
     rows,
     tensors,
 )
-from fedmnist.data import MnistData, client_data, load_mnist
-from fedmnist.errors import UserError
-from fedmnist.privacy import clip_update
+from fedmnist.data.sources import MnistData, client_data, load_mnist
+from fedmnist.privacy.dp import clip_update
+from fedmnist.settings import defaults
 
 RETRY_SECONDS = 0.5  # Pause between attempts to reach a Flower server that is not listening yet.
 
@@ -59,12 +59,12 @@ class Federation:
     def __init__(
         self,
         *,
-        flower_server: str = config.CLIENT_SERVER_ADDRESS,
+        flower_server: str = defaults.CLIENT_SERVER_ADDRESS,
         partitions: Sequence[int] = (),
         root_certificate: bytes | None = None,
         data_home: str | None = None,
-        answer_timeout: float = config.ROUND_TIMEOUT,
-        connect_timeout: float = config.CONNECT_TIMEOUT,
+        answer_timeout: float = defaults.ROUND_TIMEOUT,
+        connect_timeout: float = defaults.CONNECT_TIMEOUT,
     ) -> None:
         self.flower_server = flower_server
         self.root_certificate = root_certificate
@@ -289,7 +289,7 @@ class Participant:
         metrics = {
             **answer.metrics,
             "partition_id": self.place,
-            config.PARTICIPANT_KEY: self.name[: config.PARTICIPANT_NAME_CHARS],
+            defaults.PARTICIPANT_KEY: self.name[: defaults.PARTICIPANT_NAME_CHARS],
             f"{instruction.kind}_seconds": time.perf_counter() - started,
         }
         if isinstance(answer, FitResultMessage):
@@ -309,7 +309,7 @@ class Participant:
             model = str(instruction.config.get("model", "?"))
             return (
                 f"this run's model ({model}) is not a dense network; WebSocket clients train dense models: "
-                f"start the run with --model {' or --model '.join(config.DENSE_MODELS)}"
+                f"start the run with --model {' or --model '.join(defaults.DENSE_MODELS)}"
             )
         assert self.place is not None, "a participant is given its place before the server's first instruction"
         try:

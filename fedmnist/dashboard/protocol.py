@@ -24,8 +24,8 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, Field, TypeAdapter, ValidationError
 
-from fedmnist import config
 from fedmnist.dashboard.schemas import Tensor
+from fedmnist.settings import defaults
 
 # A JSON float written by Python or JavaScript takes at most about 24 characters
 # ("-0.00012345678901234567,"), so a model's weights fit in this many bytes each.
@@ -229,12 +229,12 @@ def dense_layer_sizes(shapes: list[tuple[int, ...]]) -> list[int] | None:
     """The layer widths (784, ..., 10) when ``shapes`` are a dense network's kernels and biases, else None."""
     if len(shapes) < 2 or len(shapes) % 2:
         return None
-    sizes = [config.IMAGE_PIXELS]
+    sizes = [defaults.IMAGE_PIXELS]
     for kernel, bias in zip(shapes[::2], shapes[1::2], strict=True):
         if len(kernel) != 2 or kernel[0] != sizes[-1] or bias != (kernel[1],):
             return None
         sizes.append(kernel[1])
-    return sizes if sizes[-1] == config.NUM_CLASSES else None
+    return sizes if sizes[-1] == defaults.NUM_CLASSES else None
 
 
 def message_cap(weight_count: int) -> int:

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fedmnist.live_log import LiveLog, read_live_log
-from fedmnist.paths import RunPaths
+from fedmnist.results.live_log import LiveLog, read_live_log
+from fedmnist.results.paths import RunPaths
 
 RUN_FILE = re.compile(r"^history_(\d+)(?:\.partial)?\.jsonl?$")  # The live log, the summary or a partial one.
 Status = Literal["waiting", "running", "finished", "interrupted"]

@@ -14,8 +14,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from fedmnist.dashboard.runs import RunSnapshot, Status
-from fedmnist.records import client_name
-from fedmnist.settings import settings_from, shaping_settings
+from fedmnist.results.records import client_name
+from fedmnist.settings.server_settings import settings_from, shaping_settings
 
 
 class ErrorResponse(BaseModel):
@@ -55,7 +55,7 @@ class ClientResult(BaseModel):
 
 
 class PrivacySpent(BaseModel):
-    """A differentially private run's spending by the end of a round (``fedmnist.privacy``)."""
+    """A differentially private run's spending by the end of a round (``fedmnist.privacy.dp``)."""
 
     epsilon: float = Field(description="Epsilon spent so far, at delta.")
     delta: float

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from fedmnist import config
-from fedmnist.cli import Parser, port_number, positive_float, run_cli, server_address
-from fedmnist.errors import UserError
+from fedmnist.common.cli import Parser, port_number, positive_float, run_cli, server_address
+from fedmnist.common.errors import UserError
+from fedmnist.settings import defaults
 
 if TYPE_CHECKING:
     import uvicorn
@@ -36,18 +36,18 @@ def add_dashboard_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--dashboard-port",
         type=port_number,
-        default=config.DASHBOARD_PORT,
+        default=defaults.DASHBOARD_PORT,
         help="port of the web dashboard and API (default: %(default)s)",
     )
     parser.add_argument(
         "--dashboard-host",
-        default=config.DASHBOARD_HOST,
+        default=defaults.DASHBOARD_HOST,
         help="interface the dashboard listens on; 0.0.0.0 shows it to the network (default: %(default)s)",
     )
     parser.add_argument(
         "--cors-origins",
         type=origin_list,
-        default=config.CORS_ORIGINS,
+        default=defaults.CORS_ORIGINS,
         help="comma-separated origins (scheme://host:port) whose pages may call the API and "
         "WebSockets, or * for any (default: %(default)s, fine for local use)",
     )
@@ -81,7 +81,7 @@ def parse_args(
     places.add_argument(
         "--flower-server",
         type=server_address,
-        default=config.CLIENT_SERVER_ADDRESS,
+        default=defaults.CLIENT_SERVER_ADDRESS,
         help="the Flower server WebSocket clients join (default: %(default)s)",
     )
     places.add_argument(
@@ -98,7 +98,7 @@ def parse_args(
     places.add_argument(
         "--ws-answer-timeout",
         type=positive_float,
-        default=config.ROUND_TIMEOUT,
+        default=defaults.ROUND_TIMEOUT,
         help="seconds a WebSocket client has to answer an instruction; later, the round counts "
         "it as failed (default: %(default)s)",
     )
@@ -119,7 +119,7 @@ def partition_ids(text: str) -> tuple[int, ...]:
 def federation(args: argparse.Namespace) -> Federation:
     """Where WebSocket participants join, from the flags; an unreadable certificate is a UserError."""
     from fedmnist.dashboard.participants import Federation
-    from fedmnist.tls import load_root_certificate
+    from fedmnist.launch.tls import load_root_certificate
 
     root = load_root_certificate(args.flower_root_cert) if args.flower_root_cert else None
     return Federation(
@@ -139,7 +139,7 @@ def serve(out: str, host: str, port: int, cors_origins: str, places: Federation 
     if port_in_use(host, port):
         raise UserError(f"port {port} is already in use (another dashboard? choose --dashboard-port)")
     if hasattr(os, "nice"):  # Training shares this machine: the dashboard yields the CPU to it.
-        os.nice(config.DASHBOARD_NICENESS)
+        os.nice(defaults.DASHBOARD_NICENESS)
     from fedmnist.dashboard.app import create_app
 
     server = uvicorn_server(create_app(base, cors_origins=cors_origins.split(","), federation=places), host, port)
@@ -162,7 +162,7 @@ def uvicorn_server(app: Any, host: str, port: int) -> uvicorn.Server:  # Any ASG
 
     from fedmnist.dashboard.protocol import message_cap
 
-    largest_dense = max(config.dense_weight_count(model) for model in config.DENSE_MODELS)
+    largest_dense = max(defaults.dense_weight_count(model) for model in defaults.DENSE_MODELS)
     # uvicorn's default "websockets" protocol uses that library's deprecated legacy API; h11 caps headers.
     server_config = uvicorn.Config(
         app,
@@ -172,7 +172,7 @@ def uvicorn_server(app: Any, host: str, port: int) -> uvicorn.Server:  # Any ASG
         ws="websockets-sansio",
         ws_max_size=message_cap(largest_dense),
         http="h11",
-        h11_max_incomplete_event_size=config.MAX_HEADER_BYTES,
+        h11_max_incomplete_event_size=defaults.MAX_HEADER_BYTES,
     )
     return uvicorn.Server(server_config)
 

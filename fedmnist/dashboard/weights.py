@@ -1,6 +1,6 @@
 """A run's latest global model: as JSON arrays, or as a ``.keras`` file.
 
-The server checkpoints the global weights after every round (``fedmnist.checkpoint``,
+The server checkpoints the global weights after every round (``fedmnist.results.checkpoint``,
 arrays and JSON: reading it cannot run code); that checkpoint is the source here. When the run has ended, its final
 ``models/global_N.keras`` holds the same weights and is served as it is; while
 it runs, a ``.keras`` file is built from the checkpoint (which imports
@@ -49,7 +49,7 @@ def _values(array: np.ndarray) -> list:
 
 def latest_weights(run: Run) -> LatestWeights:
     """The weights after the run's latest finished round, from its checkpoint (arrays and JSON, no pickle)."""
-    from fedmnist.checkpoint import read_checkpoint  # Imports Flower: only when weights are asked for.
+    from fedmnist.results.checkpoint import read_checkpoint  # Imports Flower: only when weights are asked for.
 
     path = run.paths.checkpoint
     if not run.contains(path):
@@ -87,9 +87,9 @@ class KerasFiles:
 
 
 def _build_keras_file(latest: LatestWeights, target: Path) -> None:
-    from fedmnist import config
-    from fedmnist.model import build_model, save_model
+    from fedmnist.model.keras_model import build_model, save_model
+    from fedmnist.settings import defaults
 
-    model = build_model(0, latest.model or config.MODEL)  # The seed only sets weights we replace.
+    model = build_model(0, latest.model or defaults.MODEL)  # The seed only sets weights we replace.
     model.set_weights(latest.weights)
     save_model(model, str(target))

@@ -1,0 +1,1 @@
+"""The Flower client: the NumPyClient that trains, the classic client process, the ClientApp, faults."""

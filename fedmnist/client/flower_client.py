@@ -1,0 +1,430 @@
+"""The Flower client: a Keras ``NumPyClient`` training on one MNIST partition, set up by the server.
+
+``MnistClient`` trains given rows with a given ``Trainer``. ``PartitionClient``
+is the client of one partition on every runtime: it knows only its
+``partition-id`` and ``num-partitions`` (like a SuperNode's node config); the
+run's other settings (dataset, seed, partition scheme, model, local training)
+come from the server with every message, and ``ClientCache`` keeps what they
+make (data, cut shares, compiled trainers) for the process's later messages.
+``run_client`` connects a ``PartitionClient`` to a classic Flower server with
+``flwr.client.start_client`` (grpc-bidi); ``fedmnist.client.client_app`` serves it as
+the ClientApp.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import grpc
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, RecordDict
+from flwr.client import Client, NumPyClient
+from flwr.common import (
+    Code,
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    GetParametersIns,
+    GetParametersRes,
+    GetPropertiesIns,
+    GetPropertiesRes,
+    NDArrays,
+    Parameters,
+    Scalar,
+    Status,
+)
+
+from fedmnist.client.faults import corrupt, fail_if_crashed, fail_if_due
+from fedmnist.common.errors import UserError
+from fedmnist.data.sources import ClientData, MnistData, client_shares, load_mnist, share_data, to_float
+from fedmnist.launch.tls import speaks_tls
+from fedmnist.privacy.dp import clip_update
+from fedmnist.settings import defaults  # Flower's methods take a parameter named `config`.
+
+if TYPE_CHECKING:  # TensorFlow loads when a process builds its first model: importing this module stays light.
+    from fedmnist.model.keras_model import Trainer
+
+log = logging.getLogger(__name__)
+RETRY_SECONDS = 0.5  # Pause between attempts to reach an unreachable server.
+OPTIMIZER_STATE = "optimizer"  # The client's state: Adam's variables after its latest fit.
+STATE_OWNER = "optimizer-run"  # The client's state: the run-id those variables belong to.
+WARM_UP = "warm-up"  # A get_properties config key: prepare this process for the run (ClientCache.warm_up).
+# The run's settings a client needs to cut its rows and build its model, and what it assumes when
+# a server sends none (a stock FedAvg server, as in Flower's tutorials).
+RUN_SETTINGS: dict[str, Scalar] = {
+    "dataset": defaults.DATASET,
+    "seed": defaults.SEED,
+    "partition": defaults.PARTITION,
+    "model": defaults.MODEL,
+}
+
+
+class MnistClient(NumPyClient):
+    """Trains the shared model on its own rows and evaluates it on its validation slice.
+
+    Fit config keys (all optional, so a stock FedAvg server that sends no config
+    works): ``local-epochs``, ``batch-size``, ``learning-rate``, and
+    ``proximal_mu`` from Flower's FedProx. Both ``fit`` and
+    ``evaluate`` report ``accuracy`` and ``loss`` with the number of examples
+    used, which the server's weighted average needs, plus their duration in
+    seconds and ``partition_id``, so the server's per-client records say which share this is.
+    """
+
+    def __init__(self, trainer: Trainer, data: ClientData, *, partition_id: int | None = None) -> None:
+        self.trainer = trainer
+        self.x_train, self.y_train = to_float(data.x_train), data.y_train.astype(np.int32)
+        self.x_val, self.y_val = to_float(data.x_val), data.y_val.astype(np.int32)
+        self.identity: dict[str, Scalar] = {} if partition_id is None else {"partition_id": partition_id}
+
+    def get_parameters(self, config: dict[str, Scalar]) -> NDArrays:
+        return self.trainer.get_weights()
+
+    def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
+        started = time.perf_counter()
+        self.trainer.set_weights(parameters)
+        result = self.trainer.fit(
+            self.x_train,
+            self.y_train,
+            epochs=int(config.get("local-epochs", defaults.LOCAL_EPOCHS)),
+            batch_size=int(config.get("batch-size", defaults.BATCH_SIZE)),
+            learning_rate=float(config.get("learning-rate", defaults.LEARNING_RATE)),
+            proximal_mu=float(config.get("proximal_mu", 0.0)),  # Flower's FedProx sends this key.
+        )
+        metrics = {"accuracy": result.accuracy, "loss": result.loss, **self.identity}
+        metrics["fit_seconds"] = time.perf_counter() - started
+        log.info(
+            "round %s: trained on %d examples, local accuracy %.1f%%, loss %.3f, %.2f s",
+            config.get("server-round", "?"),
+            len(self.y_train),
+            100 * result.accuracy,
+            result.loss,
+            metrics["fit_seconds"],
+        )
+        return self.trainer.get_weights(), len(self.y_train), metrics
+
+    def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
+        started = time.perf_counter()
+        self.trainer.set_weights(parameters)
+        result = self.trainer.evaluate(self.x_val, self.y_val)
+        metrics = {"accuracy": result.accuracy, "loss": result.loss, **self.identity}
+        metrics["evaluate_seconds"] = time.perf_counter() - started
+        return result.loss, len(self.y_val), metrics
+
+
+class ClientCache:
+    """What one process keeps between messages: the data, each share's ``MnistClient``, one Trainer per model.
+
+    Building a Keras model and tracing its training loop costs more than a
+    message's training (measured here: 138 ms to build and 476 ms for the first
+    fit, against 2 ms and 11 ms reused), so each model is built once per
+    process and its weights and optimizer are set per message.
+    """
+
+    def __init__(self, data_home: str | None = None) -> None:
+        self.data_home = data_home
+        self.data_seconds = 0.0  # Spent loading data in this process, reported to the server once.
+        self.warm_up_seconds = 0.0  # Spent warming up for a run ahead of its first message (warm_up), reported too.
+        self._data: dict[str, MnistData] = {}
+        self._clients: dict[tuple[Scalar, ...], MnistClient] = {}
+        self._shares: dict[tuple[Scalar, ...], list[np.ndarray]] = {}  # Every client's rows, per way of cutting.
+        self._trainers: dict[str, Trainer] = {}
+        self._warm: set[tuple[Scalar, ...]] = set()  # The runs' settings this process has warmed up for.
+        self._optimizer_owners: dict[str, tuple[Scalar, ...]] = {}  # Whose Adam state each model's Trainer holds.
+
+    def client(self, settings: dict[str, Scalar], partition_id: int, num_partitions: int) -> MnistClient:
+        """Client ``partition_id``'s rows under the run's ``settings`` (``RUN_SETTINGS``' keys), with its model's Trainer."""
+        dataset, seed, scheme, model = (settings[key] for key in RUN_SETTINGS)
+        key = (dataset, seed, scheme, model, partition_id, num_partitions)
+        if key not in self._clients:
+            data, cut = self.data(str(dataset)), (dataset, seed, scheme, num_partitions)
+            if cut not in self._shares:  # Once per process: Flower Datasets takes 6-10 s to cut 60,000 rows.
+                self._shares[cut] = client_shares(data, num_partitions, int(seed), str(scheme))
+            share = share_data(data, self._shares[cut], partition_id, int(seed))
+            self._clients[key] = MnistClient(self.trainer(str(model), int(seed)), share, partition_id=partition_id)
+        return self._clients[key]
+
+    def data(self, dataset: str) -> MnistData:
+        """The data set ``dataset`` (a ``--dataset`` value or the source the server resolved), loaded once."""
+        if dataset not in self._data:
+            started = time.perf_counter()
+            self._data[dataset] = load_mnist(dataset, self.data_home)
+            self.data_seconds += time.perf_counter() - started
+        return self._data[dataset]
+
+    def warm_up(
+        self, settings: dict[str, Scalar], partition_id: int, num_partitions: int, config: dict[str, Scalar]
+    ) -> None:
+        """Do now what this process's first fit and evaluate would: load the data, cut the shares, trace the model.
+
+        A simulation worker's first message costs seconds (its TensorFlow
+        import, then these: most of round 1 in all); a server that warms its
+        workers up while it starts pays them beside its own start-up. The
+        training is thrown away: every fit sets its weights, Adam's state and
+        its shuffling afresh. Once per run's settings: later calls return at once.
+        """
+        run = (*(settings[key] for key in RUN_SETTINGS), num_partitions)
+        if run in self._warm:
+            return
+        started = time.perf_counter()
+        client = self.client(settings, partition_id, num_partitions)
+        model = str(settings["model"])
+        weights = client.trainer.get_weights()
+        client.fit(weights, {**config, "local-epochs": 1})
+        client.evaluate(weights, config)
+        client.trainer.reset_optimizer()
+        self.hand_optimizer(model, ())  # Its Adam state is no client's.
+        self._warm.add(run)
+        self.warm_up_seconds += time.perf_counter() - started
+
+    def hand_optimizer(self, model: str, owner: tuple[Scalar, ...]) -> bool:
+        """Give ``model``'s Trainer's optimizer to ``owner`` (a client in a run); True if it already held its state."""
+        held = self._optimizer_owners.get(model) == owner
+        self._optimizer_owners[model] = owner
+        return held
+
+    def trainer(self, model: str, seed: int) -> Trainer:
+        """This process's compiled Trainer for ``model`` (its weights and optimizer are set per message)."""
+        from fedmnist.model.keras_model import Trainer, build_model
+
+        if model not in self._trainers:
+            self._trainers[model] = Trainer(build_model(seed, model), seed=seed)
+        return self._trainers[model]
+
+
+class PartitionClient(NumPyClient):
+    """The client of partition ``partition_id`` of ``num_partitions``, set up by the server's messages.
+
+    Each message's config says the run's settings (``RUN_SETTINGS``; the
+    defaults when a server sends none); the rows and model come from ``cache``.
+    Each fit starts Adam afresh, as FedAvg's clients do, unless the config
+    says ``keep-optimizer``: then the client keeps Adam's step count and
+    moments between messages, for the run (``run-id``) that made them, so
+    training goes on across rounds and starts afresh in a sweep's next run.
+    Under a ClientApp they live in ``state`` (Flower's ``context.state``: the
+    process's Trainer serves many clients in turn); a ``client.py`` process
+    (``state`` None) has one client, whose Trainer simply keeps them. A server
+    whose ``num-partitions`` differs would have this client train on rows that
+    overlap others': ``settings_problem`` says so.
+    """
+
+    def __init__(
+        self,
+        partition_id: int,
+        num_partitions: int,
+        state: RecordDict | None,
+        cache: ClientCache,
+        *,
+        fault: str | None = None,
+        startup_seconds: float | None = None,
+        clips_updates: bool = False,
+    ) -> None:
+        self.partition_id = partition_id
+        self.num_partitions = num_partitions
+        self.state = state
+        self.cache = cache
+        self.fault = fault  # client.py --fault: misbehave on purpose (fedmnist.client.faults).
+        self.startup_seconds = startup_seconds
+        # Client-side DP: clip here when no mod does (client.py on the classic pair; a ClientApp has Flower's mod).
+        self.clips_updates = clips_updates
+        self.last_contact = 0.0  # time.monotonic() of the server's latest message.
+
+    def settings_problem(self, config: dict[str, Scalar]) -> str:
+        """Why this client must not train in the server's run, or "" when it may."""
+        theirs = int(config.get("num-partitions", self.num_partitions))
+        if theirs != self.num_partitions:
+            return f"num-partitions {self.num_partitions} here, {theirs} on the server"
+        return ""
+
+    def _settings(self, config: dict[str, Scalar]) -> dict[str, Scalar]:
+        self.last_contact = time.monotonic()
+        problem = self.settings_problem(config)
+        if problem:
+            raise SettingsMismatch(f"this client's settings differ from the server's ({problem})")
+        return {key: config.get(key, default) for key, default in RUN_SETTINGS.items()}
+
+    def _client(self, config: dict[str, Scalar]) -> MnistClient:
+        return self.cache.client(self._settings(config), self.partition_id, self.num_partitions)
+
+    def get_properties(self, config: dict[str, Scalar]) -> dict[str, Scalar]:
+        """Nothing to tell, but a server may ask a process to warm up for its run first (``ClientCache.warm_up``)."""
+        if config.get(WARM_UP):
+            self.cache.warm_up(self._settings(config), self.partition_id, self.num_partitions, config)
+        return {}
+
+    def get_parameters(self, config: dict[str, Scalar]) -> NDArrays:
+        return self._client(config).get_parameters(config)
+
+    def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
+        settings = self._settings(config)
+        client = self.cache.client(settings, self.partition_id, self.num_partitions)
+        server_round = int(config.get("server-round", 0))
+        fail_if_due(self.fault, server_round, own_process=self.state is None)
+        run_id = str(config.get("run-id", ""))
+        keep = bool(config.get("keep-optimizer", False))
+        if keep:
+            self._take_optimizer(client.trainer, str(settings["model"]), run_id)
+        else:
+            client.trainer.reset_optimizer()
+            self.cache.hand_optimizer(str(settings["model"]), ())  # The Trainer's Adam is no client's kept state now.
+        client.trainer.reseed(_shuffle_seed(int(settings["seed"]), self.partition_id, server_round))
+        weights, num_examples, metrics = client.fit(parameters, config)
+        if keep and self.state is not None:
+            self.state[OPTIMIZER_STATE] = ArrayRecord(client.trainer.optimizer_state())
+            self.state[STATE_OWNER] = ConfigRecord({"run-id": run_id})
+        metrics["data_seconds"] = self.cache.data_seconds
+        if self.cache.warm_up_seconds:
+            metrics["warm_up_seconds"] = self.cache.warm_up_seconds
+        if self.startup_seconds is not None:
+            metrics["startup_seconds"] = self.startup_seconds
+        if self.clips_updates:
+            weights = clip_update(weights, parameters, config)
+        return corrupt(self.fault, weights, parameters), num_examples, metrics
+
+    def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
+        client = self._client(config)
+        fail_if_crashed(self.fault, int(config.get("server-round", 0)), own_process=self.state is None)
+        return client.evaluate(parameters, config)
+
+    def _take_optimizer(self, trainer: Trainer, model: str, run_id: str) -> None:
+        """Adam as this client left it in this run, else fresh.
+
+        The Trainer may still hold exactly that (a ``client.py`` process, or
+        the same virtual client twice in a row on a worker): then nothing is
+        copied, which saves about 8 ms of every fit here.
+        """
+        if self.cache.hand_optimizer(model, (self.partition_id, self.num_partitions, run_id)):
+            return
+        trainer.reset_optimizer()
+        kept, owner = (
+            (self.state.get(OPTIMIZER_STATE), self.state.get(STATE_OWNER)) if self.state is not None else (None, None)
+        )
+        if isinstance(kept, ArrayRecord) and isinstance(owner, ConfigRecord) and owner.get("run-id") == run_id:
+            trainer.set_optimizer_state(kept.to_numpy_ndarrays())
+
+
+def _shuffle_seed(seed: int, partition_id: int, server_round: int) -> Sequence[int]:
+    """Every client, every round, its own reproducible order of examples."""
+    return (seed, partition_id, server_round)
+
+
+def make_client(
+    *,
+    partition_id: int,
+    num_partitions: int,
+    data_home: str | None = None,
+    process_started: float | None = None,
+    fault: str | None = None,
+) -> PartitionClient:
+    """``client.py``'s client: partition ``partition_id`` of ``num_partitions``, its state kept in this process.
+
+    ``process_started`` (a ``time.perf_counter()`` reading taken when the
+    process began) lets the client report how long its start-up took.
+    """
+    importlib.import_module("fedmnist.model.keras_model")  # TensorFlow now, while the server starts, not in round 1.
+
+    startup = None if process_started is None else time.perf_counter() - process_started
+    log.info(
+        "client %d/%d ready; the server's first message says the data, partition scheme and model",
+        partition_id,
+        num_partitions,
+    )
+    return PartitionClient(
+        partition_id,
+        num_partitions,
+        None,
+        ClientCache(data_home),
+        fault=fault,
+        startup_seconds=startup,
+        clips_updates=True,
+    )
+
+
+class SettingsMismatch(UserError):
+    """The server cuts the training rows into another number of partitions than this client was started with."""
+
+
+class GuardedClient(Client):
+    """``PartitionClient`` as a Flower ``Client`` that refuses a run whose settings differ from its own.
+
+    The refusal goes back to the server as a result with a failed status and the
+    reason, so the server's round record and console name it; the client then
+    leaves (``SettingsMismatch``, a one-line error) at the server's next message.
+    Flower's grpc-bidi client cannot leave between messages, only inside one.
+    """
+
+    def __init__(self, client: PartitionClient) -> None:
+        self.client = client
+        self.inner = client.to_client()
+        self.refused = ""
+
+    def get_properties(self, ins: GetPropertiesIns) -> GetPropertiesRes:
+        return self.inner.get_properties(ins)
+
+    def get_parameters(self, ins: GetParametersIns) -> GetParametersRes:
+        self._leave_if_refused()
+        return self.inner.get_parameters(ins)
+
+    def fit(self, ins: FitIns) -> FitRes:
+        if self._refuse(ins.config):
+            return FitRes(Status(Code.FIT_NOT_IMPLEMENTED, self.refused), Parameters([], ""), 0, {})
+        return self.inner.fit(ins)
+
+    def evaluate(self, ins: EvaluateIns) -> EvaluateRes:
+        if self._refuse(ins.config):
+            return EvaluateRes(Status(Code.EVALUATE_NOT_IMPLEMENTED, self.refused), 0.0, 0, {})
+        return self.inner.evaluate(ins)
+
+    def _refuse(self, config: dict[str, Scalar]) -> bool:
+        self._leave_if_refused()
+        problem = self.client.settings_problem(config)
+        if problem:
+            self.refused = f"refused: settings differ from the server's ({problem})"
+            log.error("this client %s; restart it with the server's settings", self.refused)
+        return bool(problem)
+
+    def _leave_if_refused(self) -> None:
+        if self.refused:
+            raise SettingsMismatch(f"this client {self.refused}; restart it with the server's settings")
+
+
+def run_client(
+    client: PartitionClient, server_address: str, connect_timeout: float, root_certificate: bytes | None = None
+) -> None:
+    """Serve ``client`` to the Flower server until it ends the run.
+
+    Flower's grpc-bidi client gives up at the first refused connection, so this
+    retries: an unreachable server (not started yet, restarting, or a sweep's
+    next setting) is tried again until ``connect_timeout`` seconds have passed
+    since the server was last heard from; then a UserError, not a traceback.
+    With ``root_certificate`` (a CA's PEM bytes) the connection uses TLS.
+    """
+    from flwr.client import start_client
+
+    guarded = GuardedClient(client)
+    waiting_since = time.monotonic()
+    while True:
+        try:
+            start_client(server_address=server_address, client=guarded, root_certificates=root_certificate)
+            return
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.UNAVAILABLE:
+                raise
+        waiting_since = max(waiting_since, client.last_contact)
+        if time.monotonic() - waiting_since > connect_timeout:
+            hint = "is server.py running, and is the address right?"
+            tls = speaks_tls(server_address)
+            if root_certificate is None and tls:
+                hint = "the server requires TLS: pass --root-cert with the CA certificate (ca.pem) it uses"
+            elif root_certificate is not None and tls is False:
+                hint = "the server does not use TLS: leave out --root-cert, or start the server with --tls-dir"
+            elif root_certificate is not None:
+                hint += " With TLS: was the server's certificate signed by this --root-cert, for this host name?"
+            raise UserError(
+                f"lost or could not reach the Flower server at {server_address} within {connect_timeout:g} s ({hint})"
+            )
+        time.sleep(RETRY_SECONDS)

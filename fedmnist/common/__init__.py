@@ -1,0 +1,1 @@
+"""What every part uses: user-facing errors, atomic file writes, command-line plumbing."""

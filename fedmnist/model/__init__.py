@@ -1,0 +1,1 @@
+"""The Keras models and the training loop every client and the server's baseline share."""

@@ -1,0 +1,65 @@
+"""A run's numbers as TensorBoard event files, so ``tensorboard --logdir OUT`` shows every run side by side.
+
+``write_scalars`` writes, per round: the global model on the held-out set
+(``held_out/accuracy``, ``held_out/loss``, round 0 included), the clients'
+weighted averages (``clients_validation/...``, ``clients_training/...``), the
+round's time and client counts (``round/...``), and each client's own numbers
+(``client_2/evaluate_accuracy``, ...). TensorBoard comes with TensorFlow:
+``.venv/bin/tensorboard --logdir OUT``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from fedmnist.results.records import client_name
+
+# Round-record sections and the tag group each becomes.
+_GROUPS = (("centralized", "held_out"), ("evaluate", "clients_validation"), ("fit", "clients_training"))
+_ROUND_NUMBERS = (
+    "seconds",
+    "connected_clients",
+    "fit_results",
+    "fit_failures",
+    "evaluate_results",
+    "evaluate_failures",
+)
+
+
+def write_scalars(folder: str | Path, summary: dict[str, Any]) -> Path:
+    """Write the run in ``summary`` (its ``initial`` and ``rounds``) to fresh event files in ``folder``."""
+    import tensorflow as tf
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in folder.glob("events.out.tfevents.*"):  # A resumed run rewrites the whole run.
+        old.unlink()
+    writer = tf.summary.create_file_writer(str(folder))
+    with writer.as_default():
+        for tag, value, step in scalars(summary):
+            tf.summary.scalar(tag, value, step=step)
+    writer.close()
+    return folder
+
+
+def scalars(summary: dict[str, Any]) -> list[tuple[str, float, int]]:
+    """``(tag, value, round)`` for every finite number worth a chart."""
+    points: list[tuple[str, float, int]] = []
+    initial = summary.get("initial") or {}
+    points += [(f"held_out/{key}", value, 0) for key, value in (initial.get("centralized") or {}).items()]
+    for record in summary.get("rounds", []):
+        step = int(record["round"])
+        for section, group in _GROUPS:
+            points += [(f"{group}/{key}", value, step) for key, value in (record.get(section) or {}).items()]
+        points += [(f"round/{key}", record[key], step) for key in _ROUND_NUMBERS if key in record]
+        for client in record.get("per_client", []):
+            name = client_name(client).replace(" ", "_")
+            for stage in ("fit", "evaluate"):
+                points += [(f"{name}/{stage}_{key}", value, step) for key, value in client.get(stage, {}).items()]
+    return [(tag, float(value), step) for tag, value, step in points if _finite_number(value)]
+
+
+def _finite_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -1,0 +1,1 @@
+"""Where a federation runs: the Ray simulation, the Deployment Runtime, the ServerApp, `flwr run`."""

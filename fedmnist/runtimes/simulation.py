@@ -1,0 +1,346 @@
+"""The Simulation Runtime: a run's clients as virtual Flower clients on Ray, on this machine.
+
+``./run.sh --runtime simulation --clients 100 --fraction-fit 0.1`` runs the same
+server (validation, records, checkpoints, results) as the classic runtime, but
+Flower's Simulation Runtime starts no client processes: a few Ray workers
+(``--sim-cpus-per-client`` sets how many fit on the machine) each play many
+virtual clients in turn, one message at a time.
+
+The clients are the ClientApp (``fedmnist.client.client_app``: its per-worker cache
+is what makes 100-1,000 clients cheap here). The server runs in this process,
+so ``server.py``'s Ctrl-C handling, checkpoints and dashboard work unchanged;
+``flwr run .`` runs the same pair through the ServerApp instead (README).
+
+As on every runtime, the run's settings reach the clients in the fit config
+(the server is their only source). With ``--keep-optimizer`` a virtual client
+keeps its Adam state between rounds in Flower's ``context.state``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from concurrent.futures import Future
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from fedmnist.common.cli import wait_for
+from fedmnist.data.sources import DATA_HOME_VARIABLE
+
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    from flwr.common import GetPropertiesIns, Scalar
+    from flwr.server import Server, ServerApp, ServerConfig
+    from flwr.server.client_proxy import ClientProxy
+    from flwr.server.history import History
+    from flwr.serverapp import Grid
+
+    from fedmnist.settings.server_settings import ServerSettings
+
+RAY_STEPS_PER_CPU = 10_000  # Ray counts resources in 1/10,000ths; a share of a CPU is rounded down to them.
+# After a stop, how long the round in flight may take to end before Ray is shut down under it. The
+# launcher gives a stopping server 30 s (saving included) before it kills it, and a killed server
+# leaves Ray's agents running.
+STOP_JOIN_SECONDS = 10.0
+WARM_UP_WAIT_SECONDS = 30.0  # How long the warm-up waits for Flower to register the virtual clients.
+
+
+def _take_sigterm_back_from_ray() -> None:
+    """Give SIGTERM back to this process's Python handler, which ``ray.init`` replaced.
+
+    Ray's failure-signal handler (absl's) reports a SIGTERM and has the process
+    killed 3 s later, whatever Python does meanwhile: a server stopped by
+    ``./run.sh`` (which sends SIGTERM) died while saving its completed rounds.
+    Handlers can only be set on the main thread; Ray starts in another.
+    """
+    handler = signal.getsignal(signal.SIGTERM)  # What Python last installed; None if not set from Python.
+    if handler is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, handler)
+
+
+class SimulationFederation:
+    """The simulation's federation step, with Ray started early: ``with SimulationFederation(...) as federate``.
+
+    Entering starts Ray in a thread of its own, so its start (about 6 s here)
+    overlaps the server's data loading and the import of Flower's simulation
+    instead of preceding the first round; Flower's simulation then finds Ray
+    running and uses it as it is. The server's TensorFlow import waits for
+    ``workers_starting``: Ray's start has the two cores first, then that import
+    runs beside the workers' own, and each worker warms up for the run
+    (``warm_up_workers``) while the server evaluates the initial model. Leaving
+    shuts Ray down, whether or not the rounds ran. The thread lives until
+    then: Ray's processes are told to die with the thread that started them
+    (Linux's parent-death signal is per thread).
+
+    Flower's simulation runs in a thread of its own too, and the federation
+    step returns as soon as the rounds are done: Flower then takes 2.5 s here
+    to stop its workers, which overlaps the saving of the results. Leaving
+    waits for it.
+    """
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings  # Also what the ServerApp's federation step needs of the run (--secagg).
+        self.num_clients = settings.clients
+        self.cpus_per_client = cpus_per_client(settings)
+        self.ray_address = settings.ray_address
+        self.data_home = settings.data_home
+        self._ray_up: Future[None] = Future()
+        # Done once Ray's workers are starting (or never will): the server's own TensorFlow import waits
+        # for it (fedmnist.server.run), so that Ray, then the workers' imports, have the CPU first.
+        self.workers_starting: Future[None] = Future()
+        self._leave = threading.Event()
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._keep_ray, name="ray", daemon=True)
+        self._simulation: threading.Thread | None = None
+
+    def __enter__(self) -> Self:
+        # Ray starts a whole new local cluster when its API is used while it is down, as Flower's threads
+        # do when Ray is shut down under a round in flight (__exit__): refused instead. Ray reads this
+        # once, when it is imported: set before the threads that import it start.
+        os.environ["RAY_ENABLE_AUTO_CONNECT"] = "0"
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if self._simulation is not None:
+            # After the rounds, Flower is stopping its workers; after Ctrl-C, the run's strategy
+            # refuses the next step (RunStrategy.stop), so Flower ends the round in flight and stops,
+            # unless that round is long (two minutes for cnn-paper at E=5 here): then its workers are
+            # stopped under it, and the round ends with their errors.
+            self._simulation.join(timeout=STOP_JOIN_SECONDS if kind is not None else None)
+            if self._simulation.is_alive():
+                log.info("the round in flight is still running; stopping its workers")
+                logging.getLogger("flwr").setLevel(logging.CRITICAL)  # Their errors, now expected.
+                if not self.ray_address and _kill_local_workers():
+                    self._simulation.join(timeout=STOP_JOIN_SECONDS)
+                # Else Ray is shut down under Flower's threads, which may then end this process
+                # (Ray's "core worker has already been shutdown") before it can say how it ended.
+        self._leave.set()
+        self._thread.join()
+        _settle(self.workers_starting)
+
+    def __call__(self, server: Server, server_config: ServerConfig) -> History | None:
+        """Run ``server`` for its rounds with the virtual clients on Ray; return Flower's History once they are done."""
+        from flwr.app import Context
+        from flwr.server import ServerApp
+
+        from fedmnist.server.run import grid_federation
+
+        rounds: Future[History | None] = Future()
+        app = ServerApp()
+
+        @app.main()
+        def main(grid: Grid, context: Context) -> None:
+            rounds.set_result(grid_federation(grid, context, self.settings)(server, server_config))
+
+        # The simulation's thread imports Flower's simulation while Ray starts, then waits for Ray.
+        self._simulation = threading.Thread(target=self._simulate, args=(app, rounds), name="flower-simulation")
+        self._simulation.start()
+        try:
+            wait_for(self._ray_up)  # Raises Ray's start-up error, if it failed.
+            _take_sigterm_back_from_ray()
+            # Not rounds.result(): a SIGTERM taken by a Ray thread would wait for the last round.
+            return wait_for(rounds)
+        except BaseException:
+            self._stopping.set()  # Ctrl-C while Ray starts: Flower's simulation must not start after it.
+            raise
+
+    def _simulate(self, server_app: ServerApp, rounds: Future[History | None]) -> None:
+        """Flower's simulation of ``server_app`` with the ClientApp; its error goes to ``rounds`` if they were not done."""
+        try:
+            self._run_simulation(server_app, rounds)
+        finally:
+            _settle(self.workers_starting)  # Also when the workers never start: the server's TensorFlow waits for it.
+
+    def _run_simulation(self, server_app: ServerApp, rounds: Future[History | None]) -> None:
+        try:
+            run_simulation = _flower_simulation()  # While Ray starts.
+            from fedmnist.client.client_app import app as client_app
+            from fedmnist.server.run_strategy import RunStopped
+        except BaseException as error:  # noqa: BLE001  Handed to the federation step, which raises it.
+            rounds.set_exception(error)
+            return
+        if self._ray_up.exception() is not None or self._stopping.is_set():  # Waits for Ray; the federation
+            return  # step raises Ray's error, or was stopped meanwhile.
+        _settle(self.workers_starting)  # Flower starts its workers (Ray actors) first thing.
+        try:
+            run_simulation(
+                server_app=server_app,
+                client_app=client_app,
+                num_supernodes=self.num_clients,
+                backend_config={"client_resources": {"num_cpus": self.cpus_per_client, "num_gpus": 0.0}},
+            )
+        except BaseException as error:  # noqa: BLE001  The server's own errors come back here too.
+            if not rounds.done():
+                rounds.set_exception(error)
+            elif not isinstance(error, RunStopped):
+                log.warning("Flower's simulation failed after the rounds: %s", error)
+        finally:
+            if not rounds.done():
+                rounds.set_exception(RuntimeError("Flower's simulation ended before the rounds were done"))
+
+    def _keep_ray(self) -> None:
+        """Start Ray, keep it until the federation is left, then shut it down (this thread's whole life)."""
+        import ray
+
+        try:
+            self._start_ray()
+        except BaseException as error:  # noqa: BLE001  Handed to the federation step, which raises it.
+            self._ray_up.set_exception(error)
+            return
+        self._ray_up.set_result(None)
+        self._leave.wait()
+        ray.shutdown()
+
+    def _start_ray(self) -> None:
+        """``ray.init`` as Flower's Ray backend would call it, quiet: Ray's own output would bury the round lines."""
+        import ray
+
+        if self.data_home:
+            os.environ[DATA_HOME_VARIABLE] = self.data_home  # Ray's workers inherit this process's environment.
+        os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")  # Silences a tip about GPUs; there are none.
+        # The workers import the project from the driver's sys.path, as Flower's backend arranges it.
+        pythonpath = os.pathsep.join(filter(None, [os.pathsep.join(sys.path), os.environ.get("PYTHONPATH")]))
+        os.environ["PYTHONPATH"] = pythonpath
+        init_args: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False, "include_dashboard": False}
+        if self.ray_address:
+            # Another machine's workers get the path through a runtime environment (Flower's way).
+            init_args.update(address=self.ray_address, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+        # A local Ray's workers inherit this process's environment, PYTHONPATH included: a runtime
+        # environment would only add its agent's set-up (1.4 s before the first worker, measured here).
+        ray.init(**init_args)
+
+
+def _flower_simulation() -> Callable[..., None]:
+    """Flower's ``run_simulation``, imported without TensorFlow.
+
+    Importing ``flwr.simulation`` imports TensorFlow when it is installed, for
+    a GPU helper of its actors (``enable_tf_gpu_growth``) that this process
+    never calls. Here that import took 7 s and sat between Ray's start and the
+    first worker's; the server imports TensorFlow later, beside the workers.
+    Python reads a None in ``sys.modules`` as "not installed", which Flower's
+    module expects. Nothing else imports TensorFlow meanwhile: the server's
+    import waits for ``workers_starting``.
+    """
+    if "tensorflow" in sys.modules:
+        from flwr.simulation import run_simulation
+    else:
+        sys.modules["tensorflow"] = None  # type: ignore[assignment]
+        try:
+            from flwr.simulation import run_simulation
+        finally:
+            del sys.modules["tensorflow"]
+    # Importing Flower's simulation turns every DeprecationWarning on ("once") for the whole
+    # process, and TensorFlow's notes then reach the console; back to Python's default.
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    return run_simulation
+
+
+def _kill_local_workers() -> bool:
+    """Kill this machine's Flower workers (Ray actors) under their messages; False if Ray could not say which.
+
+    Flower's threads waiting for their replies then get errors and end the
+    simulation, before Ray shuts down. Ray's public state API needs its
+    dashboard, which the simulation does not start; its GCS tables say as much.
+    """
+    from ray._private import state
+
+    try:
+        actors = state.actors().values()
+    except Exception as error:  # noqa: BLE001  A private API: if it changes, Ray stops under the round as before.
+        log.debug("could not list Ray's actors: %s", error)
+        return False
+    for actor in actors:
+        if actor.get("ActorClassName") == "ClientAppActor" and actor.get("State") == "ALIVE" and actor.get("Pid"):
+            try:
+                os.kill(int(actor["Pid"]), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    return True
+
+
+def _settle(future: Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def cpus_per_client(settings: ServerSettings) -> float:
+    """Ray CPUs per virtual client: ``--sim-cpus-per-client``, else one Ray worker per core but one on this machine.
+
+    Flower runs as many Ray workers as Ray's CPUs divided by this. The core
+    left over is the server's (Flower's in-memory SuperLink, aggregation, the
+    held-out evaluation). On 2 cores here one worker with both did rounds as
+    fast as two workers with one each, and round 1 in 9.8-12.2 s against
+    12.3-12.9 s (three runs each): one TensorFlow fewer imported beside the
+    server's. A cluster (``--ray-address``) runs one worker per CPU by default.
+    """
+    if settings.sim_cpus_per_client is not None:
+        return settings.sim_cpus_per_client
+    if settings.ray_address:
+        return 1.0
+    return _local_cpus_per_worker()
+
+
+def simulation_workers(requested: float | None) -> int:
+    """How many Ray workers a local simulation runs for ``--sim-cpus-per-client`` (None: the default)."""
+    cpus = os.cpu_count() or 1
+    return max(1, int(cpus / (requested or _local_cpus_per_worker())))
+
+
+def _local_cpus_per_worker() -> float:
+    cpus = os.cpu_count() or 1
+    workers = max(1, cpus - 1)
+    # Rounded down to Ray's step, or the last worker would not fit (7 x 8/7 CPUs, rounded up, is over 8).
+    return math.floor(cpus / workers * RAY_STEPS_PER_CPU) / RAY_STEPS_PER_CPU
+
+
+def warm_up_workers(grid: Grid, client_config: dict[str, Scalar], settings: ServerSettings) -> None:
+    """Have the simulation's workers get ready for the run now, beside the server's own start-up.
+
+    A Ray worker's first message costs seconds (the data, the model and its
+    tracing, after its TensorFlow import): most of round 1. Sent a warm-up
+    (``ClientCache.warm_up``) as soon as the virtual clients appear, the
+    workers do it while the server imports TensorFlow and evaluates the
+    initial model. One message per client of round 1 reaches every worker
+    round 1 will use; those beyond the first on a worker cost milliseconds.
+    Nothing waits for them: a worker that fails to warm up fails round 1 with
+    the same error, which the round's record then names.
+    """
+    threading.Thread(target=_warm_up_workers, args=(grid, client_config, settings), name="warm-up", daemon=True).start()
+
+
+def _warm_up_workers(grid: Grid, client_config: dict[str, Scalar], settings: ServerSettings) -> None:
+    from flwr.common import GetPropertiesIns
+    from flwr.server.compat.grid_client_proxy import GridClientProxy
+
+    from fedmnist.client.flower_client import WARM_UP
+
+    instruction = GetPropertiesIns({**client_config, WARM_UP: True})
+    count = max(1, math.ceil(settings.clients * settings.fraction_fit))
+    deadline = time.monotonic() + WARM_UP_WAIT_SECONDS
+    nodes = grid.get_node_ids()
+    while not nodes and time.monotonic() < deadline:  # Flower registers them beside the ServerApp's start.
+        time.sleep(0.05)
+        nodes = grid.get_node_ids()
+    for node_id in sorted(nodes)[:count]:
+        proxy = GridClientProxy(node_id, grid, grid.run.run_id)
+        threading.Thread(
+            target=_warm_up, args=(proxy, instruction, settings.round_timeout), name="warm-up", daemon=True
+        ).start()
+
+
+def _warm_up(proxy: ClientProxy, instruction: GetPropertiesIns, timeout: float | None) -> None:
+    try:
+        proxy.get_properties(instruction, timeout=timeout, group_id=0)
+    except Exception as error:  # noqa: BLE001  Round 1 meets the same problem and reports it.
+        log.debug("a worker's warm-up failed: %s", error)

@@ -1,0 +1,1 @@
+"""The run's settings: their defaults, the settings object and its command-line flags."""
