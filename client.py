@@ -16,18 +16,9 @@ PROCESS_STARTED = time.perf_counter()
 import argparse
 import sys
 
-from fedmnist.common.cli import (
-    Parser,
-    configure_logging,
-    exit_now,
-    non_negative_int,
-    positive_float,
-    positive_int,
-    require_environment,
-    run_cli,
-    server_address,
-)
+from fedmnist.common.cli import Parser, configure_logging, exit_now, require_environment, run_cli
 from fedmnist.settings import defaults
+from fedmnist.settings.arguments import non_negative_int, positive_float, positive_int, server_address
 from fedmnist.settings.server_settings import add_data_home_argument
 
 
@@ -91,7 +82,7 @@ def main(argv: list[str]) -> None:
     args = parse_args(argv)
     configure_logging(args.verbose)
     from fedmnist.client.flower_client import make_client, run_client
-    from fedmnist.launch.tls import load_root_certificate
+    from fedmnist.common.tls import load_root_certificate
 
     def serve() -> None:
         client = make_client(

@@ -35,7 +35,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--sweep",
         choices=sorted(GRIDS),
         default=None,
-        help="run every setting of this grid in a row, for the same clients (see README, Sweeps)",
+        help="run every setting of this grid in a row, for the same clients (see docs/experiments.md)",
     )
     parser.add_argument("--verbose", action="store_true", help="also show Flower's INFO messages")
     args = parser.parse_args(argv)
@@ -43,7 +43,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if args.runtime == "deployment":
         parser.error(
             "--runtime deployment runs the ServerApp under a SuperLink: use ./run.sh --runtime deployment "
-            "or flwr run (README, Runtimes)"
+            "or flwr run (docs/runtimes.md)"
         )
     if args.tls_dir and args.runtime == "simulation":
         parser.error("--tls-dir needs --runtime classic: a simulation has no connections to protect")
@@ -56,6 +56,7 @@ def main(argv: list[str]) -> None:
     args = parse_args(argv)
     configure_logging(args.verbose)
     from fedmnist.results.run_lock import lock_results
+    from fedmnist.runtimes.local import federation_for
     from fedmnist.server.run import run_server
 
     settings = ServerSettings(**{key: value for key, value in vars(args).items() if key not in ("verbose", "sweep")})
@@ -67,7 +68,7 @@ def main(argv: list[str]) -> None:
 
             run_sweep(settings, args.sweep, PROCESS_STARTED)
         else:
-            run_server(settings, PROCESS_STARTED)
+            run_server(settings, PROCESS_STARTED, federation_for(settings))
 
     run_cli(serve, interrupted=None)  # The stop's own warning said what was saved and how to go on.
     exit_now(0)  # Results are saved; skip the slow TensorFlow/gRPC teardown.

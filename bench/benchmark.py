@@ -12,7 +12,7 @@ Runs, side by side on this machine and in alternation:
 3. the same model trained centrally on the union of the clients' training rows
    for the same number of epochs, for the accuracy comparison.
 
-Prints a report, checks the targets (README, Performance) and writes
+Prints a report, checks the targets (docs/performance.md) and writes
 ``bench/results/benchmark.json``. Exit status 1 if a target is missed.
 """
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A federated MNIST client in plain NumPy: no Flower, no TensorFlow, just JSON over a WebSocket.
 
-It joins a fedmnist run at the dashboard's ``WS /ws`` (README: "Clients over
+It joins a fedmnist run at the dashboard's ``WS /ws`` (docs/dashboard.md: "Clients over
 WebSocket"), receives its share of the training rows, and every round trains
 the global dense network (784-32-10 for ``--model dense32``, 784-128-10 for
 ``mlp``) with Adam, exactly the maths Keras does, then sends the weights back.

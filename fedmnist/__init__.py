@@ -10,9 +10,9 @@ One folder per part of the architecture (docs/architecture.md draws how they fit
 - ``privacy/``: differential privacy and SecAgg+.
 - ``runtimes/``: the Ray simulation, the Deployment Runtime, the ServerApp, ``flwr run``.
 - ``results/``: round records, the live log, History, checkpoints, plots, TensorBoard.
-- ``launch/``: ``./run.sh``'s launcher, TLS certificates and SuperNode keys.
+- ``launch/``: ``./run.sh``'s launcher and SuperNode keys.
 - ``dashboard/``: the live dashboard, its API and the WebSocket clients' relay.
-- ``sweep.py``: grids of runs and their comparison; ``common/``: errors, atomic writes, CLI plumbing.
+- ``sweep.py``: grids of runs and their comparison; ``common/``: errors, atomic writes, CLI plumbing, TLS.
 
 ``server.py``, ``client.py`` and ``run.sh`` (via ``launch.launcher``) are the entry points.
 """

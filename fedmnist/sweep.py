@@ -176,6 +176,7 @@ def setting_root(out: str | Path, grid: str, setting: Setting) -> Path:
 
 def run_sweep(base: ServerSettings, grid: str, process_started: float) -> Path:
     """Run every setting of ``grid`` on the clients already connected; return the comparison table."""
+    from fedmnist.runtimes.local import federation_for
     from fedmnist.server.run import run_server
 
     settings_list = GRIDS[grid].settings
@@ -194,7 +195,7 @@ def run_sweep(base: ServerSettings, grid: str, process_started: float) -> Path:
         _wait_for_free_port(settings.address)
         log.info("sweep %d/%d: %s", index, len(settings_list), setting.name)
         started = time.perf_counter()
-        paths = run_server(settings, process_started if index == 1 else time.perf_counter())
+        paths = run_server(settings, process_started if index == 1 else time.perf_counter(), federation_for(settings))
         summary = json.loads(paths.json.read_text(encoding="utf-8"))
         results.append(_result(setting, summary, time.perf_counter() - started, GRIDS[grid].paper))
     return write_comparison(sweep_root(base.out, grid), grid, results)

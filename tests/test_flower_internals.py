@@ -32,7 +32,7 @@ def test_rays_private_state_lists_actors() -> None:
 
 
 def test_flowers_server_keeps_its_client_manager_and_can_reconnect_clients() -> None:
-    """fedmnist.server.run.ReconnectingServer: Server._client_manager, disconnect_all_clients, reconnect_clients."""
+    """fedmnist.server.federation.ReconnectingServer: Server._client_manager, disconnect_all_clients, reconnect_clients."""
     from flwr.server.client_manager import SimpleClientManager
     from flwr.server.server import Server, reconnect_clients
     from flwr.server.strategy import FedAvg

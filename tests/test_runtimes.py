@@ -300,8 +300,8 @@ def test_a_deployment_run_with_secagg_stopped_by_ctrl_c_resumes_and_writes_what_
 
 def test_a_supernode_whose_key_is_not_registered_is_refused(tmp_path: Path) -> None:
     """A SuperLink with SuperNode authentication (as ./run.sh --runtime deployment starts it) lets no stranger in."""
+    from fedmnist.common.tls import generate_certificates
     from fedmnist.launch.node_keys import ensure_node_keys
-    from fedmnist.launch.tls import generate_certificates
     from fedmnist.runtimes import deployment
 
     generate_certificates(tmp_path / "certs", "localhost")
@@ -361,7 +361,7 @@ def flower_processes_of(marker: object, programs: tuple[bytes, ...] = FLOWER_PRO
 def test_flwr_run_runs_the_app_on_a_local_simulation_and_flwr_stop_ends_exactly_its_superlink(
     tmp_path: Path, data_home: str
 ) -> None:
-    """``./run.sh flwr run .`` as the README shows it, on the SuperLink flwr starts itself; then ``./run.sh flwr-stop``."""
+    """``./run.sh flwr run .`` as docs/runtimes.md shows it, on the SuperLink flwr starts itself; then ``./run.sh flwr-stop``."""
     home, user_home = tmp_path / "flwr-home", tmp_path / "user"
     environment = {
         **os.environ,
@@ -602,7 +602,7 @@ def test_by_default_each_fit_starts_adam_afresh_and_keeps_nothing(
 
 
 def test_a_warm_up_traces_the_model_ahead_and_leaves_the_training_as_it_was(data_home: str) -> None:
-    """The simulation's warm-up message (fedmnist.runtimes.simulation.warm_up_workers): round 1's work, done ahead, then forgotten."""
+    """The simulation's warm-up message (fedmnist.runtimes.grid.warm_up_workers): round 1's work, done ahead, then forgotten."""
     from fedmnist.client.flower_client import WARM_UP, PartitionClient
 
     config: dict[str, Scalar] = {

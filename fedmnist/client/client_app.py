@@ -11,7 +11,7 @@ runs on the classic pair (``fedmnist.client.flower_client``).
 one compiled Trainer per model): in a simulation one Ray worker plays many
 clients in turn and the cache pays off; the Deployment Runtime starts a new
 ``flwr-clientapp`` process for every message, which the cache cannot help
-(README, Runtimes). The cache lives in this importable module because Ray
+(docs/runtimes.md). The cache lives in this importable module because Ray
 pickles functions defined in ``__main__`` by value, so a cache there would
 start empty for every message.
 

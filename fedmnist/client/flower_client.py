@@ -41,8 +41,8 @@ from flwr.common import (
 
 from fedmnist.client.faults import corrupt, fail_if_crashed, fail_if_due
 from fedmnist.common.errors import UserError
+from fedmnist.common.tls import speaks_tls
 from fedmnist.data.sources import ClientData, MnistData, client_shares, load_mnist, share_data, to_float
-from fedmnist.launch.tls import speaks_tls
 from fedmnist.privacy.dp import clip_update
 from fedmnist.settings import defaults  # Flower's methods take a parameter named `config`.
 

@@ -1,6 +1,7 @@
 """Command-line plumbing shared by server.py and client.py.
 
-Argument types that validate, one-line errors instead of tracebacks, and a
+The parser with one-line errors (its argument types are ``fedmnist.settings.arguments``),
+one-line errors instead of tracebacks, stop signals that stop a run cleanly, and a
 console that shows our progress and Flower's warnings without Flower's
 per-message INFO chatter (``--verbose`` brings that back).
 """
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import re
 import shlex
@@ -24,7 +24,6 @@ from concurrent import futures
 from typing import Any, NoReturn, TypeVar
 
 from fedmnist.common.errors import AlreadySaid, UserError
-from fedmnist.settings import defaults
 
 T = TypeVar("T")
 
@@ -33,7 +32,7 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
 # Flower logs these two deprecations on every start; we use the classic runtime on
-# purpose (README, "Why this runtime"), so the long notice is shortened, not hidden.
+# purpose (docs/architecture.md, "Why this runtime"), so the long notice is shortened, not hidden.
 _DEPRECATED_CALLS = ("start_server()", "start_client()", "`run_simulation`")
 
 
@@ -66,109 +65,6 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def partition_spec(text: str) -> str:
-    """A valid ``--partition`` value, normalised (``Dirichlet:0.50`` -> ``dirichlet:0.5``)."""
-    from fedmnist.data.partition import parse_partition  # NumPy: not needed for --help.
-
-    try:
-        return str(parse_partition(text))
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def dataset_spec(text: str) -> str:
-    """A ``--dataset`` value: one of ``defaults.DATASETS``, or ``idx:DIR`` (a folder of MNIST's IDX files)."""
-    prefix = defaults.IDX_PREFIX
-    if text in defaults.DATASETS:
-        return text
-    if text.startswith(prefix) and text[len(prefix) :].strip():
-        folder = os.path.expanduser(text[len(prefix) :])
-        if not os.path.isdir(folder):  # Checked with the flags, before any earlier results are moved.
-            raise argparse.ArgumentTypeError(f"{text}: no such folder")
-        return text
-    raise argparse.ArgumentTypeError(f"choose one of {', '.join(defaults.DATASETS)} or {prefix}DIR, got {text!r}")
-
-
-def run_name(text: str) -> str:
-    """A run's name: one line of at most 80 characters."""
-    name = text.strip()
-    if not name or len(name) > 80 or any(not character.isprintable() for character in name):
-        raise argparse.ArgumentTypeError(f"expected one printable line of 1-80 characters, got {text!r}")
-    return name
-
-
-def positive_int(text: str) -> int:
-    """An integer of at least 1."""
-    value = _parse(int, text, "a whole number")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    """An integer of at least 0."""
-    value = _parse(int, text, "a whole number")
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """A finite number greater than 0."""
-    value = _parse(float, text, "a number")
-    if not 0 < value < math.inf:  # Also rejects nan.
-        raise argparse.ArgumentTypeError(f"must be a finite number greater than 0, got {text}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    """A number of at least 0."""
-    value = _parse(float, text, "a number")
-    if not value >= 0:  # Also rejects nan.
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A number in (0, 1]."""
-    value = _parse(float, text, "a number")
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be greater than 0 and at most 1, got {text}")
-    return value
-
-
-def probability(text: str) -> float:
-    """A number strictly between 0 and 1 (a DP delta)."""
-    value = _parse(float, text, "a number")
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be greater than 0 and less than 1, got {text}")
-    return value
-
-
-def port_number(text: str) -> int:
-    """A TCP port, 1-65535."""
-    value = _parse(int, text, "a port number")
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be in 1-65535, got {value}")
-    return value
-
-
-def server_address(text: str) -> str:
-    """``HOST:PORT`` with a valid port (IPv6 hosts in brackets: ``[::1]:8000``)."""
-    host, separator, port = text.rpartition(":")
-    if not separator or not host:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
-    port_number(port)
-    return text
-
-
-def _parse(kind: Callable[[str], T], text: str, what: str) -> T:
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
 
 
 RESUME_COMMAND = "FEDMNIST_RESUME_COMMAND"  # ./run.sh tells its server how the person would continue the run.
@@ -362,7 +258,7 @@ def _shorten_deprecation_notice(record: logging.LogRecord) -> bool:
                 return False
             _noticed.add(call)
             record.msg, record.args = (
-                "Flower marks %s as deprecated; fedmnist uses it on purpose (see README, Why this runtime).",
+                "Flower marks %s as deprecated; fedmnist uses it on purpose (see docs/architecture.md, Why this runtime).",
                 (call,),
             )
     return True

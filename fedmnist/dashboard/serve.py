@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from fedmnist.common.cli import Parser, port_number, positive_float, run_cli, server_address
+from fedmnist.common.cli import Parser, run_cli
 from fedmnist.common.errors import UserError
 from fedmnist.settings import defaults
+from fedmnist.settings.arguments import port_number, positive_float, server_address
 
 if TYPE_CHECKING:
     import uvicorn
@@ -118,8 +119,8 @@ def partition_ids(text: str) -> tuple[int, ...]:
 
 def federation(args: argparse.Namespace) -> Federation:
     """Where WebSocket participants join, from the flags; an unreadable certificate is a UserError."""
+    from fedmnist.common.tls import load_root_certificate
     from fedmnist.dashboard.participants import Federation
-    from fedmnist.launch.tls import load_root_certificate
 
     root = load_root_certificate(args.flower_root_cert) if args.flower_root_cert else None
     return Federation(

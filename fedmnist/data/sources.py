@@ -304,7 +304,8 @@ def _holdout_split(x: np.ndarray, y: np.ndarray) -> MnistData:
 
 def main(argv: list[str] | None = None) -> None:
     """Fill the cache and print the source ``--dataset`` resolves to."""
-    from fedmnist.common.cli import Parser, dataset_spec, run_cli
+    from fedmnist.common.cli import Parser, run_cli
+    from fedmnist.settings.arguments import dataset_spec
 
     parser = Parser(prog="python -m fedmnist.data.sources", description=main.__doc__)
     parser.add_argument(

@@ -34,7 +34,6 @@ from fedmnist.common.cli import (
     RESUME_COMMAND,
     Parser,
     is_start_up_noise,
-    non_negative_int,
     resume_command_for,
     run_cli,
     take_back_stop_signals,
@@ -46,6 +45,7 @@ from fedmnist.dashboard.serve import add_dashboard_arguments, port_in_use
 from fedmnist.results.archive import RESULT_FOLDERS, archive_earlier_results
 from fedmnist.results.run_lock import ResultsLock, lock_results
 from fedmnist.settings import defaults
+from fedmnist.settings.arguments import non_negative_int
 from fedmnist.settings.server_settings import RUN, ServerSettings, add_setting_arguments, check_setting_arguments
 
 LISTEN_TIMEOUT = 180.0  # Seconds the server may take to start listening.
@@ -181,7 +181,7 @@ class Launcher:
             if archived is not None:
                 print(f"the earlier run's results in {self.out} were moved to {archived}", flush=True)
         if self.args.tls and not (self.certs / "ca.pem").exists():
-            from fedmnist.launch.tls import generate_certificates
+            from fedmnist.common.tls import generate_certificates
 
             generate_certificates(self.certs, "localhost")
             print(f"made development TLS certificates in {self.certs}", flush=True)
@@ -244,8 +244,8 @@ class Launcher:
 
     def _start_deployment(self) -> subprocess.Popen:
         """A SuperLink on --port and a SuperNode per client, then ``flwr run`` of this project: the "server"."""
+        from fedmnist.common.tls import generate_certificates
         from fedmnist.launch.node_keys import ensure_node_keys
-        from fedmnist.launch.tls import generate_certificates
         from fedmnist.runtimes import deployment
         from fedmnist.runtimes.server_app import run_config_from
 
@@ -517,7 +517,7 @@ class Launcher:
             raise UserError(
                 f"{self.args.clients} clients and a server need about {needed:.0f} GB of memory "
                 f"({PROCESS_MEMORY_GB} GB each); {free:.0f} GB is free. Use fewer --clients, "
-                "or run clients on other machines (README)"
+                "or run clients on other machines (docs/runtimes.md)"
             )
 
     def _wait_until_listening(self, server: subprocess.Popen) -> None:
@@ -571,7 +571,7 @@ class Launcher:
         if name in self.services and name.startswith("client_") and _refused_supernode(log_path):
             why = (
                 " (the SuperLink refused this SuperNode: its public key is not registered; "
-                "flwr supernode register KEY.pub, README: A client on another machine)"
+                "flwr supernode register KEY.pub, docs/runtimes.md: A client on another machine)"
             )
         return f"{name} exited with status {returncode}{why}; last lines of {log_path}:\n  {detail}"
 
@@ -606,8 +606,7 @@ def _child_environment() -> dict[str, str]:
 
     All processes share this machine's cores, and the model is small: with
     TensorFlow's default (a thread per core in every process) the processes
-    preempt each other, and rounds took 1.3-1.4x longer on 2 cores (README,
-    Performance). A value the user set wins.
+    preempt each other, and rounds took 1.3-1.4x longer on 2 cores (docs/performance.md). A value the user set wins.
     """
     return {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", **os.environ}
 
@@ -642,7 +641,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     check_only = os.environ.get(CHECK_ONLY) == "1"
     if argv[:1] == ["certs"]:  # ./run.sh certs --host NAME [--out DIR]
-        from fedmnist.launch.tls import main as make_certificates
+        from fedmnist.common.tls import main as make_certificates
 
         return None if check_only else make_certificates(argv[1:])
     if argv[:1] == ["keys"]:  # ./run.sh keys --clients N [--out DIR]

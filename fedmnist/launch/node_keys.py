@@ -50,7 +50,8 @@ def ensure_node_keys(folder: str | Path, count: int) -> list[tuple[Path, Path]]:
 
 def main(argv: list[str] | None = None) -> None:
     """Make SuperNode key pairs for Flower's SuperNode authentication."""
-    from fedmnist.common.cli import Parser, positive_int, run_cli
+    from fedmnist.common.cli import Parser, run_cli
+    from fedmnist.settings.arguments import positive_int
 
     parser = Parser(prog="./run.sh keys", description=main.__doc__)
     parser.add_argument("--clients", type=positive_int, required=True, help="SuperNodes to make key pairs for")

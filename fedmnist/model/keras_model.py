@@ -10,7 +10,7 @@ shape (batch, 10).
 Why not ``model.fit``: at this size Keras's per-call set-up (callbacks, data
 adapters, progress bars) costs more than the arithmetic; one ``tf.function``
 that runs a whole epoch makes a federated round about three times faster (see
-README, Performance). The loop is ordinary Keras: the same model, optimizer
+docs/performance.md). The loop is ordinary Keras: the same model, optimizer
 and loss objects, the same update rule as ``model.fit``.
 """
 

@@ -25,7 +25,7 @@ Under differential privacy (``--dp-noise``, client-side clipping) the
 accounting needs a mean with equal weights: ``secagg_mod`` has each client
 weigh its clipped update 1, and ``max_weight`` is 1. The server cannot check
 a masked update's norm, so the bound then rests on the clients' clipping
-(README, Privacy).
+(docs/privacy.md).
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def _weighed_one(call_next: Any) -> Any:
 def secagg_federation(
     grid: Grid, context: Context, shares: int, threshold: int, timeout: float | None, equal_weights: bool
 ) -> Any:
-    """The federation step of a ServerApp whose rounds train through SecAgg+ (``fedmnist.server.run.Federate``).
+    """The federation step of a ServerApp whose rounds train through SecAgg+ (``fedmnist.runtimes.grid.GridFederation``).
 
     ``equal_weights``: the clients weigh their updates 1 (``secagg_mod`` under DP).
     """

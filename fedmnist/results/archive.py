@@ -1,7 +1,7 @@
 """Earlier runs' results are kept, never overwritten: a new run first moves them aside.
 
 A run writes its results at the top of ``--out`` (``history/``, ``models/``,
-``plots/``, ``checkpoints/``, ``tensorboard/``; ``./run.sh`` adds ``logs/``), where the README
+``plots/``, ``checkpoints/``, ``tensorboard/``; ``./run.sh`` adds ``logs/``), where docs/outputs.md
 says they are. Before it writes anything, the results an earlier run left
 there move, folders and all, to ``OUT/runs/<started>_history_<rounds>/``
 (named after the earlier run's start, from its own files), where the dashboard

@@ -8,7 +8,7 @@ launcher and the archive). One JSON object per line, of four kinds:
   resumed run appends one of its own, after its first;
 - ``{"initial": {...}}``: the starting model on the held-out set (round 0);
 - ``{"connected_clients": N, "time": ...}``: a client connected or left;
-- a round record ``{"round": N, ...}`` (``fedmnist.results.recorder`` lists its keys),
+- a round record ``{"round": N, ...}`` (``fedmnist.server.recorder`` lists its keys),
   which also carries ``connected_clients``.
 
 Lines are appended and flushed one at a time; a crash can at worst cut the

@@ -6,7 +6,7 @@ in ``pyproject.toml``, overridden with ``flwr run . --run-config "rounds=5"``)
 and runs the same ``run_server`` as ``server.py``: update validation, records,
 checkpoints, ``resume``, the live log the dashboard follows and the saved
 results. Only the federation step differs: Flower's Grid instead of the
-classic pair's gRPC server (``fedmnist.server.run.grid_federation``).
+classic pair's gRPC server (``fedmnist.runtimes.grid.GridFederation``).
 """
 
 from __future__ import annotations
@@ -41,7 +41,8 @@ def main(grid: Grid, context: Context) -> None:
     started = time.perf_counter()
     from fedmnist.common.cli import configure_logging
     from fedmnist.results.run_lock import lock_results
-    from fedmnist.server.run import grid_federation, run_server
+    from fedmnist.runtimes.grid import GridFederation
+    from fedmnist.server.run import run_server
 
     configure_logging(verbose=bool(context.run_config.get("verbose", False)))
     # Started by flwr run itself, not by ./run.sh (which says how it was started): the stop message's
@@ -55,7 +56,7 @@ def main(grid: Grid, context: Context) -> None:
         log.info("results go to %s", Path(settings.out).resolve())
         lock = lock_results(settings.out)  # Held for the run: one run per results folder.
         try:
-            run_server(settings, started, federate=grid_federation(grid, context, settings))
+            run_server(settings, started, GridFederation(grid, context, settings))
         finally:
             lock.release()
     except UserError as error:

@@ -9,7 +9,7 @@ virtual clients in turn, one message at a time.
 The clients are the ClientApp (``fedmnist.client.client_app``: its per-worker cache
 is what makes 100-1,000 clients cheap here). The server runs in this process,
 so ``server.py``'s Ctrl-C handling, checkpoints and dashboard work unchanged;
-``flwr run .`` runs the same pair through the ServerApp instead (README).
+``flwr run .`` runs the same pair through the ServerApp instead (docs/runtimes.md).
 
 As on every runtime, the run's settings reach the clients in the fit config
 (the server is their only source). With ``--keep-optimizer`` a virtual client
@@ -24,7 +24,6 @@ import os
 import signal
 import sys
 import threading
-import time
 import warnings
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -33,13 +32,14 @@ from typing import TYPE_CHECKING, Any, Self
 
 from fedmnist.common.cli import wait_for
 from fedmnist.data.sources import DATA_HOME_VARIABLE
+from fedmnist.runtimes.grid import GridFederation
+from fedmnist.server.federation import Federation
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from flwr.common import GetPropertiesIns, Scalar
+    from flwr.common import Scalar
     from flwr.server import Server, ServerApp, ServerConfig
-    from flwr.server.client_proxy import ClientProxy
     from flwr.server.history import History
     from flwr.serverapp import Grid
 
@@ -50,7 +50,6 @@ RAY_STEPS_PER_CPU = 10_000  # Ray counts resources in 1/10,000ths; a share of a 
 # launcher gives a stopping server 30 s (saving included) before it kills it, and a killed server
 # leaves Ray's agents running.
 STOP_JOIN_SECONDS = 10.0
-WARM_UP_WAIT_SECONDS = 30.0  # How long the warm-up waits for Flower to register the virtual clients.
 
 
 def _take_sigterm_back_from_ray() -> None:
@@ -66,8 +65,8 @@ def _take_sigterm_back_from_ray() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
-class SimulationFederation:
-    """The simulation's federation step, with Ray started early: ``with SimulationFederation(...) as federate``.
+class SimulationFederation(Federation):
+    """The simulation's federation step, with Ray started early: ``with SimulationFederation(...) as federation``.
 
     Entering starts Ray in a thread of its own, so its start (about 6 s here)
     overlaps the server's data loading and the import of Flower's simulation
@@ -95,7 +94,8 @@ class SimulationFederation:
         self._ray_up: Future[None] = Future()
         # Done once Ray's workers are starting (or never will): the server's own TensorFlow import waits
         # for it (fedmnist.server.run), so that Ray, then the workers' imports, have the CPU first.
-        self.workers_starting: Future[None] = Future()
+        self._workers_starting: Future[None] = Future()
+        self.workers_starting = self._workers_starting
         self._leave = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._keep_ray, name="ray", daemon=True)
@@ -127,21 +127,19 @@ class SimulationFederation:
                 # (Ray's "core worker has already been shutdown") before it can say how it ended.
         self._leave.set()
         self._thread.join()
-        _settle(self.workers_starting)
+        _settle(self._workers_starting)
 
-    def __call__(self, server: Server, server_config: ServerConfig) -> History | None:
+    def run(self, server: Server, config: ServerConfig, client_config: dict[str, Scalar]) -> History | None:
         """Run ``server`` for its rounds with the virtual clients on Ray; return Flower's History once they are done."""
         from flwr.app import Context
         from flwr.server import ServerApp
-
-        from fedmnist.server.run import grid_federation
 
         rounds: Future[History | None] = Future()
         app = ServerApp()
 
         @app.main()
         def main(grid: Grid, context: Context) -> None:
-            rounds.set_result(grid_federation(grid, context, self.settings)(server, server_config))
+            rounds.set_result(GridFederation(grid, context, self.settings).run(server, config, client_config))
 
         # The simulation's thread imports Flower's simulation while Ray starts, then waits for Ray.
         self._simulation = threading.Thread(target=self._simulate, args=(app, rounds), name="flower-simulation")
@@ -160,7 +158,7 @@ class SimulationFederation:
         try:
             self._run_simulation(server_app, rounds)
         finally:
-            _settle(self.workers_starting)  # Also when the workers never start: the server's TensorFlow waits for it.
+            _settle(self._workers_starting)  # Also when the workers never start: the server's TensorFlow waits for it.
 
     def _run_simulation(self, server_app: ServerApp, rounds: Future[History | None]) -> None:
         try:
@@ -172,7 +170,7 @@ class SimulationFederation:
             return
         if self._ray_up.exception() is not None or self._stopping.is_set():  # Waits for Ray; the federation
             return  # step raises Ray's error, or was stopped meanwhile.
-        _settle(self.workers_starting)  # Flower starts its workers (Ray actors) first thing.
+        _settle(self._workers_starting)  # Flower starts its workers (Ray actors) first thing.
         try:
             run_simulation(
                 server_app=server_app,
@@ -302,45 +300,3 @@ def _local_cpus_per_worker() -> float:
     workers = max(1, cpus - 1)
     # Rounded down to Ray's step, or the last worker would not fit (7 x 8/7 CPUs, rounded up, is over 8).
     return math.floor(cpus / workers * RAY_STEPS_PER_CPU) / RAY_STEPS_PER_CPU
-
-
-def warm_up_workers(grid: Grid, client_config: dict[str, Scalar], settings: ServerSettings) -> None:
-    """Have the simulation's workers get ready for the run now, beside the server's own start-up.
-
-    A Ray worker's first message costs seconds (the data, the model and its
-    tracing, after its TensorFlow import): most of round 1. Sent a warm-up
-    (``ClientCache.warm_up``) as soon as the virtual clients appear, the
-    workers do it while the server imports TensorFlow and evaluates the
-    initial model. One message per client of round 1 reaches every worker
-    round 1 will use; those beyond the first on a worker cost milliseconds.
-    Nothing waits for them: a worker that fails to warm up fails round 1 with
-    the same error, which the round's record then names.
-    """
-    threading.Thread(target=_warm_up_workers, args=(grid, client_config, settings), name="warm-up", daemon=True).start()
-
-
-def _warm_up_workers(grid: Grid, client_config: dict[str, Scalar], settings: ServerSettings) -> None:
-    from flwr.common import GetPropertiesIns
-    from flwr.server.compat.grid_client_proxy import GridClientProxy
-
-    from fedmnist.client.flower_client import WARM_UP
-
-    instruction = GetPropertiesIns({**client_config, WARM_UP: True})
-    count = max(1, math.ceil(settings.clients * settings.fraction_fit))
-    deadline = time.monotonic() + WARM_UP_WAIT_SECONDS
-    nodes = grid.get_node_ids()
-    while not nodes and time.monotonic() < deadline:  # Flower registers them beside the ServerApp's start.
-        time.sleep(0.05)
-        nodes = grid.get_node_ids()
-    for node_id in sorted(nodes)[:count]:
-        proxy = GridClientProxy(node_id, grid, grid.run.run_id)
-        threading.Thread(
-            target=_warm_up, args=(proxy, instruction, settings.round_timeout), name="warm-up", daemon=True
-        ).start()
-
-
-def _warm_up(proxy: ClientProxy, instruction: GetPropertiesIns, timeout: float | None) -> None:
-    try:
-        proxy.get_properties(instruction, timeout=timeout, group_id=0)
-    except Exception as error:  # noqa: BLE001  Round 1 meets the same problem and reports it.
-        log.debug("a worker's warm-up failed: %s", error)

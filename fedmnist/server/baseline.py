@@ -58,13 +58,14 @@ def train_centrally(
 
 def main(argv: list[str] | None = None) -> None:
     """Train the model centrally on the rows a run's clients would hold; held-out accuracy after each epoch."""
-    from fedmnist.common.cli import Parser, dataset_spec, partition_spec, positive_float, positive_int, run_cli
+    from fedmnist.common.cli import Parser, run_cli
     from fedmnist.data.sources import load_mnist
+    from fedmnist.settings.arguments import dataset_spec, partition_spec, positive_float, positive_int
 
     parser = Parser(
         prog="./run.sh central",
         description="Train the model centrally on the rows a run's clients "
-        "would hold; held-out accuracy after each epoch. The reference the README's tables quote.",
+        "would hold; held-out accuracy after each epoch. The reference the experiments page's tables quote (docs/experiments.md).",
     )
     parser.add_argument(
         "--dataset",

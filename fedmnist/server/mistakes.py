@@ -2,7 +2,7 @@
 
 Both come from the probabilities of the server's own held-out evaluation
 (``Trainer.evaluate_with_probabilities``, the same forward pass), so every
-round can afford them: about 1 ms a round here on 1,000 rows (README, Outputs).
+round can afford them: about 1 ms a round here on 1,000 rows (docs/outputs.md).
 """
 
 from __future__ import annotations

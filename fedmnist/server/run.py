@@ -1,42 +1,38 @@
 """The server side of a run on any runtime: data, model, strategy, federation, results.
 
-``run_server`` is what ``server.py`` (and the ServerApp, ``fedmnist.runtimes.server_app``)
-calls. Everything but the federation step is the same on every runtime; that
-step is a ``Federate`` function: Flower's classic ``start_server`` (grpc-bidi;
-see README, Why this runtime), the in-process Simulation Runtime
-(``fedmnist.runtimes.simulation``) or a ServerApp's Grid (``grid_federation``). Then it
-saves the History, a JSON summary, the final model and the plots.
+``run_server`` is what ``server.py``, sweeps and the ServerApp (``fedmnist.runtimes.server_app``)
+call. Everything but the federation step is the same on every runtime; that step is the
+``Federation`` the caller chose (``fedmnist.server.federation``): Flower's classic
+``start_server``, the in-process Simulation Runtime or a ServerApp's Grid
+(``fedmnist.runtimes``). Then it saves the History, a JSON summary, the final model and the plots.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from flwr.common import NDArrays, ReconnectIns, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
-from flwr.server import Server, ServerConfig, start_server
+from flwr.common import NDArrays, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.server import ServerConfig
 from flwr.server.history import History
-from flwr.server.server import reconnect_clients
 from flwr.server.strategy import Strategy
 from flwr.supercore.address import is_port_in_use
 
 from fedmnist.common.atomic import write_text_atomic
-from fedmnist.common.cli import ignore_stop_signals, resume_command, take_back_stop_signals
+from fedmnist.common.cli import ignore_stop_signals, resume_command
 from fedmnist.common.errors import UserError
+from fedmnist.common.tls import load_server_certificates
 from fedmnist.data.idx import find_idx_files
 from fedmnist.data.partition import label_histograms, parse_partition, partition_rows
 from fedmnist.data.sources import MnistData, load_mnist, to_float, validation_size
-from fedmnist.launch.tls import load_server_certificates
 from fedmnist.privacy.dp import CLIP_TOLERANCE, DpSettings, PrivacyBudgetSpent, PrivacyLedger, private
 from fedmnist.results.archive import archive_earlier_results
 from fedmnist.results.checkpoint import (
@@ -49,36 +45,28 @@ from fedmnist.results.checkpoint import (
 from fedmnist.results.history import history_from_records, save_history
 from fedmnist.results.live_log import Header, LiveLogWriter
 from fedmnist.results.paths import RunPaths
-from fedmnist.results.recorder import RoundRecorder
 from fedmnist.results.tensorboard import write_scalars
 from fedmnist.server.baseline import train_centrally
 from fedmnist.server.client_manager import WaitingClientManager
+from fedmnist.server.federation import AppServer, Federation, ReconnectingServer
 from fedmnist.server.mistakes import confusion_matrix, worst_mistakes
-from fedmnist.server.run_strategy import RunStrategy, TrainingStalled
+from fedmnist.server.recorder import RoundRecorder
+from fedmnist.server.run_strategy import RunStrategy
 from fedmnist.server.strategies import build_strategy, centralized_evaluate_fn, fit_config
 from fedmnist.server.validation import UpdateValidator
 from fedmnist.settings import defaults
 from fedmnist.settings.server_settings import ServerSettings, dp_problem, secagg_problem
 
 if TYPE_CHECKING:
-    from flwr.app import Context
-    from flwr.serverapp import Grid
-
     from fedmnist.model.keras_model import Trainer
 
 log = logging.getLogger(__name__)
-RECONNECT_SECONDS = 1  # How long sweep clients wait before connecting to the next run's server.
 
 
-Federate = Callable[[Server, ServerConfig], "History | None"]
-"""Runs a Flower ``Server`` for its rounds on one runtime; returns Flower's History if it gives one."""
-
-
-def run_server(settings: ServerSettings, process_started: float, federate: Federate | None = None) -> RunPaths:
+def run_server(settings: ServerSettings, process_started: float, federation: Federation) -> RunPaths:
     """Run the whole federation (or its remaining rounds, with ``resume``) and save its results.
 
-    ``federate`` is the runtime's federation step; by default the one
-    ``settings.runtime`` names (the classic pair or the in-process simulation).
+    ``federation`` is the runtime's federation step, which the caller chose.
 
     The caller holds the results lock on ``settings.out`` (``fedmnist.results.run_lock``).
     A run that stops early (Ctrl-C, SIGTERM, an error in a round) saves the
@@ -101,14 +89,18 @@ def run_server(settings: ServerSettings, process_started: float, federate: Feder
             log.info("the earlier run's results in %s were moved to %s", paths.root, archived)
     paths.check_writable()
     # The simulation starts Ray now, beside the data loading and the TensorFlow import.
-    with _runtime_federation(settings) if federate is None else nullcontext(federate) as federation:
+    with federation:
         return _run(settings, process_started, paths, checkpoint, federation)
 
 
 def _run(
-    settings: ServerSettings, process_started: float, paths: RunPaths, checkpoint: Checkpoint | None, federate: Federate
+    settings: ServerSettings,
+    process_started: float,
+    paths: RunPaths,
+    checkpoint: Checkpoint | None,
+    federation: Federation,
 ) -> RunPaths:
-    """``run_server`` once its checks passed: data, model, strategy, the rounds through ``federate``, results."""
+    """``run_server`` once its checks passed: data, model, strategy, the rounds through ``federation``, results."""
     data_started = time.perf_counter()
     data = load_mnist(settings.dataset, settings.data_home)
     data_seconds = time.perf_counter() - data_started
@@ -133,7 +125,7 @@ def _run(
     # that starts workers of its own (the simulation's Ray) has the CPU first: they import
     # TensorFlow too, and round 1 waits for theirs, not for this one (fedmnist.runtimes.simulation).
     trainer = ThreadPoolExecutor(max_workers=1).submit(
-        _build_trainer, settings.seed, settings.model, getattr(federate, "workers_starting", None)
+        _build_trainer, settings.seed, settings.model, federation.workers_starting
     )
     evaluator = HeldOutEvaluator(trainer, data)
     strategy = RunStrategy(
@@ -192,7 +184,7 @@ def _run(
 
     try:
         history, final_weights = _federate(
-            settings, strategy, client_config(0), settings.rounds - done, paths.round_log, federate
+            settings, strategy, client_config(0), settings.rounds - done, paths.round_log, federation
         )
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM (fedmnist.common.cli.take_back_stop_signals).
         ignore_stop_signals()  # A second Ctrl-C must not cut the saving short.
@@ -473,9 +465,9 @@ def _federate(
     client_config: dict[str, Scalar],
     num_rounds: int,
     round_log: Path,
-    federate: Federate,
+    federation: Federation,
 ) -> tuple[History | None, NDArrays]:
-    """Run ``num_rounds`` rounds with ``federate``; return Flower's History (if it gives one) and the final weights.
+    """Run ``num_rounds`` rounds with ``federation``; return Flower's History (if it gives one) and the final weights.
 
     Each client connecting or leaving appends ``{"connected_clients": N, "time": ...}``
     to the live log, so the dashboard shows clients arriving before round 1.
@@ -488,112 +480,9 @@ def _federate(
     )
     server_class = ReconnectingServer if settings.keep_clients else AppServer
     server = server_class(client_manager=manager, strategy=strategy)
-    server.client_config = client_config
     server_config = ServerConfig(num_rounds=num_rounds, round_timeout=settings.round_timeout)
-    history = federate(server, server_config)
+    history = federation.run(server, server_config, client_config)
     return history, parameters_to_ndarrays(server.parameters)
-
-
-def _runtime_federation(settings: ServerSettings) -> AbstractContextManager[Federate]:
-    """The federation step of ``settings.runtime`` when this process runs it: the classic pair or the simulation."""
-    if settings.runtime == "simulation":
-        from fedmnist.runtimes.simulation import SimulationFederation
-
-        log.info("Flower Simulation Runtime: %d rounds, %d virtual clients", settings.rounds, settings.clients)
-        return SimulationFederation(settings)
-    if settings.runtime != "classic":
-        raise UserError(
-            f"the {settings.runtime} runtime runs the ServerApp (fedmnist.runtimes.server_app), not server.py"
-        )
-
-    def classic(server: Server, server_config: ServerConfig) -> History:
-        log.info(
-            "Flower server on %s (%s): %d rounds, waiting for %d clients",
-            settings.address,
-            "TLS" if settings.tls_dir else "no TLS",
-            settings.rounds,
-            settings.clients,
-        )
-        certificates = load_server_certificates(settings.tls_dir) if settings.tls_dir else None
-        return start_server(
-            server_address=settings.address, server=server, certificates=certificates, config=server_config
-        )
-
-    return nullcontext(classic)
-
-
-def grid_federation(grid: Grid, context: Context, settings: ServerSettings) -> Federate:
-    """The federation step of a ServerApp: Flower's legacy ``Server`` driven through the run's Grid.
-
-    The Grid is the ServerApp's link to the clients on the Simulation or the
-    Deployment Runtime; ``start_grid`` registers each SuperNode with the
-    server's client manager as it appears, so waiting for clients, sampling and
-    timeouts behave as on the classic pair. With ``--secagg`` Flower's SecAgg+
-    workflow drives the same strategy and client manager instead
-    (``fedmnist.privacy.secagg``).
-    """
-    from flwr.server.compat import start_grid
-
-    if settings.secagg:
-        from fedmnist.privacy.secagg import secagg_federation
-
-        federation = secagg_federation(
-            grid,
-            context,
-            settings.secagg_shares,
-            settings.secagg_threshold,
-            settings.round_timeout,
-            equal_weights=settings.dp_noise is not None,
-        )
-    else:
-
-        def federation(server: Server, server_config: ServerConfig) -> History:
-            return start_grid(grid=grid, server=server, config=server_config)
-
-    if settings.runtime != "simulation":
-        return federation  # The Deployment Runtime starts a process per message: nothing would stay warm.
-
-    def warmed_up(server: Server, server_config: ServerConfig) -> History:
-        from fedmnist.runtimes.simulation import warm_up_workers
-
-        warm_up_workers(grid, cast("AppServer", server).client_config, settings)
-        return federation(server, server_config)
-
-    return warmed_up
-
-
-class AppServer(Server):
-    """Flower's server, with Ctrl-C and SIGTERM handled by this app rather than by Flower.
-
-    ``start_server`` installs handlers that stop gRPC and force the process to
-    exit 5 s later, which can cut the saving of the completed rounds short (and
-    a second signal then printed "Signal 15 ignored due to race condition").
-    ``fit`` runs on the main thread right after, so it takes the signals back:
-    they raise KeyboardInterrupt, which ``run_server`` turns into partial results.
-    """
-
-    client_config: dict[str, Scalar]  # What clients get with round 0's messages: the run's settings for them.
-
-    def fit(self, num_rounds: int, timeout: float | None) -> tuple[History, float]:
-        if threading.current_thread() is threading.main_thread():  # The simulation runs it in a thread of its own.
-            take_back_stop_signals()
-        try:
-            return super().fit(num_rounds, timeout)
-        except (PrivacyBudgetSpent, TrainingStalled):  # The run strategy ended the run: the caller says why.
-            return History(), 0.0
-
-
-class ReconnectingServer(AppServer):
-    """Flower's server, but at the end it asks clients to come back shortly, not to leave.
-
-    Flower's grpc-bidi client sleeps for the reconnect message's seconds and then
-    connects again, to the next run's server on the same address.
-    """
-
-    def disconnect_all_clients(self, timeout: float | None) -> None:
-        clients = list(self._client_manager.all().values())
-        instruction = ReconnectIns(seconds=RECONNECT_SECONDS)
-        reconnect_clients([(client, instruction) for client in clients], max_workers=self.max_workers, timeout=timeout)
 
 
 def _summary(

@@ -11,7 +11,7 @@ Flower strategy (``fedmnist.server.strategies.build_strategy``, the *aggregator*
    Flower decides: sampling, the new weights, the metrics; the new weights
    keep the model's own dtypes (FedAdam and FedYogi compute in float64, and
    float64 global weights would make validation refuse every float32 update);
-3. **record**: the round's numbers go to the live log (``fedmnist.results.recorder``),
+3. **record**: the round's numbers go to the live log (``fedmnist.server.recorder``),
    with the privacy spent so far when the run is differentially private
    (``ledger``, ``fedmnist.privacy.dp``: a round that would spend past the
    budget is not started, ``PrivacyBudgetSpent``);
@@ -58,7 +58,7 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
 from fedmnist.privacy.dp import PrivacyBudgetSpent, PrivacyLedger
-from fedmnist.results.recorder import RoundRecorder
+from fedmnist.server.recorder import RoundRecorder
 from fedmnist.server.validation import UpdateValidator
 from fedmnist.settings import defaults
 

@@ -67,7 +67,7 @@ LEARNING_RATE = 0.001  # Adam.
 
 # Model.
 MODELS = ("mlp", "dense32", "cnn", "2nn", "cnn-paper")
-MODEL = "mlp"  # Best accuracy per second of the default run here (README, Models).
+MODEL = "mlp"  # Best accuracy per second of the default run here (docs/configuration.md, Models).
 HIDDEN_UNITS = 128  # Of the mlp: 784-128-10.
 NUM_CLASSES = 10
 IMAGE_PIXELS = 784  # 28 x 28, flattened.

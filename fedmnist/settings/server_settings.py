@@ -21,7 +21,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from fedmnist.common.cli import (
+from fedmnist.settings import defaults
+from fedmnist.settings.arguments import (
     dataset_spec,
     fraction,
     non_negative_float,
@@ -32,7 +33,6 @@ from fedmnist.common.cli import (
     probability,
     run_name,
 )
-from fedmnist.settings import defaults
 
 RUN = "run"  # server.py and ./run.sh take the flag (./run.sh passes it on to server.py).
 SERVER = "server"  # Only server.py: ./run.sh decides it itself (the interface, TLS files, waiting).
@@ -84,7 +84,7 @@ class ServerSettings:
         defaults.DATASET,
         "data source: auto = MNIST from OpenML if reachable or cached, else the "
         "offline 5k subset; openml; mnist-5k; fashion-mnist (OpenML, else Debian's "
-        "dataset-fashion-mnist); or idx:DIR, a folder of MNIST's four IDX files (README, Data)",
+        "dataset-fashion-mnist); or idx:DIR, a folder of MNIST's four IDX files (docs/configuration.md, Data)",
         type=dataset_spec,
     )
     seed: int = setting(defaults.SEED, "seed of the client partitions and the initial model", type=int)
@@ -112,7 +112,7 @@ class ServerSettings:
         defaults.RUNTIME,
         "classic: a process per client (fastest for a few); simulation: "
         "virtual clients on Ray workers, for 100-1,000 clients on one machine; deployment: a "
-        "SuperLink and a SuperNode per client (README, Runtimes)",
+        "SuperLink and a SuperNode per client (docs/runtimes.md)",
         choices=defaults.RUNTIMES,
         run_config=False,
     )
@@ -167,7 +167,7 @@ class ServerSettings:
         None,
         "differential privacy: the Gaussian noise multiplier Z; each round's "
         "average of clipped updates gets noise of std Z x clip / clients averaged "
-        "(README, Privacy; default: no DP)",
+        "(docs/privacy.md; default: no DP)",
         type=positive_float,
         none_as=0.0,
     )
@@ -196,7 +196,7 @@ class ServerSettings:
     secagg: bool = setting(
         False,
         "secure aggregation with Flower's SecAgg+: the server sees only the sum of the "
-        "sampled clients' updates, never one alone (--runtime simulation or deployment; README, Privacy)",
+        "sampled clients' updates, never one alone (--runtime simulation or deployment; docs/privacy.md)",
     )
     secagg_shares: int = setting(
         defaults.SECAGG_SHARES,
@@ -225,7 +225,7 @@ class ServerSettings:
     keep_optimizer: bool = setting(
         False,
         "clients keep Adam's step count and moments from round to round instead "
-        "of starting Adam afresh each round as FedAvg's clients do (README, Local training)",
+        "of starting Adam afresh each round as FedAvg's clients do (docs/configuration.md, Local training)",
     )
     tls_dir: str | None = setting(
         None,
@@ -364,7 +364,7 @@ def dp_problem(settings: Any) -> str:
     if settings.dp_noise is not None and settings.strategy not in defaults.DP_STRATEGIES:
         return (
             f"--dp-noise needs --strategy {' or '.join(defaults.DP_STRATEGIES)}: the privacy accounting holds "
-            f"for a plain mean of clipped updates, which {settings.strategy} is not (README, Privacy)"
+            f"for a plain mean of clipped updates, which {settings.strategy} is not (docs/privacy.md)"
         )
     return ""
 

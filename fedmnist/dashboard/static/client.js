@@ -1,5 +1,5 @@
 // A federated MNIST client in a browser tab: joins the run at /ws and trains with TensorFlow.js.
-// The protocol (README, "Clients over WebSocket"; /docs, Schemas): join -> welcome -> data ->
+// The protocol (docs/dashboard.md, "Clients over WebSocket"; the API's /docs, Schemas): join -> welcome -> data ->
 // (fit -> fit_result, evaluate -> evaluate_result) per round -> end.
 // Query parameters: ?name=NAME and ?partition=ID (default: the lowest free place).
 "use strict";

@@ -1,6 +1,6 @@
 """Development TLS certificates, and the checks made before serving or connecting with them.
 
-``./run.sh certs --host NAME`` (or ``python -m fedmnist.launch.tls``) writes a
+``./run.sh certs --host NAME`` (or ``python -m fedmnist.common.tls``) writes a
 development certificate authority and a server certificate for NAME (plus
 ``localhost`` and ``127.0.0.1``) signed by it: ``ca.pem``, ``server.pem`` and
 ``server.key``. ``server.py --tls-dir DIR`` serves with them; ``client.py

@@ -1,0 +1,57 @@
+"""The runtimes ``server.py`` runs in its own process: the classic pair, or the in-process simulation.
+
+``federation_for`` is how ``server.py`` and sweeps pick one from ``--runtime``; the Deployment
+Runtime runs the ServerApp instead (``fedmnist.runtimes.server_app``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flwr.common import Scalar
+from flwr.server import Server, ServerConfig, start_server
+from flwr.server.history import History
+
+from fedmnist.common.errors import UserError
+from fedmnist.common.tls import load_server_certificates
+from fedmnist.server.federation import Federation
+from fedmnist.settings.server_settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+class ClassicFederation(Federation):
+    """Flower's classic ``start_server`` (grpc-bidi) on ``--port``, with TLS when ``--tls`` made certificates.
+
+    Flower marks it deprecated; it is kept because it costs about 0.02 s a round here and SecAgg+
+    and the app's clients work on it (docs/architecture.md, Why this runtime).
+    """
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+
+    def run(self, server: Server, config: ServerConfig, client_config: dict[str, Scalar]) -> History:
+        settings = self.settings
+        log.info(
+            "Flower server on %s (%s): %d rounds, waiting for %d clients",
+            settings.address,
+            "TLS" if settings.tls_dir else "no TLS",
+            settings.rounds,
+            settings.clients,
+        )
+        certificates = load_server_certificates(settings.tls_dir) if settings.tls_dir else None
+        return start_server(server_address=settings.address, server=server, certificates=certificates, config=config)
+
+
+def federation_for(settings: ServerSettings) -> Federation:
+    """The federation step ``settings.runtime`` names, for a run in this process."""
+    if settings.runtime == "simulation":
+        from fedmnist.runtimes.simulation import SimulationFederation
+
+        log.info("Flower Simulation Runtime: %d rounds, %d virtual clients", settings.rounds, settings.clients)
+        return SimulationFederation(settings)
+    if settings.runtime != "classic":
+        raise UserError(
+            f"the {settings.runtime} runtime runs the ServerApp (fedmnist.runtimes.server_app), not server.py"
+        )
+    return ClassicFederation(settings)
