@@ -20,7 +20,7 @@ def test_union_holds_every_clients_training_rows_but_no_validation_rows(mnist_5k
 
 @pytest.mark.slow
 def test_run_sh_central_prints_the_reference_the_readme_quotes(data_home: str) -> None:
-    """``./run.sh central``: the command behind the README's central reference (88.3%), on a small slice."""
+    """``./run.sh central``: the command behind the experiments page's central reference (88.3%), on a small slice."""
     done = subprocess.run(
         [
             str(PROJECT_ROOT / "run.sh"),
@@ -53,9 +53,9 @@ def test_run_sh_central_prints_the_reference_the_readme_quotes(data_home: str) -
     assert lines[3:] == [f"best held-out accuracy {epochs[1]:.1f}% (epoch 2 of 2)"]
 
 
-def test_the_readme_quotes_the_central_reference_with_its_command() -> None:
-    readme = (PROJECT_ROOT / "README.md").read_text()
-    assert "./run.sh central --dataset fashion-mnist --clients 100 --model 2nn --batch-size 10 --epochs 10" in readme
+def test_the_experiments_page_quotes_the_central_reference_with_its_command() -> None:
+    page = (PROJECT_ROOT / "docs" / "experiments.md").read_text()
+    assert "./run.sh central --dataset fashion-mnist --clients 100 --model 2nn --batch-size 10 --epochs 10" in page
 
 
 def test_train_centrally_reports_a_curve_per_round_that_learns(mnist_5k) -> None:

@@ -670,7 +670,7 @@ def test_server_holds_fifty_clients_through_five_rounds(tmp_path: Path, data_hom
 
 
 def test_client_with_the_wrong_ca_or_no_tls_cannot_connect(tmp_path: Path, data_home: str) -> None:
-    from fedmnist.launch.tls import generate_certificates
+    from fedmnist.common.tls import generate_certificates
 
     generate_certificates(tmp_path / "real", "localhost")
     generate_certificates(tmp_path / "other", "localhost")

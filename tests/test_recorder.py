@@ -14,7 +14,7 @@ from flwr.server.strategy import FedAvg
 
 from conftest import IdleClient
 from fedmnist.results.live_log import read_live_log
-from fedmnist.results.recorder import RoundRecorder, progress_line
+from fedmnist.server.recorder import RoundRecorder, progress_line
 from fedmnist.server.run_strategy import RunStrategy
 from fedmnist.server.strategies import weighted_average
 from fedmnist.server.validation import UpdateValidator
@@ -159,7 +159,7 @@ def test_round_zero_is_logged_once_and_rounds_count_the_connected_clients(tmp_pa
 
 
 def test_a_reason_many_clients_failed_for_is_said_once_with_their_count(caplog: pytest.LogCaptureFixture) -> None:
-    from fedmnist.results.recorder import _log_failures
+    from fedmnist.server.recorder import _log_failures
 
     with caplog.at_level(logging.WARNING, logger="fedmnist"):
         _log_failures(2, "training", [*[RuntimeError("gave up")] * 4, TimeoutError()])

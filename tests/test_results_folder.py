@@ -26,8 +26,8 @@ def test_result_files_get_the_mode_the_umask_gives(tmp_path: Path) -> None:
 
 
 def test_secrets_are_owner_only_while_written_not_only_after_the_move(tmp_path: Path) -> None:
+    from fedmnist.common.tls import KEY_FILE, generate_certificates
     from fedmnist.launch.node_keys import ensure_node_keys
-    from fedmnist.launch.tls import KEY_FILE, generate_certificates
 
     modes_while_written = []
     previous = os.umask(0o022)

@@ -15,7 +15,7 @@ from flwr.server.strategy import FedAvg
 
 from conftest import IdleClient
 from fedmnist.results.live_log import read_live_log
-from fedmnist.results.recorder import RoundRecorder
+from fedmnist.server.recorder import RoundRecorder
 from fedmnist.server.run_strategy import RunStopped, RunStrategy
 from fedmnist.server.strategies import build_strategy
 from fedmnist.server.validation import UpdateValidator

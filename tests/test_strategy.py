@@ -117,9 +117,10 @@ def test_fedavgm_takes_the_server_momentum_and_learning_rate_it_is_given() -> No
     assert (tuned.server_momentum, tuned.server_learning_rate) == (0.5, 0.3)
 
 
-def test_the_readme_lists_exactly_the_strategies_and_models_the_suite_proves_train() -> None:
-    """The README's flag table names what the sweep test (every strategy trains every round) and the model tests run."""
-    lines = (PROJECT_ROOT / "README.md").read_text().splitlines()
+@pytest.mark.parametrize("page", ["README.md", "docs/configuration.md"])
+def test_the_flag_tables_list_exactly_the_strategies_and_models_the_suite_proves_train(page: str) -> None:
+    """The flag tables name what the sweep test (every strategy trains every round) and the model tests run."""
+    lines = (PROJECT_ROOT / page).read_text().splitlines()
     rows = {
         flag: next(line.split("|")[3] for line in lines if line.startswith(f"| {flag} | `"))
         for flag in ("`--strategy`", "`--model`")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from fedmnist.common.errors import UserError
-from fedmnist.launch.tls import generate_certificates, load_root_certificate, load_server_certificates
+from fedmnist.common.tls import generate_certificates, load_root_certificate, load_server_certificates
 
 
 def test_generated_certificates_belong_together(tmp_path: Path) -> None:
