@@ -81,7 +81,7 @@ def main(argv: list[str]) -> None:
     require_environment("client.py")
     args = parse_args(argv)
     configure_logging(args.verbose)
-    from fedmnist.client.flower_client import make_client, run_client
+    from fedmnist.client.classic import make_client, run_client
     from fedmnist.common.tls import load_root_certificate
 
     def serve() -> None:

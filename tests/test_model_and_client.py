@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from flwr.common import Scalar
 
-from fedmnist.client.flower_client import RUN_SETTINGS, MnistClient, SettingsMismatch, make_client
+from fedmnist.client.classic import make_client
+from fedmnist.client.flower_client import RUN_SETTINGS, MnistClient, SettingsMismatch
 from fedmnist.data.sources import client_data, to_float
 from fedmnist.model.keras_model import Trainer, build_model, proximal_term, save_model
 

@@ -6,26 +6,20 @@ from pathlib import Path
 
 import pytest
 
-from fedmnist.results.history import save_history
-from fedmnist.results.paths import RunPaths
-from fedmnist.results.plots import (
-    HELD_OUT,
-    TRAINING,
-    VALIDATION,
+from fedmnist.results.client_plots import (
     client_curves,
     client_rows,
     client_spread,
     confidence_label,
-    describe_run,
-    history_figure,
-    main,
     plot_clients,
-    plot_comparison,
     plot_confusion,
-    plot_history,
     plot_label_histograms,
     plot_mistakes,
 )
+from fedmnist.results.figures import describe_run
+from fedmnist.results.history import save_history
+from fedmnist.results.paths import RunPaths
+from fedmnist.results.plots import HELD_OUT, TRAINING, VALIDATION, history_figure, main, plot_comparison, plot_history
 from test_history import sample_history
 
 SUMMARY = {

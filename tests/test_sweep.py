@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from flwr.common import Scalar
 
-from fedmnist.client.flower_client import make_client
+from fedmnist.client.classic import make_client
 from fedmnist.launch.launcher import parse_args
 from fedmnist.sweep import GRIDS, Setting, comparison_table, target_for
 

@@ -6,42 +6,24 @@ is the client of one partition on every runtime: it knows only its
 run's other settings (dataset, seed, partition scheme, model, local training)
 come from the server with every message, and ``ClientCache`` keeps what they
 make (data, cut shares, compiled trainers) for the process's later messages.
-``run_client`` connects a ``PartitionClient`` to a classic Flower server with
-``flwr.client.start_client`` (grpc-bidi); ``fedmnist.client.client_app`` serves it as
-the ClientApp.
+``fedmnist.client.classic`` connects a ``PartitionClient`` to a classic Flower server
+(``client.py``); ``fedmnist.client.client_app`` serves it as the ClientApp.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import grpc
 import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, RecordDict
-from flwr.client import Client, NumPyClient
-from flwr.common import (
-    Code,
-    EvaluateIns,
-    EvaluateRes,
-    FitIns,
-    FitRes,
-    GetParametersIns,
-    GetParametersRes,
-    GetPropertiesIns,
-    GetPropertiesRes,
-    NDArrays,
-    Parameters,
-    Scalar,
-    Status,
-)
+from flwr.client import NumPyClient
+from flwr.common import NDArrays, Scalar
 
 from fedmnist.client.faults import corrupt, fail_if_crashed, fail_if_due
 from fedmnist.common.errors import UserError
-from fedmnist.common.tls import speaks_tls
 from fedmnist.data.sources import ClientData, MnistData, client_shares, load_mnist, share_data, to_float
 from fedmnist.privacy.dp import clip_update
 from fedmnist.settings import defaults  # Flower's methods take a parameter named `config`.
@@ -50,7 +32,6 @@ if TYPE_CHECKING:  # TensorFlow loads when a process builds its first model: imp
     from fedmnist.model.keras_model import Trainer
 
 log = logging.getLogger(__name__)
-RETRY_SECONDS = 0.5  # Pause between attempts to reach an unreachable server.
 OPTIMIZER_STATE = "optimizer"  # The client's state: Adam's variables after its latest fit.
 STATE_OWNER = "optimizer-run"  # The client's state: the run-id those variables belong to.
 WARM_UP = "warm-up"  # A get_properties config key: prepare this process for the run (ClientCache.warm_up).
@@ -114,6 +95,10 @@ class MnistClient(NumPyClient):
         metrics = {"accuracy": result.accuracy, "loss": result.loss, **self.identity}
         metrics["evaluate_seconds"] = time.perf_counter() - started
         return result.loss, len(self.y_val), metrics
+
+
+class SettingsMismatch(UserError):
+    """The server cuts the training rows into another number of partitions than this client was started with."""
 
 
 class ClientCache:
@@ -310,121 +295,3 @@ class PartitionClient(NumPyClient):
 def _shuffle_seed(seed: int, partition_id: int, server_round: int) -> Sequence[int]:
     """Every client, every round, its own reproducible order of examples."""
     return (seed, partition_id, server_round)
-
-
-def make_client(
-    *,
-    partition_id: int,
-    num_partitions: int,
-    data_home: str | None = None,
-    process_started: float | None = None,
-    fault: str | None = None,
-) -> PartitionClient:
-    """``client.py``'s client: partition ``partition_id`` of ``num_partitions``, its state kept in this process.
-
-    ``process_started`` (a ``time.perf_counter()`` reading taken when the
-    process began) lets the client report how long its start-up took.
-    """
-    importlib.import_module("fedmnist.model.keras_model")  # TensorFlow now, while the server starts, not in round 1.
-
-    startup = None if process_started is None else time.perf_counter() - process_started
-    log.info(
-        "client %d/%d ready; the server's first message says the data, partition scheme and model",
-        partition_id,
-        num_partitions,
-    )
-    return PartitionClient(
-        partition_id,
-        num_partitions,
-        None,
-        ClientCache(data_home),
-        fault=fault,
-        startup_seconds=startup,
-        clips_updates=True,
-    )
-
-
-class SettingsMismatch(UserError):
-    """The server cuts the training rows into another number of partitions than this client was started with."""
-
-
-class GuardedClient(Client):
-    """``PartitionClient`` as a Flower ``Client`` that refuses a run whose settings differ from its own.
-
-    The refusal goes back to the server as a result with a failed status and the
-    reason, so the server's round record and console name it; the client then
-    leaves (``SettingsMismatch``, a one-line error) at the server's next message.
-    Flower's grpc-bidi client cannot leave between messages, only inside one.
-    """
-
-    def __init__(self, client: PartitionClient) -> None:
-        self.client = client
-        self.inner = client.to_client()
-        self.refused = ""
-
-    def get_properties(self, ins: GetPropertiesIns) -> GetPropertiesRes:
-        return self.inner.get_properties(ins)
-
-    def get_parameters(self, ins: GetParametersIns) -> GetParametersRes:
-        self._leave_if_refused()
-        return self.inner.get_parameters(ins)
-
-    def fit(self, ins: FitIns) -> FitRes:
-        if self._refuse(ins.config):
-            return FitRes(Status(Code.FIT_NOT_IMPLEMENTED, self.refused), Parameters([], ""), 0, {})
-        return self.inner.fit(ins)
-
-    def evaluate(self, ins: EvaluateIns) -> EvaluateRes:
-        if self._refuse(ins.config):
-            return EvaluateRes(Status(Code.EVALUATE_NOT_IMPLEMENTED, self.refused), 0.0, 0, {})
-        return self.inner.evaluate(ins)
-
-    def _refuse(self, config: dict[str, Scalar]) -> bool:
-        self._leave_if_refused()
-        problem = self.client.settings_problem(config)
-        if problem:
-            self.refused = f"refused: settings differ from the server's ({problem})"
-            log.error("this client %s; restart it with the server's settings", self.refused)
-        return bool(problem)
-
-    def _leave_if_refused(self) -> None:
-        if self.refused:
-            raise SettingsMismatch(f"this client {self.refused}; restart it with the server's settings")
-
-
-def run_client(
-    client: PartitionClient, server_address: str, connect_timeout: float, root_certificate: bytes | None = None
-) -> None:
-    """Serve ``client`` to the Flower server until it ends the run.
-
-    Flower's grpc-bidi client gives up at the first refused connection, so this
-    retries: an unreachable server (not started yet, restarting, or a sweep's
-    next setting) is tried again until ``connect_timeout`` seconds have passed
-    since the server was last heard from; then a UserError, not a traceback.
-    With ``root_certificate`` (a CA's PEM bytes) the connection uses TLS.
-    """
-    from flwr.client import start_client
-
-    guarded = GuardedClient(client)
-    waiting_since = time.monotonic()
-    while True:
-        try:
-            start_client(server_address=server_address, client=guarded, root_certificates=root_certificate)
-            return
-        except grpc.RpcError as error:
-            if error.code() != grpc.StatusCode.UNAVAILABLE:
-                raise
-        waiting_since = max(waiting_since, client.last_contact)
-        if time.monotonic() - waiting_since > connect_timeout:
-            hint = "is server.py running, and is the address right?"
-            tls = speaks_tls(server_address)
-            if root_certificate is None and tls:
-                hint = "the server requires TLS: pass --root-cert with the CA certificate (ca.pem) it uses"
-            elif root_certificate is not None and tls is False:
-                hint = "the server does not use TLS: leave out --root-cert, or start the server with --tls-dir"
-            elif root_certificate is not None:
-                hint += " With TLS: was the server's certificate signed by this --root-cert, for this host name?"
-            raise UserError(
-                f"lost or could not reach the Flower server at {server_address} within {connect_timeout:g} s ({hint})"
-            )
-        time.sleep(RETRY_SECONDS)

@@ -317,7 +317,7 @@ class Launcher:
     def _say_what_was_saved(self) -> None:
         """Deployment, stopped early: flwr run's log stream may end before the ServerApp's last lines; say them."""
         from fedmnist.results.paths import RunPaths
-        from fedmnist.server.run import stopped_sentence
+        from fedmnist.server.saving import stopped_sentence
 
         paths = RunPaths(self.out, self.args.rounds)
         if "Stopped after round" in "\n".join(_read_lines(self.logs / "server.log")):

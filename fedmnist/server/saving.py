@@ -1,0 +1,191 @@
+"""What a run saves: the checkpoint after each round, its results at the end, partial results when it stops.
+
+Every file is written whole or not at all (``fedmnist.common.atomic``); where each goes is
+``fedmnist.results.paths.RunPaths``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from flwr.common import NDArrays, parameters_to_ndarrays
+from flwr.server.history import History
+
+from fedmnist.common.atomic import write_text_atomic
+from fedmnist.common.cli import resume_command
+from fedmnist.common.errors import UserError
+from fedmnist.results.checkpoint import Checkpoint, save_checkpoint, strategy_state
+from fedmnist.results.history import history_from_records, save_history
+from fedmnist.results.paths import RunPaths
+from fedmnist.results.tensorboard import write_scalars
+from fedmnist.server.held_out import HeldOutEvaluator
+from fedmnist.server.recorder import RoundRecorder
+from fedmnist.server.run_strategy import RunStrategy
+from fedmnist.settings.server_settings import ServerSettings
+
+if TYPE_CHECKING:
+    from fedmnist.model.keras_model import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def checkpointer(
+    settings: ServerSettings, data_source: str, paths: RunPaths, evaluator: HeldOutEvaluator
+) -> Callable[[RunStrategy], None]:
+    """After each round: save its mistakes for the dashboard, then checkpoint the run."""
+
+    def save(run: RunStrategy) -> None:
+        recorder = run.recorder
+        done = recorder.rounds[-1]["round"]
+        assert recorder.parameters is not None, "a recorded round has its global model"
+        write_text_atomic(paths.mistakes, json.dumps({"round": done, "mistakes": evaluator.mistakes}))
+        save_checkpoint(
+            paths.checkpoint,
+            Checkpoint(
+                round=done,
+                weights=parameters_to_ndarrays(recorder.parameters),
+                strategy_state=strategy_state(run.aggregator),
+                records=recorder.rounds,
+                initial=recorder.initial,
+                config=asdict(settings),
+                data_source=data_source,
+            ),
+        )
+
+    return save
+
+
+def stop_early(
+    paths: RunPaths, evaluator: HeldOutEvaluator, recorder: RoundRecorder, summary: dict[str, Any], reason: str
+) -> str:
+    """Save what the completed rounds learned as partial results; return a sentence saying what happened."""
+    if not recorder.rounds or recorder.parameters is None or not evaluator.trainer.done():
+        return "No round had finished, so there is nothing to save."
+    done = recorder.rounds[-1]["round"]
+    summary.update(interrupted_after_round=done, stop_reason=reason)
+    partial = paths.as_partial()
+    history = history_from_records(recorder.rounds, recorder.initial)
+    try:
+        save_results(partial, evaluator, parameters_to_ndarrays(recorder.parameters), history, summary)
+    except UserError as error:
+        return f"Stopped after round {done} of {paths.rounds}; {error}"
+    return stopped_sentence(paths, done)
+
+
+def stopped_sentence(paths: RunPaths, done: int) -> str:
+    """What a run stopped after round ``done`` saved, and how to go on."""
+    partial = paths.as_partial()
+    return (
+        f"Stopped after round {done} of {paths.rounds}: the completed rounds are saved as {partial.pickle.name}, "
+        f"{partial.json.name} and {partial.model.name}; to continue the run: {resume_command()}"
+    )
+
+
+def save_results(
+    paths: RunPaths, evaluator: HeldOutEvaluator, final_weights: NDArrays, history: History, summary: dict[str, Any]
+) -> None:
+    """The history (pickle and JSON), the final model, the plots and TensorBoard's files; then say where they are.
+
+    The history goes first: it is what a person would least like to lose. A
+    file that cannot be written (a full disk) does not stop the others; the
+    failures are reported together as one UserError at the end.
+    """
+    trainer = evaluator.trainer.result()
+    summary["confusion"] = summary["rounds"][-1].get("confusion") if summary.get("rounds") else None
+
+    def plots() -> str:
+        from fedmnist.results.client_plots import plot_clients, plot_confusion, plot_label_histograms, plot_mistakes
+        from fedmnist.results.plots import plot_history, plot_privacy, privacy_curve
+
+        folder = paths.plots_dir
+        drawn = [
+            *plot_history(history, summary, folder),
+            plot_label_histograms(summary, folder),
+            plot_clients(summary, folder),
+        ]
+        if summary["confusion"]:
+            drawn.append(plot_confusion(summary["confusion"], summary, folder))
+        if privacy_curve(summary["rounds"]):
+            drawn.append(plot_privacy(summary, folder))
+        evaluator(final_weights)  # The final model's mistakes (the last round's evaluation may be of others).
+        drawn.append(plot_mistakes(evaluator.mistakes, evaluator.pixels, summary, folder))
+        return ", ".join(str(path) for path in drawn)
+
+    def tensorboard() -> str:
+        return str(write_scalars(paths.tensorboard_dir, summary))
+
+    def history_files() -> str:
+        save_history(paths, history, summary)
+        return f"{paths.pickle} and {paths.json}"
+
+    def model() -> str:
+        _save_model(trainer, final_weights, paths.model)
+        return str(paths.model)
+
+    problems = []
+    for what, save in (("history", history_files), ("model", model), ("plots", plots), ("tensorboard", tensorboard)):
+        try:
+            log.info("%-8s %s", f"{what}:", save())
+        except OSError as error:
+            problems.append(f"could not write the {what} ({error.strerror or error}: {error.filename or paths.root})")
+    done = summary.get("interrupted_after_round", summary.get("stopped_after_round", paths.rounds))
+    log.info("held-out accuracy %s after round %d of %d", summary["final"].get("accuracy"), done, paths.rounds)
+    if problems:
+        hint = "; the disk may be full" if any("space" in problem for problem in problems) else ""
+        raise UserError(f"{'; '.join(problems)}{hint}. The checkpoint {paths.checkpoint} keeps the rounds done")
+
+
+def result_files(paths: RunPaths) -> tuple[Path, ...]:
+    """The files of a finished run; a resumed run removes their partial versions once it has them."""
+    return paths.pickle, paths.json, paths.model
+
+
+def run_summary(
+    settings: ServerSettings,
+    data_source: str,
+    histograms: np.ndarray,
+    recorder: RoundRecorder,
+    timings: dict[str, float],
+) -> dict[str, Any]:
+    """The JSON document saved beside the pickled History."""
+    rounds = recorder.rounds
+    every_timing: dict[str, float | None] = {
+        **timings,
+        **{f"client_{key}": value for key, value in recorder.client_timings.items()},
+        "rounds_seconds": sum(r["seconds"] for r in rounds),
+        "client_fit_seconds": sum(r.get("client_fit_seconds", 0.0) for r in rounds),
+        "client_evaluate_seconds": sum(r.get("client_evaluate_seconds", 0.0) for r in rounds),
+        "centralized_evaluate_seconds": sum(r.get("centralized_seconds", 0.0) for r in rounds),
+        "first_round_started_at": recorder.first_round_started_at,  # Unix time.
+        "coordination_seconds_per_round": sum(r["coordination_seconds"] for r in rounds) / max(1, len(rounds)),
+    }
+    return {
+        "config": asdict(settings),
+        "data_source": data_source,
+        "label_histograms": histograms.tolist(),  # Examples of each digit (columns) per client (rows).
+        "finished": now(),
+        "initial": recorder.initial or {},  # Round 0: the starting model on the held-out set.
+        "final": rounds[-1].get("centralized", {}) if rounds else {},
+        "rounds": rounds,
+        "timings": every_timing,
+    }
+
+
+def now() -> str:
+    """This moment in UTC, to the second, as the records write it."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _save_model(trainer: Trainer, weights: NDArrays, path: Path) -> None:
+    """The global model as a complete Keras file (TensorFlow is loaded by now: the Trainer imported it)."""
+    from fedmnist.model.keras_model import save_model
+
+    trainer.set_weights(weights)
+    save_model(trainer.model, str(path))
