@@ -97,7 +97,8 @@ def test_run_sh_hands_every_setting_to_server_py() -> None:
     from dataclasses import fields
 
     import server
-    from fedmnist.launch.launcher import Launcher, parse_args
+    from fedmnist.launch.flags import parse_args
+    from fedmnist.launch.launcher import Launcher
 
     args = parse_args(
         [
@@ -135,7 +136,7 @@ def test_each_setting_is_declared_once_and_every_interface_follows() -> None:
     from dataclasses import fields
 
     import server
-    from fedmnist.launch.launcher import parse_args
+    from fedmnist.launch.flags import parse_args
     from fedmnist.settings.server_settings import RUN, SERVER
 
     server_flags = set(vars(server.parse_args([])))

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import free_port, on_5k, run_script, start_script, stream, wait_for_port
 from fedmnist.common.atomic import write_atomic, write_text_atomic
-from fedmnist.launch.launcher import parse_args
+from fedmnist.launch.flags import parse_args
 from fedmnist.results.archive import archive_earlier_results
 from fedmnist.results.run_lock import ResultsInUse, lock_results
 

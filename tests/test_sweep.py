@@ -6,7 +6,7 @@ import numpy as np
 from flwr.common import Scalar
 
 from fedmnist.client.classic import make_client
-from fedmnist.launch.launcher import parse_args
+from fedmnist.launch.flags import parse_args
 from fedmnist.sweep import GRIDS, Setting, comparison_table, target_for
 
 

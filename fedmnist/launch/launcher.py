@@ -14,7 +14,6 @@ the clients are SuperNodes (``fedmnist.runtimes.deployment``); the rest is the s
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -27,12 +26,10 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import IO
 
 from fedmnist.common.cli import (
     EXIT_USER_ERROR,
     RESUME_COMMAND,
-    Parser,
     is_start_up_noise,
     resume_command_for,
     run_cli,
@@ -41,104 +38,26 @@ from fedmnist.common.cli import (
 )
 from fedmnist.common.errors import AlreadySaid, UserError
 from fedmnist.common.project import PROJECT_ROOT
-from fedmnist.dashboard.serve import add_dashboard_arguments, port_in_use
+from fedmnist.dashboard.serve import port_in_use
+from fedmnist.launch.flags import parse_args
+from fedmnist.launch.processes import (
+    POLL_SECONDS,
+    alive,
+    available_memory_gb,
+    child_environment,
+    read_lines,
+    stream_log,
+)
 from fedmnist.results.archive import RESULT_FOLDERS, archive_earlier_results
 from fedmnist.results.run_lock import ResultsLock, lock_results
 from fedmnist.settings import defaults
-from fedmnist.settings.arguments import non_negative_int
-from fedmnist.settings.server_settings import RUN, ServerSettings, add_setting_arguments, check_setting_arguments
+from fedmnist.settings.server_settings import ServerSettings
 
 LISTEN_TIMEOUT = 180.0  # Seconds the server may take to start listening.
 STOP_SECONDS = 5.0  # How long a client or the dashboard may take to stop before it is killed.
 SERVER_STOP_SECONDS = 30.0  # The server first saves the completed rounds (about 3 s here).
 FLWR_RUN_STOP_SECONDS = 10.0  # flwr run streams the logs of a stopped run, then ends.
-POLL_SECONDS = 0.05
 PROCESS_MEMORY_GB = 0.8  # Resident size of one server or client process, measured: about 0.75 GB.
-
-
-def parse_args(argv: list[str]):
-    """Flags of ``./run.sh``, or of ``./run.sh sweep`` when ``argv`` starts with ``sweep``."""
-    from fedmnist.sweep import GRIDS
-
-    sweep = bool(argv) and argv[0] == "sweep"
-    parser = Parser(
-        prog="./run.sh sweep" if sweep else "./run.sh",
-        description="Run a federated MNIST experiment: a Flower server and its Keras clients on this machine."
-        + (" A sweep runs every setting of a grid with the same processes and compares them." if sweep else ""),
-        epilog="Results: OUT/history/history_<rounds>.pkl/.json/.jsonl, OUT/models/global_<rounds>.keras, "
-        "OUT/plots/*.png; each process's output in OUT/logs/. Sweeps: OUT/sweep/<grid>/ "
-        "(comparison.md, comparison.png, one folder per setting). The live dashboard: http://127.0.0.1:10000/. "
-        "Also: ./run.sh sweep --help, ./run.sh dashboard --help, ./run.sh certs --help, ./run.sh keys --help, "
-        "./run.sh central --help (the centralized reference); "
-        "./run.sh flwr ARGS runs Flower's flwr CLI in the project's .flwr/, ./run.sh flwr-stop ends its local SuperLink.",
-    )
-    parser.add_argument(
-        "--tls",
-        action="store_true",
-        help="encrypt client-server traffic; makes development certificates in OUT/certs when missing",
-    )
-    if sweep:
-        argv = argv[1:]
-        parser.add_argument(
-            "--grid",
-            choices=sorted(GRIDS),
-            default="heterogeneity",
-            help="settings to compare: "
-            + "; ".join(f"{name}: {grid.about}" for name, grid in GRIDS.items())
-            + " (default: %(default)s)",
-        )
-    else:
-        parser.set_defaults(grid=None)  # Only a sweep has a grid (setting it for both hid --grid's default).
-        parser.add_argument(
-            "--ws-clients",
-            type=non_negative_int,
-            default=0,
-            help="of --clients, how many join over the dashboard's WebSocket /ws instead of as "
-            "client.py (browser tabs at /client, examples/ws_client.py); the run waits for them "
-            "(default: %(default)s)",
-        )
-    add_setting_arguments(
-        parser,
-        program=RUN,
-        out=(str(PROJECT_ROOT), "folder for history/, plots/, models/ and logs/ (default: the project folder)"),
-    )
-    parser.add_argument(
-        "--no-dashboard",
-        action="store_true",
-        help="do not start the web dashboard (./run.sh dashboard serves it alone later)",
-    )
-    add_dashboard_arguments(parser)
-    if sweep:  # A grid's own scale (fedavg-paper: 100 clients on the simulation runtime) unless flags say otherwise.
-        grid, _ = parser.parse_known_args(argv)
-        parser.set_defaults(**GRIDS[grid.grid].defaults)
-    args = parser.parse_args(argv)
-    check_setting_arguments(parser, args)
-    if sweep and args.runtime == "deployment":
-        parser.error("a sweep needs --runtime classic or simulation (its server runs every setting in a row)")
-    if args.tls and args.runtime != "classic":
-        parser.error(
-            "--tls needs --runtime classic (the simulation runs in one process; the deployment always "
-            "uses TLS and SuperNode authentication)"
-        )
-    if getattr(args, "ws_clients", 0):
-        _check_websocket_clients(parser, args)
-    else:
-        args.ws_clients = 0
-    return args
-
-
-def _check_websocket_clients(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.runtime != "classic":
-        parser.error("--ws-clients needs --runtime classic: WebSocket clients join a Flower server's connections")
-    if args.ws_clients > args.clients:
-        parser.error(f"--ws-clients ({args.ws_clients}) cannot be more than --clients ({args.clients})")
-    if args.no_dashboard:
-        parser.error("--ws-clients needs the dashboard: WebSocket clients join at its /ws (drop --no-dashboard)")
-    if args.model not in defaults.DENSE_MODELS:
-        parser.error(
-            f"--ws-clients needs a dense model (WebSocket clients train {' or '.join(defaults.DENSE_MODELS)}), "
-            f"not {args.model}"
-        )
 
 
 class Launcher:
@@ -196,7 +115,7 @@ class Launcher:
             else self._start("server", self._server_command())
         )
         self._streamer = threading.Thread(
-            target=_stream, args=(self.logs / "server.log", server, self._log_starts["server"]), daemon=True
+            target=stream_log, args=(self.logs / "server.log", server, self._log_starts["server"]), daemon=True
         )
         self._streamer.start()
         if self._local_clients():
@@ -304,7 +223,7 @@ class Launcher:
             os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + SERVER_STOP_SECONDS
         while pids and time.monotonic() < deadline:
-            pids = [pid for pid in pids if _alive(pid)]
+            pids = [pid for pid in pids if alive(pid)]
             time.sleep(POLL_SECONDS)
         streaming = self.processes.get("server")  # flwr run: let it stream the ServerApp's last lines and end.
         if streaming is not None:
@@ -320,7 +239,7 @@ class Launcher:
         from fedmnist.server.saving import stopped_sentence
 
         paths = RunPaths(self.out, self.args.rounds)
-        if "Stopped after round" in "\n".join(_read_lines(self.logs / "server.log")):
+        if "Stopped after round" in "\n".join(read_lines(self.logs / "server.log")):
             return
         try:
             done = int(json.loads(paths.as_partial().json.read_text(encoding="utf-8"))["interrupted_after_round"])
@@ -464,7 +383,7 @@ class Launcher:
         log_file = open(self.logs / f"{name}.log", "ab" if self.args.resume else "wb")  # noqa: SIM115
         self._log_starts[name] = log_file.tell()  # A resumed run's console shows only its own lines.
         lock = self.lock if name == "server" and self.lock is not None else None
-        environment = {**_child_environment(), **(lock.child_environment() if lock else {})}
+        environment = {**child_environment(), **(lock.child_environment() if lock else {})}
         if self.flower_home is not None:
             from fedmnist.runtimes.deployment import environment as flower_environment
 
@@ -512,7 +431,7 @@ class Launcher:
 
             processes += min(self.args.clients, simulation_workers(self.args.sim_cpus_per_client)) + 1
         needed = processes * PROCESS_MEMORY_GB
-        free = _available_memory_gb()
+        free = available_memory_gb()
         if needed > free:
             raise UserError(
                 f"{self.args.clients} clients and a server need about {needed:.0f} GB of memory "
@@ -559,13 +478,13 @@ class Launcher:
         Status 2 is an error the server explained in one ``error:`` line, which the
         console showed already: it is not repeated, with its log's last lines, here.
         """
-        if returncode == EXIT_USER_ERROR and "error: " in "\n".join(_read_lines(self.logs / "server.log")[-5:]):
+        if returncode == EXIT_USER_ERROR and "error: " in "\n".join(read_lines(self.logs / "server.log")[-5:]):
             return AlreadySaid()
         return UserError(self._failure("server", returncode))
 
     def _failure(self, name: str, returncode: int) -> str:
         log_path = self.logs / f"{name}.log"
-        last = [line for line in _read_lines(log_path) if not is_start_up_noise(line)][-5:]
+        last = [line for line in read_lines(log_path) if not is_start_up_noise(line)][-5:]
         detail = "\n  ".join(last) if last else "(no output)"
         why = ""
         if name in self.services and name.startswith("client_") and _refused_supernode(log_path):
@@ -580,58 +499,7 @@ def _refused_supernode(log_path: Path) -> bool:
     """Whether a SuperNode's log says the SuperLink refused it (an unregistered key)."""
     from fedmnist.runtimes.deployment import SUPERNODE_REFUSED
 
-    return any(SUPERNODE_REFUSED in line for line in _read_lines(log_path))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"  # A zombie has ended.
-    except OSError:
-        return False
-
-
-def _available_memory_gb() -> float:
-    """Memory available to new processes (Linux MemAvailable: free plus reclaimable cache)."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 2**20  # kB to GB.
-    except (OSError, ValueError, IndexError):
-        pass
-    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / 2**30  # Elsewhere: all of it.
-
-
-def _child_environment() -> dict[str, str]:
-    """The environment for server and clients: one TensorFlow thread pool thread each.
-
-    All processes share this machine's cores, and the model is small: with
-    TensorFlow's default (a thread per core in every process) the processes
-    preempt each other, and rounds took 1.3-1.4x longer on 2 cores (docs/performance.md). A value the user set wins.
-    """
-    return {"TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", **os.environ}
-
-
-def _read_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return []
-
-
-def _stream(path: Path, process: subprocess.Popen, start: int = 0, out: IO[str] = sys.stdout) -> None:
-    """Copy ``path`` from byte ``start`` to the console as it grows, without TensorFlow's start-up noise."""
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        handle.seek(start)
-        while True:
-            line = handle.readline()
-            if line:
-                if not is_start_up_noise(line):
-                    out.write(line)
-                    out.flush()
-            elif process.poll() is not None:
-                return
-            else:
-                time.sleep(POLL_SECONDS)
+    return any(SUPERNODE_REFUSED in line for line in read_lines(log_path))
 
 
 CHECK_ONLY = "FEDMNIST_CHECK_ONLY"  # run.sh sets it to check the flags with plain python3, before any set-up.

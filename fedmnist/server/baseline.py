@@ -7,6 +7,8 @@ the two curves is the price of federation (and of non-IID data).
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 
 from fedmnist.data.sources import MnistData, client_shares, share_data, to_float
@@ -58,8 +60,39 @@ def train_centrally(
 
 def main(argv: list[str] | None = None) -> None:
     """Train the model centrally on the rows a run's clients would hold; held-out accuracy after each epoch."""
-    from fedmnist.common.cli import Parser, run_cli
+    from fedmnist.common.cli import run_cli
     from fedmnist.data.sources import load_mnist
+
+    args = _central_parser().parse_args(argv)
+
+    def train() -> None:
+        data = load_mnist(args.dataset, args.data_home)
+        print(
+            f"{data.source}: the rows of {args.clients} clients, {args.model}, batch {args.batch_size}, "
+            f"Adam {args.learning_rate}",
+            flush=True,
+        )
+        accuracy = train_centrally(
+            data,
+            num_clients=args.clients,
+            rounds=args.epochs,
+            seed=args.seed,
+            partition=args.partition,
+            model=args.model,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+        )["accuracy"]
+        for epoch, value in accuracy[1:]:
+            print(f"epoch {epoch:.0f}/{args.epochs}: held-out accuracy {100 * value:.1f}%")
+        epoch, best = max(accuracy[1:], key=lambda point: point[1])
+        print(f"best held-out accuracy {100 * best:.1f}% (epoch {epoch:.0f} of {args.epochs})")
+
+    run_cli(train)
+
+
+def _central_parser() -> argparse.ArgumentParser:
+    """``./run.sh central``'s flags: the data, the clients whose rows are pooled, the model and training."""
+    from fedmnist.common.cli import Parser
     from fedmnist.settings.arguments import dataset_spec, partition_spec, positive_float, positive_int
 
     parser = Parser(
@@ -93,28 +126,4 @@ def main(argv: list[str] | None = None) -> None:
         "--learning-rate", type=positive_float, default=defaults.LEARNING_RATE, help="Adam's (default: %(default)s)"
     )
     parser.add_argument("--seed", type=int, default=defaults.SEED, help="(default: %(default)s)")
-    args = parser.parse_args(argv)
-
-    def train() -> None:
-        data = load_mnist(args.dataset, args.data_home)
-        print(
-            f"{data.source}: the rows of {args.clients} clients, {args.model}, batch {args.batch_size}, "
-            f"Adam {args.learning_rate}",
-            flush=True,
-        )
-        accuracy = train_centrally(
-            data,
-            num_clients=args.clients,
-            rounds=args.epochs,
-            seed=args.seed,
-            partition=args.partition,
-            model=args.model,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-        )["accuracy"]
-        for epoch, value in accuracy[1:]:
-            print(f"epoch {epoch:.0f}/{args.epochs}: held-out accuracy {100 * value:.1f}%")
-        epoch, best = max(accuracy[1:], key=lambda point: point[1])
-        print(f"best held-out accuracy {100 * best:.1f}% (epoch {epoch:.0f} of {args.epochs})")
-
-    run_cli(train)
+    return parser
