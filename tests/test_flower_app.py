@@ -97,6 +97,7 @@ def test_run_sh_hands_every_setting_to_server_py() -> None:
     from dataclasses import fields
 
     import server
+    from fedmnist.launch.commands import server_command
     from fedmnist.launch.flags import parse_args
     from fedmnist.launch.launcher import Launcher
 
@@ -122,7 +123,7 @@ def test_run_sh_hands_every_setting_to_server_py() -> None:
         ]
     )
     launcher = Launcher(args)
-    received = vars(server.parse_args(launcher._server_command()[1:]))
+    received = vars(server.parse_args(server_command(args, launcher.out, launcher.certs)[1:]))
     shared = [field.name for field in fields(ServerSettings) if hasattr(args, field.name)]
     assert len(shared) >= 20
     assert {name: received[name] for name in shared} == {

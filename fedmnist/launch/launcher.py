@@ -15,7 +15,6 @@ the clients are SuperNodes (``fedmnist.runtimes.deployment``); the rest is the s
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -39,25 +38,18 @@ from fedmnist.common.cli import (
 from fedmnist.common.errors import AlreadySaid, UserError
 from fedmnist.common.project import PROJECT_ROOT
 from fedmnist.dashboard.serve import port_in_use
+from fedmnist.launch.checks import check_before_starting
+from fedmnist.launch.commands import client_command, dashboard_command, dashboard_url, local_clients, server_command
+from fedmnist.launch.deployment_logs import refused_supernode, say_what_was_saved
 from fedmnist.launch.flags import parse_args
-from fedmnist.launch.processes import (
-    POLL_SECONDS,
-    alive,
-    available_memory_gb,
-    child_environment,
-    read_lines,
-    stream_log,
-)
+from fedmnist.launch.processes import POLL_SECONDS, alive, child_environment, read_lines, stream_log
 from fedmnist.results.archive import RESULT_FOLDERS, archive_earlier_results
 from fedmnist.results.run_lock import ResultsLock, lock_results
-from fedmnist.settings import defaults
-from fedmnist.settings.server_settings import ServerSettings
 
 LISTEN_TIMEOUT = 180.0  # Seconds the server may take to start listening.
 STOP_SECONDS = 5.0  # How long a client or the dashboard may take to stop before it is killed.
 SERVER_STOP_SECONDS = 30.0  # The server first saves the completed rounds (about 3 s here).
 FLWR_RUN_STOP_SECONDS = 10.0  # flwr run streams the logs of a stopped run, then ends.
-PROCESS_MEMORY_GB = 0.8  # Resident size of one server or client process, measured: about 0.75 GB.
 
 
 class Launcher:
@@ -91,9 +83,7 @@ class Launcher:
 
     def _run(self) -> None:
         started = time.monotonic()
-        self._check_port_free()
-        self._check_memory()
-        self._check_inputs()
+        check_before_starting(self.args, self.out)
         self.lock = lock_results(self.out)  # Before any file is touched: one run per results folder.
         if not self.args.resume:
             archived = archive_earlier_results(self.out, (*RESULT_FOLDERS, "logs"))
@@ -112,21 +102,21 @@ class Launcher:
         server = (
             self._start_deployment()
             if self.args.runtime == "deployment"
-            else self._start("server", self._server_command())
+            else self._start("server", server_command(self.args, self.out, self.certs))
         )
         self._streamer = threading.Thread(
             target=stream_log, args=(self.logs / "server.log", server, self._log_starts["server"]), daemon=True
         )
         self._streamer.start()
-        if self._local_clients():
+        if local_clients(self.args):
             self._wait_until_listening(server)
-        for partition_id in range(self._local_clients()):
-            self._start(f"client_{partition_id}", self._client_command(partition_id))
+        for partition_id in range(local_clients(self.args)):
+            self._start(f"client_{partition_id}", client_command(self.args, self.certs, partition_id))
         if self.args.ws_clients:
             print(
-                f"waiting for {self.args.ws_clients} WebSocket client(s): open {self._dashboard_url()}client "
+                f"waiting for {self.args.ws_clients} WebSocket client(s): open {dashboard_url(self.args)}client "
                 f"in a browser tab each, or run .venv/bin/python examples/ws_client.py --url "
-                f"ws{self._dashboard_url()[4:]}ws",
+                f"ws{dashboard_url(self.args)[4:]}ws",
                 flush=True,
             )
         self._wait_for_all()
@@ -231,21 +221,7 @@ class Launcher:
                 streaming.wait(timeout=FLWR_RUN_STOP_SECONDS)
             except subprocess.TimeoutExpired:
                 pass
-        self._say_what_was_saved()
-
-    def _say_what_was_saved(self) -> None:
-        """Deployment, stopped early: flwr run's log stream may end before the ServerApp's last lines; say them."""
-        from fedmnist.results.paths import RunPaths
-        from fedmnist.server.saving import stopped_sentence
-
-        paths = RunPaths(self.out, self.args.rounds)
-        if "Stopped after round" in "\n".join(read_lines(self.logs / "server.log")):
-            return
-        try:
-            done = int(json.loads(paths.as_partial().json.read_text(encoding="utf-8"))["interrupted_after_round"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return  # Nothing saved (no round had finished), or a run that was not stopped.
-        print(stopped_sentence(paths, done), flush=True)
+        say_what_was_saved(self.out, self.args.rounds, self.logs)
 
     def _start_dashboard(self) -> None:
         """Start the web dashboard on this run's folder, unless unwanted or its port is taken."""
@@ -266,53 +242,8 @@ class Launcher:
                 flush=True,
             )
             return
-        self.dashboard = self._spawn(
-            "dashboard",
-            [
-                "-m",
-                "fedmnist.dashboard",
-                "--out",
-                str(self.out),
-                "--dashboard-port",
-                str(a.dashboard_port),
-                "--dashboard-host",
-                a.dashboard_host,
-                "--cors-origins",
-                a.cors_origins,
-                *self._participant_flags(),
-            ],
-        )
-        print(f"dashboard: {self._dashboard_url()} (live; API docs at /docs)", flush=True)
-
-    def _local_clients(self) -> int:
-        """How many client.py processes this run starts: the rest of --clients join over WebSocket.
-
-        None (0) in a simulation: its clients are virtual, played by the server's Ray workers.
-        """
-        if self.args.runtime != "classic":  # Deployment: SuperNodes instead.
-            return 0
-        return self.args.clients - self.args.ws_clients
-
-    def _participant_flags(self) -> list[str]:
-        """The dashboard's flags for hosting this run's WebSocket clients on the last partition ids."""
-        a = self.args
-        if not a.ws_clients:
-            return []
-        places = ",".join(str(p) for p in range(self._local_clients(), a.clients))
-        return [
-            "--flower-server",
-            f"127.0.0.1:{a.port}",
-            "--ws-partitions",
-            places,
-            "--ws-answer-timeout",
-            str(a.round_timeout),
-            *self._data_home(),
-            *(["--flower-root-cert", str(self.certs / "ca.pem")] if a.tls else []),
-        ]
-
-    def _dashboard_url(self) -> str:
-        host = self.args.dashboard_host
-        return f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{self.args.dashboard_port}/"
+        self.dashboard = self._spawn("dashboard", dashboard_command(self.args, self.out, self.certs))
+        print(f"dashboard: {dashboard_url(self.args)} (live; API docs at /docs)", flush=True)
 
     def _check_dashboard(self, reported: set[str]) -> None:
         """Say once if the dashboard stopped: the run goes on without it."""
@@ -328,46 +259,11 @@ class Launcher:
         """At a terminal, keep the dashboard up after the run until Ctrl-C, so its page stays readable."""
         if self.dashboard is None or self.dashboard.poll() is not None or not sys.stdin.isatty():
             return
-        print(f"the dashboard stays up at {self._dashboard_url()}; press Ctrl-C to stop it", flush=True)
+        print(f"the dashboard stays up at {dashboard_url(self.args)}; press Ctrl-C to stop it", flush=True)
         try:
             wait_for_process(self.dashboard)
         except KeyboardInterrupt:
             pass
-
-    def _server_command(self) -> list[str]:
-        """``server.py`` with this run's settings: every ServerSettings field that ./run.sh has a flag for.
-
-        Derived from the settings' fields, so a new setting reaches the server
-        without an edit here (the run config of ``flwr run`` is derived the same way).
-        """
-        from dataclasses import fields
-
-        a = self.args
-        values = {**vars(a), "out": str(self.out), "tls_dir": str(self.certs) if a.tls else None, "sweep": a.grid}
-        command = ["server.py"]
-        for name in [field.name for field in fields(ServerSettings)] + ["sweep"]:
-            value = values.get(name)  # host, client_timeout, keep_clients: server.py's own (absent here).
-            if value is not None and value is not False:
-                command += [f"--{name.replace('_', '-')}", *([] if value is True else [str(value)])]
-        return command
-
-    def _client_command(self, partition_id: int) -> list[str]:
-        """``client.py`` for one share: the server sends it everything else (data source, seed, scheme, model)."""
-        a = self.args
-        return [
-            "client.py",
-            "--server",
-            f"127.0.0.1:{a.port}",
-            "--partition-id",
-            str(partition_id),
-            "--num-partitions",
-            str(a.clients),
-            *self._data_home(),
-            *(["--root-cert", str(self.certs / "ca.pem")] if a.tls else []),
-        ]
-
-    def _data_home(self) -> list[str]:
-        return ["--data-home", self.args.data_home] if self.args.data_home else []
 
     def _start(self, name: str, command: list[str], service: bool = False) -> subprocess.Popen:
         """Start a Python script (server.py, client.py; Flower's, by absolute path) as part of the run."""
@@ -402,42 +298,6 @@ class Launcher:
         )
         log_file.close()
         return process
-
-    def _check_port_free(self) -> None:
-        if self.args.runtime == "simulation":  # No Flower server port: the clients are virtual.
-            return
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", self.args.port)) == 0:
-                raise UserError(f"port {self.args.port} is already in use (another server running? choose --port)")
-
-    def _check_inputs(self) -> None:
-        """``--resume`` needs the run's checkpoint, ``idx:DIR`` its four files: refuse before any file is touched."""
-        from fedmnist.results.paths import RunPaths
-
-        if self.args.dataset.startswith(defaults.IDX_PREFIX):
-            from fedmnist.data.idx import find_idx_files
-
-            find_idx_files(self.args.dataset[len(defaults.IDX_PREFIX) :])
-
-        checkpoint = RunPaths(self.out, self.args.rounds).checkpoint
-        if self.args.resume and not checkpoint.exists():
-            raise UserError(f"nothing to resume: no checkpoint at {checkpoint} (same --out and --rounds as the run?)")
-
-    def _check_memory(self) -> None:
-        """Refuse to start more TensorFlow processes than this machine's free memory holds."""
-        processes = (self.args.clients if self.args.runtime == "deployment" else self._local_clients()) + 1
-        if self.args.runtime == "simulation" and not self.args.ray_address:  # TensorFlow in each Ray worker, and Ray.
-            from fedmnist.runtimes.simulation import simulation_workers
-
-            processes += min(self.args.clients, simulation_workers(self.args.sim_cpus_per_client)) + 1
-        needed = processes * PROCESS_MEMORY_GB
-        free = available_memory_gb()
-        if needed > free:
-            raise UserError(
-                f"{self.args.clients} clients and a server need about {needed:.0f} GB of memory "
-                f"({PROCESS_MEMORY_GB} GB each); {free:.0f} GB is free. Use fewer --clients, "
-                "or run clients on other machines (docs/runtimes.md)"
-            )
 
     def _wait_until_listening(self, server: subprocess.Popen) -> None:
         deadline = time.monotonic() + LISTEN_TIMEOUT
@@ -487,19 +347,12 @@ class Launcher:
         last = [line for line in read_lines(log_path) if not is_start_up_noise(line)][-5:]
         detail = "\n  ".join(last) if last else "(no output)"
         why = ""
-        if name in self.services and name.startswith("client_") and _refused_supernode(log_path):
+        if name in self.services and name.startswith("client_") and refused_supernode(log_path):
             why = (
                 " (the SuperLink refused this SuperNode: its public key is not registered; "
                 "flwr supernode register KEY.pub, docs/runtimes.md: A client on another machine)"
             )
         return f"{name} exited with status {returncode}{why}; last lines of {log_path}:\n  {detail}"
-
-
-def _refused_supernode(log_path: Path) -> bool:
-    """Whether a SuperNode's log says the SuperLink refused it (an unregistered key)."""
-    from fedmnist.runtimes.deployment import SUPERNODE_REFUSED
-
-    return any(SUPERNODE_REFUSED in line for line in read_lines(log_path))
 
 
 CHECK_ONLY = "FEDMNIST_CHECK_ONLY"  # run.sh sets it to check the flags with plain python3, before any set-up.
