@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from fedmnist.common.atomic import write_text_atomic
 from fedmnist.common.errors import UserError
 from fedmnist.results.archive import archive_earlier_results
+from fedmnist.results.records import Summary, read_summary
 from fedmnist.settings import defaults
 
 if TYPE_CHECKING:
@@ -196,7 +197,7 @@ def run_sweep(base: ServerSettings, grid: str, process_started: float) -> Path:
         log.info("sweep %d/%d: %s", index, len(settings_list), setting.name)
         started = time.perf_counter()
         paths = run_server(settings, process_started if index == 1 else time.perf_counter(), federation_for(settings))
-        summary = json.loads(paths.json.read_text(encoding="utf-8"))
+        summary = read_summary(paths.json)
         results.append(_result(setting, summary, time.perf_counter() - started, GRIDS[grid].paper))
     return write_comparison(sweep_root(base.out, grid), grid, results)
 
@@ -211,7 +212,7 @@ def _wait_for_free_port(address: str) -> None:
         time.sleep(0.1)
 
 
-def _result(setting: Setting, summary: dict[str, Any], seconds: float, paper: bool = False) -> dict[str, Any]:
+def _result(setting: Setting, summary: Summary, seconds: float, paper: bool = False) -> dict[str, Any]:
     """One row of the table, from the run's summary JSON (``history_N.json``); ``paper``: the paper's targets."""
     run = summary["config"]
     curve = summary["history"]["metrics_centralized"].get("accuracy", [])

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from socket import create_server
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -32,12 +32,13 @@ from fedmnist.results.checkpoint import Checkpoint, save_checkpoint
 from fedmnist.results.history import history_from_records, save_history
 from fedmnist.results.live_log import LiveLogWriter
 from fedmnist.results.paths import RunPaths
+from fedmnist.results.records import Evaluation, RoundRecord, Summary
 
-INITIAL = {"centralized": {"accuracy": 0.1}, "loss_centralized": 2.3, "centralized_seconds": 0.01}
+INITIAL: Evaluation = {"centralized": {"accuracy": 0.1}, "loss_centralized": 2.3, "centralized_seconds": 0.01}
 WEIGHTS = [np.arange(6, dtype="float32").reshape(2, 3), np.array([0.5, -1.0, 2.0], dtype="float32")]
 
 
-def record(round_number: int, accuracy: float, *, failures: int = 0) -> dict:
+def record(round_number: int, accuracy: float, *, failures: int = 0) -> RoundRecord:
     """A round record as RecordingStrategy writes it."""
     return {
         "round": round_number,
@@ -68,7 +69,7 @@ class RunWriter:
         self.paths = RunPaths(root, rounds)
         self.paths.check_writable()
         self.config = {"rounds": rounds, "clients": 2, "strategy": "fedavg", "model": "mlp", "partition": "iid"}
-        self.records: list[dict] = []
+        self.records: list[RoundRecord] = []
         self.started = started
         self.log = LiveLogWriter(self.paths.round_log)
         self.log.start({"config": self.config, "data_source": "mnist-5k", "started": started, "resumed_after_round": 0})
@@ -93,7 +94,7 @@ class RunWriter:
     def connected(self, count: int) -> None:
         self.log.connected(count)
 
-    def finish(self, **extra) -> None:
+    def finish(self, **extra: Any) -> None:
         summary = {
             "config": self.config,
             "data_source": "mnist-5k",
@@ -103,7 +104,7 @@ class RunWriter:
             "started": self.started,
             **extra,
         }
-        save_history(self.paths, history_from_records(self.records, INITIAL), summary)
+        save_history(self.paths, history_from_records(self.records, INITIAL), cast(Summary, summary))
 
 
 def bump_mtime(path: Path, seconds: float) -> None:
@@ -149,7 +150,7 @@ def test_earlier_runs_kept_under_runs_are_listed_and_symlinks_out_are_not_follow
 def test_a_stopped_runs_partial_summary_is_read(tmp_path: Path) -> None:
     writer = RunWriter(tmp_path)
     writer.round(0.8)
-    summary = {
+    summary: Summary = {
         "config": writer.config,
         "rounds": writer.records,
         "started": writer.started,

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedmnist.results.records import Summary
 from fedmnist.results.tensorboard import scalars, write_scalars
 from fedmnist.server.mistakes import confusion_matrix, worst_mistakes
 
@@ -35,7 +36,7 @@ def test_worst_mistakes_are_the_surest_wrong_answers_first() -> None:
     assert mistakes[0]["confidence"] == pytest.approx(0.95)
 
 
-SUMMARY = {
+SUMMARY: Summary = {
     "initial": {"centralized": {"accuracy": 0.11, "loss": 2.3}},
     "rounds": [
         {

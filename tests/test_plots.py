@@ -20,9 +20,10 @@ from fedmnist.results.figures import describe_run
 from fedmnist.results.history import save_history
 from fedmnist.results.paths import RunPaths
 from fedmnist.results.plots import HELD_OUT, TRAINING, VALIDATION, history_figure, main, plot_comparison, plot_history
+from fedmnist.results.records import ClientEntry, RoundRecord, Summary
 from test_history import sample_history
 
-SUMMARY = {
+SUMMARY: Summary = {
     "config": {"clients": 3, "rounds": 2, "seed": 42, "partition": "dirichlet:0.5", "strategy": "fedprox"},
     "data_source": "mnist-5k",
     "label_histograms": [[5, 0, 0, 0, 0, 0, 0, 0, 0, 1], [0, 4, 4, 0, 0, 0, 0, 0, 0, 0], [1] * 10],
@@ -84,7 +85,7 @@ def test_a_one_round_title_says_round() -> None:
     assert "1 round," in describe_run({"config": {"rounds": 1, "clients": 2}})
 
 
-RECORDS = [
+RECORDS: list[RoundRecord] = [
     {
         "round": 1,
         "per_client": [
@@ -155,7 +156,7 @@ def test_a_thousand_clients_give_pictures_of_a_readable_size(tmp_path: Path) -> 
 
     clients = 1000
     histograms = [[4 if digit == client % 10 else 0 for digit in range(10)] for client in range(clients)]
-    rounds = [
+    rounds: list[RoundRecord] = [
         {
             "round": r,
             "per_client": [
@@ -164,7 +165,7 @@ def test_a_thousand_clients_give_pictures_of_a_readable_size(tmp_path: Path) -> 
         }
         for r in (1, 2)
     ]
-    summary = {**SUMMARY, "label_histograms": histograms, "rounds": rounds}
+    summary: Summary = {**SUMMARY, "label_histograms": histograms, "rounds": rounds}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # E.g. "Tight layout not applied" under a 10-entry legend.
         for path in (plot_label_histograms(summary, tmp_path), plot_clients(summary, tmp_path)):
@@ -174,10 +175,10 @@ def test_a_thousand_clients_give_pictures_of_a_readable_size(tmp_path: Path) -> 
 
 def test_many_clients_are_drawn_as_their_median_and_10th_to_90th_percentile() -> None:
     """Eleven clients at 0.0, 0.1, ..., 1.0: median 0.5, 10th percentile 0.1, 90th 0.9 (linear interpolation)."""
-    per_client = [
+    per_client: list[ClientEntry] = [
         {"cid": str(c), "partition_id": c, "evaluate": {"accuracy": c / 10, "examples": 4 + c}} for c in range(11)
     ]
-    records = [{"round": 1, "per_client": per_client}]
+    records: list[RoundRecord] = [{"round": 1, "per_client": per_client}]
     [(round_number, median, p10, p90)] = client_spread(records)
     assert round_number == 1 and (round(median, 9), round(p10, 9), round(p90, 9)) == (0.5, 0.1, 0.9)
     assert client_rows(records)["client 0"] == 4 and client_rows(records)["client 10"] == 14
@@ -188,7 +189,7 @@ def test_a_clients_legend_says_how_many_rows_its_accuracy_is_of(
 ) -> None:
     import matplotlib.pyplot as plt
 
-    records = [
+    records: list[RoundRecord] = [
         {"round": 1, "per_client": [{"cid": "a", "partition_id": 0, "evaluate": {"accuracy": 0.75, "examples": 4}}]}
     ]
     captured = []

@@ -14,6 +14,7 @@ from flwr.server.strategy import FedAvg
 
 from conftest import IdleClient
 from fedmnist.results.live_log import read_live_log
+from fedmnist.results.records import RoundRecord
 from fedmnist.server.recorder import RoundRecorder, progress_line
 from fedmnist.server.run_strategy import RunStrategy
 from fedmnist.server.strategies import weighted_average
@@ -91,7 +92,7 @@ def test_round_record_has_weighted_metrics_timings_and_goes_to_the_log(tmp_path:
 
 
 def test_progress_line_estimates_time_left() -> None:
-    record = {
+    record: RoundRecord = {
         "round": 10,
         "seconds": 0.5,
         "centralized": {"accuracy": 0.9123},
@@ -108,7 +109,7 @@ def test_progress_line_estimates_time_left() -> None:
 
 
 def test_a_round_that_accepted_no_update_says_so_instead_of_the_clients_unchanged_numbers() -> None:
-    record = {
+    record: RoundRecord = {
         "round": 2,
         "seconds": 0.5,
         "centralized": {"accuracy": 0.469},

@@ -12,7 +12,6 @@ Run ids are the run's folder relative to the dashboard's folder, then
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -20,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from fedmnist.common.errors import UserError
 from fedmnist.results.live_log import LiveLog, read_live_log
 from fedmnist.results.paths import RunPaths
+from fedmnist.results.records import RoundRecord, Summary, read_summary
 
 RUN_FILE = re.compile(r"^history_(\d+)(?:\.partial)?\.jsonl?$")  # The live log, the summary or a partial one.
 Status = Literal["waiting", "running", "finished", "interrupted"]
@@ -90,7 +91,7 @@ class RunSnapshot:
     finished: str | None
     updated: float
     initial: dict[str, Any] | None
-    records: list[dict[str, Any]] = field(default_factory=list)
+    records: list[RoundRecord] = field(default_factory=list)
     connected_clients: int | None = None  # As last logged: a client arriving or leaving, or a round starting.
     label_histograms: list[list[int]] | None = None  # Examples of each digit per client.
     files: list[str] = field(default_factory=list)  # Run.files(): its pictures and result files.
@@ -138,7 +139,7 @@ def read_run(run: Run) -> RunSnapshot:
     log = read_live_log(log_path) if log_path is not None and log_time is not None else LiveLog()
     header: dict[str, Any] = dict(log.header)  # Overlaid with the summary's fields below.
     initial, records = log.initial, log.records
-    summary = _read_json(summary_path) if summary_path is not None and summary_time is not None else None
+    summary = _read_summary(summary_path) if summary_path is not None and summary_time is not None else None
     if (
         summary is not None
         and summary_time is not None
@@ -151,7 +152,8 @@ def read_run(run: Run) -> RunSnapshot:
         records = summary.get("rounds") or records
         initial = summary.get("initial") or initial
         kept = ("config", "data_source", "label_histograms", "name")
-        header = {**header, **{key: summary[key] for key in kept if key in summary}}
+        saved: dict[str, Any] = dict(summary)
+        header = {**header, **{key: saved[key] for key in kept if key in saved}}
     else:
         status = "running" if records else "waiting"
     return RunSnapshot(
@@ -171,7 +173,7 @@ def read_run(run: Run) -> RunSnapshot:
     )
 
 
-def _same_run(summary: dict[str, Any], summary_time: int, log: LiveLog, log_time: int) -> bool:
+def _same_run(summary: Summary, summary_time: int, log: LiveLog, log_time: int) -> bool:
     """Whether the summary was written by the server process that wrote the log's last header."""
     if "started" in summary and log.last_started is not None:
         return summary["started"] == log.last_started
@@ -189,18 +191,17 @@ def finite(value: Any) -> Any:
     return value
 
 
-def _by_round(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _by_round(records: list[RoundRecord]) -> list[RoundRecord]:
     """One record per round, the latest kept: a resumed run may redo a round it had logged."""
     latest = {int(record["round"]): record for record in records}
     return [latest[number] for number in sorted(latest)]
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def _read_summary(path: Path) -> Summary | None:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # Unreadable summary: show the live log instead.
+        return read_summary(path)
+    except UserError:  # Unreadable summary: show the live log instead.
         return None
-    return document if isinstance(document, dict) else None
 
 
 def _run_files(folder: Path) -> set[int]:

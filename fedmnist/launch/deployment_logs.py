@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from fedmnist.common.errors import UserError
 from fedmnist.launch.processes import read_lines
 
 
 def say_what_was_saved(out: Path, rounds: int, logs: Path) -> None:
     """Deployment, stopped early: flwr run's log stream may end before the ServerApp's last lines; say them."""
     from fedmnist.results.paths import RunPaths
+    from fedmnist.results.records import read_summary
     from fedmnist.server.saving import stopped_sentence
 
     paths = RunPaths(out, rounds)
     if "Stopped after round" in "\n".join(read_lines(logs / "server.log")):
         return
     try:
-        done = int(json.loads(paths.as_partial().json.read_text(encoding="utf-8"))["interrupted_after_round"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return  # Nothing saved (no round had finished), or a run that was not stopped.
+        done = read_summary(paths.as_partial().json).get("interrupted_after_round")
+    except UserError:
+        return  # Nothing saved: no round had finished.
+    if done is None:
+        return  # A run that was not stopped.
     print(stopped_sentence(paths, done), flush=True)
 
 

@@ -52,6 +52,8 @@ from flwr.supercore.differential_privacy import (
 from flwr.supercore.privacy_accounting import GaussianPrivacyEvent, NeighboringRelation, PrivacyConfig, SamplingMethod
 from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
+from fedmnist.results.records import PrivacySpent
+
 ACCOUNTING = "RDP of the Gaussian mechanism, one release per round, no sampling amplification (Flower's RdpAccountant)"
 FIT_CONFIG = "fitins.config"  # Where a legacy training message keeps its fit config (flwr.compat's recorddict_compat).
 # The clients clip in float32: w + clip(u) - w is not exactly clip(u). Longer than this counts as not clipped.
@@ -134,7 +136,7 @@ class PrivacyLedger:
         """One round's update was released: compose its Gaussian mechanism."""
         self.accountant.compose(self._event(sample_size))
 
-    def record(self) -> dict[str, Any]:
+    def record(self) -> PrivacySpent:
         """What a round's record says about privacy: ε so far and how it was accounted."""
         return {
             "epsilon": self.epsilon,

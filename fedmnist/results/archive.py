@@ -14,7 +14,6 @@ Temporary files that a killed process left behind (``.NAME.tmp-*``, see
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from pathlib import Path
 from fedmnist.common.atomic import is_temporary
 from fedmnist.common.errors import UserError
 from fedmnist.results.live_log import read_live_log
+from fedmnist.results.records import read_summary
 
 RESULT_FOLDERS = ("history", "models", "plots", "checkpoints", "tensorboard")
 RUNS_FOLDER = "runs"
@@ -86,14 +86,10 @@ def _label(folders: list[Path]) -> str:
 
 def _started(path: Path) -> str | None:
     """The ``started`` time written in a live log's first line or a summary."""
-    if path.suffix == ".jsonl":
-        document: object = read_live_log(path).header
-    else:
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-    started = document.get("started") if isinstance(document, dict) else None
+    try:
+        started = (read_live_log(path).header if path.suffix == ".jsonl" else read_summary(path)).get("started")
+    except UserError:
+        return None
     return started if isinstance(started, str) and started[:4].isdigit() else None
 
 

@@ -26,6 +26,7 @@ from flwr.server.strategy import Strategy
 
 from fedmnist.common.atomic import write_atomic
 from fedmnist.common.errors import UserError
+from fedmnist.results.records import Evaluation, RoundRecord
 from fedmnist.settings.server_settings import ServerSettings
 
 # Settings a checkpoint must share with the run that resumes it.
@@ -59,8 +60,8 @@ class Checkpoint:
     round: int
     weights: NDArrays
     strategy_state: dict[str, Any]
-    records: list[dict[str, Any]]
-    initial: dict[str, Any] | None
+    records: list[RoundRecord]
+    initial: Evaluation | None
     config: dict[str, Any]
     data_source: str
 

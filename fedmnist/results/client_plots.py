@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from fedmnist.results.figures import describe_run, plt, save_figure
-from fedmnist.results.records import client_name, client_order
+from fedmnist.results.records import RoundRecord, Summary, client_name, client_order
 from fedmnist.settings import defaults
 
 MAX_LEGEND_CLIENTS = 12  # clients.png names each client up to this many; beyond, thin unnamed lines.
@@ -25,7 +25,7 @@ MAX_FIGURE_INCHES = 20  # label_histogram.png grows with the clients up to this 
 MAX_BAR_CLIENTS = 30  # label_histogram.png draws a bar per client up to this many, then filled steps.
 
 
-def plot_clients(summary: dict[str, Any], out_dir: str | Path) -> Path:
+def plot_clients(summary: Summary, out_dir: str | Path) -> Path:
     """Draw ``clients.png``: each client's accuracy on its own validation slice, per round.
 
     Up to ``MAX_LEGEND_CLIENTS`` clients, one line each (by partition id, with
@@ -77,7 +77,7 @@ def plot_clients(summary: dict[str, Any], out_dir: str | Path) -> Path:
     return save_figure(figure, Path(out_dir) / "clients.png")
 
 
-def client_rows(records: list[dict[str, Any]]) -> dict[str, int]:
+def client_rows(records: list[RoundRecord]) -> dict[str, int]:
     """``{"client 0": 50, ...}``: the rows each client last evaluated on (its validation slice)."""
     return {
         client_name(client): client["evaluate"]["examples"]
@@ -87,7 +87,7 @@ def client_rows(records: list[dict[str, Any]]) -> dict[str, int]:
     }
 
 
-def client_spread(records: list[dict[str, Any]]) -> list[tuple[int, float, float, float]]:
+def client_spread(records: list[RoundRecord]) -> list[tuple[int, float, float, float]]:
     """``[(round, median, 10th percentile, 90th percentile), ...]`` of the clients' validation accuracy."""
     spread = []
     for record in records:
@@ -102,7 +102,7 @@ def client_spread(records: list[dict[str, Any]]) -> list[tuple[int, float, float
     return spread
 
 
-def client_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
+def client_curves(records: list[RoundRecord]) -> dict[str, list[tuple[int, float]]]:
     """``{"client 0": [(1, 0.81), (2, 0.86)], ...}``: each client's evaluate accuracy per round, by partition id."""
     curves: dict[str, list[tuple[int, float]]] = {}
     order: dict[str, tuple[int, str]] = {}
@@ -115,7 +115,7 @@ def client_curves(records: list[dict[str, Any]]) -> dict[str, list[tuple[int, fl
     return dict(sorted(curves.items(), key=lambda item: order[item[0]]))  # Colours C0, C1...: the dashboard's.
 
 
-def plot_confusion(confusion: list[list[int]], summary: dict[str, Any], out_dir: str | Path) -> Path:
+def plot_confusion(confusion: list[list[int]], summary: Summary, out_dir: str | Path) -> Path:
     """Draw ``confusion.png``: the final global model's held-out predictions, true digit by predicted digit."""
     matrix = np.asarray(confusion)
     figure, axes = plt.subplots(figsize=(7, 6), dpi=110)
@@ -145,9 +145,7 @@ def plot_confusion(confusion: list[list[int]], summary: dict[str, Any], out_dir:
     return save_figure(figure, Path(out_dir) / "confusion.png")
 
 
-def plot_mistakes(
-    mistakes: list[dict[str, Any]], images: np.ndarray, summary: dict[str, Any], out_dir: str | Path
-) -> Path:
+def plot_mistakes(mistakes: list[dict[str, Any]], images: np.ndarray, summary: Summary, out_dir: str | Path) -> Path:
     """Draw ``mistakes.png``: held-out digits the final model got wrong, the most confident first.
 
     ``mistakes`` are ``{"index", "true", "predicted", "confidence"}`` (``fedmnist.server.mistakes``);
@@ -184,7 +182,7 @@ def confidence_label(confidence: float) -> str:
     return f"{math.floor(100 * confidence)}%"
 
 
-def plot_label_histograms(summary: dict[str, Any], out_dir: str | Path) -> Path:
+def plot_label_histograms(summary: Summary, out_dir: str | Path) -> Path:
     """Draw ``label_histogram.png``: one stacked bar per client, one colour per digit.
 
     Under ``iid`` every bar has about the same mix; under ``dirichlet:0.1`` or

@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # Files only; no display needed.
 import matplotlib.pyplot as plt
 
 from fedmnist.common.atomic import atomic_path
+from fedmnist.results.records import Summary
 
 _SOURCE_NAMES = {"mnist-5k": "mnist-5k (offline 5,000-image subset)", "openml": "OpenML mnist_784"}
 
@@ -23,7 +24,7 @@ def save_figure(figure: Any, path: Path) -> Path:
     return path
 
 
-def describe_run(summary: dict[str, Any]) -> str:
+def describe_run(summary: Summary) -> str:
     """One line for plot titles: strategy, clients, rounds, data source, seed."""
     run = summary.get("config", {})
     if not run:

@@ -17,6 +17,7 @@ from flwr.server.history import History
 from fedmnist.common.atomic import write_atomic, write_text_atomic
 from fedmnist.common.errors import UserError
 from fedmnist.results.paths import RunPaths
+from fedmnist.results.records import Evaluation, RoundRecord, Summary, read_summary
 
 # History attributes, in the order Flower declares them.
 _SERIES = ("losses_distributed", "losses_centralized")
@@ -41,7 +42,7 @@ def history_from_dict(data: dict[str, Any]) -> History:
     return history
 
 
-def history_from_records(records: list[dict[str, Any]], initial: dict[str, Any] | None) -> History:
+def history_from_records(records: list[RoundRecord], initial: Evaluation | None) -> History:
     """Rebuild the History Flower's server builds, from our per-round records.
 
     A resumed run has no single Flower History covering all its rounds; this
@@ -57,20 +58,21 @@ def history_from_records(records: list[dict[str, Any]], initial: dict[str, Any] 
         if "centralized" in record:
             history.add_loss_centralized(server_round, record["loss_centralized"])
             history.add_metrics_centralized(server_round, record["centralized"])
-        if record.get("loss_distributed") is not None:
-            history.add_loss_distributed(server_round, record["loss_distributed"])
+        loss = record.get("loss_distributed")
+        if loss is not None:
+            history.add_loss_distributed(server_round, loss)
             history.add_metrics_distributed(server_round, record.get("evaluate", {}))
     return history
 
 
-def save_history(paths: RunPaths, history: History, summary: dict[str, Any]) -> None:
+def save_history(paths: RunPaths, history: History, summary: Summary) -> None:
     """Write the pickled History and the JSON summary (with the History inside), atomically."""
     write_atomic(paths.pickle, lambda handle: pickle.dump(history, handle))
     document = {**summary, "history": history_to_dict(history)}
     write_text_atomic(paths.json, json.dumps(document, indent=2, sort_keys=True, allow_nan=True) + "\n")
 
 
-def load_history(path: str | os.PathLike[str]) -> tuple[History, dict[str, Any]]:
+def load_history(path: str | os.PathLike[str]) -> tuple[History, Summary]:
     """Read a run from its JSON summary; returns the History and the summary.
 
     Given a ``.pkl``, the ``.json`` beside it is read instead: the pickle is
@@ -84,12 +86,7 @@ def load_history(path: str | os.PathLike[str]) -> tuple[History, dict[str, Any]]
             f"cannot read history {path}: fedmnist reads the summary {summary_path.name} beside it "
             "(it never unpickles files), and there is none"
         )
-    try:
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        raise UserError(f"cannot read history {summary_path}: {error}") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("history", {}), dict):
-        raise UserError(f"{summary_path} is not a fedmnist history summary")
+    summary = read_summary(summary_path)
     try:
         return history_from_dict(summary.get("history", {})), summary
     except (TypeError, ValueError, AttributeError) as error:

@@ -4,11 +4,11 @@ This module is its only writer (``LiveLogWriter``, used by the server) and its
 only parser (``read_live_log``, used by the History, the dashboard, the
 launcher and the archive). One JSON object per line, of four kinds:
 
-- a header (``Header``): the run's settings, data source, name and start; a
+- a header (``fedmnist.results.records.Header``): the run's settings, data source, name and start; a
   resumed run appends one of its own, after its first;
 - ``{"initial": {...}}``: the starting model on the held-out set (round 0);
 - ``{"connected_clients": N, "time": ...}``: a client connected or left;
-- a round record ``{"round": N, ...}`` (``fedmnist.server.recorder`` lists its keys),
+- a round record ``{"round": N, ...}`` (``fedmnist.results.records.RoundRecord``),
   which also carries ``connected_clients``.
 
 Lines are appended and flushed one at a time; a crash can at worst cut the
@@ -20,24 +20,13 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import cast
 
 from fedmnist.common.atomic import append_line, write_text_atomic
+from fedmnist.results.records import Evaluation, Header, RoundRecord, now
 
 log = logging.getLogger(__name__)
-
-
-class Header(TypedDict, total=False):
-    """The first line of a run's live log (and of each resumption)."""
-
-    config: dict[str, Any]  # ServerSettings, as saved with the results.
-    data_source: str  # The concrete source: openml or mnist-5k.
-    started: str  # ISO time (UTC); the summary JSON has the same, so readers pair the two.
-    resumed_after_round: int
-    name: str
-    label_histograms: list[list[int]]  # Examples of each digit (columns) per client (rows).
 
 
 @dataclass
@@ -46,8 +35,8 @@ class LiveLog:
 
     header: Header = field(default_factory=dict)  # type: ignore[assignment]
     last_started: str | None = None  # A resumed run appends a header of its own.
-    initial: dict[str, Any] | None = None
-    records: list[dict[str, Any]] = field(default_factory=list)  # In the order written (a resumed run may redo one).
+    initial: Evaluation | None = None
+    records: list[RoundRecord] = field(default_factory=list)  # In the order written (a resumed run may redo one).
     connected_clients: int | None = None
 
 
@@ -69,16 +58,16 @@ class LiveLogWriter:
         else:
             write_text_atomic(self.path, line + "\n")
 
-    def initial(self, record: dict[str, Any]) -> None:
+    def initial(self, record: Evaluation) -> None:
         append_line(self.path, json.dumps({"initial": record}, sort_keys=True))
 
-    def round(self, record: dict[str, Any]) -> None:
+    def round(self, record: RoundRecord) -> None:
         append_line(self.path, json.dumps(record, sort_keys=True))
 
     def connected(self, count: int) -> None:
         """A client connected or left. Called from Flower's connection threads: a failed write only warns."""
         try:
-            append_line(self.path, json.dumps({"connected_clients": count, "time": _now()}))
+            append_line(self.path, json.dumps({"connected_clients": count, "time": now()}))
         except OSError as error:
             log.warning("could not log the client count to %s: %s", self.path, error)
 
@@ -100,14 +89,10 @@ def read_live_log(path: str | Path) -> LiveLog:
         if "connected_clients" in entry:  # Round records and the connection lines.
             result.connected_clients = entry["connected_clients"]
         if "round" in entry:
-            result.records.append(entry)
+            result.records.append(cast(RoundRecord, entry))  # JSON is untyped; the shape is the writer's.
         elif "initial" in entry:
             result.initial = entry["initial"]
         elif "config" in entry:
-            result.header = result.header or entry  # type: ignore[assignment]
+            result.header = result.header or cast(Header, entry)
             result.last_started = entry.get("started")
     return result
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -18,6 +18,7 @@ from matplotlib.ticker import MaxNLocator
 
 from fedmnist.results.client_plots import client_curves, plot_clients, plot_confusion, plot_label_histograms
 from fedmnist.results.figures import describe_run, plt, save_figure
+from fedmnist.results.records import RoundRecord, Summary
 
 # (file stem, metric key, y-axis label)
 _FIGURES = (("accuracy", "accuracy", "accuracy"), ("loss", "loss", "cross-entropy loss"))
@@ -29,7 +30,7 @@ BASELINE = "central training, same rows and epochs (held-out)"
 ZOOM_FROM = 0.5  # The zoomed panel shows the last half of the rounds, where the curves differ.
 
 
-def plot_history(history: History, summary: dict[str, Any], out_dir: str | Path) -> list[Path]:
+def plot_history(history: History, summary: Summary, out_dir: str | Path) -> list[Path]:
     """Draw ``accuracy.png`` and ``loss.png`` into ``out_dir``; return their paths.
 
     Each has the global model on the server's held-out test set (round 0 being
@@ -45,7 +46,7 @@ def plot_history(history: History, summary: dict[str, Any], out_dir: str | Path)
     ]
 
 
-def history_figure(history: History, summary: dict[str, Any], key: str, label: str) -> Figure:
+def history_figure(history: History, summary: Summary, key: str, label: str) -> Figure:
     """The two-panel figure of ``plot_history`` for one metric (``accuracy`` or ``loss``)."""
     series = [
         (HELD_OUT, "s-", history.metrics_centralized.get(key, [])),
@@ -69,7 +70,7 @@ def history_figure(history: History, summary: dict[str, Any], key: str, label: s
     return figure
 
 
-def _draw_series(axes: Any, series: list[tuple[str, str, list]], summary: dict[str, Any], best: Any) -> None:
+def _draw_series(axes: Any, series: list[tuple[str, str, list]], summary: Summary, best: Any) -> None:
     for name, style, points in series:
         if points:
             rounds, values = zip(*points)
@@ -111,7 +112,7 @@ def _zoom_to_late_rounds(axes: Any, series: list[tuple[str, str, list]]) -> None
     axes.set_ylim(low - margin, high + margin)
 
 
-def privacy_curve(records: list[dict[str, Any]]) -> list[tuple[int, float, float]]:
+def privacy_curve(records: list[RoundRecord]) -> list[tuple[int, float, float]]:
     """``[(round, epsilon spent, held-out accuracy), ...]`` of a differentially private run's rounds."""
     return [
         (r["round"], r["privacy"]["epsilon"], r["centralized"]["accuracy"])
@@ -120,7 +121,7 @@ def privacy_curve(records: list[dict[str, Any]]) -> list[tuple[int, float, float
     ]
 
 
-def plot_privacy(summary: dict[str, Any], out_dir: str | Path) -> Path:
+def plot_privacy(summary: Summary, out_dir: str | Path) -> Path:
     """Draw ``privacy.png``: the held-out accuracy against the privacy (epsilon) spent, one point per round.
 
     Read it as a price list: how much accuracy each extra unit of epsilon
@@ -138,7 +139,8 @@ def plot_privacy(summary: dict[str, Any], out_dir: str | Path) -> Path:
             xytext=(4, -12),
             fontsize=8,
         )
-    spent = summary.get("privacy") or (summary.get("rounds") or [{}])[-1].get("privacy") or {}
+    records = summary.get("rounds") or []
+    spent = summary.get("privacy") or (records[-1].get("privacy") if records else None) or {}
     axes.set_xlabel(f"epsilon spent (delta {spent.get('delta', '?')}, {spent.get('accounting', 'RDP')})", fontsize=8)
     axes.set_ylabel("accuracy")
     axes.set_title(
@@ -242,8 +244,9 @@ def main(argv: list[str] | None = None) -> None:
             paths.append(plot_label_histograms(summary, out))
         if client_curves(summary.get("rounds", [])):
             paths.append(plot_clients(summary, out))
-        if summary.get("confusion"):
-            paths.append(plot_confusion(summary["confusion"], summary, out))
+        confusion = summary.get("confusion")
+        if confusion:
+            paths.append(plot_confusion(confusion, summary, out))
         if privacy_curve(summary.get("rounds", [])):
             paths.append(plot_privacy(summary, out))
         for path in paths:

@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from fedmnist.results.records import client_name
+from fedmnist.results.records import Summary, client_name
 
 # Round-record sections and the tag group each becomes.
 _GROUPS = (("centralized", "held_out"), ("evaluate", "clients_validation"), ("fit", "clients_training"))
@@ -28,7 +28,7 @@ _ROUND_NUMBERS = (
 )
 
 
-def write_scalars(folder: str | Path, summary: dict[str, Any]) -> Path:
+def write_scalars(folder: str | Path, summary: Summary) -> Path:
     """Write the run in ``summary`` (its ``initial`` and ``rounds``) to fresh event files in ``folder``."""
     import tensorflow as tf
 
@@ -44,20 +44,26 @@ def write_scalars(folder: str | Path, summary: dict[str, Any]) -> Path:
     return folder
 
 
-def scalars(summary: dict[str, Any]) -> list[tuple[str, float, int]]:
+def scalars(summary: Summary) -> list[tuple[str, float, int]]:
     """``(tag, value, round)`` for every finite number worth a chart."""
-    points: list[tuple[str, float, int]] = []
+    points: list[tuple[str, Any, int]] = []  # Kept when the value is a finite number.
     initial = summary.get("initial") or {}
     points += [(f"held_out/{key}", value, 0) for key, value in (initial.get("centralized") or {}).items()]
     for record in summary.get("rounds", []):
         step = int(record["round"])
+        sections = {
+            "centralized": record.get("centralized"),
+            "evaluate": record.get("evaluate"),
+            "fit": record.get("fit"),
+        }
         for section, group in _GROUPS:
-            points += [(f"{group}/{key}", value, step) for key, value in (record.get(section) or {}).items()]
-        points += [(f"round/{key}", record[key], step) for key in _ROUND_NUMBERS if key in record]
+            points += [(f"{group}/{key}", value, step) for key, value in (sections[section] or {}).items()]
+        numbers: dict[str, Any] = dict(record)  # Looked up by name.
+        points += [(f"round/{key}", numbers[key], step) for key in _ROUND_NUMBERS if key in numbers]
         for client in record.get("per_client", []):
             name = client_name(client).replace(" ", "_")
-            for stage in ("fit", "evaluate"):
-                points += [(f"{name}/{stage}_{key}", value, step) for key, value in client.get(stage, {}).items()]
+            for stage, numbers_of_stage in (("fit", client.get("fit")), ("evaluate", client.get("evaluate"))):
+                points += [(f"{name}/{stage}_{key}", value, step) for key, value in (numbers_of_stage or {}).items()]
     return [(tag, float(value), step) for tag, value, step in points if _finite_number(value)]
 
 

@@ -14,13 +14,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from flwr.common import EvaluateRes, FitRes, Parameters, Scalar
 from flwr.server.client_proxy import ClientProxy
 
 from fedmnist.results.live_log import LiveLogWriter
-from fedmnist.results.records import client_order
+from fedmnist.results.records import ClientEntry, Evaluation, PrivacySpent, RoundRecord, StageNumbers, client_order
 from fedmnist.server.strategies import reporting_clients
 from fedmnist.server.validation import RejectedResult, RejectedUpdate, client_name
 from fedmnist.settings import defaults
@@ -51,21 +50,21 @@ class RoundRecorder:
         num_rounds: int,
         log_path: str | Path | None = None,
         clock: Callable[[], float] = time.monotonic,
-        earlier_rounds: list[dict[str, Any]] | None = None,
-        initial: dict[str, Any] | None = None,
-        centralized_extras: Callable[[], dict[str, Any]] | None = None,
+        earlier_rounds: list[RoundRecord] | None = None,
+        initial: Evaluation | None = None,
+        centralized_extras: Callable[[], Evaluation] | None = None,
     ) -> None:
         self.num_rounds = num_rounds
         self.live_log = LiveLogWriter(log_path) if log_path is not None else None
         self.clock = clock
         # A resumed run starts with the rounds (and round-0 evaluation) it already has.
-        self.rounds: list[dict[str, Any]] = list(earlier_rounds or [])
-        self.initial: dict[str, Any] | None = initial
+        self.rounds: list[RoundRecord] = list(earlier_rounds or [])
+        self.initial: Evaluation | None = initial
         self.centralized_extras = centralized_extras  # More of the held-out evaluation (the confusion matrix).
         self.parameters: Parameters | None = None  # The latest global weights.
         self.client_timings: dict[str, float] = {}
-        self._current: dict[str, Any] = {}
-        self._per_client: dict[str, dict[str, Any]] = {}  # This round's results, by Flower's client id.
+        self._current: RoundRecord = {"round": 0}
+        self._per_client: dict[str, ClientEntry] = {}  # This round's results, by Flower's client id.
         self._round_started = 0.0
         self._first_round_started: float | None = None
         self._rounds_here = 0  # Rounds run by this process (fewer than done after a resume).
@@ -74,7 +73,7 @@ class RoundRecorder:
     @property
     def current_round(self) -> int:
         """The round being run, or the last one begun (its checkpoint may be what failed)."""
-        return int(self._current.get("round", len(self.rounds) + 1))
+        return self._current["round"] or len(self.rounds) + 1
 
     def start_round(self, server_round: int, connected_clients: int) -> None:
         """A round begins, with ``connected_clients`` connected (some may be left out by --fraction-fit)."""
@@ -99,32 +98,31 @@ class RoundRecorder:
         _log_failures(server_round, "training", failures)
         self._per_client = {proxy.cid: _client_entry(proxy, res, "fit") for proxy, res in results}
         self._current.update(
-            fit=dict(metrics),
-            fit_results=len(results),
-            fit_reporting=reporting_clients(client_metrics),
-            fit_failures=len(failures),
-            rejected_updates=sum(isinstance(failure, RejectedUpdate) for failure in failures),
-            failure_reasons=[describe_failure(failure) for failure in failures][:MAX_REASONS],
-            client_fit_seconds=_slowest(client_metrics, "fit_seconds"),
+            {
+                "fit": dict(metrics),
+                "fit_results": len(results),
+                "fit_reporting": reporting_clients(client_metrics),
+                "fit_failures": len(failures),
+                "rejected_updates": sum(isinstance(failure, RejectedUpdate) for failure in failures),
+                "failure_reasons": [describe_failure(failure) for failure in failures][:MAX_REASONS],
+                "client_fit_seconds": _slowest(client_metrics, "fit_seconds"),
+            }
         )
         if not self.client_timings:
             self.client_timings = {
                 key: _slowest(client_metrics, key) for key in ("startup_seconds", "data_seconds", "warm_up_seconds")
             }
 
-    def privacy(self, spent: dict[str, Any]) -> None:
+    def privacy(self, spent: PrivacySpent) -> None:
         """The privacy spent by the end of this round (``fedmnist.privacy.dp.PrivacyLedger.record``)."""
         self._current["privacy"] = spent
 
     def evaluated_centrally(self, server_round: int, result: tuple[float, dict[str, Scalar]], seconds: float) -> None:
         """The global model on the held-out set; round 0 is the starting model."""
         loss, metrics = result
-        record = {
-            "centralized": dict(metrics),
-            "centralized_seconds": seconds,
-            "loss_centralized": loss,
-            **(self.centralized_extras() if self.centralized_extras else {}),
-        }
+        record: Evaluation = {"centralized": dict(metrics), "centralized_seconds": seconds, "loss_centralized": loss}
+        if self.centralized_extras:
+            record.update(self.centralized_extras())
         if server_round:
             self._current.update(record)
             return
@@ -141,27 +139,31 @@ class RoundRecorder:
         failures: Failures,
         loss: float | None,
         metrics: dict[str, Scalar],
-    ) -> dict[str, Any]:
+    ) -> RoundRecord:
         """The clients' evaluation, the round's last step: finish its record, append it to the log, return it."""
         _log_failures(server_round, "evaluation", failures)
         for proxy, res in results:  # Beside the same client's fit numbers, if it trained this round.
-            self._per_client.setdefault(proxy.cid, {}).update(_client_entry(proxy, res, "evaluate"))
+            self._per_client.setdefault(proxy.cid, {"cid": proxy.cid}).update(_client_entry(proxy, res, "evaluate"))
         reasons = self._current.get("failure_reasons", [])
         record = self._current
         record.update(
-            loss_distributed=loss,
-            evaluate=dict(metrics),
-            evaluate_results=len(results),
-            evaluate_reporting=reporting_clients([res.metrics for _, res in results]),
-            evaluate_failures=len(failures),
-            rejected_evaluations=sum(isinstance(failure, RejectedResult) for failure in failures),
-            failure_reasons=[*reasons, *(f"evaluation: {describe_failure(f)}" for f in failures)][:MAX_REASONS],
-            client_evaluate_seconds=_slowest([res.metrics for _, res in results], "evaluate_seconds"),
-            per_client=sorted(self._per_client.values(), key=client_order),
+            {
+                "loss_distributed": loss,
+                "evaluate": dict(metrics),
+                "evaluate_results": len(results),
+                "evaluate_reporting": reporting_clients([res.metrics for _, res in results]),
+                "evaluate_failures": len(failures),
+                "rejected_evaluations": sum(isinstance(failure, RejectedResult) for failure in failures),
+                "failure_reasons": [*reasons, *(f"evaluation: {describe_failure(f)}" for f in failures)][:MAX_REASONS],
+                "client_evaluate_seconds": _slowest([res.metrics for _, res in results], "evaluate_seconds"),
+                "per_client": sorted(self._per_client.values(), key=client_order),
+            }
         )
         record["seconds"] = self.clock() - self._round_started
-        local = sum(
-            record.get(key, 0.0) for key in ("client_fit_seconds", "client_evaluate_seconds", "centralized_seconds")
+        local = (
+            record.get("client_fit_seconds", 0.0)
+            + record.get("client_evaluate_seconds", 0.0)
+            + record.get("centralized_seconds", 0.0)
         )
         record["coordination_seconds"] = max(0.0, record["seconds"] - local)
         self.rounds.append(record)
@@ -169,27 +171,30 @@ class RoundRecorder:
             self.live_log.round(record)
         return record
 
-    def announce(self, record: dict[str, Any]) -> None:
+    def announce(self, record: RoundRecord) -> None:
         """Log the round's progress line: accuracy so far and the time left."""
         self._rounds_here += 1
         elapsed = self.clock() - (self._first_round_started or 0.0)
         log.info(progress_line(record, self.num_rounds, elapsed, self._rounds_here))
 
 
-def _client_entry(proxy: ClientProxy, result: FitRes | EvaluateRes, stage: str) -> dict[str, Any]:
+def _client_entry(proxy: ClientProxy, result: FitRes | EvaluateRes, stage: str) -> ClientEntry:
     """One client's numbers for a stage of the round: examples, accuracy, loss and seconds."""
     metrics = result.metrics
-    numbers = {
-        "examples": result.num_examples,
-        "accuracy": metrics.get("accuracy"),
-        "loss": metrics.get("loss"),
-        "seconds": metrics.get(f"{stage}_seconds"),
-    }
-    entry: dict[str, Any] = {"cid": proxy.cid, stage: {k: v for k, v in numbers.items() if v is not None}}
+    numbers: StageNumbers = {"examples": result.num_examples}
+    for key, name in (("accuracy", "accuracy"), ("loss", "loss"), ("seconds", f"{stage}_seconds")):
+        if name in metrics:
+            numbers[key] = float(metrics[name])  # type: ignore[literal-required]  # One of StageNumbers' keys.
+    entry: ClientEntry = {"cid": proxy.cid}
+    if stage == "fit":
+        entry["fit"] = numbers
+    else:
+        entry["evaluate"] = numbers
     if "partition_id" in metrics:
         entry["partition_id"] = int(metrics["partition_id"])
-    if isinstance(metrics.get(defaults.PARTICIPANT_KEY), str):
-        entry["participant"] = metrics[defaults.PARTICIPANT_KEY]
+    participant = metrics.get(defaults.PARTICIPANT_KEY)
+    if isinstance(participant, str):
+        entry["participant"] = participant
     return entry
 
 
@@ -221,7 +226,7 @@ def _log_failures(server_round: int, stage: str, failures: Failures) -> None:
         log.warning("round %d: %s failed%s: %s", server_round, stage, clients, reason)
 
 
-def progress_line(record: dict[str, Any], num_rounds: int, elapsed: float, rounds_timed: int | None = None) -> str:
+def progress_line(record: RoundRecord, num_rounds: int, elapsed: float, rounds_timed: int | None = None) -> str:
     """``round 3/40 | held-out acc 91.2% | 3/3 clients | clients acc 90.5% loss 0.312 | 1.1 s/round | 3 s elapsed, ~41 s left``.
 
     ``3/3 clients``: clients whose training was aggregated, of those connected as the round began.

@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from flwr.common import NDArrays, Scalar, ndarrays_to_parameters, parameters_to_ndarrays
@@ -35,8 +34,9 @@ from fedmnist.privacy.dp import CLIP_TOLERANCE, DpSettings, PrivacyBudgetSpent, 
 from fedmnist.results.archive import archive_earlier_results
 from fedmnist.results.checkpoint import Checkpoint, load_checkpoint, restore_strategy_state
 from fedmnist.results.history import history_from_records
-from fedmnist.results.live_log import Header, LiveLogWriter
+from fedmnist.results.live_log import LiveLogWriter
 from fedmnist.results.paths import RunPaths
+from fedmnist.results.records import Header, Summary
 from fedmnist.server.baseline import train_centrally
 from fedmnist.server.client_manager import WaitingClientManager
 from fedmnist.server.federation import AppServer, Federation, ReconnectingServer
@@ -119,7 +119,7 @@ def _run(
     header = _start_live_log(settings, paths, checkpoint, data.source, histograms)
     server_ready = time.perf_counter()
 
-    def summary_now() -> dict[str, Any]:
+    def summary_now() -> Summary:
         finished = time.perf_counter()
         timings = {
             "server_startup_seconds": server_ready - process_started,
@@ -195,7 +195,7 @@ def _federate_or_save_the_rounds(
     paths: RunPaths,
     evaluator: HeldOutEvaluator,
     federation: Federation,
-    summary_now: Callable[[], dict[str, Any]],
+    summary_now: Callable[[], Summary],
 ) -> tuple[History | None, NDArrays]:
     """The rounds; if they stop early, the completed ones saved as partial results and the reason raised."""
     recorder = strategy.recorder
@@ -230,7 +230,7 @@ def _finish(
     data: MnistData,
     history: History | None,
     final_weights: NDArrays,
-    summary: dict[str, Any],
+    summary: Summary,
 ) -> None:
     """After the last round: the privacy spent, a budget stop, the baseline; then every result saved."""
     recorder = strategy.recorder

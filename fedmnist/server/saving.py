@@ -10,9 +10,8 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from flwr.common import NDArrays, parameters_to_ndarrays
@@ -24,6 +23,7 @@ from fedmnist.common.errors import UserError
 from fedmnist.results.checkpoint import Checkpoint, save_checkpoint, strategy_state
 from fedmnist.results.history import history_from_records, save_history
 from fedmnist.results.paths import RunPaths
+from fedmnist.results.records import Summary, now
 from fedmnist.results.tensorboard import write_scalars
 from fedmnist.server.held_out import HeldOutEvaluator
 from fedmnist.server.recorder import RoundRecorder
@@ -63,13 +63,13 @@ def checkpointer(
 
 
 def stop_early(
-    paths: RunPaths, evaluator: HeldOutEvaluator, recorder: RoundRecorder, summary: dict[str, Any], reason: str
+    paths: RunPaths, evaluator: HeldOutEvaluator, recorder: RoundRecorder, summary: Summary, reason: str
 ) -> str:
     """Save what the completed rounds learned as partial results; return a sentence saying what happened."""
     if not recorder.rounds or recorder.parameters is None or not evaluator.trainer.done():
         return "No round had finished, so there is nothing to save."
     done = recorder.rounds[-1]["round"]
-    summary.update(interrupted_after_round=done, stop_reason=reason)
+    summary.update({"interrupted_after_round": done, "stop_reason": reason})
     partial = paths.as_partial()
     history = history_from_records(recorder.rounds, recorder.initial)
     try:
@@ -89,7 +89,7 @@ def stopped_sentence(paths: RunPaths, done: int) -> str:
 
 
 def save_results(
-    paths: RunPaths, evaluator: HeldOutEvaluator, final_weights: NDArrays, history: History, summary: dict[str, Any]
+    paths: RunPaths, evaluator: HeldOutEvaluator, final_weights: NDArrays, history: History, summary: Summary
 ) -> None:
     """The history (pickle and JSON), the final model, the plots and TensorBoard's files; then say where they are.
 
@@ -153,7 +153,7 @@ def run_summary(
     histograms: np.ndarray,
     recorder: RoundRecorder,
     timings: dict[str, float],
-) -> dict[str, Any]:
+) -> Summary:
     """The JSON document saved beside the pickled History."""
     rounds = recorder.rounds
     every_timing: dict[str, float | None] = {
@@ -176,11 +176,6 @@ def run_summary(
         "rounds": rounds,
         "timings": every_timing,
     }
-
-
-def now() -> str:
-    """This moment in UTC, to the second, as the records write it."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _save_model(trainer: Trainer, weights: NDArrays, path: Path) -> None:
