@@ -98,7 +98,7 @@ def test_checkpoint_file_holds_only_arrays_and_json_and_a_pickle_is_never_loaded
 
 
 def test_strategy_state_round_trips_through_the_file(tmp_path: Path) -> None:
-    strategy = build_strategy(name="fedavgm", num_clients=2, initial_weights=WEIGHTS)
+    strategy = build_strategy(ServerSettings(strategy="fedavgm", clients=2, min_clients=2), WEIGHTS)
     assert isinstance(strategy, FedAvgM)
     strategy.momentum_vector = [np.full((2, 2), 0.5, np.float32), np.full(2, 0.25, np.float32)]
     checkpoint = checkpoint_of(ServerSettings(rounds=4))
@@ -110,7 +110,7 @@ def test_strategy_state_round_trips_through_the_file(tmp_path: Path) -> None:
 
 
 def test_fedadam_state_survives_a_restart() -> None:
-    before = build_strategy(name="fedadam", num_clients=2, initial_weights=WEIGHTS)
+    before = build_strategy(ServerSettings(strategy="fedadam", clients=2, min_clients=2), WEIGHTS)
     assert isinstance(before, FedAdam)
     before.m_t = [np.full((2, 2), 0.5, np.float32), np.full(2, 0.25, np.float32)]  # As after some rounds.
     state = strategy_state(before)
@@ -119,7 +119,9 @@ def test_fedadam_state_survives_a_restart() -> None:
     def evaluate_fn(server_round, weights, config):
         return 0.0, {}
 
-    after = build_strategy(name="fedadam", num_clients=2, initial_weights=WEIGHTS, evaluate_fn=evaluate_fn)
+    after = build_strategy(
+        ServerSettings(strategy="fedadam", clients=2, min_clients=2), WEIGHTS, evaluate_fn=evaluate_fn
+    )
     restore_strategy_state(after, state)
     assert isinstance(after, FedAdam) and after.m_t is not None and np.array_equal(after.m_t[0], before.m_t[0])
     assert after.evaluate_fn is evaluate_fn  # The resuming server's callbacks stay.

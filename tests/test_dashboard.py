@@ -647,7 +647,8 @@ def test_dashboard_command_serves_a_finished_run(tmp_path: Path) -> None:
 def test_the_config_card_shows_what_shaped_the_run_and_only_the_settings_it_used() -> None:
     from dataclasses import asdict
 
-    from fedmnist.settings.server_settings import ServerSettings, settings_from, shaping_settings
+    from fedmnist.settings.server_settings import ServerSettings, settings_from
+    from fedmnist.settings.shaping import shaping_settings
 
     core: dict[str, Any] = {
         "strategy": "fedprox",

@@ -7,6 +7,7 @@ import math
 import pickle
 import shlex
 import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -150,9 +151,13 @@ def test_the_cnn_runs_end_to_end_and_saves_its_architecture(tls_shards_cnn_run: 
     assert saved.name == "mnist_cnn" and saved.input_shape == (None, 784)
 
 
-def test_client_works_against_a_stock_fedavg_server(tmp_path: Path, data_home: str) -> None:
+def stock_server_client(tmp_path: Path, data_home: str, *server_flags: str) -> subprocess.CompletedProcess:
+    """client.py against a stock Flower FedAvg server (tests/stock_server.py) of one round, which then ends.
+
+    A stock server whose client left waits for another for ever: it is stopped once the client has exited.
+    """
     port = str(free_port())
-    server = start_script("tests/stock_server.py", port, "1", log=tmp_path / "server.log")
+    server = start_script("tests/stock_server.py", port, "1", *server_flags, log=tmp_path / "server.log")
     client = run_script(
         "client.py",
         "--server",
@@ -162,11 +167,29 @@ def test_client_works_against_a_stock_fedavg_server(tmp_path: Path, data_home: s
         "--num-partitions",
         "1",
         "--data-home",
-        data_home,  # The stock server sends no settings: the client's defaults apply.
+        data_home,
     )
+    try:
+        server.wait(timeout=60 if client.returncode == 0 else 1)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+    return client
+
+
+def test_client_trains_for_a_stock_fedavg_server_that_sends_the_runs_settings(tmp_path: Path, data_home: str) -> None:
+    client = stock_server_client(tmp_path, data_home, "--fedmnist-config")
     assert client.returncode == 0, client.stderr
-    assert server.wait(timeout=60) == 0
     assert "distributed losses: [(1," in (tmp_path / "server.log").read_text()
+    assert "trained on 3600 examples" in client.stderr + client.stdout  # 90% of the 4,000 training rows: one partition.
+
+
+def test_client_refuses_a_server_that_sends_no_settings_in_one_line(tmp_path: Path, data_home: str) -> None:
+    client = stock_server_client(tmp_path, data_home)
+    assert client.returncode == 2, client.stderr
+    [error] = [line for line in client.stderr.splitlines() if line.startswith("error:")]
+    assert error.startswith("error: this client refused: the server sent no server-round, run-id, num-partitions")
+    assert "Traceback" not in client.stderr and "trained on" not in client.stderr + client.stdout
 
 
 def test_client_waits_for_a_server_that_starts_later(tmp_path: Path, data_home: str) -> None:
@@ -185,7 +208,7 @@ def test_client_waits_for_a_server_that_starts_later(tmp_path: Path, data_home: 
     )
     time.sleep(8)  # The client is up and retrying by now (TensorFlow takes about 5 s to import).
     assert client.poll() is None
-    server = start_script("tests/stock_server.py", port, "1", log=tmp_path / "server.log")
+    server = start_script("tests/stock_server.py", port, "1", "--fedmnist-config", log=tmp_path / "server.log")
     assert server.wait(timeout=60) == 0 and client.wait(timeout=30) == 0
 
 

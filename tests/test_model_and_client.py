@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -13,6 +14,8 @@ from fedmnist.client.classic import make_client
 from fedmnist.client.flower_client import RUN_SETTINGS, MnistClient, SettingsMismatch
 from fedmnist.data.sources import client_data, to_float
 from fedmnist.model.keras_model import Trainer, build_model, proximal_term, save_model
+from fedmnist.settings.client_config import config_for_clients
+from fedmnist.settings.server_settings import ServerSettings
 
 
 @pytest.fixture(scope="module")
@@ -83,11 +86,15 @@ def test_evaluate_matches_keras_evaluate(mnist_5k) -> None:
     assert ours.loss == pytest.approx(loss, rel=1e-4) and ours.accuracy == pytest.approx(accuracy)
 
 
-def test_client_fit_without_config_uses_defaults(share) -> None:
-    # A stock FedAvg server sends an empty config: the client must still train.
+def run_config(**changes: Any) -> dict[str, Scalar]:
+    """Round 1's config from a server of 5 clients on the 5k rows, as server.py sends it."""
+    return config_for_clients(ServerSettings(clients=5, **changes), "mnist-5k", run_id="a")(1)
+
+
+def test_client_fit_trains_with_the_servers_local_settings(share) -> None:
     client = MnistClient(Trainer(build_model(seed=0)), share)
     start = client.get_parameters({})
-    weights, num_examples, metrics = client.fit(start, {})
+    weights, num_examples, metrics = client.fit(start, run_config())
     assert num_examples == len(share.y_train) == 1201
     assert not np.allclose(weights[0], start[0])
     assert {"accuracy", "loss", "fit_seconds"} <= set(metrics)
@@ -97,8 +104,8 @@ def test_client_fit_without_config_uses_defaults(share) -> None:
 def test_client_fit_config_overrides_local_epochs(share) -> None:
     client = MnistClient(Trainer(build_model(seed=0)), share)
     start = client.get_parameters({})
-    one = client.fit(start, {"local-epochs": 1, "learning-rate": 0.001})[0]
-    three = client.fit(start, {"local-epochs": 3, "batch-size": 64})[0]
+    one = client.fit(start, run_config(local_epochs=1, learning_rate=0.001))[0]
+    three = client.fit(start, run_config(local_epochs=3, batch_size=64))[0]
     # More epochs move the weights further from the starting point.
     assert np.linalg.norm(three[0] - start[0]) > np.linalg.norm(one[0] - start[0])
 
@@ -112,15 +119,7 @@ def test_client_evaluate_reports_loss_examples_and_accuracy(share) -> None:
 
 def test_a_client_takes_its_data_and_model_from_the_servers_config(data_home: str) -> None:
     client = make_client(partition_id=1, num_partitions=5, data_home=data_home, process_started=0.0)
-    config: dict[str, Scalar] = {
-        "dataset": "mnist-5k",
-        "seed": 7,
-        "partition": "shards:2",
-        "model": "dense32",
-        "num-partitions": 5,
-        "run-id": "a",
-        "server-round": 1,
-    }
+    config = run_config(seed=7, partition="shards:2", model="dense32")
     start = client.get_parameters(config)
     assert [w.shape for w in start] == [(784, 32), (32,), (32, 10), (10,)]  # dense32, as the server said.
     _, num_examples, metrics = client.fit(start, config)
@@ -133,15 +132,29 @@ def test_a_client_takes_its_data_and_model_from_the_servers_config(data_home: st
 
 def test_a_client_started_for_other_partitions_refuses_the_run(data_home: str) -> None:
     client = make_client(partition_id=1, num_partitions=5, data_home=data_home)
-    assert client.settings_problem({"num-partitions": 3}) == "num-partitions 5 here, 3 on the server"
-    assert client.settings_problem({"num-partitions": 5}) == client.settings_problem({}) == ""
+    three = {**run_config(), "num-partitions": 3}
+    assert client.settings_problem(three) == (
+        "settings differ from the server's (num-partitions 5 here, 3 on the server); restart it with the server's settings"
+    )
+    assert client.settings_problem(run_config()) == ""
     with pytest.raises(SettingsMismatch, match="num-partitions 5 here, 3 on the server"):
-        client.fit([], {"num-partitions": 3})
+        client.fit([], three)
+
+
+def test_a_client_refuses_a_config_that_lacks_a_setting_instead_of_assuming_one(data_home: str) -> None:
+    client = make_client(partition_id=1, num_partitions=5, data_home=data_home)
+    lacking = {key: value for key, value in run_config().items() if key not in ("learning-rate", "seed")}
+    with pytest.raises(
+        SettingsMismatch, match=r"^this client refused the run: the server sent no seed, learning-rate \("
+    ):
+        client.fit([], lacking)
+    with pytest.raises(SettingsMismatch, match="the server sent no server-round, run-id, num-partitions, dataset"):
+        client.evaluate([], {})  # A stock FedAvg server, as in Flower's tutorials, sends no config.
 
 
 def test_a_client_shuffles_differently_each_round(data_home: str) -> None:
     client = make_client(partition_id=0, num_partitions=5, data_home=data_home)
-    config: dict[str, Scalar] = {"dataset": "mnist-5k", "model": "dense32", "local-epochs": 1}
+    config = run_config(model="dense32", local_epochs=1)
     start = client.get_parameters(config)
     first = client.fit(start, {**config, "server-round": 1})[0]
     again = client.fit(start, {**config, "server-round": 1, "run-id": "other"})[0]
@@ -170,7 +183,7 @@ def test_fedprox_keeps_the_update_closer_to_the_global_model(share) -> None:
     def distance_moved(mu: float) -> float:
         client = MnistClient(Trainer(build_model(seed=0), seed=0), share)
         start = client.get_parameters({})
-        weights = client.fit(start, {"local-epochs": 3, "proximal_mu": mu})[0]
+        weights = client.fit(start, {**run_config(local_epochs=3), "proximal_mu": mu})[0]
         return float(np.sqrt(sum(np.sum((w - s) ** 2) for w, s in zip(weights, start))))
 
     plain, proximal = distance_moved(0.0), distance_moved(1.0)

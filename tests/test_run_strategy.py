@@ -19,6 +19,7 @@ from fedmnist.server.recorder import RoundRecorder
 from fedmnist.server.run_strategy import RunStopped, RunStrategy
 from fedmnist.server.strategies import build_strategy
 from fedmnist.server.validation import UpdateValidator
+from fedmnist.settings.server_settings import ServerSettings
 
 OK = Status(code=Code.OK, message="")
 WEIGHTS = [np.zeros(2, np.float32)]
@@ -65,7 +66,7 @@ def test_the_aggregator_is_built_on_first_use_only() -> None:
 
     def build() -> FedAvg:
         built.append(1)
-        return build_strategy(num_clients=1, initial_weights=WEIGHTS)
+        return build_strategy(ServerSettings(clients=1, min_clients=1), WEIGHTS)
 
     strategy = RunStrategy(build, validator=UpdateValidator(), recorder=RoundRecorder(num_rounds=1))
     assert built == []  # Nothing built yet: the server can listen first.

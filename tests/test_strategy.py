@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,11 +16,12 @@ from fedmnist.server.strategies import (
     STRATEGIES,
     build_strategy,
     centralized_evaluate_fn,
-    fit_config,
     reporting_clients,
     weighted_average,
 )
 from fedmnist.settings import defaults
+from fedmnist.settings.client_config import client_keys, config_for_clients
+from fedmnist.settings.server_settings import ServerSettings
 
 
 def test_weighted_average_weights_by_examples() -> None:
@@ -55,7 +57,7 @@ WEIGHTS = [np.ones((2, 2), np.float32), np.zeros(2, np.float32)]
 
 def test_build_strategy_is_fedavg_over_all_clients_with_weighted_metrics() -> None:
     weights = WEIGHTS
-    strategy = build_strategy(num_clients=3, initial_weights=weights)
+    strategy = build_strategy(ServerSettings(clients=3, min_clients=3), weights)
     assert isinstance(strategy, FedAvg)
     assert (strategy.min_fit_clients, strategy.min_evaluate_clients, strategy.min_available_clients) == (3, 3, 3)
     assert strategy.fit_metrics_aggregation_fn is weighted_average
@@ -66,18 +68,26 @@ def test_build_strategy_is_fedavg_over_all_clients_with_weighted_metrics() -> No
     assert all(np.array_equal(a, b) for a, b in zip(restored, weights))
 
 
-def test_fit_config_carries_round_and_local_settings() -> None:
-    assert fit_config(
-        local_epochs=2, batch_size=16, learning_rate=0.01, keep_optimizer=True, partition="shards:2", run_id="a"
-    )(7) == {
+def test_the_config_for_clients_carries_every_setting_marked_for_them_and_the_round() -> None:
+    settings = ServerSettings(
+        clients=5, seed=3, partition="shards:2", model="dense32", local_epochs=2, batch_size=16, learning_rate=0.01
+    )
+    config = config_for_clients(replace(settings, keep_optimizer=True), "mnist-5k", run_id="a")
+    assert config(7) == {
         "server-round": 7,
+        "run-id": "a",
+        "num-partitions": 5,
+        "dataset": "mnist-5k",  # The source the server resolved, not --dataset auto.
+        "seed": 3,
+        "partition": "shards:2",
+        "model": "dense32",
         "local-epochs": 2,
         "batch-size": 16,
         "learning-rate": 0.01,
         "keep-optimizer": True,
-        "partition": "shards:2",
-        "run-id": "a",
     }
+    assert set(config(7)) == set(client_keys())
+    assert build_strategy(settings, WEIGHTS).on_fit_config_fn(1)["local-epochs"] == 2  # type: ignore[misc]
 
 
 def test_centralized_evaluate_fn_reports_loss_and_accuracy() -> None:
@@ -88,30 +98,31 @@ def test_centralized_evaluate_fn_reports_loss_and_accuracy() -> None:
 def test_every_strategy_name_builds_its_flower_class_with_our_metrics() -> None:
     assert tuple(STRATEGIES) == defaults.STRATEGIES
     for name, strategy_class in STRATEGIES.items():
-        strategy = build_strategy(name=name, num_clients=4, initial_weights=WEIGHTS)
+        strategy = build_strategy(ServerSettings(strategy=name, clients=4, min_clients=4), WEIGHTS)
         assert type(strategy) is strategy_class
         assert strategy.evaluate_metrics_aggregation_fn is weighted_average
 
 
 def test_fraction_fit_samples_part_of_the_clients_but_waits_for_all() -> None:
-    strategy = build_strategy(num_clients=10, initial_weights=WEIGHTS, fraction_fit=0.3)
+    strategy = build_strategy(ServerSettings(clients=10, fraction_fit=0.3, min_clients=10), WEIGHTS)
     assert strategy.num_fit_clients(10) == (3, 10)  # Train 3 of them, once all 10 are connected.
     assert strategy.min_available_clients == 10 and strategy.min_evaluate_clients == 10
 
 
 def test_fedprox_carries_mu_and_unknown_names_fail() -> None:
-    fedprox = build_strategy(name="fedprox", num_clients=2, initial_weights=WEIGHTS, proximal_mu=0.5)
+    fedprox = build_strategy(ServerSettings(strategy="fedprox", clients=2, proximal_mu=0.5, min_clients=2), WEIGHTS)
     assert isinstance(fedprox, FedProx) and fedprox.proximal_mu == 0.5
     with pytest.raises(ValueError, match="unknown strategy 'fedsgd'"):
-        build_strategy(name="fedsgd", num_clients=2, initial_weights=WEIGHTS)
+        build_strategy(ServerSettings(strategy="fedsgd", clients=2, min_clients=2), WEIGHTS)
 
 
 def test_fedavgm_takes_the_server_momentum_and_learning_rate_it_is_given() -> None:
-    default = build_strategy(name="fedavgm", num_clients=2, initial_weights=WEIGHTS)
+    default = build_strategy(ServerSettings(strategy="fedavgm", clients=2, min_clients=2), WEIGHTS)
     assert isinstance(default, FedAvgM)
     assert (default.server_momentum, default.server_learning_rate) == (0.9, 1.0)
     tuned = build_strategy(
-        name="fedavgm", num_clients=2, initial_weights=WEIGHTS, server_momentum=0.5, server_learning_rate=0.3
+        ServerSettings(strategy="fedavgm", clients=2, server_momentum=0.5, server_learning_rate=0.3, min_clients=2),
+        WEIGHTS,
     )
     assert isinstance(tuned, FedAvgM)
     assert (tuned.server_momentum, tuned.server_learning_rate) == (0.5, 0.3)

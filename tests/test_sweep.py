@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
-from flwr.common import Scalar
 
 from fedmnist.client.classic import make_client
 from fedmnist.launch.flags import parse_args
+from fedmnist.settings.client_config import config_for_clients
+from fedmnist.settings.server_settings import ServerSettings
 from fedmnist.sweep import GRIDS, Setting, comparison_table, target_for
 
 
@@ -134,13 +135,7 @@ def test_paper_table_by_hand() -> None:
 
 def test_client_starts_afresh_when_the_run_changes(data_home: str) -> None:
     client = make_client(partition_id=0, num_partitions=5, data_home=data_home)
-    config: dict[str, Scalar] = {
-        "dataset": "mnist-5k",
-        "model": "dense32",
-        "num-partitions": 5,
-        "server-round": 1,
-        "keep-optimizer": True,
-    }
+    config = config_for_clients(ServerSettings(clients=5, model="dense32", keep_optimizer=True), "mnist-5k", "a")(1)
     start = client.get_parameters(config)
 
     def fit(run_id: str, partition: str) -> tuple[int, set[int]]:

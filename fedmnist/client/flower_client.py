@@ -26,7 +26,7 @@ from fedmnist.client.faults import corrupt, fail_if_crashed, fail_if_due
 from fedmnist.common.errors import UserError
 from fedmnist.data.sources import ClientData, MnistData, client_shares, load_mnist, share_data, to_float
 from fedmnist.privacy.dp import clip_update
-from fedmnist.settings import defaults  # Flower's methods take a parameter named `config`.
+from fedmnist.settings.client_config import client_keys
 
 if TYPE_CHECKING:  # TensorFlow loads when a process builds its first model: importing this module stays light.
     from fedmnist.model.keras_model import Trainer
@@ -35,22 +35,16 @@ log = logging.getLogger(__name__)
 OPTIMIZER_STATE = "optimizer"  # The client's state: Adam's variables after its latest fit.
 STATE_OWNER = "optimizer-run"  # The client's state: the run-id those variables belong to.
 WARM_UP = "warm-up"  # A get_properties config key: prepare this process for the run (ClientCache.warm_up).
-# The run's settings a client needs to cut its rows and build its model, and what it assumes when
-# a server sends none (a stock FedAvg server, as in Flower's tutorials).
-RUN_SETTINGS: dict[str, Scalar] = {
-    "dataset": defaults.DATASET,
-    "seed": defaults.SEED,
-    "partition": defaults.PARTITION,
-    "model": defaults.MODEL,
-}
+# The settings that decide a client's rows and model: what ClientCache keeps apart.
+RUN_SETTINGS = ("dataset", "seed", "partition", "model")
 
 
 class MnistClient(NumPyClient):
     """Trains the shared model on its own rows and evaluates it on its validation slice.
 
-    Fit config keys (all optional, so a stock FedAvg server that sends no config
-    works): ``local-epochs``, ``batch-size``, ``learning-rate``, and
-    ``proximal_mu`` from Flower's FedProx. Both ``fit`` and
+    Fit config keys: ``local-epochs``, ``batch-size``, ``learning-rate``,
+    ``server-round``, and ``proximal_mu`` when Flower's FedProx sends it
+    (``PartitionClient`` has checked that the server sent the rest). Both ``fit`` and
     ``evaluate`` report ``accuracy`` and ``loss`` with the number of examples
     used, which the server's weighted average needs, plus their duration in
     seconds and ``partition_id``, so the server's per-client records say which share this is.
@@ -71,16 +65,16 @@ class MnistClient(NumPyClient):
         result = self.trainer.fit(
             self.x_train,
             self.y_train,
-            epochs=int(config.get("local-epochs", defaults.LOCAL_EPOCHS)),
-            batch_size=int(config.get("batch-size", defaults.BATCH_SIZE)),
-            learning_rate=float(config.get("learning-rate", defaults.LEARNING_RATE)),
-            proximal_mu=float(config.get("proximal_mu", 0.0)),  # Flower's FedProx sends this key.
+            epochs=int(config["local-epochs"]),
+            batch_size=int(config["batch-size"]),
+            learning_rate=float(config["learning-rate"]),
+            proximal_mu=float(config.get("proximal_mu", 0.0)),  # Flower's FedProx adds it; other strategies do not.
         )
         metrics = {"accuracy": result.accuracy, "loss": result.loss, **self.identity}
         metrics["fit_seconds"] = time.perf_counter() - started
         log.info(
             "round %s: trained on %d examples, local accuracy %.1f%%, loss %.3f, %.2f s",
-            config.get("server-round", "?"),
+            config["server-round"],
             len(self.y_train),
             100 * result.accuracy,
             result.loss,
@@ -184,8 +178,9 @@ class ClientCache:
 class PartitionClient(NumPyClient):
     """The client of partition ``partition_id`` of ``num_partitions``, set up by the server's messages.
 
-    Each message's config says the run's settings (``RUN_SETTINGS``; the
-    defaults when a server sends none); the rows and model come from ``cache``.
+    Each message's config says the run's settings (every key of
+    ``fedmnist.settings.server_settings.client_keys``: a config that lacks one is
+    refused, not filled in with defaults); the rows and model come from ``cache``.
     Each fit starts Adam afresh, as FedAvg's clients do, unless the config
     says ``keep-optimizer``: then the client keeps Adam's step count and
     moments between messages, for the run (``run-id``) that made them, so
@@ -220,17 +215,26 @@ class PartitionClient(NumPyClient):
 
     def settings_problem(self, config: dict[str, Scalar]) -> str:
         """Why this client must not train in the server's run, or "" when it may."""
-        theirs = int(config.get("num-partitions", self.num_partitions))
+        missing = [key for key in client_keys() if key not in config]
+        if missing:
+            return (
+                f"the server sent no {', '.join(missing)} (a fedmnist server, server.py or ./run.sh, "
+                "sends the run's settings with every round)"
+            )
+        theirs = int(config["num-partitions"])
         if theirs != self.num_partitions:
-            return f"num-partitions {self.num_partitions} here, {theirs} on the server"
+            return (
+                f"settings differ from the server's (num-partitions {self.num_partitions} here, {theirs} on the"
+                " server); restart it with the server's settings"
+            )
         return ""
 
     def _settings(self, config: dict[str, Scalar]) -> dict[str, Scalar]:
         self.last_contact = time.monotonic()
         problem = self.settings_problem(config)
         if problem:
-            raise SettingsMismatch(f"this client's settings differ from the server's ({problem})")
-        return {key: config.get(key, default) for key, default in RUN_SETTINGS.items()}
+            raise SettingsMismatch(f"this client refused the run: {problem}")
+        return {key: config[key] for key in RUN_SETTINGS}
 
     def _client(self, config: dict[str, Scalar]) -> MnistClient:
         return self.cache.client(self._settings(config), self.partition_id, self.num_partitions)
@@ -247,10 +251,10 @@ class PartitionClient(NumPyClient):
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
         settings = self._settings(config)
         client = self.cache.client(settings, self.partition_id, self.num_partitions)
-        server_round = int(config.get("server-round", 0))
+        server_round = int(config["server-round"])
         fail_if_due(self.fault, server_round, own_process=self.state is None)
-        run_id = str(config.get("run-id", ""))
-        keep = bool(config.get("keep-optimizer", False))
+        run_id = str(config["run-id"])
+        keep = bool(config["keep-optimizer"])
         if keep:
             self._take_optimizer(client.trainer, str(settings["model"]), run_id)
         else:
@@ -272,7 +276,7 @@ class PartitionClient(NumPyClient):
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
         client = self._client(config)
-        fail_if_crashed(self.fault, int(config.get("server-round", 0)), own_process=self.state is None)
+        fail_if_crashed(self.fault, int(config["server-round"]), own_process=self.state is None)
         return client.evaluate(parameters, config)
 
     def _take_optimizer(self, trainer: Trainer, model: str, run_id: str) -> None:

@@ -16,7 +16,8 @@ from pydantic import BaseModel, Field
 from fedmnist.dashboard.runs import RunSnapshot, Status
 from fedmnist.results import records
 from fedmnist.results.records import client_name
-from fedmnist.settings.server_settings import settings_from, shaping_settings
+from fedmnist.settings.server_settings import settings_from
+from fedmnist.settings.shaping import shaping_settings
 
 
 class ErrorResponse(BaseModel):

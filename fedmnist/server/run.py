@@ -44,9 +44,10 @@ from fedmnist.server.held_out import HeldOutEvaluator, build_trainer
 from fedmnist.server.recorder import RoundRecorder
 from fedmnist.server.run_strategy import RunStrategy
 from fedmnist.server.saving import checkpointer, result_files, run_summary, save_results, stop_early
-from fedmnist.server.strategies import build_strategy, centralized_evaluate_fn, fit_config
+from fedmnist.server.strategies import build_strategy, centralized_evaluate_fn
 from fedmnist.server.validation import UpdateValidator
 from fedmnist.settings import defaults
+from fedmnist.settings.client_config import config_for_clients
 from fedmnist.settings.server_settings import ServerSettings, dp_problem, secagg_problem
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,10 @@ def _run(
     # largest shares bound the example counts clients may claim (fedmnist.server.validation).
     parts = partition_rows(data.y_train, settings.clients, parse_partition(settings.partition), settings.seed)
     histograms = label_histograms(data.y_train, parts)
-    client_config = _client_config(settings, data.source)
+    # Unique per server run: a sweep's clients start each run afresh.
+    client_config = config_for_clients(
+        settings, data.source, f"{settings.strategy}/{settings.partition}/{time.time():.6f}"
+    )
     # TensorFlow takes seconds to import: do it beside Flower's start-up, so the server
     # listens at once and the clients' own start-up overlaps it. The strategy, which
     # needs the initial model's weights, is built when Flower first asks for it. A runtime
@@ -283,24 +287,6 @@ def _privacy_ledger(dp: DpSettings, population: int, checkpoint: Checkpoint | No
     return ledger
 
 
-def _client_config(settings: ServerSettings, data_source: str) -> Callable[[int], dict[str, Scalar]]:
-    """The config every fit and evaluate message carries: the run's settings for the clients, and the round."""
-    return fit_config(
-        local_epochs=settings.local_epochs,
-        batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
-        keep_optimizer=settings.keep_optimizer,
-        partition=settings.partition,
-        run_id=f"{settings.strategy}/{settings.partition}/{time.time():.6f}",  # Unique per server run.
-        client_settings={
-            "num-partitions": settings.clients,
-            "seed": settings.seed,
-            "model": settings.model,
-            "dataset": data_source,
-        },
-    )
-
-
 def _build_strategy(
     settings: ServerSettings,
     evaluator: HeldOutEvaluator,
@@ -310,17 +296,7 @@ def _build_strategy(
     """The configured Flower strategy, starting from the initial model or the checkpoint."""
     start = checkpoint.weights if checkpoint else evaluator.trainer.result().get_weights()
     strategy = build_strategy(
-        name=settings.strategy,
-        num_clients=settings.clients,
-        min_clients=settings.minimum_clients,
-        initial_weights=start,
-        fraction_fit=settings.fraction_fit,
-        fraction_evaluate=settings.fraction_evaluate,
-        proximal_mu=settings.proximal_mu,
-        server_momentum=settings.server_momentum,
-        server_learning_rate=settings.server_learning_rate,
-        evaluate_fn=centralized_evaluate_fn(evaluator),
-        on_fit_config_fn=client_config,
+        settings, start, evaluate_fn=centralized_evaluate_fn(evaluator), on_fit_config_fn=client_config
     )
     if checkpoint is not None:
         restore_strategy_state(strategy, checkpoint.strategy_state)

@@ -16,6 +16,8 @@ from flwr.common import Metrics, NDArrays, Scalar, ndarrays_to_parameters
 from flwr.server.strategy import FedAdam, FedAvg, FedAvgM, FedMedian, FedProx, FedTrimmedAvg, FedYogi, Krum
 
 from fedmnist.settings import defaults
+from fedmnist.settings.client_config import config_for_clients
+from fedmnist.settings.server_settings import ServerSettings
 
 STRATEGIES: dict[str, type[FedAvg]] = {
     "fedavg": FedAvg,
@@ -61,90 +63,49 @@ def reporting_clients(metrics: list[Metrics]) -> dict[str, int]:
     return {key: sum(key in values for values in metrics) for key in defaults.METRIC_KEYS}
 
 
-def fit_config(
-    *,
-    local_epochs: int = defaults.LOCAL_EPOCHS,
-    batch_size: int = defaults.BATCH_SIZE,
-    learning_rate: float = defaults.LEARNING_RATE,
-    keep_optimizer: bool = False,
-    partition: str = defaults.PARTITION,
-    run_id: str = "",
-    client_settings: dict[str, Scalar] | None = None,
-) -> Callable[[int], dict[str, Scalar]]:
-    """The per-round config sent to clients with fit and evaluate (the same every round but for the round).
-
-    The server is the clients' only source of the run's settings: local
-    training (``keep-optimizer``: Adam goes on from the client's last round
-    instead of starting afresh), ``partition`` and ``client_settings`` (``num-partitions``,
-    ``seed``, ``model``, ``dataset``) say how each client cuts its rows and
-    builds its model (``fedmnist.client.flower_client.PartitionClient``); a client
-    started for another ``num-partitions`` refuses the run. ``run-id`` tells a
-    sweep's runs apart, so clients start each one afresh.
-    """
-
-    def on_fit_config(server_round: int) -> dict[str, Scalar]:
-        return {
-            "server-round": server_round,
-            "local-epochs": local_epochs,
-            "batch-size": batch_size,
-            "learning-rate": learning_rate,
-            "keep-optimizer": keep_optimizer,
-            "partition": partition,
-            "run-id": run_id,
-            **(client_settings or {}),
-        }
-
-    return on_fit_config
-
-
 def build_strategy(
-    *,
-    num_clients: int,
+    settings: ServerSettings,
     initial_weights: NDArrays,
-    min_clients: int | None = None,
-    name: str = defaults.STRATEGY,
-    fraction_fit: float = defaults.FRACTION_FIT,
-    fraction_evaluate: float = defaults.FRACTION_EVALUATE,
-    proximal_mu: float = defaults.PROXIMAL_MU,
-    server_momentum: float = defaults.SERVER_MOMENTUM,
-    server_learning_rate: float = defaults.SERVER_LEARNING_RATE,
+    *,
     evaluate_fn: EvaluateFn | None = None,
     on_fit_config_fn: Callable[[int], dict[str, Scalar]] | None = None,
 ) -> FedAvg:
-    """Flower's strategy ``name`` for ``num_clients`` clients, of which ``min_clients`` suffice.
+    """Flower's strategy ``settings.strategy`` for ``settings.clients`` clients, of which ``minimum_clients`` suffice.
 
-    A round goes ahead once ``min_clients`` (default: all) are connected, so a
-    run survives clients that die; it trains a ``fraction_fit`` sample of the
+    A round goes ahead once the minimum (default: all) are connected, so a run
+    survives clients that die; it trains a ``fraction_fit`` sample of the
     connected clients (at least one) and evaluates on a ``fraction_evaluate``
-    sample (at least one). ``initial_weights`` seed the global model (the server-side
-    optimizers of FedAvgM, FedAdam and FedYogi start from them);
-    ``evaluate_fn`` is the server-side (centralized) evaluation; ``proximal_mu``
-    is FedProx's mu, sent to clients in the fit config; ``server_momentum`` and
-    ``server_learning_rate`` are FedAvgM's. FedAdam's and FedYogi's settings
-    follow the papers' common choices (``_STRATEGY_SETTINGS``).
+    sample (at least one). ``initial_weights`` seed the global model (the
+    server-side optimizers of FedAvgM, FedAdam and FedYogi start from them);
+    ``evaluate_fn`` is the server-side (centralized) evaluation; FedProx's
+    ``proximal_mu`` goes to clients in the fit config; FedAvgM takes
+    ``server_momentum`` and ``server_learning_rate``. FedAdam's and FedYogi's
+    settings follow the papers' common choices (``_STRATEGY_SETTINGS``).
+    ``on_fit_config_fn`` defaults to the settings' own config for clients.
     """
+    name, num_clients = settings.strategy, settings.clients
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-    strategy_class = STRATEGIES[name]
-    settings: dict[str, Any] = dict(_STRATEGY_SETTINGS.get(name, {}))
-    minimum = min(min_clients or num_clients, num_clients)  # Clients a round needs to go ahead.
+    extra: dict[str, Any] = dict(_STRATEGY_SETTINGS.get(name, {}))
+    minimum = min(settings.minimum_clients, num_clients)  # Clients a round needs to go ahead.
     if name == "fedprox":
-        settings["proximal_mu"] = proximal_mu
+        extra["proximal_mu"] = settings.proximal_mu
     if name == "fedavgm":
-        settings.update(server_momentum=server_momentum, server_learning_rate=server_learning_rate)
-    return strategy_class(
-        fraction_fit=fraction_fit,
-        fraction_evaluate=fraction_evaluate,
-        min_fit_clients=max(1, min(round(fraction_fit * num_clients), minimum)),
-        min_evaluate_clients=max(1, min(round(fraction_evaluate * num_clients), minimum)),
+        extra.update(server_momentum=settings.server_momentum, server_learning_rate=settings.server_learning_rate)
+    config = on_fit_config_fn or config_for_clients(settings, settings.dataset, run_id="")
+    return STRATEGIES[name](
+        fraction_fit=settings.fraction_fit,
+        fraction_evaluate=settings.fraction_evaluate,
+        min_fit_clients=max(1, min(round(settings.fraction_fit * num_clients), minimum)),
+        min_evaluate_clients=max(1, min(round(settings.fraction_evaluate * num_clients), minimum)),
         min_available_clients=minimum,
         evaluate_fn=evaluate_fn,
-        on_fit_config_fn=on_fit_config_fn or fit_config(),
-        on_evaluate_config_fn=on_fit_config_fn or fit_config(),  # Clients check the run's settings on both.
+        on_fit_config_fn=config,
+        on_evaluate_config_fn=config,  # Clients check the run's settings on both.
         initial_parameters=ndarrays_to_parameters(initial_weights),
         fit_metrics_aggregation_fn=weighted_average,
         evaluate_metrics_aggregation_fn=weighted_average,
-        **settings,
+        **extra,
     )
 
 

@@ -47,6 +47,7 @@ def setting(
     flag: str | None = RUN,
     run_config: bool = True,
     none_as: Any = None,
+    to_clients: str | None = None,
 ) -> Any:
     """A ``ServerSettings`` field: ``default``, and how flags and the run config take it.
 
@@ -54,7 +55,8 @@ def setting(
     ``flag`` is RUN, SERVER or None (no flag: the program sets it);
     ``run_config`` False keeps it out of a ServerApp's run config (Flower's
     connection settings decide it there); ``none_as`` is how a None default
-    appears in the run config (TOML has no None).
+    appears in the run config (TOML has no None); ``to_clients`` is the key under
+    which every round's config carries it to the clients (``fedmnist.settings.client_config``).
     """
     return field(
         default=default,
@@ -65,6 +67,7 @@ def setting(
             "flag": flag,
             "run_config": run_config,
             "none_as": none_as,
+            "to_clients": to_clients,
         },
     )
 
@@ -74,7 +77,9 @@ class ServerSettings:
     """Everything a run depends on; saved with its results as ``config``."""
 
     rounds: int = setting(defaults.ROUNDS, "federated rounds", type=positive_int)
-    clients: int = setting(defaults.CLIENTS, "clients that train every round", type=positive_int)
+    clients: int = setting(
+        defaults.CLIENTS, "clients that train every round", type=positive_int, to_clients="num-partitions"
+    )
     port: int = setting(defaults.PORT, "server port", type=port_number, run_config=False)
     host: str = setting(
         defaults.SERVER_HOST, "interface to listen on (default: %(default)s, all)", flag=SERVER, run_config=False
@@ -86,8 +91,11 @@ class ServerSettings:
         "offline 5k subset; openml; mnist-5k; fashion-mnist (OpenML, else Debian's "
         "dataset-fashion-mnist); or idx:DIR, a folder of MNIST's four IDX files (docs/configuration.md, Data)",
         type=dataset_spec,
+        to_clients="dataset",
     )
-    seed: int = setting(defaults.SEED, "seed of the client partitions and the initial model", type=int)
+    seed: int = setting(
+        defaults.SEED, "seed of the client partitions and the initial model", type=int, to_clients="seed"
+    )
     data_home: str | None = setting(
         None, "scikit-learn data home for the MNIST cache (default: scikit-learn's)", none_as=""
     )
@@ -96,12 +104,14 @@ class ServerSettings:
         "how training rows are split among clients: iid, dirichlet:ALPHA "
         "(label skew, e.g. 0.1) or shards:K (K label-sorted shards each)",
         type=partition_spec,
+        to_clients="partition",
     )
     model: str = setting(
         defaults.MODEL,
         "mlp (784-128-10), dense32 (784-32-10), cnn (small convnet), or the FedAvg "
         "paper's 2nn (784-200-200-10) and cnn-paper (two 5x5 convolutions, fc 512)",
         choices=defaults.MODELS,
+        to_clients="model",
     )
     strategy: str = setting(defaults.STRATEGY, "Flower aggregation strategy", choices=defaults.STRATEGIES)
     fraction_fit: float = setting(defaults.FRACTION_FIT, "share of the clients trained each round, 0-1", type=fraction)
@@ -219,13 +229,20 @@ class ServerSettings:
     )
     resume: bool = setting(False, "continue an interrupted run from its last checkpoint in --out (same settings)")
     baseline: bool = setting(False, "also train the model centrally on the clients' rows and plot it for reference")
-    local_epochs: int = setting(defaults.LOCAL_EPOCHS, "local epochs per round, sent to clients", type=positive_int)
-    batch_size: int = setting(defaults.BATCH_SIZE, "local batch size, sent to clients", type=positive_int)
-    learning_rate: float = setting(defaults.LEARNING_RATE, "clients' Adam learning rate", type=positive_float)
+    local_epochs: int = setting(
+        defaults.LOCAL_EPOCHS, "local epochs per round, sent to clients", type=positive_int, to_clients="local-epochs"
+    )
+    batch_size: int = setting(
+        defaults.BATCH_SIZE, "local batch size, sent to clients", type=positive_int, to_clients="batch-size"
+    )
+    learning_rate: float = setting(
+        defaults.LEARNING_RATE, "clients' Adam learning rate", type=positive_float, to_clients="learning-rate"
+    )
     keep_optimizer: bool = setting(
         False,
         "clients keep Adam's step count and moments from round to round instead "
         "of starting Adam afresh each round as FedAvg's clients do (docs/configuration.md, Local training)",
+        to_clients="keep-optimizer",
     )
     tls_dir: str | None = setting(
         None,
@@ -250,60 +267,10 @@ class ServerSettings:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
 
-# What a reader needs to know of a run (the dashboard's Config card): the settings that made its
-# numbers what they are. Paths, ports and timeouts are the rest, folded away.
-_ALWAYS_SHOWN = (
-    "strategy",
-    "model",
-    "dataset",
-    "partition",
-    "rounds",
-    "clients",
-    "min_clients",
-    "local_epochs",
-    "batch_size",
-    "learning_rate",
-    "seed",
-)
-_SHOWN_WHEN_SET = (
-    "fraction_fit",
-    "fraction_evaluate",
-    "runtime",
-    "max_update_norm_factor",
-    "keep_optimizer",
-    "baseline",
-    "dp_noise",
-    "secagg",
-)  # Shown when not the default.
-_SHOWN_WITH: dict[str, Callable[[ServerSettings], bool]] = {  # Only these runs use them.
-    "proximal_mu": lambda run: run.strategy == "fedprox",
-    "server_momentum": lambda run: run.strategy == "fedavgm",
-    "server_learning_rate": lambda run: run.strategy == "fedavgm",
-    **dict.fromkeys(("dp_clip", "dp_side", "dp_delta", "dp_max_epsilon"), lambda run: run.dp_noise is not None),
-    **dict.fromkeys(("secagg_shares", "secagg_threshold"), lambda run: run.secagg),
-}
-
-
 def settings_from(saved: dict[str, Any]) -> ServerSettings:
     """A run's settings from its saved ``config``; settings it predates take their defaults."""
     known = {f.name for f in fields(ServerSettings)}
     return ServerSettings(**{key: value for key, value in saved.items() if key in known})
-
-
-def shaping_settings(run: ServerSettings) -> dict[str, Any]:
-    """The settings that shaped ``run``, in a reader's order; ``min_clients`` as the number it came to."""
-    defaults = ServerSettings()
-    optional = [f.name for f in fields(ServerSettings) if f.name in _SHOWN_WHEN_SET or f.name in _SHOWN_WITH]
-    shown: dict[str, Any] = {}
-    for name in (*_ALWAYS_SHOWN, *optional):
-        value = getattr(run, name)
-        if name in _SHOWN_WHEN_SET and value == getattr(defaults, name):
-            continue
-        if name in _SHOWN_WITH and (value is None or not _SHOWN_WITH[name](run)):
-            continue
-        shown[name] = value
-    shown["min_clients"] = run.minimum_clients if run.min_clients else f"{run.minimum_clients} (all but one)"
-    return shown
 
 
 def flag_name(name: str) -> str:
