@@ -540,6 +540,7 @@ def test_a_clientapp_client_keeps_its_adam_state_in_context_state(
         "batch-size": 32,
         "learning-rate": 0.001,
         "server-round": 1,
+        "num-partitions": 10,
         "keep-optimizer": True,
     }
     weights = ClientCache().trainer("dense32", 1).get_weights()
@@ -578,6 +579,8 @@ def test_by_default_each_fit_starts_adam_afresh_and_keeps_nothing(
         "batch-size": 32,
         "learning-rate": 0.001,
         "server-round": 1,
+        "keep-optimizer": False,
+        "num-partitions": 10,
     }
     weights = ClientCache().trainer("dense32", 1).get_weights()
     trainer = client_app._CACHE.trainer("dense32", 1)
@@ -615,6 +618,7 @@ def test_a_warm_up_traces_the_model_ahead_and_leaves_the_training_as_it_was(data
         "batch-size": 32,
         "learning-rate": 0.001,
         "server-round": 1,
+        "num-partitions": 10,
         "keep-optimizer": True,
     }
     weights = ClientCache().trainer("dense32", 1).get_weights()
