@@ -179,7 +179,7 @@ class PartitionClient(NumPyClient):
     """The client of partition ``partition_id`` of ``num_partitions``, set up by the server's messages.
 
     Each message's config says the run's settings (every key of
-    ``fedmnist.settings.server_settings.client_keys``: a config that lacks one is
+    ``fedmnist.settings.client_config.client_keys``: a config that lacks one is
     refused, not filled in with defaults); the rows and model come from ``cache``.
     Each fit starts Adam afresh, as FedAvg's clients do, unless the config
     says ``keep-optimizer``: then the client keeps Adam's step count and

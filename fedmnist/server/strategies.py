@@ -72,8 +72,8 @@ def build_strategy(
 ) -> FedAvg:
     """Flower's strategy ``settings.strategy`` for ``settings.clients`` clients, of which ``minimum_clients`` suffice.
 
-    A round goes ahead once the minimum (default: all) are connected, so a run
-    survives clients that die; it trains a ``fraction_fit`` sample of the
+    A round goes ahead once ``settings.minimum_clients`` (--min-clients, else all
+    but one) are connected, so a run survives clients that die; it trains a ``fraction_fit`` sample of the
     connected clients (at least one) and evaluates on a ``fraction_evaluate``
     sample (at least one). ``initial_weights`` seed the global model (the
     server-side optimizers of FedAvgM, FedAdam and FedYogi start from them);

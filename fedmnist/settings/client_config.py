@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import fields
+from functools import cache
 from typing import Any
 
 from fedmnist.settings.server_settings import ServerSettings
@@ -18,6 +19,7 @@ from fedmnist.settings.server_settings import ServerSettings
 ROUND_KEYS = ("server-round", "run-id")
 
 
+@cache  # Asked on every message; the settings' fields never change.
 def client_keys() -> tuple[str, ...]:
     """Every key of the config the clients get each round; a client refuses a config that lacks one."""
     return (*ROUND_KEYS, *(f.metadata["to_clients"] for f in fields(ServerSettings) if f.metadata["to_clients"]))
