@@ -170,12 +170,10 @@ def take_part(url: str, name: str, partition: int | None) -> tuple[str, bool]:
 
 def fit(network: DenseNetwork, message: dict[str, Any], train: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
     """Train the round's global weights as its config says; the ``fit_result`` to send back."""
-    settings = message["config"]
+    settings = message["config"]  # The dashboard's seat refuses a server whose config lacks a setting.
     network.set_weights(decode_weights(message["weights"]))
-    for _ in range(int(settings.get("local-epochs", 1))):
-        loss, accuracy = network.train_epoch(
-            *train, int(settings.get("batch-size", 32)), float(settings.get("learning-rate", 0.001))
-        )
+    for _ in range(int(settings["local-epochs"])):
+        loss, accuracy = network.train_epoch(*train, int(settings["batch-size"]), float(settings["learning-rate"]))
     print(
         f"round {message['round']}: trained on {len(train[1])} images, accuracy {accuracy:.1%}, loss {loss:.3f}",
         flush=True,

@@ -4,8 +4,10 @@ Used by the tests to show what client.py does against a server that is not fedmn
 with ``--fedmnist-config`` the stock strategy starts from fedmnist's initial model and sends
 the config fedmnist's clients need (``config_for_clients``), and they train; without, it
 sends no config (it asks a client for the initial weights with an empty one), and the
-client refuses in one line instead of guessing the run's settings.
-Usage: python tests/stock_server.py PORT ROUNDS [--fedmnist-config]
+client refuses in one line instead of guessing the run's settings. ``--initial-model``
+sends the initial model but no config, for clients that never give weights first
+(the dashboard's WebSocket seats).
+Usage: python tests/stock_server.py PORT ROUNDS [--fedmnist-config | --initial-model]
 """
 
 import sys
@@ -21,12 +23,13 @@ from fedmnist.settings.server_settings import ServerSettings
 
 port, rounds = sys.argv[1], int(sys.argv[2])
 config, initial = None, None
-if "--fedmnist-config" in sys.argv:
+if "--fedmnist-config" in sys.argv or "--initial-model" in sys.argv:
     from fedmnist.model.keras_model import build_model
 
-    settings = ServerSettings(clients=1)
-    config = config_for_clients(settings, "mnist-5k", run_id="stock")
+    settings = ServerSettings(clients=1, model="dense32")
     initial = ndarrays_to_parameters(build_model(settings.seed, settings.model).get_weights())
+    if "--fedmnist-config" in sys.argv:
+        config = config_for_clients(settings, "mnist-5k", run_id="stock")
 strategy = FedAvg(
     min_fit_clients=1,
     min_evaluate_clients=1,

@@ -205,6 +205,41 @@ def test_the_protocol_against_a_real_server(tmp_path: Path, data_home: str) -> N
     assert "test participant joined as partition 0" in log and "Traceback" not in log
 
 
+def test_a_websocket_client_refuses_a_server_that_sends_no_settings_in_one_line(tmp_path: Path, data_home: str) -> None:
+    flower_port, port = free_port(), free_port()
+    server = start_script(
+        "tests/stock_server.py", str(flower_port), "1", "--initial-model", log=tmp_path / "server.log"
+    )
+    dashboard = start_script(
+        "-m",
+        "fedmnist.dashboard",
+        *("--out", str(tmp_path), "--dashboard-port", str(port), "--flower-server", f"127.0.0.1:{flower_port}"),
+        *("--ws-partitions", "0", "--data-home", data_home),
+        log=tmp_path / "dashboard.log",
+    )
+    try:
+        wait_for_port(port, dashboard, timeout=60)
+        numpy_client = subprocess.run(
+            [sys.executable, WS_CLIENT, "--url", f"ws://127.0.0.1:{port}/ws", "--name", "numpy"],
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        for process in (server, dashboard):  # A stock server whose client left waits for another for ever.
+            process.kill()
+            process.wait()
+    assert numpy_client.returncode == 1, numpy_client.stdout + numpy_client.stderr
+    refusal = (
+        "error: numpy: the server sent no server-round, run-id, num-partitions, dataset, seed, partition, model, "
+        "local-epochs, batch-size, learning-rate, keep-optimizer (a fedmnist server, server.py or ./run.sh, sends "
+        "the run's settings with every round)"
+    )
+    assert numpy_client.stderr.splitlines() == [refusal]
+    assert "trained on" not in numpy_client.stdout
+
+
 def start_run_with_ws_clients(out: Path, data_home: str, port: int, *args: str) -> subprocess.Popen:
     """``./run.sh`` for 3 rounds of 3 clients, 2 of them WebSocket participants, in the background."""
     return subprocess.Popen(

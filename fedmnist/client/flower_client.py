@@ -26,7 +26,7 @@ from fedmnist.client.faults import corrupt, fail_if_crashed, fail_if_due
 from fedmnist.common.errors import UserError
 from fedmnist.data.sources import ClientData, MnistData, client_shares, load_mnist, share_data, to_float
 from fedmnist.privacy.dp import clip_update
-from fedmnist.settings.client_config import client_keys
+from fedmnist.settings.client_config import missing_keys
 
 if TYPE_CHECKING:  # TensorFlow loads when a process builds its first model: importing this module stays light.
     from fedmnist.model.keras_model import Trainer
@@ -215,12 +215,9 @@ class PartitionClient(NumPyClient):
 
     def settings_problem(self, config: dict[str, Scalar]) -> str:
         """Why this client must not train in the server's run, or "" when it may."""
-        missing = [key for key in client_keys() if key not in config]
+        missing = missing_keys(config)
         if missing:
-            return (
-                f"the server sent no {', '.join(missing)} (a fedmnist server, server.py or ./run.sh, "
-                "sends the run's settings with every round)"
-            )
+            return missing
         theirs = int(config["num-partitions"])
         if theirs != self.num_partitions:
             return (

@@ -49,6 +49,7 @@ from fedmnist.dashboard.protocol import (
 from fedmnist.data.sources import MnistData, client_data, load_mnist
 from fedmnist.privacy.dp import clip_update
 from fedmnist.settings import defaults
+from fedmnist.settings.client_config import missing_keys
 
 RETRY_SECONDS = 0.5  # Pause between attempts to reach a Flower server that is not listening yet.
 
@@ -97,13 +98,8 @@ class Federation:
 
     def partition(self, partition_id: int, run_config: dict[str, Any]) -> DataMessage:
         """Partition ``partition_id`` of the run whose fit ``run_config`` arrived, cut as ``client.py`` cuts it."""
-        try:
-            dataset, num_partitions = str(run_config["dataset"]), int(run_config["num-partitions"])
-            seed, scheme = int(run_config["seed"]), str(run_config["partition"])
-        except (KeyError, ValueError) as error:
-            raise UserError(
-                f"the server's round config lacks the run's data settings ({error}); is it fedmnist's server.py?"
-            ) from None
+        dataset, num_partitions = str(run_config["dataset"]), int(run_config["num-partitions"])
+        seed, scheme = int(run_config["seed"]), str(run_config["partition"])
         with self._data_lock:  # Two participants joining at once load the data once.
             if dataset not in self._data:
                 self._data[dataset] = load_mnist(dataset, self.data_home)
@@ -267,7 +263,7 @@ class Participant:
             self._link.send_failure(instruction.kind, f"WebSocket participant refused: {problem}")
             await self._end(problem)
             return False
-        round_number = int(instruction.config.get("server-round", 0))
+        round_number = int(instruction.config["server-round"])
         future = asyncio.get_running_loop().create_future()
         self._pending = _Pending(instruction.kind, round_number, shapes, future)
         self.message_cap = message_cap(sum(int(np.prod(shape)) for shape in shapes))
@@ -302,11 +298,13 @@ class Participant:
         return True
 
     async def _prepare(self, instruction: Instruction, shapes: list[tuple[int, ...]]) -> str:
-        """Before the first instruction, check the model and send the partition; the problem, or ""."""
-        if self._data_sent:
-            return ""
+        """Check the config (every time) and the model, and send the partition before the first; the problem, or ""."""
+        # The participant trains as the config says, so the seat refuses one that lacks a setting.
+        problem = missing_keys(instruction.config)
+        if problem or self._data_sent:
+            return problem
         if dense_layer_sizes(shapes) is None:
-            model = str(instruction.config.get("model", "?"))
+            model = str(instruction.config["model"])
             return (
                 f"this run's model ({model}) is not a dense network; WebSocket clients train dense models: "
                 f"start the run with --model {' or --model '.join(defaults.DENSE_MODELS)}"

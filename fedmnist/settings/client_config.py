@@ -8,7 +8,7 @@ that lacks any of ``client_keys`` rather than guess the run's settings.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from functools import cache
 from typing import Any
@@ -23,6 +23,17 @@ ROUND_KEYS = ("server-round", "run-id")
 def client_keys() -> tuple[str, ...]:
     """Every key of the config the clients get each round; a client refuses a config that lacks one."""
     return (*ROUND_KEYS, *(f.metadata["to_clients"] for f in fields(ServerSettings) if f.metadata["to_clients"]))
+
+
+def missing_keys(config: Mapping[str, Any]) -> str:
+    """Why ``config`` cannot be a fedmnist round's config (the keys it lacks), or "" when it has them all."""
+    missing = [key for key in client_keys() if key not in config]
+    if not missing:
+        return ""
+    return (
+        f"the server sent no {', '.join(missing)} (a fedmnist server, server.py or ./run.sh, "
+        "sends the run's settings with every round)"
+    )
 
 
 def config_for_clients(settings: ServerSettings, data_source: str, run_id: str) -> Callable[[int], dict[str, Any]]:

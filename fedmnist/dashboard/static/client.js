@@ -77,16 +77,16 @@ function showRounds() {
 }
 
 async function fit(message) {
-  const config = message.config;
+  const config = message.config; // Complete: the dashboard's seat refuses a server whose config lacks a setting.
   if (state.model === null) {
-    state.model = buildModel(message.weights, Number(config["learning-rate"] ?? 0.001));
-    $("model").textContent = `dense ${[message.weights[0].shape[0], ...message.weights.filter((_, i) => i % 2 === 0).map((t) => t.shape[1])].join("-")} (${config.model ?? "?"})`;
+    state.model = buildModel(message.weights, Number(config["learning-rate"]));
+    $("model").textContent = `dense ${[message.weights[0].shape[0], ...message.weights.filter((_, i) => i % 2 === 0).map((t) => t.shape[1])].join("-")} (${config.model})`;
   }
   setStatus(`round ${message.round}: training…`, "training");
   setWeights(message.weights);
   const started = performance.now();
   const history = await state.model.fit(state.train.x, state.train.y, {
-    epochs: Number(config["local-epochs"] ?? 1), batchSize: Number(config["batch-size"] ?? 32), shuffle: true,
+    epochs: Number(config["local-epochs"]), batchSize: Number(config["batch-size"]), shuffle: true,
   });
   const seconds = (performance.now() - started) / 1000;
   const loss = history.history.loss.at(-1);
