@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from fedmnist.data.sources import MNIST_5K, load_mnist
 from fedmnist.settings import defaults
+from fedmnist.settings.server_settings import ServerSettings
 from processes import free_port, start_quietly, wait_for_port
 
 RESULTS = ROOT / "bench" / "results"
@@ -110,7 +111,7 @@ def central_baseline(rounds: int, clients: int) -> dict:
     from fedmnist.server.baseline import train_centrally, union_of_client_rows
 
     data = load_mnist(MNIST_5K)
-    curves = train_centrally(data, num_clients=clients, rounds=rounds)
+    curves = train_centrally(data, ServerSettings(clients=clients, rounds=rounds))
     rows = len(union_of_client_rows(data, clients, defaults.SEED)[1])
     return {"training_rows": rows, "epochs": rounds * defaults.LOCAL_EPOCHS, "accuracy": curves["accuracy"][-1][1]}
 

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import PROJECT_ROOT
 from fedmnist.server.baseline import train_centrally, union_of_client_rows
+from fedmnist.settings.server_settings import ServerSettings
 
 
 def test_union_holds_every_clients_training_rows_but_no_validation_rows(mnist_5k) -> None:
@@ -59,7 +60,7 @@ def test_the_experiments_page_quotes_the_central_reference_with_its_command() ->
 
 
 def test_train_centrally_reports_a_curve_per_round_that_learns(mnist_5k) -> None:
-    curves = train_centrally(mnist_5k, num_clients=3, rounds=2)
+    curves = train_centrally(mnist_5k, ServerSettings(clients=3, rounds=2))
     assert [r for r, _ in curves["accuracy"]] == [0, 1, 2] == [r for r, _ in curves["loss"]]
     assert curves["accuracy"][0][1] < 0.3 and curves["accuracy"][2][1] > 0.8
     assert curves["loss"][2][1] < curves["loss"][0][1]

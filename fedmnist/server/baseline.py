@@ -13,6 +13,7 @@ import numpy as np
 
 from fedmnist.data.sources import MnistData, client_shares, share_data, to_float
 from fedmnist.settings import defaults
+from fedmnist.settings.server_settings import ServerSettings
 
 
 def union_of_client_rows(
@@ -27,31 +28,25 @@ def union_of_client_rows(
 
 
 def train_centrally(
-    data: MnistData,
-    *,
-    num_clients: int,
-    rounds: int,
-    seed: int = defaults.SEED,
-    partition: str = defaults.PARTITION,
-    model: str = defaults.MODEL,
-    local_epochs: int = defaults.LOCAL_EPOCHS,
-    batch_size: int = defaults.BATCH_SIZE,
-    learning_rate: float = defaults.LEARNING_RATE,
+    data: MnistData, settings: ServerSettings, rounds: int | None = None
 ) -> dict[str, list[list[float]]]:
-    """Train ``local_epochs`` epochs per "round" on the union; held-out metrics after each.
+    """Train as the run's clients would, ``local_epochs`` epochs per "round", on the union; held-out metrics after each.
 
-    Returns ``{"accuracy": [[round, value], ...], "loss": [...]}`` with round 0
-    the untrained model, the same shape as the History's centralized series.
+    ``rounds`` defaults to the run's. Returns ``{"accuracy": [[round, value], ...],
+    "loss": [...]}`` with round 0 the untrained model, the same shape as the
+    History's centralized series.
     """
     from fedmnist.model.keras_model import Trainer, build_model
 
-    x, y = union_of_client_rows(data, num_clients, seed, partition)
+    x, y = union_of_client_rows(data, settings.clients, settings.seed, settings.partition)
     x_test, y_test = to_float(data.x_test), data.y_test.astype(np.int32)
-    trainer = Trainer(build_model(seed, model), seed=seed)
+    trainer = Trainer(build_model(settings.seed, settings.model), seed=settings.seed)
     curves: dict[str, list[list[float]]] = {"accuracy": [], "loss": []}
-    for server_round in range(rounds + 1):
+    for server_round in range((settings.rounds if rounds is None else rounds) + 1):
         if server_round:
-            trainer.fit(x, y, epochs=local_epochs, batch_size=batch_size, learning_rate=learning_rate)
+            trainer.fit(
+                x, y, epochs=settings.local_epochs, batch_size=settings.batch_size, learning_rate=settings.learning_rate
+            )
         result = trainer.evaluate(x_test, y_test)
         curves["accuracy"].append([server_round, result.accuracy])
         curves["loss"].append([server_round, result.loss])
@@ -72,16 +67,17 @@ def main(argv: list[str] | None = None) -> None:
             f"Adam {args.learning_rate}",
             flush=True,
         )
-        accuracy = train_centrally(
-            data,
-            num_clients=args.clients,
+        pooled = ServerSettings(
+            clients=args.clients,
             rounds=args.epochs,
             seed=args.seed,
             partition=args.partition,
             model=args.model,
+            local_epochs=1,
             batch_size=args.batch_size,
             learning_rate=args.learning_rate,
-        )["accuracy"]
+        )
+        accuracy = train_centrally(data, pooled)["accuracy"]
         for epoch, value in accuracy[1:]:
             print(f"epoch {epoch:.0f}/{args.epochs}: held-out accuracy {100 * value:.1f}%")
         epoch, best = max(accuracy[1:], key=lambda point: point[1])

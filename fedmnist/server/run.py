@@ -255,17 +255,7 @@ def _finish(
     if settings.baseline:
         log.info("training the centralized baseline (--baseline) on the clients' rows ...")
         # As many epochs as the federation ran rounds: a budget stop ends it before --rounds.
-        summary["baseline"] = train_centrally(
-            data,
-            num_clients=settings.clients,
-            rounds=len(recorder.rounds),
-            seed=settings.seed,
-            partition=settings.partition,
-            model=settings.model,
-            local_epochs=settings.local_epochs,
-            batch_size=settings.batch_size,
-            learning_rate=settings.learning_rate,
-        )
+        summary["baseline"] = train_centrally(data, settings, rounds=len(recorder.rounds))
         log.info("centralized baseline: held-out accuracy %.3f", summary["baseline"]["accuracy"][-1][1])
     save_results(paths, evaluator, final_weights, history, summary)
     for stale in result_files(paths.as_partial()):  # A resumed run is complete now.
