@@ -31,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from fedmnist.data.sources import MNIST_5K, load_mnist
+from fedmnist.results.paths import RunPaths
+from fedmnist.results.records import read_summary
 from fedmnist.settings import defaults
 from fedmnist.settings.server_settings import ServerSettings
 from processes import free_port, start_quietly, wait_for_port
@@ -65,23 +67,28 @@ def run_fedmnist(rounds: int, clients: int) -> dict:
         stdin=subprocess.DEVNULL,
     )
     wall = time.perf_counter() - began
-    summary = json.loads((out / "history" / f"history_{rounds}.json").read_text())
+    summary = read_summary(RunPaths(out, rounds).json)
     timings, records = summary["timings"], summary["rounds"]
+
+    def timing(key: str) -> float:
+        value = timings[key]
+        if value is None:  # Only a classic run measures them all.
+            raise RuntimeError(f"the run's summary has no {key}")
+        return value
+
     local = sum(r["client_fit_seconds"] + r["client_evaluate_seconds"] for r in records)
-    startup = timings["first_round_started_at"] - started_at
+    startup = timing("first_round_started_at") - started_at
+    measured = (
+        *("server_startup_seconds", "client_startup_seconds", "client_data_seconds", "client_fit_seconds"),
+        *("client_evaluate_seconds", "centralized_evaluate_seconds", "rounds_seconds"),
+    )
     return {
         "wall_seconds": wall,
         "startup_seconds": startup,  # ./run.sh start until round 1 begins.
-        "server_startup_seconds": timings["server_startup_seconds"],
-        "client_startup_seconds": timings["client_startup_seconds"],
-        "client_data_seconds": timings["client_data_seconds"],
+        **{key: timing(key) for key in measured},
         "slowest_client_fit_evaluate_seconds": local,
-        "client_fit_seconds": timings["client_fit_seconds"],
-        "client_evaluate_seconds": timings["client_evaluate_seconds"],
-        "centralized_evaluate_seconds": timings["centralized_evaluate_seconds"],
-        "rounds_seconds": timings["rounds_seconds"],
-        "coordination_seconds_per_round": timings["coordination_seconds_per_round"],
-        "wrap_up_seconds": wall - startup - timings["rounds_seconds"],
+        "coordination_seconds_per_round": timing("coordination_seconds_per_round"),
+        "wrap_up_seconds": wall - startup - timing("rounds_seconds"),
         "final_accuracy": summary["final"]["accuracy"],
     }
 

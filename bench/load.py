@@ -11,11 +11,12 @@ and gRPC cost per round.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
+from fedmnist.results.paths import RunPaths
+from fedmnist.results.records import read_summary
 from processes import free_port, start_quietly, wait_for_port
 
 
@@ -52,7 +53,7 @@ def run_load(clients: int, rounds: int, out: Path, data_home: str | None = None,
     codes = [server.wait(timeout=600), *(p.wait(timeout=60) for p in light)]
     if any(codes):
         raise RuntimeError(f"load run with {clients} clients failed: exit codes {sorted(set(codes))}")
-    records = json.loads((out / "history" / f"history_{rounds}.json").read_text())["rounds"]
+    records = read_summary(RunPaths(out, rounds).json)["rounds"]
     return {
         "clients": clients,
         "results_per_round": [r["fit_results"] for r in records],

@@ -23,6 +23,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # The project, for the script run as bench/simulation.py.
+from fedmnist.results.paths import RunPaths
+from fedmnist.results.records import read_summary
+
 RESULTS = ROOT / "bench" / "results"
 MAX_WALL_RATIO = 0.25
 MAX_ACCURACY_GAP = 0.01
@@ -56,7 +60,7 @@ def run_app(clients: int, rounds: int, fraction: float, out: Path) -> dict:
         cwd=ROOT,
     )
     wall = time.perf_counter() - began
-    summary = json.loads((out / "history" / f"history_{rounds}.json").read_text())
+    summary = read_summary(RunPaths(out, rounds).json)
     seconds = [r["seconds"] for r in summary["rounds"]]
     return {
         "wall_seconds": wall,

@@ -12,10 +12,16 @@ from typing import IO, Any
 import pytest
 from flwr.server.client_proxy import ClientProxy
 
+from fedmnist.common.ports import free_port, wait_until_listening
 from fedmnist.data.sources import MNIST_5K, MnistData, load_mnist
-from processes import free_port, wait_for_port  # noqa: F401  (re-exported for the tests)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 120) -> None:
+    """Return once ``port`` accepts connections; fail the test if ``process`` dies first or time runs out."""
+    if not wait_until_listening(port, process, timeout):
+        raise RuntimeError(f"the process exited with {process.returncode} before it listened on {port}")
 
 
 @pytest.fixture(autouse=True)

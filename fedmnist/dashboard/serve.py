@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ from urllib.parse import urlsplit
 
 from fedmnist.common.cli import Parser, run_cli
 from fedmnist.common.errors import UserError
+from fedmnist.common.ports import listening
 from fedmnist.settings import defaults
 from fedmnist.settings.arguments import port_number, positive_float, server_address
 
@@ -137,7 +137,7 @@ def serve(out: str, host: str, port: int, cors_origins: str, places: Federation 
     base = Path(out).expanduser().resolve()
     if not base.is_dir():
         raise UserError(f"no such folder: {base}")
-    if port_in_use(host, port):
+    if listening(port, host):
         raise UserError(f"port {port} is already in use (another dashboard? choose --dashboard-port)")
     if hasattr(os, "nice"):  # Training shares this machine: the dashboard yields the CPU to it.
         os.nice(defaults.DASHBOARD_NICENESS)
@@ -176,13 +176,6 @@ def uvicorn_server(app: Any, host: str, port: int) -> uvicorn.Server:  # Any ASG
         h11_max_incomplete_event_size=defaults.MAX_HEADER_BYTES,
     )
     return uvicorn.Server(server_config)
-
-
-def port_in_use(host: str, port: int) -> bool:
-    """Whether something listens on ``port`` (checked on loopback for the any-interface hosts)."""
-    address = "127.0.0.1" if host in ("0.0.0.0", "::", "localhost") else host
-    with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
-        return probe.connect_ex((address, port)) == 0
 
 
 def main(argv: list[str] | None = None, out_default: str = ".", prog: str = "python -m fedmnist.dashboard") -> None:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import socket
 from pathlib import Path
 
 from fedmnist.common.errors import UserError
+from fedmnist.common.ports import listening
 from fedmnist.launch.commands import local_clients
 from fedmnist.launch.processes import available_memory_gb
 from fedmnist.settings import defaults
@@ -24,9 +24,8 @@ def check_before_starting(args: argparse.Namespace, out: Path) -> None:
 def _check_port_free(args: argparse.Namespace) -> None:
     if args.runtime == "simulation":  # No Flower server port: the clients are virtual.
         return
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", args.port)) == 0:
-            raise UserError(f"port {args.port} is already in use (another server running? choose --port)")
+    if listening(args.port):
+        raise UserError(f"port {args.port} is already in use (another server running? choose --port)")
 
 
 def _check_inputs(args: argparse.Namespace, out: Path) -> None:

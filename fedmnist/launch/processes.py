@@ -1,4 +1,4 @@
-"""What the launcher needs to know of the processes it starts: their environment, logs and liveness (Linux)."""
+"""The processes a run starts: each one's environment and log, starting and stopping them, and liveness (Linux)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO
 
 from fedmnist.common.cli import is_start_up_noise
-
-POLL_SECONDS = 0.05
-
+from fedmnist.common.project import PROJECT_ROOT
+from fedmnist.results.run_lock import ResultsLock
 
 POLL_SECONDS = 0.05
 
@@ -68,3 +68,76 @@ def stream_log(path: Path, process: subprocess.Popen, start: int = 0, out: IO[st
                 return
             else:
                 time.sleep(POLL_SECONDS)
+
+
+class ProcessGroup:
+    """The processes of one run, each ``python -u`` in the project folder with its output in ``logs/NAME.log``.
+
+    ``processes`` are the run itself (the server and the clients: the run waits for
+    them); ``services`` serve it and never end by themselves (the Deployment Runtime's
+    SuperLink and SuperNodes). A resumed run (``append``) appends to the logs it continues.
+    """
+
+    def __init__(self, logs: Path, *, append: bool) -> None:
+        self.logs, self.append = logs, append
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.services: dict[str, subprocess.Popen] = {}
+        self.log_starts: dict[
+            str, int
+        ] = {}  # Where each process's output begins in its log: a resumed run's own lines.
+        self.lock: ResultsLock | None = None  # The results lock, which the server inherits.
+        # The Deployment Runtime's Flower environment; its processes then get sessions of their own.
+        self.flower_environment: dict[str, str] | None = None
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def start(self, name: str, command: list[str], service: bool = False) -> subprocess.Popen:
+        """Start a Python script (server.py, client.py; Flower's, by absolute path) as part of the run."""
+        process = self.spawn(name, [str(PROJECT_ROOT / command[0]), *command[1:]])
+        (self.services if service else self.processes)[name] = process
+        return process
+
+    def spawn(self, name: str, arguments: list[str]) -> subprocess.Popen:
+        """``python -u ARGUMENTS``, its output in ``logs/NAME.log``; not waited for unless ``start`` added it."""
+        log_file = open(self.log(name), "ab" if self.append else "wb")  # noqa: SIM115
+        self.log_starts[name] = log_file.tell()
+        lock = self.lock if name == "server" else None
+        environment = {**child_environment(), **(lock.child_environment() if lock else {})}
+        environment.update(self.flower_environment or {})
+        process = subprocess.Popen(
+            [sys.executable, "-u", *arguments],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=PROJECT_ROOT,
+            env=environment,
+            pass_fds=(lock.fd,) if lock else (),
+            # Deployment: the terminal's Ctrl-C must reach only the launcher, which stops the
+            # ServerApp first (so it saves the completed rounds), then the SuperLink and SuperNodes.
+            start_new_session=self.flower_environment is not None,
+        )
+        log_file.close()
+        return process
+
+    def failure(self, name: str, returncode: int, why: str = "") -> str:
+        """``name`` exited with ``returncode`` (``why``, if known), and its log's last lines."""
+        last = [line for line in read_lines(self.log(name)) if not is_start_up_noise(line)][-5:]
+        detail = "\n  ".join(last) if last else "(no output)"
+        return f"{name} exited with status {returncode}{why}; last lines of {self.log(name)}:\n  {detail}"
+
+    def stop(self, others: Iterable[subprocess.Popen], grace: float, longer: Mapping[str, float]) -> None:
+        """Terminate every process still running (and ``others``), then kill what does not stop in time.
+
+        Each gets ``grace`` seconds, or ``longer[name]``: the server first saves the completed rounds.
+        """
+        graces = {id(p): longer.get(name, grace) for name, p in {**self.services, **self.processes}.items()}
+        running = [p for p in [*self.processes.values(), *self.services.values(), *others] if p.poll() is None]
+        for process in running:
+            process.terminate()
+        started = time.monotonic()
+        for process in running:
+            try:
+                process.wait(timeout=max(0.1, started + graces.get(id(process), grace) - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()

@@ -28,7 +28,6 @@ logs ``SUPERNODE_REFUSED`` and exits.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 from itertools import pairwise
 from pathlib import Path
@@ -129,13 +128,6 @@ def write_flower_home(home: Path, superlink_port: int, run_config: dict[str, Any
     path = home / "run_config.toml"
     path.write_text(tomli_w.dumps(run_config), encoding="utf-8")
     return path
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on now (the OS's choice), for a SuperNode's runtime API."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def serverapp_pids(superlink_port: int) -> list[int]:
