@@ -95,24 +95,17 @@ def classic_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> Fin
     The smoke test reads every output it wrote; the other runtimes' tests compare their results with it.
     """
     out = tmp_path_factory.mktemp("classic")
-    result = run_sh(
-        "--rounds",
-        "2",
-        "--clients",
-        "3",
-        "--port",
-        str(free_port()),
-        "--dataset",
-        "mnist-5k",
-        "--out",
-        str(out),
-        "--data-home",
-        data_home,
-        "--baseline",
-        "--name",
-        "two-round check",
-    )
+    result = run_sh(*classic_run_flags(out, data_home))
     return FinishedRun(out, result)
+
+
+def classic_run_flags(out: Path, data_home: str) -> list[str]:
+    """``classic_run``'s flags, for a test that runs it again (on a port of its own)."""
+    return [
+        *("--rounds", "2", "--clients", "3", "--port", str(free_port())),
+        *on_5k(out, data_home),
+        *("--baseline", "--name", "two-round check"),
+    ]
 
 
 def on_5k(out: Path | str, data_home: str) -> list[str]:

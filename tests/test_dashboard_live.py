@@ -14,6 +14,7 @@ import pytest
 from websockets.sync.client import connect
 
 from conftest import PROJECT_ROOT, free_port, on_5k, start_script, start_watched, wait_for_port
+from fedmnist.results.records import read_summary
 
 pytestmark = pytest.mark.slow  # Real processes for whole runs: the full tier (./test.sh), not --fast.
 
@@ -136,6 +137,7 @@ def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home:
             panels = page.evaluate("""() => ({
                 best: document.getElementById('best-accuracy').textContent,
                 bestRound: document.getElementById('best-round').textContent,
+                checksum: document.getElementById('weights-checksum').textContent,
                 wall: document.getElementById('seconds').textContent,
                 clientLines: fedmnistDashboard.charts.clientAccuracy.data.datasets.map((d) => [d.label, d.data.length]),
                 labelBars: fedmnistDashboard.charts.labels.data.datasets.length,
@@ -189,6 +191,12 @@ def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home:
         and panels["bestRound"].endswith(" of 3")
     )
     assert panels["wall"].endswith(" s") or "min" in panels["wall"]
+    summary = read_summary(tmp_path / "history" / "history_3.json")  # The model the page names is the saved one.
+    assert (
+        panels["checksum"]
+        == f"model {summary['weights_checksum']}"
+        == f"model {summary['rounds'][-1]['weights_checksum']}"
+    )
     assert panels["clientLines"] == [["client 0", 3], ["client 1", 3]]  # One line per client, every round.
     assert panels["labelBars"] == 10 and panels["labelClients"] == ["0", "1"]  # Ten digits, two clients.
     assert panels["confusionRows"] == 11 and "after round 3" in panels["confusionCaption"]

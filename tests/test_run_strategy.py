@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
-from flwr.common import Code, EvaluateRes, FitRes, Status, ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.common import Code, EvaluateRes, FitRes, Scalar, Status, ndarrays_to_parameters, parameters_to_ndarrays
 from flwr.server.client_manager import SimpleClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
@@ -16,7 +17,7 @@ from flwr.server.strategy import FedAvg
 from conftest import IdleClient
 from fedmnist.results.live_log import read_live_log
 from fedmnist.server.recorder import RoundRecorder
-from fedmnist.server.run_strategy import RunStopped, RunStrategy
+from fedmnist.server.run_strategy import RunStopped, RunStrategy, canonical_order
 from fedmnist.server.strategies import build_strategy
 from fedmnist.server.validation import UpdateValidator
 from fedmnist.settings.server_settings import ServerSettings
@@ -25,8 +26,10 @@ OK = Status(code=Code.OK, message="")
 WEIGHTS = [np.zeros(2, np.float32)]
 
 
-def fit_result(cid: str, value: float, examples: int = 10) -> tuple[ClientProxy, FitRes]:
-    return IdleClient(cid), FitRes(OK, ndarrays_to_parameters([np.full(2, value, np.float32)]), examples, {})
+def fit_result(
+    cid: str, value: float, examples: int = 10, metrics: dict[str, Scalar] | None = None
+) -> tuple[ClientProxy, FitRes]:
+    return IdleClient(cid), FitRes(OK, ndarrays_to_parameters([np.full(2, value, np.float32)]), examples, metrics or {})
 
 
 class SpyAggregator(FedAvg):
@@ -168,3 +171,34 @@ def test_stop_lets_the_round_being_recorded_finish_then_refuses_every_later_step
             step()
     assert [record["round"] for record in strategy.recorder.rounds] == [1]
     assert strategy.recorder.parameters is new_parameters  # Round 2's update never reached the record.
+
+
+def test_the_same_updates_in_any_arrival_order_make_the_same_bits(tmp_path: Path) -> None:
+    # In float32, (1e8 + 1) - 1e8 is 0 but (1e8 - 1e8) + 1 is 1: the order of the terms shows in the sum.
+    updates = [fit_result(f"cid-{p}", value, metrics={"partition_id": p}) for p, value in enumerate([1e8, 1.0, -1e8])]
+    unsorted, canonical = set(), set()
+    for arrival in itertools.permutations(updates):
+        plain = FedAvg().aggregate_fit(1, list(arrival), [])[0]
+        spy = SpyAggregator()
+        strategy = run_strategy(tmp_path, spy)
+        initial = strategy.initialize_parameters(SimpleClientManager())
+        assert initial is not None
+        strategy.configure_fit(1, initial, SimpleClientManager())
+        ours = strategy.aggregate_fit(1, list(arrival), [])[0]
+        assert plain is not None and ours is not None
+        unsorted.add(parameters_to_ndarrays(plain)[0].tobytes())
+        canonical.add(parameters_to_ndarrays(ours)[0].tobytes())
+        assert spy.calls == [("aggregate_fit", 1, ["cid-0", "cid-1", "cid-2"])]  # Partition order, whoever came first.
+    assert len(unsorted) > 1  # Flower's FedAvg alone: the arrival order changes the model.
+    assert len(canonical) == 1
+
+
+def test_results_are_ordered_by_partition_id_and_unusable_ids_go_last() -> None:
+    results = [
+        fit_result("z", 1.0, metrics={"partition_id": 2}),
+        fit_result("y", 1.0, metrics={"partition_id": "0"}),  # Not an int: last, by client id.
+        fit_result("x", 1.0, metrics={"partition_id": 0}),
+        fit_result("w", 1.0),
+        fit_result("v", 1.0, metrics={"partition_id": True}),
+    ]
+    assert [proxy.cid for proxy, _ in canonical_order(results)] == ["x", "z", "v", "w", "y"]

@@ -97,6 +97,9 @@ class RoundRecord(BaseModel):
         None, description="The new global model on the held-out rows: counts of (true digit, predicted digit)."
     )
     privacy: PrivacySpent | None = Field(None, description="Differential privacy spent so far (DP runs only).")
+    weights_checksum: str | None = Field(
+        None, examples=["3f2a9c1b0d4e"], description="The global model after the round: same checksum, same weights."
+    )
 
     @classmethod
     def from_record(cls, record: records.RoundRecord) -> RoundRecord:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Required, TypedDict, cast
 
 from fedmnist.common.errors import UserError
+from fedmnist.settings.reproducibility import Reproducibility
 
 
 class Header(TypedDict, total=False):
@@ -36,6 +37,7 @@ class Header(TypedDict, total=False):
     resumed_after_round: int
     name: str
     label_histograms: list[list[int]]  # Examples of each digit (columns) per client (rows).
+    reproducibility: Reproducibility  # Whether the same seed gives this run again, and why (not).
 
 
 class StageNumbers(TypedDict, total=False):
@@ -100,6 +102,7 @@ class RoundRecord(Evaluation, total=False):
     rejected_evaluations: int
     client_evaluate_seconds: float
     per_client: list[ClientEntry]
+    weights_checksum: str  # The global model after the round (fedmnist.model.checksum).
     seconds: float
     coordination_seconds: float  # What the round cost beyond local work and the held-out evaluation.
 
@@ -109,12 +112,14 @@ class Summary(TypedDict, total=False):
 
     config: dict[str, Any]
     data_source: str
+    reproducibility: Reproducibility
     label_histograms: list[list[int]]
     started: str  # The live log header's, so readers pair the two.
     name: str
     finished: str
     initial: Evaluation
     final: dict[str, Any]  # The last round's held-out metrics.
+    weights_checksum: str  # The final model's: its last round's.
     rounds: list[RoundRecord]
     timings: dict[str, float | None]
     confusion: list[list[int]] | None

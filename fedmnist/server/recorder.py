@@ -15,9 +15,10 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from flwr.common import EvaluateRes, FitRes, Parameters, Scalar
+from flwr.common import EvaluateRes, FitRes, Parameters, Scalar, parameters_to_ndarrays
 from flwr.server.client_proxy import ClientProxy
 
+from fedmnist.model.checksum import weights_checksum
 from fedmnist.results.live_log import LiveLogWriter
 from fedmnist.results.records import ClientEntry, Evaluation, PrivacySpent, RoundRecord, StageNumbers, client_order
 from fedmnist.server.strategies import reporting_clients
@@ -94,6 +95,8 @@ class RoundRecorder:
         """The round's training: the results aggregated, the failures (rejected updates among them)."""
         if parameters is not None:
             self.parameters = parameters
+        if self.parameters is not None:  # Unchanged when no update was accepted: the same checksum again.
+            self._current["weights_checksum"] = weights_checksum(parameters_to_ndarrays(self.parameters))
         client_metrics = [res.metrics for _, res in results]
         _log_failures(server_round, "training", failures)
         self._per_client = {proxy.cid: _client_entry(proxy, res, "fit") for proxy, res in results}
@@ -253,9 +256,11 @@ def progress_line(record: RoundRecord, num_rounds: int, elapsed: float, rounds_t
         clients = ""
     privacy = record.get("privacy")
     spent = f" | epsilon {privacy['epsilon']:.3g} (delta {privacy['delta']:g})" if privacy else ""
+    # The last round's line names the final model, so two people can check they got the same one.
+    checksum = f" | weights {record['weights_checksum']}" if done == num_rounds and "weights_checksum" in record else ""
     return (
         f"round {done}/{num_rounds} | held-out acc {_percent(record.get('centralized', {}).get('accuracy'))}"
-        f"{answered}{clients}{spent}"
+        f"{answered}{clients}{spent}{checksum}"
         f" | {record['seconds']:.2f} s/round | {elapsed:.0f} s elapsed, ~{left:.0f} s left"
     )
 

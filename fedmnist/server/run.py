@@ -48,6 +48,7 @@ from fedmnist.server.strategies import build_strategy, centralized_evaluate_fn
 from fedmnist.server.validation import UpdateValidator
 from fedmnist.settings import defaults
 from fedmnist.settings.client_config import config_for_clients
+from fedmnist.settings.reproducibility import reproducibility
 from fedmnist.settings.server_settings import ServerSettings, dp_problem, secagg_problem
 
 log = logging.getLogger(__name__)
@@ -187,6 +188,7 @@ def _start_live_log(
         "resumed_after_round": checkpoint.round if checkpoint else 0,
         "name": name,
         "label_histograms": histograms.tolist(),
+        "reproducibility": reproducibility(settings),
     }
     LiveLogWriter(paths.round_log).start(header, resume=checkpoint is not None)
     return header

@@ -5,6 +5,9 @@ fit, evaluate on the server, configure and aggregate evaluate). ``RunStrategy``
 does, at each point and in this order, what the app adds to the configured
 Flower strategy (``fedmnist.server.strategies.build_strategy``, the *aggregator*):
 
+0. **order**: the results in partition-id order (``canonical_order``), whatever order
+   they arrived in: floating-point sums depend on the order of their terms, so the
+   same updates always make the same bits of the next model;
 1. **validate**: every client result is checked (``fedmnist.server.validation``);
    rejected ones reach the aggregator and the record only as failures;
 2. **aggregate**: the aggregator (FedAvg or a variant) decides everything
@@ -40,7 +43,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from flwr.common import (
@@ -64,6 +67,26 @@ from fedmnist.settings import defaults
 
 _CLIENT_PREFIX = re.compile(r"^(rejected: )?client [^:]*: ")  # Who, in a failure reason: grouped by what.
 STOP_WAIT_SECONDS = 30.0  # At most this long for a step to finish recording before a stop.
+UNKNOWN_PARTITION = 1 << 30  # Sorts after every real partition id.
+
+
+Result = TypeVar("Result", FitRes, EvaluateRes)
+
+
+def canonical_order(results: list[tuple[ClientProxy, Result]]) -> list[tuple[ClientProxy, Result]]:
+    """``results`` by the partition id each client reports (then Flower's client id), not by arrival.
+
+    A result without a usable partition id (a client of another app, a hostile one)
+    goes last; only clients that claim the same id can still swap places.
+    """
+
+    def key(pair: tuple[ClientProxy, Result]) -> tuple[int, str]:
+        partition = pair[1].metrics.get("partition_id")
+        if isinstance(partition, int) and not isinstance(partition, bool) and partition >= 0:
+            return (partition, str(pair[0].cid))
+        return (UNKNOWN_PARTITION, str(pair[0].cid))
+
+    return sorted(results, key=key)
 
 
 class RunStopped(Exception):
@@ -179,7 +202,7 @@ class RunStrategy(Strategy):
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         server_round = self._run_round(server_round)
         with self._step():
-            accepted, rejected = self.validator.check_updates(server_round, results)
+            accepted, rejected = self.validator.check_updates(server_round, canonical_order(results))
             failures = [*failures, *rejected]
             parameters, metrics = self.aggregator.aggregate_fit(server_round, accepted, failures)
             parameters = self._in_model_dtypes(parameters)
@@ -210,7 +233,7 @@ class RunStrategy(Strategy):
     ) -> tuple[float | None, dict[str, Scalar]]:
         server_round = self._run_round(server_round)
         with self._step():
-            accepted, rejected = self.validator.check_evaluations(server_round, results)
+            accepted, rejected = self.validator.check_evaluations(server_round, canonical_order(results))
             failures = [*failures, *rejected]
             loss, metrics = self.aggregator.aggregate_evaluate(server_round, accepted, failures)
             record = self.recorder.evaluated(server_round, accepted, failures, loss, metrics)

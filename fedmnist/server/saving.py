@@ -28,6 +28,7 @@ from fedmnist.results.tensorboard import write_scalars
 from fedmnist.server.held_out import HeldOutEvaluator
 from fedmnist.server.recorder import RoundRecorder
 from fedmnist.server.run_strategy import RunStrategy
+from fedmnist.settings.reproducibility import reproducibility
 from fedmnist.settings.server_settings import ServerSettings
 
 if TYPE_CHECKING:
@@ -169,10 +170,12 @@ def run_summary(
     return {
         "config": asdict(settings),
         "data_source": data_source,
+        "reproducibility": reproducibility(settings),
         "label_histograms": histograms.tolist(),  # Examples of each digit (columns) per client (rows).
         "finished": now(),
         "initial": recorder.initial or {},  # Round 0: the starting model on the held-out set.
         "final": rounds[-1].get("centralized", {}) if rounds else {},
+        **({"weights_checksum": rounds[-1]["weights_checksum"]} if rounds and "weights_checksum" in rounds[-1] else {}),
         "rounds": rounds,
         "timings": every_timing,
     }

@@ -275,6 +275,7 @@ function drawSummary(run) {
   $("status").className = `note status-${run.status}`;
   $("accuracy-centralized").textContent = percent(last && last.accuracy_centralized);
   $("accuracy-initial").textContent = run.initial ? `round 0: ${percent(run.initial.accuracy)}` : "";
+  $("weights-checksum").textContent = last && last.weights_checksum ? `model ${last.weights_checksum}` : "";
   const fresh = last && accepted(last);
   $("accuracy-distributed").textContent = percent(fresh ? last.accuracy_distributed : null);
   $("loss-distributed").textContent = !last ? "" : fresh ? `loss ${number(last.loss_distributed)}`

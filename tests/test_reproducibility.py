@@ -1,0 +1,95 @@
+"""Same seed, same run: two real runs with the same flags write the same numbers, bit for bit."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import FinishedRun, classic_run_flags, run_sh
+from fedmnist.model.checksum import weights_checksum
+from fedmnist.results.live_log import read_live_log
+from fedmnist.results.paths import RunPaths
+from fedmnist.results.records import RoundRecord, read_summary
+from fedmnist.settings.reproducibility import reproducibility
+from fedmnist.settings.server_settings import ServerSettings
+
+# What differs between identical runs by nature: how long things took, and Flower's client ids (random).
+TIMINGS = {"seconds", "coordination_seconds", "client_fit_seconds", "client_evaluate_seconds", "centralized_seconds"}
+
+
+def numbers(record: RoundRecord) -> dict[str, Any]:
+    """A round record without its timings and Flower's client ids: what the same seed must reproduce."""
+    kept: dict[str, Any] = {key: value for key, value in record.items() if key not in TIMINGS}
+    kept["per_client"] = [
+        {
+            key: {k: v for k, v in value.items() if k != "seconds"} if isinstance(value, dict) else value
+            for key, value in entry.items()
+            if key != "cid"
+        }
+        for entry in record.get("per_client", [])
+    ]
+    return kept
+
+
+@pytest.mark.slow  # A second whole run beside the session's classic one.
+def test_two_classic_runs_with_the_same_seed_write_the_same_rounds_and_model(
+    classic_run: FinishedRun, tmp_path: Path, data_home: str
+) -> None:
+    again = run_sh(*classic_run_flags(tmp_path, data_home))
+    assert again.returncode == 0, again.stderr
+    first, second = (read_summary(RunPaths(out, 2).json) for out in (classic_run.out, tmp_path))
+    assert [numbers(r) for r in first["rounds"]] == [numbers(r) for r in second["rounds"]]
+    assert [r["loss_distributed"] for r in first["rounds"]] == [r["loss_distributed"] for r in second["rounds"]]
+    assert first["initial"] == {**second["initial"], "centralized_seconds": first["initial"]["centralized_seconds"]}
+    assert first["weights_checksum"] == second["weights_checksum"] == first["rounds"][-1]["weights_checksum"]
+    assert first["rounds"][0]["weights_checksum"] != first["rounds"][1]["weights_checksum"]  # The model moved.
+
+
+@pytest.mark.slow
+@pytest.mark.smoke  # Reads the shared classic run: no run of its own.
+def test_the_checksum_names_the_saved_model_and_ends_the_last_round_line(classic_run: FinishedRun) -> None:
+    import keras
+
+    summary = read_summary(RunPaths(classic_run.out, 2).json)
+    saved = keras.saving.load_model(RunPaths(classic_run.out, 2).model).get_weights()
+    assert weights_checksum(saved) == summary["weights_checksum"]
+    [last] = [line for line in classic_run.result.stdout.splitlines() if "round 2/2 |" in line]
+    assert f"| weights {summary['weights_checksum']} |" in last
+    assert not [line for line in classic_run.result.stdout.splitlines() if "round 1/2 |" in line and "weights" in line]
+    header = read_live_log(RunPaths(classic_run.out, 2).round_log).header
+    assert summary["reproducibility"] == header["reproducibility"] == reproducibility(ServerSettings())
+    assert summary["reproducibility"]["reproducible"] is True
+
+
+def test_the_same_weights_have_one_checksum_and_any_change_gives_another() -> None:
+    weights = [np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(3, np.float32)]
+    checksum = weights_checksum(weights)
+    assert len(checksum) == 12 and int(checksum, 16) >= 0
+    assert weights_checksum([w.astype(w.dtype.newbyteorder(">")) for w in weights]) == checksum  # Byte order.
+    assert weights_checksum([np.asfortranarray(weights[0]), weights[1]]) == checksum  # Memory layout.
+    flipped = weights[1].copy()
+    flipped.view(np.uint32)[0] ^= 1  # One bit of one weight.
+    others: list[list[np.ndarray]] = [
+        [weights[0], flipped],
+        [weights[0].reshape(3, 2), weights[1]],
+        [weights[0].astype(np.float64), weights[1]],
+    ]
+    assert len({checksum, *(weights_checksum(w) for w in others)}) == 4
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        ({"dp_noise": 1.0, "dp_clip": 1.0}, "differential privacy: its noise stays random"),
+        ({"secagg": True}, "SecAgg+: its masks are random by design"),
+        ({"fraction_fit": 0.5}, "Flower samples the clients unseeded"),
+        ({"runtime": "simulation"}, "the simulation runtime: not checked yet"),
+    ],
+)
+def test_each_limit_makes_a_run_not_reproducible_and_says_why(changes: dict[str, Any], why: str) -> None:
+    said = reproducibility(replace(ServerSettings(), **changes))
+    assert said["reproducible"] is False and why in said["why"]
