@@ -5,8 +5,8 @@
 Runs, alternating on this machine ``--repeats`` times: ``server.py --runtime simulation`` (timed
 from the outside) and ``bench/peer_simulation.py`` (Flower's quickstart-tensorflow way: a Keras
 model built and compiled per message). Same data (mnist-5k), same rows per client, same model,
-same fractions. Both sample their clients at random, so single runs differ by 1-2 points of
-accuracy and seconds of wall time; the targets are checked on the medians. Targets (issue 11): the
+same fractions. They sample different clients (the app by its seed, the stock at random), so
+their accuracies differ by 1-2 points and single runs by seconds of wall time; the targets are checked on the medians. Targets (issue 11): the
 app at most 0.25x the stock wall time, final held-out accuracy within 1 point. Writes
 ``bench/results/simulation.json``; exit status 1 if a target is missed.
 """

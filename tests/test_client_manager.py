@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from flwr.common import Code, GetPropertiesIns, GetPropertiesRes, Scalar, Status
+from flwr.server.client_proxy import ClientProxy
 
 from conftest import IdleClient
 from fedmnist.server.client_manager import ClientsDidNotConnect, WaitingClientManager
@@ -41,3 +43,60 @@ def test_fewer_than_the_minimum_still_time_out() -> None:
     manager.register(IdleClient("a"))
     with pytest.raises(ClientsDidNotConnect, match="only 1 of 3 clients connected within 0.2 s \\(2 needed"):
         manager.num_available()
+
+
+class PartitionProxy(ClientProxy):
+    """A connected client that says its partition id when asked, as ``PartitionClient`` does; nothing else."""
+
+    get_parameters = fit = evaluate = reconnect = IdleClient._refuse
+
+    def __init__(self, cid: str, partition_id: int | None) -> None:
+        super().__init__(cid)
+        self.partition_id, self.asked = partition_id, 0
+
+    def get_properties(self, ins: GetPropertiesIns, timeout: float | None, group_id: int | None) -> GetPropertiesRes:
+        self.asked += 1
+        said: dict[str, Scalar] = {} if self.partition_id is None else {"partition_id": self.partition_id}
+        return GetPropertiesRes(Status(Code.OK, ""), said)
+
+
+def cohorts(seed: int, clients: list[tuple[str, int]], rounds: int = 4, num_clients: int = 3) -> list[list[int]]:
+    """The partitions sampled each round by a manager with ``seed``, its ``(client id, partition)`` registered in order."""
+    manager = WaitingClientManager(timeout=1, expected=len(clients), seed=seed)
+    proxies = {cid: PartitionProxy(cid, partition) for cid, partition in clients}
+    for proxy in proxies.values():
+        manager.register(proxy)
+    drawn = []
+    for server_round in range(1, rounds + 1):
+        manager.sampling_for(server_round, "fit")
+        drawn.append(sorted(int(proxies[proxy.cid].partition_id or 0) for proxy in manager.sample(num_clients)))
+    return drawn
+
+
+def test_the_same_seed_samples_the_same_partitions_whatever_the_client_ids() -> None:
+    # Flower's client ids are new every run, and clients connect in any order.
+    first = cohorts(7, [(f"run1-{p}", p) for p in range(10)])
+    again = cohorts(7, [(f"{p}-run2", p) for p in reversed(range(10))])
+    assert first == again
+    assert len({tuple(cohort) for cohort in first}) > 1  # Each round draws afresh.
+    assert cohorts(8, [(f"run1-{p}", p) for p in range(10)]) != first  # Another seed, other cohorts.
+
+
+def test_each_client_is_asked_its_partition_once_and_sampling_everyone_asks_nothing() -> None:
+    manager = WaitingClientManager(timeout=1, expected=4, seed=7)
+    clients = [PartitionProxy(f"c{p}", p) for p in range(3)] + [PartitionProxy("stranger", None)]
+    for client in clients:
+        manager.register(client)
+    assert len(manager.sample(4)) == 4 and [c.asked for c in clients] == [0, 0, 0, 0]
+    for server_round in (1, 2):
+        manager.sampling_for(server_round, "evaluate")
+        assert len(manager.sample(2)) == 2
+    assert [c.asked for c in clients] == [1, 1, 1, 1]
+
+
+def test_without_a_seed_it_samples_as_flower_does() -> None:
+    manager = WaitingClientManager(timeout=1, expected=3)
+    clients = [PartitionProxy(f"c{p}", p) for p in range(3)]
+    for client in clients:
+        manager.register(client)
+    assert len(manager.sample(2)) == 2 and [c.asked for c in clients] == [0, 0, 0]

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import FinishedRun, classic_run_flags, run_sh
+from conftest import FinishedRun, classic_run_flags, on_5k, run_script, run_sh
 from fedmnist.model.checksum import weights_checksum
 from fedmnist.results.live_log import read_live_log
 from fedmnist.results.paths import RunPaths
@@ -49,6 +49,24 @@ def test_two_classic_runs_with_the_same_seed_write_the_same_rounds_and_model(
     assert first["rounds"][0]["weights_checksum"] != first["rounds"][1]["weights_checksum"]  # The model moved.
 
 
+@pytest.mark.slow  # Two simulations.
+def test_two_simulations_sampling_a_quarter_of_the_clients_train_the_same_cohorts_and_model(
+    tmp_path: Path, data_home: str
+) -> None:
+    summaries = []
+    for run in ("first", "second"):
+        flags = ("--runtime", "simulation", "--clients", "20", "--fraction-fit", "0.25", "--fraction-evaluate", "0.25")
+        done = run_script("server.py", *flags, "--rounds", "2", *on_5k(tmp_path / run, data_home), timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+        summaries.append(read_summary(RunPaths(tmp_path / run, 2).json))
+    first, second = summaries
+    cohorts = [sorted(c["partition_id"] for c in r["per_client"] if "fit" in c) for r in first["rounds"]]
+    assert [len(cohort) for cohort in cohorts] == [5, 5] and cohorts[0] != cohorts[1]
+    assert [numbers(r) for r in first["rounds"]] == [numbers(r) for r in second["rounds"]]
+    assert first["weights_checksum"] == second["weights_checksum"]
+    assert first["reproducibility"]["reproducible"] is True
+
+
 @pytest.mark.slow
 @pytest.mark.smoke  # Reads the shared classic run: no run of its own.
 def test_the_checksum_names_the_saved_model_and_ends_the_last_round_line(classic_run: FinishedRun) -> None:
@@ -86,8 +104,7 @@ def test_the_same_weights_have_one_checksum_and_any_change_gives_another() -> No
     [
         ({"dp_noise": 1.0, "dp_clip": 1.0}, "differential privacy: its noise stays random"),
         ({"secagg": True}, "SecAgg+: its masks are random by design"),
-        ({"fraction_fit": 0.5}, "Flower samples the clients unseeded"),
-        ({"runtime": "simulation"}, "the simulation runtime: not checked yet"),
+        ({"runtime": "deployment"}, "the deployment runtime: not checked yet"),
     ],
 )
 def test_each_limit_makes_a_run_not_reproducible_and_says_why(changes: dict[str, Any], why: str) -> None:

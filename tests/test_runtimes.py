@@ -624,7 +624,9 @@ def test_a_warm_up_traces_the_model_ahead_and_leaves_the_training_as_it_was(data
     weights = ClientCache().trainer("dense32", 1).get_weights()
     warm_cache = ClientCache(data_home)
     warm = PartitionClient(2, 10, RecordDict(), warm_cache)
-    assert warm.get_properties({**config, "server-round": 0, WARM_UP: True}) == {}
+    assert warm.get_properties({**config, "server-round": 0, WARM_UP: True}) == {
+        "partition_id": 2
+    }  # What the server samples by.
     trainer = warm_cache.trainer("dense32", 1)
     assert trainer._train_epoch.experimental_get_tracing_count() == 1  # Traced: round 1 will not wait for it.
     assert trainer._evaluate.experimental_get_tracing_count() == 1

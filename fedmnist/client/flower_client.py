@@ -237,10 +237,10 @@ class PartitionClient(NumPyClient):
         return self.cache.client(self._settings(config), self.partition_id, self.num_partitions)
 
     def get_properties(self, config: dict[str, Scalar]) -> dict[str, Scalar]:
-        """Nothing to tell, but a server may ask a process to warm up for its run first (``ClientCache.warm_up``)."""
+        """Its partition id (the server samples by it); a server may also ask a process to warm up first."""
         if config.get(WARM_UP):
             self.cache.warm_up(self._settings(config), self.partition_id, self.num_partitions, config)
-        return {}
+        return {"partition_id": self.partition_id}
 
     def get_parameters(self, config: dict[str, Scalar]) -> NDArrays:
         return self._client(config).get_parameters(config)

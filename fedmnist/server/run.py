@@ -316,6 +316,7 @@ def _federate(
         expected=settings.clients,
         minimum=settings.minimum_clients,
         on_change=LiveLogWriter(round_log).connected,
+        seed=settings.seed,
     )
     server_class = ReconnectingServer if settings.keep_clients else AppServer
     server = server_class(client_manager=manager, strategy=strategy)

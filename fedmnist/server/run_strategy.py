@@ -61,6 +61,7 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
 from fedmnist.privacy.dp import PrivacyBudgetSpent, PrivacyLedger
+from fedmnist.server.client_manager import WaitingClientManager
 from fedmnist.server.recorder import RoundRecorder
 from fedmnist.server.validation import UpdateValidator
 from fedmnist.settings import defaults
@@ -186,6 +187,8 @@ class RunStrategy(Strategy):
         server_round = self._run_round(server_round)
         self._refuse_if_stopped()
         self.validator.start_round(parameters)
+        if isinstance(client_manager, WaitingClientManager):  # Sampled by the run's seed, this round.
+            client_manager.sampling_for(server_round, "fit")
         # Sampling blocks until enough clients are connected: the round starts after it.
         instructions = self.aggregator.configure_fit(server_round, parameters, client_manager)
         if self.ledger is not None and instructions:
@@ -226,7 +229,10 @@ class RunStrategy(Strategy):
         self, server_round: int, parameters: Parameters, client_manager: ClientManager
     ) -> list[tuple[ClientProxy, EvaluateIns]]:
         self._refuse_if_stopped()
-        return self.aggregator.configure_evaluate(self._run_round(server_round), parameters, client_manager)
+        server_round = self._run_round(server_round)
+        if isinstance(client_manager, WaitingClientManager):
+            client_manager.sampling_for(server_round, "evaluate")
+        return self.aggregator.configure_evaluate(server_round, parameters, client_manager)
 
     def aggregate_evaluate(
         self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]], failures: list[Any]

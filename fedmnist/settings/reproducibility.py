@@ -12,8 +12,8 @@ from typing import TypedDict
 from fedmnist.settings.server_settings import ServerSettings
 
 REPRODUCIBLE = (
-    "the seed decides the initial model, the partitions and each client's shuffling every round, and the "
-    "server sums the updates in partition-id order (tests/test_reproducibility.py)"
+    "the seed decides the initial model, the partitions, which partitions each round samples and each client's "
+    "shuffling every round, and the server sums the updates in partition-id order (tests/test_reproducibility.py)"
 )
 
 
@@ -29,9 +29,7 @@ def reproducibility(settings: ServerSettings) -> Reproducibility:
         limits.append("differential privacy: its noise stays random, as noise known from a public seed is no privacy")
     if settings.secagg:
         limits.append("SecAgg+: its masks are random by design")
-    if settings.fraction_fit < 1 or settings.fraction_evaluate < 1:
-        limits.append("--fraction-fit/--fraction-evaluate below 1: Flower samples the clients unseeded")
-    if settings.runtime != "classic":
+    if settings.runtime == "deployment":
         limits.append(f"the {settings.runtime} runtime: not checked yet")
     if limits:
         return {"reproducible": False, "why": "; ".join(limits)}
