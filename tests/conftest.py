@@ -14,6 +14,7 @@ from flwr.server.client_proxy import ClientProxy
 
 from fedmnist.common.ports import free_port, wait_until_listening
 from fedmnist.data.sources import MNIST_5K, MnistData, load_mnist
+from fedmnist.results.records import RoundRecord
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,6 +107,24 @@ def classic_run_flags(out: Path, data_home: str) -> list[str]:
         *on_5k(out, data_home),
         *("--baseline", "--name", "two-round check"),
     ]
+
+
+# What differs between identical runs by nature: how long things took, and Flower's client ids (random).
+TIMINGS = {"seconds", "coordination_seconds", "client_fit_seconds", "client_evaluate_seconds", "centralized_seconds"}
+
+
+def numbers(record: RoundRecord) -> dict[str, Any]:
+    """A round record without its timings and Flower's client ids: what the same seed must reproduce."""
+    kept: dict[str, Any] = {key: value for key, value in record.items() if key not in TIMINGS}
+    kept["per_client"] = [
+        {
+            key: {k: v for k, v in value.items() if k != "seconds"} if isinstance(value, dict) else value
+            for key, value in entry.items()
+            if key != "cid"
+        }
+        for entry in record.get("per_client", [])
+    ]
+    return kept
 
 
 def on_5k(out: Path | str, data_home: str) -> list[str]:

@@ -19,6 +19,7 @@ from conftest import (
     FinishedRun,
     assert_the_strategy_trains_every_round,
     free_port,
+    numbers,
     on_5k,
     read_until,
     run_script,
@@ -29,6 +30,8 @@ from conftest import (
     wait_for_port,
 )
 from fedmnist.results.history import history_from_records, history_to_dict
+from fedmnist.results.paths import RunPaths
+from fedmnist.results.records import read_summary
 from fedmnist.settings import defaults
 
 pytestmark = pytest.mark.slow  # Real processes for whole runs: the full tier (./test.sh), not --fast.
@@ -479,6 +482,13 @@ def test_server_killed_mid_run_resumes_to_the_final_round(tmp_path: Path, data_h
         if "config" in line
     ]
     assert headers[0]["resumed_after_round"] == 0 and 2 <= headers[-1]["resumed_after_round"] <= 3
+    # The same flags without the kill: a resumed run equals an uninterrupted one, number for number.
+    args[args.index("--out") + 1] = str(tmp_path / "uninterrupted")
+    uninterrupted = run_sh("--port", str(free_port()), *args)
+    assert uninterrupted.returncode == 0, uninterrupted.stderr
+    resumed_summary, whole = (read_summary(RunPaths(out, 4).json) for out in (tmp_path, tmp_path / "uninterrupted"))
+    assert [numbers(r) for r in resumed_summary["rounds"]] == [numbers(r) for r in whole["rounds"]]
+    assert resumed_summary["weights_checksum"] == whole["weights_checksum"]
 
 
 def _is_server(pid: int) -> bool:

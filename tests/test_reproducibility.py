@@ -9,30 +9,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import FinishedRun, classic_run_flags, on_5k, run_script, run_sh
+from conftest import FinishedRun, classic_run_flags, numbers, on_5k, run_script, run_sh
 from fedmnist.model.checksum import weights_checksum
 from fedmnist.results.live_log import read_live_log
 from fedmnist.results.paths import RunPaths
-from fedmnist.results.records import RoundRecord, read_summary
+from fedmnist.results.records import read_summary
 from fedmnist.settings.reproducibility import reproducibility
 from fedmnist.settings.server_settings import ServerSettings
-
-# What differs between identical runs by nature: how long things took, and Flower's client ids (random).
-TIMINGS = {"seconds", "coordination_seconds", "client_fit_seconds", "client_evaluate_seconds", "centralized_seconds"}
-
-
-def numbers(record: RoundRecord) -> dict[str, Any]:
-    """A round record without its timings and Flower's client ids: what the same seed must reproduce."""
-    kept: dict[str, Any] = {key: value for key, value in record.items() if key not in TIMINGS}
-    kept["per_client"] = [
-        {
-            key: {k: v for k, v in value.items() if k != "seconds"} if isinstance(value, dict) else value
-            for key, value in entry.items()
-            if key != "cid"
-        }
-        for entry in record.get("per_client", [])
-    ]
-    return kept
 
 
 @pytest.mark.slow  # A second whole run beside the session's classic one.
