@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import IO
 
 from fedmnist.common.cli import is_start_up_noise
+from fedmnist.common.ports import POLL_SECONDS
 from fedmnist.common.project import PROJECT_ROOT
 from fedmnist.results.run_lock import ResultsLock
-
-POLL_SECONDS = 0.05
 
 
 def alive(pid: int) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Required, TypedDict, cast
@@ -158,6 +159,17 @@ def client_name(client: ClientEntry | dict[str, Any]) -> str:
     return f"client {int(partition_id)}" + (f" (web: {participant})" if participant else "")
 
 
+UNKNOWN_PARTITION = 1 << 30  # Sorts after every real partition id: a client that names none, or a bad one.
+
+
+def partition_of(said: Mapping[str, Any]) -> int:
+    """The partition id a client reported (its metrics or properties, ``partition_id``), or ``UNKNOWN_PARTITION``."""
+    partition = said.get("partition_id")
+    if isinstance(partition, int) and not isinstance(partition, bool) and partition >= 0:
+        return partition
+    return UNKNOWN_PARTITION
+
+
 def client_order(client: ClientEntry | dict[str, Any]) -> tuple[int, str]:
     """Clients by partition id (client 2 before client 10), then Flower's id: the order of every legend."""
-    return (int(client.get("partition_id", 1 << 30)), str(client.get("cid", "")))
+    return (partition_of(client), str(client.get("cid", "")))

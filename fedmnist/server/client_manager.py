@@ -22,9 +22,9 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.criterion import Criterion
 
 from fedmnist.common.errors import UserError
+from fedmnist.results.records import UNKNOWN_PARTITION, partition_of
 
 log = logging.getLogger(__name__)
-UNKNOWN_PARTITION = 1 << 30  # A client that names no partition (not a fedmnist client) sorts after the others.
 ASK_TIMEOUT_SECONDS = 60.0  # For a client to say its partition id.
 ASKED_AT_ONCE = 16
 
@@ -115,8 +115,7 @@ class WaitingClientManager(SimpleClientManager):
         except Exception as error:  # noqa: BLE001  A client that cannot answer is sampled all the same.
             log.debug("client %s did not say its partition: %s", cid, error)
             return UNKNOWN_PARTITION
-        partition = res.properties.get("partition_id")
-        return partition if isinstance(partition, int) and not isinstance(partition, bool) else UNKNOWN_PARTITION
+        return partition_of(res.properties)
 
     def num_available(self) -> int:
         # Strategies size a round's sample from this count: until every expected client

@@ -61,6 +61,7 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Strategy
 
 from fedmnist.privacy.dp import PrivacyBudgetSpent, PrivacyLedger
+from fedmnist.results.records import partition_of
 from fedmnist.server.client_manager import WaitingClientManager
 from fedmnist.server.recorder import RoundRecorder
 from fedmnist.server.validation import UpdateValidator
@@ -68,7 +69,6 @@ from fedmnist.settings import defaults
 
 _CLIENT_PREFIX = re.compile(r"^(rejected: )?client [^:]*: ")  # Who, in a failure reason: grouped by what.
 STOP_WAIT_SECONDS = 30.0  # At most this long for a step to finish recording before a stop.
-UNKNOWN_PARTITION = 1 << 30  # Sorts after every real partition id.
 
 
 Result = TypeVar("Result", FitRes, EvaluateRes)
@@ -81,13 +81,7 @@ def canonical_order(results: list[tuple[ClientProxy, Result]]) -> list[tuple[Cli
     goes last; only clients that claim the same id can still swap places.
     """
 
-    def key(pair: tuple[ClientProxy, Result]) -> tuple[int, str]:
-        partition = pair[1].metrics.get("partition_id")
-        if isinstance(partition, int) and not isinstance(partition, bool) and partition >= 0:
-            return (partition, str(pair[0].cid))
-        return (UNKNOWN_PARTITION, str(pair[0].cid))
-
-    return sorted(results, key=key)
+    return sorted(results, key=lambda pair: (partition_of(pair[1].metrics), str(pair[0].cid)))
 
 
 class RunStopped(Exception):
