@@ -106,3 +106,27 @@ def test_the_grpc_bidi_protocol_has_the_messages_the_dashboards_relay_speaks() -
     answers = {field.name for field in ClientMessage.DESCRIPTOR.oneofs_by_name["msg"].fields}
     assert {"fit_res", "evaluate_res", "disconnect_res", "get_properties_res", "get_parameters_res"} <= answers
     assert Reason.ACK is not None and hasattr(FlowerServiceStub, "__init__")
+
+
+def test_flowers_supernode_loop_sleeps_3_s_through_its_modules_time() -> None:
+    """fedmnist.runtimes.prompt_supernode swaps the ``time`` of flwr.supernode.start_client_internal for PromptClock."""
+    import time
+
+    from flwr.supernode import start_client_internal
+
+    from fedmnist.runtimes.prompt_supernode import FLOWER_IDLE_WAIT_SECONDS, PromptClock
+
+    assert start_client_internal.time is time
+    assert f"time.sleep({FLOWER_IDLE_WAIT_SECONDS})" in inspect.getsource(start_client_internal)
+    clock = PromptClock()
+    started = time.monotonic()
+    clock.sleep(FLOWER_IDLE_WAIT_SECONDS)
+    assert time.monotonic() - started < 1 and clock.monotonic is time.monotonic  # The rest is the module's own.
+
+
+def test_flowers_http_grid_waits_3_s_between_pulls_and_takes_a_timeout() -> None:
+    """fedmnist.runtimes.grid.PromptGrid replaces HttpGrid.send_and_receive, whose pulls are 3 s apart."""
+    from flwr.superlink.grid.http_grid import HttpGrid
+
+    assert "time.sleep(3)" in inspect.getsource(HttpGrid.send_and_receive)
+    assert list(inspect.signature(HttpGrid.send_and_receive).parameters) == ["self", "messages", "timeout"]

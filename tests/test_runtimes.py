@@ -335,7 +335,8 @@ def test_a_supernode_whose_key_is_not_registered_is_refused(tmp_path: Path) -> N
     assert deployment.SUPERNODE_REFUSED in said and "Failed to activate SuperNode" in said, said[-2000:]
 
 
-FLOWER_PROGRAMS = (b"flower-", b"flwr-")  # SuperLink, SuperNode, helpers, apps.
+# SuperLink, SuperNode (the launcher's prompt_supernode.py), helpers, apps.
+FLOWER_PROGRAMS = (b"flower-", b"flwr-", b"prompt_supernode")
 RAY_PROGRAMS = (b"ray::", b"raylet", b"gcs_server", b"ray/_private", b"ray/dashboard")  # Workers, Ray's own.
 
 
