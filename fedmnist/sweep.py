@@ -177,7 +177,7 @@ def setting_root(out: str | Path, grid: str, setting: Setting) -> Path:
 
 def run_sweep(base: ServerSettings, grid: str, process_started: float) -> Path:
     """Run every setting of ``grid`` on the clients already connected; return the comparison table."""
-    from fedmnist.runtimes.local import federation_for
+    from fedmnist.runtimes.local import sweep_federations
     from fedmnist.server.run import run_server
 
     settings_list = GRIDS[grid].settings
@@ -186,19 +186,21 @@ def run_sweep(base: ServerSettings, grid: str, process_started: float) -> Path:
         if archived is not None:
             log.info("the earlier %s sweep was moved to %s", grid, archived)
     results = []
-    for index, setting in enumerate(settings_list, start=1):
-        settings = replace(
-            base,
-            **setting.overrides(),
-            out=str(setting_root(base.out, grid, setting)),
-            keep_clients=index < len(settings_list),
-        )
-        _wait_for_free_port(settings.address)
-        log.info("sweep %d/%d: %s", index, len(settings_list), setting.name)
-        started = time.perf_counter()
-        paths = run_server(settings, process_started if index == 1 else time.perf_counter(), federation_for(settings))
-        summary = read_summary(paths.json)
-        results.append(_result(setting, summary, time.perf_counter() - started, GRIDS[grid].paper))
+    with sweep_federations(base) as federation_for:
+        for index, setting in enumerate(settings_list, start=1):
+            settings = replace(
+                base,
+                **setting.overrides(),
+                out=str(setting_root(base.out, grid, setting)),
+                keep_clients=index < len(settings_list),
+            )
+            _wait_for_free_port(settings.address)
+            log.info("sweep %d/%d: %s", index, len(settings_list), setting.name)
+            started = time.perf_counter()
+            started_at = process_started if index == 1 else time.perf_counter()
+            paths = run_server(settings, started_at, federation_for(settings))
+            summary = read_summary(paths.json)
+            results.append(_result(setting, summary, time.perf_counter() - started, GRIDS[grid].paper))
     return write_comparison(sweep_root(base.out, grid), grid, results)
 
 

@@ -9,7 +9,9 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,23 +112,42 @@ def assert_like_the_classic_run(summary: dict, out: Path, classic_run: FinishedR
     assert result_files(out) == result_files(classic)
 
 
+RAY_SESSIONS = Path(tempfile.gettempdir()) / "ray"  # Where a local Ray makes a session_* folder each time it starts.
+
+
+def ray_sessions() -> set[str]:
+    return {p.name for p in RAY_SESSIONS.glob("session_2*")}
+
+
+@dataclass(frozen=True)
+class SimulatedSweep:
+    folder: Path  # The sweep's folder: a folder per setting.
+    ray_starts: int  # How many local Ray clusters it started.
+
+
 @pytest.fixture(scope="module")
-def simulated_strategies(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> Path:
+def simulated_strategies(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> SimulatedSweep:
     """``./run.sh sweep --grid strategies --runtime simulation``, 3 clients, 2 rounds: the folder of its settings.
 
     Its fedavg setting is the classic run's settings on the simulation runtime.
     """
     out = tmp_path_factory.mktemp("simulated")
+    before = ray_sessions()
     run_sh(out, data_home, "sweep", "--grid", "strategies", "--runtime", "simulation", *SMALL_RUN, timeout=900)
-    return out / "sweep" / "strategies"
+    return SimulatedSweep(out / "sweep" / "strategies", len(ray_sessions() - before))
 
 
-def test_every_strategy_trains_every_round_on_the_simulation_runtime(simulated_strategies: Path) -> None:
-    """The strategies grid as a simulation: each of the eight aggregates every update of both rounds."""
+def test_every_strategy_trains_every_round_on_the_simulation_runtime(simulated_strategies: SimulatedSweep) -> None:
+    """The strategies grid as a simulation: each of the eight aggregates every update of both rounds.
+
+    All eight in one simulation: Ray and its workers started once, not once per setting.
+    """
     from fedmnist.settings import defaults
 
+    assert simulated_strategies.ray_starts == 1
     for strategy in defaults.STRATEGIES:
-        summary = json.loads((simulated_strategies / f"{strategy}_iid" / "history" / "history_2.json").read_text())
+        folder = simulated_strategies.folder / f"{strategy}_iid"
+        summary = json.loads((folder / "history" / "history_2.json").read_text())
         assert summary["config"]["runtime"] == "simulation"
         assert_the_strategy_trains_every_round(summary, strategy, clients=3, rounds=2)
 
@@ -204,8 +225,10 @@ def test_a_virtual_client_that_crashes_is_gone_from_then_on_and_its_ray_worker_s
     assert saved.name == "mnist_dense32" and saved.input_shape == (None, 784)
 
 
-def test_a_simulated_run_writes_what_a_classic_run_writes(simulated_strategies: Path, classic_run: FinishedRun) -> None:
-    out = simulated_strategies / "fedavg_iid"
+def test_a_simulated_run_writes_what_a_classic_run_writes(
+    simulated_strategies: SimulatedSweep, classic_run: FinishedRun
+) -> None:
+    out = simulated_strategies.folder / "fedavg_iid"
     summary = json.loads((out / "history" / "history_2.json").read_text())
     assert_like_the_classic_run(summary, out, classic_run, "simulation")
 

@@ -1,12 +1,14 @@
 """The runtimes ``server.py`` runs in its own process: the classic pair, or the in-process simulation.
 
-``federation_for`` is how ``server.py`` and sweeps pick one from ``--runtime``; the Deployment
-Runtime runs the ServerApp instead (``fedmnist.runtimes.server_app``).
+``federation_for`` is how ``server.py`` picks one from ``--runtime``, ``sweep_federations`` how a sweep
+does; the Deployment Runtime runs the ServerApp instead (``fedmnist.runtimes.server_app``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from flwr.common import Scalar
 from flwr.server import Server, ServerConfig, start_server
@@ -55,3 +57,20 @@ def federation_for(settings: ServerSettings) -> Federation:
             f"the {settings.runtime} runtime runs the ServerApp (fedmnist.runtimes.server_app), not server.py"
         )
     return ClassicFederation(settings)
+
+
+@contextmanager
+def sweep_federations(base: ServerSettings) -> Iterator[Callable[[ServerSettings], Federation]]:
+    """Each setting's federation step, for a sweep of ``base``: on the simulation, one simulation for all.
+
+    Ray and its workers then start once for the sweep (each setting's start cost about 6 s of its
+    10 s at 3 clients and 2 rounds here); on the classic pair the clients already stay connected.
+    """
+    if base.runtime != "simulation":
+        yield federation_for
+        return
+    from fedmnist.runtimes.simulation import SimulationFederation, SweepSetting
+
+    log.info("Flower Simulation Runtime: %d virtual clients for every setting", base.clients)
+    with SimulationFederation(base) as simulation:
+        yield lambda settings: SweepSetting(simulation, settings)

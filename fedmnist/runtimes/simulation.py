@@ -21,12 +21,14 @@ from __future__ import annotations
 import logging
 import math
 import os
+import queue
 import signal
 import sys
 import threading
 import warnings
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -38,8 +40,9 @@ from fedmnist.server.federation import Federation
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
+    from flwr.app import Context
     from flwr.common import Scalar
-    from flwr.server import Server, ServerApp, ServerConfig
+    from flwr.server import Server, ServerConfig
     from flwr.server.history import History
     from flwr.serverapp import Grid
 
@@ -65,6 +68,17 @@ def _take_sigterm_back_from_ray() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
+@dataclass
+class _Job:
+    """One run's rounds, for the simulation's ServerApp to drive: ``rounds`` gets its History or its error."""
+
+    server: Server
+    config: ServerConfig
+    client_config: dict[str, Scalar]
+    settings: ServerSettings
+    rounds: Future[History | None] = field(default_factory=Future)
+
+
 class SimulationFederation(Federation):
     """The simulation's federation step, with Ray started early: ``with SimulationFederation(...) as federation``.
 
@@ -83,6 +97,10 @@ class SimulationFederation(Federation):
     step returns as soon as the rounds are done: Flower then takes 2.5 s here
     to stop its workers, which overlaps the saving of the results. Leaving
     waits for it.
+
+    A sweep runs all its settings in one simulation (``run_for``, then
+    ``SweepSetting``): its ServerApp drives each setting's rounds in turn, and
+    Ray and its workers start once instead of once per setting.
     """
 
     def __init__(self, settings: ServerSettings) -> None:
@@ -100,6 +118,10 @@ class SimulationFederation(Federation):
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._keep_ray, name="ray", daemon=True)
         self._simulation: threading.Thread | None = None
+        # The runs for the ServerApp to drive, in order; None: no more. The last run's settings say
+        # keep_clients=False (a sweep's last setting, or a run of its own): the simulation ends after it.
+        self._jobs: queue.Queue[_Job | None] = queue.Queue()
+        self._job: _Job | None = None  # The run the ServerApp drives now.
 
     def __enter__(self) -> Self:
         # Ray starts a whole new local cluster when its API is used while it is down, as Flower's threads
@@ -112,6 +134,7 @@ class SimulationFederation(Federation):
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
+        self._jobs.put(None)  # A sweep stopped between two settings: its ServerApp waits for no other.
         if self._simulation is not None:
             # After the rounds, Flower is stopping its workers; after Ctrl-C, the run's strategy
             # refuses the next step (RunStrategy.stop), so Flower ends the round in flight and stops,
@@ -131,46 +154,60 @@ class SimulationFederation(Federation):
 
     def run(self, server: Server, config: ServerConfig, client_config: dict[str, Scalar]) -> History | None:
         """Run ``server`` for its rounds with the virtual clients on Ray; return Flower's History once they are done."""
-        from flwr.app import Context
-        from flwr.server import ServerApp
+        return self.run_for(self.settings, server, config, client_config)
 
-        rounds: Future[History | None] = Future()
-        app = ServerApp()
-
-        @app.main()
-        def main(grid: Grid, context: Context) -> None:
-            rounds.set_result(GridFederation(grid, context, self.settings).run(server, config, client_config))
-
-        # The simulation's thread imports Flower's simulation while Ray starts, then waits for Ray.
-        self._simulation = threading.Thread(target=self._simulate, args=(app, rounds), name="flower-simulation")
-        self._simulation.start()
+    def run_for(
+        self, settings: ServerSettings, server: Server, config: ServerConfig, client_config: dict[str, Scalar]
+    ) -> History | None:
+        """``run`` for one run of ``settings`` (a sweep's setting); the first starts Flower's simulation."""
+        job = _Job(server, config, client_config, settings)
+        self._jobs.put(job)
+        if self._simulation is None:
+            # The simulation's thread imports Flower's simulation while Ray starts, then waits for Ray.
+            self._simulation = threading.Thread(target=self._simulate, name="flower-simulation")
+            self._simulation.start()
         try:
             wait_for(self._ray_up)  # Raises Ray's start-up error, if it failed.
             _take_sigterm_back_from_ray()
             # Not rounds.result(): a SIGTERM taken by a Ray thread would wait for the last round.
-            return wait_for(rounds)
+            return wait_for(job.rounds)
         except BaseException:
             self._stopping.set()  # Ctrl-C while Ray starts: Flower's simulation must not start after it.
             raise
 
-    def _simulate(self, server_app: ServerApp, rounds: Future[History | None]) -> None:
-        """Flower's simulation of ``server_app`` with the ClientApp; its error goes to ``rounds`` if they were not done."""
+    def _serve(self, grid: Grid, context: Context) -> None:
+        """The ServerApp's main: each run's rounds through ``grid``, until the last run (or None)."""
+        while (job := self._jobs.get()) is not None:
+            self._job = job
+            job.rounds.set_result(
+                GridFederation(grid, context, job.settings).run(job.server, job.config, job.client_config)
+            )
+            if not job.settings.keep_clients:
+                return
+
+    def _simulate(self) -> None:
+        """Flower's simulation of the ServerApp with the ClientApp; its error goes to the runs not done."""
         try:
-            self._run_simulation(server_app, rounds)
+            self._run_simulation()
         finally:
             _settle(self._workers_starting)  # Also when the workers never start: the server's TensorFlow waits for it.
+            self._fail_waiting(RuntimeError("Flower's simulation ended before the rounds were done"))
 
-    def _run_simulation(self, server_app: ServerApp, rounds: Future[History | None]) -> None:
+    def _run_simulation(self) -> None:
         try:
             run_simulation = _flower_simulation()  # While Ray starts.
+            from flwr.server import ServerApp
+
             from fedmnist.client.client_app import app as client_app
             from fedmnist.server.run_strategy import RunStopped
         except BaseException as error:  # noqa: BLE001  Handed to the federation step, which raises it.
-            rounds.set_exception(error)
+            self._fail_waiting(error)
             return
         if self._ray_up.exception() is not None or self._stopping.is_set():  # Waits for Ray; the federation
             return  # step raises Ray's error, or was stopped meanwhile.
         _settle(self._workers_starting)  # Flower starts its workers (Ray actors) first thing.
+        server_app = ServerApp()
+        server_app.main()(self._serve)
         try:
             run_simulation(
                 server_app=server_app,
@@ -179,13 +216,19 @@ class SimulationFederation(Federation):
                 backend_config={"client_resources": {"num_cpus": self.cpus_per_client, "num_gpus": 0.0}},
             )
         except BaseException as error:  # noqa: BLE001  The server's own errors come back here too.
-            if not rounds.done():
-                rounds.set_exception(error)
+            if self._job is None or not self._job.rounds.done():
+                self._fail_waiting(error)
             elif not isinstance(error, RunStopped):
                 log.warning("Flower's simulation failed after the rounds: %s", error)
-        finally:
-            if not rounds.done():
-                rounds.set_exception(RuntimeError("Flower's simulation ended before the rounds were done"))
+
+    def _fail_waiting(self, error: BaseException) -> None:
+        """Give ``error`` to the run the ServerApp drove, if not done, and to every run not yet taken."""
+        waiting = [self._job]
+        while not self._jobs.empty():
+            waiting.append(self._jobs.get_nowait())
+        for job in waiting:
+            if job is not None and not job.rounds.done():
+                job.rounds.set_exception(error)
 
     def _keep_ray(self) -> None:
         """Start Ray, keep it until the federation is left, then shut it down (this thread's whole life)."""
@@ -217,6 +260,17 @@ class SimulationFederation(Federation):
         # A local Ray's workers inherit this process's environment, PYTHONPATH included: a runtime
         # environment would only add its agent's set-up (1.4 s before the first worker, measured here).
         ray.init(**init_args)
+
+
+class SweepSetting(Federation):
+    """One setting of a sweep on the simulation: its rounds in the sweep's one simulation (``run_for``)."""
+
+    def __init__(self, simulation: SimulationFederation, settings: ServerSettings) -> None:
+        self.simulation, self.settings = simulation, settings
+        self.workers_starting = simulation.workers_starting
+
+    def run(self, server: Server, config: ServerConfig, client_config: dict[str, Scalar]) -> History | None:
+        return self.simulation.run_for(self.settings, server, config, client_config)
 
 
 def _flower_simulation() -> Callable[..., None]:
