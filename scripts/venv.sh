@@ -30,14 +30,15 @@ ensure_venv() {
 }
 
 # uv installs the same pinned wheels as pip, in parallel and from its cache: the whole of
-# requirements-dev.txt took 1.4 s into a new .venv here once cached, against 60 s with pip. Where uv
-# cannot be had or fails, pip does the install, as before.
+# requirements-dev.txt took 1.4 s into a new .venv here once cached, against 60 s with pip. It compiles
+# the bytecode as pip does, so that the first run's processes do not all compile TensorFlow's modules
+# at once. Where uv cannot be had or fails, pip does the install, as before.
 UV_VERSION=0.13.9
 
 install_requirements() {
     local venv="$1" requirements="$2"
     if "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION" >/dev/null 2>&1 \
-        && "$venv/bin/uv" pip install --quiet --python "$venv/bin/python" -r "$requirements"; then
+        && "$venv/bin/uv" pip install --quiet --compile-bytecode --python "$venv/bin/python" -r "$requirements"; then
         return 0
     fi
     echo "note: uv could not install $(basename "$requirements"); installing with pip" >&2
