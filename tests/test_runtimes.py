@@ -482,19 +482,6 @@ def test_flwr_files_go_to_the_projects_own_folder_unless_flwr_home_says_otherwis
     assert flwr_local.flower_home() == Path("/somewhere")
 
 
-def test_a_hundred_virtual_clients_with_a_tenth_sampled_each_round(tmp_path: Path, data_home: str) -> None:
-    summary = simulate(
-        tmp_path, data_home, "--clients", "100", "--rounds", "2", "--fraction-fit", "0.1", "--fraction-evaluate", "0.1"
-    )
-    rounds = summary["rounds"]
-    assert [(r["fit_results"], r["evaluate_results"], r["connected_clients"]) for r in rounds] == [(10, 10, 100)] * 2
-    trained = [c["partition_id"] for c in rounds[0]["per_client"] if "fit" in c]
-    evaluated = [c["partition_id"] for c in rounds[0]["per_client"] if "evaluate" in c]
-    assert len(set(trained)) == len(set(evaluated)) == 10 and all(0 <= p < 100 for p in trained + evaluated)
-    assert rounds[-1]["centralized"]["accuracy"] > rounds[0]["centralized"]["accuracy"] - 0.05
-    assert summary["timings"]["client_warm_up_seconds"] > 0  # The worker was warmed up before round 1.
-
-
 def clientapp_client(context: Context) -> NumPyClient:
     """The NumPyClient the ClientApp's client_fn makes for ``context``, as Flower's wrapper holds it."""
     from fedmnist.client import client_app
