@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
 import re
 import shlex
 import tomllib
+from pathlib import Path
 
 import pytest
 from flwr.clientapp import ClientApp
@@ -151,3 +153,28 @@ def test_each_setting_is_declared_once_and_every_interface_follows() -> None:
             assert key in run_config_defaults(), field.name
             assert field.default is not None or field.metadata["none_as"] is not None, f"{field.name}: TOML has no None"
     assert set(vars(server.parse_args([]))) - {f.name for f in fields(ServerSettings)} == {"sweep", "verbose"}
+
+
+@pytest.mark.slow  # Two `flwr build`s, one of which reads the whole project folder, .venv included.
+def test_the_staged_app_is_the_bundle_flwr_builds_from_the_project(tmp_path: Path) -> None:
+    """``./run.sh --runtime deployment`` runs ``flwr run`` on ``stage_app``'s copy: the same bundle, byte for byte."""
+    import subprocess
+    import sys
+
+    from fedmnist.runtimes.deployment import environment, flower_command, stage_app
+
+    built = {}
+    for name, app in (("project", PROJECT_ROOT), ("staged", stage_app(PROJECT_ROOT, tmp_path))):
+        (tmp_path / name).mkdir()
+        done = subprocess.run(
+            [sys.executable, flower_command("flwr"), "build", "--app", str(app)],
+            cwd=tmp_path / name,
+            env={**os.environ, **environment(tmp_path, None, None)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        [bundle] = (tmp_path / name).glob("*.fab")
+        built[name] = (bundle.name, bundle.read_bytes())
+    assert built["staged"] == built["project"]

@@ -69,7 +69,8 @@ class DeploymentServices:
             "flwr-clientapp process",
             flush=True,
         )
-        return self.group.start("server", deployment.flwr_run_command(PROJECT_ROOT, run_config))
+        app = deployment.stage_app(PROJECT_ROOT, self.flower_home)
+        return self.group.start("server", deployment.flwr_run_command(app, run_config))
 
     def why_failed(self, name: str) -> str:
         """What a SuperNode's log says about why it ended, or ""."""

@@ -117,6 +117,28 @@ def register_command(public_key: Path) -> list[str]:
     return [flower_command("flwr"), "supernode", "register", str(public_key), CONNECTION]
 
 
+def stage_app(project: Path, home: Path) -> Path:
+    """The Flower App's files (``pyproject.toml``, the package's modules) copied to ``home/app``; its path.
+
+    ``flwr run`` reads every file under the folder it is given before it picks the app's, and a
+    project's ``.venv`` holds 65,000: 4.3 s here, against 0.1 s for the staged copy. The bundle it
+    builds holds the same files either way: the package's Python modules and ``pyproject.toml``.
+    """
+    import shutil
+
+    app = home / "app"
+    app.mkdir()
+    shutil.copy2(project / "pyproject.toml", app)
+    shutil.copytree(
+        project / "fedmnist",
+        app / "fedmnist",
+        ignore=lambda folder, names: [
+            n for n in names if n == "__pycache__" or (Path(folder, n).is_file() and not n.endswith(".py"))
+        ],
+    )
+    return app
+
+
 def flwr_run_command(project: Path, run_config: Path) -> list[str]:
     return [flower_command("flwr"), "run", str(project), CONNECTION, "--run-config", str(run_config), "--stream"]
 
