@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,9 @@ CHECKED = ("fedmnist", "server.py", "client.py", "bench", "examples", "scripts",
 # A module or function over these is hard to read whole: split it by what its parts do (docs/architecture.md).
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 60
+# mypy's cache outside the checkout, so that a fresh clone rechecks only the modules whose content
+# differs from the last check on this machine (10.9 s -> 0.9 s here); mypy validates every entry.
+MYPY_CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fedmnist" / "mypy"
 
 
 def test_ruff_check_finds_nothing() -> None:
@@ -35,7 +39,11 @@ def test_ruff_format_would_change_nothing() -> None:
 
 def test_mypy_finds_no_type_errors() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "mypy"], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "mypy", "--cache-dir", str(MYPY_CACHE)],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )  # Files and settings: pyproject.toml's [tool.mypy].
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
 
