@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -13,8 +12,6 @@ from typing import IO, Any
 import pytest
 from flwr.server.client_proxy import ClientProxy
 
-import background_deployment
-from background_deployment import StoppedAndResumed
 from fedmnist.common.ports import free_port, wait_until_listening
 from fedmnist.data.sources import MNIST_5K, MnistData, load_mnist
 from fedmnist.results.records import RoundRecord
@@ -55,20 +52,6 @@ def data_home(tmp_path_factory: pytest.TempPathFactory) -> str:
     home = tmp_path_factory.mktemp("data_home")
     load_mnist(MNIST_5K, str(home))
     return str(home)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def deployment_in_background(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Future[StoppedAndResumed] | None:
-    """The deployment test's run, started with the session's first test when that test is selected.
-
-    It mostly waits for Flower's processes; beside the other tests, its 75 s cost the suite little
-    (tests/background_deployment.py).
-    """
-    if not any(item.name == background_deployment.TEST_NAME for item in request.session.items):
-        return None
-    return background_deployment.start(tmp_path_factory.mktemp("deployment"), request.getfixturevalue("data_home"))
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,6 @@ from flwr.app import ArrayRecord, RecordDict
 from flwr.client import NumPyClient
 from flwr.common import Context, Scalar
 
-from background_deployment import RAY_PROGRAMS, SMALL_RUN, StoppedAndResumed, flower_processes_of
 from conftest import (
     PROJECT_ROOT,
     FinishedRun,
@@ -45,6 +43,7 @@ from fedmnist.runtimes import flwr_local
 pytestmark = pytest.mark.slow  # Real processes for whole runs: the full tier (./test.sh), not --fast.
 
 pytest.importorskip("ray")
+SMALL_RUN = ("--clients", "3", "--rounds", "2", "--dataset", "mnist-5k")
 
 
 def result_files(out: Path) -> set[str]:
@@ -265,41 +264,61 @@ def test_secagg_gives_plain_fedavgs_model_and_tolerates_a_client_dropping_out_mi
 
 
 def test_a_deployment_run_with_secagg_stopped_by_ctrl_c_resumes_and_writes_what_a_classic_run_writes(
-    deployment_in_background: Future[StoppedAndResumed] | None, classic_run: FinishedRun
+    tmp_path: Path, data_home: str, classic_run: FinishedRun
 ) -> None:
     """./run.sh --runtime deployment: a SuperLink, 3 SuperNodes, the ServerApp and ClientApp; all stopped after.
 
     With SecAgg+, whose four message exchanges a round run there too. Ctrl-C after round 1 reaches the
     whole process group: the ServerApp saves the completed round first, and --resume finishes the run,
-    which then holds what the classic run holds. The run went on beside the other tests
-    (tests/background_deployment.py).
+    which then holds what the classic run holds.
     """
-    assert deployment_in_background is not None, "conftest starts it when this test is selected"
-    seen = deployment_in_background.result(timeout=900)
-    output, out = seen.stopped_output, seen.out
-    assert seen.stopped_status != 0
+    import signal
+
+    args = [
+        *SMALL_RUN,
+        "--runtime",
+        "deployment",
+        "--secagg",
+        "--data-home",
+        data_home,
+        "--out",
+        str(tmp_path),
+        "--no-dashboard",
+    ]
+    launcher = start_watched(["bash", str(PROJECT_ROOT / "run.sh"), "--port", str(free_port()), *args])
+    said = read_until(launcher, "round 1/2")
+    os.killpg(launcher.pid, signal.SIGINT)  # As a terminal's Ctrl-C does.
+    assert launcher.wait(timeout=90) != 0
+    output = said + stream(launcher.stdout).read() + stream(launcher.stderr).read()
     assert "Flower Deployment Runtime: SuperLink on" in output and "Traceback" not in output, output
     # TLS and SuperNode authentication: the CA the SuperNodes trusted, the key pairs registered.
     assert "(TLS, SuperNode authentication), 3 registered SuperNodes" in output
     assert "Stopped after round 1 of 2" in output and "--resume" in output, output
-    assert seen.partial["interrupted_after_round"] == 1
-    assert not seen.left_after_stop, f"Ctrl-C left Flower processes running: {seen.left_after_stop}"
+    assert json.loads((tmp_path / "history" / "history_2.partial.json").read_text())["interrupted_after_round"] == 1
+    left = flower_processes_of(data_home)
+    assert not left, f"Ctrl-C left Flower processes running: {left}"
 
-    done = seen.resumed
+    done = subprocess.run(
+        ["bash", str(PROJECT_ROOT / "run.sh"), "--port", str(free_port()), *args, "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=400,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Traceback" not in done.stdout + done.stderr
     assert "resuming after round 1 of 2" in done.stdout and "round 2/2" in done.stdout
     assert "round 1/2" not in done.stdout  # Only its own rounds.
-    summary = json.loads((out / "history" / "history_2.json").read_text())
-    assert_like_the_classic_run(summary, out, classic_run, "deployment")  # No partial files left either.
+    summary = json.loads((tmp_path / "history" / "history_2.json").read_text())
+    assert_like_the_classic_run(summary, tmp_path, classic_run, "deployment")  # No partial files left either.
     assert summary["config"]["secagg"]
-    assert {p.name for p in (out / "logs").iterdir()} == {
+    assert {p.name for p in (tmp_path / "logs").iterdir()} == {
         "server.log",
         "superlink.log",
         *(f"client_{i}.log" for i in range(3)),
     }
-    assert not seen.left_after_end, f"the run left Flower processes running: {seen.left_after_end}"
-    assert (out / "certs" / "ca.pem").exists() and len(list((out / "keys").glob("supernode_*.pub"))) == 3
+    assert not flower_processes_of(data_home), "the run left Flower processes running"
+    assert (tmp_path / "certs" / "ca.pem").exists() and len(list((tmp_path / "keys").glob("supernode_*.pub"))) == 3
 
 
 def test_a_supernode_whose_key_is_not_registered_is_refused(tmp_path: Path) -> None:
@@ -337,6 +356,30 @@ def test_a_supernode_whose_key_is_not_registered_is_refused(tmp_path: Path) -> N
         superlink.wait(timeout=30)
     said = (tmp_path / "supernode.log").read_text()
     assert deployment.SUPERNODE_REFUSED in said and "Failed to activate SuperNode" in said, said[-2000:]
+
+
+# SuperLink, SuperNode (the launcher's prompt_supernode.py), helpers, apps.
+FLOWER_PROGRAMS = (b"flower-", b"flwr-", b"prompt_supernode")
+RAY_PROGRAMS = (b"ray::", b"raylet", b"gcs_server", b"ray/_private", b"ray/dashboard")  # Workers, Ray's own.
+
+
+def flower_processes_of(marker: object, programs: tuple[bytes, ...] = FLOWER_PROGRAMS) -> list[str]:
+    """Processes of ``programs`` whose command line or environment names ``marker``: "PID COMMAND LINE" each."""
+    deadline = time.monotonic() + 10  # Flower's detached helpers notice their parent's end within seconds.
+    while True:
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                arguments = (entry / "cmdline").read_bytes()
+                environment = (entry / "environ").read_bytes()
+            except OSError:
+                continue
+            if any(program in arguments for program in programs) and str(marker).encode() in arguments + environment:
+                command = arguments.replace(b"\0", b" ").decode(errors="replace")
+                found.append(f"{entry.name} {command[:300]}")
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
 
 
 def test_flwr_run_runs_the_app_on_a_local_simulation_and_flwr_stop_ends_exactly_its_superlink(

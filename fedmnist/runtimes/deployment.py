@@ -61,7 +61,7 @@ def environment(home: Path, lock: ResultsLock | None, data_home: str | None) -> 
         "FLWR_DISABLE_UPDATE_CHECK": "1",  # No network here; and it would print on every command.
         # A SuperNode's helper asks it for a message to start a ClientApp for every second by default
         # (Flower's setting): half a second late per message on average. Each ask is a local call.
-        "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1",
+        "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.25",
         **(holder_environment(lock) if lock else {}),
     }
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 WARM_UP_WAIT_SECONDS = 30.0  # How long the warm-up waits for Flower to register the virtual clients.
 # How often PromptGrid asks the SuperLink for replies: each ask is one small HTTP request on a kept connection.
-REPLY_POLL_SECONDS = 0.1
+REPLY_POLL_SECONDS = 0.2
 
 
 class GridFederation(Federation):
