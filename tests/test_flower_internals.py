@@ -10,6 +10,7 @@ import inspect
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import PROJECT_ROOT
 
@@ -130,3 +131,15 @@ def test_flowers_http_grid_waits_3_s_between_pulls_and_takes_a_timeout() -> None
 
     assert "time.sleep(3)" in inspect.getsource(HttpGrid.send_and_receive)
     assert list(inspect.signature(HttpGrid.send_and_receive).parameters) == ["self", "messages", "timeout"]
+
+
+def test_the_launchers_supernodes_run_prompt_supernode_as_a_script_with_flowers_arguments(tmp_path: Path) -> None:
+    """supernode_command starts prompt_supernode.py, which runs from any folder and takes flower-supernode's flags."""
+    from fedmnist.runtimes import deployment, prompt_supernode
+
+    command = deployment.supernode_command(9092, 9094, 0, 3, tmp_path, tmp_path / "key")
+    assert command[0] == prompt_supernode.__file__ and "--node-config" in command
+    done = subprocess.run(
+        [sys.executable, command[0], "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and "--superlink" in done.stdout and "--node-config" in done.stdout, done.stderr
