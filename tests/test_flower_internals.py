@@ -143,3 +143,36 @@ def test_the_launchers_supernodes_run_prompt_supernode_as_a_script_with_flowers_
         [sys.executable, command[0], "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0 and "--superlink" in done.stdout and "--node-config" in done.stdout, done.stderr
+
+
+def test_flowers_superexec_runs_every_message_in_a_flwr_clientapp_process_that_knows_its_run_and_node() -> None:
+    """fedmnist.client.warm_trainer: a process named flwr-clientapp serves one message; its Context has run and node ids."""
+    from flwr.common import Context
+    from flwr.supercore.constant import TASK_TYPE_TO_COMMAND, TaskType
+
+    from fedmnist.client.warm_trainer import CLIENT_APP_COMMAND
+
+    assert TASK_TYPE_TO_COMMAND[TaskType.CLIENT_APP] == CLIENT_APP_COMMAND
+    assert (Path(sys.executable).parent / CLIENT_APP_COMMAND).exists()
+    assert {"run_id", "node_id", "node_config", "state"} <= set(inspect.signature(Context).parameters)
+
+
+def test_the_launchers_flower_processes_find_the_lighter_flwr_clientapp_which_takes_flowers_arguments(
+    tmp_path: Path,
+) -> None:
+    """fedmnist.runtimes.light_clientapp: Flower's flwr_clientapp, without flwr.supernode.cli's __init__ imports."""
+    import shutil
+
+    from fedmnist.runtimes import deployment
+    from fedmnist.runtimes.light_clientapp import COMMAND
+
+    deployment.write_flower_home(tmp_path, 9092, {}, tmp_path)
+    search_path = deployment.environment(tmp_path, None, None)["PATH"]
+    found = shutil.which(COMMAND, path=search_path)
+    assert found == str(tmp_path / "bin" / COMMAND)
+    ours = subprocess.run([found, "--help"], capture_output=True, text=True)
+    flowers = subprocess.run([str(Path(sys.executable).parent / COMMAND), "--help"], capture_output=True, text=True)
+    assert ours.returncode == flowers.returncode == 0 and ours.stdout == flowers.stdout, ours.stderr
+    imports = subprocess.run([sys.executable, "-X", "importtime", found, "--help"], capture_output=True, text=True)
+    assert "flwr.supernode.cli.flwr_clientapp" in imports.stderr
+    assert "flower_supernode" not in imports.stderr and "sqlalchemy" not in imports.stderr

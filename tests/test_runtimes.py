@@ -359,7 +359,7 @@ def test_a_supernode_whose_key_is_not_registered_is_refused(tmp_path: Path) -> N
 
 
 # SuperLink, SuperNode (the launcher's prompt_supernode.py), helpers, apps.
-FLOWER_PROGRAMS = (b"flower-", b"flwr-", b"prompt_supernode")
+FLOWER_PROGRAMS = (b"fedmnist.client.warm_trainer", b"flower-", b"flwr-", b"prompt_supernode")
 RAY_PROGRAMS = (b"ray::", b"raylet", b"gcs_server", b"ray/_private", b"ray/dashboard")  # Workers, Ray's own.
 
 

@@ -9,11 +9,12 @@ runs on the classic pair (``fedmnist.client.flower_client``).
 
 ``_CACHE`` keeps what is expensive per process (the data, each share's rows,
 one compiled Trainer per model): in a simulation one Ray worker plays many
-clients in turn and the cache pays off; the Deployment Runtime starts a new
-``flwr-clientapp`` process for every message, which the cache cannot help
-(docs/runtimes.md). The cache lives in this importable module because Ray
-pickles functions defined in ``__main__`` by value, so a cache there would
-start empty for every message.
+clients in turn and the cache pays off. The Deployment Runtime starts a new
+``flwr-clientapp`` process for every message, so there the client's methods
+run in the node's warm trainer for the run instead, which keeps a cache of its
+own (``fedmnist.client.warm_trainer``, docs/runtimes.md). The cache lives in
+this importable module because Ray pickles functions defined in ``__main__``
+by value, so a cache there would start empty for every message.
 
 With ``--keep-optimizer``, each client's own state between messages is in
 Flower's ``context.state``: Adam's step count and moments, so its training
@@ -34,6 +35,7 @@ from flwr.common import Context
 
 from fedmnist.client.faults import fault_mod, node_fault
 from fedmnist.client.flower_client import ClientCache, PartitionClient
+from fedmnist.client.warm_trainer import RemotePartitionClient, runs_a_process_per_message
 from fedmnist.data.sources import DATA_HOME_VARIABLE
 from fedmnist.privacy.dp import clipping_mod
 from fedmnist.privacy.secagg import secagg_mod
@@ -46,6 +48,10 @@ def client_fn(context: Context) -> Client:
     partition_id = int(context.node_config["partition-id"])
     num_partitions = int(context.node_config["num-partitions"])
     fault = node_fault(partition_id, context.node_config)  # Only when asked for (fedmnist.client.faults): tests, demos.
+    if runs_a_process_per_message():
+        return RemotePartitionClient(
+            context.run_id, context.node_id, partition_id, num_partitions, context.state, fault
+        ).to_client()
     return PartitionClient(partition_id, num_partitions, context.state, _CACHE, fault=fault).to_client()
 
 

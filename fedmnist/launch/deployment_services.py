@@ -83,11 +83,11 @@ class DeploymentServices:
 
     def stop_flower_processes(self) -> None:
         """Before the services stop: the ServerApp (which saves), then the processes Flower started."""
-        from fedmnist.runtimes.deployment import clientapp_pids, helper_pids
+        from fedmnist.runtimes.deployment import clientapp_pids, helper_pids, trainer_pids
 
         self._stop_serverapp()
         helpers = helper_pids([process.pid for process in self.group.services.values()])
-        for pid in [*helpers, *clientapp_pids(self.runtime_ports)]:
+        for pid in [*helpers, *clientapp_pids(self.runtime_ports), *trainer_pids(helpers)]:
             with contextlib.suppress(ProcessLookupError):  # Ended meanwhile.
                 os.kill(pid, signal.SIGTERM)
 

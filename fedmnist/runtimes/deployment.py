@@ -8,8 +8,9 @@ machines, here as local processes (``fedmnist.launch.launcher`` starts and stops
   in a ``flwr-serverapp`` process of its own when the run is submitted.
 - ``flower-supernode`` for each partition (run by ``prompt_supernode.py``, which
   shortens its idle wait), with ``--node-config "partition-id=I num-partitions=N"``;
-  it starts a ``flwr-clientapp`` process (``fedmnist.client.client_app``) for every
-  message it receives.
+  it starts a ``flwr-clientapp`` process (``fedmnist.client.client_app``; a lighter
+  start, ``light_clientapp.py``) for every message it receives, and the first that
+  trains starts the node's warm trainer for the run (``fedmnist.client.warm_trainer``).
 - ``flwr run <project> <connection> --run-config <file> --stream``, which
   submits this project as a Flower App with the run's settings and streams the
   ServerApp's output until the run ends.
@@ -53,8 +54,8 @@ def environment(home: Path, lock: ResultsLock | None, data_home: str | None) -> 
             {DATA_HOME_VARIABLE: data_home} if data_home else {}
         ),  # For the ClientApps (the server's is in the run config).
         "FLWR_HOME": str(home),
-        # The SuperLink and SuperNodes start Flower's other commands by name.
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        # The SuperLink and SuperNodes start Flower's other commands by name; a lighter flwr-clientapp comes first.
+        "PATH": os.pathsep.join([str(home / "bin"), str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
         # Runtime dependency installation would `uv sync` a fresh environment for every run
         # (10 s, measured); the project's environment already has everything.
         "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1",
@@ -144,8 +145,13 @@ def flwr_run_command(project: Path, run_config: Path) -> list[str]:
 
 
 def write_flower_home(home: Path, superlink_port: int, run_config: dict[str, Any], certs: Path) -> Path:
-    """``config.toml`` naming the local SuperLink (over TLS), and the run config file; returns the latter's path."""
+    """``config.toml`` naming the local SuperLink (over TLS), the run config file (its path returned), and
+    the lighter ``flwr-clientapp`` in ``bin/`` (``fedmnist.runtimes.light_clientapp``)."""
     import tomli_w  # A Flower dependency.
+
+    from fedmnist.runtimes.light_clientapp import install
+
+    install(home / "bin")
 
     connection = {
         "superlink": {
@@ -171,12 +177,22 @@ def serverapp_pids(superlink_port: int) -> list[int]:
 
 def helper_pids(parents: list[int]) -> list[int]:
     """Flower's ``flower-superexec`` helpers of ``parents``: detached, they outlive them by seconds otherwise."""
-    wanted = {str(pid).encode() for pid in parents}
+    return _watchers(b"flower-superexec", b"--parent-pid", parents)
+
+
+def trainer_pids(helpers: list[int]) -> list[int]:
+    """The warm trainers (``fedmnist.client.warm_trainer``) the ClientApps of ``helpers`` started."""
+    return _watchers(b"fedmnist.client.warm_trainer", b"--watch-pid", helpers)
+
+
+def _watchers(program: bytes, flag: bytes, watched: list[int]) -> list[int]:
+    """Processes running ``program`` whose ``flag`` names one of ``watched``."""
+    wanted = {str(pid).encode() for pid in watched}
     return [
         pid
         for pid, arguments in process_arguments()
-        if any(a.endswith(b"flower-superexec") for a in arguments)
-        and any(a == b"--parent-pid" and b in wanted for a, b in pairwise(arguments))
+        if any(a.endswith(program) for a in arguments)
+        and any(a == flag and b in wanted for a, b in pairwise(arguments))
     ]
 
 
