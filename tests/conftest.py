@@ -100,6 +100,19 @@ def classic_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> Fin
     return FinishedRun(out, result)
 
 
+# A simulation of 100 clients sampling a tenth for each stage of each of 4 rounds, on the 5k rows.
+HUNDRED_CLIENTS = ("--runtime", "simulation", "--clients", "100", "--fraction-fit", "0.1", "--fraction-evaluate", "0.1")
+HUNDRED_CLIENTS_ROUNDS = 4
+
+
+@pytest.fixture(scope="session")
+def hundred_clients_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> FinishedRun:
+    """``server.py`` with ``HUNDRED_CLIENTS``, uninterrupted, once a session: what a rerun or a resumed run must equal."""
+    out = tmp_path_factory.mktemp("hundred")
+    rounds = ("--rounds", str(HUNDRED_CLIENTS_ROUNDS))
+    return FinishedRun(out, run_script("server.py", *HUNDRED_CLIENTS, *rounds, *on_5k(out, data_home), timeout=300))
+
+
 def classic_run_flags(out: Path, data_home: str) -> list[str]:
     """``classic_run``'s flags, for a test that runs it again (on a port of its own)."""
     return [

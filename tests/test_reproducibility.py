@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from conftest import FinishedRun, classic_run_flags, numbers, on_5k, run_script, run_sh
+from conftest import HUNDRED_CLIENTS_ROUNDS, FinishedRun, classic_run_flags, numbers, run_sh
 from fedmnist.model.checksum import weights_checksum
 from fedmnist.results.live_log import read_live_log
 from fedmnist.results.paths import RunPaths
@@ -32,30 +32,28 @@ def test_two_classic_runs_with_the_same_seed_write_the_same_rounds_and_model(
     assert first["rounds"][0]["weights_checksum"] != first["rounds"][1]["weights_checksum"]  # The model moved.
 
 
-@pytest.mark.slow  # Two simulations.
-def test_two_simulations_of_a_hundred_clients_sampling_a_tenth_train_the_same_cohorts_and_model(
-    tmp_path: Path, data_home: str
+@pytest.mark.slow  # A simulation (shared with the SIGTERM test, whose resumed run must equal it).
+def test_a_simulation_of_a_hundred_clients_samples_a_tenth_by_the_seed_and_says_it_is_reproducible(
+    hundred_clients_run: FinishedRun,
 ) -> None:
-    """100 virtual clients, a tenth sampled for each stage of each round by the run's seed, twice: the same run."""
-    summaries = []
-    for run in ("first", "second"):
-        flags = ("--runtime", "simulation", "--clients", "100", "--fraction-fit", "0.1", "--fraction-evaluate", "0.1")
-        done = run_script("server.py", *flags, "--rounds", "2", *on_5k(tmp_path / run, data_home), timeout=300)
-        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
-        summaries.append(read_summary(RunPaths(tmp_path / run, 2).json))
-    first, second = summaries
-    rounds = first["rounds"]
-    assert [(r["fit_results"], r["evaluate_results"], r["connected_clients"]) for r in rounds] == [(10, 10, 100)] * 2
+    """100 virtual clients, a tenth sampled for each stage of each round by the run's seed.
+
+    ``tests/test_runtimes.py``'s SIGTERM test stops the same run and resumes it: its records and
+    model must equal these, bit for bit (a second run, and a resumed one, give the same run).
+    """
+    done = hundred_clients_run.result
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    summary = read_summary(RunPaths(hundred_clients_run.out, HUNDRED_CLIENTS_ROUNDS).json)
+    rounds = summary["rounds"]
+    assert [(r["fit_results"], r["evaluate_results"], r["connected_clients"]) for r in rounds] == [(10, 10, 100)] * 4
     cohorts = [sorted(c["partition_id"] for c in r["per_client"] if "fit" in c) for r in rounds]
     evaluated = sorted(c["partition_id"] for c in rounds[0]["per_client"] if "evaluate" in c)
-    assert [len(set(cohort)) for cohort in cohorts] == [10, 10] and cohorts[0] != cohorts[1]
+    assert [len(set(cohort)) for cohort in cohorts] == [10] * 4 and len({tuple(c) for c in cohorts}) == 4
     assert len(set(evaluated)) == 10 and all(0 <= p < 100 for p in cohorts[0] + evaluated)
     assert rounds[-1]["centralized"]["accuracy"] > rounds[0]["centralized"]["accuracy"] - 0.05
-    warm_up = first["timings"]["client_warm_up_seconds"]
+    warm_up = summary["timings"]["client_warm_up_seconds"]
     assert warm_up is not None and warm_up > 0  # The worker was warmed up before round 1.
-    assert [numbers(r) for r in rounds] == [numbers(r) for r in second["rounds"]]
-    assert first["weights_checksum"] == second["weights_checksum"]
-    assert first["reproducibility"]["reproducible"] is True
+    assert summary["reproducibility"]["reproducible"] is True
 
 
 @pytest.mark.slow
@@ -95,9 +93,13 @@ def test_the_same_weights_have_one_checksum_and_any_change_gives_another() -> No
     [
         ({"dp_noise": 1.0, "dp_clip": 1.0}, "differential privacy: its noise stays random"),
         ({"secagg": True}, "SecAgg+: its masks are random by design"),
-        ({"runtime": "deployment"}, "the deployment runtime: not checked yet"),
     ],
 )
 def test_each_limit_makes_a_run_not_reproducible_and_says_why(changes: dict[str, Any], why: str) -> None:
     said = reproducibility(replace(ServerSettings(), **changes))
     assert said["reproducible"] is False and why in said["why"]
+
+
+@pytest.mark.parametrize("runtime", ["classic", "simulation", "deployment"])
+def test_every_runtime_is_reproducible_without_dp_noise_or_secagg(runtime: str) -> None:
+    assert reproducibility(replace(ServerSettings(), runtime=runtime))["reproducible"] is True

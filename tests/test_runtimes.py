@@ -22,10 +22,13 @@ from flwr.client import NumPyClient
 from flwr.common import Context, Scalar
 
 from conftest import (
+    HUNDRED_CLIENTS,
+    HUNDRED_CLIENTS_ROUNDS,
     PROJECT_ROOT,
     FinishedRun,
     assert_the_strategy_trains_every_round,
     free_port,
+    numbers,
     on_5k,
     read_until,
     run_script,
@@ -37,6 +40,8 @@ from fedmnist.client.faults import FAULTS_VARIABLE
 from fedmnist.client.flower_client import ClientCache
 from fedmnist.data.sources import client_shares
 from fedmnist.results.live_log import read_live_log
+from fedmnist.results.paths import RunPaths
+from fedmnist.results.records import read_summary
 from fedmnist.results.run_lock import LOCK_FILE
 from fedmnist.runtimes import flwr_local
 
@@ -656,45 +661,33 @@ def test_a_warm_up_traces_the_model_ahead_and_leaves_the_training_as_it_was(data
     assert warm_metrics["warm_up_seconds"] == warm_cache.warm_up_seconds and "warm_up_seconds" not in cold_metrics
 
 
-def test_sigterm_on_a_simulation_saves_its_rounds_stops_ray_and_resume_finishes_it(
-    tmp_path: Path, data_home: str
+def test_sigterm_on_a_simulation_saves_its_rounds_stops_ray_and_the_resumed_run_equals_an_uninterrupted_one(
+    tmp_path: Path, data_home: str, hundred_clients_run: FinishedRun
 ) -> None:
     """SIGTERM to ./run.sh mid-round (a CI timeout, ``kill``), which stops the server with SIGTERM in turn.
 
     One sentence, no traceback, no round recorded after the stop, no Ray process left. Before,
     Flower shut Ray down under the round in flight and printed its workers' tracebacks; and Ray's
     failure-signal handler took the server's SIGTERM and had it killed 3 s later, while it was saving.
+    ``--resume`` then finishes the run, which holds what the same run uninterrupted holds (the
+    session's ``hundred_clients_run``), bit for bit: rounds sampled, trained and summed alike.
     """
     import signal
 
-    args = [
-        str(PROJECT_ROOT / "run.sh"),
-        "--runtime",
-        "simulation",
-        "--clients",
-        "20",
-        "--no-dashboard",
-        "--fraction-fit",
-        "0.5",
-        "--fraction-evaluate",
-        "0.5",
-        "--rounds",
-        "4",
-        "--model",
-        "dense32",
-        *on_5k(tmp_path, data_home),
-    ]
+    last = HUNDRED_CLIENTS_ROUNDS
+    args = [str(PROJECT_ROOT / "run.sh"), *HUNDRED_CLIENTS, "--rounds", str(last), "--no-dashboard"]
+    args += on_5k(tmp_path, data_home)
     launcher = start_watched(["bash", *args], merge_stderr=True)
-    read_until(launcher, "round 1/4")
+    read_until(launcher, f"round 1/{last}")
     os.kill(launcher.pid, signal.SIGTERM)  # Round 2 is under way: its 10 clients' messages are in flight.
     assert launcher.wait(timeout=120) == 130
     output = stream(launcher.stdout).read()
-    stopped = json.loads((tmp_path / "history" / "history_4.partial.json").read_text())["interrupted_after_round"]
-    assert f"Stopped after round {stopped} of 4" in output and "Traceback" not in output, output
+    stopped = json.loads((tmp_path / "history" / f"history_{last}.partial.json").read_text())["interrupted_after_round"]
+    assert f"Stopped after round {stopped} of {last}" in output and "Traceback" not in output, output
     assert "SIGTERM received" not in output, output  # Ray's report of the signal it had taken.
     assert (tmp_path / "plots" / "accuracy.png").exists()  # Saving went on to the end.
-    assert stopped < 4 and [
-        r["round"] for r in read_live_log(tmp_path / "history" / "history_4.jsonl").records
+    assert stopped < last and [
+        r["round"] for r in read_live_log(tmp_path / "history" / f"history_{last}.jsonl").records
     ] == list(range(1, stopped + 1))  # Flower's thread recorded no round after the stop.
     assert not flower_processes_of(data_home, RAY_PROGRAMS), "Ctrl-C left Ray processes running"
 
@@ -702,8 +695,11 @@ def test_sigterm_on_a_simulation_saves_its_rounds_stops_ray_and_resume_finishes_
         ["bash", *args, "--resume"], capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    summary = json.loads((tmp_path / "history" / "history_4.json").read_text())
-    assert [r["round"] for r in summary["rounds"]] == list(range(1, 5))
+    resumed = read_summary(RunPaths(tmp_path, last).json)
+    uninterrupted = read_summary(RunPaths(hundred_clients_run.out, last).json)
+    assert [r["round"] for r in resumed["rounds"]] == list(range(1, last + 1))
+    assert [numbers(r) for r in resumed["rounds"]] == [numbers(r) for r in uninterrupted["rounds"]]
+    assert resumed["weights_checksum"] == uninterrupted["weights_checksum"]
 
 
 def test_a_stop_during_a_long_round_ends_the_simulation_within_the_launchers_grace(
