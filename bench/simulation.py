@@ -67,6 +67,7 @@ def run_app(clients: int, rounds: int, fraction: float, out: Path) -> dict:
         "accuracy": summary["final"]["accuracy"],
         "first_round_seconds": seconds[0],
         "later_round_seconds_max": max(seconds[1:], default=0.0),
+        "later_round_seconds_median": statistics.median(seconds[1:]) if seconds[1:] else 0.0,
     }
 
 

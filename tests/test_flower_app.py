@@ -178,3 +178,13 @@ def test_the_staged_app_is_the_bundle_flwr_builds_from_the_project(tmp_path: Pat
         [bundle] = (tmp_path / name).glob("*.fab")
         built[name] = (bundle.name, bundle.read_bytes())
     assert built["staged"] == built["project"]
+
+
+def test_run_sh_flwr_run_of_the_project_bundles_a_staged_copy_and_passes_anything_else_on(tmp_path: Path) -> None:
+    from fedmnist.runtimes.flwr_local import _with_staged_app
+
+    staged = _with_staged_app(["run", str(PROJECT_ROOT), "--stream"], tmp_path)
+    assert staged == ["run", str(tmp_path / "app"), "--stream"]
+    assert (tmp_path / "app" / "pyproject.toml").read_bytes() == (PROJECT_ROOT / "pyproject.toml").read_bytes()
+    for other in (["run", str(tmp_path / "elsewhere")], ["ls"], ["run"]):
+        assert _with_staged_app(other, tmp_path / "unused") == other

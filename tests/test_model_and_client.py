@@ -188,3 +188,17 @@ def test_fedprox_keeps_the_update_closer_to_the_global_model(share) -> None:
 
     plain, proximal = distance_moved(0.0), distance_moved(1.0)
     assert proximal < 0.9 * plain
+
+
+def test_training_runs_deterministic_kernels_and_draws_keras_randomness_from_each_clients_round() -> None:
+    """Op determinism is on wherever the model is imported; reseed also seeds Keras (e.g. a Dropout layer's draws)."""
+    from tensorflow.python.framework import config as tensorflow_config  # is_op_determinism_enabled is not exported.
+
+    assert tensorflow_config.is_op_determinism_enabled()
+    trainer = Trainer(build_model(seed=0, name="dense32"))
+    draws = []
+    for seed in [(7, 1, 2), (7, 1, 2), (7, 2, 2)]:
+        trainer.reseed(seed)
+        draws.append(keras.ops.convert_to_numpy(keras.random.uniform((4,))))
+    np.testing.assert_array_equal(draws[0], draws[1])  # The same client and round: the same draws.
+    assert not np.array_equal(draws[0], draws[2])  # Another client: others.

@@ -257,7 +257,7 @@ class PartitionClient(NumPyClient):
         else:
             client.trainer.reset_optimizer()
             self.cache.hand_optimizer(str(settings["model"]), ())  # The Trainer's Adam is no client's kept state now.
-        client.trainer.reseed(_shuffle_seed(int(settings["seed"]), self.partition_id, server_round))
+        client.trainer.reseed(_training_seed(int(settings["seed"]), self.partition_id, server_round))
         weights, num_examples, metrics = client.fit(parameters, config)
         if keep and self.state is not None:
             self.state[OPTIMIZER_STATE] = ArrayRecord(client.trainer.optimizer_state())
@@ -293,6 +293,6 @@ class PartitionClient(NumPyClient):
             trainer.set_optimizer_state(kept.to_numpy_ndarrays())
 
 
-def _shuffle_seed(seed: int, partition_id: int, server_round: int) -> Sequence[int]:
-    """Every client, every round, its own reproducible order of examples."""
+def _training_seed(seed: int, partition_id: int, server_round: int) -> Sequence[int]:
+    """Every client, every round, its own seed: its order of examples and Keras's random draws."""
     return (seed, partition_id, server_round)

@@ -33,6 +33,11 @@ with without_optional_imports():  # 1.4 s less CPU for every process that trains
     import tensorflow as tf  # Which imports Keras too.
     from keras import layers
 
+# Every op picks its deterministic kernel, so the same weights, rows and seed give the same update bit for
+# bit (docs/reproducibility.md, which has its measured cost; bench/determinism.py turns it off to measure it).
+if os.environ.get(defaults.OP_DETERMINISM_VARIABLE, "1") != "0":
+    tf.config.experimental.enable_op_determinism()
+
 
 def build_model(seed: int = defaults.SEED, name: str = defaults.MODEL) -> keras.Model:
     """Model ``name`` (``defaults.MODELS``) with softmax output, weights initialised from ``seed``.
@@ -122,8 +127,14 @@ class Trainer:
             variable.assign(tf.zeros_like(variable))
 
     def reseed(self, seed: int | Sequence[int]) -> None:
-        """Shuffle the examples from ``seed`` on (NumPy's seed, e.g. a tuple)."""
+        """Draw everything random from ``seed`` on (e.g. a tuple): the examples' order, and Keras's own seed.
+
+        Keras's seed (Python's, NumPy's and TensorFlow's global generators) decides what a random
+        layer such as ``Dropout`` draws; the models here have none, but a model someone adds keeps
+        the same seed's run reproducible.
+        """
         self._rng = np.random.default_rng(seed)
+        keras.utils.set_random_seed(int(np.random.SeedSequence(seed).generate_state(1)[0]))
 
     def set_weights(self, weights: list[np.ndarray]) -> None:
         self.model.set_weights(weights)

@@ -68,6 +68,8 @@ LEARNING_RATE = 0.001  # Adam.
 # Model.
 MODELS = ("mlp", "dense32", "cnn", "2nn", "cnn-paper")
 MODEL = "mlp"  # Best accuracy per second of the default run here (docs/configuration.md, Models).
+# TensorFlow's op determinism, on unless this variable is "0" (bench/determinism.py measures its cost).
+OP_DETERMINISM_VARIABLE = "FEDMNIST_OP_DETERMINISM"
 HIDDEN_UNITS = 128  # Of the mlp: 784-128-10.
 NUM_CLASSES = 10
 IMAGE_PIXELS = 784  # 28 x 28, flattened.
