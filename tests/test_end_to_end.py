@@ -565,40 +565,41 @@ def test_server_refuses_impossible_runs_before_writing_anything(
     assert not list((tmp_path / "history").glob("*")) and not list((tmp_path / "models").glob("*"))
 
 
-def test_run_survives_a_client_killed_mid_run(tmp_path: Path, data_home: str) -> None:
+def test_a_client_killed_mid_run_is_reported_the_run_goes_on_and_a_restarted_client_rejoins(
+    tmp_path: Path, data_home: str
+) -> None:
+    """kill -9 of one of ./run.sh's clients at round 3; the same partition's client.py started again by hand."""
     import signal
 
     port = free_port()
+    rounds = 16
     launcher = start_watched(
         [
             "bash",
             str(PROJECT_ROOT / "run.sh"),
-            "--rounds",
-            "12",
-            "--clients",
-            "3",
-            "--port",
-            str(port),
-            "--dataset",
-            "mnist-5k",
-            "--local-epochs",
-            "10",
-            "--out",
-            str(tmp_path),
-            "--data-home",
-            data_home,
+            *("--rounds", str(rounds), "--clients", "3", "--port", str(port)),
+            *("--dataset", "mnist-5k", "--local-epochs", "10", "--out", str(tmp_path), "--data-home", data_home),
         ]
     )
-    read_until(launcher, "round 3/12")
+    read_until(launcher, f"round 3/{rounds}")
     clients = [pid for pid in _processes_of_run(port) if str(PROJECT_ROOT / "client.py") in _command(pid)]
-    os_kill(clients[0], signal.SIGKILL)
-    _, stderr = launcher.communicate(timeout=180)
+    doomed = next(pid for pid in clients if "--partition-id 0" in _command(pid).replace("\0", " "))
+    os_kill(doomed, signal.SIGKILL)
+    restarted = start_script(
+        *("client.py", "--server", f"127.0.0.1:{port}", "--partition-id", "0", "--num-partitions", "3"),
+        *("--data-home", data_home),
+        log=tmp_path / "client_0_again.log",
+    )
+    _, stderr = launcher.communicate(timeout=240)
     assert launcher.returncode != 0 and "exited with status -9" in stderr  # Reported, not hidden...
-    summary = json.loads((tmp_path / "history" / "history_12.json").read_text())
+    assert restarted.wait(timeout=30) == 0, (tmp_path / "client_0_again.log").read_text()[-2000:]
+    summary = json.loads((tmp_path / "history" / f"history_{rounds}.json").read_text())
     records = summary["rounds"]
-    assert [r["round"] for r in records] == list(range(1, 13))  # ...but the run went on to the end.
-    assert sum(r["fit_failures"] + r["evaluate_failures"] for r in records) >= 1
-    assert records[-1]["fit_results"] == 2 and summary["final"]["accuracy"] > 0.8
+    assert [r["round"] for r in records] == list(range(1, rounds + 1))  # ...but the run went on to the end,
+    results = [r["fit_results"] for r in records]
+    assert 2 in results  # with two clients while the third was down,
+    assert results[-1] == 3 and summary["final"]["accuracy"] > 0.8  # and the restarted one took part again.
+    assert sorted(c["partition_id"] for c in records[-1]["per_client"] if "fit" in c) == [0, 1, 2]
 
 
 def _command(pid: int) -> str:
@@ -608,94 +609,45 @@ def _command(pid: int) -> str:
         return ""
 
 
-def test_hostile_updates_are_rejected_and_training_goes_on(tmp_path: Path, data_home: str) -> None:
+def test_hostile_updates_are_rejected_a_crashed_client_is_named_and_training_goes_on(
+    tmp_path: Path, data_home: str
+) -> None:
+    """Six clients: two honest, three sending NaN, a short update and a scaled one, one crashing at round 2."""
     port = str(free_port())
     common = ["--dataset", "mnist-5k", "--data-home", data_home]
     server = start_script(
         "server.py",
-        "--port",
-        port,
-        "--rounds",
-        "3",
-        "--clients",
-        "5",
-        "--min-clients",
-        "5",
-        "--out",
-        str(tmp_path),
+        *("--port", port, "--rounds", "4", "--clients", "6", "--min-clients", "5", "--out", str(tmp_path)),
         *common,
         log=tmp_path / "server.log",
     )
-    faults = [[], [], ["--fault", "nan"], ["--fault", "shape"], ["--fault", "scale"]]
+    faults = [[], [], ["--fault", "nan"], ["--fault", "shape"], ["--fault", "scale"], ["--fault", "crash-at-round:2"]]
     clients = [
         start_script(
-            "client.py",
-            "--server",
-            f"127.0.0.1:{port}",
-            "--partition-id",
-            str(i),
-            "--num-partitions",
-            "5",
-            "--data-home",
-            data_home,
-            *fault,
+            *("client.py", "--server", f"127.0.0.1:{port}", "--partition-id", str(i), "--num-partitions", "6"),
+            *("--data-home", data_home, *fault),
             log=tmp_path / f"client_{i}.log",
         )
         for i, fault in enumerate(faults)
     ]
     assert server.wait(timeout=180) == 0, (tmp_path / "server.log").read_text()[-2000:]
-    assert all(client.wait(timeout=30) == 0 for client in clients)
-    summary = json.loads((tmp_path / "history" / "history_3.json").read_text())
-    assert [r["rejected_updates"] for r in summary["rounds"]] == [3, 3, 3]
-    assert any("non-finite" in reason for reason in summary["rounds"][0]["failure_reasons"])
+    assert [client.wait(timeout=30) for client in clients] == [0, 0, 0, 0, 0, 3]  # The crash: exit status 3.
+    summary = json.loads((tmp_path / "history" / "history_4.json").read_text())
+    records = summary["rounds"]
+    assert [r["rejected_updates"] for r in records] == [3, 3, 3, 3]
+    assert any("non-finite" in reason for reason in records[0]["failure_reasons"])
+    assert [r["fit_results"] for r in records] == [3, 2, 2, 2]  # Accepted updates: the honest ones.
+    assert [r["fit_failures"] for r in records] == [3, 4, 3, 3]  # The rejected, and round 2's crash.
+    # The old server recorded the crash as [""] and server.py's console never mentioned it.
+    disconnected = "a client disconnected during the round (crashed, stopped or lost its connection)"
+    assert disconnected in records[1]["failure_reasons"]
+    assert "round 2: training failed: a client disconnected" in (tmp_path / "server.log").read_text()
     accuracy = [a for _, a in summary["history"]["metrics_centralized"]["accuracy"]]
-    assert accuracy[0] < 0.3 and accuracy[-1] > 0.8  # Trained on the honest two only, and it learned.
+    assert accuracy[0] < 0.3 and accuracy[-1] > 0.8  # Trained on the honest ones only, and it learned.
     import keras
 
-    model = keras.saving.load_model(tmp_path / "models" / "global_3.keras")
+    model = keras.saving.load_model(tmp_path / "models" / "global_4.keras")
     assert all(np.isfinite(w).all() for w in model.get_weights())
-
-
-def test_client_crashing_at_a_round_leaves_the_others_to_finish(tmp_path: Path, data_home: str) -> None:
-    port = str(free_port())
-    common = ["--dataset", "mnist-5k", "--data-home", data_home]
-    server = start_script(
-        "server.py",
-        "--port",
-        port,
-        "--rounds",
-        "4",
-        "--clients",
-        "3",
-        "--out",
-        str(tmp_path),
-        *common,
-        log=tmp_path / "server.log",
-    )
-    clients = [
-        start_script(
-            "client.py",
-            "--server",
-            f"127.0.0.1:{port}",
-            "--partition-id",
-            str(i),
-            "--data-home",
-            data_home,
-            *fault,
-            log=tmp_path / f"client_{i}.log",
-        )
-        for i, fault in enumerate([[], [], ["--fault", "crash-at-round:2"]])
-    ]
-    assert server.wait(timeout=180) == 0, (tmp_path / "server.log").read_text()[-2000:]
-    assert [client.wait(timeout=30) for client in clients] == [0, 0, 3]
-    records = json.loads((tmp_path / "history" / "history_4.json").read_text())["rounds"]
-    assert [r["fit_results"] for r in records] == [3, 2, 2, 2] and records[1]["fit_failures"] == 1
-    # The old server recorded the crash as [""] and server.py's console never mentioned it.
-    assert (
-        records[1]["failure_reasons"][0]
-        == "a client disconnected during the round (crashed, stopped or lost its connection)"
-    )
-    assert "round 2: training failed: a client disconnected" in (tmp_path / "server.log").read_text()
 
 
 def test_server_holds_fifty_clients_through_five_rounds(tmp_path: Path, data_home: str) -> None:
@@ -751,45 +703,6 @@ def test_client_with_the_wrong_ca_or_no_tls_cannot_connect(tmp_path: Path, data_
         assert server.poll() is None  # Nothing got in: the server is still waiting for a client.
     finally:
         server.kill()
-
-
-def test_restarted_client_rejoins_later_rounds(tmp_path: Path, data_home: str) -> None:
-    import signal
-    import time
-
-    port = str(free_port())
-    common = ["--dataset", "mnist-5k", "--data-home", data_home]
-    server = start_script(
-        "server.py",
-        "--port",
-        port,
-        "--rounds",
-        "20",
-        "--clients",
-        "2",
-        "--min-clients",
-        "1",
-        "--local-epochs",
-        "10",
-        "--out",
-        str(tmp_path),
-        *common,
-        log=tmp_path / "server.log",
-    )
-    client_args = ["client.py", "--server", f"127.0.0.1:{port}", "--num-partitions", "2", "--data-home", data_home]
-    first = start_script(*client_args, "--partition-id", "0", log=tmp_path / "client_0.log")
-    doomed = start_script(*client_args, "--partition-id", "1", log=tmp_path / "client_1.log")
-    log_path = tmp_path / "history" / "history_20.jsonl"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and (not log_path.exists() or log_path.read_text().count('"round"') < 2):
-        time.sleep(0.1)
-    doomed.send_signal(signal.SIGKILL)
-    restarted = start_script(*client_args, "--partition-id", "1", log=tmp_path / "client_1_again.log")
-    assert server.wait(timeout=240) == 0, (tmp_path / "server.log").read_text()[-2000:]
-    assert first.wait(timeout=30) == 0 and restarted.wait(timeout=30) == 0
-    results = [r["fit_results"] for r in json.loads((tmp_path / "history" / "history_20.json").read_text())["rounds"]]
-    assert 1 in results  # Rounds went on with one client while the other was down...
-    assert results[-1] == 2  # ...and the restarted one took part again by the end.
 
 
 def test_hostile_clients_cannot_stop_or_take_over_the_federation(tmp_path: Path, data_home: str) -> None:
