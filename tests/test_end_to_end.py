@@ -42,6 +42,9 @@ def test_run_sh_trains_two_rounds_and_writes_every_output(classic_run: FinishedR
     tmp_path, result = classic_run.out, classic_run.result
     assert result.returncode == 0, result.stdout + result.stderr
     assert "round 2/2" in result.stdout and "history:" in result.stdout
+    # ./run.sh's clients are on this machine: its server listens on loopback only, and has nothing to warn of.
+    assert "Flower server on 127.0.0.1:" in result.stdout + result.stderr
+    assert "may join the training" not in result.stdout + result.stderr
 
     with open(tmp_path / "history" / "history_2.pkl", "rb") as handle:
         history = pickle.load(handle)
@@ -301,6 +304,10 @@ def test_run_sh_reports_a_failing_process_and_stops(tmp_path: Path, data_home: s
             "--ws-clients needs --runtime classic",
         ),
         (["server.py", "--runtime", "deployment"], "--runtime deployment runs the ServerApp under a SuperLink"),
+        (
+            ["-m", "fedmnist.launch.launcher", "--remote-clients", "--runtime", "simulation"],
+            "--remote-clients needs --runtime classic",
+        ),
         (
             ["-m", "fedmnist.launch.launcher", "sweep", "--runtime", "deployment"],
             "a sweep needs --runtime classic or simulation",
@@ -641,7 +648,10 @@ def test_hostile_updates_are_rejected_a_crashed_client_is_named_and_training_goe
     # The old server recorded the crash as [""] and server.py's console never mentioned it.
     disconnected = "a client disconnected during the round (crashed, stopped or lost its connection)"
     assert disconnected in records[1]["failure_reasons"]
-    assert "round 2: training failed: a client disconnected" in (tmp_path / "server.log").read_text()
+    server_log = (tmp_path / "server.log").read_text()
+    assert "round 2: training failed: a client disconnected" in server_log
+    # server.py alone listens on every interface, as Flower's does, and says who may join.
+    assert f"listening on 0.0.0.0:{port}: any client that reaches this port may join the training" in server_log
     accuracy = [a for _, a in summary["history"]["metrics_centralized"]["accuracy"]]
     assert accuracy[0] < 0.3 and accuracy[-1] > 0.8  # Trained on the honest ones only, and it learned.
     import keras
@@ -679,24 +689,20 @@ def test_client_with_the_wrong_ca_or_no_tls_cannot_connect(tmp_path: Path, data_
     )
     said = []
     try:
-        for extra in (["--root-cert", str(tmp_path / "other" / "ca.pem")], []):
-            result = run_script(
-                "client.py",
-                "--server",
-                f"127.0.0.1:{port}",
-                "--num-partitions",
-                "1",
-                "--connect-timeout",
-                "3",
-                "--data-home",
-                data_home,
-                *extra,
-                timeout=120,
+        clients = [  # Side by side: each tries for its --connect-timeout.
+            start_script(
+                *("client.py", "--server", f"127.0.0.1:{port}", "--num-partitions", "1", "--connect-timeout", "3"),
+                *("--data-home", data_home, *extra),
+                log=tmp_path / f"client_{name}.log",
             )
-            assert result.returncode == 2, result.stderr
-            assert "could not reach the Flower server" in result.stderr and "Traceback" not in result.stderr
-            assert "background thread" not in result.stderr  # One line, not gRPC's thread noise.
-            said.append(result.stderr)
+            for name, extra in (("wrong_ca", ["--root-cert", str(tmp_path / "other" / "ca.pem")]), ("plain", []))
+        ]
+        for client, name in zip(clients, ("wrong_ca", "plain")):
+            status, output = client.wait(timeout=120), (tmp_path / f"client_{name}.log").read_text()
+            assert status == 2, output
+            assert "could not reach the Flower server" in output and "Traceback" not in output
+            assert "background thread" not in output  # One line, not gRPC's thread noise.
+            said.append(output)
         wrong_ca, plaintext = said
         assert "With TLS" in wrong_ca  # The client with another CA is asked whether the CA is the server's.
         assert "the server requires TLS: pass --root-cert" in plaintext  # The plaintext client is told why.

@@ -134,6 +134,17 @@ def test_run_sh_hands_every_setting_to_server_py() -> None:
     }
 
 
+def test_run_sh_keeps_its_server_to_this_machine_unless_told_its_clients_are_elsewhere() -> None:
+    import server
+    from fedmnist.launch.commands import server_command
+    from fedmnist.launch.flags import parse_args
+
+    for flags, host in (([], "127.0.0.1"), (["--remote-clients"], "0.0.0.0")):
+        command = server_command(parse_args(flags), Path("out"), Path("certs"))
+        assert server.parse_args(command[1:]).host == host
+    assert server.parse_args([]).host == "0.0.0.0"  # server.py alone: Flower's default, and a warning (end to end).
+
+
 def test_each_setting_is_declared_once_and_every_interface_follows() -> None:
     """A ServerSettings field is the flag of server.py (and ./run.sh) and, where marked, a run config key."""
     from dataclasses import fields

@@ -10,6 +10,7 @@ import argparse
 from dataclasses import fields
 from pathlib import Path
 
+from fedmnist.settings import defaults
 from fedmnist.settings.server_settings import ServerSettings
 
 
@@ -31,9 +32,10 @@ def server_command(args: argparse.Namespace, out: Path, certs: Path) -> list[str
     without an edit here (the run config of ``flwr run`` is derived the same way).
     """
     values = {**vars(args), "out": str(out), "tls_dir": str(certs) if args.tls else None, "sweep": args.grid}
+    values["host"] = defaults.SERVER_HOST if args.remote_clients else defaults.LOCAL_HOST  # Its clients are local.
     command = ["server.py"]
     for name in [field.name for field in fields(ServerSettings)] + ["sweep"]:
-        value = values.get(name)  # host, client_timeout, keep_clients: server.py's own (absent here).
+        value = values.get(name)  # client_timeout, keep_clients: server.py's own (absent here).
         if value is not None and value is not False:
             command += [f"--{name.replace('_', '-')}", *([] if value is True else [str(value)])]
     return command

@@ -62,12 +62,7 @@ def parse_args(argv: list[str]):
         program=RUN,
         out=(str(PROJECT_ROOT), "folder for history/, plots/, models/ and logs/ (default: the project folder)"),
     )
-    parser.add_argument(
-        "--no-dashboard",
-        action="store_true",
-        help="do not start the web dashboard (./run.sh dashboard serves it alone later)",
-    )
-    add_dashboard_arguments(parser)
+    _add_launcher_arguments(parser)
     if sweep:  # A grid's own scale (fedavg-paper: 100 clients on the simulation runtime) unless flags say otherwise.
         grid, _ = parser.parse_known_args(argv)
         parser.set_defaults(**GRIDS[grid.grid].defaults)
@@ -76,9 +71,30 @@ def parse_args(argv: list[str]):
     return args
 
 
+def _add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
+    """Who may join the server, and the dashboard's flags."""
+    parser.add_argument(
+        "--remote-clients",
+        action="store_true",
+        help=f"the server listens on all interfaces ({defaults.SERVER_HOST}), so clients on other machines may "
+        f"join; any client that reaches the port may (default: {defaults.LOCAL_HOST}, this machine's only)",
+    )
+    parser.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="do not start the web dashboard (./run.sh dashboard serves it alone later)",
+    )
+    add_dashboard_arguments(parser)
+
+
 def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespace, sweep: bool) -> None:
     """Flags that are each fine but cannot go together: one line and status 2, as argparse's own errors."""
     check_setting_arguments(parser, args)
+    if args.remote_clients and args.runtime != "classic":
+        parser.error(
+            "--remote-clients needs --runtime classic (a simulation's clients are virtual; the deployment's "
+            "SuperLink lets in only registered SuperNodes)"
+        )
     if sweep and args.runtime == "deployment":
         parser.error("a sweep needs --runtime classic or simulation (its server runs every setting in a row)")
     if args.tls and args.runtime != "classic":

@@ -17,6 +17,7 @@ from flwr.server.history import History
 from fedmnist.common.errors import UserError
 from fedmnist.common.tls import load_server_certificates
 from fedmnist.server.federation import Federation
+from fedmnist.settings.defaults import LOCAL_HOST
 from fedmnist.settings.server_settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,21 @@ class ClassicFederation(Federation):
             settings.rounds,
             settings.clients,
         )
+        if not is_loopback(settings.host):
+            log.warning(
+                "listening on %s: any client that reaches this port may join the training (Flower's classic "
+                "server authenticates no client). --host %s keeps it to this machine; on a network you do not "
+                "trust, use the Deployment Runtime, whose SuperNodes must be registered (docs/runtimes.md)",
+                settings.address,
+                LOCAL_HOST,
+            )
         certificates = load_server_certificates(settings.tls_dir) if settings.tls_dir else None
         return start_server(server_address=settings.address, server=server, certificates=certificates, config=config)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether only this machine can reach an address bound on ``host``."""
+    return host == "localhost" or host.startswith("127.") or host in ("::1", "[::1]")
 
 
 def federation_for(settings: ServerSettings) -> Federation:

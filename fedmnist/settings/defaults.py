@@ -12,7 +12,8 @@ from itertools import pairwise
 ROUNDS = 40  # FedAvg rounds the server runs.
 CLIENTS = 3  # Clients the server waits for and trains with every round.
 PORT = 8000  # Port the Flower server listens on.
-SERVER_HOST = "0.0.0.0"  # Interface the server binds to (all of them).
+SERVER_HOST = "0.0.0.0"  # Interface server.py binds to (all of them: its clients may be on other machines).
+LOCAL_HOST = "127.0.0.1"  # Interface ./run.sh's server binds to unless --remote-clients: its clients are local.
 CLIENT_SERVER_ADDRESS = f"127.0.0.1:{PORT}"  # Where a client looks for the server.
 CLIENT_WAIT_TIMEOUT = 300.0  # Seconds the server waits for all clients to connect.
 CONNECT_TIMEOUT = 60.0  # Seconds a client keeps retrying an unreachable server.
