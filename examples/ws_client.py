@@ -7,8 +7,8 @@ the global dense network (784-32-10 for ``--model dense32``, 784-128-10 for
 ``mlp``) with Adam, exactly the maths Keras does, then sends the weights back.
 Anything that can speak JSON over a WebSocket can take part the same way.
 
-    ./run.sh --clients 3 --ws-clients 2 --model dense32   # waits for 2 WebSocket clients
-    .venv/bin/python examples/ws_client.py                 # twice, in two terminals
+    ./run.sh --clients 3 --ws-clients 2 --model dense32   # waits for 2 WebSocket clients, prints a join token
+    .venv/bin/python examples/ws_client.py --token TOKEN   # twice, in two terminals
 
 Needs only ``numpy`` and ``websockets`` (both in the project's .venv).
 """
@@ -20,6 +20,7 @@ import base64
 import json
 import sys
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 from websockets.exceptions import ConnectionClosed
@@ -190,11 +191,13 @@ def fit(network: DenseNetwork, message: dict[str, Any], train: tuple[np.ndarray,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     parser.add_argument("--url", default="ws://127.0.0.1:10000/ws", help="the dashboard's /ws (default: %(default)s)")
+    parser.add_argument("--token", default=None, help="the run's join token, if --url does not carry it (?token=...)")
     parser.add_argument("--name", default="numpy client", help="shown in the dashboard's log")
     parser.add_argument("--partition", type=int, default=None, help="ask for this partition (default: any free one)")
     args = parser.parse_args()
+    url = args.url if args.token is None else f"{args.url}{'&' if '?' in args.url else '?'}token={quote(args.token)}"
     try:
-        reason, finished = take_part(args.url, args.name, args.partition)
+        reason, finished = take_part(url, args.name, args.partition)
     except (OSError, ConnectionClosed) as error:
         sys.exit(f"error: lost the connection to {args.url}: {error}")
     except KeyboardInterrupt:

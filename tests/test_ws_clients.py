@@ -15,11 +15,21 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from conftest import PROJECT_ROOT, free_port, on_5k, start_script, wait_for_port
+from fedmnist.settings import defaults
 from test_dashboard_live import CHROMIUM, CHROMIUM_FLAGS, finish
 
 pytestmark = pytest.mark.slow  # Real processes for whole runs: the full tier (./test.sh), not --fast.
 
 WS_CLIENT = str(PROJECT_ROOT / "examples" / "ws_client.py")
+
+
+TOKEN = "a-test-join-token"  # The runs' and dashboards' join token here (./run.sh would make one).
+
+
+@pytest.fixture(autouse=True)
+def join_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The launcher and the dashboards these tests start take their join token from the environment."""
+    monkeypatch.setenv(defaults.WS_TOKEN_VARIABLE, TOKEN)
 
 
 def receive(socket: ClientConnection, timeout: float = 120) -> dict[str, Any]:
@@ -83,10 +93,16 @@ def test_the_protocol_against_a_real_server(tmp_path: Path, data_home: str) -> N
         "5",
         log=tmp_path / "dashboard.log",
     )
-    url = f"ws://127.0.0.1:{port}/ws"
+    url = f"ws://127.0.0.1:{port}/ws?token={TOKEN}"
     numpy_client = None
     try:
         wait_for_port(port, dashboard, timeout=60)
+        # Without the run's join token (or with another): one error, then the connection closes.
+        for strangers_url in (f"ws://127.0.0.1:{port}/ws", f"ws://127.0.0.1:{port}/ws?token=guess"):
+            with connect(strangers_url, proxy=None) as stranger:
+                assert "need its join token" in receive_type(stranger, "error")["error"]
+                with pytest.raises(ConnectionClosed):
+                    stranger.recv(timeout=10)
         # Before a join: bad messages get one error each, the connection stays.
         with connect(url, proxy=None) as stranger:
             stranger.send(b"\x00")
@@ -220,7 +236,7 @@ def test_a_websocket_client_refuses_a_server_that_sends_no_settings_in_one_line(
     try:
         wait_for_port(port, dashboard, timeout=60)
         numpy_client = subprocess.run(
-            [sys.executable, WS_CLIENT, "--url", f"ws://127.0.0.1:{port}/ws", "--name", "numpy"],
+            [sys.executable, WS_CLIENT, "--url", f"ws://127.0.0.1:{port}/ws", "--token", TOKEN, "--name", "numpy"],
             cwd=PROJECT_ROOT,
             capture_output=True,
             text=True,
@@ -286,7 +302,7 @@ def test_two_numpy_clients_and_a_client_py_finish_a_run_over_tls(tmp_path: Path,
     clients = []
     try:
         wait_for_port(port, run, timeout=60)
-        clients = [start_ws_client(f"ws://127.0.0.1:{port}/ws", "--name", f"numpy {n}") for n in (1, 2)]
+        clients = [start_ws_client(f"ws://127.0.0.1:{port}/ws?token={TOKEN}", "--name", f"numpy {n}") for n in (1, 2)]
         outputs = [client.communicate(timeout=180)[0] for client in clients]
     finally:
         for client in clients:
@@ -295,7 +311,7 @@ def test_two_numpy_clients_and_a_client_py_finish_a_run_over_tls(tmp_path: Path,
         stdout, _ = finish(run)
     assert [client.returncode for client in clients] == [0, 0], outputs
     assert all("round 3: trained on" in output for output in outputs), outputs
-    assert "waiting for 2 WebSocket client(s)" in stdout
+    assert f"waiting for 2 WebSocket client(s): open http://127.0.0.1:{port}/client?token={TOKEN} " in stdout
     assert_three_clients_trained(tmp_path)
 
 
@@ -315,7 +331,7 @@ def test_two_browser_tabs_and_a_client_py_finish_a_run(tmp_path: Path, data_home
             for number in (1, 2):
                 tab = browser.new_page(viewport={"width": 1200, "height": 900})
                 tab.on("pageerror", lambda error: errors.append(str(error)))
-                tab.goto(f"http://127.0.0.1:{port}/client?name=tab%20{number}")
+                tab.goto(f"http://127.0.0.1:{port}/client?name=tab%20{number}&token={TOKEN}")
                 tabs.append(tab)
             for tab in tabs:
                 tab.wait_for_function("document.getElementById('status').dataset.state === 'finished'", timeout=180_000)

@@ -120,6 +120,14 @@ def test_the_size_cap_holds_the_largest_fit_result_python_and_javascript_write()
     assert len(answer) < message_cap(weight_count) < 1.3 * len(answer)  # Room, but not much more.
 
 
+def test_a_federation_with_a_join_token_admits_only_who_shows_it() -> None:
+    guarded = Federation(partitions=[0], join_token="s3cret")
+    assert [guarded.admits(token) for token in (None, "", "s3cre", "s3cret!", "S3CRET", "s3cret")] == [False] * 5 + [
+        True
+    ]
+    assert Federation(partitions=[0]).admits(None)  # No token set: anyone may join, as before.
+
+
 def test_places_go_lowest_first_and_come_back_when_freed() -> None:
     federation = Federation(partitions=[4, 2, 3])
     assert [federation.take_place(None), federation.take_place(4)] == [2, 4]

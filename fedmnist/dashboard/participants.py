@@ -13,6 +13,7 @@ rounds go on without it.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -66,8 +67,10 @@ class Federation:
         data_home: str | None = None,
         answer_timeout: float = defaults.ROUND_TIMEOUT,
         connect_timeout: float = defaults.CONNECT_TIMEOUT,
+        join_token: str | None = None,
     ) -> None:
         self.flower_server = flower_server
+        self.join_token = join_token  # What a participant must show (/ws?token=...); None: anyone may join.
         self.root_certificate = root_certificate
         self.data_home = data_home
         self.answer_timeout = answer_timeout
@@ -76,6 +79,12 @@ class Federation:
         self._taken: set[int] = set()
         self._data: dict[str, MnistData] = {}
         self._data_lock = threading.Lock()
+
+    def admits(self, token: str | None) -> bool:
+        """Whether a connection that showed ``token`` may take part (compared in constant time)."""
+        if self.join_token is None:
+            return True
+        return token is not None and hmac.compare_digest(token.encode(), self.join_token.encode())
 
     def take_place(self, wanted: int | None) -> int:
         """A free partition id (``wanted`` if given and free); BadMessage when there is none."""

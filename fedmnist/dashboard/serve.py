@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -129,7 +131,19 @@ def federation(args: argparse.Namespace) -> Federation:
         root_certificate=root,
         data_home=args.data_home,
         answer_timeout=args.ws_answer_timeout,
+        join_token=join_token(args.ws_partitions, args.dashboard_port),
     )
+
+
+def join_token(places: Sequence[int], port: int) -> str | None:
+    """The token WebSocket clients must show: the environment's (./run.sh's), else a new one, said once."""
+    if not places:
+        return None
+    token = os.environ.get(defaults.WS_TOKEN_VARIABLE)
+    if not token:
+        token = secrets.token_urlsafe(16)
+        print(f"WebSocket places: join at http://127.0.0.1:{port}/client?token={token}", flush=True)
+    return token
 
 
 def serve(out: str, host: str, port: int, cors_origins: str, places: Federation | None = None) -> None:

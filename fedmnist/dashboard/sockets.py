@@ -24,6 +24,10 @@ from fedmnist.settings import defaults
 # "Unexpected ASGI message" RuntimeError, or uvicorn's ClientDisconnected (an OSError).
 _CLOSED = (WebSocketDisconnect, RuntimeError, OSError)
 router = APIRouter()
+JOIN_TOKEN_NEEDED = (
+    "this run's places need its join token: open the /client?token=... page or use the ws_client.py "
+    "command that ./run.sh printed"
+)
 
 
 @router.websocket("/ws")
@@ -32,6 +36,10 @@ async def participate(websocket: WebSocket) -> None:
     if not await _accept(websocket, dashboard.origins):
         return
     participant = Participant(dashboard.federation, send=websocket.send_json, close=websocket.close)
+    if not dashboard.federation.admits(websocket.query_params.get("token")):
+        await participant.send(ParticipantError(error=JOIN_TOKEN_NEEDED))
+        await websocket.close(code=1008, reason="join token missing or wrong")
+        return
     try:
         async for text in _texts(websocket, lambda: participant.message_cap):
             if text is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import subprocess
 import sys
 import threading
@@ -34,6 +35,7 @@ from fedmnist.launch.flags import parse_args
 from fedmnist.launch.processes import POLL_SECONDS, ProcessGroup, read_lines, stream_log
 from fedmnist.results.archive import RESULT_FOLDERS, archive_earlier_results
 from fedmnist.results.run_lock import lock_results
+from fedmnist.settings import defaults
 
 LISTEN_TIMEOUT = 180.0  # Seconds the server may take to start listening.
 STOP_SECONDS = 5.0  # How long a client or the dashboard may take to stop before it is killed.
@@ -72,6 +74,8 @@ class Launcher:
     def _run(self) -> None:
         started = time.monotonic()
         self._prepare_folder()
+        if self.args.ws_clients and not os.environ.get(defaults.WS_TOKEN_VARIABLE):
+            os.environ[defaults.WS_TOKEN_VARIABLE] = secrets.token_urlsafe(16)  # The dashboard's, by inheritance.
         self.dashboard.start()
         if self.deployment is not None:
             server = self.deployment.start()
@@ -86,10 +90,11 @@ class Launcher:
         for partition_id in range(local_clients(self.args)):
             self.group.start(f"client_{partition_id}", client_command(self.args, self.certs, partition_id))
         if self.args.ws_clients:
+            token = os.environ[defaults.WS_TOKEN_VARIABLE]  # Only these lines show it: whoever has it may join.
             print(
-                f"waiting for {self.args.ws_clients} WebSocket client(s): open {dashboard_url(self.args)}client "
-                f"in a browser tab each, or run .venv/bin/python examples/ws_client.py --url "
-                f"ws{dashboard_url(self.args)[4:]}ws",
+                f"waiting for {self.args.ws_clients} WebSocket client(s): open {dashboard_url(self.args)}client"
+                f"?token={token} in a browser tab each, or run .venv/bin/python examples/ws_client.py --url "
+                f"'ws{dashboard_url(self.args)[4:]}ws?token={token}'",
                 flush=True,
             )
         self._wait_for_all()

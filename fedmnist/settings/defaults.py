@@ -88,6 +88,8 @@ def dense_weight_count(model: str) -> int:
 
 # Dashboard (fedmnist.dashboard), started by run.sh beside the server.
 DASHBOARD_PORT = 10000
+# The join token a WebSocket client must show (/ws?token=...): ./run.sh makes one unless this variable gives it.
+WS_TOKEN_VARIABLE = "FEDMNIST_WS_TOKEN"
 DASHBOARD_HOST = "127.0.0.1"  # Local only; --dashboard-host 0.0.0.0 shows it to the network.
 CORS_ORIGINS = "*"  # Comma-separated origins whose pages may call the API; * = any (fine on localhost).
 DASHBOARD_POLL_SECONDS = 0.25  # How often a WebSocket looks for new rounds in the history files.

@@ -142,7 +142,9 @@ async function handle(message) {
 
 function connect() {
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  socket = new WebSocket(`${scheme}://${location.host}/ws`);
+  // The run's join token, from this page's address (./run.sh prints /client?token=...).
+  const token = params.get("token");
+  socket = new WebSocket(`${scheme}://${location.host}/ws${token ? `?token=${encodeURIComponent(token)}` : ""}`);
   let queue = Promise.resolve();  // One message at a time: a fit finishes before the evaluate starts.
   socket.onopen = () => {
     $("connection").textContent = "connected";
