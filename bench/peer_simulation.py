@@ -31,10 +31,13 @@ from fedmnist.model.keras_model import build_model
 from fedmnist.settings import defaults
 
 MNIST = load_mnist(MNIST_5K)
+# The run's seed (partitions, initial model), as the app's --seed; bench/simulation.py sets it per repeat.
+# From the environment, which Ray's workers inherit: they import this module, not run main().
+SEED = int(os.environ.get("PEER_SEED", defaults.SEED))
 
 
 def compiled_model() -> keras.Model:
-    model = build_model(defaults.SEED)
+    model = build_model(SEED)
     model.compile(
         optimizer=keras.optimizers.Adam(defaults.LEARNING_RATE),
         loss="sparse_categorical_crossentropy",
@@ -46,7 +49,7 @@ def compiled_model() -> keras.Model:
 class KerasClient(NumPyClient):
     def __init__(self, partition_id: int, num_partitions: int) -> None:
         self.model = compiled_model()
-        share = client_data(MNIST, partition_id, num_partitions, defaults.SEED)
+        share = client_data(MNIST, partition_id, num_partitions, SEED)
         self.x_train, self.y_train = to_float(share.x_train), share.y_train
         self.x_val, self.y_val = to_float(share.x_val), share.y_val
 

@@ -93,6 +93,7 @@ def test_the_same_weights_have_one_checksum_and_any_change_gives_another() -> No
     [
         ({"dp_noise": 1.0, "dp_clip": 1.0}, "differential privacy: its noise stays random"),
         ({"secagg": True}, "SecAgg+: its masks are random by design"),
+        ({"ws_clients": 1}, "WebSocket clients: they train their own way"),
     ],
 )
 def test_each_limit_makes_a_run_not_reproducible_and_says_why(changes: dict[str, Any], why: str) -> None:

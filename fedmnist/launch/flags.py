@@ -12,7 +12,6 @@ from fedmnist.common.cli import Parser
 from fedmnist.common.project import PROJECT_ROOT
 from fedmnist.dashboard.serve import add_dashboard_arguments
 from fedmnist.settings import defaults
-from fedmnist.settings.arguments import non_negative_int
 from fedmnist.settings.server_settings import RUN, add_setting_arguments, check_setting_arguments
 
 
@@ -49,14 +48,6 @@ def parse_args(argv: list[str]):
         )
     else:
         parser.set_defaults(grid=None)  # Only a sweep has a grid (setting it for both hid --grid's default).
-        parser.add_argument(
-            "--ws-clients",
-            type=non_negative_int,
-            default=0,
-            help="of --clients, how many join over the dashboard's WebSocket /ws instead of as "
-            "client.py (browser tabs at /client, examples/ws_client.py); the run waits for them "
-            "(default: %(default)s)",
-        )
     add_setting_arguments(
         parser,
         program=RUN,
@@ -95,6 +86,8 @@ def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespac
             "--remote-clients needs --runtime classic (a simulation's clients are virtual; the deployment's "
             "SuperLink lets in only registered SuperNodes)"
         )
+    if sweep and args.ws_clients:
+        parser.error("a sweep runs its settings in a row and cannot wait for WebSocket clients (--ws-clients)")
     if sweep and args.runtime == "deployment":
         parser.error("a sweep needs --runtime classic or simulation (its server runs every setting in a row)")
     if args.tls and args.runtime != "classic":
@@ -102,10 +95,8 @@ def _check_combinations(parser: argparse.ArgumentParser, args: argparse.Namespac
             "--tls needs --runtime classic (the simulation runs in one process; the deployment always "
             "uses TLS and SuperNode authentication)"
         )
-    if getattr(args, "ws_clients", 0):
+    if args.ws_clients:
         _check_websocket_clients(parser, args)
-    else:
-        args.ws_clients = 0
 
 
 def _check_websocket_clients(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:

@@ -29,6 +29,8 @@ def reproducibility(settings: ServerSettings) -> Reproducibility:
         limits.append("differential privacy: its noise stays random, as noise known from a public seed is no privacy")
     if settings.secagg:
         limits.append("SecAgg+: its masks are random by design")
+    if settings.ws_clients:
+        limits.append("WebSocket clients: they train their own way (NumPy by hand, TensorFlow.js), beyond the seed")
     if limits:
         return {"reproducible": False, "why": "; ".join(limits)}
     return {"reproducible": True, "why": REPRODUCIBLE}

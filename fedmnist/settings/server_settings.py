@@ -26,6 +26,7 @@ from fedmnist.settings.arguments import (
     dataset_spec,
     fraction,
     non_negative_float,
+    non_negative_int,
     partition_spec,
     port_number,
     positive_float,
@@ -79,6 +80,14 @@ class ServerSettings:
     rounds: int = setting(defaults.ROUNDS, "federated rounds", type=positive_int)
     clients: int = setting(
         defaults.CLIENTS, "clients that train every round", type=positive_int, to_clients="num-partitions"
+    )
+    ws_clients: int = setting(
+        0,
+        "of --clients, how many join over the dashboard's WebSocket /ws instead of as client.py (browser tabs at "
+        "/client, examples/ws_client.py); ./run.sh waits for them. They train their own way, so such a run is "
+        "not reproducible, which the run records (default: %(default)s)",
+        type=non_negative_int,
+        run_config=False,
     )
     port: int = setting(defaults.PORT, "server port", type=port_number, run_config=False)
     host: str = setting(
