@@ -579,13 +579,16 @@ def test_a_client_killed_mid_run_is_reported_the_run_goes_on_and_a_restarted_cli
     import signal
 
     port = free_port()
-    rounds = 16
+    rounds = 40  # Rounds of about 0.5 s: the restarted client came back 14 rounds after the kill here; 37 leave room.
     launcher = start_watched(
         [
             "bash",
             str(PROJECT_ROOT / "run.sh"),
             *("--rounds", str(rounds), "--clients", "3", "--port", str(port)),
             *("--dataset", "mnist-5k", "--local-epochs", "10", "--out", str(tmp_path), "--data-home", data_home),
+            # Late in such a run an honest update can be 6x the round's median norm (measured: 3.24 against 0.545
+            # in round 34) and be rejected; this test is about processes, not that bound.
+            *("--max-update-norm-factor", "100"),
         ]
     )
     read_until(launcher, f"round 3/{rounds}")
