@@ -31,17 +31,13 @@ CONFIG = config_for_clients(ServerSettings(clients=3, model="dense32", keep_opti
 @pytest.fixture(scope="module")
 def sockets(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> Iterator[Path]:
     """A temporary folder of its own for the trainers' sockets; the trainers see the test's data home."""
-    saved, saved_home = tempfile.tempdir, os.environ.get(DATA_HOME_VARIABLE)
-    tempfile.tempdir = str(tmp_path_factory.mktemp("t"))  # Short: a Unix socket's path has at most 107 bytes.
-    os.environ[DATA_HOME_VARIABLE] = data_home
-    yield socket_folder()
-    for pid in trainer_pids([os.getppid()]):
-        os.kill(pid, 9)
-    tempfile.tempdir = saved
-    if saved_home is None:
-        del os.environ[DATA_HOME_VARIABLE]
-    else:
-        os.environ[DATA_HOME_VARIABLE] = saved_home
+    with pytest.MonkeyPatch.context() as patch:
+        # Short: a Unix socket's path has at most 107 bytes.
+        patch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("t")))
+        patch.setenv(DATA_HOME_VARIABLE, data_home)
+        yield socket_folder()
+        for pid in trainer_pids([os.getppid()]):
+            os.kill(pid, 9)
 
 
 def test_a_remote_client_trains_as_a_local_one_and_its_state_stays_in_flowers_context(

@@ -45,9 +45,9 @@ from flwr.client import NumPyClient
 from flwr.common import NDArrays, Scalar
 
 from fedmnist.client.flower_client import WARM_UP, ClientCache, PartitionClient
+from fedmnist.common.cli import alive
 from fedmnist.data.sources import DATA_HOME_VARIABLE
 
-log = logging.getLogger(__name__)
 START_TIMEOUT_SECONDS = 120.0  # A trainer listens before it imports TensorFlow; this covers a very slow start.
 IDLE_EXIT_SECONDS = 600.0  # A trainer nobody called for this long ends (a later message starts another).
 WATCH_SECONDS = 0.5  # How often a trainer looks whether its SuperExec is still there.
@@ -204,14 +204,17 @@ class WarmTrainer:
 
         last_call = time.monotonic()
         try:
-            while _alive(self.watch_pid) and time.monotonic() - last_call < IDLE_EXIT_SECONDS:
+            while alive(self.watch_pid) and time.monotonic() - last_call < IDLE_EXIT_SECONDS:
                 try:
                     connection, _ = listener.accept()
                 except TimeoutError:
                     continue
                 with connection:
-                    if not self._answer(connection):
-                        return
+                    try:
+                        if not self._answer(connection):
+                            return
+                    except (EOFError, OSError):  # The caller went away mid-call (its message was stopped).
+                        pass
                 last_call = time.monotonic()
         finally:
             listener.close()
@@ -236,16 +239,6 @@ class WarmTrainer:
         except (pickle.PicklingError, TypeError, AttributeError):  # An error that does not pickle: its words do.
             send(connection, ("error", RuntimeError(f"{type(reply[1]).__name__}: {reply[1]}"), None))
         return True
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # Someone else's process holds that pid now.
-        return False
-    return True
 
 
 def main() -> None:

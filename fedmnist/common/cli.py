@@ -21,6 +21,7 @@ import time
 import traceback
 from collections.abc import Callable
 from concurrent import futures
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 from fedmnist.common.errors import AlreadySaid, UserError
@@ -165,6 +166,14 @@ def wait_for(future: futures.Future[T]) -> T:
     while not futures.wait([future], timeout=SIGNAL_POLL_SECONDS).done:
         pass
     return future.result()
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (a zombie, ended but not yet reaped, does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"  # A zombie has ended.
+    except OSError:
+        return False
 
 
 def wait_for_process(process: subprocess.Popen) -> int:

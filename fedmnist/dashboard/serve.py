@@ -131,18 +131,18 @@ def federation(args: argparse.Namespace) -> Federation:
         root_certificate=root,
         data_home=args.data_home,
         answer_timeout=args.ws_answer_timeout,
-        join_token=join_token(args.ws_partitions, args.dashboard_port),
+        join_token=join_token(args.ws_partitions),
     )
 
 
-def join_token(places: Sequence[int], port: int) -> str | None:
+def join_token(places: Sequence[int]) -> str | None:
     """The token WebSocket clients must show: the environment's (./run.sh's), else a new one, said once."""
     if not places:
         return None
     token = os.environ.get(defaults.WS_TOKEN_VARIABLE)
     if not token:
         token = secrets.token_urlsafe(16)
-        print(f"WebSocket places: join at http://127.0.0.1:{port}/client?token={token}", flush=True)
+        print(f"WebSocket places: join token {token} (open /client?token={token} on this dashboard)", flush=True)
     return token
 
 

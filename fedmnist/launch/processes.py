@@ -16,14 +16,6 @@ from fedmnist.common.project import PROJECT_ROOT
 from fedmnist.results.run_lock import ResultsLock
 
 
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` still runs (a zombie, ended but not yet reaped, does not)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"  # A zombie has ended.
-    except OSError:
-        return False
-
-
 def available_memory_gb() -> float:
     """Memory available to new processes (Linux MemAvailable: free plus reclaimable cache)."""
     try:

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from fedmnist.common.cli import is_start_up_noise
+from fedmnist.common.cli import alive, is_start_up_noise
 from fedmnist.common.project import PROJECT_ROOT
 from fedmnist.runtimes.deployment import helper_pids, process_arguments, stage_app
 
@@ -124,16 +124,7 @@ def _signal(pid: int, signum: int) -> None:
 
 
 def _alive(pids: list[int]) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            os.kill(pid, 0)
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (ProcessLookupError, FileNotFoundError):
-            continue
-        if state != "Z":  # A zombie has ended; its parent has not collected it yet.
-            alive.append(pid)
-    return alive
+    return [pid for pid in pids if alive(pid)]
 
 
 def main(argv: list[str]) -> None:
