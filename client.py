@@ -68,7 +68,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--fault",
         type=fault_spec,
         default=None,
-        help="misbehave on purpose, for tests and demos: nan, shape, scale or crash-at-round:N",
+        help="misbehave on purpose, for tests and demos: nan, shape, scale, crash-at-round:N, or an in-bound attack "
+        "(sign-flip, ipm, lie, label-flip, free-rider, backdoor: docs/robustness.md)",
     )
     parser.add_argument("--verbose", action="store_true", help="also show Flower's INFO messages")
     args = parser.parse_args(argv)

@@ -47,6 +47,8 @@ class Setting:
     batch_size: int | None = None
     dp_noise: float | None = None
     dp_clip: float | None = None
+    attack: str | None = None
+    malicious: float | None = None
 
     @property
     def name(self) -> str:
@@ -56,12 +58,14 @@ class Setting:
             f"B={self.batch_size}" if self.batch_size else "",
             f"noise={self.dp_noise:g}" if self.dp_noise else "",
             f"clip={self.dp_clip:g}" if self.dp_clip else "",
+            f"{self.attack}" if self.attack else "",
+            f"{self.malicious:.0%}" if self.malicious else "",
         ]
         return " ".join([self.strategy, self.partition, *filter(None, extras)])
 
     @property
     def folder(self) -> str:
-        return "_".join(self.name.split()).replace(":", "-").replace("=", "")
+        return "_".join(self.name.split()).replace(":", "-").replace("=", "").replace("%", "pc")
 
     def overrides(self) -> dict[str, Any]:
         """The run settings this setting fixes, as ``ServerSettings`` field values."""
@@ -76,6 +80,7 @@ class Grid:
     about: str  # One line for --help and the table's heading.
     defaults: Mapping[str, Any] = field(default_factory=dict)  # Launcher flag dests -> values.
     paper: bool = False  # Whether the table shows rounds to the paper's targets beside the paper's own.
+    matrix: bool = False  # Whether the table is attack x defence (fedmnist.results.attack_table), not a row per run.
 
 
 # McMahan et al. 2017 (Communication-Efficient Learning of Deep Networks from Decentralized Data), MNIST,
@@ -95,6 +100,24 @@ PAPER_ROUNDS: dict[tuple[str, int, int, str], int] = {
 # (fedmnist.server.baseline, B=10, Adam, 10 epochs: 88.3% for the 2nn), to a whole point: 0.95 x 88.3 = 84%.
 PAPER_TARGETS: dict[str, dict[str, float]] = {"mnist": {"2nn": 0.97, "cnn-paper": 0.99}, "fashion-mnist": {"2nn": 0.84}}
 _PAPER_SCALE = {"runtime": "simulation", "clients": 100, "fraction_fit": 0.1, "fraction_evaluate": 0.1}
+
+# The attacks grid: every defence against every attack of the catalogue, a fifth and a third of the
+# clients malicious, under IID and Dirichlet(0.5) label skew; the no-attack row first (docs/robustness.md).
+ATTACK_DEFENCES = ("fedavg", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan", "normclip", "centeredclip")
+ATTACK_SHARES = (0.2, 0.33)
+
+
+def _attack_settings() -> tuple[Setting, ...]:
+    from fedmnist.attacks.catalogue import ATTACKS
+
+    cells = [(None, None)] + [(attack, share) for attack in ATTACKS for share in ATTACK_SHARES]
+    return tuple(
+        Setting(defence, partition, attack=attack, malicious=share)
+        for partition in ("iid", "dirichlet:0.5")
+        for attack, share in cells
+        for defence in ATTACK_DEFENCES
+    )
+
 
 GRIDS: dict[str, Grid] = {
     "heterogeneity": Grid(
@@ -144,6 +167,15 @@ GRIDS: dict[str, Grid] = {
         "2nn, E=1, B=10",
         {**_PAPER_SCALE, "rounds": 100},
         paper=True,
+    ),
+    "attacks": Grid(
+        _attack_settings(),
+        "attack x defence: held-out accuracy (and a backdoor's success) on Fashion-MNIST, 20 simulated clients, "
+        "none, a fifth or a third of them malicious, IID and Dirichlet(0.5)",
+        # 208 runs: 5 rounds each (and a fifth of the clients evaluating, which the table does not use)
+        # keep the whole table to about half an hour here.
+        {"runtime": "simulation", "clients": 20, "dataset": "fashion-mnist", "rounds": 5, "fraction_evaluate": 0.2},
+        matrix=True,
     ),
     "dp": Grid(
         (
@@ -237,6 +269,11 @@ def _result(setting: Setting, summary: Summary, seconds: float, paper: bool = Fa
         "first_round_at_target": reached[0] if reached else None,
         "rounds": curve[-1][0] if curve else 0,
         "paper_rounds": paper_rounds,
+        "strategy": run["strategy"],
+        "partition": run["partition"],
+        "attack": setting.attack,
+        "malicious": setting.malicious,
+        "backdoor_success": summary["rounds"][-1]["centralized"].get("backdoor_success") if summary["rounds"] else None,
         "epsilon": (summary.get("privacy") or {}).get("epsilon"),  # Spent by a differentially private run.
         "delta": (summary.get("privacy") or {}).get("delta"),
         "seconds": seconds,
@@ -300,13 +337,18 @@ def comparison_table(results: list[dict[str, Any]], paper: bool = False) -> str:
 
 def write_comparison(folder: Path, grid: str, results: list[dict[str, Any]]) -> Path:
     """``comparison.md``, ``comparison.json`` and ``comparison.png`` in ``folder``; returns the table's path."""
+    from fedmnist.results.attack_table import attack_table, plot_attack_heatmap
     from fedmnist.results.plots import plot_comparison, plot_privacy_utility
 
     table = folder / "comparison.md"
-    markdown = comparison_table(results, GRIDS[grid].paper)
+    matrix = GRIDS[grid].matrix
+    markdown = attack_table(results) if matrix else comparison_table(results, GRIDS[grid].paper)
     write_text_atomic(table, f"# Sweep `{grid}`: held-out accuracy\n\n{GRIDS[grid].about}.\n\n{markdown}")
     write_text_atomic(folder / "comparison.json", json.dumps(results, indent=2) + "\n")
-    plot_comparison(results, f"sweep {grid}: held-out accuracy per round", folder / "comparison.png")
+    if matrix:  # Hundreds of curves in one plot would show nothing: a heatmap instead.
+        plot_attack_heatmap(results, f"sweep {grid}: final held-out accuracy", folder / "comparison.png")
+    else:
+        plot_comparison(results, f"sweep {grid}: held-out accuracy per round", folder / "comparison.png")
     if any(result.get("epsilon") is not None for result in results):
         plot_privacy_utility(results, f"sweep {grid}: final accuracy against the privacy spent", folder / "privacy.png")
     log.info("sweep comparison:\n%s", markdown)

@@ -101,7 +101,12 @@ def classic_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> Fin
 
 
 # A simulation of 100 clients sampling a tenth for each stage of each of 4 rounds, on the 5k rows.
-HUNDRED_CLIENTS = ("--runtime", "simulation", "--clients", "100", "--fraction-fit", "0.1", "--fraction-evaluate", "0.1")
+# A tenth of them run the inner-product manipulation (colluding), against centered clipping, whose state
+# (the last round's update) a resumed run must carry on from.
+HUNDRED_CLIENTS = (
+    *("--runtime", "simulation", "--clients", "100", "--fraction-fit", "0.1", "--fraction-evaluate", "0.1"),
+    *("--strategy", "centeredclip", "--attack", "ipm", "--malicious", "0.1"),
+)
 HUNDRED_CLIENTS_ROUNDS = 4
 
 

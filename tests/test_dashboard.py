@@ -401,7 +401,15 @@ def test_round_records_carry_each_client_the_confusion_matrix_and_the_label_hist
     round_one = detail["rounds"][0]
     assert round_one["confusion"] == [[1, 0], [2, 3]]
     assert round_one["clients"] == [
-        {"name": "client 1", "partition_id": 1, "examples": 450, "fit_accuracy": 0.7, "accuracy": 0.75, "loss": 0.6}
+        {
+            "name": "client 1",
+            "partition_id": 1,
+            "examples": 450,
+            "fit_accuracy": 0.7,
+            "accuracy": 0.75,
+            "loss": 0.6,
+            **dict.fromkeys(("update_norm", "update_distance_to_median", "update_cosine_to_median", "defence")),
+        }
     ]
 
 

@@ -70,13 +70,25 @@ def test_round_record_has_weighted_metrics_timings_and_goes_to_the_log(tmp_path:
 
     record = recorder.recorder.rounds[0]
     # Each client's own numbers, by partition: client 1 trained and evaluated, client 0 only trained.
+    # Their updates (1, 1) and (3, 3) from (0, 0): both sqrt(2) from their median (2, 2), pointing its way.
+    root2 = pytest.approx(2**0.5)
     assert record["per_client"] == [
-        {"cid": "a", "partition_id": 0, "fit": {"examples": 100, "accuracy": 0.9, "loss": 1.0, "seconds": 0.4}},
+        {
+            "cid": "a",
+            "partition_id": 0,
+            "fit": {"examples": 100, "accuracy": 0.9, "loss": 1.0, "seconds": 0.4},
+            "update": {"norm": root2, "distance_to_median": root2, "cosine_to_median": pytest.approx(1.0)},
+        },
         {
             "cid": "b",
             "partition_id": 1,
             "fit": {"examples": 300, "accuracy": 0.5, "loss": 1.0, "seconds": 0.6},
             "evaluate": {"examples": 10, "accuracy": 0.8, "seconds": 0.1},
+            "update": {
+                "norm": pytest.approx(18**0.5),
+                "distance_to_median": root2,
+                "cosine_to_median": pytest.approx(1.0),
+            },
         },
     ]
     assert record["fit_reporting"] == {"accuracy": 2, "loss": 2} and record["evaluate_reporting"] == {

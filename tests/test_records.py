@@ -25,7 +25,7 @@ def test_the_dashboards_round_model_passes_on_renames_or_names_as_left_out_every
     assert not (shared & renamed or shared & left_out or renamed & left_out)
     assert set(schemas.RENAMED.values()) <= set(schemas.RoundRecord.model_fields)
     # Every API field comes from the record: passed on, or renamed.
-    assert set(schemas.RoundRecord.model_fields) == shared | set(schemas.RENAMED.values())
+    assert set(schemas.RoundRecord.model_fields) == shared | set(schemas.RENAMED.values()) | schemas.DERIVED
 
 
 def test_the_dashboards_privacy_model_has_the_records_fields() -> None:
@@ -41,10 +41,18 @@ def test_the_api_passes_a_records_shared_numbers_on_unchanged() -> None:
         "rejected_updates": 1,
         "seconds": 1.5,
         "loss_centralized": 0.25,
-        "centralized": {"accuracy": 0.9},
+        "centralized": {"accuracy": 0.9, "backdoor_success": 0.25},
         "evaluate": {"accuracy": 0.8},
         "fit": {"loss": 0.5},
-        "per_client": [{"cid": "a", "partition_id": 2, "fit": {"examples": 10}, "evaluate": {"accuracy": 0.7}}],
+        "per_client": [
+            {
+                "cid": "a",
+                "partition_id": 2,
+                "fit": {"examples": 10},
+                "evaluate": {"accuracy": 0.7},
+                "update": {"norm": 1.5, "distance_to_median": 0.5, "cosine_to_median": -0.25, "defence": "discarded"},
+            }
+        ],
     }
     api = schemas.RoundRecord.from_record(record).model_dump()
     assert {key: api[key] for key in ("round", "connected_clients", "fit_results", "fit_failures", "seconds")} == {
@@ -55,7 +63,7 @@ def test_the_api_passes_a_records_shared_numbers_on_unchanged() -> None:
         "seconds": 1.5,
     }
     assert (api["accuracy_centralized"], api["accuracy_distributed"], api["fit_metrics"]) == (0.9, 0.8, {"loss": 0.5})
-    assert api["rejected_updates"] == 1 and api["loss_centralized"] == 0.25
+    assert api["rejected_updates"] == 1 and api["loss_centralized"] == 0.25 and api["backdoor_success"] == 0.25
     assert api["clients"][0] == {
         "name": "client 2",
         "partition_id": 2,
@@ -63,13 +71,21 @@ def test_the_api_passes_a_records_shared_numbers_on_unchanged() -> None:
         "fit_accuracy": None,
         "accuracy": 0.7,
         "loss": None,
+        "update_norm": 1.5,
+        "update_distance_to_median": 0.5,
+        "update_cosine_to_median": -0.25,
+        "defence": "discarded",
     }
 
 
 NESTED: dict[Any, dict[str, Any]] = {
     records.Summary: {"initial": records.Evaluation, "rounds": records.RoundRecord, "privacy": records.PrivacySpent},
     records.RoundRecord: {"per_client": records.ClientEntry, "privacy": records.PrivacySpent},
-    records.ClientEntry: {"fit": records.StageNumbers, "evaluate": records.StageNumbers},
+    records.ClientEntry: {
+        "fit": records.StageNumbers,
+        "evaluate": records.StageNumbers,
+        "update": records.UpdateNumbers,
+    },
 }
 
 

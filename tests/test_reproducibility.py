@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import HUNDRED_CLIENTS_ROUNDS, FinishedRun, classic_run_flags, numbers, run_sh
+from fedmnist.attacks.catalogue import malicious_partitions
 from fedmnist.model.checksum import weights_checksum
 from fedmnist.results.live_log import read_live_log
 from fedmnist.results.paths import RunPaths
@@ -51,6 +52,12 @@ def test_a_simulation_of_a_hundred_clients_samples_a_tenth_by_the_seed_and_says_
     assert [len(set(cohort)) for cohort in cohorts] == [10] * 4 and len({tuple(c) for c in cohorts}) == 4
     assert len(set(evaluated)) == 10 and all(0 <= p < 100 for p in cohorts[0] + evaluated)
     assert rounds[-1]["centralized"]["accuracy"] > rounds[0]["centralized"]["accuracy"] - 0.05
+    # The attackers the seed drew stand out: their updates point away from the round's mean.
+    attackers = malicious_partitions(100, 0.1, 42)
+    updates = [(c["partition_id"] in attackers, c["update"]) for r in rounds for c in r["per_client"] if "fit" in c]
+    assert len(updates) == 40 and all("defence" in update for _, update in updates)
+    assert sum(attacker for attacker, _ in updates) >= 2
+    assert all((update["cosine_to_median"] < 0) == attacker for attacker, update in updates), updates
     warm_up = summary["timings"]["client_warm_up_seconds"]
     assert warm_up is not None and warm_up > 0  # The worker was warmed up before round 1.
     assert summary["reproducibility"]["reproducible"] is True

@@ -143,9 +143,9 @@ def simulated_strategies(tmp_path_factory: pytest.TempPathFactory, data_home: st
 
 
 def test_every_strategy_trains_every_round_on_the_simulation_runtime(simulated_strategies: SimulatedSweep) -> None:
-    """The strategies grid as a simulation: each of the eight aggregates every update of both rounds.
+    """The strategies grid as a simulation: each strategy aggregates every update of both rounds.
 
-    All eight in one simulation: Ray and its workers started once, not once per setting.
+    All in one simulation: Ray and its workers started once, not once per setting.
     """
     from fedmnist.settings import defaults
 

@@ -85,6 +85,8 @@ def test_the_config_for_clients_carries_every_setting_marked_for_them_and_the_ro
         "batch-size": 16,
         "learning-rate": 0.01,
         "keep-optimizer": True,
+        "attack": "none",
+        "malicious": 0.0,
     }
     assert set(config(7)) == set(client_keys())
     assert build_strategy(settings, WEIGHTS).on_fit_config_fn(1)["local-epochs"] == 2  # type: ignore[misc]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from fedmnist.client.classic import make_client
@@ -149,3 +151,40 @@ def test_client_starts_afresh_when_the_run_changes(data_home: str) -> None:
     assert fit("a", "iid")[0] == 46  # Same run: Adam goes on.
     steps, digits = fit("b", "shards:2")
     assert steps == 23 and len(digits) <= 4  # New run: fresh optimizer, and this run's rows.
+
+
+def test_attacks_grid_crosses_every_defence_with_every_attack_at_two_shares_and_two_partitions(tmp_path: Path) -> None:
+    from fedmnist.attacks.catalogue import ATTACKS
+    from fedmnist.results.attack_table import attack_table, plot_attack_heatmap
+
+    grid = GRIDS["attacks"]
+    defences = ("fedavg", "fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan", "normclip", "centeredclip")
+    cells = {(None, None), *((attack, share) for attack in ATTACKS for share in (0.2, 0.33))}
+    assert {(s.strategy, s.partition, s.attack, s.malicious) for s in grid.settings} == {
+        (defence, partition, attack, share)
+        for defence in defences
+        for partition in ("iid", "dirichlet:0.5")
+        for attack, share in cells
+    }
+    assert len(grid.settings) == 8 * 2 * 13 and grid.matrix
+    assert Setting("krum", "iid", attack="lie", malicious=0.33).folder == "krum_iid_lie_33pc"
+    args = parse_args(["sweep", "--grid", "attacks"])
+    assert (args.runtime, args.clients, args.dataset) == ("simulation", 20, "fashion-mnist")
+    results = [
+        {"strategy": s, "partition": "iid", "attack": a, "malicious": m, "final": f, "backdoor_success": b}
+        for s, a, m, f, b in (
+            ("fedavg", None, None, 0.85, None),
+            ("krum", None, None, 0.8, None),
+            ("fedavg", "backdoor", 0.2, 0.84, 0.97),
+            ("krum", "backdoor", 0.2, 0.79, 0.01),
+        )
+    ]
+    assert attack_table(results).splitlines() == [
+        "**iid**",
+        "",
+        "| attack | fedavg | krum |",
+        "| --- | --- | --- |",
+        "| no attack | 0.850 | 0.800 |",
+        "| backdoor 20% | 0.840 (backdoor 0.97) | 0.790 (backdoor 0.01) |",
+    ]
+    assert plot_attack_heatmap(results, "attacks", tmp_path / "heat.png").stat().st_size > 10_000

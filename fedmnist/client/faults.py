@@ -9,6 +9,9 @@
   round N and later instead.
 * ``drop-at-round:N``: round N's training fails and the client sends no update,
   but its process lives on (a ClientApp: a Ray worker serves other clients too).
+* an attack of ``fedmnist.attacks.catalogue`` (``sign-flip``, ``ipm``, ``lie``,
+  ``label-flip``, ``free-rider``, ``backdoor``): updates that pass every check
+  (``fedmnist.client.attacker`` runs them).
 
 The server's update validation (``fedmnist.server.validation``) should reject the
 first three and carry on without the last two; SecAgg+ should unmask the
@@ -31,6 +34,8 @@ import numpy as np
 from flwr.common import Context, Error, Message, NDArrays
 from flwr.common.constant import ErrorCode
 
+from fedmnist.attacks.catalogue import ATTACKS
+
 NAN, SHAPE, SCALE, CRASH, DROP = "nan", "shape", "scale", "crash-at-round", "drop-at-round"
 SCALE_FACTOR = 100.0
 CRASH_EXIT_STATUS = 3
@@ -42,13 +47,16 @@ class InjectedDrop(RuntimeError):
 
 
 def parse_fault(text: str) -> str:
-    """``nan``, ``shape``, ``scale``, ``crash-at-round:N`` or ``drop-at-round:N`` (N >= 1); else ValueError."""
+    """``nan``, ``shape``, ``scale``, ``crash-at-round:N``, ``drop-at-round:N`` (N >= 1) or an attack; else ValueError."""
     kind, _, value = text.partition(":")
-    if kind in (NAN, SHAPE, SCALE) and not value:
+    if kind in (NAN, SHAPE, SCALE, *ATTACKS) and not value:
         return kind
     if kind in (CRASH, DROP) and value.isdigit() and int(value) >= 1:
         return text
-    raise ValueError(f"unknown fault {text!r}; use nan, shape, scale, crash-at-round:N or drop-at-round:N")
+    raise ValueError(
+        f"unknown fault {text!r}; use nan, shape, scale, crash-at-round:N, drop-at-round:N or an attack "
+        f"({', '.join(ATTACKS)})"
+    )
 
 
 def node_fault(partition_id: int, node_config: Mapping[str, Any]) -> str | None:

@@ -22,6 +22,16 @@ from flwr.app import ArrayRecord, ConfigRecord, RecordDict
 from flwr.client import NumPyClient
 from flwr.common import NDArrays, Scalar
 
+from fedmnist.client.attacker import (
+    Assignment,
+    Collusion,
+    assignment,
+    data_attack,
+    poisoned_rows,
+    poisoned_update,
+    slices,
+    train_each,
+)
 from fedmnist.client.faults import corrupt, fail_if_crashed, fail_if_due
 from fedmnist.common.errors import UserError
 from fedmnist.data.sources import ClientData, MnistData, client_shares, load_mnist, share_data, to_float
@@ -29,7 +39,7 @@ from fedmnist.privacy.dp import clip_update
 from fedmnist.settings.client_config import missing_keys
 
 if TYPE_CHECKING:  # TensorFlow loads when a process builds its first model: importing this module stays light.
-    from fedmnist.model.keras_model import Trainer
+    from fedmnist.model.keras_model import EpochResult, Trainer
 
 log = logging.getLogger(__name__)
 OPTIMIZER_STATE = "optimizer"  # The client's state: Adam's variables after its latest fit.
@@ -61,15 +71,7 @@ class MnistClient(NumPyClient):
 
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
         started = time.perf_counter()
-        self.trainer.set_weights(parameters)
-        result = self.trainer.fit(
-            self.x_train,
-            self.y_train,
-            epochs=int(config["local-epochs"]),
-            batch_size=int(config["batch-size"]),
-            learning_rate=float(config["learning-rate"]),
-            proximal_mu=float(config.get("proximal_mu", 0.0)),  # Flower's FedProx adds it; other strategies do not.
-        )
+        result = self.train(parameters, config)
         metrics = {"accuracy": result.accuracy, "loss": result.loss, **self.identity}
         metrics["fit_seconds"] = time.perf_counter() - started
         log.info(
@@ -81,6 +83,18 @@ class MnistClient(NumPyClient):
             metrics["fit_seconds"],
         )
         return self.trainer.get_weights(), len(self.y_train), metrics
+
+    def train(self, parameters: NDArrays, config: dict[str, Scalar]) -> EpochResult:
+        """Train from ``parameters`` as ``config`` says, quietly; the trainer then holds the new weights."""
+        self.trainer.set_weights(parameters)
+        return self.trainer.fit(
+            self.x_train,
+            self.y_train,
+            epochs=int(config["local-epochs"]),
+            batch_size=int(config["batch-size"]),
+            learning_rate=float(config["learning-rate"]),
+            proximal_mu=float(config.get("proximal_mu", 0.0)),  # Flower's FedProx adds it; other strategies do not.
+        )
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
         started = time.perf_counter()
@@ -109,23 +123,34 @@ class ClientCache:
         self.data_seconds = 0.0  # Spent loading data in this process, reported to the server once.
         self.warm_up_seconds = 0.0  # Spent warming up for a run ahead of its first message (warm_up), reported too.
         self._data: dict[str, MnistData] = {}
-        self._clients: dict[tuple[Scalar, ...], MnistClient] = {}
+        self._clients: dict[tuple[Scalar | None, ...], MnistClient] = {}
         self._shares: dict[tuple[Scalar, ...], list[np.ndarray]] = {}  # Every client's rows, per way of cutting.
         self._trainers: dict[str, Trainer] = {}
         self._warm: set[tuple[Scalar, ...]] = set()  # The runs' settings this process has warmed up for.
         self._optimizer_owners: dict[str, tuple[Scalar, ...]] = {}  # Whose Adam state each model's Trainer holds.
+        self.collusion = Collusion()  # The honest updates this process's colluding attackers share.
 
-    def client(self, settings: dict[str, Scalar], partition_id: int, num_partitions: int) -> MnistClient:
-        """Client ``partition_id``'s rows under the run's ``settings`` (``RUN_SETTINGS``' keys), with its model's Trainer."""
+    def client(
+        self, settings: dict[str, Scalar], partition_id: int, num_partitions: int, poison: str | None = None
+    ) -> MnistClient:
+        """Client ``partition_id``'s rows under the run's ``settings`` (``RUN_SETTINGS``' keys), with its model's Trainer.
+
+        ``poison``: a data-poisoning attack (``fedmnist.client.attacker.poisoned_rows``) the client trains under.
+        """
         dataset, seed, scheme, model = (settings[key] for key in RUN_SETTINGS)
-        key = (dataset, seed, scheme, model, partition_id, num_partitions)
+        key = (dataset, seed, scheme, model, partition_id, num_partitions, poison)
         if key not in self._clients:
-            data, cut = self.data(str(dataset)), (dataset, seed, scheme, num_partitions)
-            if cut not in self._shares:  # Once per process: Flower Datasets takes 6-10 s to cut 60,000 rows.
-                self._shares[cut] = client_shares(data, num_partitions, int(seed), str(scheme))
-            share = share_data(data, self._shares[cut], partition_id, int(seed))
+            share = poisoned_rows(poison, self.rows(settings, partition_id, num_partitions), int(seed) + partition_id)
             self._clients[key] = MnistClient(self.trainer(str(model), int(seed)), share, partition_id=partition_id)
         return self._clients[key]
+
+    def rows(self, settings: dict[str, Scalar], partition_id: int, num_partitions: int) -> ClientData:
+        """Client ``partition_id``'s training rows and validation slice (uint8 pixels) under the run's ``settings``."""
+        dataset, seed, scheme = (settings[key] for key in RUN_SETTINGS[:3])
+        data, cut = self.data(str(dataset)), (dataset, seed, scheme, num_partitions)
+        if cut not in self._shares:  # Once per process: Flower Datasets takes 6-10 s to cut 60,000 rows.
+            self._shares[cut] = client_shares(data, num_partitions, int(seed), str(scheme))
+        return share_data(data, self._shares[cut], partition_id, int(seed))
 
     def data(self, dataset: str) -> MnistData:
         """The data set ``dataset`` (a ``--dataset`` value or the source the server resolved), loaded once."""
@@ -247,7 +272,8 @@ class PartitionClient(NumPyClient):
 
     def fit(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[NDArrays, int, dict[str, Scalar]]:
         settings = self._settings(config)
-        client = self.cache.client(settings, self.partition_id, self.num_partitions)
+        attack = assignment(self.fault, config, self.partition_id)
+        client = self.cache.client(settings, self.partition_id, self.num_partitions, data_attack(attack))
         server_round = int(config["server-round"])
         fail_if_due(self.fault, server_round, own_process=self.state is None)
         run_id = str(config["run-id"])
@@ -269,12 +295,45 @@ class PartitionClient(NumPyClient):
             metrics["startup_seconds"] = self.startup_seconds
         if self.clips_updates:
             weights = clip_update(weights, parameters, config)
+        if attack is not None:
+            weights = poisoned_update(
+                attack, parameters, weights, lambda: self._colluders_honest(attack, settings, parameters, config)
+            )
         return corrupt(self.fault, weights, parameters), num_examples, metrics
 
     def evaluate(self, parameters: NDArrays, config: dict[str, Scalar]) -> tuple[float, int, dict[str, Scalar]]:
         client = self._client(config)
         fail_if_crashed(self.fault, int(config["server-round"]), own_process=self.state is None)
         return client.evaluate(parameters, config)
+
+    def _colluders_honest(
+        self, attack: Assignment, settings: dict[str, Scalar], start: NDArrays, config: dict[str, Scalar]
+    ) -> list[NDArrays]:
+        """The honest weights the colluders share this round (a lone attacker's: from slices of its rows)."""
+        seed, server_round = int(settings["seed"]), int(config["server-round"])
+        trainer = self.cache.trainer(str(settings["model"]), seed)
+        if len(attack.colluders) > 1:
+            runs = [
+                (self.cache.client(settings, p, self.num_partitions), _training_seed(seed, p, server_round))
+                for p in attack.colluders
+            ]
+        else:
+            rows = self.cache.rows(settings, self.partition_id, self.num_partitions)
+            runs = [
+                (MnistClient(trainer, part), (*_training_seed(seed, self.partition_id, server_round), index))
+                for index, part in enumerate(slices(rows))
+            ]
+        key = (
+            config["run-id"],
+            server_round,
+            attack.colluders,
+            None if len(attack.colluders) > 1 else self.partition_id,
+        )
+
+        def train() -> list[NDArrays]:
+            return train_each(trainer, runs, lambda client: (client.train(start, config), trainer.get_weights())[1])
+
+        return self.cache.collusion.honest_updates(key, train)
 
     def _take_optimizer(self, trainer: Trainer, model: str, run_id: str) -> None:
         """Adam as this client left it in this run, else fresh.

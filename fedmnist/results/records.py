@@ -50,6 +50,15 @@ class StageNumbers(TypedDict, total=False):
     seconds: float
 
 
+class UpdateNumbers(TypedDict, total=False):
+    """How a client's accepted update compares with the round's others (``fedmnist.server.update_stats``)."""
+
+    norm: float  # Its length: the distance from the global model it started from.
+    distance_to_median: float  # To the coordinate-wise median of the round's updates.
+    cosine_to_median: float  # With that median: below 0 points away from the round's updates.
+    defence: str  # What the robust aggregation did with it: kept, discarded, clipped x0.42.
+
+
 class ClientEntry(TypedDict, total=False):
     """One client's part in a round: by partition id when it sends one, else by Flower's id."""
 
@@ -58,6 +67,7 @@ class ClientEntry(TypedDict, total=False):
     participant: str  # A WebSocket participant's name.
     fit: StageNumbers
     evaluate: StageNumbers
+    update: UpdateNumbers
 
 
 class PrivacySpent(TypedDict, total=False):

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from flwr.common import NDArrays
 
+from fedmnist.attacks.data_poisoning import success_rate, triggered_test_set
 from fedmnist.data.sources import MnistData, to_float
 from fedmnist.server.mistakes import confusion_matrix, worst_mistakes
 
@@ -33,10 +34,14 @@ class HeldOutEvaluator:
     Each call also keeps, from the same pass, the confusion matrix (``confusion``,
     which the round's record carries) and the misclassified rows the model was
     surest of (``mistakes``, with their pixels: the dashboard draws them).
+    With ``backdoor``, it also measures a backdoor's success on the stamped
+    held-out images of the other classes (``extra_metrics``: ``backdoor_success``).
     """
 
-    def __init__(self, trainer: Future[Trainer], data: MnistData) -> None:
+    def __init__(self, trainer: Future[Trainer], data: MnistData, *, backdoor: bool = False) -> None:
         self.trainer = trainer
+        self.triggered = to_float(triggered_test_set(data.x_test, data.y_test)) if backdoor else None
+        self.backdoor_success: float | None = None
         self.pixels = data.x_test  # uint8, for pictures of the mistakes.
         self.x_test, self.y_test = to_float(data.x_test), data.y_test.astype("int32")
         self.confusion: list[list[int]] | None = None
@@ -51,4 +56,10 @@ class HeldOutEvaluator:
             {**mistake, "pixels": self.pixels[mistake["index"]].tolist()}
             for mistake in worst_mistakes(self.y_test, probabilities)
         ]
+        if self.triggered is not None:
+            self.backdoor_success = success_rate(model.predict(self.triggered).argmax(axis=1))
         return result.loss, result.accuracy
+
+    def extra_metrics(self) -> dict[str, float]:
+        """Held-out numbers beside loss and accuracy: the backdoor's success rate when it is measured."""
+        return {} if self.backdoor_success is None else {"backdoor_success": self.backdoor_success}

@@ -20,7 +20,15 @@ from flwr.server.client_proxy import ClientProxy
 
 from fedmnist.model.checksum import weights_checksum
 from fedmnist.results.live_log import LiveLogWriter
-from fedmnist.results.records import ClientEntry, Evaluation, PrivacySpent, RoundRecord, StageNumbers, client_order
+from fedmnist.results.records import (
+    ClientEntry,
+    Evaluation,
+    PrivacySpent,
+    RoundRecord,
+    StageNumbers,
+    UpdateNumbers,
+    client_order,
+)
 from fedmnist.server.strategies import reporting_clients
 from fedmnist.server.validation import RejectedResult, RejectedUpdate, client_name
 from fedmnist.settings import defaults
@@ -91,8 +99,12 @@ class RoundRecorder:
         failures: Failures,
         parameters: Parameters | None,
         metrics: dict[str, Scalar],
+        updates: dict[str, UpdateNumbers] | None = None,
     ) -> None:
-        """The round's training: the results aggregated, the failures (rejected updates among them)."""
+        """The round's training: the results aggregated, the failures (rejected updates among them).
+
+        ``updates``: how each client's update compared with the others' (``fedmnist.server.update_stats``).
+        """
         if parameters is not None:
             self.parameters = parameters
         if self.parameters is not None:  # Unchanged when no update was accepted: the same checksum again.
@@ -100,6 +112,8 @@ class RoundRecorder:
         client_metrics = [res.metrics for _, res in results]
         _log_failures(server_round, "training", failures)
         self._per_client = {proxy.cid: _client_entry(proxy, res, "fit") for proxy, res in results}
+        for cid, numbers in (updates or {}).items():
+            self._per_client[cid]["update"] = numbers
         self._current.update(
             {
                 "fit": dict(metrics),

@@ -24,6 +24,7 @@ from flwr.server.history import History
 from flwr.server.strategy import Strategy
 from flwr.supercore.address import is_port_in_use
 
+from fedmnist.attacks.catalogue import BACKDOOR
 from fedmnist.common.cli import ignore_stop_signals
 from fedmnist.common.errors import UserError
 from fedmnist.common.tls import load_server_certificates
@@ -48,8 +49,9 @@ from fedmnist.server.strategies import build_strategy, centralized_evaluate_fn
 from fedmnist.server.validation import UpdateValidator
 from fedmnist.settings import defaults
 from fedmnist.settings.client_config import config_for_clients
+from fedmnist.settings.combinations import attack_problem, dp_problem, secagg_problem
 from fedmnist.settings.reproducibility import reproducibility
-from fedmnist.settings.server_settings import ServerSettings, dp_problem, secagg_problem
+from fedmnist.settings.server_settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ def run_server(settings: ServerSettings, process_started: float, federation: Fed
     completed rounds as partial results before the exception goes on.
     """
     paths = RunPaths(Path(settings.out), settings.rounds)
-    problem = dp_problem(settings) or secagg_problem(settings)
+    problem = dp_problem(settings) or secagg_problem(settings) or attack_problem(settings)
     if problem:  # The flags were checked already; a ServerApp's run config was not.
         raise UserError(problem)
     if settings.runtime == "classic" and is_port_in_use(settings.address):
@@ -117,7 +119,7 @@ def _run(
     trainer = ThreadPoolExecutor(max_workers=1).submit(
         build_trainer, settings.seed, settings.model, federation.workers_starting
     )
-    evaluator = HeldOutEvaluator(trainer, data)
+    evaluator = HeldOutEvaluator(trainer, data, backdoor=settings.attack == BACKDOOR)
     strategy = _run_strategy(
         settings, paths, checkpoint, evaluator, client_config, max(len(part) for part in parts), data.source
     )
@@ -172,6 +174,7 @@ def _run_strategy(
         resumed_after=checkpoint.round if checkpoint else 0,
         on_round_end=checkpointer(settings, data_source, paths, evaluator),
         ledger=_privacy_ledger(dp, settings.clients, checkpoint) if dp else None,
+        compares_updates=not settings.secagg,
     )
 
 
@@ -288,7 +291,10 @@ def _build_strategy(
     """The configured Flower strategy, starting from the initial model or the checkpoint."""
     start = checkpoint.weights if checkpoint else evaluator.trainer.result().get_weights()
     strategy = build_strategy(
-        settings, start, evaluate_fn=centralized_evaluate_fn(evaluator), on_fit_config_fn=client_config
+        settings,
+        start,
+        evaluate_fn=centralized_evaluate_fn(evaluator, evaluator.extra_metrics),
+        on_fit_config_fn=client_config,
     )
     if checkpoint is not None:
         restore_strategy_state(strategy, checkpoint.strategy_state)

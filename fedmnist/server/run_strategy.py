@@ -14,7 +14,8 @@ Flower strategy (``fedmnist.server.strategies.build_strategy``, the *aggregator*
    Flower decides: sampling, the new weights, the metrics; the new weights
    keep the model's own dtypes (FedAdam and FedYogi compute in float64, and
    float64 global weights would make validation refuse every float32 update);
-3. **record**: the round's numbers go to the live log (``fedmnist.server.recorder``),
+3. **record**: the round's numbers go to the live log, with how each client's
+   update compared with the others' (``fedmnist.server.update_stats``), (``fedmnist.server.recorder``),
    with the privacy spent so far when the run is differentially private
    (``ledger``, ``fedmnist.privacy.dp``: a round that would spend past the
    budget is not started, ``PrivacyBudgetSpent``);
@@ -64,6 +65,7 @@ from fedmnist.privacy.dp import PrivacyBudgetSpent, PrivacyLedger
 from fedmnist.results.records import partition_of
 from fedmnist.server.client_manager import WaitingClientManager
 from fedmnist.server.recorder import RoundRecorder
+from fedmnist.server.update_stats import update_numbers
 from fedmnist.server.validation import UpdateValidator
 from fedmnist.settings import defaults
 
@@ -111,6 +113,8 @@ class RunStrategy(Strategy):
         Saves the run after each round's record, before its progress line (the checkpoint).
     ledger : PrivacyLedger | None
         The privacy spent, for a differentially private run (the aggregator is then Flower's DP wrapper).
+    compares_updates : bool (default True)
+        Record how each client's update compares with the others'; not under SecAgg+, where none is seen alone.
     """
 
     def __init__(
@@ -122,8 +126,10 @@ class RunStrategy(Strategy):
         resumed_after: int = 0,
         on_round_end: Callable[[RunStrategy], None] | None = None,
         ledger: PrivacyLedger | None = None,
+        compares_updates: bool = True,
     ) -> None:
         self._build = build
+        self.compares_updates = compares_updates  # False under SecAgg+: every result is the same masked sum.
         self._aggregator: Strategy | None = None
         self.validator = validator
         self.recorder = recorder
@@ -203,7 +209,9 @@ class RunStrategy(Strategy):
             failures = [*failures, *rejected]
             parameters, metrics = self.aggregator.aggregate_fit(server_round, accepted, failures)
             parameters = self._in_model_dtypes(parameters)
-            self.recorder.fitted(server_round, accepted, failures, parameters, metrics)
+            decisions = getattr(self.aggregator, "decisions", {})  # A robust rule's (fedmnist.server.defences).
+            updates = update_numbers(self.validator.round_start, accepted, decisions) if self.compares_updates else {}
+            self.recorder.fitted(server_round, accepted, failures, parameters, metrics, updates)
             if self.ledger is not None:
                 if parameters is not None:  # A new global model was released.
                     self.ledger.spend(len(accepted))

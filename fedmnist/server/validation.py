@@ -78,19 +78,24 @@ class UpdateValidator:
         self.max_examples_factor = max_examples_factor
         self.max_fit_examples = max_fit_examples  # The largest training share of the run's partition.
         self.max_evaluate_examples = max_evaluate_examples  # The largest validation slice.
-        self._global: NDArrays = []
+        self.round_start: NDArrays = []  # The global weights this round's updates started from.
         self._capped: set[str] = set()  # Clients whose capped count was reported (once each, not every round).
 
     def start_round(self, parameters: Parameters) -> None:
         """Remember the global weights this round's updates start from."""
-        self._global = parameters_to_ndarrays(parameters)
+        self.round_start = parameters_to_ndarrays(parameters)
 
     def check_updates(
         self, server_round: int, results: list[tuple[ClientProxy, FitRes]]
     ) -> tuple[list[tuple[ClientProxy, FitRes]], list[RejectedUpdate]]:
         """The fit results that may be aggregated (counts capped), and the rejected ones as errors."""
         accepted, rejected = validate_updates(
-            results, self._global, self.max_norm_factor, self.max_examples_factor, self.max_fit_examples, self.max_norm
+            results,
+            self.round_start,
+            self.max_norm_factor,
+            self.max_examples_factor,
+            self.max_fit_examples,
+            self.max_norm,
         )
         _log_rejections(server_round, "update", rejected)
         self._report_caps(results, accepted)

@@ -88,6 +88,14 @@ def fraction(text: str) -> float:
     return value
 
 
+def share(text: str) -> float:
+    """A number in [0, 1)."""
+    value = _parse(float, text, "a number")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 0 and less than 1, got {text}")
+    return value
+
+
 def probability(text: str) -> float:
     """A number strictly between 0 and 1 (a DP delta)."""
     value = _parse(float, text, "a number")

@@ -36,13 +36,38 @@ VALIDATION_FRACTION = 0.1  # Share of each client's rows kept for its local eval
 HOLDOUT_PER_CLASS_5K = 100  # Server test images per digit carved out of the 5k set.
 
 # Strategy (server side).
-STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedmedian", "fedtrimmedavg", "krum")
-STRATEGY = "fedavg"  # fedmnist.server.strategies maps each name to Flower's class.
+STRATEGIES = (
+    "fedavg",
+    "fedavgm",
+    "fedprox",
+    "fedadam",
+    "fedyogi",
+    "fedmedian",
+    "fedtrimmedavg",
+    "krum",
+    "multikrum",
+    "bulyan",
+    "normclip",
+    "centeredclip",
+)
+# The default aggregation, chosen from measurements (docs/robustness.md, bench/robust_default.py): centered
+# clipping costs the default run nothing without attackers and keeps it from collapsing with them. SecAgg+
+# and DP need a plain mean (the server sees only the sum; the accountant bounds a mean): FedAvg there.
+AUTO_STRATEGY = "auto"
+ROBUST_STRATEGY = "centeredclip"
+PLAIN_MEAN_STRATEGY = "fedavg"
+STRATEGY = AUTO_STRATEGY  # fedmnist.server.strategies maps each name to Flower's class.
 FRACTION_FIT = 1.0  # Share of the clients trained each round.
 FRACTION_EVALUATE = 1.0  # Share of the clients that evaluate the global model each round.
 PROXIMAL_MU = 0.01  # FedProx's mu: weight of the proximal term clients add to their loss.
 SERVER_MOMENTUM = 0.9  # FedAvgM's server momentum (Hsu et al. 2019 use 0.9).
 SERVER_LEARNING_RATE = 1.0  # FedAvgM's server learning rate: the step along the momentum buffer.
+
+TRIMMED_BETA = 0.2  # fedtrimmedavg cuts this share of each side per coordinate unless --assumed-attackers says.
+
+# Attacks (fedmnist.attacks): none unless --attack and --malicious say which share of the clients attack.
+ATTACK = "none"
+MALICIOUS = 0.0
 
 MAX_UPDATE_NORM_FACTOR = 5.0  # Updates this many times farther from the global model than the median are dropped.
 # A client's claimed example count weighs at most this many times the median of the other clients'

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+from fedmnist.attacks.catalogue import ATTACK_CHOICES
 from fedmnist.settings import defaults
 from fedmnist.settings.arguments import (
     dataset_spec,
@@ -33,7 +34,9 @@ from fedmnist.settings.arguments import (
     positive_int,
     probability,
     run_name,
+    share,
 )
+from fedmnist.settings.combinations import attack_problem, dp_problem, resolved_strategy, secagg_problem
 
 RUN = "run"  # server.py and ./run.sh take the flag (./run.sh passes it on to server.py).
 SERVER = "server"  # Only server.py: ./run.sh decides it itself (the interface, TLS files, waiting).
@@ -122,7 +125,13 @@ class ServerSettings:
         choices=defaults.MODELS,
         to_clients="model",
     )
-    strategy: str = setting(defaults.STRATEGY, "Flower aggregation strategy", choices=defaults.STRATEGIES)
+    strategy: str = setting(
+        defaults.STRATEGY,
+        f"aggregation strategy; auto: {defaults.ROBUST_STRATEGY} (robust to in-bound attacks, as accurate as FedAvg "
+        f"without them: docs/robustness.md), or {defaults.PLAIN_MEAN_STRATEGY} with --secagg or --dp-noise, which "
+        "need a plain mean",
+        choices=(defaults.AUTO_STRATEGY, *defaults.STRATEGIES),
+    )
     fraction_fit: float = setting(defaults.FRACTION_FIT, "share of the clients trained each round, 0-1", type=fraction)
     fraction_evaluate: float = setting(
         defaults.FRACTION_EVALUATE, "share of the clients that evaluate the global model each round, 0-1", type=fraction
@@ -176,6 +185,25 @@ class ServerSettings:
         defaults.ROUND_TIMEOUT,
         "seconds a round waits for answers; clients later than that count as failed",
         type=positive_float,
+    )
+    attack: str = setting(
+        defaults.ATTACK,
+        "make --malicious of the clients (drawn by --seed) run this attack of fedmnist.attacks (docs/robustness.md)",
+        choices=ATTACK_CHOICES,
+        to_clients="attack",
+    )
+    malicious: float = setting(
+        defaults.MALICIOUS,
+        "--attack: the share of the clients that attack, at least 0 and below 1 (0.33 of 20 is 6 clients)",
+        type=share,
+        to_clients="malicious",
+    )
+    assumed_attackers: int | None = setting(
+        None,
+        "robust strategies (krum, multikrum, bulyan, fedtrimmedavg): the attackers per round the aggregation is set "
+        "to withstand (default: the most its rule allows for the clients trained per round)",
+        type=non_negative_int,
+        none_as=-1,
     )
     max_update_norm_factor: float = setting(
         defaults.MAX_UPDATE_NORM_FACTOR,
@@ -262,6 +290,10 @@ class ServerSettings:
     # A sweep: ask clients to reconnect for the next run instead of leaving (fedmnist.sweep sets it).
     keep_clients: bool = setting(False, "", flag=None, run_config=False)
 
+    def __post_init__(self) -> None:
+        """``strategy`` auto becomes the strategy it stands for, so every record names what ran."""
+        object.__setattr__(self, "strategy", resolved_strategy(self))
+
     def default_name(self, started: datetime) -> str:
         """``fedavg-iid-3c-40r-20261129-1355``: the settings that tell runs apart, and the start (UTC)."""
         return f"{self.strategy}-{self.partition.replace(':', '')}-{self.clients}c-{self.rounds}r-{started:%Y%m%d-%H%M}"
@@ -326,45 +358,10 @@ def check_setting_arguments(parser: argparse.ArgumentParser, args: argparse.Name
         parser.error(f"--min-clients ({args.min_clients}) cannot be more than --clients ({args.clients})")
     if args.runtime != "simulation" and args.ray_address:
         parser.error("--ray-address needs --runtime simulation")
-    problem = dp_problem(args) or secagg_problem(args)
+    args.strategy = resolved_strategy(args)
+    problem = dp_problem(args) or secagg_problem(args) or attack_problem(args)
     if problem:
         parser.error(problem)
-
-
-def dp_problem(settings: Any) -> str:
-    """Why the differential privacy settings cannot run together, or "" when they can (flags or run config)."""
-    if (settings.dp_noise is None) != (settings.dp_clip is None):
-        return "--dp-noise and --dp-clip go together: differential privacy needs both"
-    if settings.dp_max_epsilon is not None and settings.dp_noise is None:
-        return "--dp-max-epsilon needs --dp-noise and --dp-clip"
-    if settings.dp_noise is not None and settings.strategy not in defaults.DP_STRATEGIES:
-        return (
-            f"--dp-noise needs --strategy {' or '.join(defaults.DP_STRATEGIES)}: the privacy accounting holds "
-            f"for a plain mean of clipped updates, which {settings.strategy} is not (docs/privacy.md)"
-        )
-    return ""
-
-
-def secagg_problem(settings: Any) -> str:
-    """Why the secure aggregation settings cannot run, or "" when they can (flags or run config)."""
-    if not settings.secagg:
-        return ""
-    if settings.runtime == "classic":
-        return "--secagg needs --runtime simulation or deployment: the classic pair has no SecAgg+ workflow"
-    if not 2 <= settings.secagg_threshold < settings.secagg_shares:
-        return (
-            f"--secagg-threshold ({settings.secagg_threshold}) must be at least 2 and less than --secagg-shares "
-            f"({settings.secagg_shares})"
-        )
-    trained = max(1, round(settings.fraction_fit * settings.clients))
-    if settings.secagg_shares > trained:
-        return (
-            f"--secagg-shares ({settings.secagg_shares}) cannot be more than the clients trained per round "
-            f"({trained}: --fraction-fit x --clients)"
-        )
-    if settings.dp_noise is not None and settings.dp_side != "client":
-        return "--secagg with --dp-noise needs --dp-side client: under SecAgg+ the server never sees an update to clip"
-    return ""
 
 
 def run_config_fields() -> list[Any]:

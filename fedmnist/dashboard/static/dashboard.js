@@ -183,6 +183,31 @@ function drawConfusion(run) {
   $("confusion-caption").textContent = `Held-out confusion matrix after round ${latest.round} (true digit by predicted digit)`;
 }
 
+// The latest round's updates side by side: an in-bound attacker stands out here (docs/robustness.md):
+// pointing away from the others (cosine below 0), or discarded or clipped by a robust rule.
+function drawUpdates(run) {
+  const latest = run ? [...run.rounds].reverse().find((r) => r.clients.some((c) => c.update_norm != null)) : null;
+  const table = $("updates");
+  if (!latest) {
+    table.replaceChildren();
+    $("updates-caption").textContent = "Each client's update against the round's others: after the first round";
+    return;
+  }
+  const number = (value) => (value == null ? "" : value.toFixed(3));
+  const header = document.createElement("tr");
+  header.append(...["client", "length", "distance to median", "cosine to median", "defence"].map((t) => cell("th", t)));
+  const rows = latest.clients.filter((c) => c.update_norm != null).map((c) => {
+    const row = document.createElement("tr");
+    row.append(cell("th", c.name), cell("td", number(c.update_norm)), cell("td", number(c.update_distance_to_median)),
+      cell("td", number(c.update_cosine_to_median)), cell("td", c.defence ?? ""));
+    if (c.update_cosine_to_median < 0 || (c.defence && c.defence !== "kept")) row.className = "suspect";
+    return row;
+  });
+  table.replaceChildren(header, ...rows);
+  const backdoor = latest.backdoor_success == null ? "" : `; backdoor success ${(100 * latest.backdoor_success).toFixed(1)}%`;
+  $("updates-caption").textContent = `Each client's update in round ${latest.round} against the others${backdoor}`;
+}
+
 // The latest round's worst mistakes (history/mistakes_N.json, written by the server after each round).
 let mistakesShown = null;
 async function drawMistakes(run) {
@@ -240,6 +265,7 @@ function drawCharts(run) {
   }
   drawClientCharts(run);
   drawConfusion(run);
+  drawUpdates(run);
   drawMistakes(run);
   charts.clients.data.labels = rounds.map((r) => r.round);
   charts.clients.data.datasets[0].data = rounds.map((r) => r.fit_results);
