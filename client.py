@@ -62,6 +62,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="seconds to keep retrying an unreachable server (default: %(default)s)",
     )
     parser.add_argument(
+        "--reconnect-timeout",
+        type=positive_float,
+        default=defaults.RECONNECT_TIMEOUT,
+        help="seconds to keep retrying a server this client lost (restarting, a network outage) (default: %(default)s)",
+    )
+    parser.add_argument(
         "--root-cert", default=None, help="connect over TLS, trusting only servers this CA certificate (ca.pem) signed"
     )
     parser.add_argument(
@@ -94,7 +100,7 @@ def main(argv: list[str]) -> None:
             fault=args.fault,
         )
         root_certificate = load_root_certificate(args.root_cert) if args.root_cert else None
-        run_client(client, args.server, args.connect_timeout, root_certificate)
+        run_client(client, args.server, args.connect_timeout, root_certificate, args.reconnect_timeout)
 
     run_cli(serve)
     exit_now(0)  # The server ended the run; skip the slow TensorFlow/gRPC teardown.

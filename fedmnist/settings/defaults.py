@@ -17,6 +17,7 @@ LOCAL_HOST = "127.0.0.1"  # Interface ./run.sh's server binds to unless --remote
 CLIENT_SERVER_ADDRESS = f"127.0.0.1:{PORT}"  # Where a client looks for the server.
 CLIENT_WAIT_TIMEOUT = 300.0  # Seconds the server waits for all clients to connect.
 CONNECT_TIMEOUT = 60.0  # Seconds a client keeps retrying an unreachable server.
+RECONNECT_TIMEOUT = 600.0  # Seconds a client that lost its server keeps retrying: outages of minutes pass.
 ROUND_TIMEOUT = 120.0  # Seconds a round waits for its clients' answers; late ones count as failures.
 # classic: Flower's start_server/start_client pair, one process per client (fastest for a few clients).
 # simulation: Flower's Simulation Runtime, virtual clients on a few Ray workers (fedmnist.runtimes.simulation).
