@@ -5,7 +5,9 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
@@ -15,6 +17,7 @@ from flwr.server.client_proxy import ClientProxy
 from fedmnist.common.ports import free_port, wait_until_listening
 from fedmnist.data.sources import MNIST_5K, MnistData, load_mnist
 from fedmnist.results.records import RoundRecord
+from runs_ahead import RunsAhead
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -90,14 +93,81 @@ class FinishedRun:
 
 
 @pytest.fixture(scope="session")
-def classic_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> FinishedRun:
+def classic_run(runs_ahead: RunsAhead, tmp_path_factory: pytest.TempPathFactory, data_home: str) -> FinishedRun:
     """One real ``./run.sh`` of 3 clients, 2 rounds, dashboard and centralized baseline, started once a session.
 
     The smoke test reads every output it wrote; the other runtimes' tests compare their results with it.
     """
+    return runs_ahead.result("classic_run", lambda: start_classic_run(tmp_path_factory, data_home))
+
+
+def start_classic_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> FinishedRun:
     out = tmp_path_factory.mktemp("classic")
-    result = run_sh(*classic_run_flags(out, data_home))
+    return FinishedRun(out, run_sh(*classic_run_flags(out, data_home), "--dashboard-port", str(free_port())))
+
+
+def start_tls_shards_cnn_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> FinishedRun:
+    """One round of ``./run.sh --tls``, 3 clients on 2 label shards each, the CNN (test_end_to_end reads it)."""
+    out = tmp_path_factory.mktemp("tls_shards_cnn")
+    result = run_sh(
+        *("--tls", "--rounds", "1", "--clients", "3", "--port", str(free_port()), "--dashboard-port", str(free_port())),
+        *("--partition", "shards:2", "--model", "cnn", *on_5k(out, data_home)),
+    )
     return FinishedRun(out, result)
+
+
+@dataclass(frozen=True)
+class SimulatedSweep:
+    folder: Path  # The sweep's folder: a folder per setting.
+    ray_starts: int  # How many local Ray clusters it started.
+
+
+RAY_SESSIONS = Path(tempfile.gettempdir()) / "ray"  # Where a local Ray makes a session_* folder each time it starts.
+
+
+def ray_sessions() -> set[str]:
+    return {p.name for p in RAY_SESSIONS.glob("session_2*")}
+
+
+SMALL_RUN = ("--clients", "3", "--rounds", "2", "--dataset", "mnist-5k")
+
+
+def start_simulated_strategies(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> SimulatedSweep:
+    """``./run.sh sweep --grid strategies --runtime simulation``, 3 clients, 2 rounds (test_runtimes reads it)."""
+    out = tmp_path_factory.mktemp("simulated")
+    before = ray_sessions()
+    done = run_sh(
+        *("sweep", "--grid", "strategies", "--runtime", "simulation", *SMALL_RUN, "--port", str(free_port())),
+        *("--no-dashboard", "--out", str(out), "--data-home", data_home),
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return SimulatedSweep(out / "sweep" / "strategies", len(ray_sessions() - before))
+
+
+def start_hundred_clients_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> FinishedRun:
+    out = tmp_path_factory.mktemp("hundred")
+    rounds = ("--rounds", str(HUNDRED_CLIENTS_ROUNDS))
+    return FinishedRun(out, run_script("server.py", *HUNDRED_CLIENTS, *rounds, *on_5k(out, data_home), timeout=300))
+
+
+# The runs started ahead (tests/runs_ahead.py). The simulated sweep first, while only unit tests run
+# beside it: it counts the Ray clusters started meanwhile, and no test of the suite's first minutes starts
+# one. The 100-client simulation is not started ahead: it would overlap the Ray runs of test_end_to_end.
+AHEAD = {
+    "simulated_strategies": start_simulated_strategies,
+    "classic_run": start_classic_run,
+    "tls_shards_cnn_run": start_tls_shards_cnn_run,
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def runs_ahead(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, data_home: str) -> RunsAhead:
+    """Start, on a thread of their own, the shared runs that the selected tests read (tests/runs_ahead.py)."""
+    needed = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
+    return RunsAhead(
+        {name: partial(start, tmp_path_factory, data_home) for name, start in AHEAD.items() if name in needed}
+    )
 
 
 # A simulation of 100 clients sampling a tenth for each stage of each of 4 rounds, on the 5k rows.
@@ -111,11 +181,9 @@ HUNDRED_CLIENTS_ROUNDS = 4
 
 
 @pytest.fixture(scope="session")
-def hundred_clients_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> FinishedRun:
+def hundred_clients_run(runs_ahead: RunsAhead, tmp_path_factory: pytest.TempPathFactory, data_home: str) -> FinishedRun:
     """``server.py`` with ``HUNDRED_CLIENTS``, uninterrupted, once a session: what a rerun or a resumed run must equal."""
-    out = tmp_path_factory.mktemp("hundred")
-    rounds = ("--rounds", str(HUNDRED_CLIENTS_ROUNDS))
-    return FinishedRun(out, run_script("server.py", *HUNDRED_CLIENTS, *rounds, *on_5k(out, data_home), timeout=300))
+    return runs_ahead.result("hundred_clients_run", lambda: start_hundred_clients_run(tmp_path_factory, data_home))
 
 
 def classic_run_flags(out: Path, data_home: str) -> list[str]:

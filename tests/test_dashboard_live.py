@@ -206,7 +206,7 @@ def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home:
     assert "Local epochs" in panels["config"] and "local_epochs" not in panels["config"]
     # The Config card: what shaped this run first, every setting folded away, none shown as "not given".
     assert panels["shaped"] == [
-        ["Strategy", "fedavg"],
+        ["Strategy", "centeredclip"],  # What the default, auto, stands for.
         ["Model", "mlp"],
         ["Dataset", "mnist-5k"],
         ["Partition", "iid"],

@@ -9,9 +9,7 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +23,16 @@ from conftest import (
     HUNDRED_CLIENTS,
     HUNDRED_CLIENTS_ROUNDS,
     PROJECT_ROOT,
+    SMALL_RUN,
     FinishedRun,
+    SimulatedSweep,
     assert_the_strategy_trains_every_round,
     free_port,
     numbers,
     on_5k,
     read_until,
     run_script,
+    start_simulated_strategies,
     start_watched,
     stream,
     wait_for_port,
@@ -44,11 +45,11 @@ from fedmnist.results.paths import RunPaths
 from fedmnist.results.records import read_summary
 from fedmnist.results.run_lock import LOCK_FILE
 from fedmnist.runtimes import flwr_local
+from runs_ahead import RunsAhead
 
 pytestmark = pytest.mark.slow  # Real processes for whole runs: the full tier (./test.sh), not --fast.
 
 pytest.importorskip("ray")
-SMALL_RUN = ("--clients", "3", "--rounds", "2", "--dataset", "mnist-5k")
 
 
 def result_files(out: Path) -> set[str]:
@@ -117,29 +118,15 @@ def assert_like_the_classic_run(summary: dict, out: Path, classic_run: FinishedR
     assert result_files(out) == result_files(classic)
 
 
-RAY_SESSIONS = Path(tempfile.gettempdir()) / "ray"  # Where a local Ray makes a session_* folder each time it starts.
-
-
-def ray_sessions() -> set[str]:
-    return {p.name for p in RAY_SESSIONS.glob("session_2*")}
-
-
-@dataclass(frozen=True)
-class SimulatedSweep:
-    folder: Path  # The sweep's folder: a folder per setting.
-    ray_starts: int  # How many local Ray clusters it started.
-
-
 @pytest.fixture(scope="module")
-def simulated_strategies(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> SimulatedSweep:
+def simulated_strategies(
+    runs_ahead: RunsAhead, tmp_path_factory: pytest.TempPathFactory, data_home: str
+) -> SimulatedSweep:
     """``./run.sh sweep --grid strategies --runtime simulation``, 3 clients, 2 rounds: the folder of its settings.
 
     Its fedavg setting is the classic run's settings on the simulation runtime.
     """
-    out = tmp_path_factory.mktemp("simulated")
-    before = ray_sessions()
-    run_sh(out, data_home, "sweep", "--grid", "strategies", "--runtime", "simulation", *SMALL_RUN, timeout=900)
-    return SimulatedSweep(out / "sweep" / "strategies", len(ray_sessions() - before))
+    return runs_ahead.result("simulated_strategies", lambda: start_simulated_strategies(tmp_path_factory, data_home))
 
 
 def test_every_strategy_trains_every_round_on_the_simulation_runtime(simulated_strategies: SimulatedSweep) -> None:
@@ -261,7 +248,7 @@ def test_secagg_gives_plain_fedavgs_model_and_tolerates_a_client_dropping_out_mi
     tiny gradient's sign into a full step, so later rounds drift apart by far
     more than the quantization (2e-3 after a second round, measured).
     """
-    _, plain = simulate_drop_out(tmp_path / "plain", data_home)
+    _, plain = simulate_drop_out(tmp_path / "plain", data_home, "--strategy", "fedavg")  # What auto is under SecAgg+.
     summary, secure = simulate_drop_out(tmp_path / "secagg", data_home, "--secagg")
     assert summary["config"]["secagg"] and summary["config"]["secagg_shares"] == 3
     assert [w.dtype for w in secure] == [w.dtype for w in plain]
@@ -551,6 +538,8 @@ def test_a_clientapp_client_keeps_its_adam_state_in_context_state(
         "seed": 1,
         "partition": "iid",
         "model": "dense32",
+        "attack": "none",
+        "malicious": 0.0,
         "run-id": "a",
         "local-epochs": 1,
         "batch-size": 32,
@@ -590,6 +579,8 @@ def test_by_default_each_fit_starts_adam_afresh_and_keeps_nothing(
         "seed": 1,
         "partition": "iid",
         "model": "dense32",
+        "attack": "none",
+        "malicious": 0.0,
         "run-id": "c",
         "local-epochs": 1,
         "batch-size": 32,
@@ -629,6 +620,8 @@ def test_a_warm_up_traces_the_model_ahead_and_leaves_the_training_as_it_was(data
         "seed": 1,
         "partition": "iid",
         "model": "dense32",
+        "attack": "none",
+        "malicious": 0.0,
         "run-id": "w",
         "local-epochs": 2,
         "batch-size": 32,

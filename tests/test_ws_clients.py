@@ -249,8 +249,8 @@ def test_a_websocket_client_refuses_a_server_that_sends_no_settings_in_one_line(
     assert numpy_client.returncode == 1, numpy_client.stdout + numpy_client.stderr
     refusal = (
         "error: numpy: the server sent no server-round, run-id, num-partitions, dataset, seed, partition, model, "
-        "local-epochs, batch-size, learning-rate, keep-optimizer (a fedmnist server, server.py or ./run.sh, sends "
-        "the run's settings with every round)"
+        "attack, malicious, local-epochs, batch-size, learning-rate, keep-optimizer (a fedmnist server, server.py or "
+        "./run.sh, sends the run's settings with every round)"
     )
     assert numpy_client.stderr.splitlines() == [refusal]
     assert "trained on" not in numpy_client.stdout
