@@ -161,6 +161,19 @@ AHEAD = {
 }
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The unit tests first, then the slow ones (each group in file order): the shared runs started ahead
+    (``runs_ahead``) take the other core while the unit tests run, and are done when the slow tests start."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+
+
+@pytest.fixture(autouse=True)
+def machine_to_itself(request: pytest.FixtureRequest, runs_ahead: RunsAhead) -> None:
+    """A test that starts whole runs, or is timing-sensitive (``quiet``), starts once the runs ahead are done."""
+    if request.node.get_closest_marker("slow") or request.node.get_closest_marker("quiet"):
+        runs_ahead.wait_all()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def runs_ahead(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, data_home: str) -> RunsAhead:
     """Start, on a thread of their own, the shared runs that the selected tests read (tests/runs_ahead.py)."""

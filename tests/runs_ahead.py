@@ -41,6 +41,11 @@ class RunsAhead:
             finally:
                 job.done.set()
 
+    def wait_all(self) -> None:
+        """Return once every run started ahead is done (a test that wants the machine to itself)."""
+        for job in self.jobs.values():
+            job.done.wait()
+
     def result(self, name: str, run: Callable[[], Any]) -> Any:
         """The value of the run ``name`` started ahead, waiting for it; ``run()`` now if it was not."""
         job = self.jobs.get(name)

@@ -218,7 +218,7 @@ def test_chromium_shows_the_rounds_of_a_real_run_live(tmp_path: Path, data_home:
         ["Learning rate", "0.001"],
         ["Seed", "42"],
     ]
-    assert panels["folded"] and panels["every"]["Name"].startswith("fedavg-iid-2c-3r-")
+    assert panels["folded"] and panels["every"]["Name"].startswith("centeredclip-iid-2c-3r-")
     assert panels["every"]["Min clients"] == "1 (all but one)" and len(panels["every"]) > 30
     assert panels["roundSteps"] == [1, 1, 2, 5, 10, 100]  # Round ticks 0, 5, 10... for 40 rounds, not 0, 14, 28.
     from matplotlib.colors import to_hex  # clients.png's colours, in the same order.
