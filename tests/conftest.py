@@ -152,7 +152,8 @@ def start_hundred_clients_run(tmp_path_factory: pytest.TempPathFactory, data_hom
 
 
 # The runs started ahead (tests/runs_ahead.py). The simulated sweep first, while only unit tests run
-# beside it: it counts the Ray clusters started meanwhile (slow tests wait for it: machine_to_itself). The 100-client simulation is not started ahead: it would overlap the Ray runs of test_end_to_end.
+# beside it: it counts the Ray clusters started meanwhile, and no test of the suite's first minutes starts
+# one. The 100-client simulation is not started ahead: it would overlap the Ray runs of test_end_to_end.
 AHEAD = {
     "simulated_strategies": start_simulated_strategies,
     "classic_run": start_classic_run,
@@ -161,21 +162,16 @@ AHEAD = {
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The unit tests first, then the slow ones, then the timing-sensitive (``quiet``) ones, each group in file
-    order: the shared runs started ahead (``runs_ahead``) take the other core while the unit tests run."""
-    items.sort(
-        key=lambda item: (item.get_closest_marker("quiet") is not None, item.get_closest_marker("slow") is not None)
-    )
+    """The unit tests first, then the slow ones (each group in file order): the shared runs started ahead
+    (``runs_ahead``) take the other core while the unit tests run, and are done when the slow tests start."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
 
 
 @pytest.fixture(autouse=True)
 def machine_to_itself(request: pytest.FixtureRequest, runs_ahead: RunsAhead) -> None:
-    """A timing-sensitive test (``quiet``, run last) starts once the runs ahead are done; a slow one once the
-    simulated sweep ahead is (it counts the Ray clusters started meanwhile, and slow tests start some)."""
-    if request.node.get_closest_marker("quiet"):
+    """A test that starts whole runs, or is timing-sensitive (``quiet``), starts once the runs ahead are done."""
+    if request.node.get_closest_marker("slow") or request.node.get_closest_marker("quiet"):
         runs_ahead.wait_all()
-    elif request.node.get_closest_marker("slow"):
-        runs_ahead.wait("simulated_strategies")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -46,11 +46,6 @@ class RunsAhead:
         for job in self.jobs.values():
             job.done.wait()
 
-    def wait(self, name: str) -> None:
-        """Return once the run ``name`` is done, if it was started ahead."""
-        if name in self.jobs:
-            self.jobs[name].done.wait()
-
     def result(self, name: str, run: Callable[[], Any]) -> Any:
         """The value of the run ``name`` started ahead, waiting for it; ``run()`` now if it was not."""
         job = self.jobs.get(name)
