@@ -61,3 +61,11 @@ def test_the_bandwidth_cap_holds_each_direction() -> None:
         received, took = round_trip(relayed, payload)
     listener.close()
     assert received == payload and took >= 200_000 / 125_000
+
+
+def test_a_lost_server_is_retried_soon_at_first_then_less_and_less_often() -> None:
+    from fedmnist.client.classic import MAX_RETRY_SECONDS, RETRY_SECONDS, retry_pause
+
+    pauses = [retry_pause(outage) for outage in (0, 5, 9.9, 10, 20, 30, 60, 600)]
+    assert pauses[:3] == [RETRY_SECONDS] * 3  # A restarting server is back within seconds: no backoff yet.
+    assert pauses[3:] == sorted(pauses[3:]) and pauses[3] == 2 * RETRY_SECONDS and pauses[-1] == MAX_RETRY_SECONDS
