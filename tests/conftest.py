@@ -208,7 +208,8 @@ def classic_run_flags(out: Path, data_home: str) -> list[str]:
     ]
 
 
-# What differs between identical runs by nature: how long things took, and Flower's client ids (random).
+# What differs between identical runs by nature: how long things took, Flower's client ids (random)
+# and where a virtual client trained (its Ray node).
 TIMINGS = {"seconds", "coordination_seconds", "client_fit_seconds", "client_evaluate_seconds", "centralized_seconds"}
 
 
@@ -219,7 +220,7 @@ def numbers(record: RoundRecord) -> dict[str, Any]:
         {
             key: {k: v for k, v in value.items() if k != "seconds"} if isinstance(value, dict) else value
             for key, value in entry.items()
-            if key != "cid"
+            if key not in ("cid", "node")
         }
         for entry in record.get("per_client", [])
     ]

@@ -135,3 +135,16 @@ def test_read_summary_refuses_a_missing_torn_or_foreign_file_in_one_line(
     with pytest.raises(UserError, match=message) as refused:
         records.read_summary(path)
     assert "\n" not in str(refused.value)
+
+
+def test_the_placement_line_counts_each_ray_nodes_fits() -> None:
+    """Only fits count (an evaluation is no training), nodes in order; nothing to say without nodes."""
+    entry = {"cid": "c", "fit": {"examples": 1}}
+    rounds: list[Any] = [
+        {"per_client": [{**entry, "node": "10.0.0.2"}, {**entry, "node": "10.0.0.1"}]},
+        {"per_client": [{**entry, "node": "10.0.0.2"}, {"cid": "d", "node": "10.0.0.3", "evaluate": {"examples": 1}}]},
+    ]
+    assert (
+        records.placement_line(rounds) == "virtual clients trained on 2 Ray nodes: 10.0.0.1 (1 fits), 10.0.0.2 (2 fits)"
+    )
+    assert records.placement_line([{"per_client": [entry]}]) == ""

@@ -126,6 +126,8 @@ def test_every_fault_is_caught_by_validation() -> None:
         (10, {"loss": float("nan")}, "metric 'loss' is nan, not a finite number"),
         (10, {"accuracy": b"x"}, "metric 'accuracy' is b'x', not a finite number"),
         (10, {"accuracy": True}, "metric 'accuracy' is True, not a finite number"),
+        (10, {"node": "x" * 65}, f"metric 'node' is '{'x' * 36}..., not a finite number"),  # Text, but too long.
+        (10, {"node": 7.0, "nodes": "10.0.0.1"}, "metric 'nodes' is '10.0.0.1', not a finite number"),
         (0, {}, "num_examples 0 is not a positive whole number"),
         (-1000, {}, "num_examples -1000 is not a positive whole number"),
     ],
@@ -139,6 +141,13 @@ def test_results_with_bad_counts_or_metrics_are_rejected(num_examples: int, metr
     accepted, rejected = validate_updates(results, GLOBAL, 5.0)
     assert [p.cid for p, _ in accepted] == ["good1", "good2"]
     assert [str(error) for error in rejected] == [f"client bad: {reason}"]
+
+
+def test_the_text_metrics_pass_when_short() -> None:
+    """A virtual client's Ray node (an address) and a participant's name are the only text a result may carry."""
+    results = [result("a", honest(0.1), metrics={"node": "10.0.0.1", "participant": "alice"}), result("b", honest(0.1))]
+    accepted, rejected = validate_updates(results, GLOBAL, 5.0)
+    assert [p.cid for p, _ in accepted] == ["a", "b"] and not rejected
 
 
 def test_undecodable_weights_are_rejected_not_raised() -> None:

@@ -33,9 +33,11 @@ from fedmnist.client.attacker import (
     train_each,
 )
 from fedmnist.client.faults import corrupt, fail_if_crashed, fail_if_due
+from fedmnist.client.placement import ray_node
 from fedmnist.common.errors import UserError
 from fedmnist.data.sources import ClientData, MnistData, client_shares, load_mnist, share_data, to_float
 from fedmnist.privacy.dp import clip_update
+from fedmnist.settings import defaults
 from fedmnist.settings.client_config import missing_keys
 
 if TYPE_CHECKING:  # TensorFlow loads when a process builds its first model: importing this module stays light.
@@ -293,6 +295,9 @@ class PartitionClient(NumPyClient):
             metrics["warm_up_seconds"] = self.cache.warm_up_seconds
         if self.startup_seconds is not None:
             metrics["startup_seconds"] = self.startup_seconds
+        node = ray_node()
+        if node is not None:
+            metrics[defaults.NODE_KEY] = node
         if self.clips_updates:
             weights = clip_update(weights, parameters, config)
         if attack is not None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -65,6 +66,7 @@ class ClientEntry(TypedDict, total=False):
     cid: Required[str]
     partition_id: int
     participant: str  # A WebSocket participant's name.
+    node: str  # The Ray node (its address) a virtual client trained on.
     fit: StageNumbers
     evaluate: StageNumbers
     update: UpdateNumbers
@@ -167,6 +169,15 @@ def client_name(client: ClientEntry | dict[str, Any]) -> str:
     if partition_id is None:
         return f"client {str(client.get('cid', '?'))[:6]}"
     return f"client {int(partition_id)}" + (f" (web: {participant})" if participant else "")
+
+
+def placement_line(rounds: list[RoundRecord]) -> str:
+    """``virtual clients trained on 2 Ray nodes: 10.0.0.1 (12 fits), 10.0.0.2 (8 fits)``; "" if none said where."""
+    fits = Counter(c["node"] for r in rounds for c in r.get("per_client", []) if "fit" in c and "node" in c)
+    if not fits:
+        return ""
+    nodes = ", ".join(f"{node} ({count} fits)" for node, count in sorted(fits.items()))
+    return f"virtual clients trained on {len(fits)} Ray node{'s' if len(fits) > 1 else ''}: {nodes}"
 
 
 UNKNOWN_PARTITION = 1 << 30  # Sorts after every real partition id: a client that names none, or a bad one.

@@ -255,8 +255,10 @@ class SimulationFederation(Federation):
         os.environ["PYTHONPATH"] = pythonpath
         init_args: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False, "include_dashboard": False}
         if self.ray_address:
-            # Another machine's workers get the path through a runtime environment (Flower's way).
-            init_args.update(address=self.ray_address, runtime_env={"env_vars": {"PYTHONPATH": pythonpath}})
+            # Another machine's workers get the path (and the data's folder) through a runtime environment
+            # (Flower's way): they do not inherit this process's environment.
+            variables = {"PYTHONPATH": pythonpath, **({DATA_HOME_VARIABLE: self.data_home} if self.data_home else {})}
+            init_args.update(address=self.ray_address, runtime_env={"env_vars": variables})
         # A local Ray's workers inherit this process's environment, PYTHONPATH included: a runtime
         # environment would only add its agent's set-up (1.4 s before the first worker, measured here).
         ray.init(**init_args)

@@ -212,6 +212,9 @@ def _client_entry(proxy: ClientProxy, result: FitRes | EvaluateRes, stage: str) 
     participant = metrics.get(defaults.PARTICIPANT_KEY)
     if isinstance(participant, str):
         entry["participant"] = participant
+    node = metrics.get(defaults.NODE_KEY)
+    if isinstance(node, str):
+        entry["node"] = node
     return entry
 
 

@@ -23,7 +23,7 @@ from fedmnist.common.errors import UserError
 from fedmnist.results.checkpoint import Checkpoint, save_checkpoint, strategy_state
 from fedmnist.results.history import history_from_records, save_history
 from fedmnist.results.paths import RunPaths
-from fedmnist.results.records import Summary, now
+from fedmnist.results.records import Summary, now, placement_line
 from fedmnist.results.tensorboard import write_scalars
 from fedmnist.server.held_out import HeldOutEvaluator
 from fedmnist.server.recorder import RoundRecorder
@@ -137,6 +137,8 @@ def save_results(
         except OSError as error:
             problems.append(f"could not write the {what} ({error.strerror or error}: {error.filename or paths.root})")
     done = summary.get("interrupted_after_round", summary.get("stopped_after_round", paths.rounds))
+    if placement := placement_line(summary["rounds"]):  # Where a simulation's virtual clients trained.
+        log.info(placement)
     log.info("held-out accuracy %s after round %d of %d", summary["final"].get("accuracy"), done, paths.rounds)
     if problems:
         hint = "; the disk may be full" if any("space" in problem for problem in problems) else ""

@@ -224,7 +224,7 @@ def result_problem(result: FitRes | EvaluateRes) -> str:
     if metrics is None:
         return "metrics are not a dictionary"
     for key, value in metrics.items():
-        if key == defaults.PARTICIPANT_KEY and isinstance(value, str) and len(value) <= defaults.PARTICIPANT_NAME_CHARS:
+        if isinstance(value, str) and len(value) <= defaults.TEXT_METRICS.get(key, -1):
             continue
         if not _is_finite_number(value):
             return f"metric {_show(key)} is {_show(value)}, not a finite number"

@@ -125,5 +125,8 @@ MAX_HEADER_BYTES = 64 * 1024  # Largest request head (request line and headers) 
 
 # Metric keys clients report and the server aggregates, weighted by examples.
 METRIC_KEYS = ("accuracy", "loss")
-PARTICIPANT_KEY = "participant"  # The one text metric: a WebSocket participant's name, for log lines.
+PARTICIPANT_KEY = "participant"  # A text metric: a WebSocket participant's name, for log lines.
 PARTICIPANT_NAME_CHARS = 40
+NODE_KEY = "node"  # A text metric: the Ray node (its address) a virtual client trained on.
+# The metrics that may be text, and their longest accepted length; every other metric is a number.
+TEXT_METRICS = {PARTICIPANT_KEY: PARTICIPANT_NAME_CHARS, NODE_KEY: 64}
