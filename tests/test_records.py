@@ -147,4 +147,5 @@ def test_the_placement_line_counts_each_ray_nodes_fits() -> None:
     assert (
         records.placement_line(rounds) == "virtual clients trained on 2 Ray nodes: 10.0.0.1 (1 fits), 10.0.0.2 (2 fits)"
     )
-    assert records.placement_line([{"per_client": [entry]}]) == ""
+    without_nodes: list[Any] = [{"per_client": [entry]}]
+    assert records.placement_line(without_nodes) == ""
