@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -14,9 +16,11 @@ from typing import IO, Any
 import pytest
 from flwr.server.client_proxy import ClientProxy
 
+import across_machines
 from fedmnist.common.ports import free_port, wait_until_listening
 from fedmnist.data.sources import MNIST_5K, MnistData, load_mnist
 from fedmnist.results.records import RoundRecord
+from machines import Unavailable
 from runs_ahead import RunsAhead
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -162,16 +166,30 @@ AHEAD = {
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The unit tests first, then the slow ones (each group in file order): the shared runs started ahead
-    (``runs_ahead``) take the other core while the unit tests run, and are done when the slow tests start."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+    """The unit tests first, then the slow ones, then those that read the runs beside them, then the
+    timing-sensitive ones (each group in file order): the shared runs started ahead (``runs_ahead``) take
+    the other core while the unit tests run, and are done when the slow tests start; the runs beside
+    (``runs_beside``) go on meanwhile, and are done when the tests that read them come; nothing runs
+    beside a ``quiet`` test."""
+
+    def group(item: pytest.Item) -> int:
+        if item.get_closest_marker("quiet"):
+            return 3
+        if item.get_closest_marker("beside"):
+            return 2
+        return 1 if item.get_closest_marker("slow") else 0
+
+    items.sort(key=group)
 
 
 @pytest.fixture(autouse=True)
-def machine_to_itself(request: pytest.FixtureRequest, runs_ahead: RunsAhead) -> None:
-    """A test that starts whole runs, or is timing-sensitive (``quiet``), starts once the runs ahead are done."""
+def machine_to_itself(request: pytest.FixtureRequest, runs_ahead: RunsAhead, runs_beside: RunsAhead) -> None:
+    """A test that starts whole runs starts once the runs ahead are done; a timing-sensitive (``quiet``) one
+    once the runs beside are done too."""
     if request.node.get_closest_marker("slow") or request.node.get_closest_marker("quiet"):
         runs_ahead.wait_all()
+    if request.node.get_closest_marker("quiet"):
+        runs_beside.wait_all()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -181,6 +199,46 @@ def runs_ahead(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
     return RunsAhead(
         {name: partial(start, tmp_path_factory, data_home) for name, start in AHEAD.items() if name in needed}
     )
+
+
+# The runs beside the slow tests (tests/runs_ahead.py again): scenarios that mostly wait, on a thread that
+# starts once the runs ahead are done; a test marked ``beside(NAME)`` reads one (``beside_result``).
+BESIDE = {
+    "classic_across_machines": across_machines.classic_across_machines,
+    "deployment_across_machines": across_machines.deployment_across_machines,
+    "ray_cluster_across_machines": across_machines.ray_cluster_across_machines,
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def runs_beside(
+    request: pytest.FixtureRequest, runs_ahead: RunsAhead, tmp_path_factory: pytest.TempPathFactory, data_home: str
+) -> Iterator[RunsAhead]:
+    """Start the runs that the selected ``beside`` tests read, once the runs ahead are done; the machines
+    they made are removed at the session's end."""
+    needed = {m.args[0] for item in request.session.items for m in item.iter_markers("beside")}
+    network = across_machines.Network()
+    own_data = tmp_path_factory.mktemp("data_home_beside")  # Not the other tests' folder (the module says why).
+    if needed:
+        shutil.copytree(data_home, own_data, dirs_exist_ok=True)
+    jobs = {
+        name: partial(scenario, network, tmp_path_factory.mktemp(name), str(own_data))
+        for name, scenario in BESIDE.items()
+        if name in needed
+    }
+    runs = RunsAhead(jobs, after=runs_ahead.wait_all)
+    yield runs
+    runs.wait_all()
+    network.close()
+
+
+def beside_result(request: pytest.FixtureRequest, name: str) -> Any:
+    """What the run beside ``name`` kept; the test skips with one line where its machines cannot be made."""
+    runs: RunsAhead = request.getfixturevalue("runs_beside")
+    try:
+        return runs.result(name, lambda: pytest.fail(f"{name} is run beside: mark the test beside({name!r})"))
+    except Unavailable as reason:
+        pytest.skip(f"no network namespaces here: {reason}")
 
 
 # A simulation of 100 clients sampling a tenth for each stage of each of 4 rounds, on the 5k rows.

@@ -10,7 +10,7 @@ own, not the default one another test's run may want).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,13 +26,19 @@ class Job:
 
 
 class RunsAhead:
-    """Runs ``jobs`` in order on one thread; ``result(name)`` waits for one (or runs it now if not started ahead)."""
+    """Runs ``jobs`` in order on one thread; ``result(name)`` waits for one (or runs it now if not started ahead).
 
-    def __init__(self, jobs: dict[str, Callable[[], Any]]) -> None:
+    ``after``: what the thread waits for before the first job (another ``RunsAhead``'s ``wait_all``).
+    """
+
+    def __init__(self, jobs: Mapping[str, Callable[[], Any]], after: Callable[[], None] | None = None) -> None:
         self.jobs = {name: Job(run) for name, run in jobs.items()}
+        self.after = after
         threading.Thread(target=self._work, name="runs-ahead", daemon=True).start()
 
     def _work(self) -> None:
+        if self.jobs and self.after is not None:
+            self.after()
         for job in self.jobs.values():
             try:
                 job.value = job.run()
