@@ -203,10 +203,8 @@ def runs_ahead(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 # The runs beside the slow tests (tests/runs_ahead.py again): scenarios that mostly wait, on a thread that
 # starts once the runs ahead are done; a test marked ``beside(NAME)`` reads one (``beside_result``).
-# Their processes run at a lower priority, on the time the slow tests leave idle (they have until the
-# end of the slow tests): at the same priority they slowed those beside them by about half (Chromium's
-# test 10.5 -> 20.2 s, Ctrl-C's 14.2 -> 25.7 s).
-BESIDE_NICENESS = 10
+# Measured on fresh clones: the suite took 701 s with them in line, 658 s beside (they slow the tests
+# beside them: Chromium's 10.5 -> 20.2 s), 692 s beside at niceness 10 (slower still: tried, dropped).
 BESIDE = {
     "classic_across_machines": across_machines.classic_across_machines,
     "deployment_across_machines": across_machines.deployment_across_machines,
@@ -230,7 +228,7 @@ def runs_beside(
         for name, scenario in BESIDE.items()
         if name in needed
     }
-    runs = RunsAhead(jobs, after=runs_ahead.wait_all, niceness=BESIDE_NICENESS)
+    runs = RunsAhead(jobs, after=runs_ahead.wait_all)
     yield runs
     runs.wait_all()
     network.close()

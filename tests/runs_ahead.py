@@ -9,7 +9,6 @@ own, not the default one another test's run may want).
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,20 +29,14 @@ class RunsAhead:
     """Runs ``jobs`` in order on one thread; ``result(name)`` waits for one (or runs it now if not started ahead).
 
     ``after``: what the thread waits for before the first job (another ``RunsAhead``'s ``wait_all``).
-    ``niceness``: the thread's, which every process it starts inherits (Linux keeps one per thread):
-    runs that only fill the cores' idle time yield them to the tests.
     """
 
-    def __init__(
-        self, jobs: Mapping[str, Callable[[], Any]], after: Callable[[], None] | None = None, niceness: int = 0
-    ) -> None:
+    def __init__(self, jobs: Mapping[str, Callable[[], Any]], after: Callable[[], None] | None = None) -> None:
         self.jobs = {name: Job(run) for name, run in jobs.items()}
-        self.after, self.niceness = after, niceness
+        self.after = after
         threading.Thread(target=self._work, name="runs-ahead", daemon=True).start()
 
     def _work(self) -> None:
-        if self.niceness:
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.niceness)
         if self.jobs and self.after is not None:
             self.after()
         for job in self.jobs.values():
