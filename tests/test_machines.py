@@ -55,6 +55,7 @@ def test_a_pulled_cable_costs_a_round_timeout_and_the_client_comes_back_by_itsel
     rounds = {r["round"]: r for r in rounds_of(run)}
     missed = rounds[run.timed_out_round]
     assert (missed["fit_results"], missed["fit_failures"]) == (1, 1)
+    assert "cut off at --round-timeout" in missed["failure_reasons"][0]
     assert ROUND_TIMEOUT <= missed["seconds"] < ROUND_TIMEOUT + 5  # Closed at the timeout, not later.
     assert run.timed_out_round < run.back_in_round
     assert all(trained_by(rounds[n]) == [0] for n in range(run.timed_out_round, run.back_in_round))  # Gone meanwhile.

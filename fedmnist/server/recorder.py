@@ -222,7 +222,9 @@ def describe_failure(failure: tuple[ClientProxy, FitRes | EvaluateRes] | BaseExc
     """One readable line for a round's failure, never empty.
 
     Flower reports a client that disconnected mid-round as a bare
-    ``GrpcBridgeClosed()`` with no message, and a client's own error as a result
+    ``GrpcBridgeClosed()`` with no message, also when its server ended the
+    client's stream for not answering within the round's timeout (the client
+    then sees ``DEADLINE_EXCEEDED``); and a client's own error as a result
     whose status is not OK.
     """
     if isinstance(failure, tuple):
@@ -232,7 +234,7 @@ def describe_failure(failure: tuple[ClientProxy, FitRes | EvaluateRes] | BaseExc
         return f"rejected: {failure}"
     name = type(failure).__name__
     if name == "GrpcBridgeClosed":
-        return "a client disconnected during the round (crashed, stopped or lost its connection)"
+        return "a client disconnected during the round (crashed, stopped or lost its connection) or was cut off at --round-timeout"
     if isinstance(failure, TimeoutError):
         return f"a client did not answer in time (--round-timeout){': ' + str(failure) if str(failure) else ''}"
     return f"{name}: {failure}" if str(failure) else name
