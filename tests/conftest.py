@@ -157,12 +157,11 @@ def start_hundred_clients_run(tmp_path_factory: pytest.TempPathFactory, data_hom
 
 # The runs started ahead (tests/runs_ahead.py). The simulated sweep first, while only unit tests run
 # beside it: it counts the Ray clusters started meanwhile, and no test of the suite's first minutes starts
-# one. The 100-client simulation last: no slow test (nor their Ray runs) starts before the chain is done.
+# one. The 100-client simulation is not started ahead: it would overlap the Ray runs of test_end_to_end.
 AHEAD = {
     "simulated_strategies": start_simulated_strategies,
     "classic_run": start_classic_run,
     "tls_shards_cnn_run": start_tls_shards_cnn_run,
-    "hundred_clients_run": start_hundred_clients_run,
 }
 
 
