@@ -203,7 +203,7 @@ def runs_ahead(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPath
 
 # The runs beside the slow tests (tests/runs_ahead.py again): scenarios that mostly wait, on a thread that
 # starts once the runs ahead are done; a test marked ``beside(NAME)`` reads one (``beside_result``).
-# Measured on fresh clones: the suite took 701 s with them in line, 658 s beside (they slow the tests
+# Measured on fresh clones: the suite took 701 s with them in line, 651-660 s beside (they slow the tests
 # beside them: Chromium's 10.5 -> 20.2 s), 692 s beside at niceness 10 (slower still: tried, dropped).
 BESIDE = {
     "classic_across_machines": across_machines.classic_across_machines,
