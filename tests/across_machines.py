@@ -37,7 +37,7 @@ DEPLOYMENT = "### The Deployment Runtime, with TLS and authenticated SuperNodes"
 RAY_CLUSTER = "### A simulation on a Ray cluster"
 
 
-class Network:
+class SharedMachines:
     """The machines ``server``, ``client-0`` and ``client-1``, made by the first scenario that needs them
     and removed by ``close`` (the session's end). Raises ``machines.Unavailable`` where they cannot be made."""
 
@@ -120,7 +120,7 @@ class ClassicAcrossMachines:
     killed_after: int  # The round the server had said last before kill -9.
 
 
-def classic_across_machines(network: Network, root: Path, data_home: str) -> ClassicAcrossMachines:
+def classic_across_machines(network: SharedMachines, root: Path, data_home: str) -> ClassicAcrossMachines:
     """Server and two clients on machines of their own, over TLS, as docs/runtimes.md says; then:
 
     client 1's cable is pulled after round 2 and plugged back once a round closed without it; once it
@@ -187,7 +187,7 @@ class DeploymentAcrossMachines:
     addresses: list[str]  # The client machines'.
 
 
-def deployment_across_machines(network: Network, root: Path, data_home: str) -> DeploymentAcrossMachines:
+def deployment_across_machines(network: SharedMachines, root: Path, data_home: str) -> DeploymentAcrossMachines:
     """docs/runtimes.md's SuperLink, SuperNodes and ``flwr run``, each on the machine the docs say: TLS with
     the CA made for the server's address, each SuperNode's public key registered before it connects."""
     machines = network.get()
@@ -243,7 +243,7 @@ class RayClusterRun:
     running_after: bool  # Both nodes' processes still running once the run had ended.
 
 
-def ray_cluster_across_machines(network: Network, root: Path, data_home: str) -> RayClusterRun:
+def ray_cluster_across_machines(network: SharedMachines, root: Path, data_home: str) -> RayClusterRun:
     """docs/runtimes.md's Ray cluster: the head on one machine, a node on another (one CPU each), then the
     simulation against it. The docs' closing ``ray stop`` is not run: on one machine it would stop every
     Ray here; the scenario ends its nodes' own processes instead."""

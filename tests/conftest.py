@@ -219,7 +219,7 @@ def runs_beside(
     """Start the runs that the selected ``beside`` tests read, once the runs ahead are done; the machines
     they made are removed at the session's end."""
     needed = {m.args[0] for item in request.session.items for m in item.iter_markers("beside")}
-    network = across_machines.Network()
+    network = across_machines.SharedMachines()
     own_data = tmp_path_factory.mktemp("data_home_beside")  # Not the other tests' folder (the module says why).
     if needed:
         shutil.copytree(data_home, own_data, dirs_exist_ok=True)

@@ -11,6 +11,7 @@ raises ``Unavailable`` with the reason where that is refused, and the fixture sk
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -19,7 +20,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-SUBNET = "10.77.0"  # Only on the bridge: no route from the host, nothing beyond it.
+# The machines' addresses, used only inside their namespaces: the host has no address on the bridge,
+# and the harness never connects to them from the host (its default route would take them elsewhere).
+SUBNET = "10.77.0"
 
 
 class Unavailable(Exception):
@@ -116,8 +119,7 @@ def machines(names: Sequence[str], prefix: str | None = None) -> Iterator[dict[s
 def copy(source: Path, destination: Path) -> Path:
     """A file carried to another machine (here: another folder), as ``scp`` would."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    destination.write_bytes(source.read_bytes())
-    return destination
+    return Path(shutil.copyfile(source, destination))
 
 
 class Watched:
