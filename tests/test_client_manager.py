@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from flwr.common import Code, GetPropertiesIns, GetPropertiesRes, Scalar, Status
 from flwr.server.client_proxy import ClientProxy
+from flwr.server.criterion import Criterion
 
 from conftest import IdleClient
 from fedmnist.server.client_manager import ClientsDidNotConnect, WaitingClientManager
@@ -100,3 +101,23 @@ def test_without_a_seed_it_samples_as_flower_does() -> None:
     for client in clients:
         manager.register(client)
     assert len(manager.sample(2)) == 2 and [c.asked for c in clients] == [0, 0, 0]
+
+
+def test_a_client_that_connects_while_a_round_samples_does_not_break_the_sampling() -> None:
+    """Flower's gRPC threads register clients while the server samples; sampling reads a copy.
+
+    The criterion, called for each client as sampling goes, registers another one, as a connecting
+    client's thread would; iterating the live dictionary raised "dictionary changed size during
+    iteration" and ended the run (seen once in a full suite).
+    """
+    manager = WaitingClientManager(timeout=1, expected=3, seed=7)
+    for p in range(3):
+        manager.register(PartitionProxy(f"c{p}", p))
+
+    class ArrivalMeanwhile(Criterion):
+        def select(self, client: ClientProxy) -> bool:
+            manager.register(PartitionProxy(f"late-{client.cid}", None))
+            return True
+
+    sampled = manager.sample(3, criterion=ArrivalMeanwhile())
+    assert sorted(c.cid for c in sampled) == ["c0", "c1", "c2"] and len(manager) == 6

@@ -85,7 +85,9 @@ class WaitingClientManager(SimpleClientManager):
         if self.seed is None:
             return super().sample(num_clients, min_num_clients, criterion)
         self.wait_for(num_clients if min_num_clients is None else min_num_clients)
-        available = [cid for cid in self.clients if criterion is None or criterion.select(self.clients[cid])]
+        with self._cv:  # A copy: Flower's gRPC threads register and unregister clients meanwhile.
+            connected = dict(self.clients)
+        available = [cid for cid, proxy in connected.items() if criterion is None or criterion.select(proxy)]
         if num_clients > len(available):
             log.info("sampling failed: %d clients available, %d requested", len(available), num_clients)
             return []
@@ -95,7 +97,8 @@ class WaitingClientManager(SimpleClientManager):
             server_round, stage = self._draw
             # A string seed is hashed with SHA-512: the same draw in every process and on every machine.
             available = random.Random(f"{self.seed}/{server_round}/{stage}").sample(available, num_clients)
-        return [self.clients[cid] for cid in available if cid in self.clients]
+        still = [self.clients.get(cid) for cid in available]  # Without those gone meanwhile.
+        return [proxy for proxy in still if proxy is not None]
 
     def _learn_partitions(self, cids: list[str]) -> None:
         """Ask each client not asked before for its partition id (a few at a time); one that cannot say has none."""
