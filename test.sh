@@ -10,7 +10,7 @@ source scripts/debian.sh
 ensure_venv requirements-dev.txt
 ensure_debian_package /usr/bin/chromium "Chromium for the dashboard's browser test" chromium chromium-driver
 ensure_debian_package /usr/share/datasets/fashion-mnist "Fashion-MNIST's IDX files" dataset-fashion-mnist
-arguments=()
+arguments=(-n 2)  # Two xdist workers (pytest.ini: --dist loadgroup); a later -n N or -n 0 overrides it.
 for argument in "$@"; do
     if [ "$argument" = --fast ]; then arguments+=(-m "not slow or smoke"); else arguments+=("$argument"); fi
 done

@@ -2,26 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import IO, Any
 
 import pytest
 from flwr.server.client_proxy import ClientProxy
 
-import across_machines
 from fedmnist.common.ports import free_port, wait_until_listening
 from fedmnist.data.sources import MNIST_5K, MnistData, load_mnist
 from fedmnist.results.records import RoundRecord
-from machines import Unavailable
-from runs_ahead import RunsAhead
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -79,7 +75,7 @@ def run_script(*args: str, timeout: float = 120, **kwargs) -> subprocess.Complet
     )
 
 
-def run_sh(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+def run_sh(*args: str, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``./run.sh ARGS`` as a user types it; capture text output."""
     return subprocess.run(
         ["bash", str(PROJECT_ROOT / "run.sh"), *args],
@@ -87,6 +83,7 @@ def run_sh(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
+        env=env,
     )
 
 
@@ -97,27 +94,13 @@ class FinishedRun:
 
 
 @pytest.fixture(scope="session")
-def classic_run(runs_ahead: RunsAhead, tmp_path_factory: pytest.TempPathFactory, data_home: str) -> FinishedRun:
-    """One real ``./run.sh`` of 3 clients, 2 rounds, dashboard and centralized baseline, started once a session.
+def classic_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> FinishedRun:
+    """One real ``./run.sh`` of 3 clients, 2 rounds, dashboard and centralized baseline, once a session.
 
     The smoke test reads every output it wrote; the other runtimes' tests compare their results with it.
     """
-    return runs_ahead.result("classic_run", lambda: start_classic_run(tmp_path_factory, data_home))
-
-
-def start_classic_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> FinishedRun:
     out = tmp_path_factory.mktemp("classic")
     return FinishedRun(out, run_sh(*classic_run_flags(out, data_home), "--dashboard-port", str(free_port())))
-
-
-def start_tls_shards_cnn_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> FinishedRun:
-    """One round of ``./run.sh --tls``, 3 clients on 2 label shards each, the CNN (test_end_to_end reads it)."""
-    out = tmp_path_factory.mktemp("tls_shards_cnn")
-    result = run_sh(
-        *("--tls", "--rounds", "1", "--clients", "3", "--port", str(free_port()), "--dashboard-port", str(free_port())),
-        *("--partition", "shards:2", "--model", "cnn", *on_5k(out, data_home)),
-    )
-    return FinishedRun(out, result)
 
 
 @dataclass(frozen=True)
@@ -126,121 +109,75 @@ class SimulatedSweep:
     ray_starts: int  # How many local Ray clusters it started.
 
 
-RAY_SESSIONS = Path(tempfile.gettempdir()) / "ray"  # Where a local Ray makes a session_* folder each time it starts.
-
-
-def ray_sessions() -> set[str]:
-    return {p.name for p in RAY_SESSIONS.glob("session_2*")}
-
-
 SMALL_RUN = ("--clients", "3", "--rounds", "2", "--dataset", "mnist-5k")
 
 
-def start_simulated_strategies(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> SimulatedSweep:
-    """``./run.sh sweep --grid strategies --runtime simulation``, 3 clients, 2 rounds (test_runtimes reads it)."""
+@pytest.fixture(scope="session")
+def simulated_strategies(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> SimulatedSweep:
+    """``./run.sh sweep --grid strategies --runtime simulation``, 3 clients, 2 rounds: the folder of its settings.
+
+    Its fedavg setting is the classic run's settings on the simulation runtime. Its Ray keeps its
+    sessions in a folder of its own (``RAY_TMPDIR``, short: Ray's sockets live there), where the
+    clusters it started are counted, whatever the other worker's tests start meanwhile.
+    """
     out = tmp_path_factory.mktemp("simulated")
-    before = ray_sessions()
-    done = run_sh(
-        *("sweep", "--grid", "strategies", "--runtime", "simulation", *SMALL_RUN, "--port", str(free_port())),
-        *("--no-dashboard", "--out", str(out), "--data-home", data_home),
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return SimulatedSweep(out / "sweep" / "strategies", len(ray_sessions() - before))
-
-
-def start_hundred_clients_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> FinishedRun:
-    out = tmp_path_factory.mktemp("hundred")
-    rounds = ("--rounds", str(HUNDRED_CLIENTS_ROUNDS))
-    return FinishedRun(out, run_script("server.py", *HUNDRED_CLIENTS, *rounds, *on_5k(out, data_home), timeout=300))
-
-
-# The runs started ahead (tests/runs_ahead.py). The simulated sweep first, while only unit tests run
-# beside it: it counts the Ray clusters started meanwhile, and no test of the suite's first minutes starts
-# one. The 100-client simulation is not started ahead: it would overlap the Ray runs of test_end_to_end.
-AHEAD = {
-    "simulated_strategies": start_simulated_strategies,
-    "classic_run": start_classic_run,
-    "tls_shards_cnn_run": start_tls_shards_cnn_run,
-}
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The unit tests first, then the slow ones, then those that read the runs beside them, then the
-    timing-sensitive ones (each group in file order): the shared runs started ahead (``runs_ahead``) take
-    the other core while the unit tests run, and are done when the slow tests start; the runs beside
-    (``runs_beside``) go on meanwhile, and are done when the tests that read them come; nothing runs
-    beside a ``quiet`` test."""
-
-    def group(item: pytest.Item) -> int:
-        if item.get_closest_marker("quiet"):
-            return 3
-        if item.get_closest_marker("beside"):
-            return 2
-        return 1 if item.get_closest_marker("slow") else 0
-
-    items.sort(key=group)
-
-
-@pytest.fixture(autouse=True)
-def machine_to_itself(request: pytest.FixtureRequest, runs_ahead: RunsAhead, runs_beside: RunsAhead) -> None:
-    """A test that starts whole runs starts once the runs ahead are done; a timing-sensitive (``quiet``) one
-    once the runs beside are done too."""
-    if request.node.get_closest_marker("slow") or request.node.get_closest_marker("quiet"):
-        runs_ahead.wait_all()
-    if request.node.get_closest_marker("quiet"):
-        runs_beside.wait_all()
-
-
-@pytest.fixture(scope="session", autouse=True)
-def runs_ahead(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, data_home: str) -> RunsAhead:
-    """Start, on a thread of their own, the shared runs that the selected tests read (tests/runs_ahead.py)."""
-    needed = {name for item in request.session.items for name in getattr(item, "fixturenames", ())}
-    return RunsAhead(
-        {name: partial(start, tmp_path_factory, data_home) for name, start in AHEAD.items() if name in needed}
-    )
-
-
-# The runs beside the slow tests (tests/runs_ahead.py again): scenarios that mostly wait, on a thread that
-# starts once the runs ahead are done; a test marked ``beside(NAME)`` reads one (``beside_result``).
-# Measured on fresh clones: the suite took 701 s with them in line, 651-660 s beside (they slow the tests
-# beside them: Chromium's 10.5 -> 20.2 s), 692 s beside at niceness 10 (slower still: tried, dropped).
-BESIDE = {
-    "classic_across_machines": across_machines.classic_across_machines,
-    "deployment_across_machines": across_machines.deployment_across_machines,
-    "ray_cluster_across_machines": across_machines.ray_cluster_across_machines,
-}
-
-
-@pytest.fixture(scope="session", autouse=True)
-def runs_beside(
-    request: pytest.FixtureRequest, runs_ahead: RunsAhead, tmp_path_factory: pytest.TempPathFactory, data_home: str
-) -> Iterator[RunsAhead]:
-    """Start the runs that the selected ``beside`` tests read, once the runs ahead are done; the machines
-    they made are removed at the session's end."""
-    needed = {m.args[0] for item in request.session.items for m in item.iter_markers("beside")}
-    network = across_machines.SharedMachines()
-    own_data = tmp_path_factory.mktemp("data_home_beside")  # Not the other tests' folder (the module says why).
-    if needed:
-        shutil.copytree(data_home, own_data, dirs_exist_ok=True)
-    jobs = {
-        name: partial(scenario, network, tmp_path_factory.mktemp(name), str(own_data))
-        for name, scenario in BESIDE.items()
-        if name in needed
-    }
-    runs = RunsAhead(jobs, after=runs_ahead.wait_all)
-    yield runs
-    runs.wait_all()
-    network.close()
-
-
-def beside_result(request: pytest.FixtureRequest, name: str) -> Any:
-    """What the run beside ``name`` kept; the test skips with one line where its machines cannot be made."""
-    runs: RunsAhead = request.getfixturevalue("runs_beside")
+    ray_home = Path(tempfile.mkdtemp(prefix="fmray"))
     try:
-        return runs.result(name, lambda: pytest.fail(f"{name} is run beside: mark the test beside({name!r})"))
-    except Unavailable as reason:
-        pytest.skip(f"no network namespaces here: {reason}")
+        done = run_sh(
+            *("sweep", "--grid", "strategies", "--runtime", "simulation", *SMALL_RUN, "--port", str(free_port())),
+            *("--no-dashboard", "--out", str(out), "--data-home", data_home),
+            timeout=900,
+            env={**os.environ, "RAY_TMPDIR": str(ray_home)},
+        )
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return SimulatedSweep(out / "sweep" / "strategies", len(list((ray_home / "ray").glob("session_2*"))))
+    finally:
+        shutil.rmtree(ray_home, ignore_errors=True)
+
+
+# The runs many tests read, each made once a session by the first test that needs it. Under xdist
+# (./test.sh runs two workers) every test reading one of them goes to one worker (``xdist_group``,
+# below), so each is still made once; they come first, longest first, the unit tests last: those
+# fill in beside the last long runs. ``shared_machines`` stands for tests/test_machines.py's scenarios.
+SHARED_RUNS = ("classic_run", "simulated_strategies", "shared_machines", "hundred_clients_run", "tls_shards_cnn_run")
+
+
+@pytest.hookimpl(tryfirst=True)  # Before xdist's own hook reads the xdist_group marks.
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the tests that read the same shared runs with one ``xdist_group``; order them first, then the
+    other slow tests, then the unit tests (each in file order)."""
+    groups = shared_run_groups({item.nodeid: set(getattr(item, "fixturenames", ())) for item in items})
+    for item in items:
+        if item.nodeid in groups:
+            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+
+    def order(item: pytest.Item) -> tuple[int, int]:
+        if item.nodeid in groups:
+            return 0, SHARED_RUNS.index(groups[item.nodeid])
+        return (1 if item.get_closest_marker("slow") else 2), 0
+
+    items.sort(key=order)
+
+
+def shared_run_groups(fixtures_of: dict[str, set[str]]) -> dict[str, str]:
+    """Each test that reads a shared run (``SHARED_RUNS``) -> its group: the first of the shared runs that
+    it, or any test that shares one with it, reads (a test reading two runs joins their groups)."""
+    group = {name: name for name in SHARED_RUNS}
+
+    def root(name: str) -> str:
+        while group[name] != name:
+            name = group[name]
+        return name
+
+    for fixtures in fixtures_of.values():
+        roots = sorted({root(name) for name in fixtures & group.keys()}, key=SHARED_RUNS.index)
+        for other in roots[1:]:
+            group[other] = roots[0]
+    return {
+        test: root(min(fixtures & group.keys(), key=SHARED_RUNS.index))
+        for test, fixtures in fixtures_of.items()
+        if fixtures & group.keys()
+    }
 
 
 # A simulation of 100 clients sampling a tenth for each stage of each of 4 rounds, on the 5k rows.
@@ -254,9 +191,11 @@ HUNDRED_CLIENTS_ROUNDS = 4
 
 
 @pytest.fixture(scope="session")
-def hundred_clients_run(runs_ahead: RunsAhead, tmp_path_factory: pytest.TempPathFactory, data_home: str) -> FinishedRun:
+def hundred_clients_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> FinishedRun:
     """``server.py`` with ``HUNDRED_CLIENTS``, uninterrupted, once a session: what a rerun or a resumed run must equal."""
-    return runs_ahead.result("hundred_clients_run", lambda: start_hundred_clients_run(tmp_path_factory, data_home))
+    out = tmp_path_factory.mktemp("hundred")
+    rounds = ("--rounds", str(HUNDRED_CLIENTS_ROUNDS))
+    return FinishedRun(out, run_script("server.py", *HUNDRED_CLIENTS, *rounds, *on_5k(out, data_home), timeout=300))
 
 
 def classic_run_flags(out: Path, data_home: str) -> list[str]:

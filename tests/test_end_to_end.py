@@ -25,7 +25,6 @@ from conftest import (
     run_script,
     run_sh,
     start_script,
-    start_tls_shards_cnn_run,
     start_watched,
     stream,
     wait_for_port,
@@ -33,7 +32,6 @@ from conftest import (
 from fedmnist.results.history import history_from_records, history_to_dict
 from fedmnist.results.paths import RunPaths
 from fedmnist.results.records import read_summary
-from runs_ahead import RunsAhead
 
 pytestmark = pytest.mark.slow  # Real processes for whole runs: the full tier (./test.sh), not --fast.
 
@@ -110,11 +108,15 @@ def test_run_sh_trains_two_rounds_and_writes_every_output(classic_run: FinishedR
 
 
 @pytest.fixture(scope="module")
-def tls_shards_cnn_run(runs_ahead: RunsAhead, tmp_path_factory: pytest.TempPathFactory, data_home: str) -> FinishedRun:
+def tls_shards_cnn_run(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> FinishedRun:
     """One round of ``./run.sh --tls``, 3 clients on 2 label shards each, the CNN: three tests read it."""
-    run = runs_ahead.result("tls_shards_cnn_run", lambda: start_tls_shards_cnn_run(tmp_path_factory, data_home))
-    assert run.result.returncode == 0, run.result.stdout + run.result.stderr
-    return run
+    out = tmp_path_factory.mktemp("tls_shards_cnn")
+    result = run_sh(
+        *("--tls", "--rounds", "1", "--clients", "3", "--port", str(free_port()), "--dashboard-port", str(free_port())),
+        *("--partition", "shards:2", "--model", "cnn", *on_5k(out, data_home)),
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return FinishedRun(out, result)
 
 
 def test_run_sh_with_label_skew_records_each_clients_labels(tls_shards_cnn_run: FinishedRun) -> None:

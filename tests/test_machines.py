@@ -6,21 +6,66 @@ Skipped, with one line, where network namespaces cannot be made.
 from __future__ import annotations
 
 import json
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from across_machines import ROUND_TIMEOUT, ROUNDS, ClassicAcrossMachines, DeploymentAcrossMachines, RayClusterRun
-from conftest import beside_result
+import across_machines
+from across_machines import (
+    ROUND_TIMEOUT,
+    ROUNDS,
+    ClassicAcrossMachines,
+    DeploymentAcrossMachines,
+    RayClusterRun,
+    SharedMachines,
+)
+from machines import Unavailable
 
 pytestmark = pytest.mark.slow
 
+Scenario = TypeVar("Scenario")
+
+
+@dataclass(frozen=True)
+class Network:
+    """The machines the scenarios share, and the folders they write in."""
+
+    machines: SharedMachines
+    data_home: str  # A copy of the session's data folder (tests/across_machines.py says why).
+    folders: pytest.TempPathFactory
+
 
 @pytest.fixture(scope="module")
-def classic_across_machines(request: pytest.FixtureRequest) -> ClassicAcrossMachines:
+def shared_machines(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> Iterator[Network]:
+    """The machines, made by the first scenario and removed once this module's tests are done (conftest
+    groups every test that reads them on one xdist worker: one set of machines, one scenario at a time)."""
+    own_data = tmp_path_factory.mktemp("data_home_machines")
+    shutil.copytree(data_home, own_data, dirs_exist_ok=True)
+    network = SharedMachines()
+    try:
+        yield Network(network, str(own_data), tmp_path_factory)
+    finally:
+        network.close()
+
+
+def scenario(network: Network, run: Callable[[SharedMachines, Path, str], Scenario]) -> Scenario:
+    """What the scenario ``run`` kept; the test skips with one line where its machines cannot be made."""
+    try:
+        return run(network.machines, network.folders.mktemp(run.__name__), network.data_home)
+    except Unavailable as reason:
+        pytest.skip(f"no network namespaces here: {reason}")
+
+
+@pytest.fixture(scope="module")
+def classic_across_machines(shared_machines: Network) -> ClassicAcrossMachines:
     """Server and two clients on machines of their own, over TLS, as docs/runtimes.md says; then client 1's
     cable is pulled after round 2 and plugged back once a round closed without it; once it trained again,
     the server is killed (kill -9) and started again with ``--resume`` while the clients wait."""
-    return beside_result(request, "classic_across_machines")
+    return scenario(shared_machines, across_machines.classic_across_machines)
 
 
 def rounds_of(run: ClassicAcrossMachines) -> list[dict]:
@@ -31,7 +76,6 @@ def trained_by(record: dict) -> list[int]:
     return sorted(c["partition_id"] for c in record["per_client"] if "fit" in c)
 
 
-@pytest.mark.beside("classic_across_machines")
 def test_the_documented_tls_pair_trains_across_machines(classic_across_machines: ClassicAcrossMachines) -> None:
     """docs/runtimes.md's commands, as written, on three machines: TLS with the CA made for the server's address."""
     run = classic_across_machines
@@ -45,7 +89,6 @@ def test_the_documented_tls_pair_trains_across_machines(classic_across_machines:
     assert all(trained_by(r) == [0, 1] for r in rounds[: run.timed_out_round - 1])
 
 
-@pytest.mark.beside("classic_across_machines")
 def test_a_pulled_cable_costs_a_round_timeout_and_the_client_comes_back_by_itself(
     classic_across_machines: ClassicAcrossMachines,
 ) -> None:
@@ -65,7 +108,6 @@ def test_a_pulled_cable_costs_a_round_timeout_and_the_client_comes_back_by_itsel
     assert said.count("lost the Flower server") == 2 and said.count("back in touch") == 2, said
 
 
-@pytest.mark.beside("classic_across_machines")
 def test_a_killed_server_resumed_on_its_machine_finishes_with_the_clients_that_waited(
     classic_across_machines: ClassicAcrossMachines,
 ) -> None:
@@ -85,13 +127,12 @@ def test_a_killed_server_resumed_on_its_machine_finishes_with_the_clients_that_w
     assert said.count("lost the Flower server") == 1 and said.count("back in touch") == 1, said
 
 
-@pytest.mark.beside("deployment_across_machines")
 def test_the_documented_deployment_runtime_trains_across_machines_with_tls_and_registered_supernodes(
-    request: pytest.FixtureRequest,
+    shared_machines: Network,
 ) -> None:
     """docs/runtimes.md's SuperLink, SuperNodes and ``flwr run``, each on the machine the docs say: TLS with
     the CA made for the server's address, each SuperNode's public key registered before it connects."""
-    run: DeploymentAcrossMachines = beside_result(request, "deployment_across_machines")
+    run: DeploymentAcrossMachines = scenario(shared_machines, across_machines.deployment_across_machines)
     assert "round 1/1" in run.said and "2/2 clients" in run.said and "Traceback" not in run.said, run.said
     # Both SuperNodes were let in, from their own machines' addresses.
     activations = [line for line in run.superlink.splitlines() if '/v1/fleet/activate-node HTTP/1.1" 200' in line]
@@ -100,13 +141,12 @@ def test_the_documented_deployment_runtime_trains_across_machines_with_tls_and_r
     assert trained_by(record) == [0, 1]
 
 
-@pytest.mark.beside("ray_cluster_across_machines")
 def test_a_simulation_on_a_two_node_ray_cluster_trains_on_both_and_leaves_the_cluster_running(
-    request: pytest.FixtureRequest,
+    shared_machines: Network,
 ) -> None:
     """docs/runtimes.md's Ray cluster, one CPU a node: the virtual clients train on both nodes, the run writes
     its usual outputs, and the cluster is left as it was: both nodes up, nothing of the run's left on them."""
-    run: RayClusterRun = beside_result(request, "ray_cluster_across_machines")
+    run: RayClusterRun = scenario(shared_machines, across_machines.ray_cluster_across_machines)
     summary = json.loads((run.folder / "history" / "history_3.json").read_text())
     assert [r["fit_results"] for r in summary["rounds"]] == [40, 40, 40]
     fits = dict.fromkeys(run.nodes, 0)

@@ -32,7 +32,6 @@ from conftest import (
     on_5k,
     read_until,
     run_script,
-    start_simulated_strategies,
     start_watched,
     stream,
     wait_for_port,
@@ -45,7 +44,6 @@ from fedmnist.results.paths import RunPaths
 from fedmnist.results.records import read_summary
 from fedmnist.results.run_lock import LOCK_FILE
 from fedmnist.runtimes import flwr_local
-from runs_ahead import RunsAhead
 
 pytestmark = pytest.mark.slow  # Real processes for whole runs: the full tier (./test.sh), not --fast.
 
@@ -116,17 +114,6 @@ def assert_like_the_classic_run(summary: dict, out: Path, classic_run: FinishedR
     assert abs(rounds[-1]["centralized"]["accuracy"] - classic_rounds[-1]["centralized"]["accuracy"]) < 0.05
     assert summary["config"]["runtime"] == runtime
     assert result_files(out) == result_files(classic)
-
-
-@pytest.fixture(scope="module")
-def simulated_strategies(
-    runs_ahead: RunsAhead, tmp_path_factory: pytest.TempPathFactory, data_home: str
-) -> SimulatedSweep:
-    """``./run.sh sweep --grid strategies --runtime simulation``, 3 clients, 2 rounds: the folder of its settings.
-
-    Its fedavg setting is the classic run's settings on the simulation runtime.
-    """
-    return runs_ahead.result("simulated_strategies", lambda: start_simulated_strategies(tmp_path_factory, data_home))
 
 
 def test_every_strategy_trains_every_round_on_the_simulation_runtime(simulated_strategies: SimulatedSweep) -> None:

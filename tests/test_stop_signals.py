@@ -16,11 +16,7 @@ import sys
 import textwrap
 import time
 
-import pytest
-
 from conftest import PROJECT_ROOT, stream
-
-pytestmark = pytest.mark.quiet  # A 10 s bound on a stop: not beside the runs started ahead.
 
 # Waits with ``{wait}`` for a future nobody completes, with SIGTERM deliverable to a helper thread only.
 _WAITER = textwrap.dedent("""
