@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, Response
 
 from fedmnist.dashboard.runs import RunGone, find_runs, read_run
 from fedmnist.dashboard.schemas import ErrorResponse, ModelWeights, RunDetail, RunInfo
@@ -85,9 +85,10 @@ def run_file(
         raise HTTPException(404, f"run {run!r} has no file {name!r}; RunDetail.files lists them")
     path = files[name]
     media = {".png": "image/png", ".json": "application/json", ".jsonl": "application/json"}.get(path.suffix)
-    return FileResponse(
-        path, media_type=media or "application/octet-stream", filename=None if media == "image/png" else path.name
-    )
+    # Read once, then sent whole: a live run appends to its log and replaces its plots meanwhile, and a
+    # file streamed from disk could then outgrow the length already sent (Chromium drops such a response).
+    headers = {} if media == "image/png" else {"Content-Disposition": f'attachment; filename="{path.name}"'}
+    return Response(path.read_bytes(), media_type=media or "application/octet-stream", headers=headers)
 
 
 @router.get(
