@@ -4,7 +4,7 @@ Each machine is a network namespace with its own address (tests/machines.py), wi
 the project as a clone would. The commands are the documented ones, run on the machine the docs name;
 the run-size flags (rounds, the 5k data set, a short round timeout) are added, nothing else. The
 scenarios mostly wait (for a round timeout, a SuperNode's poll, Ray's start), while the other xdist
-worker runs other tests; tests/test_machines.py asserts on what they kept. They use a copy of the data
+workers run other tests; tests/test_machines.py asserts on what they kept. They use a copy of the data
 folder of their own, so that the other tests' checks for left-over processes (by that folder's path)
 never count theirs (the Ray cluster stays up until the machines are removed).
 """

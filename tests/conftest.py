@@ -118,7 +118,7 @@ def simulated_strategies(tmp_path_factory: pytest.TempPathFactory, data_home: st
 
     Its fedavg setting is the classic run's settings on the simulation runtime. Its Ray keeps its
     sessions in a folder of its own (``RAY_TMPDIR``, short: Ray's sockets live there), where the
-    clusters it started are counted, whatever the other worker's tests start meanwhile.
+    clusters it started are counted, whatever the other workers' tests start meanwhile.
     """
     out = tmp_path_factory.mktemp("simulated")
     ray_home = Path(tempfile.mkdtemp(prefix="fmray"))
@@ -136,7 +136,7 @@ def simulated_strategies(tmp_path_factory: pytest.TempPathFactory, data_home: st
 
 
 # The runs many tests read, each made once a session by the first test that needs it. Under xdist
-# (./test.sh runs two workers) every test reading one of them goes to one worker (``xdist_group``,
+# (./test.sh runs three workers) every test reading one of them goes to one worker (``xdist_group``,
 # below), so each is still made once; they come first, longest first, the unit tests last: those
 # fill in beside the last long runs. ``shared_machines`` stands for tests/test_machines.py's scenarios.
 SHARED_RUNS = ("classic_run", "simulated_strategies", "shared_machines", "hundred_clients_run", "tls_shards_cnn_run")

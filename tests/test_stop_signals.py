@@ -28,8 +28,8 @@ _WAITER = textwrap.dedent("""
     threading.Thread(target=time.sleep, args=(30,), daemon=True).start()  # Created unblocked: it takes the signal.
     signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.SIGTERM}})
     never, sleeper = Future(), subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    print("waiting", flush=True)
-    try:
+    try:  # The signal may come while "waiting" is still being printed: it too must end in "stopped".
+        print("waiting", flush=True)
         {wait}
     except KeyboardInterrupt:
         sleeper.kill()

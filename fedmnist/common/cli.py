@@ -12,7 +12,6 @@ import argparse
 import logging
 import os
 import re
-import select
 import shlex
 import signal
 import subprocess
@@ -134,16 +133,8 @@ def take_back_stop_signals() -> None:
     pressing Ctrl-C twice, or ./run.sh stopping its children after the
     terminal's Ctrl-C, must not interrupt the saving that the first one began.
     """
-    global _wakeup
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _stop)
-    # Every signal's number is also written to this pipe, by whichever thread took it: the waits below
-    # watch it, so they stop at once, not whenever the interpreter gets round to the main thread.
-    reader, writer = os.pipe()
-    os.set_blocking(reader, False)
-    os.set_blocking(writer, False)
-    signal.set_wakeup_fd(writer)
-    _wakeup = reader
 
 
 def ignore_stop_signals() -> None:
@@ -159,28 +150,7 @@ def _stop(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
 
-SIGNAL_POLL_SECONDS = 0.2  # How often the waits below look whether their wait is over.
-_wakeup: int | None = None  # The pipe's end that take_back_stop_signals has the signals written to.
-
-
-def _pause() -> None:
-    """Sleep ``SIGNAL_POLL_SECONDS``, or less: a stop signal, whichever thread took it, raises KeyboardInterrupt.
-
-    Python runs the handler itself only on the main thread, and only once that thread notices the
-    signal; on CPython 3.11 another thread can clear the flag it looks at (seen here under load: a
-    SIGTERM taken by a helper thread went unhandled for over 10 s). The pipe does not depend on that.
-    """
-    if _wakeup is None:
-        time.sleep(SIGNAL_POLL_SECONDS)
-        return
-    if select.select([_wakeup], [], [], SIGNAL_POLL_SECONDS)[0]:
-        try:
-            taken = os.read(_wakeup, 64)
-        except BlockingIOError:  # Another wait read it first.
-            return
-        for signum in taken:
-            if signum in (signal.SIGINT, signal.SIGTERM):
-                _stop(signum, None)  # Once only: the handler, when it runs as well, then does nothing.
+SIGNAL_POLL_SECONDS = 0.2  # How soon a blocked main thread notices a stop signal another thread took.
 
 
 def wait_for(future: futures.Future[T]) -> T:
@@ -191,10 +161,10 @@ def wait_for(future: futures.Future[T]) -> T:
     block it, Ray's and gRPC's included; a main thread asleep in a lock until
     the future is done then handles the signal only after the whole run (on CI
     a simulation stopped by ./run.sh after round 1 ran on to its last round).
-    Waking it at each signal (``_pause``) lets it handle the signal.
+    Waking it now and then lets it handle the signal.
     """
-    while not future.done():
-        _pause()
+    while not futures.wait([future], timeout=SIGNAL_POLL_SECONDS).done:
+        pass
     return future.result()
 
 
@@ -209,7 +179,7 @@ def alive(pid: int) -> bool:
 def wait_for_process(process: subprocess.Popen) -> int:
     """``process.wait()``, but a stop signal taken by another thread still interrupts it (see ``wait_for``)."""
     while process.poll() is None:
-        _pause()
+        time.sleep(SIGNAL_POLL_SECONDS)
     return process.returncode
 
 
