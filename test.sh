@@ -11,7 +11,7 @@ ensure_venv requirements-dev.txt
 ensure_debian_package /usr/bin/chromium "Chromium for the dashboard's browser test" chromium chromium-driver
 ensure_debian_package /usr/share/datasets/fashion-mnist "Fashion-MNIST's IDX files" dataset-fashion-mnist
 # Three xdist workers on this 2-core machine: many tests wait (Ray starting, a round timeout, a poll), and a
-# third worker fills those gaps (578 s against 604-628 s with two). pytest.ini: --dist loadgroup.
+# third worker fills those gaps (551-578 s against 604-628 s with two). pytest.ini: --dist loadgroup.
 # A later -n N, or -n 0 (one process, e.g. for --pdb), overrides it.
 arguments=(-n 3)
 for argument in "$@"; do

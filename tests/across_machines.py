@@ -16,13 +16,12 @@ import shlex
 import shutil
 import signal
 import tempfile
-import threading
 import time
-from contextlib import ExitStack
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from machines import Machine, Watched, copy, documented_commands, machines
+from machines import Machine, Watched, copy, documented_commands
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 RUNTIMES_PAGE = PROJECT_ROOT / "docs" / "runtimes.md"
@@ -31,29 +30,14 @@ DOCUMENTED_OTHER = "192.168.1.21"  # The Ray section's second machine.
 # What a clone holds that the commands use (copied: Flower bundles no linked file), and its .venv (linked).
 CLONE = ("run.sh", "server.py", "client.py", "scripts", "fedmnist", "pyproject.toml", "requirements.txt")
 ROUNDS = 60
-ROUND_TIMEOUT = 5.0  # Long enough that no client of the scenario, run at a low priority, misses it by chance.
+ROUND_TIMEOUT = 5.0  # Long enough that no client of the scenario, beside the other workers' tests, misses it by chance.
 TLS_PAIR = "### With TLS"
 DEPLOYMENT = "### The Deployment Runtime, with TLS and authenticated SuperNodes"
 RAY_CLUSTER = "### A simulation on a Ray cluster"
 
 
-class SharedMachines:
-    """The machines ``server``, ``client-0`` and ``client-1``, made by the first scenario that needs them
-    and removed by ``close`` (the session's end). Raises ``machines.Unavailable`` where they cannot be made."""
-
-    def __init__(self) -> None:
-        self._stack = ExitStack()
-        self._made: dict[str, Machine] | None = None
-        self._lock = threading.Lock()
-
-    def get(self) -> dict[str, Machine]:
-        with self._lock:
-            if self._made is None:
-                self._made = self._stack.enter_context(machines(["server", "client-0", "client-1"]))
-            return self._made
-
-    def close(self) -> None:
-        self._stack.close()
+# The machines every scenario runs on, made once for all of them (tests/test_machines.py).
+MACHINES = ("server", "client-0", "client-1")
 
 
 class Desk:
@@ -120,14 +104,13 @@ class ClassicAcrossMachines:
     killed_after: int  # The round the server had said last before kill -9.
 
 
-def classic_across_machines(network: SharedMachines, root: Path, data_home: str) -> ClassicAcrossMachines:
+def classic_across_machines(machines: Mapping[str, Machine], root: Path, data_home: str) -> ClassicAcrossMachines:
     """Server and two clients on machines of their own, over TLS, as docs/runtimes.md says; then:
 
     client 1's cable is pulled after round 2 and plugged back once a round closed without it; once it
     trained again, the server is killed (kill -9) and started again with ``--resume`` while the
     clients wait. Every process's output is kept for the tests below.
     """
-    machines = network.get()
     server_machine = machines["server"]
     certs, server_command, *client_commands = documented(TLS_PAIR, **{DOCUMENTED_SERVER: server_machine.address})
     assert certs.startswith("./run.sh certs") and "server.py" in server_command
@@ -187,10 +170,9 @@ class DeploymentAcrossMachines:
     addresses: list[str]  # The client machines'.
 
 
-def deployment_across_machines(network: SharedMachines, root: Path, data_home: str) -> DeploymentAcrossMachines:
+def deployment_across_machines(machines: Mapping[str, Machine], root: Path, data_home: str) -> DeploymentAcrossMachines:
     """docs/runtimes.md's SuperLink, SuperNodes and ``flwr run``, each on the machine the docs say: TLS with
     the CA made for the server's address, each SuperNode's public key registered before it connects."""
-    machines = network.get()
     server_machine = machines["server"]
     steps = documented(DEPLOYMENT, **{DOCUMENTED_SERVER: server_machine.address})
     server_setup, certs, superlink_command, client_setup, keys, register, supernode_command, submit = steps
@@ -243,11 +225,10 @@ class RayClusterRun:
     running_after: bool  # Both nodes' processes still running once the run had ended.
 
 
-def ray_cluster_across_machines(network: SharedMachines, root: Path, data_home: str) -> RayClusterRun:
+def ray_cluster_across_machines(machines: Mapping[str, Machine], root: Path, data_home: str) -> RayClusterRun:
     """docs/runtimes.md's Ray cluster: the head on one machine, a node on another (one CPU each), then the
     simulation against it. The docs' closing ``ray stop`` is not run: on one machine it would stop every
     Ray here; the scenario ends its nodes' own processes instead."""
-    machines = network.get()
     head_machine, other_machine = machines["server"], machines["client-0"]
     start_head, join, simulate, stop = documented(
         RAY_CLUSTER, **{DOCUMENTED_SERVER: head_machine.address, DOCUMENTED_OTHER: other_machine.address}

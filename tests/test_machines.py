@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -16,56 +15,50 @@ import pytest
 
 import across_machines
 from across_machines import (
+    MACHINES,
     ROUND_TIMEOUT,
     ROUNDS,
     ClassicAcrossMachines,
     DeploymentAcrossMachines,
     RayClusterRun,
-    SharedMachines,
 )
-from machines import Unavailable
+from machines import Machine, Unavailable, machines
 
 pytestmark = pytest.mark.slow
 
-Scenario = TypeVar("Scenario")
+Kept = TypeVar("Kept")
 
 
-@dataclass(frozen=True)
-class Network:
-    """The machines the scenarios share, and the folders they write in."""
+class Scenarios:
+    """The machines the scenarios share, one scenario at a time, and the folders they write in."""
 
-    machines: SharedMachines
-    data_home: str  # A copy of the session's data folder (tests/across_machines.py says why).
-    folders: pytest.TempPathFactory
+    def __init__(self, made: Mapping[str, Machine], data_home: str, folders: pytest.TempPathFactory) -> None:
+        self.made, self.data_home, self.folders = made, data_home, folders
+
+    def run(self, scenario: Callable[[Mapping[str, Machine], Path, str], Kept]) -> Kept:
+        """What ``scenario`` kept, run in a folder of its own."""
+        return scenario(self.made, self.folders.mktemp(scenario.__name__), self.data_home)
 
 
 @pytest.fixture(scope="module")
-def shared_machines(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> Iterator[Network]:
-    """The machines, made by the first scenario and removed once this module's tests are done (conftest
-    groups every test that reads them on one xdist worker: one set of machines, one scenario at a time)."""
-    own_data = tmp_path_factory.mktemp("data_home_machines")
+def shared_machines(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> Iterator[Scenarios]:
+    """The machines, removed once this module's tests are done (conftest groups every test that reads them
+    on one xdist worker); the tests skip with one line where they cannot be made."""
+    own_data = tmp_path_factory.mktemp("data_home_machines")  # tests/across_machines.py says why.
     shutil.copytree(data_home, own_data, dirs_exist_ok=True)
-    network = SharedMachines()
     try:
-        yield Network(network, str(own_data), tmp_path_factory)
-    finally:
-        network.close()
-
-
-def scenario(network: Network, run: Callable[[SharedMachines, Path, str], Scenario]) -> Scenario:
-    """What the scenario ``run`` kept; the test skips with one line where its machines cannot be made."""
-    try:
-        return run(network.machines, network.folders.mktemp(run.__name__), network.data_home)
+        with machines(MACHINES) as made:
+            yield Scenarios(made, str(own_data), tmp_path_factory)
     except Unavailable as reason:
         pytest.skip(f"no network namespaces here: {reason}")
 
 
 @pytest.fixture(scope="module")
-def classic_across_machines(shared_machines: Network) -> ClassicAcrossMachines:
+def classic_across_machines(shared_machines: Scenarios) -> ClassicAcrossMachines:
     """Server and two clients on machines of their own, over TLS, as docs/runtimes.md says; then client 1's
     cable is pulled after round 2 and plugged back once a round closed without it; once it trained again,
     the server is killed (kill -9) and started again with ``--resume`` while the clients wait."""
-    return scenario(shared_machines, across_machines.classic_across_machines)
+    return shared_machines.run(across_machines.classic_across_machines)
 
 
 def rounds_of(run: ClassicAcrossMachines) -> list[dict]:
@@ -128,11 +121,11 @@ def test_a_killed_server_resumed_on_its_machine_finishes_with_the_clients_that_w
 
 
 def test_the_documented_deployment_runtime_trains_across_machines_with_tls_and_registered_supernodes(
-    shared_machines: Network,
+    shared_machines: Scenarios,
 ) -> None:
     """docs/runtimes.md's SuperLink, SuperNodes and ``flwr run``, each on the machine the docs say: TLS with
     the CA made for the server's address, each SuperNode's public key registered before it connects."""
-    run: DeploymentAcrossMachines = scenario(shared_machines, across_machines.deployment_across_machines)
+    run: DeploymentAcrossMachines = shared_machines.run(across_machines.deployment_across_machines)
     assert "round 1/1" in run.said and "2/2 clients" in run.said and "Traceback" not in run.said, run.said
     # Both SuperNodes were let in, from their own machines' addresses.
     activations = [line for line in run.superlink.splitlines() if '/v1/fleet/activate-node HTTP/1.1" 200' in line]
@@ -142,11 +135,11 @@ def test_the_documented_deployment_runtime_trains_across_machines_with_tls_and_r
 
 
 def test_a_simulation_on_a_two_node_ray_cluster_trains_on_both_and_leaves_the_cluster_running(
-    shared_machines: Network,
+    shared_machines: Scenarios,
 ) -> None:
     """docs/runtimes.md's Ray cluster, one CPU a node: the virtual clients train on both nodes, the run writes
     its usual outputs, and the cluster is left as it was: both nodes up, nothing of the run's left on them."""
-    run: RayClusterRun = scenario(shared_machines, across_machines.ray_cluster_across_machines)
+    run: RayClusterRun = shared_machines.run(across_machines.ray_cluster_across_machines)
     summary = json.loads((run.folder / "history" / "history_3.json").read_text())
     assert [r["fit_results"] for r in summary["rounds"]] == [40, 40, 40]
     fits = dict.fromkeys(run.nodes, 0)
