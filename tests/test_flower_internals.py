@@ -32,6 +32,14 @@ def test_rays_private_state_lists_actors() -> None:
     assert callable(state.actors) and "actor_id" in inspect.signature(state.actors).parameters
 
 
+def test_rays_driver_keeps_its_local_node_which_can_kill_the_autoscaler_monitor() -> None:
+    """fedmnist.runtimes.simulation._stop_autoscaler_monitor calls ray._private.worker._global_node.kill_monitor."""
+    from ray._private import node, worker
+
+    assert hasattr(worker, "_global_node")
+    assert list(inspect.signature(node.Node.kill_monitor).parameters) == ["self", "check_alive"]
+
+
 def test_flowers_server_keeps_its_client_manager_and_can_reconnect_clients() -> None:
     """fedmnist.server.federation.ReconnectingServer: Server._client_manager, disconnect_all_clients, reconnect_clients."""
     from flwr.server.client_manager import SimpleClientManager
@@ -131,6 +139,14 @@ def test_flowers_http_grid_waits_3_s_between_pulls_and_takes_a_timeout() -> None
 
     assert "time.sleep(3)" in inspect.getsource(HttpGrid.send_and_receive)
     assert list(inspect.signature(HttpGrid.send_and_receive).parameters) == ["self", "messages", "timeout"]
+
+
+def test_flowers_in_memory_grid_sleeps_its_pull_interval_between_looks() -> None:
+    """fedmnist.runtimes.grid.poll_promptly sets InMemoryGrid.pull_interval, 0.1 s by default, slept between pulls."""
+    from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+
+    assert inspect.signature(InMemoryGrid).parameters["pull_interval"].default == 0.1
+    assert "time.sleep(self.pull_interval)" in inspect.getsource(InMemoryGrid.send_and_receive)
 
 
 def test_the_launchers_supernodes_run_prompt_supernode_as_a_script_with_flowers_arguments(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
-from fedmnist.runtimes.grid import REPLY_POLL_SECONDS, PromptGrid
+from fedmnist.runtimes.grid import IN_MEMORY_POLL_SECONDS, REPLY_POLL_SECONDS, PromptGrid, prompt
 
 
 def message(node: int) -> Message:
@@ -99,3 +99,16 @@ def test_everything_but_sending_and_receiving_is_the_wrapped_grids() -> None:
     sent = messages(grid, [7])
     assert sent[0].metadata.dst_node_id == 7 and list(grid.push_messages(sent)) == ["m0"]
     assert [reply.metadata.reply_to_message_id for reply in grid.pull_messages(["m0"])] == ["m0"]
+
+
+def test_the_simulations_in_memory_grid_looks_for_replies_every_hundredth_of_a_second() -> None:
+    from flwr.server.superlink.linkstate import LinkStateFactory
+    from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME
+    from flwr.supercore.object_store import ObjectStoreFactory
+    from flwr.superlink.federation import NoOpFederationManager
+    from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+
+    grid = InMemoryGrid(LinkStateFactory(FLWR_IN_MEMORY_DB_NAME, NoOpFederationManager(), ObjectStoreFactory()))
+    assert grid.pull_interval == 0.1  # Flower's.
+    assert prompt(grid, "simulation") is grid and grid.pull_interval == IN_MEMORY_POLL_SECONDS == 0.01
+    assert isinstance(prompt(SlowNodes({}), "deployment"), PromptGrid)

@@ -29,17 +29,31 @@ _ROUND_NUMBERS = (
 
 
 def write_scalars(folder: str | Path, summary: Summary) -> Path:
-    """Write the run in ``summary`` (its ``initial`` and ``rounds``) to fresh event files in ``folder``."""
+    """Write the run in ``summary`` (its ``initial`` and ``rounds``) to fresh event files in ``folder``.
+
+    One event per round with all its scalars (TensorBoard's ``scalar_pb``), not
+    one ``tf.summary.scalar`` per number: a 40-round run has about 1,400, and
+    each TensorFlow op cost 0.1 ms here, 0.2 s at the end of every run.
+    """
     import tensorflow as tf
+    from tensorboard.summary.v1 import scalar_pb
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for old in folder.glob("events.out.tfevents.*"):  # A resumed run rewrites the whole run.
         old.unlink()
+    by_round: dict[int, Any] = {}  # Round: its Summary protobuf.
+    for tag, value, step in scalars(summary):
+        point = scalar_pb(tag, value)
+        point.value[0].tag = tag  # As tf.summary.scalar names it (TensorBoard's v1 helper adds "/scalar_summary").
+        if step in by_round:
+            by_round[step].MergeFrom(point)  # Appends its value.
+        else:
+            by_round[step] = point
     writer = tf.summary.create_file_writer(str(folder))
     with writer.as_default():
-        for tag, value, step in scalars(summary):
-            tf.summary.scalar(tag, value, step=step)
+        for step, points in sorted(by_round.items()):
+            tf.summary.experimental.write_raw_pb(points.SerializeToString(), step=step)
     writer.close()
     return folder
 

@@ -5,8 +5,8 @@ Flower's ``start_grid`` registers each SuperNode with the server's client manage
 so waiting for clients, sampling and timeouts behave as on the classic pair. With ``--secagg``
 Flower's SecAgg+ workflow drives the same strategy and client manager instead
 (``fedmnist.privacy.secagg``). On the simulation, whose workers stay up for the whole run, the
-workers are warmed up first (``warm_up_workers``); on the Deployment Runtime, replies are collected
-as soon as they are in (``PromptGrid``).
+workers are warmed up first (``warm_up_workers``); on both, replies are collected soon after they
+are in (``prompt``).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 WARM_UP_WAIT_SECONDS = 30.0  # How long the warm-up waits for Flower to register the virtual clients.
 # How often PromptGrid asks the SuperLink for replies: each ask is one small HTTP request on a kept connection.
 REPLY_POLL_SECONDS = 0.2
+# How often the simulation's in-memory Grid looks for replies: each look is a dictionary lookup under a lock.
+IN_MEMORY_POLL_SECONDS = 0.01
 
 
 class GridFederation(Federation):
@@ -45,9 +47,9 @@ class GridFederation(Federation):
 
     def run(self, server: Server, config: ServerConfig, client_config: dict[str, Scalar]) -> History | None:
         settings = self.settings
+        grid = prompt(self.grid, settings.runtime)
         if settings.runtime == "simulation":  # The Deployment Runtime starts a process per message: none stays warm.
-            warm_up_workers(self.grid, client_config, settings)
-        grid = PromptGrid(self.grid) if settings.runtime == "deployment" else self.grid
+            warm_up_workers(grid, client_config, settings)
         if settings.secagg:
             from fedmnist.privacy.secagg import secagg_federation
 
@@ -63,6 +65,25 @@ class GridFederation(Federation):
         from flwr.server.compat import start_grid
 
         return start_grid(grid=grid, server=server, config=config)
+
+
+def prompt(grid: Grid, runtime: str) -> Grid:
+    """``grid``, made to collect replies soon after they are in on ``runtime``.
+
+    The Deployment Runtime's HttpGrid waits 3 s between looks: wrapped in
+    ``PromptGrid``. The simulation's InMemoryGrid sleeps its ``pull_interval``
+    (0.1 s) between looks at its in-memory state, however soon a reply is in:
+    each exchange (a round's fit, then its evaluation) waited 0.05 s on
+    average, about 1 s in a 10-round run; it looks every
+    ``IN_MEMORY_POLL_SECONDS`` instead (a look costs microseconds).
+    """
+    from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+
+    if runtime == "deployment":
+        return PromptGrid(grid)
+    if isinstance(grid, InMemoryGrid):  # Its pull_interval: tests/test_flower_internals.py pins it.
+        grid.pull_interval = IN_MEMORY_POLL_SECONDS
+    return grid
 
 
 def warm_up_workers(grid: Grid, client_config: dict[str, Scalar], settings: ServerSettings) -> None:

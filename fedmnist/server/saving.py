@@ -145,6 +145,12 @@ def save_results(
         raise UserError(f"{'; '.join(problems)}{hint}. The checkpoint {paths.checkpoint} keeps the rounds done")
 
 
+def import_plotting() -> None:
+    """Import what ``save_results`` draws the plots with (matplotlib), ahead of time."""
+    import fedmnist.results.client_plots
+    import fedmnist.results.plots  # noqa: F401
+
+
 def result_files(paths: RunPaths) -> tuple[Path, ...]:
     """The files of a finished run; a resumed run removes their partial versions once it has them."""
     return paths.pickle, paths.json, paths.model
