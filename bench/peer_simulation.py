@@ -1,9 +1,13 @@
 """A stock Flower simulation, written the way Flower's quickstart-tensorflow writes it: the peer of
 ``--runtime simulation`` in ``bench/simulation.py``.
 
-Every message builds and compiles a Keras model and calls ``model.fit`` / ``model.evaluate``; FedAvg
-samples the same fractions; the server evaluates on the same held-out rows. Same data, same rows per
-client, same model and local training as the app.
+Every fit and evaluate message builds and compiles a Keras model and calls ``model.fit`` /
+``model.evaluate``; FedAvg samples the same fractions; the server evaluates on the same held-out
+rows. Same data, same rows per client, same model and local training as the app, and the same
+cohorts: Flower's own sampling draws other clients than the app's seeded one, and one seed's
+cohorts can cost or win 3 points, which would bury the comparison of the two accuracies. So FedAvg
+here draws as the app does (``fedmnist.server.client_manager.WaitingClientManager``: by partition id,
+from the seed, the round and the stage), each client saying its partition id once, without a model.
 
     .venv/bin/python bench/peer_simulation.py CLIENTS ROUNDS FRACTION OUT_JSON
 """
@@ -23,11 +27,13 @@ import keras
 from flwr.client import ClientApp, NumPyClient
 from flwr.common import Context, ndarrays_to_parameters
 from flwr.server import ServerApp, ServerAppComponents, ServerConfig
+from flwr.server.client_manager import ClientManager
 from flwr.server.strategy import FedAvg
 from flwr.simulation import run_simulation
 
 from fedmnist.data.sources import MNIST_5K, client_data, load_mnist, to_float
 from fedmnist.model.keras_model import build_model
+from fedmnist.server.client_manager import WaitingClientManager
 from fedmnist.settings import defaults
 
 MNIST = load_mnist(MNIST_5K)
@@ -48,10 +54,21 @@ def compiled_model() -> keras.Model:
 
 class KerasClient(NumPyClient):
     def __init__(self, partition_id: int, num_partitions: int) -> None:
-        self.model = compiled_model()
+        self.partition_id = partition_id
+        self._model: keras.Model | None = None
         share = client_data(MNIST, partition_id, num_partitions, SEED)
         self.x_train, self.y_train = to_float(share.x_train), share.y_train
         self.x_val, self.y_val = to_float(share.x_val), share.y_val
+
+    @property
+    def model(self) -> keras.Model:
+        # Built on first use (Ray pickles this class by value: functools.cached_property holds a lock).
+        if self._model is None:
+            self._model = compiled_model()
+        return self._model
+
+    def get_properties(self, config):
+        return {"partition_id": self.partition_id}  # For the app's sampling; no model built.
 
     def fit(self, parameters, _config):
         self.model.set_weights(parameters)
@@ -64,6 +81,20 @@ class KerasClient(NumPyClient):
         self.model.set_weights(parameters)
         loss, accuracy = self.model.evaluate(self.x_val, self.y_val, verbose=0)
         return loss, len(self.y_val), {"accuracy": accuracy}
+
+
+class SameCohorts(FedAvg):
+    """FedAvg sampling each round's fit and evaluate clients as the app does (its seeded client manager)."""
+
+    def configure_fit(self, server_round: int, parameters, client_manager: ClientManager):
+        assert isinstance(client_manager, WaitingClientManager)
+        client_manager.sampling_for(server_round, "fit")
+        return super().configure_fit(server_round, parameters, client_manager)
+
+    def configure_evaluate(self, server_round: int, parameters, client_manager: ClientManager):
+        assert isinstance(client_manager, WaitingClientManager)
+        client_manager.sampling_for(server_round, "evaluate")
+        return super().configure_evaluate(server_round, parameters, client_manager)
 
 
 def client_fn(context: Context):
@@ -80,7 +111,7 @@ def main(clients: int, rounds: int, fraction: float, out: Path) -> None:
         return loss, {"accuracy": accuracy[server_round]}
 
     sampled = max(1, round(fraction * clients))
-    strategy = FedAvg(
+    strategy = SameCohorts(
         fraction_fit=fraction,
         fraction_evaluate=fraction,
         min_fit_clients=sampled,
@@ -89,7 +120,11 @@ def main(clients: int, rounds: int, fraction: float, out: Path) -> None:
         evaluate_fn=evaluate,
         initial_parameters=ndarrays_to_parameters(held_out.get_weights()),
     )
-    components = ServerAppComponents(strategy=strategy, config=ServerConfig(num_rounds=rounds))
+    components = ServerAppComponents(
+        strategy=strategy,
+        config=ServerConfig(num_rounds=rounds),
+        client_manager=WaitingClientManager(timeout=600, expected=clients, seed=SEED),
+    )
     began = time.perf_counter()
     run_simulation(
         server_app=ServerApp(server_fn=lambda _context: components),
