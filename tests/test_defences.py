@@ -13,7 +13,7 @@ from flwr.server.strategy.aggregate import aggregate_krum
 from conftest import IdleClient
 from fedmnist.server.defences import CenteredClipping, HeldBulyan, MultiKrum, NormClipping, clip_scales
 from fedmnist.server.strategies import build_strategy
-from fedmnist.server.update_stats import update_numbers
+from fedmnist.server.update_stats import coordinate_median, update_numbers
 from fedmnist.settings.robustness import ASSUMPTIONS, attack_problem
 from fedmnist.settings.server_settings import ServerSettings
 
@@ -132,6 +132,15 @@ def test_settings_a_defence_cannot_meet_are_refused_in_one_line(changes: dict, s
 
 def vars_of(settings: ServerSettings) -> dict:
     return {name: getattr(settings, name) for name in settings.__dataclass_fields__}
+
+
+def test_the_coordinate_median_by_hand_and_as_numpys() -> None:
+    odd = np.array([[1.0, 9.0], [5.0, -2.0], [3.0, 4.0]])
+    even = np.array([[1.0, 9.0], [5.0, -2.0], [3.0, 4.0], [0.0, 10.0]])
+    assert coordinate_median(odd).tolist() == [3.0, 4.0]
+    assert coordinate_median(even).tolist() == [2.0, 6.5]
+    rows = np.random.default_rng(0).normal(size=(10, 1000))
+    assert np.array_equal(coordinate_median(rows), np.median(rows, axis=0))
 
 
 def test_update_numbers_by_hand() -> None:
