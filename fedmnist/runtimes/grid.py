@@ -77,10 +77,10 @@ def prompt(grid: Grid, runtime: str) -> Grid:
     average, about 1 s in a 10-round run; it looks every
     ``IN_MEMORY_POLL_SECONDS`` instead (a look costs microseconds).
     """
-    from flwr.superlink.grid.inmemory_grid import InMemoryGrid
-
     if runtime == "deployment":
         return PromptGrid(grid)
+    from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+
     if isinstance(grid, InMemoryGrid):  # Its pull_interval: tests/test_flower_internals.py pins it.
         grid.pull_interval = IN_MEMORY_POLL_SECONDS
     return grid
