@@ -82,7 +82,7 @@ class _Job:
 class SimulationFederation(Federation):
     """The simulation's federation step, with Ray started early: ``with SimulationFederation(...) as federation``.
 
-    Entering starts Ray in a thread of its own, so its start (about 6 s here)
+    Entering starts Ray in a thread of its own, so its start (about 3 s here)
     overlaps the server's data loading and the import of Flower's simulation
     instead of preceding the first round; Flower's simulation then finds Ray
     running and uses it as it is. The server's TensorFlow import waits for
@@ -94,9 +94,9 @@ class SimulationFederation(Federation):
     (Linux's parent-death signal is per thread).
 
     Flower's simulation runs in a thread of its own too, and the federation
-    step returns as soon as the rounds are done: Flower then takes 2.5 s here
-    to stop its workers, and Ray shuts down after it, both beside the saving
-    of the results. Leaving waits for them.
+    step returns as soon as the rounds are done: Flower then stops its workers
+    and shuts Ray down (``RayBackend.terminate``), beside the saving of the
+    results. Leaving waits for it.
 
     A sweep runs all its settings in one simulation (``run_for``, then
     ``SweepSetting``): its ServerApp drives each setting's rounds in turn, and
@@ -114,7 +114,7 @@ class SimulationFederation(Federation):
         # for it (fedmnist.server.run), so that Ray, then the workers' imports, have the CPU first.
         self._workers_starting: Future[None] = Future()
         self.workers_starting = self._workers_starting
-        self._done_with_ray = threading.Event()  # Set when Flower's simulation has ended, or on leaving.
+        self._leave = threading.Event()
         self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._keep_ray, name="ray", daemon=True)
         self._simulation: threading.Thread | None = None
@@ -148,7 +148,7 @@ class SimulationFederation(Federation):
                     self._simulation.join(timeout=STOP_JOIN_SECONDS)
                 # Else Ray is shut down under Flower's threads, which may then end this process
                 # (Ray's "core worker has already been shutdown") before it can say how it ended.
-        self._done_with_ray.set()
+        self._leave.set()
         self._thread.join()
         _settle(self._workers_starting)
 
@@ -190,7 +190,6 @@ class SimulationFederation(Federation):
         try:
             self._run_simulation()
         finally:
-            self._done_with_ray.set()  # Ray shuts down while the server saves the results.
             _settle(self._workers_starting)  # Also when the workers never start: the server's TensorFlow waits for it.
             self._fail_waiting(RuntimeError("Flower's simulation ended before the rounds were done"))
 
@@ -232,11 +231,7 @@ class SimulationFederation(Federation):
                 job.rounds.set_exception(error)
 
     def _keep_ray(self) -> None:
-        """Start Ray, keep it until Flower's simulation ends (or the federation is left), then shut it down.
-
-        This thread's whole life. Ray's shutdown (1.3 s here) then overlaps the
-        saving of the results instead of following it.
-        """
+        """Start Ray, keep it until the federation is left, then shut it down (this thread's whole life)."""
         import ray
 
         try:
@@ -245,7 +240,7 @@ class SimulationFederation(Federation):
             self._ray_up.set_exception(error)
             return
         self._ray_up.set_result(None)
-        self._done_with_ray.wait()
+        self._leave.wait()
         ray.shutdown()
 
     def _start_ray(self) -> None:

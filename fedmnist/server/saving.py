@@ -147,8 +147,7 @@ def save_results(
 
 def import_plotting() -> None:
     """Import what ``save_results`` draws the plots with (matplotlib), ahead of time."""
-    import fedmnist.results.client_plots
-    import fedmnist.results.plots  # noqa: F401
+    import fedmnist.results.plots  # noqa: F401  It imports client_plots and matplotlib.
 
 
 def result_files(paths: RunPaths) -> tuple[Path, ...]:
