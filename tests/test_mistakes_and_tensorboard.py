@@ -75,12 +75,14 @@ def test_event_files_hold_the_run_and_a_rewrite_replaces_them(tmp_path: Path) ->
     write_scalars(folder, SUMMARY)  # A resumed run writes the whole run again: no duplicates.
     files = list(folder.glob("events.out.tfevents.*"))
     assert len(files) == 1
-    read, plugins = {}, set()
+    read, plugins, events = {}, set(), 0
     for event in tf.compat.v1.train.summary_iterator(str(files[0])):
+        events += bool(event.summary.value)
         for value in event.summary.value:
             read[(value.tag, event.step)] = float(tf.make_ndarray(value.tensor))
             plugins.add(value.metadata.plugin_data.plugin_name)
     assert plugins == {"scalars"}  # What TensorBoard's Scalars tab shows.
+    assert events == len({step for _, _, step in scalars(SUMMARY)})  # One event per round, not one per number.
     assert read[("held_out/accuracy", 2)] == pytest.approx(0.9)
     assert read[("client_1/evaluate_accuracy", 1)] == pytest.approx(0.77)
     assert len(read) == len(scalars(SUMMARY))
