@@ -11,9 +11,16 @@ from flwr.server.client_manager import SimpleClientManager
 from flwr.server.strategy.aggregate import aggregate_krum
 
 from conftest import IdleClient
-from fedmnist.server.defences import CenteredClipping, HeldBulyan, MultiKrum, NormClipping, clip_scales
+from fedmnist.server.defences import (
+    CENTERED_CLIPPING_STEPS,
+    CenteredClipping,
+    HeldBulyan,
+    MultiKrum,
+    NormClipping,
+    clip_scales,
+)
 from fedmnist.server.strategies import build_strategy
-from fedmnist.server.update_stats import coordinate_median, update_numbers
+from fedmnist.server.update_stats import FEW_ROWS, coordinate_median, sorted_columns, update_numbers
 from fedmnist.settings.robustness import ASSUMPTIONS, attack_problem
 from fedmnist.settings.server_settings import ServerSettings
 
@@ -139,8 +146,47 @@ def test_the_coordinate_median_by_hand_and_as_numpys() -> None:
     even = np.array([[1.0, 9.0], [5.0, -2.0], [3.0, 4.0], [0.0, 10.0]])
     assert coordinate_median(odd).tolist() == [3.0, 4.0]
     assert coordinate_median(even).tolist() == [2.0, 6.5]
-    rows = np.random.default_rng(0).normal(size=(10, 1000))
-    assert np.array_equal(coordinate_median(rows), np.median(rows, axis=0))
+    for count in (1, 2, 3, 10, FEW_ROWS, FEW_ROWS + 1, 30):  # Both ways of sorting: few rows, many.
+        rows = np.random.default_rng(count).normal(size=(count, 1000)).astype(np.float32)
+        rows[:, :10] = 0.5  # Ties.
+        assert np.array_equal(sorted_columns(rows), np.sort(rows.astype(np.float64), axis=0)), count
+        assert np.array_equal(coordinate_median(rows), np.median(rows.astype(np.float64), axis=0)), count
+
+
+def layer_by_layer_centered_clipping(previous: list, updates: list[list], weights: np.ndarray) -> list:
+    """Centered clipping as the paper reads, one layer at a time: what the flat rows must equal, bit for bit."""
+    center = previous or [np.zeros_like(layer) for layer in updates[0]]
+    for _ in range(CENTERED_CLIPPING_STEPS):
+        differences = [[u - c for u, c in zip(update, center)] for update in updates]
+        lengths = [float(np.linalg.norm(np.concatenate([np.ravel(d) for d in diff]))) for diff in differences]
+        scaled = weights * clip_scales(lengths)
+        center = [c + sum(w * d[i] for w, d in zip(scaled, differences)) for i, c in enumerate(center)]
+    return center
+
+
+def test_centered_clipping_gives_the_layer_by_layer_weights_exactly_round_after_round() -> None:
+    rng = np.random.default_rng(7)
+    shapes = [(6, 4), (4,), (4, 3), (3,)]
+    start = [rng.normal(size=shape).astype(np.float32) for shape in shapes]
+    strategy = rule(CenteredClipping)
+    previous: list = []
+    for server_round in (1, 2, 3):
+        models = [
+            [(s + rng.normal(size=s.shape) * (5 if i == 3 else 1)).astype(np.float32) for s in start] for i in range(4)
+        ]
+        answers = [
+            (IdleClient(str(i)), FitRes(OK, ndarrays_to_parameters(model), 10 + i, {}))
+            for i, model in enumerate(models)
+        ]
+        strategy.configure_fit(server_round, ndarrays_to_parameters(start), manager(4))
+        parameters, _ = strategy.aggregate_fit(server_round, answers, [])
+        examples = np.array([10.0, 11.0, 12.0, 13.0])
+        updates = [[w.astype(np.float64) - s for w, s in zip(model, start)] for model in models]
+        previous = layer_by_layer_centered_clipping(previous, updates, examples / examples.sum())
+        expected = [(s + c).astype(np.float32) for s, c in zip(start, previous)]
+        assert all(np.array_equal(a, b) for a, b in zip(parameters_to_ndarrays(parameters), expected)), server_round
+        assert all(np.array_equal(a, b) and a.shape == b.shape for a, b in zip(strategy.previous, previous))
+        start = expected
 
 
 def test_update_numbers_by_hand() -> None:

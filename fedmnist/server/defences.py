@@ -35,8 +35,8 @@ from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import Bulyan, FedAvg, Krum
 from flwr.server.strategy.aggregate import aggregate_krum
 
-from fedmnist.attacks.model_poisoning import update_of, weights_from
-from fedmnist.server.update_stats import flat, krum_scores
+from fedmnist.attacks.model_poisoning import weights_from
+from fedmnist.server.update_stats import flat, flat_rows, krum_scores, unflat
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class UpdateRule(FedAvg):
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         if not results:
             return None, {}
-        updates = [update_of(parameters_to_ndarrays(result.parameters), self.round_start) for _, result in results]
+        updates = flat_rows([parameters_to_ndarrays(result.parameters) for _, result in results], self.round_start)
         examples = np.array([result.num_examples for _, result in results], dtype=np.float64)
         combined, scales = self.combine(updates, examples / examples.sum())
         self.decisions = {
@@ -123,18 +123,19 @@ class UpdateRule(FedAvg):
         metrics: dict[str, Scalar] = {}
         if self.fit_metrics_aggregation_fn:
             metrics = self.fit_metrics_aggregation_fn([(result.num_examples, result.metrics) for _, result in results])
-        return ndarrays_to_parameters(weights_from(self.round_start, combined)), metrics
+        return ndarrays_to_parameters(weights_from(self.round_start, unflat(combined, self.round_start))), metrics
 
-    def combine(self, updates: list[NDArrays], weights: np.ndarray) -> tuple[NDArrays, list[float]]:
-        """The step the global model takes from ``updates`` (weights sum to 1), and each update's scale."""
+    def combine(self, updates: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, list[float]]:
+        """The step the global model takes from ``updates`` (one flat float64 row each; weights sum to 1),
+        and each update's scale."""
         raise NotImplementedError
 
 
 class NormClipping(UpdateRule):
     """Every update at most the round's median update length, then the weighted mean."""
 
-    def combine(self, updates: list[NDArrays], weights: np.ndarray) -> tuple[NDArrays, list[float]]:
-        scales = clip_scales([float(np.linalg.norm(flat(u))) for u in updates])
+    def combine(self, updates: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, list[float]]:
+        scales = clip_scales(row_lengths(updates))
         return weighted_sum(updates, weights * scales), scales.tolist()
 
 
@@ -145,15 +146,14 @@ class CenteredClipping(UpdateRule):
         super().__init__(**kwargs)
         self.previous: NDArrays = []
 
-    def combine(self, updates: list[NDArrays], weights: np.ndarray) -> tuple[NDArrays, list[float]]:
-        center = self.previous or [np.zeros_like(layer) for layer in updates[0]]
+    def combine(self, updates: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, list[float]]:
+        center = flat(self.previous) if self.previous else np.zeros(updates.shape[1])
         scales = np.ones(len(updates))
         for _ in range(CENTERED_CLIPPING_STEPS):
-            differences = [[u - c for u, c in zip(update, center)] for update in updates]
-            scales = clip_scales([float(np.linalg.norm(flat(d))) for d in differences])
-            step = weighted_sum(differences, weights * scales)
-            center = [c + s for c, s in zip(center, step)]
-        self.previous = center
+            differences = updates - center
+            scales = clip_scales(row_lengths(differences))
+            center = center + weighted_sum(differences, weights * scales)
+        self.previous = unflat(center, self.round_start)
         return center, scales.tolist()
 
 
@@ -164,6 +164,19 @@ def clip_scales(lengths: list[float]) -> np.ndarray:
     return np.minimum(1.0, np.divide(tau, values, out=np.ones_like(values), where=values > 0))
 
 
-def weighted_sum(updates: list[NDArrays], weights: np.ndarray) -> NDArrays:
-    """``sum_i weights[i] x updates[i]``, layer by layer."""
-    return [sum(w * layer for w, layer in zip(weights, layers)) for layers in zip(*updates)]
+def row_lengths(rows: np.ndarray) -> list[float]:
+    """The Euclidean length of each row."""
+    return [float(np.linalg.norm(row)) for row in rows]
+
+
+def weighted_sum(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``sum_i weights[i] x rows[i]``, one row after the other.
+
+    Not ``weights @ rows``: BLAS may add in another order, and a model's weights
+    would then depend on the machine's BLAS in their last bits (the weights
+    checksum of a run with a seed is the same everywhere).
+    """
+    total = np.zeros(rows.shape[1])
+    for weight, row in zip(weights, rows):
+        total += weight * row
+    return total
