@@ -17,6 +17,7 @@ import argparse
 import sys
 
 from fedmnist.common.cli import Parser, configure_logging, exit_now, require_environment, run_cli
+from fedmnist.common.garbage import pause_collection
 from fedmnist.settings import defaults
 from fedmnist.settings.arguments import non_negative_int, positive_float, positive_int, server_address
 from fedmnist.settings.server_settings import add_data_home_argument
@@ -85,6 +86,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> None:
+    pause_collection()  # Until TensorFlow is imported (fedmnist.common.garbage).
     require_environment("client.py")
     args = parse_args(argv)
     configure_logging(args.verbose)

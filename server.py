@@ -22,6 +22,7 @@ from fedmnist.common.cli import (
     run_cli,
     take_back_stop_signals,
 )
+from fedmnist.common.garbage import pause_collection
 from fedmnist.settings.server_settings import SERVER, ServerSettings, add_setting_arguments, check_setting_arguments
 from fedmnist.sweep import GRIDS
 
@@ -51,6 +52,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def main(argv: list[str]) -> None:
+    pause_collection()  # Until TensorFlow is imported and the model built (fedmnist.common.garbage).
     require_environment("server.py")
     take_back_stop_signals()  # Ctrl-C and SIGTERM: save the completed rounds, then leave.
     args = parse_args(argv)

@@ -31,6 +31,7 @@ from flwr.common import (
 
 from fedmnist.client.flower_client import ClientCache, PartitionClient, SettingsMismatch
 from fedmnist.common.errors import UserError
+from fedmnist.common.garbage import start_up_done
 from fedmnist.common.tls import speaks_tls
 from fedmnist.settings import defaults
 
@@ -57,6 +58,7 @@ def make_client(
     process began) lets the client report how long its start-up took.
     """
     importlib.import_module("fedmnist.model.keras_model")  # TensorFlow now, while the server starts, not in round 1.
+    start_up_done()
 
     startup = None if process_started is None else time.perf_counter() - process_started
     log.info(

@@ -20,8 +20,8 @@ from fedmnist.results.client_plots import client_curves, plot_clients, plot_conf
 from fedmnist.results.figures import describe_run, plt, save_figure
 from fedmnist.results.records import RoundRecord, Summary
 
-# (file stem, metric key, y-axis label)
-_FIGURES = (("accuracy", "accuracy", "accuracy"), ("loss", "loss", "cross-entropy loss"))
+# File stem: (metric key, y-axis label).
+_HISTORY_FIGURES = {"accuracy": ("accuracy", "accuracy"), "loss": ("loss", "cross-entropy loss")}
 # What each curve is, in the words the legend uses.
 HELD_OUT = "held-out test set (server, global model)"
 VALIDATION = "clients' validation slices (weighted average)"
@@ -40,10 +40,40 @@ def plot_history(history: History, summary: Summary, out_dir: str | Path) -> lis
     into the last half of the rounds, which the first round's jump would
     otherwise squash into a sliver at the top.
     """
+    return [plot_history_figure(history, summary, stem, out_dir) for stem in _HISTORY_FIGURES]
+
+
+def plot_history_figure(history: History, summary: Summary, stem: str, out_dir: str | Path) -> Path:
+    """Draw one of ``plot_history``'s figures: ``accuracy.png`` or ``loss.png``."""
+    key, label = _HISTORY_FIGURES[stem]
+    return save_figure(history_figure(history, summary, key, label), Path(out_dir) / f"{stem}.png")
+
+
+def run_figures(summary: Summary) -> list[str]:
+    """The names of the figures ``draw_figure`` draws for a run with this summary, in the order they are listed."""
+    records = summary.get("rounds", [])
     return [
-        save_figure(history_figure(history, summary, key, label), Path(out_dir) / f"{stem}.png")
-        for stem, key, label in _FIGURES
+        *_HISTORY_FIGURES,
+        *(["label_histogram"] if summary.get("label_histograms") else []),
+        *(["clients"] if client_curves(records) else []),
+        *(["confusion"] if summary.get("confusion") else []),
+        *(["privacy"] if privacy_curve(records) else []),
     ]
+
+
+def draw_figure(name: str, history: History, summary: Summary, out_dir: str | Path) -> Path:
+    """Draw the figure ``name`` (one of ``run_figures``) of a run into ``out_dir``; return its path."""
+    if name in _HISTORY_FIGURES:
+        return plot_history_figure(history, summary, name, out_dir)
+    if name == "label_histogram":
+        return plot_label_histograms(summary, out_dir)
+    if name == "clients":
+        return plot_clients(summary, out_dir)
+    if name == "confusion" and (confusion := summary.get("confusion")):
+        return plot_confusion(confusion, summary, out_dir)
+    if name == "privacy":
+        return plot_privacy(summary, out_dir)
+    raise ValueError(f"no figure {name!r} for this run")
 
 
 def history_figure(history: History, summary: Summary, key: str, label: str) -> Figure:
@@ -239,18 +269,8 @@ def main(argv: list[str] | None = None) -> None:
     def redraw() -> None:
         history, summary = load_history(args.history)
         out = Path(args.out) if args.out else Path(args.history).resolve().parent.parent / "plots"
-        paths = plot_history(history, summary, out)
-        if summary.get("label_histograms"):
-            paths.append(plot_label_histograms(summary, out))
-        if client_curves(summary.get("rounds", [])):
-            paths.append(plot_clients(summary, out))
-        confusion = summary.get("confusion")
-        if confusion:
-            paths.append(plot_confusion(confusion, summary, out))
-        if privacy_curve(summary.get("rounds", [])):
-            paths.append(plot_privacy(summary, out))
-        for path in paths:
-            print(path)
+        for name in run_figures(summary):
+            print(draw_figure(name, history, summary, out))
 
     run_cli(compare if args.compare else redraw)
 

@@ -27,6 +27,7 @@ from flwr.supercore.address import is_port_in_use
 from fedmnist.attacks.catalogue import BACKDOOR
 from fedmnist.common.cli import ignore_stop_signals
 from fedmnist.common.errors import UserError
+from fedmnist.common.garbage import start_up_done
 from fedmnist.common.tls import load_server_certificates
 from fedmnist.data.idx import find_idx_files
 from fedmnist.data.partition import label_histograms, parse_partition, partition_rows
@@ -37,6 +38,7 @@ from fedmnist.results.checkpoint import Checkpoint, load_checkpoint, restore_str
 from fedmnist.results.history import history_from_records
 from fedmnist.results.live_log import LiveLogWriter
 from fedmnist.results.paths import RunPaths
+from fedmnist.results.plot_helper import PlotHelper
 from fedmnist.results.records import Header, Summary
 from fedmnist.server.baseline import train_centrally
 from fedmnist.server.client_manager import WaitingClientManager
@@ -81,9 +83,11 @@ def run_server(settings: ServerSettings, process_started: float, federation: Fed
         if archived is not None:
             log.info("the earlier run's results in %s were moved to %s", paths.root, archived)
     paths.check_writable()
-    # The simulation starts Ray now, beside the data loading and the TensorFlow import.
-    with federation:
-        return _run(settings, process_started, paths, checkpoint, federation)
+    # The simulation starts Ray now, beside the data loading and the TensorFlow import; the plot
+    # helper imports matplotlib meanwhile too.
+    with federation, PlotHelper() as helper:
+        helper.start()
+        return _run(settings, process_started, paths, checkpoint, federation, helper)
 
 
 def _run(
@@ -92,6 +96,7 @@ def _run(
     paths: RunPaths,
     checkpoint: Checkpoint | None,
     federation: Federation,
+    helper: PlotHelper,
 ) -> RunPaths:
     """``run_server`` once its checks passed: data, model, strategy, the rounds through ``federation``, results."""
     data_started = time.perf_counter()
@@ -121,6 +126,7 @@ def _run(
     # Then matplotlib, while the server waits for its clients (or the simulation's workers), so the
     # plots are drawn sooner after the last round: its import took 0.3-0.5 s of the wrap-up here.
     starting.submit(import_plotting)
+    starting.submit(start_up_done)  # TensorFlow, the model and matplotlib are in (fedmnist.common.garbage).
     evaluator = HeldOutEvaluator(trainer, data, backdoor=settings.attack == BACKDOOR)
     strategy = _run_strategy(
         settings, paths, checkpoint, evaluator, client_config, max(len(part) for part in parts), data.source
@@ -140,9 +146,9 @@ def _run(
         return {**summary, "started": header["started"], "name": header["name"]}  # Paired with the live log's.
 
     history, final_weights = _federate_or_save_the_rounds(
-        settings, strategy, client_config(0), paths, evaluator, federation, summary_now
+        settings, strategy, client_config(0), paths, evaluator, federation, summary_now, helper
     )
-    _finish(settings, paths, checkpoint, strategy, evaluator, data, history, final_weights, summary_now())
+    _finish(settings, paths, checkpoint, strategy, evaluator, data, history, final_weights, summary_now(), helper)
     return paths
 
 
@@ -207,9 +213,14 @@ def _federate_or_save_the_rounds(
     evaluator: HeldOutEvaluator,
     federation: Federation,
     summary_now: Callable[[], Summary],
+    helper: PlotHelper,
 ) -> tuple[History | None, NDArrays]:
     """The rounds; if they stop early, the completed ones saved as partial results and the reason raised."""
     recorder = strategy.recorder
+
+    def saved_early(reason: str) -> str:
+        return stop_early(paths, evaluator, recorder, summary_now(), reason, helper)
+
     try:
         history, final_weights = _federate(
             settings, strategy, client_config, settings.rounds - strategy.resumed_after, paths.round_log, federation
@@ -217,18 +228,16 @@ def _federate_or_save_the_rounds(
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM (fedmnist.common.cli.take_back_stop_signals).
         ignore_stop_signals()  # A second Ctrl-C must not cut the saving short.
         strategy.stop()  # Flower may drive the rounds from another thread (the simulation): no round after this.
-        log.warning(stop_early(paths, evaluator, recorder, summary_now(), "stopped by a signal (Ctrl-C or SIGTERM)"))
+        log.warning(saved_early("stopped by a signal (Ctrl-C or SIGTERM)"))
         raise
     except UserError as error:  # E.g. too few clients connected.
-        raise UserError(f"{error}. {stop_early(paths, evaluator, recorder, summary_now(), str(error))}") from None
+        raise UserError(f"{error}. {saved_early(str(error))}") from None
     except Exception as error:  # A bug or a full disk inside a round: never hang, never lose the rounds done.
         failed = f"round {recorder.current_round} failed: {type(error).__name__}: {error}"
         log.debug("%s", failed, exc_info=True)  # The traceback, with --verbose.
-        raise RunFailed(f"{failed}. {stop_early(paths, evaluator, recorder, summary_now(), failed)}") from error
+        raise RunFailed(f"{failed}. {saved_early(failed)}") from error
     if strategy.stalled:  # A run that trains nothing must not end as finished.
-        raise UserError(
-            f"{strategy.stalled}. {stop_early(paths, evaluator, recorder, summary_now(), strategy.stalled)}"
-        )
+        raise UserError(f"{strategy.stalled}. {saved_early(strategy.stalled)}")
     return history, final_weights
 
 
@@ -242,6 +251,7 @@ def _finish(
     history: History | None,
     final_weights: NDArrays,
     summary: Summary,
+    helper: PlotHelper,
 ) -> None:
     """After the last round: the privacy spent, a budget stop, the baseline; then every result saved."""
     recorder = strategy.recorder
@@ -264,7 +274,7 @@ def _finish(
         # As many epochs as the federation ran rounds: a budget stop ends it before --rounds.
         summary["baseline"] = train_centrally(data, settings, rounds=len(recorder.rounds))
         log.info("centralized baseline: held-out accuracy %.3f", summary["baseline"]["accuracy"][-1][1])
-    save_results(paths, evaluator, final_weights, history, summary)
+    save_results(paths, evaluator, final_weights, history, summary, helper)
     for stale in result_files(paths.as_partial()):  # A resumed run is complete now.
         stale.unlink(missing_ok=True)
 
