@@ -16,9 +16,11 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -157,13 +159,16 @@ def serve(out: str, host: str, port: int, cors_origins: str, places: Federation 
         os.nice(defaults.DASHBOARD_NICENESS)
     from fedmnist.dashboard.app import create_app
 
-    server = uvicorn_server(create_app(base, cors_origins=cors_origins.split(","), federation=places), host, port)
+    app = create_app(base, cors_origins=cors_origins.split(","), federation=places)
+    server = uvicorn_server(app, host, port, on_exit=app.state.dashboard.keras_files.close)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     print(f"dashboard: http://{shown}:{port}/ (API docs /docs) for the runs in {base}", flush=True)
     server.run()
 
 
-def uvicorn_server(app: Any, host: str, port: int) -> uvicorn.Server:  # Any ASGI application.
+def uvicorn_server(
+    app: Any, host: str, port: int, on_exit: Callable[[], None] = lambda: None
+) -> uvicorn.Server:  # Any ASGI application.
     """The uvicorn server for ``app``: quiet, bounded, and on websockets' current (sans-I/O) protocol.
 
     A WebSocket message may be at most as large as a participant's answer for
@@ -171,7 +176,8 @@ def uvicorn_server(app: Any, host: str, port: int) -> uvicorn.Server:  # Any ASG
     caps its own messages lower (``/ws/events``: ``WS_MAX_BYTES``; ``/ws``: the
     run's model). A request's headers may be at most ``MAX_HEADER_BYTES``:
     uvicorn's defaults (16 MiB messages; no header limit with httptools) let one
-    client make the dashboard hold hundreds of MB.
+    client make the dashboard hold hundreds of MB. ``on_exit`` cleans up after
+    the app when a stop signal ends the server at once (``PromptServer``).
     """
     import uvicorn
 
@@ -189,7 +195,34 @@ def uvicorn_server(app: Any, host: str, port: int) -> uvicorn.Server:  # Any ASG
         http="h11",
         h11_max_incomplete_event_size=defaults.MAX_HEADER_BYTES,
     )
-    return uvicorn.Server(server_config)
+    return _prompt_server_class()(server_config, on_exit)
+
+
+def _prompt_server_class() -> Callable[[uvicorn.Config, Callable[[], None]], uvicorn.Server]:
+    """``PromptServer``, defined once uvicorn is imported (not for ``--help``)."""
+    import uvicorn
+
+    class PromptServer(uvicorn.Server):
+        """uvicorn's server, which a stop signal ends at once while no connection is open.
+
+        uvicorn notices a stop signal at its next 0.1 s tick, then waits 0.1 s for
+        the connections to close: ./run.sh waited about 0.2 s at the end of every
+        run for a dashboard nobody had open. With a page open, it stops as uvicorn
+        does: the page's connections are closed first.
+        """
+
+        def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+            super().__init__(config)
+            self.on_exit = on_exit
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            if self.started and not self.server_state.connections:
+                self.on_exit()
+                signal.signal(sig, signal.SIG_DFL)
+                os.kill(os.getpid(), sig)  # Ends as uvicorn's own stop ends: by the signal (e.g. -15).
+            super().handle_exit(sig, frame)
+
+    return PromptServer
 
 
 def main(argv: list[str] | None = None, out_default: str = ".", prog: str = "python -m fedmnist.dashboard") -> None:
