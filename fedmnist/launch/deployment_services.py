@@ -20,10 +20,10 @@ from pathlib import Path
 
 from fedmnist.common.cli import alive
 from fedmnist.common.errors import UserError
-from fedmnist.common.ports import free_port, wait_until_listening
+from fedmnist.common.ports import POLL_SECONDS, free_port, wait_until_listening
 from fedmnist.common.project import PROJECT_ROOT
 from fedmnist.launch.deployment_logs import refused_supernode, say_what_was_saved
-from fedmnist.launch.processes import POLL_SECONDS, ProcessGroup
+from fedmnist.launch.processes import ProcessGroup
 
 LISTEN_TIMEOUT = 180.0  # Seconds the SuperLink may take to start listening.
 SERVER_STOP_SECONDS = 30.0  # The ServerApp first saves the completed rounds (about 3 s here).

@@ -32,7 +32,7 @@ from fedmnist.launch.commands import client_command, dashboard_url, local_client
 from fedmnist.launch.dashboard_process import DashboardProcess
 from fedmnist.launch.deployment_services import SERVER_STOP_SECONDS, DeploymentServices
 from fedmnist.launch.flags import parse_args
-from fedmnist.launch.processes import POLL_SECONDS, ProcessGroup, read_lines, stream_log
+from fedmnist.launch.processes import WATCH_SECONDS, ProcessGroup, read_lines, stream_log
 from fedmnist.results.archive import RESULT_FOLDERS, archive_earlier_results
 from fedmnist.results.run_lock import lock_results
 from fedmnist.settings import defaults
@@ -152,7 +152,7 @@ class Launcher:
                     reported.add(name)
                     print(f"warning: {self._failure(name, process.returncode)}", file=sys.stderr, flush=True)
             self.dashboard.check()
-            time.sleep(POLL_SECONDS)
+            time.sleep(WATCH_SECONDS)
         failed = [name for name, process in processes.items() if process.returncode != 0]
         if "server" in failed:
             raise self._server_failed(server.returncode)

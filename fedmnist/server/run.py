@@ -46,7 +46,7 @@ from fedmnist.server.federation import AppServer, Federation, ReconnectingServer
 from fedmnist.server.held_out import HeldOutEvaluator, build_trainer
 from fedmnist.server.recorder import RoundRecorder
 from fedmnist.server.run_strategy import RunStrategy
-from fedmnist.server.saving import checkpointer, import_plotting, result_files, run_summary, save_results, stop_early
+from fedmnist.server.saving import checkpointer, prepare_saving, result_files, run_summary, save_results, stop_early
 from fedmnist.server.strategies import build_strategy, centralized_evaluate_fn
 from fedmnist.server.validation import UpdateValidator
 from fedmnist.settings import defaults
@@ -123,9 +123,9 @@ def _run(
     # TensorFlow too, and round 1 waits for theirs, not for this one (fedmnist.runtimes.simulation).
     starting = ThreadPoolExecutor(max_workers=1)
     trainer = starting.submit(build_trainer, settings.seed, settings.model, federation.workers_starting)
-    # Then matplotlib, while the server waits for its clients (or the simulation's workers), so the
-    # plots are drawn sooner after the last round: its import took 0.3-0.5 s of the wrap-up here.
-    starting.submit(import_plotting)
+    # Then matplotlib and TensorBoard, while the server waits for its clients (or the simulation's
+    # workers), so the results are saved sooner after the last round.
+    starting.submit(prepare_saving)
     starting.submit(start_up_done)  # TensorFlow, the model and matplotlib are in (fedmnist.common.garbage).
     evaluator = HeldOutEvaluator(trainer, data, backdoor=settings.attack == BACKDOOR)
     strategy = _run_strategy(
