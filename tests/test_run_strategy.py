@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,10 +18,14 @@ from flwr.server.client_manager import SimpleClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
+import fedmnist.server.saving
 from conftest import IdleClient
+from fedmnist.results.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
 from fedmnist.results.live_log import read_live_log
+from fedmnist.results.paths import RunPaths
 from fedmnist.server.recorder import RoundRecorder
 from fedmnist.server.run_strategy import RunStopped, RunStrategy, canonical_order
+from fedmnist.server.saving import RoundNotSaved, RoundSaver
 from fedmnist.server.strategies import build_strategy
 from fedmnist.server.validation import UpdateValidator
 from fedmnist.settings.server_settings import ServerSettings
@@ -53,6 +61,20 @@ class SpyAggregator(FedAvg):
     def evaluate(self, server_round, parameters):
         self.calls.append(("evaluate", server_round, []))
         return super().evaluate(server_round, parameters)
+
+
+class SavesAtOnce:
+    """An ``on_round_end`` that calls ``save`` in the round's own thread, then ``then`` (the progress line)."""
+
+    def __init__(self, save: Callable[[RunStrategy], None]) -> None:
+        self.save = save
+
+    def __call__(self, run: RunStrategy, then: Callable[[], None]) -> None:
+        self.save(run)
+        then()
+
+    def wait(self) -> None:
+        pass
 
 
 def run_strategy(tmp_path: Path, aggregator: FedAvg, **kwargs) -> RunStrategy:
@@ -92,7 +114,7 @@ def test_a_round_validates_then_aggregates_then_records_then_checkpoints_then_an
         seen_at_checkpoint.append(([record["round"] for record in run.recorder.rounds], progress))
         assert run.aggregator is aggregator  # The state to save, without reaching through wrappers.
 
-    strategy = run_strategy(tmp_path, aggregator, resumed_after=5, on_round_end=checkpoint)
+    strategy = run_strategy(tmp_path, aggregator, resumed_after=5, on_round_end=SavesAtOnce(checkpoint))
     parameters = strategy.initialize_parameters(SimpleClientManager())
     assert parameters is not None
     strategy.evaluate(0, parameters)  # Round 0 stays 0 in a resumed run.
@@ -143,7 +165,7 @@ def test_stop_lets_the_round_being_recorded_finish_then_refuses_every_later_step
         checkpointing.set()
         release.wait(5)
 
-    strategy = run_strategy(tmp_path, SpyAggregator(), on_round_end=slow_checkpoint)
+    strategy = run_strategy(tmp_path, SpyAggregator(), on_round_end=SavesAtOnce(slow_checkpoint))
     parameters = strategy.initialize_parameters(SimpleClientManager())
     assert parameters is not None
     strategy.configure_fit(1, parameters, SimpleClientManager())
@@ -202,3 +224,69 @@ def test_results_are_ordered_by_partition_id_and_unusable_ids_go_last() -> None:
         fit_result("v", 1.0, metrics={"partition_id": True}),
     ]
     assert [proxy.cid for proxy, _ in canonical_order(results)] == ["x", "z", "v", "w", "y"]
+
+
+def saving_strategy(tmp_path: Path) -> tuple[RunStrategy, RunPaths]:
+    """A run strategy with the run's RoundSaver, writing into ``tmp_path``; its round 1 is fitted and evaluated."""
+    paths = RunPaths(tmp_path, 8)
+    held_out = SimpleNamespace(mistakes=[{"index": 3, "true": 1, "predicted": 7, "confidence": 0.9}])
+    saver = RoundSaver(ServerSettings(rounds=8), "mnist-5k", paths, held_out)  # type: ignore[arg-type]  # Its mistakes.
+    strategy = run_strategy(tmp_path, SpyAggregator(), on_round_end=saver)
+    parameters = strategy.initialize_parameters(SimpleClientManager())
+    assert parameters is not None
+    strategy.configure_fit(1, parameters, SimpleClientManager())
+    new_parameters, _ = strategy.aggregate_fit(1, [fit_result("a", 1.0)], [])
+    assert new_parameters is not None
+    strategy.evaluate(1, new_parameters)
+    return strategy, paths
+
+
+def test_a_rounds_files_are_written_while_the_next_round_trains_and_its_line_comes_once_they_are(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writing, release = threading.Event(), threading.Event()
+
+    def slow_save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+        writing.set()
+        release.wait(5)
+        save_checkpoint(path, checkpoint)
+
+    monkeypatch.setattr(fedmnist.server.saving, "save_checkpoint", slow_save_checkpoint)
+    strategy, paths = saving_strategy(tmp_path)
+    with caplog.at_level(logging.INFO):
+        strategy.aggregate_evaluate(1, [], [])  # Returns while the checkpoint is being written: round 2 may begin.
+        assert writing.wait(5)
+        assert not paths.checkpoint.exists() and not any("round 1/8" in r.getMessage() for r in caplog.records)
+        assert json.loads(paths.mistakes.read_text())["round"] == 1  # The dashboard's file comes first.
+        round_two = threading.Thread(target=strategy.aggregate_fit, args=(2, [fit_result("a", 2.0)], []))
+        round_two.start()  # Round 2's clients trained; its aggregation waits for round 1's checkpoint.
+        round_two.join(0.2)
+        assert round_two.is_alive() and [r["round"] for r in strategy.recorder.rounds] == [1]
+        release.set()
+        round_two.join(5)
+    assert read_checkpoint(paths.checkpoint).round == 1
+    assert [r.getMessage()[:10] for r in caplog.records if r.getMessage().startswith("round 1/8")] == ["round 1/8 "]
+
+
+def test_a_round_whose_checkpoint_cannot_be_written_fails_by_its_number_at_the_next_aggregation(tmp_path: Path) -> None:
+    strategy, paths = saving_strategy(tmp_path)
+    paths.checkpoint.parent.mkdir(parents=True)
+    paths.checkpoint.mkdir()  # A folder where the file goes: the write fails (as on a full disk).
+    strategy.aggregate_evaluate(1, [], [])
+    with pytest.raises(RoundNotSaved) as raised:
+        strategy.aggregate_fit(2, [fit_result("a", 2.0)], [])
+    assert raised.value.round == 1 and paths.checkpoint.name in str(raised.value)
+    assert str(raised.value).startswith("its checkpoint could not be written (")
+    assert [r["round"] for r in strategy.recorder.rounds] == [1]  # Round 2 was not recorded.
+
+
+def test_stop_waits_for_the_last_rounds_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def slow_save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+        time.sleep(0.3)
+        save_checkpoint(path, checkpoint)
+
+    monkeypatch.setattr(fedmnist.server.saving, "save_checkpoint", slow_save_checkpoint)
+    strategy, paths = saving_strategy(tmp_path)
+    strategy.aggregate_evaluate(1, [], [])
+    strategy.stop()  # Ctrl-C: the partial results are saved next, and the process ends after them.
+    assert read_checkpoint(paths.checkpoint).round == 1

@@ -46,7 +46,15 @@ from fedmnist.server.federation import AppServer, Federation, ReconnectingServer
 from fedmnist.server.held_out import HeldOutEvaluator, build_trainer
 from fedmnist.server.recorder import RoundRecorder
 from fedmnist.server.run_strategy import RunStrategy
-from fedmnist.server.saving import checkpointer, prepare_saving, result_files, run_summary, save_results, stop_early
+from fedmnist.server.saving import (
+    RoundNotSaved,
+    RoundSaver,
+    prepare_saving,
+    result_files,
+    run_summary,
+    save_results,
+    stop_early,
+)
 from fedmnist.server.strategies import build_strategy, centralized_evaluate_fn
 from fedmnist.server.validation import UpdateValidator
 from fedmnist.settings import defaults
@@ -180,7 +188,7 @@ def _run_strategy(
             centralized_extras=lambda: {"confusion": evaluator.confusion},
         ),
         resumed_after=checkpoint.round if checkpoint else 0,
-        on_round_end=checkpointer(settings, data_source, paths, evaluator),
+        on_round_end=RoundSaver(settings, data_source, paths, evaluator),
         ledger=_privacy_ledger(dp, settings.clients, checkpoint) if dp else None,
         compares_updates=not settings.secagg,
     )
@@ -219,21 +227,27 @@ def _federate_or_save_the_rounds(
     recorder = strategy.recorder
 
     def saved_early(reason: str) -> str:
+        # Flower may drive the rounds from another thread (the simulation): no round after this, and
+        # the last round's checkpoint on disk first.
+        strategy.stop()
         return stop_early(paths, evaluator, recorder, summary_now(), reason, helper)
 
     try:
         history, final_weights = _federate(
             settings, strategy, client_config, settings.rounds - strategy.resumed_after, paths.round_log, federation
         )
+        strategy.wait_for_saving()  # The last round's checkpoint and progress line.
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C or SIGTERM (fedmnist.common.cli.take_back_stop_signals).
         ignore_stop_signals()  # A second Ctrl-C must not cut the saving short.
-        strategy.stop()  # Flower may drive the rounds from another thread (the simulation): no round after this.
         log.warning(saved_early("stopped by a signal (Ctrl-C or SIGTERM)"))
         raise
     except UserError as error:  # E.g. too few clients connected.
         raise UserError(f"{error}. {saved_early(str(error))}") from None
     except Exception as error:  # A bug or a full disk inside a round: never hang, never lose the rounds done.
-        failed = f"round {recorder.current_round} failed: {type(error).__name__}: {error}"
+        if isinstance(error, RoundNotSaved):
+            failed = f"round {error.round} failed: {error}"
+        else:
+            failed = f"round {recorder.current_round} failed: {type(error).__name__}: {error}"
         log.debug("%s", failed, exc_info=True)  # The traceback, with --verbose.
         raise RunFailed(f"{failed}. {saved_early(failed)}") from error
     if strategy.stalled:  # A run that trains nothing must not end as finished.

@@ -19,9 +19,11 @@ Flower strategy (``fedmnist.server.strategies.build_strategy``, the *aggregator*
    with the privacy spent so far when the run is differentially private
    (``ledger``, ``fedmnist.privacy.dp``: a round that would spend past the
    budget is not started, ``PrivacyBudgetSpent``);
-4. **checkpoint**: ``on_round_end`` saves the run so far (``fedmnist.results.checkpoint``);
-5. **announce**: then, and only then, the progress line: a round announced is
-   a round kept.
+4. **checkpoint**: ``on_round_end`` saves the run so far (``fedmnist.results.checkpoint``),
+   while the next round begins (``fedmnist.server.saving.RoundSaver``: its files are written
+   on a thread of their own, and the next round's aggregation waits for them);
+5. **announce**: then, once the checkpoint is on disk, the progress line: a round
+   announced is a round kept.
 
 A run whose last ``defaults.MAX_ROUNDS_WITHOUT_UPDATE`` rounds accepted no
 update trains nothing: it ends with ``TrainingStalled`` (``stalled`` says why)
@@ -32,19 +34,20 @@ so a run resumed after round ``resumed_after`` is shifted here, in one place.
 Round 0, the starting model's evaluation, stays 0.
 
 ``stop()`` ends a run whose rounds Flower drives from another thread (the
-simulation's): a round being recorded is finished first, and every later step
-raises ``RunStopped``, which ends Flower's server there. The completed rounds
-can then be saved without a round changing them meanwhile.
+simulation's): a round being recorded is finished first, its files written, and
+every later step raises ``RunStopped``, which ends Flower's server there. The
+completed rounds can then be saved without a round changing them meanwhile.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 from flwr.common import (
@@ -69,6 +72,17 @@ from fedmnist.server.update_stats import update_numbers
 from fedmnist.server.validation import UpdateValidator
 from fedmnist.settings import defaults
 
+
+class RoundSaving(Protocol):
+    """What ``on_round_end`` is: it saves a recorded round, then calls ``then`` (the round's progress line)."""
+
+    def __call__(self, run: RunStrategy, then: Callable[[], None]) -> None: ...
+
+    def wait(self) -> None:
+        """Until the last round's files are written; raise what kept them from being written."""
+
+
+log = logging.getLogger(__name__)
 _CLIENT_PREFIX = re.compile(r"^(rejected: )?client [^:]*: ")  # Who, in a failure reason: grouped by what.
 STOP_WAIT_SECONDS = 30.0  # At most this long for a step to finish recording before a stop.
 
@@ -109,8 +123,8 @@ class RunStrategy(Strategy):
         Keeps each round's record and the latest global weights.
     resumed_after : int (default 0)
         The last round a resumed run had done; Flower's round 1 is this run's ``resumed_after + 1``.
-    on_round_end : Callable[[RunStrategy], None] | None
-        Saves the run after each round's record, before its progress line (the checkpoint).
+    on_round_end : RoundSaving | None
+        Saves the run after each round's record, then logs its progress line (the checkpoint).
     ledger : PrivacyLedger | None
         The privacy spent, for a differentially private run (the aggregator is then Flower's DP wrapper).
     compares_updates : bool (default True)
@@ -124,7 +138,7 @@ class RunStrategy(Strategy):
         validator: UpdateValidator,
         recorder: RoundRecorder,
         resumed_after: int = 0,
-        on_round_end: Callable[[RunStrategy], None] | None = None,
+        on_round_end: RoundSaving | None = None,
         ledger: PrivacyLedger | None = None,
         compares_updates: bool = True,
     ) -> None:
@@ -160,6 +174,15 @@ class RunStrategy(Strategy):
         self._stopped = True
         if finished:
             self._recording.release()
+        try:
+            self.wait_for_saving()
+        except OSError as error:  # Said here: the run is stopping anyway, with the rounds that were saved.
+            log.warning("%s", error)
+
+    def wait_for_saving(self) -> None:
+        """Until the last recorded round's files are written; raise ``RoundNotSaved`` if they could not be."""
+        if self.on_round_end is not None:
+            self.on_round_end.wait()
 
     @contextmanager
     def _step(self) -> Iterator[None]:
@@ -204,6 +227,7 @@ class RunStrategy(Strategy):
         self, server_round: int, results: list[tuple[ClientProxy, FitRes]], failures: list[Any]
     ) -> tuple[Parameters | None, dict[str, Scalar]]:
         server_round = self._run_round(server_round)
+        self.wait_for_saving()  # The last round's files, written meanwhile: this round goes on from them.
         with self._step():
             accepted, rejected = self.validator.check_updates(server_round, canonical_order(results))
             failures = [*failures, *rejected]
@@ -246,8 +270,9 @@ class RunStrategy(Strategy):
             loss, metrics = self.aggregator.aggregate_evaluate(server_round, accepted, failures)
             record = self.recorder.evaluated(server_round, accepted, failures, loss, metrics)
             if self.on_round_end is not None:
-                self.on_round_end(self)
-            self.recorder.announce(record)
+                self.on_round_end(self, lambda: self.recorder.announce(record))
+            else:
+                self.recorder.announce(record)
         self._end_if_stalled()
         return loss, metrics
 
