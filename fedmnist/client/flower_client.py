@@ -35,6 +35,7 @@ from fedmnist.client.attacker import (
 from fedmnist.client.faults import corrupt, fail_if_crashed, fail_if_due
 from fedmnist.client.placement import ray_node
 from fedmnist.common.errors import UserError
+from fedmnist.common.garbage import pause_collection, start_up_done
 from fedmnist.data.sources import ClientData, MnistData, client_shares, load_mnist, share_data, to_float
 from fedmnist.privacy.dp import clip_update
 from fedmnist.settings import defaults
@@ -177,12 +178,16 @@ class ClientCache:
         if run in self._warm:
             return
         started = time.perf_counter()
-        client = self.client(settings, partition_id, num_partitions)
-        model = str(settings["model"])
-        weights = client.trainer.get_weights()
-        client.fit(weights, {**config, "local-epochs": 1})
-        client.evaluate(weights, config)
-        client.trainer.reset_optimizer()
+        pause_collection()  # The first warm-up imports TensorFlow and builds the model (fedmnist.common.garbage).
+        try:
+            client = self.client(settings, partition_id, num_partitions)
+            model = str(settings["model"])
+            weights = client.trainer.get_weights()
+            client.fit(weights, {**config, "local-epochs": 1})
+            client.evaluate(weights, config)
+            client.trainer.reset_optimizer()
+        finally:
+            start_up_done()
         self.hand_optimizer(model, ())  # Its Adam state is no client's.
         self._warm.add(run)
         self.warm_up_seconds += time.perf_counter() - started

@@ -9,10 +9,12 @@ with three clients and a server sharing 2 cores. After start-up, one full
 collection took 0.18 s in the middle of the server's plots.
 
 So ``server.py`` and ``client.py`` pause the collector before their first heavy
-import, and call ``start_up_done`` once TensorFlow is imported and the model is
-built: what exists then lives as long as the process, and ``gc.freeze`` takes it
-out of every later collection (CPython's documented use of ``freeze``); the
-collector then runs as usual on what the rounds create.
+import, and a simulation worker while it warms up for a run
+(``fedmnist.client.flower_client.ClientCache.warm_up``, where it imports
+TensorFlow); each calls ``start_up_done`` once TensorFlow is imported and the
+model is built: what exists then lives as long as the process, and ``gc.freeze``
+takes it out of every later collection (CPython's documented use of ``freeze``);
+the collector then runs as usual on what the rounds create.
 """
 
 from __future__ import annotations
