@@ -20,6 +20,9 @@ from fedmnist.data.sources import MNIST_5K, MnistData, load_mnist
 from fedmnist.results.records import RoundRecord
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# Flower posts an event to its telemetry server when a server, client or simulation starts and ends:
+# the tests' processes (they inherit this) contact no address but loopback and their own namespaces.
+os.environ["FLWR_TELEMETRY_ENABLED"] = "0"
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 120) -> None:

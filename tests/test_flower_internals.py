@@ -192,3 +192,14 @@ def test_the_launchers_flower_processes_find_the_lighter_flwr_clientapp_which_ta
     imports = subprocess.run([sys.executable, "-X", "importtime", found, "--help"], capture_output=True, text=True)
     assert "flwr.supernode.cli.flwr_clientapp" in imports.stderr
     assert "flower_supernode" not in imports.stderr and "sqlalchemy" not in imports.stderr
+
+
+def test_flowers_simulation_workers_wait_a_second_on_queues_the_module_makes() -> None:
+    """fedmnist.runtimes.simulation sets vce_api.Queue: Flower makes its message queues with that name and its
+    worker and injector threads wait 1 s on them before they look at their stop event."""
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    assert "Queue()" in inspect.getsource(vce_api.run_api)
+    for thread_loop in (vce_api.worker, vce_api.put_message_into_state):
+        source = inspect.getsource(thread_loop)
+        assert "while not f_stop.is_set():" in source and ".get(timeout=1.0)" in source

@@ -62,3 +62,24 @@ def test_a_local_simulations_ray_runs_without_the_autoscaler_monitor() -> None:
     processes = done.stdout.split()
     assert done.returncode == 0 and "raylet" in processes, done.stderr[-2000:]
     assert "monitor" not in processes
+
+
+def test_flowers_simulation_queues_wait_at_most_a_twentieth_of_a_second_and_still_deliver() -> None:
+    """After _flower_simulation, Flower's simulation threads see their stop within 0.05 s, not 1 s."""
+    import queue
+    import threading
+    import time
+
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    from fedmnist.runtimes.simulation import QUEUE_WAIT_SECONDS, PromptQueue, _flower_simulation
+
+    _flower_simulation()
+    assert vce_api.Queue is PromptQueue
+    waiting = PromptQueue()
+    started = time.monotonic()
+    with pytest.raises(queue.Empty):
+        waiting.get(timeout=1.0)  # As Flower's worker asks: back to look at its stop event sooner.
+    assert time.monotonic() - started < 20 * QUEUE_WAIT_SECONDS  # Not Flower's second.
+    threading.Timer(0.2, waiting.put, args=("message",)).start()
+    assert waiting.get() == "message"  # Without a timeout it still waits for the message.
