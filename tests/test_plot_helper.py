@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -76,10 +75,8 @@ def test_ctrl_c_does_not_reach_the_helper_which_ends_when_the_server_closes_its_
     assert process is not None
     # Ctrl-C goes to the terminal's process group: not the helper's (after Ctrl-C the server saves its results).
     assert os.getpgid(process.pid) != os.getpgid(0)
-    time.sleep(0.5)
-    started = time.monotonic()
     helper.close()  # As when the server ends, even by kill -9: the helper reads end-of-file.
-    assert process.returncode == 0 and time.monotonic() - started < 5
+    assert process.returncode == 0  # It ended by itself: close() kills a helper that does not, within 5 s.
 
 
 def test_a_runs_figures_are_listed_in_order_and_each_is_drawn_by_its_name(tmp_path: Path) -> None:
