@@ -22,7 +22,9 @@ from fedmnist.runtimes.deployment import trainer_pids
 from fedmnist.settings.client_config import config_for_clients
 from fedmnist.settings.server_settings import ServerSettings
 
-pytestmark = pytest.mark.slow  # Each trainer imports TensorFlow in a process of its own (3-5 s here).
+# Each trainer imports TensorFlow in a process of its own (3-5 s here). One xdist worker runs the module:
+# its trainers all watch the pytest process every worker shares, and the tests count them.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("warm_trainers")]
 
 NODE = 42
 CONFIG = config_for_clients(ServerSettings(clients=3, model="dense32", keep_optimizer=True), "mnist-5k", run_id="r")
@@ -35,9 +37,15 @@ def sockets(tmp_path_factory: pytest.TempPathFactory, data_home: str) -> Iterato
         # Short: a Unix socket's path has at most 107 bytes.
         patch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("t")))
         patch.setenv(DATA_HOME_VARIABLE, data_home)
-        yield socket_folder()
-        for pid in trainer_pids([os.getppid()]):
+        folder = socket_folder()
+        yield folder
+        for pid in trainers_serving(folder):
             os.kill(pid, 9)
+
+
+def trainers_serving(folder: Path) -> list[int]:
+    """The trainers with a socket in ``folder``: this module's (another xdist worker's trainers watch the same pid)."""
+    return [pid for pid in trainer_pids([os.getppid()]) if str(folder) in Path(f"/proc/{pid}/cmdline").read_text()]
 
 
 def test_a_remote_client_trains_as_a_local_one_and_its_state_stays_in_flowers_context(
@@ -64,7 +72,7 @@ def test_a_remote_client_trains_as_a_local_one_and_its_state_stays_in_flowers_co
     assert remote.evaluate(weights, CONFIG(2))[:2] == local.evaluate(weights, CONFIG(2))[:2]
     assert remote.get_properties({}) == {"partition_id": 2}
     assert [path.name for path in sockets.glob("*.sock")] == [f"1-{NODE}.sock"]
-    assert len(trainer_pids([os.getppid()])) == 1  # One trainer served all six calls.
+    assert len(trainers_serving(sockets)) == 1  # One trainer served all six calls.
 
 
 def test_a_trainers_errors_reach_the_message_with_their_own_type(sockets: Path) -> None:
