@@ -3,9 +3,10 @@
 matplotlib draws on one core: a 40-round run's six figures took 0.85 s here,
 most of what a run does after its last round. The helper is started with the
 server and imports matplotlib while the server waits for its clients; at the
-end it draws the figures that need only the summary (labels per client,
-clients per round, the confusion matrix) while the server draws the rest. On
-a 2-core machine the plots take about half as long.
+end it draws some of the figures (``HELPER_FIGURES`` in
+``fedmnist.server.saving``), from the History and the summary it is sent, while
+the server writes its files and draws the rest. On 2 cores the plots take about
+half as long.
 
 The helper reads one job on its standard input and ends: when the server
 ends first, even by ``kill -9``, the helper reads end-of-file and ends too.

@@ -177,7 +177,7 @@ class RunStrategy(Strategy):
         try:
             self.wait_for_saving()
         except OSError as error:  # Said here: the run is stopping anyway, with the rounds that were saved.
-            log.warning("%s", error)
+            log.warning("the last round's files: %s", error)
 
     def wait_for_saving(self) -> None:
         """Until the last recorded round's files are written; raise ``RoundNotSaved`` if they could not be."""

@@ -59,12 +59,12 @@ class RoundNotSaved(OSError):
 class RoundSaver:
     """After each round, its files: the mistakes (for the dashboard), then the checkpoint, on a thread of their own.
 
-    Written in the round, they took about 6 ms of each (the checkpoint of round 40 is 2 MB,
-    fsynced) while the clients waited. Now the next round starts at once and they are written
-    meanwhile; the round's progress line (``then``) is logged once its checkpoint is on disk, so a
-    round announced is a round kept, as before. ``wait`` waits for the last round's files and
-    raises ``RoundNotSaved`` if they could not be written: the run strategy calls it before it
-    aggregates the next round and when the rounds end.
+    Writing them takes about 6 ms a round here (the checkpoint of round 40 is 2 MB, fsynced):
+    the next round need not wait for it, so they are written while its clients train. The
+    round's progress line (``then``) is logged once its checkpoint is on disk: a round announced
+    is a round kept. ``wait`` waits for the last round's files and raises ``RoundNotSaved`` if
+    they could not be written: the run strategy calls it before it aggregates the next round,
+    when it stops, and when the rounds end.
     """
 
     def __init__(
