@@ -24,6 +24,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Self
 
@@ -73,14 +74,14 @@ class PlotHelper:
         written raises OSError, as drawing here would.
         """
 
-        def here() -> list[Path]:
+        def here(names: list[str]) -> list[Path]:
             from fedmnist.results.plots import draw_figure
 
-            return [draw_figure(figure, history, summary, folder) for figure in figures]
+            return [draw_figure(name, history, summary, folder) for name in names]
 
         process, self._process = self._process, None  # One job per helper.
         if process is None or process.stdin is None or process.poll() is not None:
-            return here
+            return partial(here, figures)
         try:
             job = {"figures": figures, "history": history_to_dict(history), "summary": summary, "folder": str(folder)}
             encoded = json.dumps(job).encode()
@@ -88,7 +89,7 @@ class PlotHelper:
                 process.stdin.write(encoded)
         except (OSError, TypeError, ValueError):  # It ended meanwhile (a broken pipe), or a value is not JSON.
             _end(process)
-            return here
+            return partial(here, figures)
         process.stdin = None  # So that communicate() only reads.
 
         def result() -> list[Path]:
@@ -96,11 +97,7 @@ class PlotHelper:
             if "error" in answer:
                 raise OSError(answer.get("errno"), answer["error"], answer.get("filename"))
             done = [Path(path) for path in answer.get("paths", [])]
-            if len(done) < len(figures):
-                from fedmnist.results.plots import draw_figure
-
-                done += [draw_figure(figure, history, summary, folder) for figure in figures[len(done) :]]
-            return done
+            return [*done, *here(figures[len(done) :])]  # What it did not draw (it ended early), drawn here.
 
         return result
 
